@@ -1,0 +1,173 @@
+#include "comm/Communicator.hpp"
+
+#include <algorithm>
+#include <climits>
+
+#include "launch/Mpi.hpp"
+#include "util/Error.hpp"
+
+namespace hpctrain {
+namespace {
+
+// MPI counts are int: large buffers go in pieces.
+constexpr std::size_t kMaxCount = std::size_t(1) << 30;
+
+template <class T>
+void allreduce_chunked(MPI_Comm comm, T* data, std::size_t count, MPI_Datatype type, MPI_Op op) {
+  for (std::size_t off = 0; off < count; off += kMaxCount) {
+    const int n = static_cast<int>(std::min(kMaxCount, count - off));
+    HPCTRAIN_MPI(MPI_Allreduce(MPI_IN_PLACE, data + off, n, type, op, comm));
+  }
+}
+
+}  // namespace
+
+Communicator::Communicator(MPI_Comm comm, bool owned) : comm_(comm), owned_(owned) {
+  HPCTRAIN_MPI(MPI_Comm_rank(comm_, &rank_));
+  HPCTRAIN_MPI(MPI_Comm_size(comm_, &size_));
+}
+
+Communicator Communicator::world() { return Communicator(MPI_COMM_WORLD, false); }
+
+Communicator::Communicator(Communicator&& other) noexcept
+    : comm_(other.comm_), owned_(other.owned_), rank_(other.rank_), size_(other.size_) {
+  other.comm_ = MPI_COMM_NULL;
+  other.owned_ = false;
+}
+
+Communicator& Communicator::operator=(Communicator&& other) noexcept {
+  if (this != &other) {
+    if (owned_ && comm_ != MPI_COMM_NULL && MpiRuntime::initialized()) MPI_Comm_free(&comm_);
+    comm_ = other.comm_;
+    owned_ = other.owned_;
+    rank_ = other.rank_;
+    size_ = other.size_;
+    other.comm_ = MPI_COMM_NULL;
+    other.owned_ = false;
+  }
+  return *this;
+}
+
+Communicator::~Communicator() {
+  if (owned_ && comm_ != MPI_COMM_NULL && MpiRuntime::initialized()) MPI_Comm_free(&comm_);
+}
+
+Communicator Communicator::split(int color, int key) const {
+  MPI_Comm out = MPI_COMM_NULL;
+  HPCTRAIN_MPI(MPI_Comm_split(comm_, color, key, &out));
+  MPI_Comm_set_errhandler(out, MPI_ERRORS_RETURN);
+  return Communicator(out, true);
+}
+
+void Communicator::barrier() const { HPCTRAIN_MPI(MPI_Barrier(comm_)); }
+
+void Communicator::allreduce_sum(float* data, std::size_t count) const {
+  allreduce_chunked(comm_, data, count, MPI_FLOAT, MPI_SUM);
+}
+void Communicator::allreduce_sum(double* data, std::size_t count) const {
+  allreduce_chunked(comm_, data, count, MPI_DOUBLE, MPI_SUM);
+}
+void Communicator::allreduce_sum(std::int64_t* data, std::size_t count) const {
+  allreduce_chunked(comm_, data, count, MPI_INT64_T, MPI_SUM);
+}
+void Communicator::allreduce_max(double* data, std::size_t count) const {
+  allreduce_chunked(comm_, data, count, MPI_DOUBLE, MPI_MAX);
+}
+void Communicator::allreduce_min(double* data, std::size_t count) const {
+  allreduce_chunked(comm_, data, count, MPI_DOUBLE, MPI_MIN);
+}
+
+void Communicator::broadcast(void* data, std::size_t bytes, int root) const {
+  auto* p = static_cast<char*>(data);
+  for (std::size_t off = 0; off < bytes; off += kMaxCount) {
+    const int n = static_cast<int>(std::min(kMaxCount, bytes - off));
+    HPCTRAIN_MPI(MPI_Bcast(p + off, n, MPI_BYTE, root, comm_));
+  }
+}
+
+void Communicator::broadcast(std::string& text, int root) const {
+  std::uint64_t n = text.size();
+  broadcast(&n, sizeof(n), root);
+  text.resize(n);
+  if (n > 0) broadcast(text.data(), n, root);
+}
+
+std::vector<double> Communicator::gather(const double* data, std::size_t count, int root) const {
+  std::vector<double> out(rank_ == root ? count * size_ : 0);
+  HPCTRAIN_MPI(MPI_Gather(data, static_cast<int>(count), MPI_DOUBLE, out.data(), static_cast<int>(count),
+                          MPI_DOUBLE, root, comm_));
+  return out;
+}
+
+void Communicator::alltoallv(const void* send, const std::vector<std::int64_t>& send_counts, void* recv,
+                             const std::vector<std::int64_t>& recv_counts) const {
+  // Counts can pass INT_MAX bytes for large shards: exchange in a derived type of 4 KiB
+  // when they do not fit.
+  std::int64_t largest = 0, total_send = 0, total_recv = 0;
+  for (auto c : send_counts) largest = std::max(largest, total_send += c);
+  for (auto c : recv_counts) largest = std::max(largest, total_recv += c);
+  if (largest < INT_MAX) {
+    std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
+    int so = 0, ro = 0;
+    for (int r = 0; r < size_; ++r) {
+      sc[r] = static_cast<int>(send_counts[r]);
+      sd[r] = so;
+      so += sc[r];
+      rc[r] = static_cast<int>(recv_counts[r]);
+      rd[r] = ro;
+      ro += rc[r];
+    }
+    HPCTRAIN_MPI(MPI_Alltoallv(send, sc.data(), sd.data(), MPI_BYTE, recv, rc.data(), rd.data(), MPI_BYTE, comm_));
+    return;
+  }
+  // Fallback: pairwise exchange in bounded pieces.
+  std::vector<std::int64_t> sd(size_, 0), rd(size_, 0);
+  for (int r = 1; r < size_; ++r) {
+    sd[r] = sd[r - 1] + send_counts[r - 1];
+    rd[r] = rd[r - 1] + recv_counts[r - 1];
+  }
+  const auto* s = static_cast<const char*>(send);
+  auto* d = static_cast<char*>(recv);
+  for (int step = 0; step < size_; ++step) {
+    const int to = (rank_ + step) % size_;
+    const int from = (rank_ - step + size_) % size_;
+    std::int64_t sent = 0, got = 0;
+    while (sent < send_counts[to] || got < recv_counts[from]) {
+      const int sn = static_cast<int>(std::min<std::int64_t>(kMaxCount, send_counts[to] - sent));
+      const int rn = static_cast<int>(std::min<std::int64_t>(kMaxCount, recv_counts[from] - got));
+      HPCTRAIN_MPI(MPI_Sendrecv(s + sd[to] + sent, sn, MPI_BYTE, to, 7, d + rd[from] + got, rn, MPI_BYTE, from, 7,
+                                comm_, MPI_STATUS_IGNORE));
+      sent += sn;
+      got += rn;
+    }
+  }
+}
+
+void collective_check(const Communicator& comm, const std::function<void()>& step) {
+  std::string message;
+  int code = 0;
+  try {
+    step();
+  } catch (const CollectiveError& e) {
+    message = e.what();
+    code = e.exit_code();
+  } catch (const ConfigError& e) {
+    message = e.what();
+    code = 2;
+  } catch (const DataError& e) {
+    message = e.what();
+    code = 3;
+  } catch (const std::exception& e) {
+    message = e.what();
+    code = 1;
+  }
+  int failed_rank = message.empty() && code == 0 ? INT_MAX : comm.rank();
+  int lowest = INT_MAX;
+  HPCTRAIN_MPI(MPI_Allreduce(&failed_rank, &lowest, 1, MPI_INT, MPI_MIN, comm.raw()));
+  if (lowest == INT_MAX) return;
+  comm.broadcast(message, lowest);
+  comm.broadcast(&code, sizeof(code), lowest);
+  throw CollectiveError(message, lowest, code);
+}
+
+}  // namespace hpctrain

@@ -1,0 +1,76 @@
+#pragma once
+// A group of ranks and the collectives hpctrain uses on it. Sub-communicators
+// (cross-validation groups, pipeline stages) come from split(). Owns its MPI_Comm
+// unless it wraps MPI_COMM_WORLD.
+#include <mpi.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace hpctrain {
+
+class Communicator {
+ public:
+  static Communicator world();
+  Communicator(Communicator&& other) noexcept;
+  Communicator& operator=(Communicator&& other) noexcept;
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+  ~Communicator();
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  MPI_Comm raw() const { return comm_; }
+
+  // Ranks with the same color form one new communicator, ordered by key.
+  Communicator split(int color, int key) const;
+
+  void barrier() const;
+  void allreduce_sum(float* data, std::size_t count) const;
+  void allreduce_sum(double* data, std::size_t count) const;
+  void allreduce_sum(std::int64_t* data, std::size_t count) const;
+  void allreduce_max(double* data, std::size_t count) const;
+  void allreduce_min(double* data, std::size_t count) const;
+  void broadcast(void* data, std::size_t bytes, int root) const;
+  void broadcast(std::string& text, int root) const;
+  // Every rank's `count` doubles, concatenated by rank, on `root` (empty elsewhere).
+  std::vector<double> gather(const double* data, std::size_t count, int root) const;
+  // Byte exchange: send_counts[r] bytes to rank r from send (packed by rank order);
+  // recv_counts must be known by the caller.
+  void alltoallv(const void* send, const std::vector<std::int64_t>& send_counts, void* recv,
+                 const std::vector<std::int64_t>& recv_counts) const;
+
+ private:
+  Communicator(MPI_Comm comm, bool owned);
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  bool owned_ = false;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+// Raised on every rank when a collective check failed on some rank. The message is the
+// failing rank's; `origin_rank` is the lowest rank that failed.
+class CollectiveError : public std::exception {
+ public:
+  CollectiveError(std::string message, int origin_rank, int exit_code)
+      : message_(std::move(message)), origin_rank_(origin_rank), exit_code_(exit_code) {}
+  const char* what() const noexcept override { return message_.c_str(); }
+  int origin_rank() const { return origin_rank_; }
+  int exit_code() const { return exit_code_; }
+
+ private:
+  std::string message_;
+  int origin_rank_;
+  int exit_code_;
+};
+
+// Runs `step` on every rank of `comm`, then agrees: if any rank threw, every rank throws a
+// CollectiveError carrying the lowest failing rank's message. Use it around steps that
+// may fail on some ranks only (opening files, reading shards), so no rank is left
+// waiting in a later collective and the user sees one message.
+void collective_check(const Communicator& comm, const std::function<void()>& step);
+
+}  // namespace hpctrain

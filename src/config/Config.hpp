@@ -1,0 +1,86 @@
+#pragma once
+// Plain configuration structs, filled from JSON by the schema (config/Schema.cpp).
+// No module reads JSON on its own: each receives the struct it needs.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace hpctrain {
+
+struct DataConfig {
+  std::string path;            // HDF5 file written by `hpctrain import`
+  double val_fraction = 0.1;   // share of train carved out for validation
+  bool verify_hashes = true;   // verify SHA-256 of each dataset before training
+  bool normalize = true;       // per-channel mean/std from the training split
+  bool augment_flip = false;   // random horizontal flip
+  std::int64_t augment_crop_padding = 0;  // random crop after zero padding (0: off)
+  std::int64_t limit_train = 0;           // use only the first N training samples (0: all)
+};
+
+struct ModelConfig {
+  std::string name = "cnn";
+  std::vector<std::int64_t> hidden;    // MLP hidden widths
+  std::vector<std::int64_t> channels;  // CNN conv channels per stage
+  std::int64_t fc_width = 128;
+  double dropout = 0.0;
+  bool batch_norm = true;
+};
+
+struct OptimizerConfig {
+  std::string name = "adamw";
+  double lr = 1e-3;
+  double momentum = 0.9;
+  bool nesterov = false;
+  double weight_decay = 0.0;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+};
+
+struct ScheduleConfig {
+  std::string name = "constant";  // constant | step | cosine | onecycle
+  std::int64_t warmup_steps = 0;
+  double warmup_start_factor = 0.0;
+  std::int64_t step_epochs = 1;
+  double step_gamma = 0.1;
+  double min_lr_factor = 0.0;
+  double onecycle_pct_start = 0.3;
+  double onecycle_div_factor = 25.0;
+  double onecycle_final_div_factor = 1e4;
+};
+
+struct TrainConfig {
+  std::int64_t epochs = 2;
+  std::int64_t batch_size = 128;  // global batch: split across ranks
+  std::int64_t eval_batch_size = 1000;
+  std::int64_t seed = 42;
+  std::int64_t max_steps = 0;  // stop after this many steps in total (0: no limit)
+  double grad_clip_norm = 0.0;
+  std::string early_stop_metric = "val_loss";  // val_loss | val_accuracy
+  std::int64_t early_stop_patience = 0;         // epochs without improvement (0: off)
+  double early_stop_min_delta = 0.0;
+  bool test_at_end = true;
+};
+
+struct CommConfig {
+  double bucket_mb = 25.0;
+};
+
+struct RunConfig {
+  std::string dir = "runs/default";
+  std::int64_t log_every = 50;    // steps between metrics.jsonl step lines
+  std::string progress = "auto";  // auto | bar | lines | none
+  std::int64_t threads = 0;       // intra-op threads per rank (0: from the affinity mask)
+};
+
+struct Config {
+  DataConfig data;
+  ModelConfig model;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  TrainConfig train;
+  CommConfig comm;
+  RunConfig run;
+};
+
+}  // namespace hpctrain

@@ -1,0 +1,446 @@
+#include "config/Schema.hpp"
+
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "util/Error.hpp"
+#include "util/Json.hpp"
+
+namespace hpctrain {
+namespace json = boost::json;
+namespace {
+
+using Assign = std::function<void(Config&, const json::value&)>;
+
+struct Entry {
+  KeySpec spec;
+  Assign assign;
+};
+
+std::int64_t as_int(const json::value& v) { return v.is_int64() ? v.get_int64() : static_cast<std::int64_t>(v.get_uint64()); }
+double as_number(const json::value& v) {
+  if (v.is_double()) return v.get_double();
+  return static_cast<double>(as_int(v));
+}
+
+template <class Section, class Field>
+Assign bind(Section Config::*section, Field Section::*field) {
+  return [section, field](Config& c, const json::value& v) {
+    Field& target = c.*section.*field;
+    if constexpr (std::is_same_v<Field, bool>) {
+      target = v.get_bool();
+    } else if constexpr (std::is_same_v<Field, std::int64_t>) {
+      target = as_int(v);
+    } else if constexpr (std::is_same_v<Field, double>) {
+      target = as_number(v);
+    } else if constexpr (std::is_same_v<Field, std::string>) {
+      target = std::string(v.get_string());
+    } else {
+      target.clear();
+      for (const auto& e : v.get_array()) target.push_back(as_int(e));
+    }
+  };
+}
+
+KeySpec key(std::string path, KeyType type, std::string def, std::optional<double> min,
+            std::optional<double> max, std::vector<std::string> choices, std::string doc) {
+  return KeySpec{std::move(path), type, std::move(def), min, max, std::move(choices), std::move(doc)};
+}
+
+const std::vector<Entry>& entries() {
+  using K = KeyType;
+  const std::optional<double> none;
+  static const std::vector<Entry> table = {
+      // data
+      {key("data.path", K::String, "", none, none, {},
+           "HDF5 data set written by `hpctrain import` (required)."),
+       bind(&Config::data, &DataConfig::path)},
+      {key("data.val_fraction", K::Number, "0.1", 0.0, 0.5, {},
+           "Share of the training split held out for validation, chosen by a fixed permutation of the seed."),
+       bind(&Config::data, &DataConfig::val_fraction)},
+      {key("data.verify_hashes", K::Boolean, "true", none, none, {},
+           "Verify the SHA-256 of each dataset before training (ranks hash their shards in turn). Turn off for very large files."),
+       bind(&Config::data, &DataConfig::verify_hashes)},
+      {key("data.normalize", K::Boolean, "true", none, none, {},
+           "Normalize inputs by per-channel mean and standard deviation of the training split, computed in parallel."),
+       bind(&Config::data, &DataConfig::normalize)},
+      {key("data.augment_flip", K::Boolean, "false", none, none, {},
+           "Random horizontal flip of training images (p = 0.5)."),
+       bind(&Config::data, &DataConfig::augment_flip)},
+      {key("data.augment_crop_padding", K::Integer, "0", 0.0, 16.0, {},
+           "Random crop of training images after zero padding by this many pixels (0: off)."),
+       bind(&Config::data, &DataConfig::augment_crop_padding)},
+      {key("data.limit_train", K::Integer, "0", 0.0, none, {},
+           "Use only the first N samples of the training split (0: all). For quick experiments and tests."),
+       bind(&Config::data, &DataConfig::limit_train)},
+      // model
+      {key("model.name", K::String, "\"cnn\"", none, none, {"mlp", "cnn"},
+           "Architecture from the model registry."),
+       bind(&Config::model, &ModelConfig::name)},
+      {key("model.hidden", K::IntegerList, "[256, 128]", 1.0, 65536.0, {},
+           "MLP: widths of the hidden layers."),
+       bind(&Config::model, &ModelConfig::hidden)},
+      {key("model.channels", K::IntegerList, "[32, 64]", 1.0, 4096.0, {},
+           "CNN: output channels of each convolution stage (3x3 convolution, optional batch norm, ReLU, 2x2 max pooling)."),
+       bind(&Config::model, &ModelConfig::channels)},
+      {key("model.fc_width", K::Integer, "128", 1.0, 65536.0, {},
+           "CNN: width of the fully connected layer before the classifier."),
+       bind(&Config::model, &ModelConfig::fc_width)},
+      {key("model.dropout", K::Number, "0.0", 0.0, 0.95, {},
+           "Dropout probability before the classifier (MLP: after each hidden layer)."),
+       bind(&Config::model, &ModelConfig::dropout)},
+      {key("model.batch_norm", K::Boolean, "true", none, none, {},
+           "Batch normalization after each convolution (CNN) or hidden layer (MLP). Statistics are per rank."),
+       bind(&Config::model, &ModelConfig::batch_norm)},
+      // optimizer
+      {key("optimizer.name", K::String, "\"adamw\"", none, none, {"sgd", "adam", "adamw"},
+           "Optimizer."),
+       bind(&Config::optimizer, &OptimizerConfig::name)},
+      {key("optimizer.lr", K::Number, "0.001", 0.0, 100.0, {},
+           "Peak learning rate (the schedule scales it)."),
+       bind(&Config::optimizer, &OptimizerConfig::lr)},
+      {key("optimizer.momentum", K::Number, "0.9", 0.0, 1.0, {}, "SGD momentum."),
+       bind(&Config::optimizer, &OptimizerConfig::momentum)},
+      {key("optimizer.nesterov", K::Boolean, "false", none, none, {}, "SGD: Nesterov momentum."),
+       bind(&Config::optimizer, &OptimizerConfig::nesterov)},
+      {key("optimizer.weight_decay", K::Number, "0.0", 0.0, 1.0, {},
+           "Weight decay (L2 for SGD and Adam, decoupled for AdamW)."),
+       bind(&Config::optimizer, &OptimizerConfig::weight_decay)},
+      {key("optimizer.beta1", K::Number, "0.9", 0.0, 0.999999, {}, "Adam/AdamW beta1."),
+       bind(&Config::optimizer, &OptimizerConfig::beta1)},
+      {key("optimizer.beta2", K::Number, "0.999", 0.0, 0.999999, {}, "Adam/AdamW beta2."),
+       bind(&Config::optimizer, &OptimizerConfig::beta2)},
+      {key("optimizer.eps", K::Number, "1e-8", 0.0, 1.0, {}, "Adam/AdamW epsilon."),
+       bind(&Config::optimizer, &OptimizerConfig::eps)},
+      // schedule
+      {key("schedule.name", K::String, "\"constant\"", none, none, {"constant", "step", "cosine", "onecycle"},
+           "Learning-rate schedule over optimizer steps."),
+       bind(&Config::schedule, &ScheduleConfig::name)},
+      {key("schedule.warmup_steps", K::Integer, "0", 0.0, none, {},
+           "Linear warmup steps (constant, step and cosine schedules)."),
+       bind(&Config::schedule, &ScheduleConfig::warmup_steps)},
+      {key("schedule.warmup_start_factor", K::Number, "0.0", 0.0, 1.0, {},
+           "Learning rate at the start of warmup, as a fraction of optimizer.lr."),
+       bind(&Config::schedule, &ScheduleConfig::warmup_start_factor)},
+      {key("schedule.step_epochs", K::Integer, "1", 1.0, none, {},
+           "Step schedule: multiply the learning rate by step_gamma every this many epochs."),
+       bind(&Config::schedule, &ScheduleConfig::step_epochs)},
+      {key("schedule.step_gamma", K::Number, "0.1", 0.0, 1.0, {}, "Step schedule: decay factor."),
+       bind(&Config::schedule, &ScheduleConfig::step_gamma)},
+      {key("schedule.min_lr_factor", K::Number, "0.0", 0.0, 1.0, {},
+           "Cosine schedule: final learning rate as a fraction of optimizer.lr."),
+       bind(&Config::schedule, &ScheduleConfig::min_lr_factor)},
+      {key("schedule.onecycle_pct_start", K::Number, "0.3", 0.0, 1.0, {},
+           "One-cycle: share of steps spent increasing the learning rate."),
+       bind(&Config::schedule, &ScheduleConfig::onecycle_pct_start)},
+      {key("schedule.onecycle_div_factor", K::Number, "25.0", 1.0, 1e6, {},
+           "One-cycle: initial learning rate is optimizer.lr / div_factor."),
+       bind(&Config::schedule, &ScheduleConfig::onecycle_div_factor)},
+      {key("schedule.onecycle_final_div_factor", K::Number, "10000.0", 1.0, 1e9, {},
+           "One-cycle: final learning rate is the initial one / final_div_factor."),
+       bind(&Config::schedule, &ScheduleConfig::onecycle_final_div_factor)},
+      // train
+      {key("train.epochs", K::Integer, "2", 1.0, 100000.0, {}, "Epochs over the training split."),
+       bind(&Config::train, &TrainConfig::epochs)},
+      {key("train.batch_size", K::Integer, "128", 1.0, 1048576.0, {},
+           "Global batch size, split across ranks (the first ranks take one more sample when it does not divide). The sequence of global batches is the same for any rank count."),
+       bind(&Config::train, &TrainConfig::batch_size)},
+      {key("train.eval_batch_size", K::Integer, "1000", 1.0, 1048576.0, {},
+           "Per-rank batch size for validation and test evaluation."),
+       bind(&Config::train, &TrainConfig::eval_batch_size)},
+      {key("train.seed", K::Integer, "42", 0.0, 9007199254740991.0, {},
+           "Seed of the initial parameters, the validation split, the per-epoch global permutation, dropout and augmentation."),
+       bind(&Config::train, &TrainConfig::seed)},
+      {key("train.max_steps", K::Integer, "0", 0.0, none, {},
+           "Stop after this many optimizer steps in total (0: run all epochs)."),
+       bind(&Config::train, &TrainConfig::max_steps)},
+      {key("train.grad_clip_norm", K::Number, "0.0", 0.0, 1e9, {},
+           "Clip the global gradient norm to this value after averaging (0: off)."),
+       bind(&Config::train, &TrainConfig::grad_clip_norm)},
+      {key("train.early_stop_metric", K::String, "\"val_loss\"", none, none, {"val_loss", "val_accuracy"},
+           "Validation metric watched by early stopping."),
+       bind(&Config::train, &TrainConfig::early_stop_metric)},
+      {key("train.early_stop_patience", K::Integer, "0", 0.0, 100000.0, {},
+           "Stop after this many epochs without improvement of the metric (0: off)."),
+       bind(&Config::train, &TrainConfig::early_stop_patience)},
+      {key("train.early_stop_min_delta", K::Number, "0.0", 0.0, 1e9, {},
+           "Smallest change of the metric that counts as an improvement."),
+       bind(&Config::train, &TrainConfig::early_stop_min_delta)},
+      {key("train.test_at_end", K::Boolean, "true", none, none, {},
+           "Evaluate on the test split after the last epoch."),
+       bind(&Config::train, &TrainConfig::test_at_end)},
+      // comm
+      {key("comm.bucket_mb", K::Number, "25.0", 0.001, 4096.0, {},
+           "Size of the fused gradient buckets reduced with one allreduce each (MiB)."),
+       bind(&Config::comm, &CommConfig::bucket_mb)},
+      // run
+      {key("run.dir", K::String, "\"runs/default\"", none, none, {},
+           "Run directory: resolved config, metrics.jsonl, report.json."),
+       bind(&Config::run, &RunConfig::dir)},
+      {key("run.log_every", K::Integer, "50", 1.0, none, {},
+           "Steps between step lines in metrics.jsonl and between progress lines in batch jobs."),
+       bind(&Config::run, &RunConfig::log_every)},
+      {key("run.progress", K::String, "\"auto\"", none, none, {"auto", "bar", "lines", "none"},
+           "Rank 0's progress display: a bar with ETA on a terminal, plain lines in batch jobs (auto picks)."),
+       bind(&Config::run, &RunConfig::progress)},
+      {key("run.threads", K::Integer, "0", 0.0, 1024.0, {},
+           "Intra-op threads per rank (0: the cores of the rank's affinity mask, shared among the ranks on the node that overlap it)."),
+       bind(&Config::run, &RunConfig::threads)},
+  };
+  return table;
+}
+
+const Entry* find_entry(const std::string& path) {
+  for (const auto& e : entries()) {
+    if (e.spec.path == path) return &e;
+  }
+  return nullptr;
+}
+
+bool is_section(const std::string& path) {
+  const std::string prefix = path + ".";
+  for (const auto& e : entries()) {
+    if (e.spec.path.compare(0, prefix.size(), prefix) == 0) return true;
+  }
+  return false;
+}
+
+std::string keys_in_section(const std::string& section) {
+  std::string out;
+  const std::string prefix = section.empty() ? "" : section + ".";
+  std::vector<std::string> seen;
+  for (const auto& e : entries()) {
+    if (e.spec.path.compare(0, prefix.size(), prefix) != 0) continue;
+    std::string rest = e.spec.path.substr(prefix.size());
+    rest = rest.substr(0, rest.find('.'));
+    if (std::find(seen.begin(), seen.end(), rest) != seen.end()) continue;
+    seen.push_back(rest);
+    out += (out.empty() ? "" : ", ") + rest;
+  }
+  return out;
+}
+
+std::string format_number(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+std::string expectation(const KeySpec& s) {
+  std::string what = key_type_name(s.type);
+  if (!s.choices.empty()) {
+    what = "one of";
+    for (std::size_t i = 0; i < s.choices.size(); ++i) what += (i ? ", \"" : " \"") + s.choices[i] + "\"";
+  }
+  if (s.min && s.max) {
+    what += " in [" + format_number(*s.min) + ", " + format_number(*s.max) + "]";
+  } else if (s.min) {
+    what += " >= " + format_number(*s.min);
+  } else if (s.max) {
+    what += " <= " + format_number(*s.max);
+  }
+  if (s.type == KeyType::IntegerList && (s.min || s.max)) what = "a list of integers, each" + what.substr(what.find(' '));
+  return what;
+}
+
+bool is_integer(const json::value& v) {
+  if (v.is_int64() || v.is_uint64()) return true;
+  return v.is_double() && std::floor(v.get_double()) == v.get_double() && std::abs(v.get_double()) < 9.007e15;
+}
+
+bool in_range(const KeySpec& s, double x) {
+  return (!s.min || x >= *s.min) && (!s.max || x <= *s.max);
+}
+
+// Returns an empty string when `v` fits `s`, else what was found.
+std::string mismatch(const KeySpec& s, const json::value& v) {
+  const std::string found = json_kind(v) + " " + json::serialize(v);
+  switch (s.type) {
+    case KeyType::Boolean:
+      return v.is_bool() ? "" : found;
+    case KeyType::String:
+      if (!v.is_string()) return found;
+      if (!s.choices.empty() &&
+          std::find(s.choices.begin(), s.choices.end(), std::string(v.get_string())) == s.choices.end()) {
+        return found;
+      }
+      return "";
+    case KeyType::Integer:
+      if (!is_integer(v)) return found;
+      return in_range(s, as_number(v)) ? "" : found;
+    case KeyType::Number:
+      if (!v.is_number()) return found;
+      return in_range(s, as_number(v)) ? "" : found;
+    case KeyType::IntegerList:
+      if (!v.is_array() || v.get_array().empty()) return found;
+      for (const auto& e : v.get_array()) {
+        if (!is_integer(e) || !in_range(s, as_number(e))) return found;
+      }
+      return "";
+  }
+  return found;
+}
+
+json::value normalized(const KeySpec& s, const json::value& v) {
+  // An integral double for an integer key (e.g. 1e3) is stored as an integer.
+  if (s.type == KeyType::Integer && v.is_double()) return json::value(static_cast<std::int64_t>(v.get_double()));
+  if (s.type == KeyType::IntegerList) {
+    json::array out;
+    for (const auto& e : v.get_array()) out.push_back(e.is_double() ? json::value(static_cast<std::int64_t>(e.get_double())) : e);
+    return out;
+  }
+  return v;
+}
+
+void set_checked(std::map<std::string, json::value>& values, const std::string& origin,
+                 const std::string& path, const json::value& v) {
+  const Entry* e = find_entry(path);
+  if (e == nullptr) {
+    const std::string section = path.find('.') == std::string::npos ? "" : path.substr(0, path.rfind('.'));
+    throw ConfigError(origin + ": unknown key \"" + path + "\"" +
+                      (is_section(section) || section.empty()
+                           ? " (known keys" + (section.empty() ? std::string() : " in \"" + section + "\"") +
+                                 ": " + keys_in_section(section) + ")"
+                           : ""));
+  }
+  const std::string found = mismatch(e->spec, v);
+  if (!found.empty()) {
+    throw ConfigError(origin + ": " + path + ": expected " + expectation(e->spec) + ", found " + found);
+  }
+  values[path] = normalized(e->spec, v);
+}
+
+void flatten(const json::object& obj, const std::string& prefix, const std::string& origin,
+             std::map<std::string, json::value>& values) {
+  for (const auto& kv : obj) {
+    const std::string path = prefix.empty() ? std::string(kv.key()) : prefix + "." + std::string(kv.key());
+    if (kv.value().is_object() && is_section(path)) {
+      flatten(kv.value().get_object(), path, origin, values);
+    } else if (is_section(path)) {
+      throw ConfigError(origin + ": " + path + ": expected an object with keys " + keys_in_section(path) +
+                        ", found " + json_kind(kv.value()));
+    } else {
+      set_checked(values, origin, path, kv.value());
+    }
+  }
+}
+
+void insert_nested(json::object& root, const std::string& path, const json::value& v) {
+  json::object* node = &root;
+  std::size_t start = 0;
+  for (std::size_t dot; (dot = path.find('.', start)) != std::string::npos; start = dot + 1) {
+    const std::string part = path.substr(start, dot - start);
+    auto& child = (*node)[part];
+    if (!child.is_object()) child = json::object();
+    node = &child.get_object();
+  }
+  (*node)[path.substr(start)] = v;
+}
+
+}  // namespace
+
+std::string key_type_name(KeyType type) {
+  switch (type) {
+    case KeyType::Integer: return "integer";
+    case KeyType::Number: return "number";
+    case KeyType::Boolean: return "boolean";
+    case KeyType::String: return "string";
+    case KeyType::IntegerList: return "list of integers";
+  }
+  return "value";
+}
+
+const std::vector<KeySpec>& config_schema() {
+  static const std::vector<KeySpec> specs = [] {
+    std::vector<KeySpec> out;
+    for (const auto& e : entries()) out.push_back(e.spec);
+    return out;
+  }();
+  return specs;
+}
+
+ResolvedConfig parse_config(const std::string& text, const std::string& origin,
+                            const std::vector<std::string>& overrides) {
+  std::map<std::string, json::value> values;
+  for (const auto& e : entries()) {
+    if (!e.spec.default_json.empty()) values[e.spec.path] = json::parse(e.spec.default_json);
+  }
+  const json::value doc = parse_json_or_throw(text, origin);
+  if (!doc.is_object()) throw ConfigError(origin + ": expected a JSON object at the top level, found " + json_kind(doc));
+  flatten(doc.get_object(), "", origin, values);
+
+  for (const auto& ov : overrides) {
+    const auto eq = ov.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw ConfigError("override \"" + ov + "\": expected key.path=value");
+    }
+    const std::string path = ov.substr(0, eq);
+    const std::string raw = ov.substr(eq + 1);
+    boost::system::error_code ec;
+    json::value v = json::parse(raw, ec);
+    if (ec) v = json::string(raw);  // bare words are strings: run.dir=runs/x
+    set_checked(values, "override \"" + ov + "\"", path, v);
+  }
+
+  for (const auto& e : entries()) {
+    if (values.find(e.spec.path) == values.end()) {
+      throw ConfigError(origin + ": missing required key \"" + e.spec.path + "\" (" + e.spec.doc + ")");
+    }
+  }
+  if (std::string(values["data.path"].get_string()).empty()) {
+    throw ConfigError(origin + ": data.path: expected the path of an HDF5 data set, found an empty string");
+  }
+
+  ResolvedConfig out;
+  json::object nested;
+  for (const auto& e : entries()) {
+    const auto& v = values.at(e.spec.path);
+    e.assign(out.config, v);
+    insert_nested(nested, e.spec.path, v);
+  }
+  out.resolved_json = pretty_json(nested);
+  return out;
+}
+
+ResolvedConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path + ": cannot open config file");
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return parse_config(buffer.str(), path, overrides);
+}
+
+std::string config_reference_markdown() {
+  std::ostringstream out;
+  out << "# Configuration reference\n\n"
+      << "Generated from the schema in `src/config/Schema.cpp` by `hpctrain config --docs`; do not edit by hand.\n\n"
+      << "A config is a JSON object whose sections hold the keys below. Every key is optional except those "
+         "without a default. Any key can be overridden on the command line as `key.path=value` "
+         "(the value is parsed as JSON, or taken as a string when it is not JSON), and overrides pass the "
+         "same checks. An unknown key, a wrong type or a value out of range is an error naming the full key "
+         "path, what was expected and what was found. The resolved config is written to `RUN_DIR/config.json`.\n";
+  std::string section;
+  for (const auto& s : config_schema()) {
+    const std::string sec = s.path.substr(0, s.path.find('.'));
+    if (sec != section) {
+      section = sec;
+      out << "\n## `" << section << "`\n\n| key | type | default | allowed | description |\n|---|---|---|---|---|\n";
+    }
+    std::string allowed;
+    if (!s.choices.empty()) {
+      for (const auto& c : s.choices) allowed += (allowed.empty() ? "" : ", ") + std::string("`") + c + "`";
+    } else if (s.min || s.max) {
+      allowed = (s.min ? format_number(*s.min) : std::string("-inf")) + " .. " +
+                (s.max ? format_number(*s.max) : std::string("inf"));
+    }
+    out << "| `" << s.path << "` | " << key_type_name(s.type) << " | "
+        << (s.default_json.empty() ? "required" : "`" + s.default_json + "`") << " | " << allowed << " | "
+        << s.doc << " |\n";
+  }
+  return out.str();
+}
+
+}  // namespace hpctrain

@@ -1,0 +1,86 @@
+#pragma once
+// RAII ownership of HDF5 identifiers and checked calls. HDF5's automatic error stack
+// printing is switched off: failures become DataError/RuntimeFailure with a message that
+// names the file and object, plus HDF5's innermost reason.
+#include <hdf5.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <mpi.h>
+
+namespace hpctrain {
+
+class H5Id {
+ public:
+  H5Id() = default;
+  explicit H5Id(hid_t id) : id_(id) {}
+  H5Id(H5Id&& o) noexcept : id_(o.id_) { o.id_ = H5I_INVALID_HID; }
+  H5Id& operator=(H5Id&& o) noexcept;
+  H5Id(const H5Id&) = delete;
+  H5Id& operator=(const H5Id&) = delete;
+  ~H5Id() { reset(); }
+  void reset();
+  hid_t get() const { return id_; }
+  operator hid_t() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+
+ private:
+  hid_t id_ = H5I_INVALID_HID;
+};
+
+// Turns off HDF5's error printing for the whole process (call once at start-up).
+void silence_hdf5_errors();
+// The innermost message on HDF5's error stack (empty if none), then clears the stack.
+std::string hdf5_error_reason();
+// Throws `DataError(context + reason)` when `status` < 0.
+hid_t h5_check(hid_t status, const std::string& context);
+std::string hdf5_library_version();
+
+// A file opened for reading. With a communicator it uses the MPI-IO driver (collective
+// open and reads); without, the default driver.
+class H5File {
+ public:
+  H5File() = default;
+  static H5File open_read(const std::string& path, MPI_Comm comm);
+  static H5File open_read_serial(const std::string& path);
+  static H5File create(const std::string& path);  // serial, truncates
+
+  const std::string& path() const { return path_; }
+  hid_t id() const { return file_.get(); }
+  bool has(const std::string& object) const;
+  bool collective() const { return collective_; }
+
+  // Attributes on the root group or an object.
+  std::string read_string_attr(const std::string& object, const std::string& name) const;
+  bool has_attr(const std::string& object, const std::string& name) const;
+  std::int64_t read_int_attr(const std::string& object, const std::string& name) const;
+  std::vector<double> read_double_array_attr(const std::string& object, const std::string& name) const;
+  void write_string_attr(const std::string& object, const std::string& name, const std::string& value);
+  void write_int_attr(const std::string& object, const std::string& name, std::int64_t value);
+  void write_double_array_attr(const std::string& object, const std::string& name, const std::vector<double>& v);
+  void write_string_list(const std::string& dataset, const std::vector<std::string>& values);
+  std::vector<std::string> read_string_list(const std::string& dataset) const;
+
+ private:
+  H5Id file_;
+  std::string path_;
+  bool collective_ = false;
+};
+
+struct DatasetInfo {
+  std::vector<std::int64_t> shape;
+  std::string dtype;  // "uint8", "int32", "float32", ...
+  std::size_t element_size = 0;
+};
+
+DatasetInfo dataset_info(const H5File& file, const std::string& name);
+
+// Reads rows [row_begin, row_begin + rows) of dataset `name` (first dimension) into `out`,
+// which must hold rows * row_elements elements of `mem_type`. Collective when the file
+// was opened with a communicator: every rank of it must call, possibly with rows == 0.
+void read_rows(const H5File& file, const std::string& name, std::int64_t row_begin, std::int64_t rows,
+               hid_t mem_type, void* out);
+
+}  // namespace hpctrain

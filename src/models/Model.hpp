@@ -1,0 +1,32 @@
+#pragma once
+// Every architecture is a torch::nn::Module with forward(x) -> logits, built from config
+// by the registry.
+#include <torch/torch.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/Config.hpp"
+
+namespace hpctrain {
+
+struct InputSpec {
+  std::vector<std::int64_t> sample_shape;  // C, H, W
+  std::int64_t num_classes = 0;
+};
+
+struct ModelImpl : torch::nn::Module {
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+};
+using ModelPtr = std::shared_ptr<ModelImpl>;
+
+using ModelFactory = std::function<ModelPtr(const ModelConfig&, const InputSpec&)>;
+
+// Builds `config.name`; throws ConfigError for an unknown name or a shape that does not fit.
+ModelPtr build_model(const ModelConfig& config, const InputSpec& input);
+std::vector<std::string> registered_models();
+std::int64_t parameter_count(const torch::nn::Module& module);
+
+}  // namespace hpctrain

@@ -1,0 +1,52 @@
+#include "report/MetricsLog.hpp"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "util/Error.hpp"
+
+namespace hpctrain {
+
+MetricsLog::MetricsLog(const std::string& path) : out_(path, std::ios::out | std::ios::trunc) {
+  if (!out_) throw RuntimeFailure(path + ": cannot write metrics log: " + std::strerror(errno));
+}
+
+void MetricsLog::write(const boost::json::object& line) {
+  if (!out_.is_open()) return;
+  out_ << boost::json::serialize(line) << '\n';
+  out_.flush();
+}
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::out | std::ios::trunc | std::ios::binary);
+    if (!out) throw RuntimeFailure(tmp + ": cannot write: " + std::strerror(errno));
+    out << text;
+    out.flush();
+    if (!out) throw RuntimeFailure(tmp + ": write failed: " + std::strerror(errno));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    throw RuntimeFailure(path + ": cannot rename from " + tmp + ": " + std::strerror(errno));
+  }
+}
+
+void make_directories(const std::string& path) {
+  std::string partial;
+  std::size_t pos = 0;
+  while (pos != std::string::npos) {
+    pos = path.find('/', pos + 1);
+    partial = path.substr(0, pos);
+    if (partial.empty()) continue;
+    if (mkdir(partial.c_str(), 0775) != 0 && errno != EEXIST) {
+      throw RuntimeFailure(partial + ": cannot create folder: " + std::strerror(errno));
+    }
+  }
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) throw RuntimeFailure(path + ": not a folder");
+}
+
+}  // namespace hpctrain

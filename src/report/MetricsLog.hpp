@@ -1,0 +1,27 @@
+#pragma once
+// metrics.jsonl: one JSON object a line, appended and flushed as training goes
+// (docs/outputs.md). Only rank 0 writes; other ranks hold a disabled log.
+#include <boost/json.hpp>
+
+#include <fstream>
+#include <string>
+
+namespace hpctrain {
+
+class MetricsLog {
+ public:
+  MetricsLog() = default;
+  explicit MetricsLog(const std::string& path);
+  void write(const boost::json::object& line);
+  bool enabled() const { return out_.is_open(); }
+
+ private:
+  std::ofstream out_;
+};
+
+// Writes `text` to `path` atomically (temporary file in the same folder, then rename).
+void write_file_atomic(const std::string& path, const std::string& text);
+// Creates a folder and its parents; throws RuntimeFailure naming the path on failure.
+void make_directories(const std::string& path);
+
+}  // namespace hpctrain

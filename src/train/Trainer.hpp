@@ -1,0 +1,69 @@
+#pragma once
+// Synchronous data-parallel training of one model on one communicator: the loop reads
+// like the algorithm (batch, forward, backward, gradient allreduce, optimizer step),
+// with evaluation per epoch, early stopping and a final test evaluation.
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "comm/Communicator.hpp"
+#include "config/Config.hpp"
+#include "data/ImageData.hpp"
+#include "eval/Metrics.hpp"
+#include "report/MetricsLog.hpp"
+#include "report/PhaseTimer.hpp"
+
+namespace hpctrain {
+
+struct EpochRecord {
+  std::int64_t epoch = 0;
+  double train_loss = 0, train_accuracy = 0;
+  double val_loss = 0, val_accuracy = 0;
+  bool has_validation = false;
+  double lr = 0;
+  double seconds = 0;        // training time of the epoch (without evaluation)
+  double samples_per_s = 0;  // global
+};
+
+struct TrainResult {
+  std::vector<EpochRecord> epochs;
+  bool has_test = false;
+  ClassificationMetrics test;
+  std::int64_t steps = 0;
+  std::int64_t samples = 0;  // global samples trained on
+  double train_seconds = 0;  // this rank, training loop without evaluation
+  double total_seconds = 0;
+  PhaseTimer timer;          // this rank
+  std::int64_t parameters = 0;
+  std::size_t buckets = 0;
+  std::string stop_reason;  // "completed", "max_steps", "early_stopping"
+};
+
+class GradientBuckets;
+struct ModelImpl;
+class LrSchedule;
+
+class Trainer {
+ public:
+  // Checks the config against the data and builds model, buckets and optimizer. Local:
+  // throws the same ConfigError on every rank for a bad setting (wrap in collective_check).
+  Trainer(const Config& config, const Communicator& comm, const ImageData& data, MetricsLog& log);
+  ~Trainer();
+  // Collective over the communicator.
+  TrainResult run();
+
+ private:
+  const Config& config_;
+  const Communicator& comm_;
+  const ImageData& data_;
+  MetricsLog& log_;
+  std::int64_t per_epoch_ = 0;
+  std::int64_t total_steps_ = 0;
+  std::shared_ptr<ModelImpl> model_;
+  std::unique_ptr<GradientBuckets> buckets_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<LrSchedule> schedule_;
+};
+
+}  // namespace hpctrain
