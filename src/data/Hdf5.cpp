@@ -146,7 +146,8 @@ std::string H5File::read_string_attr(const std::string& object, const std::strin
     H5free_memory(value);
     return out;
   }
-  const std::size_t size = H5Tget_size(type);
+  // One byte more than stored, null-terminated, so no character is cut for the terminator.
+  const std::size_t size = H5Tget_size(type) + 1;
   std::string out(size, '\0');
   H5Id mem(H5Tcopy(H5T_C_S1));
   H5Tset_size(mem, size);
@@ -229,7 +230,7 @@ std::vector<std::string> H5File::read_string_list(const std::string& dataset) co
   if (H5Tget_class(type) != H5T_STRING || H5Tis_variable_str(type) > 0) {
     throw DataError(ctx + ": expected fixed-length strings");
   }
-  const std::size_t width = H5Tget_size(type);
+  const std::size_t width = H5Tget_size(type) + 1;
   H5Id space(h5_check(H5Dget_space(ds), ctx));
   const hssize_t n = H5Sget_simple_extent_npoints(space);
   std::vector<char> buffer(width * static_cast<std::size_t>(n));
