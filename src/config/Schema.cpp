@@ -257,7 +257,7 @@ bool in_range(const KeySpec& s, double x) {
 
 // Returns an empty string when `v` fits `s`, else what was found.
 std::string mismatch(const KeySpec& s, const json::value& v) {
-  const std::string found = json_kind(v) + " " + json::serialize(v);
+  const std::string found = json_kind(v) + " " + (v.is_array() ? compact_json(v) : json_scalar_text(v));
   switch (s.type) {
     case KeyType::Boolean:
       return v.is_bool() ? "" : found;

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "util/Error.hpp"
+#include "util/Json.hpp"
 
 namespace hpctrain {
 
@@ -16,7 +17,7 @@ MetricsLog::MetricsLog(const std::string& path) : out_(path, std::ios::out | std
 
 void MetricsLog::write(const boost::json::object& line) {
   if (!out_.is_open()) return;
-  out_ << boost::json::serialize(line) << '\n';
+  out_ << compact_json(line) << '\n';
   out_.flush();
 }
 

@@ -34,6 +34,12 @@ json::array to_array(const std::vector<double>& v) {
   return a;
 }
 
+json::array to_int_array(const std::vector<double>& v) {
+  json::array a;
+  for (double x : v) a.push_back(static_cast<std::int64_t>(x));
+  return a;
+}
+
 }  // namespace
 
 std::string utc_timestamp() {
@@ -150,8 +156,8 @@ std::string write_run_report(const std::string& path, const Config& config, cons
                              {"nodes", ctx.layout.node_count},
                              {"hostname_rank0", ctx.layout.hostname},
                              {"device", "cpu"},
-                             {"threads_per_rank", to_array(column(kPhases + 3))},
-                             {"node_of_rank", to_array(column(kPhases + 8))},
+                             {"threads_per_rank", to_int_array(column(kPhases + 3))},
+                             {"node_of_rank", to_int_array(column(kPhases + 8))},
                              {"launcher", ctx.launch.launcher},
                              {"launch_environment", launch_vars}}},
       {"data", json::object{{"path", data.meta().path},

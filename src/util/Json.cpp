@@ -1,11 +1,55 @@
 #include "util/Json.hpp"
 
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "util/Error.hpp"
 
 namespace hpctrain {
 namespace {
+
+// Shortest text that reads back as the same double; JSON has no NaN/Inf, so those are null.
+std::string number_text(double x) {
+  if (!std::isfinite(x)) return "null";
+  char buf[32];
+  for (int precision = 15; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof(buf), "%.*g", precision, x);
+    if (std::strtod(buf, nullptr) == x) break;
+  }
+  return buf;
+}
+
+std::string scalar_text(const boost::json::value& v) {
+  return v.is_double() ? number_text(v.get_double()) : boost::json::serialize(v);
+}
+
+void compact(std::string& out, const boost::json::value& v) {
+  if (v.is_object()) {
+    out += '{';
+    bool first = true;
+    for (const auto& kv : v.get_object()) {
+      if (!first) out += ',';
+      first = false;
+      out += boost::json::serialize(boost::json::value(kv.key()));
+      out += ':';
+      compact(out, kv.value());
+    }
+    out += '}';
+  } else if (v.is_array()) {
+    out += '[';
+    bool first = true;
+    for (const auto& e : v.get_array()) {
+      if (!first) out += ',';
+      first = false;
+      compact(out, e);
+    }
+    out += ']';
+  } else {
+    out += scalar_text(v);
+  }
+}
 
 void pretty(std::ostringstream& out, const boost::json::value& v, int indent, int depth) {
   const std::string pad(static_cast<std::size_t>(indent * (depth + 1)), ' ');
@@ -29,8 +73,10 @@ void pretty(std::ostringstream& out, const boost::json::value& v, int indent, in
     const auto& arr = v.get_array();
     bool scalars = true;
     for (const auto& e : arr) scalars = scalars && !e.is_object() && !e.is_array();
-    if (scalars) {  // short arrays of numbers stay on one line
-      out << boost::json::serialize(v);
+    if (scalars) {  // arrays of scalars stay on one line
+      std::string line;
+      compact(line, v);
+      out << line;
       return;
     }
     out << "[\n";
@@ -43,11 +89,19 @@ void pretty(std::ostringstream& out, const boost::json::value& v, int indent, in
     }
     out << "\n" << close_pad << "]";
   } else {
-    out << boost::json::serialize(v);
+    out << scalar_text(v);
   }
 }
 
 }  // namespace
+
+std::string compact_json(const boost::json::value& value) {
+  std::string out;
+  compact(out, value);
+  return out;
+}
+
+std::string json_scalar_text(const boost::json::value& value) { return scalar_text(value); }
 
 std::string pretty_json(const boost::json::value& value, int indent) {
   std::ostringstream out;

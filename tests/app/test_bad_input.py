@@ -1,0 +1,111 @@
+"""Bad input on 2 ranks: every case exits non-zero within seconds, prints one clear
+message naming what is wrong and where (once, not once per rank), and no raw MPI or HDF5
+error stack."""
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
+from hpctest import BIN, SOURCE, Checks, make_idx_dir, mpirun, run  # noqa: E402
+
+try:
+    import h5py
+    import numpy as np
+except ImportError:
+    h5py = None
+
+c = Checks()
+work = tempfile.mkdtemp(prefix="hpctrain_bad_")
+CONFIG = os.path.join(SOURCE, "configs", "fashion_mnist_cnn.json")
+
+# A small valid data set every case starts from.
+src = make_idx_dir(n_train=64, n_test=16)
+good = os.path.join(work, "good.h5")
+r = run([BIN, "import", "mnist", "--source", src, "--output", good])
+assert r.rc == 0, r.text
+
+
+def variant(name, edit):
+    path = os.path.join(work, name + ".h5")
+    shutil.copy(good, path)
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    return path
+
+
+def write(name, text):
+    path = os.path.join(work, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def expect_failure(name, args, message, code=None):
+    r = mpirun(2, args, timeout=60)
+    ok = r.rc != 0 and message in r.err
+    ok = ok and r.err.count("hpctrain: error") + r.err.count("hpctrain: unknown") <= 1
+    ok = ok and "HDF5-DIAG" not in r.text and "MPI_ERR" not in r.text
+    if code is not None:
+        ok = ok and r.rc == code
+    c.check(f"{name}: exit {r.rc} in {r.seconds:.1f}s with one message", ok and r.seconds < 60,
+            f"expected {message!r}\n--- stderr ---\n{r.err}\n--- stdout ---\n{r.out}")
+
+
+small = ["run.dir=" + os.path.join(work, "run"), "train.batch_size=8", "train.epochs=1", "run.progress=none"]
+
+expect_failure("missing config", ["train", "/nonexistent.json"], "/nonexistent.json: cannot open config file", 2)
+expect_failure("invalid JSON", ["train", write("bad.json", '{"data": {"path": "x.h5",}}')],
+               "bad.json:1:", 2)
+expect_failure("unknown key", ["train", write("unknown.json", '{"data": {"path": "x.h5"}, "model": {"widht": 3}}')],
+               'unknown key "model.widht"', 2)
+expect_failure("wrong type override", ["train", CONFIG, "train.epochs=two"],
+               'train.epochs: expected integer in [1, 100000], found string "two"', 2)
+expect_failure("out of range", ["train", CONFIG, "optimizer.lr=-1"], "optimizer.lr: expected number in [0, 100]", 2)
+expect_failure("missing data file", ["train", CONFIG, "data.path=/nonexistent/data.h5"] + small,
+               "/nonexistent/data.h5: no such file", 3)
+expect_failure("not HDF5", ["train", CONFIG, "data.path=" + write("text.h5", "hello")] + small,
+               "text.h5: not an HDF5 file", 3)
+expect_failure("global batch too large", ["train", CONFIG, "data.path=" + good, "train.batch_size=4096"] + small[:1],
+               "train.batch_size: the global batch (4096) is larger than the training split", 2)
+expect_failure("inspect missing file", ["inspect", "/nonexistent/data.h5"], "no such file", 3)
+
+c.check("h5py available to build malformed files", h5py is not None, "pip install h5py numpy")
+if h5py is not None:
+    foreign = os.path.join(work, "foreign.h5")
+    with h5py.File(foreign, "w") as f:
+        f["x"] = np.zeros(3)
+    expect_failure("foreign HDF5", ["train", CONFIG, "data.path=" + foreign] + small, "not an hpctrain data set", 3)
+    expect_failure("missing dataset",
+                   ["train", CONFIG, "data.path=" + variant("nolabels", lambda f: f.__delitem__("test/labels"))] + small,
+                   "/test/labels is missing", 3)
+
+    def wrong_dtype(f):
+        del f["train/images"]
+        f["train/images"] = np.zeros((64, 8, 8), dtype=np.float32)
+    expect_failure("wrong dtype and rank", ["train", CONFIG, "data.path=" + variant("dtype", wrong_dtype)] + small,
+                   "/train/images: expected uint8 [N, C, H, W], found float32 [64, 8, 8]", 3)
+
+    def short_labels(f):
+        del f["train/labels"]
+        f["train/labels"] = np.zeros(10, dtype=np.int32)
+    expect_failure("mismatched counts", ["train", CONFIG, "data.path=" + variant("count", short_labels)] + small,
+                   "/train/labels has 10 rows but /train/images has 64", 3)
+
+    def bad_label(f):
+        f["train/labels"][63] = 42  # in the last rank's shard
+    expect_failure("label out of range", ["train", CONFIG, "data.path=" + variant("label", bad_label)] + small,
+                   "/train/labels[63] = 42 is out of range [0, 10)", 3)
+
+    def flip_pixel(f):
+        f["test/images"][0, 0, 0, 0] = 255 - f["test/images"][0, 0, 0, 0]
+    expect_failure("corrupted pixel", ["train", CONFIG, "data.path=" + variant("pixel", flip_pixel)] + small,
+                   "/test/images does not match its sha256 attribute", 3)
+    r = mpirun(2, ["train", CONFIG, "data.path=" + variant("pixel2", flip_pixel), "data.verify_hashes=false"] + small,
+               timeout=120)
+    c.check("verify_hashes=false skips the check", r.rc == 0, r.text)
+
+shutil.rmtree(work, ignore_errors=True)
+shutil.rmtree(src, ignore_errors=True)
+c.finish()

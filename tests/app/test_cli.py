@@ -1,0 +1,63 @@
+"""The command line: version, help, import of idx and idx.gz files, inspect, config
+reference, and the HDF5 layout read by h5py with its hashes checked by hashlib."""
+import gzip
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
+from hpctest import BIN, FASHION, SOURCE, Checks, make_idx_dir, run  # noqa: E402
+
+c = Checks()
+r = run([BIN, "--version"])
+c.check("--version exits 0", r.rc == 0, r.text)
+for word in ("LibTorch 2.", "Open MPI", "HDF5", "(parallel)", "CUDA", "NCCL"):
+    c.check(f"--version names {word}", word in r.out, r.out)
+
+for cmd in (["--help"], ["train", "--help"], ["import", "--help"], ["inspect", "--help"], ["config", "--help"]):
+    r = run([BIN] + cmd)
+    c.check(f"{' '.join(cmd)} prints usage", r.rc == 0 and "usage: hpctrain" in r.out, r.text)
+r = run([BIN, "frobnicate"])
+c.check("unknown command is a usage error", r.rc == 2 and 'unknown command "frobnicate"' in r.err, r.text)
+
+r = run([BIN, "config", "--docs"])
+with open(os.path.join(SOURCE, "docs", "config.md")) as f:
+    c.check("docs/config.md is generated from the schema", r.out == f.read(), "regenerate with config --docs")
+
+# idx and idx.gz both import, to the same data.
+src = make_idx_dir(n_train=40, n_test=12)
+plain = tempfile.mkdtemp(prefix="hpctrain_plain_")
+for name in os.listdir(src):
+    with gzip.open(os.path.join(src, name)) as fin, open(os.path.join(plain, name[:-3]), "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+out_gz, out_plain = os.path.join(src, "a.h5"), os.path.join(plain, "b.h5")
+r1 = run([BIN, "import", "mnist", "--source", src, "--output", out_gz])
+r2 = run([BIN, "import", "mnist", "--source", plain, "--output", out_plain])
+c.check("import of idx.gz and idx succeeds", r1.rc == 0 and r2.rc == 0, r1.text + r2.text)
+i1, i2 = run([BIN, "inspect", out_gz]), run([BIN, "inspect", out_plain])
+c.check("idx and idx.gz give identical hashes",
+        i1.rc == 0 and [l for l in i1.out.splitlines() if "sha256" in l] ==
+        [l for l in i2.out.splitlines() if "sha256" in l], i1.text + i2.text)
+r = run([BIN, "import", "mnist", "--source", "/nonexistent", "--output", "/tmp/x.h5"])
+c.check("import from a missing folder names it", r.rc != 0 and "/nonexistent: no such folder" in r.err, r.text)
+
+try:
+    import h5py  # noqa: E402
+except ImportError:
+    h5py = None
+c.check("h5py is available in the project environment", h5py is not None, "pip install h5py")
+if h5py is not None:
+    with h5py.File(FASHION, "r") as f:
+        c.check("h5py reads the layout", f["train/images"].shape == (60000, 1, 28, 28) and
+                f["train/labels"].dtype.name == "int32" and f.attrs["format"] in (b"hpctrain-dataset", "hpctrain-dataset"), "")
+        for name in ("train/images", "train/labels", "test/images", "test/labels"):
+            ds = f[name]
+            stored = ds.attrs["sha256"]
+            stored = stored.decode() if isinstance(stored, bytes) else stored
+            c.check(f"hashlib agrees with {name}@sha256", hashlib.sha256(ds[()].tobytes()).hexdigest() == stored, "")
+        names = [n.decode() if isinstance(n, bytes) else n for n in f["class_names"][()]]
+        c.check("class names stored", names[0] == "T-shirt/top" and names[9] == "Ankle boot", str(names))
+        c.check("images are chunked by whole samples", f["train/images"].chunks[1:] == (1, 28, 28), "")
+c.finish()
