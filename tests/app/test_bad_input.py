@@ -106,6 +106,41 @@ if h5py is not None:
                timeout=120)
     c.check("verify_hashes=false skips the check", r.rc == 0, r.text)
 
+
+
+def dead_rank():
+    """SIGKILL one rank mid-training: the job must end, non-zero, within seconds."""
+    import signal
+    import subprocess
+    import time
+    from hpctest import BIN, FASHION, MPIEXEC
+    if not os.path.exists(FASHION):
+        return c.check("dead rank: Fashion-MNIST fixture present", False, FASHION)
+    run_dir = os.path.join(work, "dead")
+    p = subprocess.Popen([MPIEXEC, "-n", "2", "--oversubscribe", BIN, "train", CONFIG, "data.path=" + FASHION,
+                          "run.dir=" + run_dir, "run.log_every=5", "run.progress=none"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
+        time.sleep(0.2)
+    ranks = subprocess.run(["pgrep", "-P", str(p.pid), "-f", "hpctrain"], capture_output=True, text=True).stdout.split()
+    if len(ranks) != 2:
+        p.kill()
+        return c.check("dead rank: found both rank processes", False, str(ranks))
+    killed = time.monotonic()
+    os.kill(int(ranks[-1]), signal.SIGKILL)
+    try:
+        out, _ = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return c.check("dead rank: job ends after one rank is killed", False, "still running after 60 s")
+    took = time.monotonic() - killed
+    c.check(f"dead rank: job ends non-zero {took:.1f}s after one rank was killed", p.returncode != 0 and took < 30,
+            out[-2000:])
+
+
+dead_rank()
 shutil.rmtree(work, ignore_errors=True)
 shutil.rmtree(src, ignore_errors=True)
 c.finish()
