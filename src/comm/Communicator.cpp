@@ -22,6 +22,38 @@ void allreduce_chunked(MPI_Comm comm, T* data, std::size_t count, MPI_Datatype t
 
 }  // namespace
 
+Request& Request::operator=(Request&& o) noexcept {
+  if (this != &o) {
+    if (request_ != MPI_REQUEST_NULL && MpiRuntime::initialized()) MPI_Wait(&request_, MPI_STATUS_IGNORE);
+    request_ = o.request_;
+    o.request_ = MPI_REQUEST_NULL;
+  }
+  return *this;
+}
+
+Request::~Request() {
+  if (request_ != MPI_REQUEST_NULL && MpiRuntime::initialized()) MPI_Wait(&request_, MPI_STATUS_IGNORE);
+}
+
+bool Request::test() {
+  if (request_ == MPI_REQUEST_NULL) return true;
+  int done = 0;
+  HPCTRAIN_MPI(MPI_Test(&request_, &done, MPI_STATUS_IGNORE));
+  return done != 0;
+}
+
+void Request::wait() {
+  if (request_ == MPI_REQUEST_NULL) return;
+  HPCTRAIN_MPI(MPI_Wait(&request_, MPI_STATUS_IGNORE));
+}
+
+Request Communicator::iallreduce_sum(float* data, std::size_t count) const {
+  if (count > static_cast<std::size_t>(INT_MAX)) throw RuntimeFailure("iallreduce_sum: bucket too large for one call");
+  MPI_Request r = MPI_REQUEST_NULL;
+  HPCTRAIN_MPI(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_FLOAT, MPI_SUM, comm_, &r));
+  return Request(r);
+}
+
 Communicator::Communicator(MPI_Comm comm, bool owned) : comm_(comm), owned_(owned) {
   HPCTRAIN_MPI(MPI_Comm_rank(comm_, &rank_));
   HPCTRAIN_MPI(MPI_Comm_size(comm_, &size_));

@@ -12,6 +12,24 @@
 
 namespace hpctrain {
 
+// An outstanding non-blocking operation. Completing it is the owner's job (test/wait);
+// the destructor waits for one still active, so no buffer is freed under MPI.
+class Request {
+ public:
+  Request() = default;
+  explicit Request(MPI_Request r) : request_(r) {}
+  Request(Request&& o) noexcept : request_(o.request_) { o.request_ = MPI_REQUEST_NULL; }
+  Request& operator=(Request&& o) noexcept;
+  Request(const Request&) = delete;
+  Request& operator=(const Request&) = delete;
+  ~Request();
+  bool test();  // true once complete (drives MPI's progress)
+  void wait();
+
+ private:
+  MPI_Request request_ = MPI_REQUEST_NULL;
+};
+
 class Communicator {
  public:
   static Communicator world();
@@ -30,6 +48,8 @@ class Communicator {
 
   void barrier() const;
   void allreduce_sum(float* data, std::size_t count) const;
+  // Non-blocking sum in place; count must fit an int (buckets do).
+  Request iallreduce_sum(float* data, std::size_t count) const;
   void allreduce_sum(double* data, std::size_t count) const;
   void allreduce_sum(std::int64_t* data, std::size_t count) const;
   void allreduce_max(double* data, std::size_t count) const;

@@ -60,10 +60,12 @@ struct TrainConfig {
   std::int64_t early_stop_patience = 0;         // epochs without improvement (0: off)
   double early_stop_min_delta = 0.0;
   bool test_at_end = true;
+  bool test_every_epoch = false;
 };
 
 struct CommConfig {
   double bucket_mb = 25.0;
+  bool overlap = true;
 };
 
 struct RunConfig {

@@ -172,10 +172,16 @@ const std::vector<Entry>& entries() {
       {key("train.test_at_end", K::Boolean, "true", none, none, {},
            "Evaluate on the test split after the last epoch."),
        bind(&Config::train, &TrainConfig::test_at_end)},
+      {key("train.test_every_epoch", K::Boolean, "false", none, none, {},
+           "Also evaluate on the test split after every epoch (for time-to-accuracy measurements)."),
+       bind(&Config::train, &TrainConfig::test_every_epoch)},
       // comm
       {key("comm.bucket_mb", K::Number, "25.0", 0.001, 4096.0, {},
-           "Size of the fused gradient buckets reduced with one allreduce each (MiB)."),
+           "Size of the fused gradient buckets reduced with one allreduce each (MiB). Smaller buckets start reducing earlier in backward; larger ones cost fewer calls."),
        bind(&Config::comm, &CommConfig::bucket_mb)},
+      {key("comm.overlap", K::Boolean, "true", none, none, {},
+           "Reduce each gradient bucket on a communication thread as soon as backward has produced all of its gradients, overlapping communication with the rest of backward. false: reduce all buckets after backward."),
+       bind(&Config::comm, &CommConfig::overlap)},
       // run
       {key("run.dir", K::String, "\"runs/default\"", none, none, {},
            "Run directory: resolved config, metrics.jsonl, report.json."),

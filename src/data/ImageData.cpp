@@ -221,7 +221,8 @@ LabeledImages ImageData::exchange(const std::vector<std::vector<std::int64_t>>& 
   return result;
 }
 
-LabeledImages ImageData::epoch(std::int64_t epoch, std::int64_t global_batch, const Communicator& comm) const {
+LabeledImages ImageData::epoch(std::int64_t epoch, std::int64_t global_batch, const Communicator& comm,
+                               std::vector<std::int64_t>* indices) const {
   const auto n = static_cast<std::int64_t>(split_.train.size());
   const auto order = global_permutation(n, seed_, Stream::EpochOrder, static_cast<std::uint64_t>(epoch));
   const std::int64_t steps = steps_per_epoch(n, global_batch);
@@ -234,37 +235,8 @@ LabeledImages ImageData::epoch(std::int64_t epoch, std::int64_t global_batch, co
     }
   }
   LabeledImages out = exchange(wanted, comm);
-  if (config_.augment_flip || config_.augment_crop_padding > 0) augment(out, wanted[comm.rank()], epoch);
+  if (indices != nullptr) *indices = std::move(wanted[comm.rank()]);
   return out;
-}
-
-void ImageData::augment(LabeledImages& batch, const std::vector<std::int64_t>& indices, std::int64_t epoch) const {
-  const std::int64_t c = meta_.sample_shape[0], h = meta_.sample_shape[1], w = meta_.sample_shape[2];
-  const std::int64_t pad = config_.augment_crop_padding;
-  std::vector<std::uint8_t> scratch(static_cast<std::size_t>(c * h * w));
-  auto* data = batch.images.data_ptr<std::uint8_t>();
-  for (std::size_t i = 0; i < indices.size(); ++i) {
-    // The draw depends on (seed, epoch, sample) only: identical for any rank count.
-    SplitMix64 g(stream_seed(seed_, Stream::Augment, static_cast<std::uint64_t>(epoch) * 0x100000000ULL +
-                                                         static_cast<std::uint64_t>(indices[i])));
-    const bool flip = config_.augment_flip && (g.next() & 1);
-    const std::int64_t dy = pad > 0 ? static_cast<std::int64_t>(g.below(2 * pad + 1)) - pad : 0;
-    const std::int64_t dx = pad > 0 ? static_cast<std::int64_t>(g.below(2 * pad + 1)) - pad : 0;
-    if (!flip && dx == 0 && dy == 0) continue;
-    std::uint8_t* img = data + static_cast<std::int64_t>(i) * c * h * w;
-    std::memcpy(scratch.data(), img, scratch.size());
-    for (std::int64_t ch = 0; ch < c; ++ch) {
-      for (std::int64_t y = 0; y < h; ++y) {
-        for (std::int64_t x = 0; x < w; ++x) {
-          const std::int64_t sy = y + dy;
-          std::int64_t sx = x + dx;
-          if (flip) sx = w - 1 - sx;
-          img[(ch * h + y) * w + x] =
-              (sy >= 0 && sy < h && sx >= 0 && sx < w) ? scratch[static_cast<std::size_t>((ch * h + sy) * w + sx)] : 0;
-        }
-      }
-    }
-  }
 }
 
 torch::Tensor ImageData::to_input(const torch::Tensor& images) const {

@@ -45,8 +45,10 @@ class ImageData {
 
   // The samples this rank trains on in `epoch`, in step order: step k is rows
   // [k * slice, (k + 1) * slice) where slice is this rank's share of the global batch.
-  // Collective (ranks exchange rows from their shards).
-  LabeledImages epoch(std::int64_t epoch, std::int64_t global_batch, const Communicator& comm) const;
+  // `indices` receives their global indices. Collective (ranks exchange rows from their
+  // shards); augmentation is left to the batch pipeline.
+  LabeledImages epoch(std::int64_t epoch, std::int64_t global_batch, const Communicator& comm,
+                      std::vector<std::int64_t>* indices = nullptr) const;
 
   // uint8 images to normalized float32 network input.
   torch::Tensor to_input(const torch::Tensor& images) const;
@@ -54,7 +56,6 @@ class ImageData {
  private:
   // Rows wanted[r] (global train-file indices) delivered to each rank r from the shards.
   LabeledImages exchange(const std::vector<std::vector<std::int64_t>>& wanted, const Communicator& comm) const;
-  void augment(LabeledImages& batch, const std::vector<std::int64_t>& indices, std::int64_t epoch) const;
 
   DataConfig config_;
   std::uint64_t seed_ = 0;

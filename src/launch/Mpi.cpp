@@ -18,8 +18,9 @@ void mpi_check(int rc, const char* call, const char* file, int line) {
 MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   if (initialized()) return;
   int provided = 0;
-  // Funneled: only the main thread calls MPI; LibTorch's worker threads never do.
-  HPCTRAIN_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+  // Serialized: the gradient reducer's communication thread calls MPI while the main
+  // thread runs backward, never both at once. LibTorch's worker threads never call MPI.
+  HPCTRAIN_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided));
   owns_ = true;
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
 }
@@ -41,6 +42,12 @@ bool MpiRuntime::initialized() {
   MPI_Initialized(&init);
   MPI_Finalized(&fin);
   return init && !fin;
+}
+
+int MpiRuntime::thread_level() {
+  int level = MPI_THREAD_SINGLE;
+  if (initialized()) MPI_Query_thread(&level);
+  return level;
 }
 
 std::string MpiRuntime::library_version() {

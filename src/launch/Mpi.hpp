@@ -24,6 +24,8 @@ class MpiRuntime {
   [[noreturn]] static void abort_all(int code);
   static std::string library_version();
   static bool initialized();
+  // The thread support MPI granted (MPI_THREAD_SINGLE ... MPI_THREAD_MULTIPLE).
+  static int thread_level();
 
  private:
   bool owns_ = false;

@@ -7,10 +7,12 @@
 
 namespace hpctrain {
 
-enum class Phase : std::size_t { Data, Forward, Backward, Allreduce, Optimizer, Eval, Count };
+// CommExposed is the wait for gradient reductions after backward (what overlap did not
+// hide); the reductions' own duration is reported apart as comm_total.
+enum class Phase : std::size_t { Data, Forward, Backward, CommExposed, Optimizer, Eval, Count };
 
 inline const char* phase_name(Phase p) {
-  static const char* names[] = {"data", "forward", "backward", "allreduce", "optimizer", "eval"};
+  static const char* names[] = {"data", "forward", "backward", "comm_exposed", "optimizer", "eval"};
   return names[static_cast<std::size_t>(p)];
 }
 

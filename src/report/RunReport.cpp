@@ -75,6 +75,8 @@ std::string write_run_report(const std::string& path, const Config& config, cons
   mine.push_back(static_cast<double>(data.load_stats().bytes_read));
   mine.push_back(load_average_1min());
   mine.push_back(static_cast<double>(ctx.layout.node_index));
+  mine.push_back(r.comm.total_seconds);
+  mine.push_back(static_cast<double>(r.comm.bytes));
   const std::size_t width = mine.size();
   const std::vector<double> all = comm.gather(mine.data(), width, 0);
   if (comm.rank() != 0) return "";
@@ -97,7 +99,16 @@ std::string write_run_report(const std::string& path, const Config& config, cons
     per_step_ms[phase_name(phase)] = spread(v);
   }
   per_step_ms["total_mean"] = step_total;
+  {
+    // Duration of the reductions themselves, overlapped with backward or not.
+    auto v = column(kPhases + 9);
+    totals["comm_total"] = spread(v);
+    for (auto& x : v) x = 1000.0 * x / steps;
+    per_step_ms["comm_total"] = spread(v);
+  }
 
+  const double exposed_share =
+      step_total > 0 ? per_step_ms["comm_exposed"].as_object()["mean"].as_double() / step_total : 0.0;
   json::array epochs;
   for (const auto& e : r.epochs) {
     json::object o{{"epoch", e.epoch},       {"train_loss", e.train_loss}, {"train_accuracy", e.train_accuracy},
@@ -106,6 +117,11 @@ std::string write_run_report(const std::string& path, const Config& config, cons
       o["val_loss"] = e.val_loss;
       o["val_accuracy"] = e.val_accuracy;
     }
+    if (e.has_test) {
+      o["test_loss"] = e.test_loss;
+      o["test_accuracy"] = e.test_accuracy;
+    }
+    o["train_seconds_total"] = e.train_seconds_total;
     epochs.push_back(o);
   }
   json::object final_metrics;
@@ -177,6 +193,10 @@ std::string write_run_report(const std::string& path, const Config& config, cons
                              {"parameters", r.parameters},
                              {"gradient_buckets", static_cast<std::int64_t>(r.buckets)},
                              {"bucket_mb", config.comm.bucket_mb}}},
+      {"communication", json::object{{"overlap", r.overlap},
+                                     {"gradient_bytes_per_step", static_cast<double>(r.parameters) * 4.0},
+                                     {"bytes_reduced", spread(column(kPhases + 10))},
+                                     {"exposed_share_of_step", exposed_share}}},
       {"training", json::object{{"epochs_run", static_cast<std::int64_t>(r.epochs.size())},
                                 {"steps", r.steps},
                                 {"global_batch", config.train.batch_size},

@@ -3,8 +3,10 @@
 #include <cmath>
 #include <limits>
 
-#include "comm/GradientBuckets.hpp"
+#include "comm/GradientReducer.hpp"
+#include "data/BatchPipeline.hpp"
 #include "data/Sampling.hpp"
+#include "launch/Mpi.hpp"
 #include "models/Model.hpp"
 #include "report/Progress.hpp"
 #include "train/Optimizers.hpp"
@@ -31,38 +33,47 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ImageData
 
   torch::manual_seed(stream_seed(static_cast<std::uint64_t>(tc.seed), Stream::Model));
   model_ = build_model(config_.model, InputSpec{data_.meta().sample_shape, data_.meta().num_classes});
-  buckets_ = std::make_unique<GradientBuckets>(model_->parameters(), config_.comm.bucket_mb);
+  // Overlap needs a second thread calling MPI (never at the same time as the main one).
+  const bool overlap = config_.comm.overlap && MpiRuntime::thread_level() >= MPI_THREAD_SERIALIZED;
+  reducer_ = std::make_unique<GradientReducer>(model_->parameters(), config_.comm.bucket_mb, comm_, overlap);
   optimizer_ = make_optimizer(config_.optimizer, model_->parameters());
   schedule_ = std::make_unique<LrSchedule>(config_.schedule, config_.optimizer.lr, total_steps_, per_epoch_);
 }
 
 Trainer::~Trainer() = default;
 
+ClassificationMetrics Trainer::evaluate_split(const LabeledImages& split) {
+  // Batch-norm statistics differ per rank after training: evaluate the averaged model.
+  average_module_buffers(*model_, comm_);
+  return evaluate(
+      *model_, [&](torch::Tensor x) { return model_->forward(x); }, split.images, split.labels,
+      [&](const torch::Tensor& x) { return data_.to_input(x); }, config_.train.eval_batch_size,
+      data_.meta().num_classes, comm_);
+}
+
 TrainResult Trainer::run() {
   const TrainConfig& tc = config_.train;
   const bool root = comm_.rank() == 0;
   const auto seed = static_cast<std::uint64_t>(tc.seed);
   const std::int64_t global_batch = tc.batch_size;
-  const std::int64_t per_epoch = per_epoch_, total_steps = total_steps_;
-  ModelImpl* model = model_.get();
-  GradientBuckets& buckets = *buckets_;
-  auto& optimizer = optimizer_;
-  const LrSchedule& schedule = *schedule_;
+  ModelImpl& model = *model_;
+  GradientReducer& reducer = *reducer_;
+
   // Same initial parameters everywhere: rank 0's, broadcast.
-  broadcast_module_state(*model, comm_, 0);
+  broadcast_module_state(model, comm_, 0);
   // Dropout draws differ per rank, reproducibly.
   torch::manual_seed(stream_seed(seed, Stream::Model, static_cast<std::uint64_t>(comm_.rank()) + 1));
-  model->train();
+  model.train();
 
   TrainResult result;
-  result.parameters = parameter_count(*model);
-  result.buckets = buckets.bucket_count();
+  result.parameters = parameter_count(model);
+  result.buckets = reducer.bucket_count();
+  result.overlap = reducer.overlapping();
   const Range slice = batch_slice(global_batch, comm_.size(), comm_.rank());
   const double inv_batch = 1.0 / static_cast<double>(global_batch);
-  auto forward = [&](torch::Tensor x) { return model->forward(x); };
-  auto to_input = [&](const torch::Tensor& x) { return data_.to_input(x); };
+  BatchPipeline pipeline(data_, config_.data, seed, slice.size());
 
-  Progress progress(config_.run.progress, root, total_steps, config_.run.log_every);
+  Progress progress(config_.run.progress, root, total_steps_, config_.run.log_every);
   const double start = wall_seconds();
   PhaseTimer& timer = result.timer;
   std::int64_t step = 0;
@@ -70,67 +81,70 @@ TrainResult Trainer::run() {
   std::int64_t epochs_without_improvement = 0;
   result.stop_reason = "completed";
 
-  for (std::int64_t epoch = 0; epoch < tc.epochs && step < total_steps; ++epoch) {
+  for (std::int64_t epoch = 0; epoch < tc.epochs && step < total_steps_; ++epoch) {
     const double epoch_start = wall_seconds();
     timer.restart();
-    const LabeledImages epoch_data = data_.epoch(epoch, global_batch, comm_);
+    std::vector<std::int64_t> indices;
+    LabeledImages rows = data_.epoch(epoch, global_batch, comm_, &indices);
+    const std::int64_t epoch_steps = std::min(per_epoch_, total_steps_ - step);
+    pipeline.start_epoch(std::move(rows), std::move(indices), epoch, epoch_steps);
     timer.mark(Phase::Data);
-    double loss_sum = 0;  // local sum of per-sample losses
-    std::int64_t correct = 0, seen = 0, epoch_steps = 0;
+
+    // Per-step figures stay on the device side as tensors; .item() only at log steps.
+    auto loss_sum = torch::zeros({}, torch::kDouble);
+    auto correct = torch::zeros({}, torch::kLong);
     double lr = 0;
-    for (std::int64_t s = 0; s < per_epoch && step < total_steps; ++s) {
-      auto x = data_.to_input(epoch_data.images.narrow(0, s * slice.size(), slice.size()));
-      auto y = epoch_data.labels.narrow(0, s * slice.size(), slice.size());
-      lr = schedule.at(step);
-      set_learning_rate(*optimizer, lr);
-      buckets.zero();
+    for (std::int64_t s = 0; s < epoch_steps; ++s) {
+      const Batch batch = pipeline.next();
+      lr = schedule_->at(step);
+      set_learning_rate(*optimizer_, lr);
+      reducer.zero();
       timer.mark(Phase::Data);
 
-      auto logits = model->forward(x);
-      // Sum over local samples / global batch: the allreduced sum is the global mean.
-      auto loss = torch::nn::functional::cross_entropy(
-                      logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) *
-                  inv_batch;
+      auto logits = model.forward(batch.input);
+      // Sum over local samples / global batch: the reduced sum is the global mean.
+      auto local_sum = torch::nn::functional::cross_entropy(
+          logits, batch.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+      auto loss = local_sum * inv_batch;
       timer.mark(Phase::Forward);
       loss.backward();
       timer.mark(Phase::Backward);
-      buckets.allreduce_sum(comm_);
-      timer.mark(Phase::Allreduce);
+      reducer.finish();
+      timer.mark(Phase::CommExposed);
       if (tc.grad_clip_norm > 0) {
-        const double norm = buckets.global_norm();
-        if (norm > tc.grad_clip_norm) buckets.scale(tc.grad_clip_norm / (norm + 1e-6));
+        const double norm = reducer.global_norm();
+        if (norm > tc.grad_clip_norm) reducer.scale(tc.grad_clip_norm / (norm + 1e-6));
       }
-      optimizer->step();
+      optimizer_->step();
       timer.mark(Phase::Optimizer);
 
-      const double local_loss = loss.item<double>() * static_cast<double>(global_batch);
-      loss_sum += local_loss;
-      correct += logits.argmax(1).eq(y).sum().item<std::int64_t>();
-      seen += slice.size();
+      {
+        torch::NoGradGuard no_grad;
+        loss_sum += local_sum.detach().to(torch::kDouble);
+        correct += logits.argmax(1).eq(batch.labels).sum();
+      }
       ++step;
-      ++epoch_steps;
-      timer.mark(Phase::Data);  // bookkeeping is charged to data
-
-      const bool log_step = step % config_.run.log_every == 0 || step == total_steps;
+      const bool log_step = step % config_.run.log_every == 0 || step == total_steps_;
       if (log_step) {
-        double global_loss = local_loss;
+        double global_loss = local_sum.item<double>();
         comm_.allreduce_sum(&global_loss, 1);
         global_loss *= inv_batch;
         const double elapsed = wall_seconds() - epoch_start;
-        const double rate = static_cast<double>(epoch_steps * global_batch) / std::max(elapsed, 1e-9);
+        const double rate = static_cast<double>((s + 1) * global_batch) / std::max(elapsed, 1e-9);
         if (root) {
           log_.write(json::object{{"type", "step"}, {"step", step}, {"epoch", epoch}, {"loss", global_loss},
                                   {"lr", lr}, {"samples_per_s", rate}, {"elapsed_s", wall_seconds() - start}});
         }
         progress.step(step, epoch, global_loss, rate);
-        timer.mark(Phase::Data);
       }
+      timer.mark(Phase::Data);  // bookkeeping is charged to data
     }
     EpochRecord rec;
     rec.epoch = epoch;
     rec.lr = lr;
     rec.seconds = wall_seconds() - epoch_start;
-    std::vector<double> sums{loss_sum, static_cast<double>(correct), static_cast<double>(seen)};
+    const double seen = static_cast<double>(epoch_steps * slice.size());
+    std::vector<double> sums{loss_sum.item<double>(), static_cast<double>(correct.item<std::int64_t>()), seen};
     comm_.allreduce_sum(sums.data(), sums.size());
     rec.train_loss = sums[0] / std::max(1.0, sums[2]);
     rec.train_accuracy = sums[1] / std::max(1.0, sums[2]);
@@ -138,31 +152,46 @@ TrainResult Trainer::run() {
     result.samples += static_cast<std::int64_t>(sums[2]);
     result.train_seconds += rec.seconds;
     timer.restart();
-    if (data_.split().validation.size() > 0) {
-      const auto val = evaluate(*model, forward, data_.validation().images, data_.validation().labels, to_input,
-                                tc.eval_batch_size, data_.meta().num_classes, comm_);
+    if (!data_.split().validation.empty()) {
+      const auto val = evaluate_split(data_.validation());
       rec.val_loss = val.loss;
       rec.val_accuracy = val.accuracy;
       rec.has_validation = true;
     }
+    if (tc.test_every_epoch) {
+      const auto test = evaluate_split(data_.test());
+      rec.test_loss = test.loss;
+      rec.test_accuracy = test.accuracy;
+      rec.has_test = true;
+    }
     timer.mark(Phase::Eval);
+    rec.train_seconds_total = result.train_seconds;
     result.epochs.push_back(rec);
     if (root) {
       json::object line{{"type", "epoch"},          {"epoch", epoch},
                         {"train_loss", rec.train_loss}, {"train_accuracy", rec.train_accuracy},
                         {"lr", rec.lr},             {"seconds", rec.seconds},
-                        {"samples_per_s", rec.samples_per_s}};
+                        {"samples_per_s", rec.samples_per_s}, {"train_seconds_total", rec.train_seconds_total}};
       if (rec.has_validation) {
         line["val_loss"] = rec.val_loss;
         line["val_accuracy"] = rec.val_accuracy;
       }
+      if (rec.has_test) {
+        line["test_loss"] = rec.test_loss;
+        line["test_accuracy"] = rec.test_accuracy;
+      }
       log_.write(line);
-      char text[256];
+      char text[320];
       std::snprintf(text, sizeof(text),
                     "epoch %lld: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f samples/s | %.1f s",
                     static_cast<long long>(epoch), rec.train_loss, rec.train_accuracy, rec.val_loss, rec.val_accuracy,
                     rec.samples_per_s, rec.seconds);
-      progress.message(text);
+      std::string line_text = text;
+      if (rec.has_test) {
+        std::snprintf(text, sizeof(text), " | test acc %.4f", rec.test_accuracy);
+        line_text += text;
+      }
+      progress.message(line_text);
     }
     if (tc.early_stop_patience > 0 && rec.has_validation) {
       // Lower is better: negate accuracy.
@@ -176,14 +205,14 @@ TrainResult Trainer::run() {
       }
     }
   }
-  if (result.stop_reason == "completed" && step < per_epoch * tc.epochs) result.stop_reason = "max_steps";
+  if (result.stop_reason == "completed" && step < per_epoch_ * tc.epochs) result.stop_reason = "max_steps";
   result.steps = step;
+  result.comm = reducer.times();
   progress.finish();
 
   if (tc.test_at_end) {
     timer.restart();
-    result.test = evaluate(*model, forward, data_.test().images, data_.test().labels, to_input, tc.eval_batch_size,
-                           data_.meta().num_classes, comm_);
+    result.test = evaluate_split(data_.test());
     result.has_test = true;
     timer.mark(Phase::Eval);
     if (root) {

@@ -10,6 +10,7 @@
 #include "comm/Communicator.hpp"
 #include "config/Config.hpp"
 #include "data/ImageData.hpp"
+#include "comm/GradientReducer.hpp"
 #include "eval/Metrics.hpp"
 #include "report/MetricsLog.hpp"
 #include "report/PhaseTimer.hpp"
@@ -21,6 +22,9 @@ struct EpochRecord {
   double train_loss = 0, train_accuracy = 0;
   double val_loss = 0, val_accuracy = 0;
   bool has_validation = false;
+  double test_loss = 0, test_accuracy = 0;  // with train.test_every_epoch
+  bool has_test = false;
+  double train_seconds_total = 0;  // training time up to the end of this epoch
   double lr = 0;
   double seconds = 0;        // training time of the epoch (without evaluation)
   double samples_per_s = 0;  // global
@@ -37,10 +41,12 @@ struct TrainResult {
   PhaseTimer timer;          // this rank
   std::int64_t parameters = 0;
   std::size_t buckets = 0;
+  bool overlap = false;
+  ReducerTimes comm;  // this rank
   std::string stop_reason;  // "completed", "max_steps", "early_stopping"
 };
 
-class GradientBuckets;
+class GradientReducer;
 struct ModelImpl;
 class LrSchedule;
 
@@ -54,6 +60,7 @@ class Trainer {
   TrainResult run();
 
  private:
+  ClassificationMetrics evaluate_split(const LabeledImages& split);
   const Config& config_;
   const Communicator& comm_;
   const ImageData& data_;
@@ -61,7 +68,7 @@ class Trainer {
   std::int64_t per_epoch_ = 0;
   std::int64_t total_steps_ = 0;
   std::shared_ptr<ModelImpl> model_;
-  std::unique_ptr<GradientBuckets> buckets_;
+  std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<LrSchedule> schedule_;
 };

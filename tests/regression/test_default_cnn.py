@@ -18,10 +18,13 @@ acc = report["final"]["test_accuracy"]
 print(f"test accuracy {acc:.4f}, {report['training']['samples_per_s']:.0f} samples/s")
 c.check("test accuracy >= 0.89 after 2 epochs", acc >= 0.89 and report["training"]["epochs_run"] == 2, str(acc))
 c.check("world recorded", report["world"]["size"] == 2 and len(report["world"]["threads_per_rank"]) == 2, "")
-for phase in ("data", "forward", "backward", "allreduce", "optimizer"):
+for phase in ("data", "forward", "backward", "comm_exposed", "comm_total", "optimizer"):
     s = report["time_per_step_ms"][phase]
     c.check(f"phase {phase} measured on every rank",
             s["min"] > 0 and s["min"] <= s["mean"] <= s["max"] and len(s["per_rank"]) == 2, json.dumps(s))
+c.check("exposed communication share reported", 0 < report["communication"]["exposed_share_of_step"] < 1, "")
+c.check("exposed communication within total", report["time_per_step_ms"]["comm_exposed"]["mean"] <=
+        report["time_per_step_ms"]["comm_total"]["mean"] + 0.5, json.dumps(report["time_per_step_ms"]))
 c.check("eval time measured", report["time_total_s"]["eval"]["min"] > 0, "")
 c.check("peak RSS per rank", report["memory"]["peak_rss_bytes"]["min"] > 50e6, "")
 c.check("samples/s measured", report["training"]["samples_per_s"] > 0, "")

@@ -1,0 +1,271 @@
+#include "comm/GradientReducer.hpp"
+
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "report/SystemStats.hpp"
+#include "util/Error.hpp"
+
+namespace hpctrain {
+namespace {
+
+// Runs after autograd accumulated a parameter's gradient (the C++ side of PyTorch's
+// register_post_accumulate_grad_hook).
+struct ReadyHook : torch::autograd::PostAccumulateGradHook {
+  ReadyHook(GradientReducer* reducer, std::size_t slot) : reducer_(reducer), slot_(slot) {}
+  void operator()(const torch::autograd::Variable& /*tensor*/) override { reducer_->on_gradient_ready(slot_); }
+  GradientReducer* reducer_;
+  std::size_t slot_;
+};
+
+}  // namespace
+
+GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters, double bucket_mb, const Communicator& comm,
+                                 bool overlap)
+    : comm_(comm), overlap_(overlap && comm.size() > 1) {
+  const auto limit = static_cast<std::int64_t>(bucket_mb * 1024.0 * 1024.0);
+  std::vector<std::vector<torch::Tensor>> groups;
+  std::int64_t bytes = 0;
+  for (auto it = parameters.rbegin(); it != parameters.rend(); ++it) {
+    const auto& p = *it;
+    if (!p.requires_grad()) continue;
+    if (p.scalar_type() != torch::kFloat) throw RuntimeFailure("gradient buckets hold float32 parameters only");
+    const std::int64_t pbytes = p.numel() * static_cast<std::int64_t>(sizeof(float));
+    if (groups.empty() || (bytes + pbytes > limit && bytes > 0)) {
+      groups.emplace_back();
+      bytes = 0;
+    }
+    groups.back().push_back(p);
+    bytes += pbytes;
+  }
+  for (const auto& group : groups) {
+    std::int64_t n = 0;
+    for (const auto& p : group) n += p.numel();
+    auto flat = torch::zeros({n}, group.front().options().requires_grad(false));
+    std::int64_t off = 0;
+    for (const auto& p : group) {
+      auto view = flat.narrow(0, off, p.numel()).view(p.sizes());
+      p.mutable_grad() = view;
+      slots_.push_back(Slot{p, view, buckets_.size()});
+      off += p.numel();
+    }
+    bucket_slots_.push_back(group.size());
+    buckets_.push_back(flat);
+  }
+  pending_.assign(buckets_.size(), 0);
+  slot_ready_.assign(slots_.size(), false);
+  if (overlap_) {
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      torch::autograd::impl::set_post_acc_grad_hooks(slots_[i].parameter, std::make_unique<ReadyHook>(this, i));
+    }
+    worker_ = std::thread([this] { worker_loop(); });
+  }
+  zero();
+}
+
+GradientReducer::~GradientReducer() {
+  if (worker_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    worker_.join();
+  }
+  for (auto& s : slots_) {
+    if (overlap_) torch::autograd::impl::set_post_acc_grad_hooks(s.parameter, nullptr);
+  }
+}
+
+void GradientReducer::zero() {
+  for (auto& b : buckets_) b.zero_();
+  for (auto& s : slots_) {
+    // Autograd may have replaced a gradient instead of accumulating in place: re-attach.
+    if (!s.parameter.grad().defined() || s.parameter.grad().data_ptr() != s.view.data_ptr()) {
+      s.parameter.mutable_grad() = s.view;
+    }
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (std::size_t b = 0; b < buckets_.size(); ++b) pending_[b] = bucket_slots_[b];
+  slot_ready_.assign(slots_.size(), false);
+  next_launch_ = done_ = 0;
+  queue_.clear();
+}
+
+void GradientReducer::on_gradient_ready(std::size_t slot) {
+  Slot& s = slots_[slot];
+  const auto& g = s.parameter.grad();
+  if (g.defined() && g.data_ptr() != s.view.data_ptr()) {
+    s.view.copy_(g);
+    s.parameter.mutable_grad() = s.view;
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (slot_ready_[slot]) return;  // a parameter used twice fires twice; count it once
+  slot_ready_[slot] = true;
+  --pending_[s.bucket];
+  launch_ready_in_order();
+}
+
+void GradientReducer::launch_ready_in_order() {
+  // Every rank must reduce buckets in the same order: start bucket i only after 0..i-1.
+  bool any = false;
+  while (next_launch_ < buckets_.size() && pending_[next_launch_] == 0) {
+    queue_.push_back(next_launch_++);
+    any = true;
+  }
+  if (any) cv_.notify_all();
+}
+
+void GradientReducer::reduce(std::size_t bucket) {
+  const double t0 = wall_seconds();
+  auto& b = buckets_[bucket];
+  if (!overlap_) {
+    comm_.allreduce_sum(b.data_ptr<float>(), static_cast<std::size_t>(b.numel()));
+  } else {
+    // The communication thread shares its core with backward (ranks are bound to cores):
+    // instead of MPI's busy wait, drive progress with MPI_Test and sleep briefly between
+    // tests while backward still runs; poll without sleeping once the main thread waits.
+    Request r = comm_.iallreduce_sum(b.data_ptr<float>(), static_cast<std::size_t>(b.numel()));
+    while (!r.test()) {
+      if (main_waiting_.load(std::memory_order_relaxed)) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+    }
+  }
+  const double dt = wall_seconds() - t0;
+  std::lock_guard<std::mutex> lock(mutex_);
+  times_.total_seconds += dt;
+  times_.bytes += b.numel() * static_cast<std::int64_t>(sizeof(float));
+}
+
+void GradientReducer::worker_loop() {
+  while (true) {
+    std::size_t bucket = 0;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      bucket = queue_.front();
+      queue_.pop_front();
+    }
+    try {
+      reduce(bucket);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!error_) error_ = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++done_;
+    }
+    cv_.notify_all();
+  }
+}
+
+void GradientReducer::finish() {
+  if (comm_.size() == 1) return;
+  const double t0 = wall_seconds();
+  if (!overlap_) {
+    for (std::size_t b = 0; b < buckets_.size(); ++b) reduce(b);
+  } else {
+    std::unique_lock<std::mutex> lock(mutex_);
+    main_waiting_ = true;
+    // Gradients that never arrived (parameters unused this step) are zero: start them too.
+    for (auto& p : pending_) p = 0;
+    launch_ready_in_order();
+    cv_.wait(lock, [&] { return done_ == buckets_.size() || error_; });
+    main_waiting_ = false;
+    if (error_) std::rethrow_exception(error_);
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  times_.exposed_seconds += wall_seconds() - t0;
+}
+
+ReducerTimes GradientReducer::times() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return times_;
+}
+
+double GradientReducer::global_norm() const {
+  double sq = 0.0;
+  for (const auto& b : buckets_) {
+    const double n = b.norm().item<double>();
+    sq += n * n;
+  }
+  return std::sqrt(sq);
+}
+
+void GradientReducer::scale(double factor) {
+  for (auto& b : buckets_) b.mul_(factor);
+}
+
+std::int64_t GradientReducer::element_count() const {
+  std::int64_t n = 0;
+  for (const auto& b : buckets_) n += b.numel();
+  return n;
+}
+
+void broadcast_module_state(torch::nn::Module& module, const Communicator& comm, int root) {
+  if (comm.size() == 1) return;
+  std::vector<torch::Tensor> tensors;
+  for (auto& p : module.parameters()) tensors.push_back(p);
+  for (auto& b : module.buffers()) tensors.push_back(b);
+  torch::NoGradGuard no_grad;
+  // Fuse float tensors into one buffer; other dtypes (BatchNorm's counter) go one by one.
+  std::int64_t n = 0;
+  for (const auto& t : tensors) {
+    if (t.scalar_type() == torch::kFloat) n += t.numel();
+  }
+  auto flat = torch::empty({n}, torch::kFloat);
+  std::int64_t off = 0;
+  for (const auto& t : tensors) {
+    if (t.scalar_type() != torch::kFloat) continue;
+    flat.narrow(0, off, t.numel()).copy_(t.reshape({-1}));
+    off += t.numel();
+  }
+  comm.broadcast(flat.data_ptr<float>(), static_cast<std::size_t>(n) * sizeof(float), root);
+  off = 0;
+  for (auto& t : tensors) {
+    if (t.scalar_type() == torch::kFloat) {
+      t.copy_(flat.narrow(0, off, t.numel()).view(t.sizes()));
+      off += t.numel();
+    } else {
+      auto c = t.contiguous();
+      comm.broadcast(c.data_ptr(), static_cast<std::size_t>(c.numel() * c.element_size()), root);
+      t.copy_(c);
+    }
+  }
+}
+
+void average_module_buffers(torch::nn::Module& module, const Communicator& comm) {
+  if (comm.size() == 1) return;
+  std::vector<torch::Tensor> buffers;
+  std::int64_t n = 0;
+  for (auto& b : module.buffers()) {
+    if (b.scalar_type() != torch::kFloat) continue;
+    buffers.push_back(b);
+    n += b.numel();
+  }
+  if (n == 0) return;
+  torch::NoGradGuard no_grad;
+  auto flat = torch::empty({n}, torch::kFloat);
+  std::int64_t off = 0;
+  for (const auto& b : buffers) {
+    flat.narrow(0, off, b.numel()).copy_(b.reshape({-1}));
+    off += b.numel();
+  }
+  comm.allreduce_sum(flat.data_ptr<float>(), static_cast<std::size_t>(n));
+  flat.div_(static_cast<double>(comm.size()));
+  off = 0;
+  for (auto& b : buffers) {
+    b.copy_(flat.narrow(0, off, b.numel()).view(b.sizes()));
+    off += b.numel();
+  }
+}
+
+}  // namespace hpctrain

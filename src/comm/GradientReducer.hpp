@@ -1,0 +1,99 @@
+#pragma once
+// Data-parallel gradient reduction in fused buckets, overlapped with backward.
+//
+// Each parameter's .grad is a view into one flat bucket, so backward accumulates straight
+// into the buffers that are reduced (no copies). Buckets follow the reverse of
+// registration order, the order in which backward produces gradients. A hook after each
+// gradient's accumulation counts what is ready; a bucket whose gradients are all ready is
+// handed, in bucket order, to a communication thread that reduces it with MPI while
+// backward goes on. finish() waits only for what is still in flight: that wait is the
+// exposed communication time.
+#include <torch/torch.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "comm/Communicator.hpp"
+
+namespace hpctrain {
+
+struct ReducerTimes {
+  double exposed_seconds = 0;  // main thread waiting for reductions after backward
+  double total_seconds = 0;    // time spent in the reductions themselves
+  std::int64_t bytes = 0;      // bytes reduced (per rank, payload)
+};
+
+class GradientReducer {
+ public:
+  // `overlap` false reduces every bucket after backward on the calling thread (the
+  // baseline); with one rank nothing is reduced.
+  GradientReducer(std::vector<torch::Tensor> parameters, double bucket_mb, const Communicator& comm, bool overlap);
+  ~GradientReducer();
+  GradientReducer(const GradientReducer&) = delete;
+  GradientReducer& operator=(const GradientReducer&) = delete;
+
+  // Zeroes the buckets before a step (replaces optimizer.zero_grad(), which would drop the
+  // views). Gradients must be scaled so that their sum over ranks is the wanted average.
+  void zero();
+  // After backward: starts any bucket not yet started and waits for all. Afterwards every
+  // rank holds the summed gradients.
+  void finish();
+
+  // L2 norm over all gradients (identical on every rank after finish()).
+  double global_norm() const;
+  void scale(double factor);
+
+  std::size_t bucket_count() const { return buckets_.size(); }
+  std::int64_t element_count() const;
+  const std::vector<torch::Tensor>& buckets() const { return buckets_; }
+  bool overlapping() const { return overlap_; }
+  // Cumulative since construction.
+  ReducerTimes times() const;
+
+  // Called by the post-accumulate hook of parameter `slot`.
+  void on_gradient_ready(std::size_t slot);
+
+ private:
+  struct Slot {
+    torch::Tensor parameter;
+    torch::Tensor view;
+    std::size_t bucket;
+  };
+  void launch_ready_in_order();  // requires mutex_ held
+  void reduce(std::size_t bucket);
+  void worker_loop();
+
+  const Communicator& comm_;
+  bool overlap_;
+  std::vector<torch::Tensor> buckets_;
+  std::vector<Slot> slots_;
+  std::vector<std::size_t> bucket_slots_;  // slots per bucket
+
+  // Step state, guarded by mutex_.
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<std::size_t> pending_;  // gradients not yet ready, per bucket
+  std::vector<bool> slot_ready_;
+  std::size_t next_launch_ = 0;        // buckets launch strictly in index order
+  std::deque<std::size_t> queue_;     // launched, not yet taken by the worker
+  std::size_t done_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+  std::atomic<bool> main_waiting_{false};
+  ReducerTimes times_;
+  std::thread worker_;
+};
+
+// Copies rank `root`'s parameters and buffers to every rank of `comm` (one fused broadcast).
+void broadcast_module_state(torch::nn::Module& module, const Communicator& comm, int root);
+// Averages floating-point buffers (batch-norm running statistics) over `comm`, so every
+// rank evaluates and saves the same model.
+void average_module_buffers(torch::nn::Module& module, const Communicator& comm);
+
+}  // namespace hpctrain

@@ -1,0 +1,104 @@
+#include <gtest/gtest.h>
+
+#include "comm/Communicator.hpp"
+#include "comm/GradientReducer.hpp"
+
+using namespace hpctrain;
+
+namespace {
+
+std::vector<torch::Tensor> make_parameters() {
+  // Sizes in floats: 1000, 10, 5000, 3 -> with 0.02 MiB buckets (5242 floats) several buckets.
+  return {torch::zeros({10, 100}, torch::requires_grad()), torch::zeros({10}, torch::requires_grad()),
+          torch::zeros({50, 100}, torch::requires_grad()), torch::zeros({3}, torch::requires_grad())};
+}
+
+}  // namespace
+
+TEST(GradientReducer, SplitsInReverseOrderWithinTheSizeLimit) {
+  Communicator world = Communicator::world();
+  auto params = make_parameters();
+  GradientReducer buckets(params, 0.02, world, true);  // 20971 bytes = 5242 floats
+  EXPECT_EQ(buckets.element_count(), 1000 + 10 + 5000 + 3);
+  // Reverse registration order: 3 + 5000 + 10 fit in the first bucket; 1000 more would not.
+  ASSERT_EQ(buckets.bucket_count(), 2u);
+  EXPECT_EQ(buckets.buckets()[0].numel(), 3 + 5000 + 10);
+  EXPECT_EQ(buckets.buckets()[1].numel(), 1000);
+  // The last parameter's gradient is the first bucket's first elements.
+  EXPECT_EQ(params[3].grad().data_ptr<float>(), buckets.buckets()[0].data_ptr<float>());
+}
+
+TEST(GradientReducer, GradientsAreViewsIntoTheBuckets) {
+  Communicator world = Communicator::world();
+  Communicator self = world.split(world.rank(), 0);
+  auto params = make_parameters();
+  GradientReducer buckets(params, 25.0, self, true);
+  ASSERT_EQ(buckets.bucket_count(), 1u);
+  auto loss = (params[0].sum() * 2 + params[2].sum() * 3);
+  loss.backward();
+  // Backward accumulated in place: the bucket holds the gradients.
+  EXPECT_FLOAT_EQ(buckets.buckets()[0].sum().item<float>(), 2.0f * 1000 + 3.0f * 5000);
+  buckets.zero();
+  EXPECT_FLOAT_EQ(params[0].grad().abs().sum().item<float>(), 0.0f);
+}
+
+// Each rank holds a different number of samples of the global batch; the loss is the
+// local sum divided by the global batch, so the summed gradient is the global mean. Run
+// over several steps, with and without overlap, and several bucket sizes.
+void check_global_mean(bool overlap, double bucket_mb) {
+  Communicator world = Communicator::world();
+  auto params = make_parameters();
+  GradientReducer reducer(params, bucket_mb, world, overlap);
+  const int p = world.size();
+  const std::int64_t global = p * (p + 1) / 2;
+  const double local_samples = world.rank() + 1;
+  for (int step = 1; step <= 3; ++step) {
+    reducer.zero();
+    auto loss = params[0].sum() * (10.0 * step * (world.rank() + 1)) * (local_samples / static_cast<double>(global)) +
+                (params[3] * params[3]).sum() + params[3].sum() * (local_samples / static_cast<double>(global)) +
+                params[1].sum() * 0.5;
+    loss.backward();
+    reducer.finish();
+    double expected = 0;
+    for (int r = 0; r < p; ++r) expected += 10.0 * step * (r + 1) * (r + 1) / static_cast<double>(global);
+    EXPECT_NEAR(params[0].grad()[0][0].item<double>(), expected, 1e-3) << "step " << step;
+    EXPECT_NEAR(params[3].grad()[0].item<double>(), 1.0, 1e-5);  // params[3] is zero: d(x^2) = 0
+    EXPECT_NEAR(params[1].grad()[4].item<double>(), 0.5 * p, 1e-6);
+    EXPECT_NEAR(params[2].grad().abs().sum().item<double>(), 0.0, 1e-9);  // unused this step
+  }
+  const ReducerTimes t = reducer.times();
+  if (p > 1) {
+    EXPECT_GT(t.bytes, 0);
+    EXPECT_GE(t.total_seconds, 0.0);
+  }
+}
+
+TEST(GradientReducer, OverlappedReductionGivesTheGlobalMean) { check_global_mean(true, 0.02); }
+TEST(GradientReducer, OverlappedWithTinyBucketsGivesTheGlobalMean) { check_global_mean(true, 0.001); }
+TEST(GradientReducer, BlockingReductionGivesTheGlobalMean) { check_global_mean(false, 0.02); }
+
+TEST(GradientReducer, AveragedBuffersAreIdenticalOnEveryRank) {
+  Communicator world = Communicator::world();
+  torch::nn::BatchNorm1d bn(3);
+  {
+    torch::NoGradGuard g;
+    bn->running_mean.fill_(static_cast<float>(world.rank()));
+  }
+  average_module_buffers(*bn, world);
+  EXPECT_FLOAT_EQ(bn->running_mean[1].item<float>(), (world.size() - 1) / 2.0f);
+}
+
+TEST(GradientReducer, BroadcastMakesEveryRankHoldRootsParameters) {
+  Communicator world = Communicator::world();
+  torch::nn::Linear root_model(4, 3);
+  torch::nn::BatchNorm1d bn(3);
+  {
+    torch::NoGradGuard g;
+    root_model->weight.fill_(static_cast<float>(world.rank() + 1));
+    bn->running_mean.fill_(static_cast<float>(world.rank() + 5));
+  }
+  broadcast_module_state(*root_model, world, 0);
+  broadcast_module_state(*bn, world, 0);
+  EXPECT_FLOAT_EQ(root_model->weight.sum().item<float>(), 12.0f);
+  EXPECT_FLOAT_EQ(bn->running_mean[0].item<float>(), 5.0f);
+}
