@@ -8,6 +8,7 @@
 #include <memory>
 #include <sstream>
 
+#include "app/BenchCommands.hpp"
 #include "comm/Communicator.hpp"
 #include "config/Schema.hpp"
 #include "data/DatasetLayout.hpp"
@@ -306,6 +307,7 @@ std::string usage_text() {
          "  train CONFIG    train data-parallel over the MPI ranks: mpirun -np N hpctrain train CONFIG [k=v ...]\n"
          "  inspect FILE    show a data set's metadata and class balance, verify its hashes\n"
          "  config          print the config reference (--docs) or a resolved config\n"
+         "  bench           micro-benchmarks: allreduce (bucketed vs plain MPI), io (shard load vs sequential)\n"
          "\n"
          "  --version       LibTorch, MPI and HDF5 versions; CUDA and NCCL support\n"
          "  COMMAND --help  help for one command\n";
@@ -324,6 +326,7 @@ int run_command(const std::vector<std::string>& args) {
   if (args[0] == "train") return cmd_train(rest);
   if (args[0] == "inspect") return cmd_inspect(rest);
   if (args[0] == "config") return cmd_config(rest);
+  if (args[0] == "bench") return run_bench_command(rest);
   throw UsageError("unknown command \"" + args[0] + "\"");
 }
 

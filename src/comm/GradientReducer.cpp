@@ -88,6 +88,10 @@ void GradientReducer::zero() {
       s.parameter.mutable_grad() = s.view;
     }
   }
+  begin_step();
+}
+
+void GradientReducer::begin_step() {
   std::lock_guard<std::mutex> lock(mutex_);
   for (std::size_t b = 0; b < buckets_.size(); ++b) pending_[b] = bucket_slots_[b];
   slot_ready_.assign(slots_.size(), false);
@@ -122,12 +126,14 @@ void GradientReducer::launch_ready_in_order() {
 void GradientReducer::reduce(std::size_t bucket) {
   const double t0 = wall_seconds();
   auto& b = buckets_[bucket];
-  if (!overlap_) {
+  if (!overlap_ || main_waiting_.load()) {
+    // Nothing left to overlap with (backward is done): MPI's blocking allreduce uses its
+    // fastest algorithm.
     comm_.allreduce_sum(b.data_ptr<float>(), static_cast<std::size_t>(b.numel()));
   } else {
-    // The communication thread shares its core with backward (ranks are bound to cores):
-    // instead of MPI's busy wait, drive progress with MPI_Test and sleep briefly between
-    // tests while backward still runs; poll without sleeping once the main thread waits.
+    // Backward still runs and shares this core (ranks are bound to cores): instead of
+    // MPI's busy wait, drive progress with MPI_Test and sleep briefly between tests; poll
+    // without sleeping once the main thread waits.
     Request r = comm_.iallreduce_sum(b.data_ptr<float>(), static_cast<std::size_t>(b.numel()));
     while (!r.test()) {
       if (main_waiting_.load(std::memory_order_relaxed)) {

@@ -41,6 +41,8 @@ class GradientReducer {
   // Zeroes the buckets before a step (replaces optimizer.zero_grad(), which would drop the
   // views). Gradients must be scaled so that their sum over ranks is the wanted average.
   void zero();
+  // Starts a step without zeroing (zero() does this too).
+  void begin_step();
   // After backward: starts any bucket not yet started and waits for all. Afterwards every
   // rank holds the summed gradients.
   void finish();

@@ -182,15 +182,19 @@ TrainResult Trainer::run() {
       }
       log_.write(line);
       char text[320];
-      std::snprintf(text, sizeof(text),
-                    "epoch %lld: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f samples/s | %.1f s",
-                    static_cast<long long>(epoch), rec.train_loss, rec.train_accuracy, rec.val_loss, rec.val_accuracy,
-                    rec.samples_per_s, rec.seconds);
+      std::snprintf(text, sizeof(text), "epoch %lld: train loss %.4f acc %.4f", static_cast<long long>(epoch),
+                    rec.train_loss, rec.train_accuracy);
       std::string line_text = text;
-      if (rec.has_test) {
-        std::snprintf(text, sizeof(text), " | test acc %.4f", rec.test_accuracy);
+      if (rec.has_validation) {
+        std::snprintf(text, sizeof(text), " | val loss %.4f acc %.4f", rec.val_loss, rec.val_accuracy);
         line_text += text;
       }
+      if (rec.has_test) {
+        std::snprintf(text, sizeof(text), " | test loss %.4f acc %.4f", rec.test_loss, rec.test_accuracy);
+        line_text += text;
+      }
+      std::snprintf(text, sizeof(text), " | %.0f samples/s | %.1f s", rec.samples_per_s, rec.seconds);
+      line_text += text;
       progress.message(line_text);
     }
     if (tc.early_stop_patience > 0 && rec.has_validation) {

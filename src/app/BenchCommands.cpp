@@ -1,0 +1,296 @@
+#include "app/BenchCommands.hpp"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+
+#include "comm/Communicator.hpp"
+#include "comm/GradientReducer.hpp"
+#include "data/DatasetLayout.hpp"
+#include "data/Hdf5.hpp"
+#include "data/ImageData.hpp"
+#include "data/Sampling.hpp"
+#include "launch/Mpi.hpp"
+#include "launch/ProcessLayout.hpp"
+#include "report/SystemStats.hpp"
+#include "util/Error.hpp"
+#include "util/Json.hpp"
+#include "util/Sha256.hpp"
+
+namespace hpctrain {
+namespace json = boost::json;
+namespace {
+
+const char* kBenchHelp =
+    "usage: hpctrain bench allreduce [--min-bytes N] [--max-bytes N] [--bucket-mb MB] [--repeats R] [--json FILE]\n"
+    "       hpctrain bench io FILE.h5 [--repeats R] [--json FILE]\n"
+    "\n"
+    "allreduce: for each message size (x4 steps), hpctrain's bucketed gradient path (the\n"
+    "  overlapping reducer: buckets of --bucket-mb, reduced on its communication thread)\n"
+    "  next to one plain MPI_Allreduce of the same bytes, in the same run. Per size: median\n"
+    "  time per operation over R repeats (slowest rank), algorithm bandwidth = bytes / time,\n"
+    "  bus bandwidth = algbw * 2 (P - 1) / P (as nccl-tests), and their ratio. Every size is\n"
+    "  checked: each rank contributes (rank + 1) * (i mod 7) and the sums are compared.\n"
+    "io: each rank's collective parallel-HDF5 read of its block of /train/images (the\n"
+    "  training shard load) next to one process reading the same bytes sequentially with\n"
+    "  serial HDF5, in the same run. Rates are bytes / time of the slowest rank; the page\n"
+    "  cache is warm for both (the file is read once before timing).\n";
+
+struct Options {
+  std::int64_t min_bytes = 4096;
+  std::int64_t max_bytes = 64ll << 20;
+  double bucket_mb = 25.0;
+  int repeats = 11;
+  std::string json_path;
+  std::string file;
+};
+
+Options parse(const std::vector<std::string>& args, std::size_t first) {
+  Options o;
+  for (std::size_t i = first; i < args.size(); ++i) {
+    auto value = [&](const std::string& name) {
+      if (i + 1 >= args.size()) throw UsageError("bench: " + name + " needs a value");
+      return args[++i];
+    };
+    try {
+      if (args[i] == "--min-bytes") {
+        o.min_bytes = std::stoll(value(args[i]));
+      } else if (args[i] == "--max-bytes") {
+        o.max_bytes = std::stoll(value(args[i]));
+      } else if (args[i] == "--bucket-mb") {
+        o.bucket_mb = std::stod(value(args[i]));
+      } else if (args[i] == "--repeats") {
+        o.repeats = std::stoi(value(args[i]));
+      } else if (args[i] == "--json") {
+        o.json_path = value(args[i]);
+      } else if (o.file.empty() && args[i].rfind("--", 0) != 0) {
+        o.file = args[i];
+      } else {
+        throw UsageError("bench: unexpected argument \"" + args[i] + "\"");
+      }
+    } catch (const std::invalid_argument&) {
+      throw UsageError("bench: " + args[i] + " expects a number");
+    }
+  }
+  if (o.repeats < 1 || o.min_bytes < 4 || o.max_bytes < o.min_bytes || o.bucket_mb <= 0) {
+    throw UsageError("bench: need --repeats >= 1, 4 <= --min-bytes <= --max-bytes, --bucket-mb > 0");
+  }
+  return o;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Time per call of each of `ops`, measured in alternation (a, b, a, b, ...) so that noise
+// on a shared machine touches both alike: median over repeats of (time of `iters` calls /
+// iters), each repeat's time the slowest rank's.
+std::vector<double> time_per_op(const Communicator& comm, int repeats, int iters,
+                                const std::vector<std::function<void()>>& ops) {
+  std::vector<std::vector<double>> t(ops.size());
+  for (const auto& op : ops) op();  // warm-up
+  for (int r = 0; r < repeats; ++r) {
+    for (std::size_t k = 0; k < ops.size(); ++k) {
+      comm.barrier();
+      const double t0 = wall_seconds();
+      for (int i = 0; i < iters; ++i) ops[k]();
+      double dt = (wall_seconds() - t0) / iters;
+      comm.allreduce_max(&dt, 1);
+      t[k].push_back(dt);
+    }
+  }
+  std::vector<double> out;
+  for (auto& v : t) out.push_back(median(v));
+  return out;
+}
+
+void fill_pattern(float* p, std::int64_t n, int rank) {
+  for (std::int64_t i = 0; i < n; ++i) p[i] = static_cast<float>((rank + 1) * (i % 7));
+}
+
+bool check_pattern(const float* p, std::int64_t n, int size) {
+  const float ranks_sum = static_cast<float>(size * (size + 1) / 2);
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (p[i] != ranks_sum * static_cast<float>(i % 7)) return false;
+  }
+  return true;
+}
+
+void write_json(const std::string& path, const json::value& v) {
+  if (path.empty()) return;
+  std::ofstream out(path);
+  if (!out) throw RuntimeFailure(path + ": cannot write");
+  out << pretty_json(v);
+}
+
+int bench_allreduce(const Options& o) {
+  Communicator world = Communicator::world();
+  const int p = world.size();
+  const bool root = world.rank() == 0;
+  const double bus_factor = p > 1 ? 2.0 * (p - 1) / p : 1.0;
+  if (root) {
+    std::printf("# hpctrain bench allreduce: %d ranks, buckets of %.3g MiB, median of %d repeats\n", p, o.bucket_mb,
+                o.repeats);
+    std::printf("# algbw = bytes / time; busbw = algbw * 2(P-1)/P; ratio = hpctrain busbw / MPI_Allreduce busbw\n");
+    std::printf("%12s %8s | %10s %9s %9s | %10s %9s %9s | %6s %5s\n", "bytes", "buckets", "mpi us", "algbw GB/s",
+                "busbw", "hpc us", "algbw GB/s", "busbw", "ratio", "check");
+  }
+  json::array rows;
+  bool all_ok = true;
+  for (std::int64_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= 4) {
+    const std::int64_t n = bytes / 4;
+    // Enough operations per repeat to take about 20 ms, so the clock's resolution and the
+    // barrier do not dominate small sizes.
+    const int iters = static_cast<int>(std::clamp<std::int64_t>((20ll << 20) / std::max<std::int64_t>(bytes, 1), 1, 2000));
+    auto buffer = torch::zeros({n}, torch::kFloat);
+    // The same bytes as a model's gradients: 16 tensors, the reducer's buckets over them.
+    std::vector<torch::Tensor> params;
+    const std::int64_t pieces = std::min<std::int64_t>(16, n);
+    for (std::int64_t k = 0; k < pieces; ++k) {
+      const std::int64_t len = n / pieces + (k < n % pieces ? 1 : 0);
+      params.push_back(torch::zeros({len}, torch::requires_grad()));
+    }
+    GradientReducer reducer(params, o.bucket_mb, world, true);
+    const auto times = time_per_op(world, o.repeats, iters,
+                                   {[&] { world.allreduce_sum(buffer.data_ptr<float>(), n); },
+                                    [&] {
+                                      reducer.begin_step();
+                                      reducer.finish();
+                                    }});
+    const double t_mpi = times[0], t_hpc = times[1];
+    fill_pattern(buffer.data_ptr<float>(), n, world.rank());
+    world.allreduce_sum(buffer.data_ptr<float>(), n);
+    bool ok = check_pattern(buffer.data_ptr<float>(), n, p);
+
+    // Correctness through the same path.
+    for (std::size_t b = 0; b < reducer.buckets().size(); ++b) {
+      fill_pattern(reducer.buckets()[b].data_ptr<float>(), reducer.buckets()[b].numel(), world.rank());
+    }
+    reducer.begin_step();
+    reducer.finish();
+    for (const auto& b : reducer.buckets()) ok = ok && check_pattern(b.data_ptr<float>(), b.numel(), p);
+    std::int64_t fails = ok ? 0 : 1;
+    world.allreduce_sum(&fails, 1);
+    all_ok = all_ok && fails == 0;
+
+    const double alg_mpi = static_cast<double>(bytes) / t_mpi / 1e9, alg_hpc = static_cast<double>(bytes) / t_hpc / 1e9;
+    const double ratio = alg_hpc / alg_mpi;
+    if (root) {
+      std::printf("%12lld %8zu | %10.1f %9.3f %9.3f | %10.1f %9.3f %9.3f | %6.3f %5s\n", static_cast<long long>(bytes),
+                  reducer.bucket_count(), t_mpi * 1e6, alg_mpi, alg_mpi * bus_factor, t_hpc * 1e6, alg_hpc,
+                  alg_hpc * bus_factor, ratio, fails == 0 ? "ok" : "FAIL");
+      std::fflush(stdout);
+    }
+    rows.push_back(json::object{{"bytes", bytes},
+                                {"buckets", static_cast<std::int64_t>(reducer.bucket_count())},
+                                {"mpi_us", t_mpi * 1e6},
+                                {"mpi_busbw_gbs", alg_mpi * bus_factor},
+                                {"hpctrain_us", t_hpc * 1e6},
+                                {"hpctrain_busbw_gbs", alg_hpc * bus_factor},
+                                {"ratio", ratio},
+                                {"correct", fails == 0}});
+  }
+  if (root) {
+    write_json(o.json_path, json::object{{"benchmark", "allreduce"}, {"ranks", p}, {"bucket_mb", o.bucket_mb},
+                                         {"repeats", o.repeats}, {"rows", rows}});
+  }
+  if (!all_ok) throw RuntimeFailure("bench allreduce: a reduction gave a wrong sum");
+  return 0;
+}
+
+int bench_io(const Options& o) {
+  if (o.file.empty()) throw UsageError("bench io: name the HDF5 file");
+  Communicator world = Communicator::world();
+  const bool root = world.rank() == 0;
+  DatasetMeta meta;
+  collective_check(world, [&] {
+    H5File f = H5File::open_read_serial(o.file);
+    meta = read_dataset_meta(f);
+  });
+  const std::int64_t rows = meta.train.count, row_bytes = meta.sample_bytes();
+  const std::int64_t total = rows * row_bytes;
+  const Range mine = block_range(rows, world.size(), world.rank());
+  std::vector<std::uint8_t> shard(static_cast<std::size_t>(mine.size() * row_bytes));
+  std::vector<std::uint8_t> whole(root ? static_cast<std::size_t>(total) : 0);
+
+  auto shard_load = [&] {
+    H5File f = H5File::open_read(o.file, world.raw());
+    read_rows(f, "/train/images", mine.begin, mine.size(), H5T_NATIVE_UINT8, shard.data());
+  };
+  auto sequential = [&] {
+    if (!root) return;
+    H5File f = H5File::open_read_serial(o.file);
+    read_rows(f, "/train/images", 0, rows, H5T_NATIVE_UINT8, whole.data());
+  };
+  std::vector<double> t_shard, t_seq;
+  collective_check(world, [&] {
+    shard_load();  // warm the page cache
+    sequential();
+  });
+  for (int r = 0; r < o.repeats; ++r) {
+    world.barrier();
+    double t0 = wall_seconds();
+    shard_load();
+    double dt = wall_seconds() - t0;
+    world.allreduce_max(&dt, 1);
+    t_shard.push_back(dt);
+    world.barrier();
+    t0 = wall_seconds();
+    sequential();
+    dt = wall_seconds() - t0;
+    world.allreduce_max(&dt, 1);
+    t_seq.push_back(dt);
+  }
+  // Correctness: the shards, concatenated in rank order, are the sequential read's bytes.
+  std::string digest_shards = chained_sha256(shard.data(), shard.size(), world);
+  std::string digest_whole = root ? Sha256::hex(whole.data(), whole.size()) : "";
+  world.broadcast(digest_whole, 0);
+  const bool ok = digest_shards == digest_whole && digest_whole == meta.train.images_sha256;
+  const double shard_rate = static_cast<double>(total) / median(t_shard) / 1e9;
+  const double seq_rate = static_cast<double>(total) / median(t_seq) / 1e9;
+  if (root) {
+    std::printf("# hpctrain bench io %s: /train/images, %lld bytes, %d ranks, median of %d repeats (warm cache)\n",
+                o.file.c_str(), static_cast<long long>(total), world.size(), o.repeats);
+    std::printf("%-44s %10s %10s\n", "read", "seconds", "GB/s");
+    std::printf("%-44s %10.4f %10.3f\n", "shard load (collective MPI-IO, all ranks)", median(t_shard), shard_rate);
+    std::printf("%-44s %10.4f %10.3f\n", "sequential (one process, serial HDF5)", median(t_seq), seq_rate);
+    std::printf("ratio shard/sequential %.3f; bytes %s\n", shard_rate / seq_rate,
+                ok ? "identical (sha256 matches the stored hash)" : "DIFFER");
+    write_json(o.json_path, json::object{{"benchmark", "io"},
+                                         {"file", o.file},
+                                         {"ranks", world.size()},
+                                         {"bytes", total},
+                                         {"shard_seconds", median(t_shard)},
+                                         {"sequential_seconds", median(t_seq)},
+                                         {"shard_gbs", shard_rate},
+                                         {"sequential_gbs", seq_rate},
+                                         {"ratio", shard_rate / seq_rate},
+                                         {"correct", ok}});
+  }
+  if (!ok) throw RuntimeFailure("bench io: shard bytes differ from the sequential read");
+  return 0;
+}
+
+}  // namespace
+
+int run_bench_command(const std::vector<std::string>& args) {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    if (rank == 0) std::printf("%s", kBenchHelp);
+    return args.empty() ? 2 : 0;
+  }
+  const Options o = parse(args, 1);
+  // As in training: intra-op threads from the affinity mask, so idle OpenMP workers do not
+  // spin on the cores the communication thread needs.
+  torch::set_num_threads(ProcessLayout::discover(MPI_COMM_WORLD).default_threads());
+  if (args[0] == "allreduce") return bench_allreduce(o);
+  if (args[0] == "io") return bench_io(o);
+  throw UsageError("bench: unknown benchmark \"" + args[0] + "\" (allreduce, io)");
+}
+
+}  // namespace hpctrain
