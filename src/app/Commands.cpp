@@ -284,9 +284,12 @@ int cmd_train(const std::vector<std::string>& args) {
   collective_check(world, [&] {
     report_text = write_run_report(run_dir + "/report.json", config, ctx, data, result, world);
   });
+  // As in report.json: the slowest rank's training time.
+  double train_seconds = result.train_seconds;
+  world.allreduce_max(&train_seconds, 1);
   if (root) {
     std::printf("\nsummary: %lld steps, %.0f samples/s, train %.1f s\n", static_cast<long long>(result.steps),
-                static_cast<double>(result.samples) / std::max(result.train_seconds, 1e-9), result.train_seconds);
+                static_cast<double>(result.samples) / std::max(train_seconds, 1e-9), train_seconds);
     if (!result.epochs.empty() && result.epochs.back().has_validation) {
       std::printf("  validation: loss %.4f accuracy %.4f\n", result.epochs.back().val_loss,
                   result.epochs.back().val_accuracy);

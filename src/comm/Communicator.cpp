@@ -133,12 +133,14 @@ std::vector<double> Communicator::gather(const double* data, std::size_t count, 
 
 void Communicator::alltoallv(const void* send, const std::vector<std::int64_t>& send_counts, void* recv,
                              const std::vector<std::int64_t>& recv_counts) const {
-  // Counts can pass INT_MAX bytes for large shards: exchange in a derived type of 4 KiB
-  // when they do not fit.
-  std::int64_t largest = 0, total_send = 0, total_recv = 0;
-  for (auto c : send_counts) largest = std::max(largest, total_send += c);
-  for (auto c : recv_counts) largest = std::max(largest, total_recv += c);
-  if (largest < INT_MAX) {
+  // MPI_Alltoallv takes int counts and displacements; every rank must pick the same path,
+  // so the choice follows the largest total on any rank.
+  std::int64_t total_send = 0, total_recv = 0;
+  for (auto c : send_counts) total_send += c;
+  for (auto c : recv_counts) total_recv += c;
+  double largest = static_cast<double>(std::max(total_send, total_recv));
+  allreduce_max(&largest, 1);
+  if (largest < static_cast<double>(INT_MAX)) {
     std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
     int so = 0, ro = 0;
     for (int r = 0; r < size_; ++r) {
@@ -152,27 +154,29 @@ void Communicator::alltoallv(const void* send, const std::vector<std::int64_t>& 
     HPCTRAIN_MPI(MPI_Alltoallv(send, sc.data(), sd.data(), MPI_BYTE, recv, rc.data(), rd.data(), MPI_BYTE, comm_));
     return;
   }
-  // Fallback: pairwise exchange in bounded pieces.
-  std::vector<std::int64_t> sd(size_, 0), rd(size_, 0);
-  for (int r = 1; r < size_; ++r) {
-    sd[r] = sd[r - 1] + send_counts[r - 1];
-    rd[r] = rd[r - 1] + recv_counts[r - 1];
-  }
+  // Past 2 GiB: point-to-point in pieces of at most kMaxCount bytes. Sender and receiver
+  // cut the same count into the same pieces, so every message has its match.
+  std::vector<MPI_Request> requests;
   const auto* s = static_cast<const char*>(send);
   auto* d = static_cast<char*>(recv);
-  for (int step = 0; step < size_; ++step) {
-    const int to = (rank_ + step) % size_;
-    const int from = (rank_ - step + size_) % size_;
-    std::int64_t sent = 0, got = 0;
-    while (sent < send_counts[to] || got < recv_counts[from]) {
-      const int sn = static_cast<int>(std::min<std::int64_t>(kMaxCount, send_counts[to] - sent));
-      const int rn = static_cast<int>(std::min<std::int64_t>(kMaxCount, recv_counts[from] - got));
-      HPCTRAIN_MPI(MPI_Sendrecv(s + sd[to] + sent, sn, MPI_BYTE, to, 7, d + rd[from] + got, rn, MPI_BYTE, from, 7,
-                                comm_, MPI_STATUS_IGNORE));
-      sent += sn;
-      got += rn;
+  std::int64_t so = 0, ro = 0;
+  for (int r = 0; r < size_; ++r) {
+    for (std::int64_t off = 0; off < recv_counts[r]; off += kMaxCount) {
+      const int n = static_cast<int>(std::min<std::int64_t>(kMaxCount, recv_counts[r] - off));
+      requests.emplace_back();
+      HPCTRAIN_MPI(MPI_Irecv(d + ro + off, n, MPI_BYTE, r, 7, comm_, &requests.back()));
     }
+    ro += recv_counts[r];
   }
+  for (int r = 0; r < size_; ++r) {
+    for (std::int64_t off = 0; off < send_counts[r]; off += kMaxCount) {
+      const int n = static_cast<int>(std::min<std::int64_t>(kMaxCount, send_counts[r] - off));
+      requests.emplace_back();
+      HPCTRAIN_MPI(MPI_Isend(s + so + off, n, MPI_BYTE, r, 7, comm_, &requests.back()));
+    }
+    so += send_counts[r];
+  }
+  HPCTRAIN_MPI(MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE));
 }
 
 void collective_check(const Communicator& comm, const std::function<void()>& step) {
@@ -189,6 +193,9 @@ void collective_check(const Communicator& comm, const std::function<void()>& ste
   } catch (const DataError& e) {
     message = e.what();
     code = 3;
+  } catch (const UsageError& e) {
+    message = e.what();
+    code = 2;
   } catch (const std::exception& e) {
     message = e.what();
     code = 1;

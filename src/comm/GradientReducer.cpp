@@ -110,25 +110,27 @@ void GradientReducer::on_gradient_ready(std::size_t slot) {
   if (slot_ready_[slot]) return;  // a parameter used twice fires twice; count it once
   slot_ready_[slot] = true;
   --pending_[s.bucket];
-  launch_ready_in_order();
+  launch_ready_in_order(false);
 }
 
-void GradientReducer::launch_ready_in_order() {
-  // Every rank must reduce buckets in the same order: start bucket i only after 0..i-1.
+void GradientReducer::launch_ready_in_order(bool from_finish) {
+  // Every rank must reduce buckets in the same order, with the same call: start bucket i
+  // only after 0..i-1, and choose blocking or non-blocking by where it was launched (a
+  // backward hook or finish()), which depends on the model, not on timing.
   bool any = false;
   while (next_launch_ < buckets_.size() && pending_[next_launch_] == 0) {
-    queue_.push_back(next_launch_++);
+    queue_.push_back(Launch{next_launch_++, from_finish});
     any = true;
   }
   if (any) cv_.notify_all();
 }
 
-void GradientReducer::reduce(std::size_t bucket) {
+void GradientReducer::reduce(std::size_t bucket, bool blocking) {
   const double t0 = wall_seconds();
   auto& b = buckets_[bucket];
-  if (!overlap_ || main_waiting_.load()) {
-    // Nothing left to overlap with (backward is done): MPI's blocking allreduce uses its
-    // fastest algorithm.
+  if (!overlap_ || blocking) {
+    // Launched after backward (nothing left to overlap with): MPI's blocking allreduce
+    // uses its fastest algorithm.
     comm_.allreduce_sum(b.data_ptr<float>(), static_cast<std::size_t>(b.numel()));
   } else {
     // Backward still runs and shares this core (ranks are bound to cores): instead of
@@ -151,16 +153,16 @@ void GradientReducer::reduce(std::size_t bucket) {
 
 void GradientReducer::worker_loop() {
   while (true) {
-    std::size_t bucket = 0;
+    Launch job{};
     {
       std::unique_lock<std::mutex> lock(mutex_);
       cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
       if (stop_) return;
-      bucket = queue_.front();
+      job = queue_.front();
       queue_.pop_front();
     }
     try {
-      reduce(bucket);
+      reduce(job.bucket, job.blocking);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!error_) error_ = std::current_exception();
@@ -177,13 +179,13 @@ void GradientReducer::finish() {
   if (comm_.size() == 1) return;
   const double t0 = wall_seconds();
   if (!overlap_) {
-    for (std::size_t b = 0; b < buckets_.size(); ++b) reduce(b);
+    for (std::size_t b = 0; b < buckets_.size(); ++b) reduce(b, true);
   } else {
     std::unique_lock<std::mutex> lock(mutex_);
     main_waiting_ = true;
     // Gradients that never arrived (parameters unused this step) are zero: start them too.
     for (auto& p : pending_) p = 0;
-    launch_ready_in_order();
+    launch_ready_in_order(true);
     cv_.wait(lock, [&] { return done_ == buckets_.size() || error_; });
     main_waiting_ = false;
     if (error_) std::rethrow_exception(error_);

@@ -67,8 +67,12 @@ class GradientReducer {
     torch::Tensor view;
     std::size_t bucket;
   };
-  void launch_ready_in_order();  // requires mutex_ held
-  void reduce(std::size_t bucket);
+  struct Launch {
+    std::size_t bucket;
+    bool blocking;
+  };
+  void launch_ready_in_order(bool from_finish);  // requires mutex_ held
+  void reduce(std::size_t bucket, bool blocking);
   void worker_loop();
 
   const Communicator& comm_;
@@ -83,7 +87,7 @@ class GradientReducer {
   std::vector<std::size_t> pending_;  // gradients not yet ready, per bucket
   std::vector<bool> slot_ready_;
   std::size_t next_launch_ = 0;        // buckets launch strictly in index order
-  std::deque<std::size_t> queue_;     // launched, not yet taken by the worker
+  std::deque<Launch> queue_;          // launched, not yet taken by the worker
   std::size_t done_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;

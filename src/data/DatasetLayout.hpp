@@ -42,7 +42,7 @@ struct DatasetMeta {
 // Throws DataError naming the file and the object that is wrong.
 DatasetMeta read_dataset_meta(const H5File& file);
 
-// Writes one split while hashing it; rows are written in blocks.
+// Writes one split (images and labels, chunked by whole samples) with their hashes.
 void write_split(H5File& file, const std::string& split, const std::vector<std::int64_t>& sample_shape,
                  const std::vector<std::uint8_t>& images, const std::vector<std::int32_t>& labels);
 void write_dataset_header(H5File& file, const std::string& name, const std::string& source,

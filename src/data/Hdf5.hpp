@@ -1,6 +1,6 @@
 #pragma once
 // RAII ownership of HDF5 identifiers and checked calls. HDF5's automatic error stack
-// printing is switched off: failures become DataError/RuntimeFailure with a message that
+// printing is switched off: failures become DataError (exit code 3) with a message that
 // names the file and object, plus HDF5's innermost reason.
 #include <hdf5.h>
 

@@ -2,6 +2,10 @@
 
 #include "comm/Communicator.hpp"
 #include "comm/GradientReducer.hpp"
+#include "data/Sampling.hpp"
+
+#include <chrono>
+#include <thread>
 
 using namespace hpctrain;
 
@@ -101,4 +105,22 @@ TEST(GradientReducer, BroadcastMakesEveryRankHoldRootsParameters) {
   broadcast_module_state(*bn, world, 0);
   EXPECT_FLOAT_EQ(root_model->weight.sum().item<float>(), 12.0f);
   EXPECT_FLOAT_EQ(bn->running_mean[0].item<float>(), 5.0f);
+}
+
+// Ranks reaching finish() at different moments must still make the same MPI call for each
+// bucket (mixing blocking and non-blocking collectives deadlocks). A hang here ends in the
+// CTest timeout.
+TEST(GradientReducer, RanksWithDifferentTimingNeverDeadlock) {
+  Communicator world = Communicator::world();
+  auto params = make_parameters();
+  GradientReducer reducer(params, 0.004, world, true);
+  SplitMix64 jitter(static_cast<std::uint64_t>(world.rank()) + 1);
+  for (int step = 0; step < 60; ++step) {
+    reducer.zero();
+    auto loss = params[0].sum() + params[1].sum() + params[2].sum() + params[3].sum();
+    loss.backward();
+    if ((world.rank() + step) % 2 == 0) std::this_thread::sleep_for(std::chrono::microseconds(jitter.below(3000)));
+    reducer.finish();
+    EXPECT_FLOAT_EQ(params[2].grad()[7][3].item<float>(), static_cast<float>(world.size()));
+  }
 }
