@@ -47,7 +47,10 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters, double b
     auto flat = torch::zeros({n}, group.front().options().requires_grad(false));
     std::int64_t off = 0;
     for (const auto& p : group) {
-      auto view = flat.narrow(0, off, p.numel()).view(p.sizes());
+      // Same strides as the parameter (contiguous or channels-last), so autograd
+      // accumulates in place and the optimizer sees matching layouts.
+      if (!p.is_non_overlapping_and_dense()) throw RuntimeFailure("gradient buckets need dense parameters");
+      auto view = flat.narrow(0, off, p.numel()).as_strided(p.sizes(), p.strides());
       p.mutable_grad() = view;
       slots_.push_back(Slot{p, view, buckets_.size()});
       off += p.numel();

@@ -24,6 +24,7 @@ struct ModelConfig {
   std::int64_t fc_width = 128;
   double dropout = 0.0;
   bool batch_norm = true;
+  bool channels_last = false;
 };
 
 struct OptimizerConfig {

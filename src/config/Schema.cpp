@@ -95,6 +95,9 @@ const std::vector<Entry>& entries() {
       {key("model.batch_norm", K::Boolean, "true", none, none, {},
            "Batch normalization after each convolution (CNN) or hidden layer (MLP). Statistics are per rank."),
        bind(&Config::model, &ModelConfig::batch_norm)},
+      {key("model.channels_last", K::Boolean, "false", none, none, {},
+           "Keep 4-D weights and inputs in channels-last (NHWC) memory format for LibTorch's convolutions. Results agree with the default layout within floating-point rounding; for the default CNN on CPU it measured within noise of the default (docs/benchmarks.md)."),
+       bind(&Config::model, &ModelConfig::channels_last)},
       // optimizer
       {key("optimizer.name", K::String, "\"adamw\"", none, none, {"sgd", "adam", "adamw"},
            "Optimizer."),

@@ -28,5 +28,7 @@ using ModelFactory = std::function<ModelPtr(const ModelConfig&, const InputSpec&
 ModelPtr build_model(const ModelConfig& config, const InputSpec& input);
 std::vector<std::string> registered_models();
 std::int64_t parameter_count(const torch::nn::Module& module);
+// Moves 4-D parameters and buffers to channels-last memory format (in place, same values).
+void to_channels_last(torch::nn::Module& module);
 
 }  // namespace hpctrain

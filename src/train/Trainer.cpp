@@ -33,6 +33,7 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ImageData
 
   torch::manual_seed(stream_seed(static_cast<std::uint64_t>(tc.seed), Stream::Model));
   model_ = build_model(config_.model, InputSpec{data_.meta().sample_shape, data_.meta().num_classes});
+  if (config_.model.channels_last) to_channels_last(*model_);
   // Overlap needs a second thread calling MPI (never at the same time as the main one).
   const bool overlap = config_.comm.overlap && MpiRuntime::thread_level() >= MPI_THREAD_SERIALIZED;
   reducer_ = std::make_unique<GradientReducer>(model_->parameters(), config_.comm.bucket_mb, comm_, overlap);
@@ -101,7 +102,9 @@ TrainResult Trainer::run() {
       reducer.zero();
       timer.mark(Phase::Data);
 
-      auto logits = model.forward(batch.input);
+      auto logits = model.forward(config_.model.channels_last
+                                      ? batch.input.contiguous(torch::MemoryFormat::ChannelsLast)
+                                      : batch.input);
       // Sum over local samples / global batch: the reduced sum is the global mean.
       auto local_sum = torch::nn::functional::cross_entropy(
           logits, batch.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));

@@ -124,3 +124,14 @@ TEST(GradientReducer, RanksWithDifferentTimingNeverDeadlock) {
     EXPECT_FLOAT_EQ(params[2].grad()[7][3].item<float>(), static_cast<float>(world.size()));
   }
 }
+
+TEST(GradientReducer, ChannelsLastParametersKeepTheirLayoutInTheBucket) {
+  Communicator world = Communicator::world();
+  auto w = torch::randn({4, 3, 2, 2}).contiguous(torch::MemoryFormat::ChannelsLast).requires_grad_();
+  GradientReducer reducer({w}, 25.0, world, true);
+  EXPECT_TRUE(w.grad().is_contiguous(torch::MemoryFormat::ChannelsLast));
+  (w * torch::arange(48).view({4, 3, 2, 2})).sum().backward();
+  reducer.finish();
+  EXPECT_EQ(w.grad().data_ptr<float>(), reducer.buckets()[0].data_ptr<float>());
+  EXPECT_FLOAT_EQ(w.grad()[1][2][0][1].item<float>(), static_cast<float>(world.size() * (12 + 8 + 1)));
+}

@@ -45,3 +45,23 @@ TEST(ModelRegistry, UnknownNameAndTooManyStagesAreConfigErrors) {
     EXPECT_NE(std::string(e.what()).find("model.channels"), std::string::npos);
   }
 }
+
+TEST(ModelRegistry, ChannelsLastGivesTheSameOutputsAndGradients) {
+  ModelConfig c;
+  c.name = "cnn";
+  c.channels = {4, 8};
+  c.fc_width = 16;
+  torch::manual_seed(3);
+  auto a = build_model(c, InputSpec{{3, 8, 8}, 5});
+  torch::manual_seed(3);
+  auto b = build_model(c, InputSpec{{3, 8, 8}, 5});
+  to_channels_last(*b);
+  auto x = torch::randn({6, 3, 8, 8});
+  auto ya = a->forward(x);
+  auto yb = b->forward(x.contiguous(torch::MemoryFormat::ChannelsLast));
+  EXPECT_TRUE(torch::allclose(ya, yb, 1e-5, 1e-5));
+  ya.sum().backward();
+  yb.sum().backward();
+  const auto pa = a->parameters(), pb = b->parameters();
+  for (std::size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::allclose(pa[i].grad(), pb[i].grad(), 1e-4, 1e-5)) << i;
+}
