@@ -119,7 +119,7 @@ TEST(ConfigSchema, CheckedInReferenceIsUpToDate) {
 }
 
 TEST(ConfigSchema, ShippedConfigsAreValid) {
-  for (const char* name : {"fashion_mnist_cnn.json", "fashion_mnist_mlp.json"}) {
+  for (const char* name : {"fashion_mnist_cnn.json", "fashion_mnist_mlp.json", "fashion_mnist_fast.json"}) {
     EXPECT_NO_THROW(load_config(std::string(HPCTRAIN_SOURCE_DIR) + "/configs/" + name, {})) << name;
   }
 }
