@@ -145,7 +145,8 @@ int bench_allreduce(const Options& o) {
     const std::int64_t n = bytes / 4;
     // Enough operations per repeat to take about 20 ms, so the clock's resolution and the
     // barrier do not dominate small sizes.
-    const int iters = static_cast<int>(std::clamp<std::int64_t>((20ll << 20) / std::max<std::int64_t>(bytes, 1), 1, 2000));
+    const int iters =
+        static_cast<int>(std::clamp<std::int64_t>((20ll << 20) / std::max<std::int64_t>(bytes, 1), 1, 2000));
     auto buffer = torch::zeros({n}, torch::kFloat);
     // The same bytes as a model's gradients: 16 tensors, the reducer's buckets over them.
     std::vector<torch::Tensor> params;
@@ -195,8 +196,11 @@ int bench_allreduce(const Options& o) {
                                 {"correct", fails == 0}});
   }
   if (root) {
-    write_json(o.json_path, json::object{{"benchmark", "allreduce"}, {"ranks", p}, {"bucket_mb", o.bucket_mb},
-                                         {"repeats", o.repeats}, {"rows", rows}});
+    write_json(o.json_path, json::object{{"benchmark", "allreduce"},
+                                         {"ranks", p},
+                                         {"bucket_mb", o.bucket_mb},
+                                         {"repeats", o.repeats},
+                                         {"rows", rows}});
   }
   if (!all_ok) throw RuntimeFailure("bench allreduce: a reduction gave a wrong sum");
   return 0;

@@ -12,8 +12,8 @@
 #include "comm/Communicator.hpp"
 #include "config/Schema.hpp"
 #include "data/DatasetLayout.hpp"
-#include "data/Importer.hpp"
 #include "data/ImageData.hpp"
+#include "data/Importer.hpp"
 #include "launch/LaunchEnvironment.hpp"
 #include "launch/Mpi.hpp"
 #include "launch/ProcessLayout.hpp"
@@ -100,8 +100,7 @@ int cmd_import(const std::vector<std::string>& args) {
   });
   if (world.rank() == 0) {
     std::printf("imported %s: %lld train and %lld test samples -> %s\n", kind.c_str(),
-                static_cast<long long>(result.train_count), static_cast<long long>(result.test_count),
-                output.c_str());
+                static_cast<long long>(result.train_count), static_cast<long long>(result.test_count), output.c_str());
   }
   return 0;
 }
@@ -178,7 +177,8 @@ int cmd_inspect(const std::vector<std::string>& args) {
           const std::string got = hash_dataset(file, name, rows, ds == "labels" ? &counts : nullptr, m.num_classes);
           if (verify) {
             const bool ok = got == stored;
-            out << "  sha256 " << (ok ? "ok" : "MISMATCH (stored " + (stored.empty() ? "none" : stored) + ", computed " + got + ")");
+            out << "  sha256 "
+                << (ok ? "ok" : "MISMATCH (stored " + (stored.empty() ? "none" : stored) + ", computed " + got + ")");
             if (!ok) bad.push_back(name);
           }
         }
@@ -263,8 +263,8 @@ int cmd_train(const std::vector<std::string>& args) {
 
   const bool root = world.rank() == 0;
   if (root) {
-    std::printf("hpctrain %s: %d ranks on %d node(s), %d threads per rank, run directory %s\n",
-                HPCTRAIN_VERSION_STRING, world.size(), ctx.layout.node_count, ctx.threads, run_dir.c_str());
+    std::printf("hpctrain %s: %d ranks on %d node(s), %d threads per rank, run directory %s\n", HPCTRAIN_VERSION_STRING,
+                world.size(), ctx.layout.node_count, ctx.threads, run_dir.c_str());
     std::fflush(stdout);
   }
   ImageData data = ImageData::load(config.data, static_cast<std::uint64_t>(config.train.seed), world);
@@ -281,9 +281,8 @@ int cmd_train(const std::vector<std::string>& args) {
   const TrainResult result = trainer->run();
 
   std::string report_text;
-  collective_check(world, [&] {
-    report_text = write_run_report(run_dir + "/report.json", config, ctx, data, result, world);
-  });
+  collective_check(world,
+                   [&] { report_text = write_run_report(run_dir + "/report.json", config, ctx, data, result, world); });
   // As in report.json: the slowest rank's training time.
   double train_seconds = result.train_seconds;
   world.allreduce_max(&train_seconds, 1);

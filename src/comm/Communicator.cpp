@@ -59,7 +59,9 @@ Communicator::Communicator(MPI_Comm comm, bool owned) : comm_(comm), owned_(owne
   HPCTRAIN_MPI(MPI_Comm_size(comm_, &size_));
 }
 
-Communicator Communicator::world() { return Communicator(MPI_COMM_WORLD, false); }
+Communicator Communicator::world() {
+  return Communicator(MPI_COMM_WORLD, false);
+}
 
 Communicator::Communicator(Communicator&& other) noexcept
     : comm_(other.comm_), owned_(other.owned_), rank_(other.rank_), size_(other.size_) {
@@ -91,7 +93,9 @@ Communicator Communicator::split(int color, int key) const {
   return Communicator(out, true);
 }
 
-void Communicator::barrier() const { HPCTRAIN_MPI(MPI_Barrier(comm_)); }
+void Communicator::barrier() const {
+  HPCTRAIN_MPI(MPI_Barrier(comm_));
+}
 
 void Communicator::allreduce_sum(float* data, std::size_t count) const {
   allreduce_chunked(comm_, data, count, MPI_FLOAT, MPI_SUM);
@@ -126,8 +130,8 @@ void Communicator::broadcast(std::string& text, int root) const {
 
 std::vector<double> Communicator::gather(const double* data, std::size_t count, int root) const {
   std::vector<double> out(rank_ == root ? count * size_ : 0);
-  HPCTRAIN_MPI(MPI_Gather(data, static_cast<int>(count), MPI_DOUBLE, out.data(), static_cast<int>(count),
-                          MPI_DOUBLE, root, comm_));
+  HPCTRAIN_MPI(MPI_Gather(data, static_cast<int>(count), MPI_DOUBLE, out.data(), static_cast<int>(count), MPI_DOUBLE,
+                          root, comm_));
   return out;
 }
 

@@ -86,8 +86,8 @@ class GradientReducer {
   std::condition_variable cv_;
   std::vector<std::size_t> pending_;  // gradients not yet ready, per bucket
   std::vector<bool> slot_ready_;
-  std::size_t next_launch_ = 0;        // buckets launch strictly in index order
-  std::deque<Launch> queue_;          // launched, not yet taken by the worker
+  std::size_t next_launch_ = 0;  // buckets launch strictly in index order
+  std::deque<Launch> queue_;     // launched, not yet taken by the worker
   std::size_t done_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;

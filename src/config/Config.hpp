@@ -8,11 +8,11 @@
 namespace hpctrain {
 
 struct DataConfig {
-  std::string path;            // HDF5 file written by `hpctrain import`
-  double val_fraction = 0.1;   // share of train carved out for validation
-  bool verify_hashes = true;   // verify SHA-256 of each dataset before training
-  bool normalize = true;       // per-channel mean/std from the training split
-  bool augment_flip = false;   // random horizontal flip
+  std::string path;                       // HDF5 file written by `hpctrain import`
+  double val_fraction = 0.1;              // share of train carved out for validation
+  bool verify_hashes = true;              // verify SHA-256 of each dataset before training
+  bool normalize = true;                  // per-channel mean/std from the training split
+  bool augment_flip = false;              // random horizontal flip
   std::int64_t augment_crop_padding = 0;  // random crop after zero padding (0: off)
   std::int64_t limit_train = 0;           // use only the first N training samples (0: all)
 };
@@ -58,7 +58,7 @@ struct TrainConfig {
   std::int64_t max_steps = 0;  // stop after this many steps in total (0: no limit)
   double grad_clip_norm = 0.0;
   std::string early_stop_metric = "val_loss";  // val_loss | val_accuracy
-  std::int64_t early_stop_patience = 0;         // epochs without improvement (0: off)
+  std::int64_t early_stop_patience = 0;        // epochs without improvement (0: off)
   double early_stop_min_delta = 0.0;
   bool test_at_end = true;
   bool test_every_epoch = false;

@@ -20,7 +20,9 @@ struct Entry {
   Assign assign;
 };
 
-std::int64_t as_int(const json::value& v) { return v.is_int64() ? v.get_int64() : static_cast<std::int64_t>(v.get_uint64()); }
+std::int64_t as_int(const json::value& v) {
+  return v.is_int64() ? v.get_int64() : static_cast<std::int64_t>(v.get_uint64());
+}
 double as_number(const json::value& v) {
   if (v.is_double()) return v.get_double();
   return static_cast<double>(as_int(v));
@@ -45,8 +47,8 @@ Assign bind(Section Config::*section, Field Section::*field) {
   };
 }
 
-KeySpec key(std::string path, KeyType type, std::string def, std::optional<double> min,
-            std::optional<double> max, std::vector<std::string> choices, std::string doc) {
+KeySpec key(std::string path, KeyType type, std::string def, std::optional<double> min, std::optional<double> max,
+            std::vector<std::string> choices, std::string doc) {
   return KeySpec{std::move(path), type, std::move(def), min, max, std::move(choices), std::move(doc)};
 }
 
@@ -55,14 +57,14 @@ const std::vector<Entry>& entries() {
   const std::optional<double> none;
   static const std::vector<Entry> table = {
       // data
-      {key("data.path", K::String, "", none, none, {},
-           "HDF5 data set written by `hpctrain import` (required)."),
+      {key("data.path", K::String, "", none, none, {}, "HDF5 data set written by `hpctrain import` (required)."),
        bind(&Config::data, &DataConfig::path)},
       {key("data.val_fraction", K::Number, "0.1", 0.0, 0.5, {},
            "Share of the training split held out for validation, chosen by a fixed permutation of the seed."),
        bind(&Config::data, &DataConfig::val_fraction)},
       {key("data.verify_hashes", K::Boolean, "true", none, none, {},
-           "Verify the SHA-256 of each dataset before training (ranks hash their shards in turn). Turn off for very large files."),
+           "Verify the SHA-256 of each dataset before training (ranks hash their shards in turn). Turn off for very "
+           "large files."),
        bind(&Config::data, &DataConfig::verify_hashes)},
       {key("data.normalize", K::Boolean, "true", none, none, {},
            "Normalize inputs by per-channel mean and standard deviation of the training split, computed in parallel."),
@@ -77,14 +79,13 @@ const std::vector<Entry>& entries() {
            "Use only the first N samples of the training split (0: all). For quick experiments and tests."),
        bind(&Config::data, &DataConfig::limit_train)},
       // model
-      {key("model.name", K::String, "\"cnn\"", none, none, {"mlp", "cnn"},
-           "Architecture from the model registry."),
+      {key("model.name", K::String, "\"cnn\"", none, none, {"mlp", "cnn"}, "Architecture from the model registry."),
        bind(&Config::model, &ModelConfig::name)},
-      {key("model.hidden", K::IntegerList, "[256, 128]", 1.0, 65536.0, {},
-           "MLP: widths of the hidden layers."),
+      {key("model.hidden", K::IntegerList, "[256, 128]", 1.0, 65536.0, {}, "MLP: widths of the hidden layers."),
        bind(&Config::model, &ModelConfig::hidden)},
       {key("model.channels", K::IntegerList, "[32, 64]", 1.0, 4096.0, {},
-           "CNN: output channels of each convolution stage (3x3 convolution, optional batch norm, ReLU, 2x2 max pooling)."),
+           "CNN: output channels of each convolution stage (3x3 convolution, optional batch norm, ReLU, 2x2 max "
+           "pooling)."),
        bind(&Config::model, &ModelConfig::channels)},
       {key("model.fc_width", K::Integer, "128", 1.0, 65536.0, {},
            "CNN: width of the fully connected layer before the classifier."),
@@ -96,14 +97,14 @@ const std::vector<Entry>& entries() {
            "Batch normalization after each convolution (CNN) or hidden layer (MLP). Statistics are per rank."),
        bind(&Config::model, &ModelConfig::batch_norm)},
       {key("model.channels_last", K::Boolean, "false", none, none, {},
-           "Keep 4-D weights and inputs in channels-last (NHWC) memory format for LibTorch's convolutions. Results agree with the default layout within floating-point rounding; for the default CNN on CPU it measured within noise of the default (docs/benchmarks.md)."),
+           "Keep 4-D weights and inputs in channels-last (NHWC) memory format for LibTorch's convolutions. Results "
+           "agree with the default layout within floating-point rounding; for the default CNN on CPU it measured "
+           "within noise of the default (docs/benchmarks.md)."),
        bind(&Config::model, &ModelConfig::channels_last)},
       // optimizer
-      {key("optimizer.name", K::String, "\"adamw\"", none, none, {"sgd", "adam", "adamw"},
-           "Optimizer."),
+      {key("optimizer.name", K::String, "\"adamw\"", none, none, {"sgd", "adam", "adamw"}, "Optimizer."),
        bind(&Config::optimizer, &OptimizerConfig::name)},
-      {key("optimizer.lr", K::Number, "0.001", 0.0, 100.0, {},
-           "Peak learning rate (the schedule scales it)."),
+      {key("optimizer.lr", K::Number, "0.001", 0.0, 100.0, {}, "Peak learning rate (the schedule scales it)."),
        bind(&Config::optimizer, &OptimizerConfig::lr)},
       {key("optimizer.momentum", K::Number, "0.9", 0.0, 1.0, {}, "SGD momentum."),
        bind(&Config::optimizer, &OptimizerConfig::momentum)},
@@ -149,13 +150,15 @@ const std::vector<Entry>& entries() {
       {key("train.epochs", K::Integer, "2", 1.0, 100000.0, {}, "Epochs over the training split."),
        bind(&Config::train, &TrainConfig::epochs)},
       {key("train.batch_size", K::Integer, "128", 1.0, 1048576.0, {},
-           "Global batch size, split across ranks (the first ranks take one more sample when it does not divide). The sequence of global batches is the same for any rank count."),
+           "Global batch size, split across ranks (the first ranks take one more sample when it does not divide). The "
+           "sequence of global batches is the same for any rank count."),
        bind(&Config::train, &TrainConfig::batch_size)},
       {key("train.eval_batch_size", K::Integer, "1000", 1.0, 1048576.0, {},
            "Per-rank batch size for validation and test evaluation."),
        bind(&Config::train, &TrainConfig::eval_batch_size)},
       {key("train.seed", K::Integer, "42", 0.0, 9007199254740991.0, {},
-           "Seed of the initial parameters, the validation split, the per-epoch global permutation, dropout and augmentation."),
+           "Seed of the initial parameters, the validation split, the per-epoch global permutation, dropout and "
+           "augmentation."),
        bind(&Config::train, &TrainConfig::seed)},
       {key("train.max_steps", K::Integer, "0", 0.0, none, {},
            "Stop after this many optimizer steps in total (0: run all epochs)."),
@@ -172,18 +175,19 @@ const std::vector<Entry>& entries() {
       {key("train.early_stop_min_delta", K::Number, "0.0", 0.0, 1e9, {},
            "Smallest change of the metric that counts as an improvement."),
        bind(&Config::train, &TrainConfig::early_stop_min_delta)},
-      {key("train.test_at_end", K::Boolean, "true", none, none, {},
-           "Evaluate on the test split after the last epoch."),
+      {key("train.test_at_end", K::Boolean, "true", none, none, {}, "Evaluate on the test split after the last epoch."),
        bind(&Config::train, &TrainConfig::test_at_end)},
       {key("train.test_every_epoch", K::Boolean, "false", none, none, {},
            "Also evaluate on the test split after every epoch (for time-to-accuracy measurements)."),
        bind(&Config::train, &TrainConfig::test_every_epoch)},
       // comm
       {key("comm.bucket_mb", K::Number, "25.0", 0.001, 4096.0, {},
-           "Size of the fused gradient buckets reduced with one allreduce each (MiB). Smaller buckets start reducing earlier in backward; larger ones cost fewer calls."),
+           "Size of the fused gradient buckets reduced with one allreduce each (MiB). Smaller buckets start reducing "
+           "earlier in backward; larger ones cost fewer calls."),
        bind(&Config::comm, &CommConfig::bucket_mb)},
       {key("comm.overlap", K::Boolean, "true", none, none, {},
-           "Reduce each gradient bucket on a communication thread as soon as backward has produced all of its gradients, overlapping communication with the rest of backward. false: reduce all buckets after backward."),
+           "Reduce each gradient bucket on a communication thread as soon as backward has produced all of its "
+           "gradients, overlapping communication with the rest of backward. false: reduce all buckets after backward."),
        bind(&Config::comm, &CommConfig::overlap)},
       // run
       {key("run.dir", K::String, "\"runs/default\"", none, none, {},
@@ -196,7 +200,8 @@ const std::vector<Entry>& entries() {
            "Rank 0's progress display: a bar with ETA on a terminal, plain lines in batch jobs (auto picks)."),
        bind(&Config::run, &RunConfig::progress)},
       {key("run.threads", K::Integer, "0", 0.0, 1024.0, {},
-           "Intra-op threads per rank (0: the cores of the rank's affinity mask, shared among the ranks on the node that overlap it)."),
+           "Intra-op threads per rank (0: the cores of the rank's affinity mask, shared among the ranks on the node "
+           "that overlap it)."),
        bind(&Config::run, &RunConfig::threads)},
   };
   return table;
@@ -251,7 +256,8 @@ std::string expectation(const KeySpec& s) {
   } else if (s.max) {
     what += " <= " + format_number(*s.max);
   }
-  if (s.type == KeyType::IntegerList && (s.min || s.max)) what = "a list of integers, each" + what.substr(what.find(' '));
+  if (s.type == KeyType::IntegerList && (s.min || s.max))
+    what = "a list of integers, each" + what.substr(what.find(' '));
   return what;
 }
 
@@ -298,21 +304,22 @@ json::value normalized(const KeySpec& s, const json::value& v) {
   if (s.type == KeyType::Integer && v.is_double()) return json::value(static_cast<std::int64_t>(v.get_double()));
   if (s.type == KeyType::IntegerList) {
     json::array out;
-    for (const auto& e : v.get_array()) out.push_back(e.is_double() ? json::value(static_cast<std::int64_t>(e.get_double())) : e);
+    for (const auto& e : v.get_array())
+      out.push_back(e.is_double() ? json::value(static_cast<std::int64_t>(e.get_double())) : e);
     return out;
   }
   return v;
 }
 
-void set_checked(std::map<std::string, json::value>& values, const std::string& origin,
-                 const std::string& path, const json::value& v) {
+void set_checked(std::map<std::string, json::value>& values, const std::string& origin, const std::string& path,
+                 const json::value& v) {
   const Entry* e = find_entry(path);
   if (e == nullptr) {
     const std::string section = path.find('.') == std::string::npos ? "" : path.substr(0, path.rfind('.'));
     throw ConfigError(origin + ": unknown key \"" + path + "\"" +
                       (is_section(section) || section.empty()
-                           ? " (known keys" + (section.empty() ? std::string() : " in \"" + section + "\"") +
-                                 ": " + keys_in_section(section) + ")"
+                           ? " (known keys" + (section.empty() ? std::string() : " in \"" + section + "\"") + ": " +
+                                 keys_in_section(section) + ")"
                            : ""));
   }
   const std::string found = mismatch(e->spec, v);
@@ -329,8 +336,8 @@ void flatten(const json::object& obj, const std::string& prefix, const std::stri
     if (kv.value().is_object() && is_section(path)) {
       flatten(kv.value().get_object(), path, origin, values);
     } else if (is_section(path)) {
-      throw ConfigError(origin + ": " + path + ": expected an object with keys " + keys_in_section(path) +
-                        ", found " + json_kind(kv.value()));
+      throw ConfigError(origin + ": " + path + ": expected an object with keys " + keys_in_section(path) + ", found " +
+                        json_kind(kv.value()));
     } else {
       set_checked(values, origin, path, kv.value());
     }
@@ -353,11 +360,16 @@ void insert_nested(json::object& root, const std::string& path, const json::valu
 
 std::string key_type_name(KeyType type) {
   switch (type) {
-    case KeyType::Integer: return "integer";
-    case KeyType::Number: return "number";
-    case KeyType::Boolean: return "boolean";
-    case KeyType::String: return "string";
-    case KeyType::IntegerList: return "list of integers";
+    case KeyType::Integer:
+      return "integer";
+    case KeyType::Number:
+      return "number";
+    case KeyType::Boolean:
+      return "boolean";
+    case KeyType::String:
+      return "string";
+    case KeyType::IntegerList:
+      return "list of integers";
   }
   return "value";
 }
@@ -378,7 +390,8 @@ ResolvedConfig parse_config(const std::string& text, const std::string& origin,
     if (!e.spec.default_json.empty()) values[e.spec.path] = json::parse(e.spec.default_json);
   }
   const json::value doc = parse_json_or_throw(text, origin);
-  if (!doc.is_object()) throw ConfigError(origin + ": expected a JSON object at the top level, found " + json_kind(doc));
+  if (!doc.is_object())
+    throw ConfigError(origin + ": expected a JSON object at the top level, found " + json_kind(doc));
   flatten(doc.get_object(), "", origin, values);
 
   for (const auto& ov : overrides) {
@@ -446,8 +459,8 @@ std::string config_reference_markdown() {
                 (s.max ? format_number(*s.max) : std::string("inf"));
     }
     out << "| `" << s.path << "` | " << key_type_name(s.type) << " | "
-        << (s.default_json.empty() ? "required" : "`" + s.default_json + "`") << " | " << allowed << " | "
-        << s.doc << " |\n";
+        << (s.default_json.empty() ? "required" : "`" + s.default_json + "`") << " | " << allowed << " | " << s.doc
+        << " |\n";
   }
   return out.str();
 }

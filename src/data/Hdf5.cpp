@@ -15,14 +15,30 @@ herr_t innermost(unsigned n, const H5E_error2_t* err, void* data) {
 
 void close_id(hid_t id) {
   switch (H5Iget_type(id)) {
-    case H5I_FILE: H5Fclose(id); break;
-    case H5I_GROUP: H5Gclose(id); break;
-    case H5I_DATASET: H5Dclose(id); break;
-    case H5I_DATASPACE: H5Sclose(id); break;
-    case H5I_DATATYPE: H5Tclose(id); break;
-    case H5I_ATTR: H5Aclose(id); break;
-    case H5I_GENPROP_LST: H5Pclose(id); break;
-    default: H5Idec_ref(id); break;
+    case H5I_FILE:
+      H5Fclose(id);
+      break;
+    case H5I_GROUP:
+      H5Gclose(id);
+      break;
+    case H5I_DATASET:
+      H5Dclose(id);
+      break;
+    case H5I_DATASPACE:
+      H5Sclose(id);
+      break;
+    case H5I_DATATYPE:
+      H5Tclose(id);
+      break;
+    case H5I_ATTR:
+      H5Aclose(id);
+      break;
+    case H5I_GENPROP_LST:
+      H5Pclose(id);
+      break;
+    default:
+      H5Idec_ref(id);
+      break;
   }
 }
 
@@ -54,7 +70,9 @@ void H5Id::reset() {
   id_ = H5I_INVALID_HID;
 }
 
-void silence_hdf5_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+void silence_hdf5_errors() {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+}
 
 std::string hdf5_error_reason() {
   std::string reason;
@@ -98,13 +116,15 @@ H5File H5File::open_read(const std::string& path, MPI_Comm comm) {
   return f;
 }
 
-H5File H5File::open_read_serial(const std::string& path) { return open_read(path, MPI_COMM_NULL); }
+H5File H5File::open_read_serial(const std::string& path) {
+  return open_read(path, MPI_COMM_NULL);
+}
 
 H5File H5File::create(const std::string& path) {
   H5File f;
   f.path_ = path;
-  f.file_ = H5Id(h5_check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
-                          path + ": cannot create HDF5 file"));
+  f.file_ = H5Id(
+      h5_check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), path + ": cannot create HDF5 file"));
   return f;
 }
 
@@ -133,8 +153,8 @@ bool H5File::has_attr(const std::string& object, const std::string& name) const 
 
 std::string H5File::read_string_attr(const std::string& object, const std::string& name) const {
   const std::string ctx = path_ + ": attribute " + object + "@" + name;
-  H5Id attr(h5_check(H5Aopen_by_name(file_, object.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT),
-                     ctx + " is missing"));
+  H5Id attr(
+      h5_check(H5Aopen_by_name(file_, object.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), ctx + " is missing"));
   H5Id type(h5_check(H5Aget_type(attr), ctx));
   if (H5Tget_class(type) != H5T_STRING) throw DataError(ctx + ": expected a string");
   if (H5Tis_variable_str(type) > 0) {
@@ -158,8 +178,8 @@ std::string H5File::read_string_attr(const std::string& object, const std::strin
 
 std::int64_t H5File::read_int_attr(const std::string& object, const std::string& name) const {
   const std::string ctx = path_ + ": attribute " + object + "@" + name;
-  H5Id attr(h5_check(H5Aopen_by_name(file_, object.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT),
-                     ctx + " is missing"));
+  H5Id attr(
+      h5_check(H5Aopen_by_name(file_, object.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), ctx + " is missing"));
   std::int64_t v = 0;
   h5_check(H5Aread(attr, H5T_NATIVE_INT64, &v), ctx + ": expected an integer");
   return v;
@@ -167,8 +187,8 @@ std::int64_t H5File::read_int_attr(const std::string& object, const std::string&
 
 std::vector<double> H5File::read_double_array_attr(const std::string& object, const std::string& name) const {
   const std::string ctx = path_ + ": attribute " + object + "@" + name;
-  H5Id attr(h5_check(H5Aopen_by_name(file_, object.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT),
-                     ctx + " is missing"));
+  H5Id attr(
+      h5_check(H5Aopen_by_name(file_, object.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), ctx + " is missing"));
   H5Id space(h5_check(H5Aget_space(attr), ctx));
   const hssize_t n = H5Sget_simple_extent_npoints(space);
   std::vector<double> v(static_cast<std::size_t>(std::max<hssize_t>(n, 0)));
@@ -182,9 +202,8 @@ void H5File::write_string_attr(const std::string& object, const std::string& nam
   H5Tset_size(type, std::max<std::size_t>(1, value.size()));
   H5Tset_strpad(type, H5T_STR_NULLPAD);
   H5Id space(h5_check(H5Screate(H5S_SCALAR), ctx));
-  H5Id attr(h5_check(H5Acreate_by_name(file_, object.c_str(), name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT,
-                                       H5P_DEFAULT),
-                     ctx));
+  H5Id attr(h5_check(
+      H5Acreate_by_name(file_, object.c_str(), name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), ctx));
   h5_check(H5Awrite(attr, type, value.empty() ? "" : value.data()), ctx);
 }
 
@@ -197,8 +216,7 @@ void H5File::write_int_attr(const std::string& object, const std::string& name, 
   h5_check(H5Awrite(attr, H5T_NATIVE_INT64, &value), ctx);
 }
 
-void H5File::write_double_array_attr(const std::string& object, const std::string& name,
-                                     const std::vector<double>& v) {
+void H5File::write_double_array_attr(const std::string& object, const std::string& name, const std::vector<double>& v) {
   const std::string ctx = path_ + ": writing attribute " + object + "@" + name;
   const hsize_t n = v.size();
   H5Id space(h5_check(H5Screate_simple(1, &n, nullptr), ctx));
@@ -261,8 +279,8 @@ DatasetInfo dataset_info(const H5File& file, const std::string& name) {
   return info;
 }
 
-void read_rows(const H5File& file, const std::string& name, std::int64_t row_begin, std::int64_t rows,
-               hid_t mem_type, void* out) {
+void read_rows(const H5File& file, const std::string& name, std::int64_t row_begin, std::int64_t rows, hid_t mem_type,
+               void* out) {
   const std::string ctx = file.path() + ": reading rows " + std::to_string(row_begin) + ".." +
                           std::to_string(row_begin + rows) + " of " + name;
   H5Id ds(h5_check(H5Dopen2(file.id(), name.c_str(), H5P_DEFAULT), ctx));

@@ -80,7 +80,7 @@ DatasetInfo dataset_info(const H5File& file, const std::string& name);
 // Reads rows [row_begin, row_begin + rows) of dataset `name` (first dimension) into `out`,
 // which must hold rows * row_elements elements of `mem_type`. Collective when the file
 // was opened with a communicator: every rank of it must call, possibly with rows == 0.
-void read_rows(const H5File& file, const std::string& name, std::int64_t row_begin, std::int64_t rows,
-               hid_t mem_type, void* out);
+void read_rows(const H5File& file, const std::string& name, std::int64_t row_begin, std::int64_t rows, hid_t mem_type,
+               void* out);
 
 }  // namespace hpctrain

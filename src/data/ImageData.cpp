@@ -32,8 +32,8 @@ void check_labels(const std::string& path, const std::string& split, std::int64_
   const auto* y = labels32.data_ptr<std::int32_t>();
   for (std::int64_t i = 0; i < labels32.numel(); ++i) {
     if (y[i] < 0 || y[i] >= num_classes) {
-      throw DataError(path + ": /" + split + "/labels[" + std::to_string(first_row + i) + "] = " +
-                      std::to_string(y[i]) + " is out of range [0, " + std::to_string(num_classes) +
+      throw DataError(path + ": /" + split + "/labels[" + std::to_string(first_row + i) +
+                      "] = " + std::to_string(y[i]) + " is out of range [0, " + std::to_string(num_classes) +
                       ") (num_classes attribute)");
     }
   }
@@ -42,7 +42,8 @@ void check_labels(const std::string& path, const std::string& split, std::int64_
 void verify(const std::string& what, const std::string& expected, const torch::Tensor& t, const Communicator& comm,
             const std::string& path) {
   const std::string got = chained_sha256(t.data_ptr(), static_cast<std::size_t>(t.numel() * t.element_size()), comm);
-  if (expected.empty()) throw DataError(path + ": " + what + " has no sha256 attribute (set data.verify_hashes=false to skip)");
+  if (expected.empty())
+    throw DataError(path + ": " + what + " has no sha256 attribute (set data.verify_hashes=false to skip)");
   if (got != expected) {
     throw DataError(path + ": " + what + " does not match its sha256 attribute (stored " + expected + ", computed " +
                     got + "): the file is corrupt or was modified");
@@ -89,8 +90,9 @@ ImageData ImageData::load(const DataConfig& config, std::uint64_t seed, const Co
                       std::to_string(comm.size()) + " ranks");
     }
     if (config.verify_hashes && config.limit_train > 0 && config.limit_train < d.meta_.train.count) {
-      throw ConfigError("data.limit_train: hash verification covers whole datasets; set data.verify_hashes=false "
-                        "together with data.limit_train");
+      throw ConfigError(
+          "data.limit_train: hash verification covers whole datasets; set data.verify_hashes=false "
+          "together with data.limit_train");
     }
   });
 
@@ -128,7 +130,8 @@ ImageData ImageData::load(const DataConfig& config, std::uint64_t seed, const Co
   {
     auto is_train = torch::ones({d.shard_.size()}, torch::kBool);
     auto lo = std::lower_bound(d.split_.validation.begin(), d.split_.validation.end(), d.shard_.begin);
-    for (auto it = lo; it != d.split_.validation.end() && *it < d.shard_.end; ++it) is_train[*it - d.shard_.begin] = false;
+    for (auto it = lo; it != d.split_.validation.end() && *it < d.shard_.end; ++it)
+      is_train[*it - d.shard_.begin] = false;
     auto x = d.train_shard_.images.index({is_train}).to(torch::kDouble);
     auto per_channel = x.transpose(0, 1).reshape({channels, -1});
     auto s = per_channel.sum(1), sq = per_channel.pow(2).sum(1);
@@ -170,7 +173,8 @@ LabeledImages ImageData::exchange(const std::vector<std::vector<std::int64_t>>& 
   const std::int64_t sample = meta_.sample_bytes();
   const std::int64_t row = sample + static_cast<std::int64_t>(sizeof(std::int64_t));
   auto owner = [&](std::int64_t idx) {
-    return static_cast<int>(std::upper_bound(shard_begins_.begin(), shard_begins_.end(), idx) - shard_begins_.begin()) - 1;
+    return static_cast<int>(std::upper_bound(shard_begins_.begin(), shard_begins_.end(), idx) - shard_begins_.begin()) -
+           1;
   };
   // Pack: for each destination, my rows it wants, in its order.
   std::vector<std::int64_t> send_counts(p, 0), recv_counts(p, 0);
@@ -231,7 +235,8 @@ LabeledImages ImageData::epoch(std::int64_t epoch, std::int64_t global_batch, co
     const Range slice = batch_slice(global_batch, comm.size(), r);
     wanted[r].reserve(static_cast<std::size_t>(steps * slice.size()));
     for (std::int64_t s = 0; s < steps; ++s) {
-      for (std::int64_t i = slice.begin; i < slice.end; ++i) wanted[r].push_back(split_.train[order[s * global_batch + i]]);
+      for (std::int64_t i = slice.begin; i < slice.end; ++i)
+        wanted[r].push_back(split_.train[order[s * global_batch + i]]);
     }
   }
   LabeledImages out = exchange(wanted, comm);

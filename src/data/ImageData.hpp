@@ -22,10 +22,10 @@ struct LabeledImages {
 };
 
 struct DataLoadStats {
-  double read_seconds = 0;     // collective shard reads
-  double verify_seconds = 0;   // chained SHA-256
-  double exchange_seconds = 0; // validation exchange
-  std::int64_t bytes_read = 0; // this rank
+  double read_seconds = 0;      // collective shard reads
+  double verify_seconds = 0;    // chained SHA-256
+  double exchange_seconds = 0;  // validation exchange
+  std::int64_t bytes_read = 0;  // this rank
 };
 
 class ImageData {
@@ -61,7 +61,7 @@ class ImageData {
   std::uint64_t seed_ = 0;
   DatasetMeta meta_;
   TrainValSplit split_;
-  Range shard_;                 // this rank's rows of /train
+  Range shard_;  // this rank's rows of /train
   LabeledImages train_shard_;
   LabeledImages validation_;
   LabeledImages test_;

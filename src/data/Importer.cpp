@@ -104,7 +104,8 @@ std::string default_idx_source(const std::string& kind) {
 ImportResult import_idx_dataset(const std::string& kind, const std::string& source_dir, const std::string& output) {
   std::vector<std::string> classes;
   if (kind == "fashion-mnist") {
-    classes = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+    classes = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+               "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
   } else if (kind == "mnist") {
     for (int i = 0; i < 10; ++i) classes.push_back(std::to_string(i));
   } else {
@@ -112,8 +113,9 @@ ImportResult import_idx_dataset(const std::string& kind, const std::string& sour
   }
   struct stat st {};
   if (stat(source_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    throw DataError(source_dir + ": no such folder" +
-                    (kind == "fashion-mnist" ? std::string(" (on Debian: apt-get install dataset-fashion-mnist)") : ""));
+    throw DataError(
+        source_dir + ": no such folder" +
+        (kind == "fashion-mnist" ? std::string(" (on Debian: apt-get install dataset-fashion-mnist)") : ""));
   }
   const std::string tmp = output + ".tmp";
   ImportResult r;

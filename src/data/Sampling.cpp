@@ -33,8 +33,7 @@ std::uint64_t stream_seed(std::uint64_t seed, Stream stream, std::uint64_t index
   return h.next() ^ (index * 0x8cb92ba72f3d8dd7ULL);
 }
 
-std::vector<std::int64_t> global_permutation(std::int64_t n, std::uint64_t seed, Stream stream,
-                                             std::uint64_t index) {
+std::vector<std::int64_t> global_permutation(std::int64_t n, std::uint64_t seed, Stream stream, std::uint64_t index) {
   std::vector<std::int64_t> p(static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) p[i] = i;
   SplitMix64 g(stream_seed(seed, stream, index));
@@ -66,7 +65,9 @@ TrainValSplit split_train_validation(std::int64_t n_train, double val_fraction, 
   return s;
 }
 
-std::int64_t steps_per_epoch(std::int64_t n_train, std::int64_t batch) { return n_train / batch; }
+std::int64_t steps_per_epoch(std::int64_t n_train, std::int64_t batch) {
+  return n_train / batch;
+}
 
 std::vector<std::int64_t> epoch_samples_for_rank(const std::vector<std::int64_t>& train, std::int64_t batch,
                                                  std::int64_t epoch, std::uint64_t seed, int ranks, int rank) {

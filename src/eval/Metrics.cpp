@@ -4,8 +4,8 @@ namespace hpctrain {
 
 ClassificationMetrics evaluate(torch::nn::Module& module, const std::function<torch::Tensor(torch::Tensor)>& forward,
                                const torch::Tensor& images, const torch::Tensor& labels,
-                               const std::function<torch::Tensor(const torch::Tensor&)>& to_input,
-                               std::int64_t batch, std::int64_t num_classes, const Communicator& comm) {
+                               const std::function<torch::Tensor(const torch::Tensor&)>& to_input, std::int64_t batch,
+                               std::int64_t num_classes, const Communicator& comm) {
   torch::NoGradGuard no_grad;
   const bool was_training = module.is_training();
   module.eval();

@@ -22,7 +22,7 @@ struct ClassificationMetrics {
 // of `batch`; sums over `comm`, so every rank gets the totals.
 ClassificationMetrics evaluate(torch::nn::Module& module, const std::function<torch::Tensor(torch::Tensor)>& forward,
                                const torch::Tensor& images, const torch::Tensor& labels,
-                               const std::function<torch::Tensor(const torch::Tensor&)>& to_input,
-                               std::int64_t batch, std::int64_t num_classes, const Communicator& comm);
+                               const std::function<torch::Tensor(const torch::Tensor&)>& to_input, std::int64_t batch,
+                               std::int64_t num_classes, const Communicator& comm);
 
 }  // namespace hpctrain

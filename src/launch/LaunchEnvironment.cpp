@@ -5,12 +5,23 @@
 namespace hpctrain {
 
 LaunchEnvironment LaunchEnvironment::detect() {
-  static const char* names[] = {"SLURM_JOB_ID",        "SLURM_ARRAY_JOB_ID",    "SLURM_ARRAY_TASK_ID",
-                                "SLURM_PROCID",        "SLURM_LOCALID",         "SLURM_NTASKS",
-                                "SLURM_JOB_NODELIST",  "SLURM_JOB_NUM_NODES",   "SLURM_CPUS_PER_TASK",
-                                "SLURM_GPUS_PER_TASK", "SLURM_STEP_ID",         "OMPI_COMM_WORLD_SIZE",
-                                "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE",
-                                "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS"};
+  static const char* names[] = {"SLURM_JOB_ID",
+                                "SLURM_ARRAY_JOB_ID",
+                                "SLURM_ARRAY_TASK_ID",
+                                "SLURM_PROCID",
+                                "SLURM_LOCALID",
+                                "SLURM_NTASKS",
+                                "SLURM_JOB_NODELIST",
+                                "SLURM_JOB_NUM_NODES",
+                                "SLURM_CPUS_PER_TASK",
+                                "SLURM_GPUS_PER_TASK",
+                                "SLURM_STEP_ID",
+                                "OMPI_COMM_WORLD_SIZE",
+                                "OMPI_COMM_WORLD_RANK",
+                                "OMPI_COMM_WORLD_LOCAL_RANK",
+                                "OMPI_COMM_WORLD_LOCAL_SIZE",
+                                "CUDA_VISIBLE_DEVICES",
+                                "OMP_NUM_THREADS"};
   LaunchEnvironment env;
   for (const char* n : names) {
     if (const char* v = std::getenv(n)) env.variables[n] = v;

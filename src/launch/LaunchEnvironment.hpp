@@ -6,7 +6,7 @@
 namespace hpctrain {
 
 struct LaunchEnvironment {
-  std::string launcher;  // "slurm", "mpirun" or "singleton"
+  std::string launcher;                          // "slurm", "mpirun" or "singleton"
   std::map<std::string, std::string> variables;  // the recorded launcher variables that are set
 
   static LaunchEnvironment detect();

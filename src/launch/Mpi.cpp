@@ -11,8 +11,8 @@ void mpi_check(int rc, const char* call, const char* file, int line) {
   char text[MPI_MAX_ERROR_STRING] = {0};
   int length = 0;
   MPI_Error_string(rc, text, &length);
-  throw RuntimeFailure(std::string("MPI call failed: ") + call + ": " + std::string(text, length) + " (" + file +
-                       ":" + std::to_string(line) + ")");
+  throw RuntimeFailure(std::string("MPI call failed: ") + call + ": " + std::string(text, length) + " (" + file + ":" +
+                       std::to_string(line) + ")");
 }
 
 MpiRuntime::MpiRuntime(int* argc, char*** argv) {

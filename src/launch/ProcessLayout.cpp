@@ -55,8 +55,8 @@ ProcessLayout ProcessLayout::discover(MPI_Comm world) {
 
   const auto mine = affinity_words();
   std::vector<unsigned long> all(static_cast<std::size_t>(kMaskWords) * p.local_size);
-  HPCTRAIN_MPI(MPI_Allgather(mine.data(), kMaskWords, MPI_UNSIGNED_LONG, all.data(), kMaskWords,
-                             MPI_UNSIGNED_LONG, node));
+  HPCTRAIN_MPI(
+      MPI_Allgather(mine.data(), kMaskWords, MPI_UNSIGNED_LONG, all.data(), kMaskWords, MPI_UNSIGNED_LONG, node));
   MPI_Comm_free(&node);
   p.cpus_in_mask = 0;
   for (auto w : mine) p.cpus_in_mask += __builtin_popcountl(w);
@@ -71,6 +71,8 @@ ProcessLayout ProcessLayout::discover(MPI_Comm world) {
   return p;
 }
 
-int ProcessLayout::default_threads() const { return std::max(1, cpus_in_mask / ranks_sharing_cpus); }
+int ProcessLayout::default_threads() const {
+  return std::max(1, cpus_in_mask / ranks_sharing_cpus);
+}
 
 }  // namespace hpctrain

@@ -13,7 +13,7 @@ struct ProcessLayout {
   int local_size = 1;
   int node_index = 0;  // index of this node among the job's nodes
   int node_count = 1;
-  int cpus_in_mask = 1;  // CPUs in this process's affinity mask
+  int cpus_in_mask = 1;        // CPUs in this process's affinity mask
   int ranks_sharing_cpus = 1;  // local ranks whose affinity mask overlaps this one's
   std::string hostname;
 

@@ -24,8 +24,8 @@ json::object spread(const std::vector<double>& v) {
   const double mean = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
   json::array ranks;
   for (double x : v) ranks.push_back(x);
-  return json::object{{"min", mn}, {"mean", mean}, {"max", mx},
-                      {"imbalance", mean > 0 ? mx / mean : 1.0}, {"per_rank", ranks}};
+  return json::object{
+      {"min", mn}, {"mean", mean}, {"max", mx}, {"imbalance", mean > 0 ? mx / mean : 1.0}, {"per_rank", ranks}};
 }
 
 json::array to_array(const std::vector<double>& v) {
@@ -65,7 +65,8 @@ std::string write_run_report(const std::string& path, const Config& config, cons
   constexpr std::size_t kPhases = static_cast<std::size_t>(Phase::Count);
   std::vector<double> mine;
   for (std::size_t i = 0; i < kPhases; ++i) mine.push_back(r.timer.all()[i]);
-  const double local_samples = static_cast<double>(r.steps * batch_slice(config.train.batch_size, comm.size(), comm.rank()).size());
+  const double local_samples =
+      static_cast<double>(r.steps * batch_slice(config.train.batch_size, comm.size(), comm.rank()).size());
   mine.push_back(r.train_seconds);
   mine.push_back(local_samples / std::max(r.train_seconds, 1e-9));
   mine.push_back(static_cast<double>(peak_rss_bytes()));
@@ -110,20 +111,7 @@ std::string write_run_report(const std::string& path, const Config& config, cons
   const double exposed_share =
       step_total > 0 ? per_step_ms["comm_exposed"].as_object()["mean"].as_double() / step_total : 0.0;
   json::array epochs;
-  for (const auto& e : r.epochs) {
-    json::object o{{"epoch", e.epoch},       {"train_loss", e.train_loss}, {"train_accuracy", e.train_accuracy},
-                   {"lr", e.lr},             {"seconds", e.seconds},       {"samples_per_s", e.samples_per_s}};
-    if (e.has_validation) {
-      o["val_loss"] = e.val_loss;
-      o["val_accuracy"] = e.val_accuracy;
-    }
-    if (e.has_test) {
-      o["test_loss"] = e.test_loss;
-      o["test_accuracy"] = e.test_accuracy;
-    }
-    o["train_seconds_total"] = e.train_seconds_total;
-    epochs.push_back(o);
-  }
+  for (const auto& e : r.epochs) epochs.push_back(to_json(e));
   json::object final_metrics;
   if (!r.epochs.empty()) {
     const auto& last = r.epochs.back();

@@ -6,12 +6,16 @@
 namespace hpctrain {
 namespace {
 constexpr double kPi = 3.14159265358979323846;
-double cosine_between(double from, double to, double t) { return to + (from - to) * 0.5 * (1.0 + std::cos(kPi * t)); }
+double cosine_between(double from, double to, double t) {
+  return to + (from - to) * 0.5 * (1.0 + std::cos(kPi * t));
+}
 }  // namespace
 
 LrSchedule::LrSchedule(const ScheduleConfig& config, double peak_lr, std::int64_t total_steps,
                        std::int64_t steps_per_epoch)
-    : c_(config), peak_(peak_lr), total_(std::max<std::int64_t>(1, total_steps)),
+    : c_(config),
+      peak_(peak_lr),
+      total_(std::max<std::int64_t>(1, total_steps)),
       per_epoch_(std::max<std::int64_t>(1, steps_per_epoch)) {}
 
 double LrSchedule::at(std::int64_t step) const {

@@ -16,6 +16,25 @@
 namespace hpctrain {
 namespace json = boost::json;
 
+boost::json::object to_json(const EpochRecord& e) {
+  json::object o{{"epoch", e.epoch},
+                 {"train_loss", e.train_loss},
+                 {"train_accuracy", e.train_accuracy},
+                 {"lr", e.lr},
+                 {"seconds", e.seconds},
+                 {"samples_per_s", e.samples_per_s},
+                 {"train_seconds_total", e.train_seconds_total}};
+  if (e.has_validation) {
+    o["val_loss"] = e.val_loss;
+    o["val_accuracy"] = e.val_accuracy;
+  }
+  if (e.has_test) {
+    o["test_loss"] = e.test_loss;
+    o["test_accuracy"] = e.test_accuracy;
+  }
+  return o;
+}
+
 Trainer::Trainer(const Config& config, const Communicator& comm, const ImageData& data, MetricsLog& log)
     : config_(config), comm_(comm), data_(data), log_(log) {
   const TrainConfig& tc = config_.train;
@@ -102,9 +121,8 @@ TrainResult Trainer::run() {
       reducer.zero();
       timer.mark(Phase::Data);
 
-      auto logits = model.forward(config_.model.channels_last
-                                      ? batch.input.contiguous(torch::MemoryFormat::ChannelsLast)
-                                      : batch.input);
+      auto logits = model.forward(
+          config_.model.channels_last ? batch.input.contiguous(torch::MemoryFormat::ChannelsLast) : batch.input);
       // Sum over local samples / global batch: the reduced sum is the global mean.
       auto local_sum = torch::nn::functional::cross_entropy(
           logits, batch.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
@@ -135,8 +153,13 @@ TrainResult Trainer::run() {
         const double elapsed = wall_seconds() - epoch_start;
         const double rate = static_cast<double>((s + 1) * global_batch) / std::max(elapsed, 1e-9);
         if (root) {
-          log_.write(json::object{{"type", "step"}, {"step", step}, {"epoch", epoch}, {"loss", global_loss},
-                                  {"lr", lr}, {"samples_per_s", rate}, {"elapsed_s", wall_seconds() - start}});
+          log_.write(json::object{{"type", "step"},
+                                  {"step", step},
+                                  {"epoch", epoch},
+                                  {"loss", global_loss},
+                                  {"lr", lr},
+                                  {"samples_per_s", rate},
+                                  {"elapsed_s", wall_seconds() - start}});
         }
         progress.step(step, epoch, global_loss, rate);
       }
@@ -171,18 +194,8 @@ TrainResult Trainer::run() {
     rec.train_seconds_total = result.train_seconds;
     result.epochs.push_back(rec);
     if (root) {
-      json::object line{{"type", "epoch"},          {"epoch", epoch},
-                        {"train_loss", rec.train_loss}, {"train_accuracy", rec.train_accuracy},
-                        {"lr", rec.lr},             {"seconds", rec.seconds},
-                        {"samples_per_s", rec.samples_per_s}, {"train_seconds_total", rec.train_seconds_total}};
-      if (rec.has_validation) {
-        line["val_loss"] = rec.val_loss;
-        line["val_accuracy"] = rec.val_accuracy;
-      }
-      if (rec.has_test) {
-        line["test_loss"] = rec.test_loss;
-        line["test_accuracy"] = rec.test_accuracy;
-      }
+      json::object line{{"type", "epoch"}};
+      for (const auto& kv : to_json(rec)) line[kv.key()] = kv.value();
       log_.write(line);
       char text[320];
       std::snprintf(text, sizeof(text), "epoch %lld: train loss %.4f acc %.4f", static_cast<long long>(epoch),
@@ -223,7 +236,9 @@ TrainResult Trainer::run() {
     result.has_test = true;
     timer.mark(Phase::Eval);
     if (root) {
-      log_.write(json::object{{"type", "test"}, {"loss", result.test.loss}, {"accuracy", result.test.accuracy},
+      log_.write(json::object{{"type", "test"},
+                              {"loss", result.test.loss},
+                              {"accuracy", result.test.accuracy},
                               {"samples", result.test.count}});
     }
   }

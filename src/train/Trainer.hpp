@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "comm/Communicator.hpp"
+#include "comm/GradientReducer.hpp"
 #include "config/Config.hpp"
 #include "data/ImageData.hpp"
-#include "comm/GradientReducer.hpp"
 #include "eval/Metrics.hpp"
 #include "report/MetricsLog.hpp"
 #include "report/PhaseTimer.hpp"
@@ -30,6 +30,9 @@ struct EpochRecord {
   double samples_per_s = 0;  // global
 };
 
+// One epoch's figures as written to metrics.jsonl and report.json (docs/outputs.md).
+boost::json::object to_json(const EpochRecord& record);
+
 struct TrainResult {
   std::vector<EpochRecord> epochs;
   bool has_test = false;
@@ -38,11 +41,11 @@ struct TrainResult {
   std::int64_t samples = 0;  // global samples trained on
   double train_seconds = 0;  // this rank, training loop without evaluation
   double total_seconds = 0;
-  PhaseTimer timer;          // this rank
+  PhaseTimer timer;  // this rank
   std::int64_t parameters = 0;
   std::size_t buckets = 0;
   bool overlap = false;
-  ReducerTimes comm;  // this rank
+  ReducerTimes comm;        // this rank
   std::string stop_reason;  // "completed", "max_steps", "early_stopping"
 };
 

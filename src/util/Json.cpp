@@ -101,7 +101,9 @@ std::string compact_json(const boost::json::value& value) {
   return out;
 }
 
-std::string json_scalar_text(const boost::json::value& value) { return scalar_text(value); }
+std::string json_scalar_text(const boost::json::value& value) {
+  return scalar_text(value);
+}
 
 std::string pretty_json(const boost::json::value& value, int indent) {
   std::ostringstream out;
@@ -112,14 +114,21 @@ std::string pretty_json(const boost::json::value& value, int indent) {
 
 std::string json_kind(const boost::json::value& value) {
   switch (value.kind()) {
-    case boost::json::kind::null: return "null";
-    case boost::json::kind::bool_: return "boolean";
+    case boost::json::kind::null:
+      return "null";
+    case boost::json::kind::bool_:
+      return "boolean";
     case boost::json::kind::int64:
-    case boost::json::kind::uint64: return "integer";
-    case boost::json::kind::double_: return "number";
-    case boost::json::kind::string: return "string";
-    case boost::json::kind::array: return "array";
-    case boost::json::kind::object: return "object";
+    case boost::json::kind::uint64:
+      return "integer";
+    case boost::json::kind::double_:
+      return "number";
+    case boost::json::kind::string:
+      return "string";
+    case boost::json::kind::array:
+      return "array";
+    case boost::json::kind::object:
+      return "object";
   }
   return "value";
 }

@@ -77,9 +77,15 @@ void check_global_mean(bool overlap, double bucket_mb) {
   }
 }
 
-TEST(GradientReducer, OverlappedReductionGivesTheGlobalMean) { check_global_mean(true, 0.02); }
-TEST(GradientReducer, OverlappedWithTinyBucketsGivesTheGlobalMean) { check_global_mean(true, 0.001); }
-TEST(GradientReducer, BlockingReductionGivesTheGlobalMean) { check_global_mean(false, 0.02); }
+TEST(GradientReducer, OverlappedReductionGivesTheGlobalMean) {
+  check_global_mean(true, 0.02);
+}
+TEST(GradientReducer, OverlappedWithTinyBucketsGivesTheGlobalMean) {
+  check_global_mean(true, 0.001);
+}
+TEST(GradientReducer, BlockingReductionGivesTheGlobalMean) {
+  check_global_mean(false, 0.02);
+}
 
 TEST(GradientReducer, AveragedBuffersAreIdenticalOnEveryRank) {
   Communicator world = Communicator::world();

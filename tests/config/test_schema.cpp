@@ -50,7 +50,8 @@ TEST(ConfigSchema, UnknownKeyNamesFullPath) {
   EXPECT_NE(e.find("test.json"), std::string::npos) << e;
   EXPECT_NE(e.find("unknown key \"train.epohcs\""), std::string::npos) << e;
   EXPECT_NE(e.find("epochs"), std::string::npos) << e;  // lists the known keys
-  EXPECT_NE(error_of(R"({"data": {"path": "x.h5"}, "trainer": {}})").find("unknown key \"trainer\""), std::string::npos);
+  EXPECT_NE(error_of(R"({"data": {"path": "x.h5"}, "trainer": {}})").find("unknown key \"trainer\""),
+            std::string::npos);
 }
 
 TEST(ConfigSchema, WrongTypeNamesExpectationAndFinding) {
@@ -82,7 +83,8 @@ TEST(ConfigSchema, OverridesPassTheSameChecks) {
   EXPECT_EQ(r.config.model.channels, (std::vector<std::int64_t>{8, 16, 32}));
   EXPECT_FALSE(r.config.data.normalize);
   const auto e = error_of(kMinimal, {"train.epochs=-1"});
-  EXPECT_NE(e.find("override \"train.epochs=-1\": train.epochs: expected integer in [1, 100000]"), std::string::npos) << e;
+  EXPECT_NE(e.find("override \"train.epochs=-1\": train.epochs: expected integer in [1, 100000]"), std::string::npos)
+      << e;
   EXPECT_NE(error_of(kMinimal, {"train.nope=1"}).find("unknown key \"train.nope\""), std::string::npos);
   EXPECT_NE(error_of(kMinimal, {"train.epochs"}).find("expected key.path=value"), std::string::npos);
 }
