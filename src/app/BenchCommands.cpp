@@ -11,7 +11,7 @@
 #include "comm/GradientReducer.hpp"
 #include "data/DatasetLayout.hpp"
 #include "data/Hdf5.hpp"
-#include "data/ImageData.hpp"
+#include "data/ShardedDataset.hpp"
 #include "data/Sampling.hpp"
 #include "launch/Mpi.hpp"
 #include "launch/ProcessLayout.hpp"
@@ -216,6 +216,7 @@ int bench_io(const Options& o) {
     meta = read_dataset_meta(f);
   });
   const std::int64_t rows = meta.train.count, row_bytes = meta.sample_bytes();
+  const hid_t input_type = meta.float_inputs() ? H5T_NATIVE_FLOAT : H5T_NATIVE_UINT8;
   const std::int64_t total = rows * row_bytes;
   const Range mine = block_range(rows, world.size(), world.rank());
   std::vector<std::uint8_t> shard(static_cast<std::size_t>(mine.size() * row_bytes));
@@ -223,12 +224,12 @@ int bench_io(const Options& o) {
 
   auto shard_load = [&] {
     H5File f = H5File::open_read(o.file, world.raw());
-    read_rows(f, "/train/images", mine.begin, mine.size(), H5T_NATIVE_UINT8, shard.data());
+    read_rows(f, meta.inputs_path("train"), mine.begin, mine.size(), input_type, shard.data());
   };
   auto sequential = [&] {
     if (!root) return;
     H5File f = H5File::open_read_serial(o.file);
-    read_rows(f, "/train/images", 0, rows, H5T_NATIVE_UINT8, whole.data());
+    read_rows(f, meta.inputs_path("train"), 0, rows, input_type, whole.data());
   };
   std::vector<double> t_shard, t_seq;
   collective_check(world, [&] {
@@ -253,7 +254,7 @@ int bench_io(const Options& o) {
   std::string digest_shards = chained_sha256(shard.data(), shard.size(), world);
   std::string digest_whole = root ? Sha256::hex(whole.data(), whole.size()) : "";
   world.broadcast(digest_whole, 0);
-  const bool ok = digest_shards == digest_whole && digest_whole == meta.train.images_sha256;
+  const bool ok = digest_shards == digest_whole && digest_whole == meta.train.inputs_sha256;
   const double shard_rate = static_cast<double>(total) / median(t_shard) / 1e9;
   const double seq_rate = static_cast<double>(total) / median(t_seq) / 1e9;
   if (root) {

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -9,10 +10,12 @@
 #include <sstream>
 
 #include "app/BenchCommands.hpp"
+#include "cv/Experiment.hpp"
 #include "comm/Communicator.hpp"
 #include "config/Schema.hpp"
 #include "data/DatasetLayout.hpp"
-#include "data/ImageData.hpp"
+#include "data/ShardedDataset.hpp"
+#include "data/CsvImporter.hpp"
 #include "data/Importer.hpp"
 #include "launch/LaunchEnvironment.hpp"
 #include "launch/Mpi.hpp"
@@ -31,16 +34,26 @@ const char* kTrainHelp =
     "\n"
     "Trains the model that CONFIG describes, data-parallel over every MPI rank:\n"
     "  mpirun -np 4 build/hpctrain train configs/fashion_mnist_cnn.json train.epochs=5\n"
+    "With cv.folds >= 2 it runs a k-fold cross-validation, with search.method a\n"
+    "hyperparameter search, over groups of cv.ranks_per_group ranks (docs/cv-and-search.md):\n"
+    "  mpirun -np 4 build/hpctrain train configs/fashion_mnist_cnn_cv.json\n"
     "Overrides take the same checks as the file (docs/config.md lists every key).\n"
     "Writes RUN_DIR (run.dir) with config.json, metrics.jsonl and report.json.\n";
 
 const char* kImportHelp =
     "usage: hpctrain import fashion-mnist|mnist [--source DIR] [--output FILE.h5]\n"
+    "       hpctrain import csv FILE.csv --label COLUMN [--task regression|classification]\n"
+    "                       [--test TEST.csv | --test-fraction F] [--seed N] [--output FILE.h5]\n"
     "\n"
-    "Converts idx files (plain or .gz) into hpctrain's HDF5 layout (docs/data-format.md).\n"
+    "Converts idx files (plain or .gz) or a CSV table into hpctrain's HDF5 layout\n"
+    "(docs/data-format.md).\n"
     "  --source DIR    folder with train-images-idx3-ubyte[.gz] and friends\n"
     "                  (default for fashion-mnist: /usr/share/datasets/fashion-mnist)\n"
-    "  --output FILE   HDF5 file to write (default: data/KIND.h5)\n";
+    "  --output FILE   HDF5 file to write (default: data/KIND.h5, data/STEM.h5 for csv)\n"
+    "CSV: a header row; every column but the label is a numeric feature. --task\n"
+    "regression (default) reads a numeric label; classification takes label strings as\n"
+    "class names. Without --test, a seeded --test-fraction (default 0.2) of rows is the\n"
+    "test split.\n";
 
 const char* kInspectHelp =
     "usage: hpctrain inspect FILE.h5 [--no-verify]\n"
@@ -68,13 +81,68 @@ int cmd_version() {
   return 0;
 }
 
+int cmd_import_csv(const std::vector<std::string>& args) {
+  CsvImportOptions o;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    const bool has_value = i + 1 < args.size();
+    if (a == "--label" && has_value) {
+      o.label = args[++i];
+    } else if (a == "--task" && has_value) {
+      o.task = args[++i];
+    } else if (a == "--test" && has_value) {
+      o.test_path = args[++i];
+    } else if (a == "--test-fraction" && has_value) {
+      const std::string v = args[++i];
+      char* end = nullptr;
+      o.test_fraction = std::strtod(v.c_str(), &end);
+      if (end == v.c_str() || *end != '\0' || !(o.test_fraction > 0) || !(o.test_fraction < 1)) {
+        throw UsageError("import csv: --test-fraction expects a number in (0, 1), found \"" + v + "\"");
+      }
+    } else if (a == "--seed" && has_value) {
+      o.seed = std::strtoull(args[++i].c_str(), nullptr, 10);
+    } else if (a == "--output" && has_value) {
+      o.output = args[++i];
+    } else if (a == "--name" && has_value) {
+      o.name = args[++i];
+    } else if (a.rfind("--", 0) != 0 && o.path.empty()) {
+      o.path = a;
+    } else {
+      throw UsageError("import csv: unexpected argument \"" + a + "\"");
+    }
+  }
+  if (o.path.empty()) throw UsageError("import csv: name the CSV file");
+  if (o.label.empty()) throw UsageError("import csv: name the label column with --label COLUMN");
+  if (o.task != "regression" && o.task != "classification") {
+    throw UsageError("import csv: --task expects regression or classification, found \"" + o.task + "\"");
+  }
+  if (o.output.empty()) {
+    std::string stem = o.path.substr(o.path.find_last_of('/') + 1);
+    stem = stem.substr(0, stem.find('.'));
+    o.output = "data/" + stem + ".h5";
+    make_directories("data");
+  }
+  Communicator world = Communicator::world();
+  ImportResult result;
+  collective_check(world, [&] {
+    if (world.rank() == 0) result = import_csv(o);
+  });
+  if (world.rank() == 0) {
+    std::printf("imported %s (%s, label %s): %lld train and %lld test rows -> %s\n", o.path.c_str(), o.task.c_str(),
+                o.label.c_str(), static_cast<long long>(result.train_count), static_cast<long long>(result.test_count),
+                o.output.c_str());
+  }
+  return 0;
+}
+
 int cmd_import(const std::vector<std::string>& args) {
   if (wants_help(args)) {
     std::printf("%s", kImportHelp);
     return 0;
   }
-  if (args.empty()) throw UsageError("import: name the data set kind (fashion-mnist or mnist)");
+  if (args.empty()) throw UsageError("import: name the data set kind (fashion-mnist, mnist or csv)");
   const std::string kind = args[0];
+  if (kind == "csv") return cmd_import_csv(std::vector<std::string>(args.begin() + 1, args.end()));
   std::string source = default_idx_source(kind), output;
   for (std::size_t i = 1; i < args.size(); ++i) {
     if ((args[i] == "--source" || args[i] == "--output") && i + 1 < args.size()) {
@@ -85,7 +153,7 @@ int cmd_import(const std::vector<std::string>& args) {
     }
   }
   if (kind != "fashion-mnist" && kind != "mnist") {
-    throw UsageError("import: unknown data set kind \"" + kind + "\" (known: fashion-mnist, mnist)");
+    throw UsageError("import: unknown data set kind \"" + kind + "\" (known: fashion-mnist, mnist, csv)");
   }
   if (source.empty()) throw UsageError("import: --source DIR is required for " + kind);
   if (output.empty()) {
@@ -114,7 +182,9 @@ std::string hash_dataset(const H5File& file, const std::string& name, std::int64
   const std::int64_t block = std::max<std::int64_t>(1, (64 << 20) / std::max<std::int64_t>(1, row_bytes));
   std::vector<std::uint8_t> buffer(static_cast<std::size_t>(std::min(block, rows) * row_bytes));
   Sha256 h;
-  const hid_t mem = info.dtype == "int32" ? H5T_NATIVE_INT32 : H5T_NATIVE_UINT8;
+  const hid_t mem = info.dtype == "int32"     ? H5T_NATIVE_INT32
+                    : info.dtype == "float32" ? H5T_NATIVE_FLOAT
+                                              : H5T_NATIVE_UINT8;
   for (std::int64_t r = 0; r < rows; r += block) {
     const std::int64_t n = std::min(block, rows - r);
     read_rows(file, name, r, n, mem, buffer.data());
@@ -159,18 +229,25 @@ int cmd_inspect(const std::vector<std::string>& args) {
     const DatasetMeta m = read_dataset_meta(file);
     std::ostringstream out;
     out << path << "\n  format   " << kFormatName << " v" << kFormatVersion << "\n  name     " << m.name
-        << "\n  source   " << m.source << "\n  created  " << m.created << "\n  classes  " << m.num_classes << ":";
-    for (std::size_t i = 0; i < m.class_names.size(); ++i) out << (i ? ", " : " ") << m.class_names[i];
+        << "\n  source   " << m.source << "\n  created  " << m.created << "\n  task     " << task_name(m.task);
+    if (m.task == Task::Classification) {
+      out << "\n  classes  " << m.num_classes << ":";
+      for (std::size_t i = 0; i < m.class_names.size(); ++i) out << (i ? ", " : " ") << m.class_names[i];
+    }
+    if (!m.feature_names.empty()) {
+      out << "\n  features " << m.feature_names.size() << ":";
+      for (std::size_t i = 0; i < m.feature_names.size(); ++i) out << (i ? ", " : " ") << m.feature_names[i];
+    }
     out << "\n";
     std::vector<std::string> bad;
     for (const SplitMeta* s : {&m.train, &m.test}) {
-      for (const std::string ds : {"images", "labels"}) {
+      for (const std::string& ds : {m.inputs_name, m.targets_name}) {
         const std::string name = "/" + s->name + "/" + ds;
         const DatasetInfo info = dataset_info(file, name);
         out << "  " << name << "  " << info.dtype << " [";
         for (std::size_t i = 0; i < info.shape.size(); ++i) out << (i ? ", " : "") << info.shape[i];
         out << "]";
-        const std::string& stored = ds == "images" ? s->images_sha256 : s->labels_sha256;
+        const std::string& stored = ds == m.inputs_name ? s->inputs_sha256 : s->targets_sha256;
         std::vector<std::int64_t> counts(static_cast<std::size_t>(m.num_classes) + 1, 0);
         if (verify || ds == "labels") {
           std::int64_t rows = 0;
@@ -233,25 +310,9 @@ void configure_threads(const RunConfig& run, const ProcessLayout& layout, int& t
   torch::set_num_threads(threads);
 }
 
-int cmd_train(const std::vector<std::string>& args) {
-  if (wants_help(args)) {
-    std::printf("%s", kTrainHelp);
-    return 0;
-  }
-  if (args.empty()) throw UsageError("train: name the config file");
-  Communicator world = Communicator::world();
-  RunContext ctx;
-  ctx.config_path = args[0];
-  ctx.overrides.assign(args.begin() + 1, args.end());
-  ctx.started = utc_timestamp();
-  ctx.launch = LaunchEnvironment::detect();
-  ctx.layout = ProcessLayout::discover(world.raw());
-
-  ResolvedConfig resolved;
-  collective_check(world, [&] { resolved = load_config(ctx.config_path, ctx.overrides); });
+// Plain data-parallel training of `resolved` over `world`, writing run.dir.
+void train_once(const ResolvedConfig& resolved, RunContext& ctx, const Communicator& world) {
   const Config& config = resolved.config;
-  configure_threads(config.run, ctx.layout, ctx.threads);
-
   const std::string run_dir = config.run.dir;
   MetricsLog log;
   collective_check(world, [&] {
@@ -267,7 +328,7 @@ int cmd_train(const std::vector<std::string>& args) {
                 world.size(), ctx.layout.node_count, ctx.threads, run_dir.c_str());
     std::fflush(stdout);
   }
-  ImageData data = ImageData::load(config.data, static_cast<std::uint64_t>(config.train.seed), world);
+  ShardedDataset data = ShardedDataset::load(config.data, static_cast<std::uint64_t>(config.train.seed), world);
   if (root) {
     std::printf("data %s: %lld train / %zu validation / %lld test samples, shard read %.2f s, hashes %s\n",
                 config.data.path.c_str(), static_cast<long long>(data.train_count()), data.split().validation.size(),
@@ -290,11 +351,73 @@ int cmd_train(const std::vector<std::string>& args) {
     std::printf("\nsummary: %lld steps, %.0f samples/s, train %.1f s\n", static_cast<long long>(result.steps),
                 static_cast<double>(result.samples) / std::max(train_seconds, 1e-9), train_seconds);
     if (!result.epochs.empty() && result.epochs.back().has_validation) {
-      std::printf("  validation: loss %.4f accuracy %.4f\n", result.epochs.back().val_loss,
-                  result.epochs.back().val_accuracy);
+      std::printf("  validation: loss %.4f", result.epochs.back().val_loss);
+      if (data.classification()) std::printf(" accuracy %.4f", result.epochs.back().val_accuracy);
+      std::printf("\n");
     }
-    if (result.has_test) std::printf("  test:       loss %.4f accuracy %.4f\n", result.test.loss, result.test.accuracy);
+    if (result.has_test) {
+      std::printf("  test:       loss %.4f", result.test.loss);
+      if (data.classification()) {
+        std::printf(" accuracy %.4f\n", result.test.accuracy);
+      } else {
+        std::printf(" rmse %.4f mae %.4f\n", std::sqrt(result.test.mse), result.test.mae);
+      }
+    }
     std::printf("report: %s/report.json\nmetrics: %s/metrics.jsonl\n", run_dir.c_str(), run_dir.c_str());
+  }
+}
+
+int cmd_train(const std::vector<std::string>& args) {
+  if (wants_help(args)) {
+    std::printf("%s", kTrainHelp);
+    return 0;
+  }
+  if (args.empty()) throw UsageError("train: name the config file");
+  Communicator world = Communicator::world();
+  RunContext ctx;
+  ctx.config_path = args[0];
+  ctx.overrides.assign(args.begin() + 1, args.end());
+  ctx.started = utc_timestamp();
+  ctx.launch = LaunchEnvironment::detect();
+  ctx.layout = ProcessLayout::discover(world.raw());
+
+  ResolvedConfig resolved;
+  collective_check(world, [&] { resolved = load_config(ctx.config_path, ctx.overrides); });
+  const Config& config = resolved.config;
+  configure_threads(config.run, ctx.layout, ctx.threads);
+  if (config.cv.folds == 0 && config.search.method == "none") {
+    train_once(resolved, ctx, world);
+    return 0;
+  }
+
+  // Cross-validation or search over groups of ranks, then optionally the final retrain.
+  const std::string run_dir = config.run.dir;
+  collective_check(world, [&] {
+    if (world.rank() != 0) return;
+    make_directories(run_dir);
+    write_file_atomic(run_dir + "/config.json", resolved.resolved_json);
+  });
+  if (world.rank() == 0) {
+    std::printf("hpctrain %s: %d ranks on %d node(s), %d threads per rank, run directory %s\n", HPCTRAIN_VERSION_STRING,
+                world.size(), ctx.layout.node_count, ctx.threads, run_dir.c_str());
+    std::fflush(stdout);
+  }
+  const ExperimentResult result = run_experiment(resolved, world, run_dir);
+  if (world.rank() == 0) {
+    std::printf("\n%s\nreports: %s/\n", result.summary_text.c_str(), run_dir.c_str());
+    std::fflush(stdout);
+  }
+  if (!result.any_ok) throw CollectiveError("every fold or trial failed (see " + run_dir + ")", 0, 1);
+  if (config.cv.final_retrain) {
+    // The chosen configuration on the whole training split, all ranks, test once.
+    ResolvedConfig final_config;
+    collective_check(world, [&] {
+      final_config = parse_config(result.chosen_config, run_dir + " (chosen configuration)",
+                                  {"data.val_fraction=0", "train.test_at_end=true", "train.early_stop_patience=0",
+                                   "run.dir=" + run_dir + "/final"});
+    });
+    if (world.rank() == 0) std::printf("\nfinal retrain on the whole training split:\n");
+    train_once(final_config, ctx, world);
   }
   return 0;
 }

@@ -135,6 +135,21 @@ std::vector<double> Communicator::gather(const double* data, std::size_t count, 
   return out;
 }
 
+std::vector<double> Communicator::gatherv(const std::vector<double>& data, int root) const {
+  const int mine = static_cast<int>(data.size());
+  std::vector<int> counts(rank_ == root ? size_ : 0), displs(rank_ == root ? size_ : 0);
+  HPCTRAIN_MPI(MPI_Gather(&mine, 1, MPI_INT, counts.data(), 1, MPI_INT, root, comm_));
+  std::size_t total = 0;
+  for (int r = 0; r < static_cast<int>(counts.size()); ++r) {
+    displs[r] = static_cast<int>(total);
+    total += static_cast<std::size_t>(counts[r]);
+  }
+  std::vector<double> out(total);
+  HPCTRAIN_MPI(MPI_Gatherv(data.data(), mine, MPI_DOUBLE, out.data(), counts.data(), displs.data(), MPI_DOUBLE, root,
+                           comm_));
+  return out;
+}
+
 void Communicator::alltoallv(const void* send, const std::vector<std::int64_t>& send_counts, void* recv,
                              const std::vector<std::int64_t>& recv_counts) const {
   // MPI_Alltoallv takes int counts and displacements; every rank must pick the same path,

@@ -58,6 +58,8 @@ class Communicator {
   void broadcast(std::string& text, int root) const;
   // Every rank's `count` doubles, concatenated by rank, on `root` (empty elsewhere).
   std::vector<double> gather(const double* data, std::size_t count, int root) const;
+  // Every rank's values (any count), concatenated by rank, on `root` (empty elsewhere).
+  std::vector<double> gatherv(const std::vector<double>& data, int root) const;
   // Byte exchange: send_counts[r] bytes to rank r from send (packed by rank order);
   // recv_counts must be known by the caller.
   void alltoallv(const void* send, const std::vector<std::int64_t>& send_counts, void* recv,

@@ -15,6 +15,7 @@ struct DataConfig {
   bool augment_flip = false;              // random horizontal flip
   std::int64_t augment_crop_padding = 0;  // random crop after zero padding (0: off)
   std::int64_t limit_train = 0;           // use only the first N training samples (0: all)
+  bool normalize_targets = true;          // regression: train on standardized targets
 };
 
 struct ModelConfig {
@@ -62,11 +63,34 @@ struct TrainConfig {
   double early_stop_min_delta = 0.0;
   bool test_at_end = true;
   bool test_every_epoch = false;
+  std::string loss = "auto";  // auto | cross_entropy | mse | mae | huber
+  double huber_delta = 1.0;
 };
 
 struct CommConfig {
   double bucket_mb = 25.0;
   bool overlap = true;
+};
+
+struct CvConfig {
+  std::int64_t folds = 0;  // 0: no cross-validation
+  bool stratified = true;
+  std::int64_t repeats = 1;
+  std::int64_t seed = 0;
+  std::int64_t ranks_per_group = 1;
+  bool final_retrain = false;
+  bool save_predictions = true;
+};
+
+struct SearchConfig {
+  std::string method = "none";  // none | grid | random | halving
+  std::string space_json = "{}";  // key path -> values (docs/cv-and-search.md); validated by the search
+  std::int64_t trials = 8;      // random: trials drawn; halving: initial trials when the space is not a grid
+  std::int64_t seed = 0;
+  std::string metric = "auto";  // ranked metric (auto: accuracy or rmse)
+  std::string scoring = "auto";  // auto | cv | holdout
+  std::int64_t halving_eta = 2;
+  std::int64_t halving_min_epochs = 1;
 };
 
 struct RunConfig {
@@ -83,6 +107,8 @@ struct Config {
   ScheduleConfig schedule;
   TrainConfig train;
   CommConfig comm;
+  CvConfig cv;
+  SearchConfig search;
   RunConfig run;
 };
 

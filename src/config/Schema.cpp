@@ -39,7 +39,7 @@ Assign bind(Section Config::*section, Field Section::*field) {
     } else if constexpr (std::is_same_v<Field, double>) {
       target = as_number(v);
     } else if constexpr (std::is_same_v<Field, std::string>) {
-      target = std::string(v.get_string());
+      target = v.is_object() ? compact_json(v) : std::string(v.get_string());
     } else {
       target.clear();
       for (const auto& e : v.get_array()) target.push_back(as_int(e));
@@ -78,6 +78,10 @@ const std::vector<Entry>& entries() {
       {key("data.limit_train", K::Integer, "0", 0.0, none, {},
            "Use only the first N samples of the training split (0: all). For quick experiments and tests."),
        bind(&Config::data, &DataConfig::limit_train)},
+      {key("data.normalize_targets", K::Boolean, "true", none, none, {},
+           "Regression: train on targets standardized by the training rows' mean and standard deviation; "
+           "predictions and metrics are reported in the original units."),
+       bind(&Config::data, &DataConfig::normalize_targets)},
       // model
       {key("model.name", K::String, "\"cnn\"", none, none, {"mlp", "cnn"}, "Architecture from the model registry."),
        bind(&Config::model, &ModelConfig::name)},
@@ -180,6 +184,12 @@ const std::vector<Entry>& entries() {
       {key("train.test_every_epoch", K::Boolean, "false", none, none, {},
            "Also evaluate on the test split after every epoch (for time-to-accuracy measurements)."),
        bind(&Config::train, &TrainConfig::test_every_epoch)},
+      {key("train.loss", K::String, "\"auto\"", none, none, {"auto", "cross_entropy", "mse", "mae", "huber"},
+           "Training loss. auto: cross_entropy for classification data, mse for regression data."),
+       bind(&Config::train, &TrainConfig::loss)},
+      {key("train.huber_delta", K::Number, "1.0", 1e-9, 1e9, {},
+           "Huber loss: quadratic below this absolute error (in standardized target units), linear above."),
+       bind(&Config::train, &TrainConfig::huber_delta)},
       // comm
       {key("comm.bucket_mb", K::Number, "25.0", 0.001, 4096.0, {},
            "Size of the fused gradient buckets reduced with one allreduce each (MiB). Smaller buckets start reducing "
@@ -189,6 +199,67 @@ const std::vector<Entry>& entries() {
            "Reduce each gradient bucket on a communication thread as soon as backward has produced all of its "
            "gradients, overlapping communication with the rest of backward. false: reduce all buckets after backward."),
        bind(&Config::comm, &CommConfig::overlap)},
+      // cv
+      {key("cv.folds", K::Integer, "0", 0.0, 1000.0, {},
+           "k-fold cross-validation over the training split (0: off; otherwise >= 2). The test split is never used "
+           "during cross-validation."),
+       bind(&Config::cv, &CvConfig::folds)},
+      {key("cv.stratified", K::Boolean, "true", none, none, {},
+           "Stratified folds for classification data (each class's count per fold differs by at most one between "
+           "folds, as scikit-learn's StratifiedKFold). Regression data always uses plain folds."),
+       bind(&Config::cv, &CvConfig::stratified)},
+      {key("cv.repeats", K::Integer, "1", 1.0, 100.0, {},
+           "Repeat the k-fold split this many times with other fold assignments (repeat r draws from cv.seed and "
+           "r)."),
+       bind(&Config::cv, &CvConfig::repeats)},
+      {key("cv.seed", K::Integer, "0", 0.0, 9007199254740991.0, {},
+           "Seed of the fold assignment. Independent of train.seed, so trials that vary train.seed share folds."),
+       bind(&Config::cv, &CvConfig::seed)},
+      {key("cv.ranks_per_group", K::Integer, "1", 1.0, 1048576.0, {},
+           "Ranks that train one fold or trial together (data-parallel on their sub-communicator). The world size "
+           "must be a multiple. Groups take the next pending fold or trial when they finish."),
+       bind(&Config::cv, &CvConfig::ranks_per_group)},
+      {key("cv.final_retrain", K::Boolean, "false", none, none, {},
+           "After cross-validation or a search: retrain the (best) configuration on the whole training split with "
+           "all ranks and evaluate once on test (RUN_DIR/final/)."),
+       bind(&Config::cv, &CvConfig::final_retrain)},
+      {key("cv.save_predictions", K::Boolean, "true", none, none, {},
+           "Write each fold's held-out predictions (sample index, label, prediction, scores) to "
+           "RUN_DIR/predictions/."),
+       bind(&Config::cv, &CvConfig::save_predictions)},
+      // search
+      {key("search.method", K::String, "\"none\"", none, none, {"none", "grid", "random", "halving"},
+           "Hyperparameter search over search.space: every combination (grid), search.trials random draws, or "
+           "successive halving (growing epoch budgets; the better 1/eta of the trials go on)."),
+       bind(&Config::search, &SearchConfig::method)},
+      {key("search.space", K::Object, "{}", none, none, {},
+           "Object from config key paths to values: a list of values ([0.1, 0.01]), or {\"uniform\": [lo, hi]}, "
+           "{\"log_uniform\": [lo, hi]}, {\"int_uniform\": [lo, hi]}, {\"range\": [start, stop, step]}. A "
+           "section name (e.g. \"model\") with a list of objects compares whole sections. Random and halving "
+           "searches draw from every form; grid needs lists or ranges."),
+       bind(&Config::search, &SearchConfig::space_json)},
+      {key("search.trials", K::Integer, "8", 1.0, 100000.0, {},
+           "Random search: trials drawn. Halving: initial trials drawn when the space is not all lists and ranges "
+           "(otherwise the whole grid starts)."),
+       bind(&Config::search, &SearchConfig::trials)},
+      {key("search.seed", K::Integer, "0", 0.0, 9007199254740991.0, {}, "Seed of random draws from search.space."),
+       bind(&Config::search, &SearchConfig::seed)},
+      {key("search.metric", K::String, "\"auto\"", none, none,
+           {"auto", "loss", "accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "precision_macro",
+            "recall_macro", "mse", "rmse", "mae", "r2", "pearson"},
+           "Metric that ranks trials (mean over folds with cv scoring). auto: accuracy for classification, rmse for "
+           "regression. loss, mse, rmse and mae rank lower-is-better, the others higher-is-better."),
+       bind(&Config::search, &SearchConfig::metric)},
+      {key("search.scoring", K::String, "\"auto\"", none, none, {"auto", "cv", "holdout"},
+           "How a trial is scored: k-fold cross-validation (cv.folds) or the validation split (data.val_fraction). "
+           "auto: cv when cv.folds >= 2."),
+       bind(&Config::search, &SearchConfig::scoring)},
+      {key("search.halving_eta", K::Integer, "2", 2.0, 100.0, {},
+           "Successive halving: keep the best 1/eta of the trials each rung and multiply their epochs by eta."),
+       bind(&Config::search, &SearchConfig::halving_eta)},
+      {key("search.halving_min_epochs", K::Integer, "1", 1.0, 100000.0, {},
+           "Successive halving: epochs of the first rung (train.epochs caps the last)."),
+       bind(&Config::search, &SearchConfig::halving_min_epochs)},
       // run
       {key("run.dir", K::String, "\"runs/default\"", none, none, {},
            "Run directory: resolved config, metrics.jsonl, report.json."),
@@ -289,6 +360,8 @@ std::string mismatch(const KeySpec& s, const json::value& v) {
     case KeyType::Number:
       if (!v.is_number()) return found;
       return in_range(s, as_number(v)) ? "" : found;
+    case KeyType::Object:
+      return v.is_object() ? "" : found;
     case KeyType::IntegerList:
       if (!v.is_array() || v.get_array().empty()) return found;
       for (const auto& e : v.get_array()) {
@@ -370,6 +443,8 @@ std::string key_type_name(KeyType type) {
       return "string";
     case KeyType::IntegerList:
       return "list of integers";
+    case KeyType::Object:
+      return "object";
   }
   return "value";
 }
@@ -411,6 +486,9 @@ ResolvedConfig parse_config(const std::string& text, const std::string& origin,
     if (values.find(e.spec.path) == values.end()) {
       throw ConfigError(origin + ": missing required key \"" + e.spec.path + "\" (" + e.spec.doc + ")");
     }
+  }
+  if (as_int(values["cv.folds"]) == 1) {
+    throw ConfigError(origin + ": cv.folds: expected 0 (off) or at least 2 folds, found 1");
   }
   if (std::string(values["data.path"].get_string()).empty()) {
     throw ConfigError(origin + ": data.path: expected the path of an HDF5 data set, found an empty string");

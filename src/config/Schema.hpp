@@ -10,7 +10,7 @@
 
 namespace hpctrain {
 
-enum class KeyType { Integer, Number, Boolean, String, IntegerList };
+enum class KeyType { Integer, Number, Boolean, String, IntegerList, Object };
 
 struct KeySpec {
   std::string path;  // dotted, e.g. "optimizer.lr"

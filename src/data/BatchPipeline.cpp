@@ -6,7 +6,7 @@
 
 namespace hpctrain {
 
-BatchPipeline::BatchPipeline(const ImageData& data, const DataConfig& config, std::uint64_t seed,
+BatchPipeline::BatchPipeline(const ShardedDataset& data, const DataConfig& config, std::uint64_t seed,
                              std::int64_t batch_rows)
     : data_(data), config_(config), seed_(seed), batch_rows_(batch_rows) {
   std::vector<std::int64_t> shape{batch_rows};
@@ -29,11 +29,12 @@ BatchPipeline::~BatchPipeline() {
   worker_.join();
 }
 
-void BatchPipeline::start_epoch(LabeledImages rows, std::vector<std::int64_t> indices, std::int64_t epoch,
+void BatchPipeline::start_epoch(Samples rows, std::vector<std::int64_t> indices, std::int64_t epoch,
                                 std::int64_t steps) {
   std::unique_lock<std::mutex> lock(mutex_);
   cv_.wait(lock, [&] { return requested_ < 0; });  // the worker is idle
   rows_ = std::move(rows);
+  rows_.targets = data_.to_target(rows_.targets);
   indices_ = std::move(indices);
   epoch_ = epoch;
   steps_ = steps;
@@ -55,7 +56,7 @@ Batch BatchPipeline::next() {
   }
   Batch b;
   b.input = buffers_[step % 2];
-  b.labels = rows_.labels.narrow(0, step * batch_rows_, batch_rows_);
+  b.targets = rows_.targets.narrow(0, step * batch_rows_, batch_rows_);
   return b;
 }
 
@@ -84,10 +85,22 @@ void BatchPipeline::worker_loop() {
 }
 
 void BatchPipeline::prepare(std::int64_t step, int buffer) {
+  if (data_.meta().float_inputs()) {
+    // Tabular features: normalization only (augmentation is for images).
+    const std::int64_t f = data_.meta().sample_elements();
+    const float* src = rows_.inputs.data_ptr<float>() + step * batch_rows_ * f;
+    float* dst = buffers_[buffer].data_ptr<float>();
+    for (std::int64_t i = 0; i < batch_rows_; ++i) {
+      for (std::int64_t k = 0; k < f; ++k) {
+        dst[i * f + k] = src[i * f + k] * scale_[static_cast<std::size_t>(k)] + shift_[static_cast<std::size_t>(k)];
+      }
+    }
+    return;
+  }
   const auto& shape = data_.meta().sample_shape;
   const std::int64_t c = shape[0], h = shape[1], w = shape[2], plane = h * w, sample = c * plane;
   const std::int64_t pad = config_.augment_crop_padding;
-  const auto* src_all = rows_.images.data_ptr<std::uint8_t>() + step * batch_rows_ * sample;
+  const auto* src_all = rows_.inputs.data_ptr<std::uint8_t>() + step * batch_rows_ * sample;
   float* dst_all = buffers_[buffer].data_ptr<float>();
   for (std::int64_t i = 0; i < batch_rows_; ++i) {
     const std::uint8_t* src = src_all + i * sample;

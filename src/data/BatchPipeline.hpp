@@ -11,25 +11,25 @@
 #include <thread>
 #include <vector>
 
-#include "data/ImageData.hpp"
+#include "data/ShardedDataset.hpp"
 
 namespace hpctrain {
 
 struct Batch {
-  torch::Tensor input;   // float32 [n, C, H, W], valid until the next call to next()
-  torch::Tensor labels;  // int64 [n], a view into the epoch's labels
+  torch::Tensor input;    // float32 [n, C, H, W] or [n, F], valid until the next call to next()
+  torch::Tensor targets;  // what the loss compares with: int64 labels, or standardized float32 targets
 };
 
 class BatchPipeline {
  public:
-  BatchPipeline(const ImageData& data, const DataConfig& config, std::uint64_t seed, std::int64_t batch_rows);
+  BatchPipeline(const ShardedDataset& data, const DataConfig& config, std::uint64_t seed, std::int64_t batch_rows);
   ~BatchPipeline();
   BatchPipeline(const BatchPipeline&) = delete;
   BatchPipeline& operator=(const BatchPipeline&) = delete;
 
   // Starts an epoch: `rows` are this rank's samples in step order, `indices` their global
   // indices (augmentation draws depend on (seed, epoch, index) only).
-  void start_epoch(LabeledImages rows, std::vector<std::int64_t> indices, std::int64_t epoch, std::int64_t steps);
+  void start_epoch(Samples rows, std::vector<std::int64_t> indices, std::int64_t epoch, std::int64_t steps);
   // The batch of the next step; prepares the one after it in the background.
   Batch next();
 
@@ -37,14 +37,14 @@ class BatchPipeline {
   void prepare(std::int64_t step, int buffer);  // runs on the worker
   void worker_loop();
 
-  const ImageData& data_;
+  const ShardedDataset& data_;
   DataConfig config_;
   std::uint64_t seed_;
   std::int64_t batch_rows_;
   std::vector<float> scale_, shift_;  // per channel: x * scale + shift
   torch::Tensor buffers_[2];
 
-  LabeledImages rows_;
+  Samples rows_;
   std::vector<std::int64_t> indices_;
   std::int64_t epoch_ = 0, steps_ = 0, next_step_ = 0;
 

@@ -8,11 +8,15 @@
 
 namespace hpctrain {
 
-std::int64_t DatasetMeta::sample_bytes() const {
+std::string task_name(Task task) { return task == Task::Regression ? "regression" : "classification"; }
+
+std::int64_t DatasetMeta::sample_elements() const {
   std::int64_t n = 1;
   for (auto d : sample_shape) n *= d;
   return n;
 }
+
+std::int64_t DatasetMeta::sample_bytes() const { return sample_elements() * input_element_size(); }
 
 std::int64_t chunk_rows(std::int64_t sample_bytes, std::int64_t total_rows) {
   const std::int64_t target = (std::int64_t(1) << 20) / std::max<std::int64_t>(1, sample_bytes);
@@ -35,38 +39,62 @@ DatasetMeta read_dataset_meta(const H5File& file) {
   m.name = file.read_string_attr("/", "name");
   m.source = file.has_attr("/", "source") ? file.read_string_attr("/", "source") : "";
   m.created = file.has_attr("/", "created") ? file.read_string_attr("/", "created") : "";
-  m.num_classes = file.read_int_attr("/", "num_classes");
-  if (m.num_classes < 2) throw DataError(p + ": num_classes is " + std::to_string(m.num_classes) + ", expected >= 2");
-  if (file.has("/class_names")) m.class_names = file.read_string_list("/class_names");
+  const std::string task = file.has_attr("/", "task") ? file.read_string_attr("/", "task") : "classification";
+  if (task != "classification" && task != "regression") {
+    throw DataError(p + ": root attribute task=\"" + task + "\", expected \"classification\" or \"regression\"");
+  }
+  m.task = task == "regression" ? Task::Regression : Task::Classification;
+  if (m.task == Task::Classification) {
+    if (!file.has_attr("/", "num_classes")) throw DataError(p + ": classification data set without num_classes");
+    m.num_classes = file.read_int_attr("/", "num_classes");
+    if (m.num_classes < 2)
+      throw DataError(p + ": num_classes is " + std::to_string(m.num_classes) + ", expected >= 2");
+    if (file.has("/class_names")) m.class_names = file.read_string_list("/class_names");
+  }
+  if (file.has("/feature_names")) m.feature_names = file.read_string_list("/feature_names");
+  const bool tabular = file.has("/train/features");
+  if (tabular && file.has("/train/images")) {
+    throw DataError(p + ": has both /train/images and /train/features; a data set holds one kind of input");
+  }
+  m.inputs_name = tabular ? "features" : "images";
+  m.targets_name = m.task == Task::Regression ? "targets" : "labels";
 
   for (SplitMeta* s : {&m.train, &m.test}) {
     s->name = s == &m.train ? "train" : "test";
-    const std::string images = "/" + s->name + "/images", labels = "/" + s->name + "/labels";
-    const DatasetInfo img = dataset_info(file, images);
-    const DatasetInfo lab = dataset_info(file, labels);
-    if (img.shape.size() != 4 || img.dtype != "uint8") {
+    const std::string inputs = m.inputs_path(s->name), targets = m.targets_path(s->name);
+    const DatasetInfo in = dataset_info(file, inputs);
+    const DatasetInfo out = dataset_info(file, targets);
+    const bool inputs_ok = tabular ? (in.shape.size() == 2 && in.dtype == "float32")
+                                   : (in.shape.size() == 4 && in.dtype == "uint8");
+    if (!inputs_ok) {
       std::string shape;
-      for (auto d : img.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
-      throw DataError(p + ": " + images + ": expected uint8 [N, C, H, W], found " + img.dtype + " [" + shape + "]");
+      for (auto d : in.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+      throw DataError(p + ": " + inputs + ": expected " + (tabular ? "float32 [N, F]" : "uint8 [N, C, H, W]") +
+                      ", found " + in.dtype + " [" + shape + "]");
     }
-    if (lab.shape.size() != 1 || (lab.dtype != "int32")) {
-      throw DataError(p + ": " + labels + ": expected int32 [N], found " + lab.dtype + " with " +
-                      std::to_string(lab.shape.size()) + " dimensions");
+    const std::string target_type = m.task == Task::Regression ? "float32" : "int32";
+    if (out.shape.size() != 1 || out.dtype != target_type) {
+      throw DataError(p + ": " + targets + ": expected " + target_type + " [N], found " + out.dtype + " with " +
+                      std::to_string(out.shape.size()) + " dimensions");
     }
-    if (lab.shape[0] != img.shape[0]) {
-      throw DataError(p + ": " + labels + " has " + std::to_string(lab.shape[0]) + " rows but " + images + " has " +
-                      std::to_string(img.shape[0]));
+    if (out.shape[0] != in.shape[0]) {
+      throw DataError(p + ": " + targets + " has " + std::to_string(out.shape[0]) + " rows but " + inputs + " has " +
+                      std::to_string(in.shape[0]));
     }
-    const std::vector<std::int64_t> shape(img.shape.begin() + 1, img.shape.end());
+    const std::vector<std::int64_t> shape(in.shape.begin() + 1, in.shape.end());
     if (s == &m.train) {
       m.sample_shape = shape;
     } else if (shape != m.sample_shape) {
-      throw DataError(p + ": " + images + ": sample shape differs from /train/images");
+      throw DataError(p + ": " + inputs + ": sample shape differs from " + m.inputs_path("train"));
     }
-    s->count = img.shape[0];
-    if (s->count == 0) throw DataError(p + ": " + images + " is empty");
-    s->images_sha256 = file.has_attr(images, "sha256") ? file.read_string_attr(images, "sha256") : "";
-    s->labels_sha256 = file.has_attr(labels, "sha256") ? file.read_string_attr(labels, "sha256") : "";
+    s->count = in.shape[0];
+    if (s->count == 0) throw DataError(p + ": " + inputs + " is empty");
+    s->inputs_sha256 = file.has_attr(inputs, "sha256") ? file.read_string_attr(inputs, "sha256") : "";
+    s->targets_sha256 = file.has_attr(targets, "sha256") ? file.read_string_attr(targets, "sha256") : "";
+  }
+  if (!m.feature_names.empty() && static_cast<std::int64_t>(m.feature_names.size()) != m.sample_elements()) {
+    throw DataError(p + ": /feature_names has " + std::to_string(m.feature_names.size()) + " names for " +
+                    std::to_string(m.sample_elements()) + " features");
   }
   return m;
 }
@@ -86,43 +114,83 @@ void write_dataset_header(H5File& file, const std::string& name, const std::stri
   file.write_string_list("/class_names", class_names);
 }
 
+namespace {
+
+// One split dataset: chunked by whole samples (about 1 MiB), with the SHA-256 of its bytes.
+void write_rows(H5File& file, const std::string& name, hid_t file_type, hid_t mem_type, std::int64_t rows,
+                const std::vector<std::int64_t>& sample_shape, std::size_t element_size, const void* data) {
+  const std::string ctx = file.path() + ": writing " + name;
+  std::int64_t sample_bytes = static_cast<std::int64_t>(element_size);
+  for (auto d : sample_shape) sample_bytes *= d;
+  std::vector<hsize_t> dims{static_cast<hsize_t>(rows)}, chunk{static_cast<hsize_t>(chunk_rows(sample_bytes, rows))};
+  for (auto d : sample_shape) {
+    dims.push_back(static_cast<hsize_t>(d));
+    chunk.push_back(static_cast<hsize_t>(d));
+  }
+  H5Id space(h5_check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), ctx));
+  H5Id dcpl(h5_check(H5Pcreate(H5P_DATASET_CREATE), ctx));
+  h5_check(H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data()), ctx);
+  H5Id ds(h5_check(H5Dcreate2(file.id(), name.c_str(), file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), ctx));
+  h5_check(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), ctx);
+  // The little-endian bytes as stored (this is a little-endian host).
+  file.write_string_attr(name, "sha256", Sha256::hex(data, static_cast<std::size_t>(rows * sample_bytes)));
+}
+
+}  // namespace
+
+void write_tabular_header(H5File& file, const std::string& name, const std::string& source, Task task,
+                          const std::vector<std::string>& feature_names, const std::vector<std::string>& class_names) {
+  char created[32] = {0};
+  const std::time_t now = std::time(nullptr);
+  std::strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  file.write_string_attr("/", "format", kFormatName);
+  file.write_int_attr("/", "format_version", kFormatVersion);
+  file.write_string_attr("/", "name", name);
+  file.write_string_attr("/", "task", task_name(task));
+  if (task == Task::Classification) {
+    file.write_int_attr("/", "num_classes", static_cast<std::int64_t>(class_names.size()));
+    file.write_string_list("/class_names", class_names);
+  }
+  file.write_string_attr("/", "source", source);
+  file.write_string_attr("/", "created", created);
+  file.write_string_list("/feature_names", feature_names);
+}
+
+void write_tabular_split(H5File& file, const std::string& split, std::int64_t num_features,
+                         const std::vector<float>& features, const std::vector<std::int32_t>* labels,
+                         const std::vector<float>* targets) {
+  const std::string ctx = file.path() + ": writing /" + split;
+  const auto rows = static_cast<std::int64_t>(labels ? labels->size() : targets->size());
+  if (static_cast<std::int64_t>(features.size()) != rows * num_features) {
+    throw DataError(ctx + ": " + std::to_string(features.size()) + " feature values do not match " +
+                    std::to_string(rows) + " rows of " + std::to_string(num_features));
+  }
+  H5Id group(h5_check(H5Gcreate2(file.id(), ("/" + split).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), ctx));
+  write_rows(file, "/" + split + "/features", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, rows, {num_features}, sizeof(float),
+             features.data());
+  if (labels) {
+    write_rows(file, "/" + split + "/labels", H5T_STD_I32LE, H5T_NATIVE_INT32, rows, {}, sizeof(std::int32_t),
+               labels->data());
+  } else {
+    write_rows(file, "/" + split + "/targets", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, rows, {}, sizeof(float),
+               targets->data());
+  }
+}
+
 void write_split(H5File& file, const std::string& split, const std::vector<std::int64_t>& sample_shape,
                  const std::vector<std::uint8_t>& images, const std::vector<std::int32_t>& labels) {
   const std::string ctx = file.path() + ": writing /" + split;
-  H5Id group(h5_check(H5Gcreate2(file.id(), ("/" + split).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), ctx));
   std::int64_t sample_bytes = 1;
   for (auto d : sample_shape) sample_bytes *= d;
-  const auto n = static_cast<hsize_t>(labels.size());
-  if (images.size() != n * static_cast<std::uint64_t>(sample_bytes)) {
+  const auto n = static_cast<std::int64_t>(labels.size());
+  if (static_cast<std::int64_t>(images.size()) != n * sample_bytes) {
     throw DataError(ctx + ": " + std::to_string(images.size()) + " image bytes do not match " + std::to_string(n) +
                     " labels");
   }
-  {
-    std::vector<hsize_t> dims{n}, chunk{static_cast<hsize_t>(chunk_rows(sample_bytes, static_cast<std::int64_t>(n)))};
-    for (auto d : sample_shape) {
-      dims.push_back(static_cast<hsize_t>(d));
-      chunk.push_back(static_cast<hsize_t>(d));
-    }
-    H5Id space(h5_check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), ctx));
-    H5Id dcpl(h5_check(H5Pcreate(H5P_DATASET_CREATE), ctx));
-    h5_check(H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data()), ctx);
-    const std::string name = "/" + split + "/images";
-    H5Id ds(h5_check(H5Dcreate2(file.id(), name.c_str(), H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), ctx));
-    h5_check(H5Dwrite(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, images.data()), ctx);
-    file.write_string_attr(name, "sha256", Sha256::hex(images.data(), images.size()));
-  }
-  {
-    hsize_t dims[1] = {n};
-    hsize_t chunk[1] = {static_cast<hsize_t>(chunk_rows(4, static_cast<std::int64_t>(n)))};
-    H5Id space(h5_check(H5Screate_simple(1, dims, nullptr), ctx));
-    H5Id dcpl(h5_check(H5Pcreate(H5P_DATASET_CREATE), ctx));
-    h5_check(H5Pset_chunk(dcpl, 1, chunk), ctx);
-    const std::string name = "/" + split + "/labels";
-    H5Id ds(h5_check(H5Dcreate2(file.id(), name.c_str(), H5T_STD_I32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), ctx));
-    h5_check(H5Dwrite(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels.data()), ctx);
-    // Hash the little-endian bytes as stored (this is a little-endian host).
-    file.write_string_attr(name, "sha256", Sha256::hex(labels.data(), labels.size() * sizeof(std::int32_t)));
-  }
+  H5Id group(h5_check(H5Gcreate2(file.id(), ("/" + split).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), ctx));
+  write_rows(file, "/" + split + "/images", H5T_STD_U8LE, H5T_NATIVE_UINT8, n, sample_shape, 1, images.data());
+  write_rows(file, "/" + split + "/labels", H5T_STD_I32LE, H5T_NATIVE_INT32, n, {}, sizeof(std::int32_t),
+             labels.data());
 }
 
 }  // namespace hpctrain

@@ -1,11 +1,13 @@
 #pragma once
-// The canonical HDF5 layout of an image-classification data set (docs/data-format.md):
+// The canonical HDF5 layout of a data set (docs/data-format.md):
 //   /                  attrs: format, format_version, name, task, num_classes, source, created
-//   /class_names       fixed-length strings [num_classes]
-//   /train/images      uint8 [N, C, H, W], chunked by whole samples; attr sha256
-//   /train/labels      int32 [N]; attr sha256
-//   /test/images, /test/labels  as for train
-// sha256 is the hex SHA-256 of the dataset's bytes in C order (h5py: ds[()].tobytes()).
+//   /class_names       fixed-length strings [num_classes] (classification)
+//   /feature_names     fixed-length strings [F] (tabular data)
+//   /train/images      uint8 [N, C, H, W] (image data)    or /train/features float32 [N, F] (tabular)
+//   /train/labels      int32 [N] (classification)         or /train/targets float32 [N] (regression)
+//   /test/...          as for train
+// Every split dataset is chunked by whole samples and carries attr sha256: the hex SHA-256
+// of the dataset's bytes in C order (h5py: ds[()].tobytes()).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -17,11 +19,14 @@ namespace hpctrain {
 inline constexpr const char* kFormatName = "hpctrain-dataset";
 inline constexpr std::int64_t kFormatVersion = 1;
 
+enum class Task { Classification, Regression };
+std::string task_name(Task task);  // "classification" | "regression"
+
 struct SplitMeta {
   std::string name;  // "train" or "test"
   std::int64_t count = 0;
-  std::string images_sha256;
-  std::string labels_sha256;
+  std::string inputs_sha256;   // of /split/images or /split/features
+  std::string targets_sha256;  // of /split/labels or /split/targets
 };
 
 struct DatasetMeta {
@@ -29,13 +34,22 @@ struct DatasetMeta {
   std::string name;
   std::string source;
   std::string created;
-  std::int64_t num_classes = 0;
+  Task task = Task::Classification;
+  std::int64_t num_classes = 0;  // classification: >= 2; regression: 0
   std::vector<std::string> class_names;
-  std::vector<std::int64_t> sample_shape;  // C, H, W
+  std::vector<std::string> feature_names;  // tabular data: one per feature column
+  std::string inputs_name = "images";      // "images" (uint8 [N, C, H, W]) or "features" (float32 [N, F])
+  std::string targets_name = "labels";     // "labels" (int32 [N]) or "targets" (float32 [N])
+  std::vector<std::int64_t> sample_shape;  // C, H, W for images; F for features
   SplitMeta train;
   SplitMeta test;
 
-  std::int64_t sample_bytes() const;
+  bool float_inputs() const { return inputs_name == "features"; }
+  std::int64_t input_element_size() const { return float_inputs() ? 4 : 1; }
+  std::int64_t sample_elements() const;  // product of sample_shape
+  std::int64_t sample_bytes() const;     // sample_elements() * input_element_size()
+  std::string inputs_path(const std::string& split) const { return "/" + split + "/" + inputs_name; }
+  std::string targets_path(const std::string& split) const { return "/" + split + "/" + targets_name; }
 };
 
 // Reads and checks the layout (presence, ranks, dtypes, matching counts and shapes).
@@ -47,6 +61,15 @@ void write_split(H5File& file, const std::string& split, const std::vector<std::
                  const std::vector<std::uint8_t>& images, const std::vector<std::int32_t>& labels);
 void write_dataset_header(H5File& file, const std::string& name, const std::string& source,
                           const std::vector<std::string>& class_names);
+
+// Tabular data (features float32 [N, F]): header and splits. Classification writes
+// /class_names and labels (int32 in [0, class_names.size())); regression writes targets
+// (float32) and no num_classes attribute. `features` holds N * feature_names.size() values.
+void write_tabular_header(H5File& file, const std::string& name, const std::string& source, Task task,
+                          const std::vector<std::string>& feature_names, const std::vector<std::string>& class_names);
+void write_tabular_split(H5File& file, const std::string& split, std::int64_t num_features,
+                         const std::vector<float>& features, const std::vector<std::int32_t>* labels,
+                         const std::vector<float>* targets);
 
 // Rows per chunk for samples of `sample_bytes`: whole samples, about 1 MiB a chunk.
 std::int64_t chunk_rows(std::int64_t sample_bytes, std::int64_t total_rows);

@@ -1,5 +1,6 @@
 #pragma once
-// Every architecture is a torch::nn::Module with forward(x) -> logits, built from config
+// Every architecture is a torch::nn::Module with forward(x) -> outputs (class logits or a regression
+// value per sample), built from config
 // by the registry.
 #include <torch/torch.h>
 
@@ -13,8 +14,8 @@
 namespace hpctrain {
 
 struct InputSpec {
-  std::vector<std::int64_t> sample_shape;  // C, H, W
-  std::int64_t num_classes = 0;
+  std::vector<std::int64_t> sample_shape;  // C, H, W for images; F for features
+  std::int64_t outputs = 0;                // classes, or 1 for regression
 };
 
 struct ModelImpl : torch::nn::Module {

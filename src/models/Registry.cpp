@@ -18,7 +18,7 @@ struct MlpImpl : ModelImpl {
       if (c.dropout > 0) layers->push_back(torch::nn::Dropout(c.dropout));
       width = c.hidden[i];
     }
-    layers->push_back(torch::nn::Linear(width, in.num_classes));
+    layers->push_back(torch::nn::Linear(width, in.outputs));
     register_module("layers", layers);
   }
   torch::Tensor forward(torch::Tensor x) override { return layers->forward(x.flatten(1)); }
@@ -29,6 +29,10 @@ struct MlpImpl : ModelImpl {
 // connected layer, dropout and the classifier.
 struct CnnImpl : ModelImpl {
   CnnImpl(const ModelConfig& c, const InputSpec& in) {
+    if (in.sample_shape.size() != 3) {
+      throw ConfigError("model.name: cnn needs image samples [C, H, W]; this data set has " +
+                        std::to_string(in.sample_shape.size()) + "-dimensional samples (use mlp)");
+    }
     std::int64_t channels = in.sample_shape[0], h = in.sample_shape[1], w = in.sample_shape[2];
     for (std::size_t i = 0; i < c.channels.size(); ++i) {
       if (h < 2 || w < 2) {
@@ -48,7 +52,7 @@ struct CnnImpl : ModelImpl {
     head->push_back(torch::nn::Linear(channels * h * w, c.fc_width));
     head->push_back(torch::nn::ReLU());
     if (c.dropout > 0) head->push_back(torch::nn::Dropout(c.dropout));
-    head->push_back(torch::nn::Linear(c.fc_width, in.num_classes));
+    head->push_back(torch::nn::Linear(c.fc_width, in.outputs));
     register_module("features", features);
     register_module("head", head);
   }
@@ -71,7 +75,6 @@ ModelPtr build_model(const ModelConfig& config, const InputSpec& input) {
   const auto& r = registry();
   auto it = r.find(config.name);
   if (it == r.end()) throw ConfigError("model.name: unknown model \"" + config.name + "\"");
-  if (input.sample_shape.size() != 3) throw ConfigError("model: expected image samples [C, H, W]");
   return it->second(config, input);
 }
 

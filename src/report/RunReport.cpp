@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <cmath>
 #include <numeric>
 
 #include "data/Hdf5.hpp"
@@ -60,7 +61,7 @@ std::string software_versions_text() {
 }
 
 std::string write_run_report(const std::string& path, const Config& config, const RunContext& ctx,
-                             const ImageData& data, const TrainResult& r, const Communicator& comm) {
+                             const ShardedDataset& data, const TrainResult& r, const Communicator& comm) {
   // One row of figures per rank, gathered in one call.
   constexpr std::size_t kPhases = static_cast<std::size_t>(Phase::Count);
   std::vector<double> mine;
@@ -116,13 +117,20 @@ std::string write_run_report(const std::string& path, const Config& config, cons
   if (!r.epochs.empty()) {
     const auto& last = r.epochs.back();
     final_metrics["train_loss"] = last.train_loss;
-    final_metrics["train_accuracy"] = last.train_accuracy;
+    if (last.classification) final_metrics["train_accuracy"] = last.train_accuracy;
     if (last.has_validation) {
       final_metrics["val_loss"] = last.val_loss;
-      final_metrics["val_accuracy"] = last.val_accuracy;
+      if (last.classification) final_metrics["val_accuracy"] = last.val_accuracy;
     }
   }
-  if (r.has_test) {
+  if (r.has_test && !data.classification()) {
+    final_metrics["test_loss"] = r.test.loss;
+    final_metrics["test_mse"] = r.test.mse;
+    final_metrics["test_rmse"] = std::sqrt(r.test.mse);
+    final_metrics["test_mae"] = r.test.mae;
+    final_metrics["test_samples"] = r.test.count;
+  }
+  if (r.has_test && data.classification()) {
     final_metrics["test_loss"] = r.test.loss;
     final_metrics["test_accuracy"] = r.test.accuracy;
     final_metrics["test_samples"] = r.test.count;
@@ -166,6 +174,7 @@ std::string write_run_report(const std::string& path, const Config& config, cons
                              {"launch_environment", launch_vars}}},
       {"data", json::object{{"path", data.meta().path},
                             {"name", data.meta().name},
+                            {"task", task_name(data.meta().task)},
                             {"num_classes", data.meta().num_classes},
                             {"class_names", class_names},
                             {"train_samples", data.train_count()},

@@ -6,7 +6,7 @@
 
 #include "comm/Communicator.hpp"
 #include "config/Config.hpp"
-#include "data/ImageData.hpp"
+#include "data/ShardedDataset.hpp"
 #include "launch/LaunchEnvironment.hpp"
 #include "launch/ProcessLayout.hpp"
 #include "train/Trainer.hpp"
@@ -24,7 +24,7 @@ struct RunContext {
 
 // Returns the report text on rank 0 (empty elsewhere) and writes it to RUN_DIR/report.json.
 std::string write_run_report(const std::string& path, const Config& config, const RunContext& context,
-                             const ImageData& data, const TrainResult& result, const Communicator& comm);
+                             const ShardedDataset& data, const TrainResult& result, const Communicator& comm);
 
 std::string utc_timestamp();
 std::string software_versions_text();  // for --version

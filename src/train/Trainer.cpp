@@ -17,25 +17,26 @@ namespace hpctrain {
 namespace json = boost::json;
 
 boost::json::object to_json(const EpochRecord& e) {
-  json::object o{{"epoch", e.epoch},
-                 {"train_loss", e.train_loss},
-                 {"train_accuracy", e.train_accuracy},
-                 {"lr", e.lr},
+  json::object o{{"epoch", e.epoch}, {"train_loss", e.train_loss}};
+  if (e.classification) o["train_accuracy"] = e.train_accuracy;
+  for (const auto& kv : json::object{{"lr", e.lr},
                  {"seconds", e.seconds},
                  {"samples_per_s", e.samples_per_s},
-                 {"train_seconds_total", e.train_seconds_total}};
+                                     {"train_seconds_total", e.train_seconds_total}}) {
+    o[kv.key()] = kv.value();
+  }
   if (e.has_validation) {
     o["val_loss"] = e.val_loss;
-    o["val_accuracy"] = e.val_accuracy;
+    if (e.classification) o["val_accuracy"] = e.val_accuracy;
   }
   if (e.has_test) {
     o["test_loss"] = e.test_loss;
-    o["test_accuracy"] = e.test_accuracy;
+    if (e.classification) o["test_accuracy"] = e.test_accuracy;
   }
   return o;
 }
 
-Trainer::Trainer(const Config& config, const Communicator& comm, const ImageData& data, MetricsLog& log)
+Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDataset& data, MetricsLog& log)
     : config_(config), comm_(comm), data_(data), log_(log) {
   const TrainConfig& tc = config_.train;
   if (tc.batch_size < comm_.size()) {
@@ -50,8 +51,12 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ImageData
   total_steps_ = per_epoch_ * tc.epochs;
   if (tc.max_steps > 0) total_steps_ = std::min(total_steps_, tc.max_steps);
 
+  loss_ = resolve_loss(tc.loss, data_.classification());
+  if (!data_.classification() && tc.early_stop_patience > 0 && tc.early_stop_metric == "val_accuracy") {
+    throw ConfigError("train.early_stop_metric: val_accuracy needs classification data; use val_loss");
+  }
   torch::manual_seed(stream_seed(static_cast<std::uint64_t>(tc.seed), Stream::Model));
-  model_ = build_model(config_.model, InputSpec{data_.meta().sample_shape, data_.meta().num_classes});
+  model_ = build_model(config_.model, InputSpec{data_.meta().sample_shape, data_.output_size()});
   if (config_.model.channels_last) to_channels_last(*model_);
   // Overlap needs a second thread calling MPI (never at the same time as the main one).
   const bool overlap = config_.comm.overlap && MpiRuntime::thread_level() >= MPI_THREAD_SERIALIZED;
@@ -62,14 +67,31 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ImageData
 
 Trainer::~Trainer() = default;
 
-ClassificationMetrics Trainer::evaluate_split(const LabeledImages& split) {
+EvalResult Trainer::evaluate_split(const Samples& split) {
   // Batch-norm statistics differ per rank after training: evaluate the averaged model.
   average_module_buffers(*model_, comm_);
   return evaluate(
-      *model_, [&](torch::Tensor x) { return model_->forward(x); }, split.images, split.labels,
-      [&](const torch::Tensor& x) { return data_.to_input(x); }, config_.train.eval_batch_size,
-      data_.meta().num_classes, comm_);
+      *model_, [&](torch::Tensor x) { return model_->forward(x); }, split, data_, loss_, config_.train.huber_delta,
+      config_.train.eval_batch_size, comm_);
 }
+
+LocalPredictions Trainer::predict_held_out() {
+  average_module_buffers(*model_, comm_);
+  return predict(
+      *model_, [&](torch::Tensor x) { return model_->forward(x); }, data_.validation(), data_, loss_,
+      config_.train.huber_delta, config_.train.eval_batch_size);
+}
+
+namespace {
+// Every rank of the communicator sees the same reduced value, so all throw together.
+void check_finite(double loss, std::int64_t step) {
+  if (std::isfinite(loss)) return;
+  throw CollectiveError("training diverged: the loss is " + std::string(std::isnan(loss) ? "NaN" : "infinite") +
+                            " at step " + std::to_string(step) +
+                            " (lower optimizer.lr, set train.grad_clip_norm, or check the data)",
+                        0, 1);
+}
+}  // namespace
 
 TrainResult Trainer::run() {
   const TrainConfig& tc = config_.train;
@@ -90,6 +112,7 @@ TrainResult Trainer::run() {
   result.buckets = reducer.bucket_count();
   result.overlap = reducer.overlapping();
   const Range slice = batch_slice(global_batch, comm_.size(), comm_.rank());
+  const bool classification = data_.classification();
   const double inv_batch = 1.0 / static_cast<double>(global_batch);
   BatchPipeline pipeline(data_, config_.data, seed, slice.size());
 
@@ -105,13 +128,13 @@ TrainResult Trainer::run() {
     const double epoch_start = wall_seconds();
     timer.restart();
     std::vector<std::int64_t> indices;
-    LabeledImages rows = data_.epoch(epoch, global_batch, comm_, &indices);
+    Samples rows = data_.epoch(epoch, global_batch, comm_, &indices);
     const std::int64_t epoch_steps = std::min(per_epoch_, total_steps_ - step);
     pipeline.start_epoch(std::move(rows), std::move(indices), epoch, epoch_steps);
     timer.mark(Phase::Data);
 
     // Per-step figures stay on the device side as tensors; .item() only at log steps.
-    auto loss_sum = torch::zeros({}, torch::kDouble);
+    auto epoch_loss = torch::zeros({}, torch::kDouble);
     auto correct = torch::zeros({}, torch::kLong);
     double lr = 0;
     for (std::int64_t s = 0; s < epoch_steps; ++s) {
@@ -124,8 +147,7 @@ TrainResult Trainer::run() {
       auto logits = model.forward(
           config_.model.channels_last ? batch.input.contiguous(torch::MemoryFormat::ChannelsLast) : batch.input);
       // Sum over local samples / global batch: the reduced sum is the global mean.
-      auto local_sum = torch::nn::functional::cross_entropy(
-          logits, batch.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+      auto local_sum = loss_sum(loss_, logits, batch.targets, tc.huber_delta);
       auto loss = local_sum * inv_batch;
       timer.mark(Phase::Forward);
       loss.backward();
@@ -141,15 +163,17 @@ TrainResult Trainer::run() {
 
       {
         torch::NoGradGuard no_grad;
-        loss_sum += local_sum.detach().to(torch::kDouble);
-        correct += logits.argmax(1).eq(batch.labels).sum();
+        epoch_loss += local_sum.detach().to(torch::kDouble);
+        if (classification) correct += logits.argmax(1).eq(batch.targets).sum();
       }
       ++step;
+      if (step_callback_) step_callback_();
       const bool log_step = step % config_.run.log_every == 0 || step == total_steps_;
       if (log_step) {
         double global_loss = local_sum.item<double>();
         comm_.allreduce_sum(&global_loss, 1);
         global_loss *= inv_batch;
+        check_finite(global_loss, step);
         const double elapsed = wall_seconds() - epoch_start;
         const double rate = static_cast<double>((s + 1) * global_batch) / std::max(elapsed, 1e-9);
         if (root) {
@@ -167,13 +191,15 @@ TrainResult Trainer::run() {
     }
     EpochRecord rec;
     rec.epoch = epoch;
+    rec.classification = classification;
     rec.lr = lr;
     rec.seconds = wall_seconds() - epoch_start;
     const double seen = static_cast<double>(epoch_steps * slice.size());
-    std::vector<double> sums{loss_sum.item<double>(), static_cast<double>(correct.item<std::int64_t>()), seen};
+    std::vector<double> sums{epoch_loss.item<double>(), static_cast<double>(correct.item<std::int64_t>()), seen};
     comm_.allreduce_sum(sums.data(), sums.size());
     rec.train_loss = sums[0] / std::max(1.0, sums[2]);
     rec.train_accuracy = sums[1] / std::max(1.0, sums[2]);
+    check_finite(rec.train_loss, step);
     rec.samples_per_s = sums[2] / std::max(rec.seconds, 1e-9);
     result.samples += static_cast<std::int64_t>(sums[2]);
     result.train_seconds += rec.seconds;
@@ -198,21 +224,23 @@ TrainResult Trainer::run() {
       for (const auto& kv : to_json(rec)) line[kv.key()] = kv.value();
       log_.write(line);
       char text[320];
-      std::snprintf(text, sizeof(text), "epoch %lld: train loss %.4f acc %.4f", static_cast<long long>(epoch),
-                    rec.train_loss, rec.train_accuracy);
-      std::string line_text = text;
-      if (rec.has_validation) {
-        std::snprintf(text, sizeof(text), " | val loss %.4f acc %.4f", rec.val_loss, rec.val_accuracy);
-        line_text += text;
-      }
-      if (rec.has_test) {
-        std::snprintf(text, sizeof(text), " | test loss %.4f acc %.4f", rec.test_loss, rec.test_accuracy);
-        line_text += text;
-      }
+      auto figures = [&](const char* what, double loss, double accuracy) {
+        if (classification) {
+          std::snprintf(text, sizeof(text), "%s loss %.4f acc %.4f", what, loss, accuracy);
+        } else {
+          std::snprintf(text, sizeof(text), "%s loss %.4f", what, loss);
+        }
+        return std::string(text);
+      };
+      std::string line_text = log_prefix_ + "epoch " + std::to_string(epoch) + ": " +
+                              figures("train", rec.train_loss, rec.train_accuracy);
+      if (rec.has_validation) line_text += " | " + figures("val", rec.val_loss, rec.val_accuracy);
+      if (rec.has_test) line_text += " | " + figures("test", rec.test_loss, rec.test_accuracy);
       std::snprintf(text, sizeof(text), " | %.0f samples/s | %.1f s", rec.samples_per_s, rec.seconds);
       line_text += text;
       progress.message(line_text);
     }
+    if (step_callback_) step_callback_();
     if (tc.early_stop_patience > 0 && rec.has_validation) {
       // Lower is better: negate accuracy.
       const double metric = tc.early_stop_metric == "val_accuracy" ? -rec.val_accuracy : rec.val_loss;
@@ -236,10 +264,14 @@ TrainResult Trainer::run() {
     result.has_test = true;
     timer.mark(Phase::Eval);
     if (root) {
-      log_.write(json::object{{"type", "test"},
-                              {"loss", result.test.loss},
-                              {"accuracy", result.test.accuracy},
-                              {"samples", result.test.count}});
+      json::object line{{"type", "test"}, {"loss", result.test.loss}, {"samples", result.test.count}};
+      if (classification) {
+        line["accuracy"] = result.test.accuracy;
+      } else {
+        line["mse"] = result.test.mse;
+        line["mae"] = result.test.mae;
+      }
+      log_.write(line);
     }
   }
   result.total_seconds = wall_seconds() - start;

@@ -4,13 +4,14 @@
 // with evaluation per epoch, early stopping and a final test evaluation.
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "comm/Communicator.hpp"
 #include "comm/GradientReducer.hpp"
 #include "config/Config.hpp"
-#include "data/ImageData.hpp"
+#include "data/ShardedDataset.hpp"
 #include "eval/Metrics.hpp"
 #include "report/MetricsLog.hpp"
 #include "report/PhaseTimer.hpp"
@@ -19,6 +20,7 @@ namespace hpctrain {
 
 struct EpochRecord {
   std::int64_t epoch = 0;
+  bool classification = true;  // accuracies are written for classification only
   double train_loss = 0, train_accuracy = 0;
   double val_loss = 0, val_accuracy = 0;
   bool has_validation = false;
@@ -36,7 +38,7 @@ boost::json::object to_json(const EpochRecord& record);
 struct TrainResult {
   std::vector<EpochRecord> epochs;
   bool has_test = false;
-  ClassificationMetrics test;
+  EvalResult test;
   std::int64_t steps = 0;
   std::int64_t samples = 0;  // global samples trained on
   double train_seconds = 0;  // this rank, training loop without evaluation
@@ -57,16 +59,24 @@ class Trainer {
  public:
   // Checks the config against the data and builds model, buckets and optimizer. Local:
   // throws the same ConfigError on every rank for a bad setting (wrap in collective_check).
-  Trainer(const Config& config, const Communicator& comm, const ImageData& data, MetricsLog& log);
+  Trainer(const Config& config, const Communicator& comm, const ShardedDataset& data, MetricsLog& log);
   ~Trainer();
   // Collective over the communicator.
   TrainResult run();
+  // Called on every rank after every optimizer step, with no communication in flight (a
+  // scheduler serves requests from it). Must not call collectives on this communicator.
+  void set_step_callback(std::function<void()> callback) { step_callback_ = std::move(callback); }
+  // Prefix of the epoch lines rank 0 prints ("fold 3: "), so concurrent groups can be told apart.
+  void set_log_prefix(std::string prefix) { log_prefix_ = std::move(prefix); }
+  // This rank's predictions on its part of the held-out rows (after run()).
+  LocalPredictions predict_held_out();
+  LossKind loss() const { return loss_; }
 
  private:
-  ClassificationMetrics evaluate_split(const LabeledImages& split);
+  EvalResult evaluate_split(const Samples& split);
   const Config& config_;
   const Communicator& comm_;
-  const ImageData& data_;
+  const ShardedDataset& data_;
   MetricsLog& log_;
   std::int64_t per_epoch_ = 0;
   std::int64_t total_steps_ = 0;
@@ -74,6 +84,9 @@ class Trainer {
   std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<LrSchedule> schedule_;
+  LossKind loss_ = LossKind::CrossEntropy;
+  std::function<void()> step_callback_;
+  std::string log_prefix_;
 };
 
 }  // namespace hpctrain

@@ -62,10 +62,10 @@ TEST(DatasetLayout, RoundTripMetadataRowsAndHashes) {
 
   std::vector<std::uint8_t> all(50 * 32);
   read_rows(f, "/train/images", 0, 50, H5T_NATIVE_UINT8, all.data());
-  EXPECT_EQ(m.train.images_sha256, Sha256::hex(all.data(), all.size()));
+  EXPECT_EQ(m.train.inputs_sha256, Sha256::hex(all.data(), all.size()));
   std::vector<std::int32_t> labels(50);
   read_rows(f, "/train/labels", 0, 50, H5T_NATIVE_INT32, labels.data());
-  EXPECT_EQ(m.train.labels_sha256, Sha256::hex(labels.data(), labels.size() * 4));
+  EXPECT_EQ(m.train.targets_sha256, Sha256::hex(labels.data(), labels.size() * 4));
   EXPECT_THROW(read_rows(f, "/train/images", 45, 10, H5T_NATIVE_UINT8, rows.data()), DataError);
 }
 

@@ -1,4 +1,4 @@
-// ImageData over real ranks: shards read collectively, the chained hash, the per-epoch
+// ShardedDataset over real ranks: shards read collectively, the chained hash, the per-epoch
 // exchange giving the same global batches for any rank count, and per-rank failures that
 // every rank reports together.
 #include <gtest/gtest.h>
@@ -8,7 +8,7 @@
 
 #include "comm/Communicator.hpp"
 #include "data/DatasetLayout.hpp"
-#include "data/ImageData.hpp"
+#include "data/ShardedDataset.hpp"
 #include "util/Error.hpp"
 #include "util/Sha256.hpp"
 
@@ -48,13 +48,13 @@ std::int64_t index_of(const torch::Tensor& image) {
 
 }  // namespace
 
-TEST(ImageData, ShardsValidationAndTestCoverTheFile) {
+TEST(ShardedDataset, ShardsValidationAndTestCoverTheFile) {
   Communicator world = Communicator::world();
   const std::string path = shared_file(world, "cover");
   DataConfig c;
   c.path = path;
   c.val_fraction = 0.1;
-  ImageData d = ImageData::load(c, 7, world);
+  ShardedDataset d = ShardedDataset::load(c, 7, world);
   EXPECT_EQ(d.train_count() + static_cast<std::int64_t>(d.split().validation.size()), kTrain);
   std::int64_t counts[2] = {d.validation().size(), d.test().size()};
   world.allreduce_sum(counts, 2);
@@ -64,32 +64,32 @@ TEST(ImageData, ShardsValidationAndTestCoverTheFile) {
   const Range part = block_range(static_cast<std::int64_t>(d.split().validation.size()), world.size(), world.rank());
   for (std::int64_t i = 0; i < d.validation().size(); ++i) {
     const std::int64_t idx = d.split().validation[part.begin + i];
-    EXPECT_EQ(index_of(d.validation().images[i]), idx);
-    EXPECT_EQ(d.validation().labels[i].item<std::int64_t>(), idx % 4);
+    EXPECT_EQ(index_of(d.validation().inputs[i]), idx);
+    EXPECT_EQ(d.validation().targets[i].item<std::int64_t>(), idx % 4);
   }
   if (world.rank() == 0) std::remove(path.c_str());
 }
 
-TEST(ImageData, EpochRowsAreTheRanksSliceOfEachGlobalBatch) {
+TEST(ShardedDataset, EpochRowsAreTheRanksSliceOfEachGlobalBatch) {
   Communicator world = Communicator::world();
   const std::string path = shared_file(world, "epoch");
   DataConfig c;
   c.path = path;
-  ImageData d = ImageData::load(c, 11, world);
+  ShardedDataset d = ShardedDataset::load(c, 11, world);
   const std::int64_t batch = 16;
   for (std::int64_t epoch : {0, 3}) {
-    const LabeledImages e = d.epoch(epoch, batch, world);
+    const Samples e = d.epoch(epoch, batch, world);
     const auto expected = epoch_samples_for_rank(d.split().train, batch, epoch, 11, world.size(), world.rank());
     ASSERT_EQ(e.size(), static_cast<std::int64_t>(expected.size()));
     for (std::int64_t i = 0; i < e.size(); ++i) {
-      EXPECT_EQ(index_of(e.images[i]), expected[i]);
-      EXPECT_EQ(e.labels[i].item<std::int64_t>(), expected[i] % 4);
+      EXPECT_EQ(index_of(e.inputs[i]), expected[i]);
+      EXPECT_EQ(e.targets[i].item<std::int64_t>(), expected[i] % 4);
     }
   }
   if (world.rank() == 0) std::remove(path.c_str());
 }
 
-TEST(ImageData, ChainedHashEqualsTheSerialHash) {
+TEST(ShardedDataset, ChainedHashEqualsTheSerialHash) {
   Communicator world = Communicator::world();
   std::vector<std::uint8_t> all(1000);
   for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<std::uint8_t>(i * 13);
@@ -98,14 +98,14 @@ TEST(ImageData, ChainedHashEqualsTheSerialHash) {
             Sha256::hex(all.data(), all.size()));
 }
 
-TEST(ImageData, LabelOutOfRangeOnOneShardFailsEveryRank) {
+TEST(ShardedDataset, LabelOutOfRangeOnOneShardFailsEveryRank) {
   Communicator world = Communicator::world();
   const std::string path = shared_file(world, "badlabel", static_cast<int>(kTrain - 1));  // last rank's shard
   DataConfig c;
   c.path = path;
   c.verify_hashes = false;
   try {
-    ImageData::load(c, 1, world);
+    ShardedDataset::load(c, 1, world);
     FAIL() << "expected a failure";
   } catch (const CollectiveError& e) {
     EXPECT_EQ(e.origin_rank(), world.size() - 1);
@@ -115,7 +115,7 @@ TEST(ImageData, LabelOutOfRangeOnOneShardFailsEveryRank) {
   if (world.rank() == 0) std::remove(path.c_str());
 }
 
-TEST(ImageData, CorruptedBytesFailHashVerification) {
+TEST(ShardedDataset, CorruptedBytesFailHashVerification) {
   Communicator world = Communicator::world();
   const std::string path = shared_file(world, "corrupt");
   if (world.rank() == 0) {
@@ -137,7 +137,7 @@ TEST(ImageData, CorruptedBytesFailHashVerification) {
   DataConfig c;
   c.path = path;
   try {
-    ImageData::load(c, 1, world);
+    ShardedDataset::load(c, 1, world);
     FAIL() << "expected a failure";
   } catch (const CollectiveError& e) {
     EXPECT_NE(std::string(e.what()).find("/test/images does not match its sha256"), std::string::npos) << e.what();

@@ -1,0 +1,139 @@
+#include "cv/FoldPlan.hpp"
+
+#include <algorithm>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include "data/Sampling.hpp"
+#include "util/Error.hpp"
+
+namespace hpctrain {
+namespace {
+
+// Classes encoded 0, 1, ... in order of first appearance: scikit-learn encodes them this
+// way, and the per-fold allocation depends on the class order, so sorting by label value
+// would give different counts.
+struct EncodedClasses {
+  std::vector<std::vector<std::int64_t>> members;  // per class, ascending sample indices
+};
+
+EncodedClasses encode_by_first_appearance(const std::vector<std::int32_t>& labels) {
+  EncodedClasses out;
+  std::unordered_map<std::int32_t, std::size_t> code;
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    auto [it, inserted] = code.emplace(labels[i], out.members.size());
+    if (inserted) out.members.emplace_back();
+    out.members[it->second].push_back(static_cast<std::int64_t>(i));
+  }
+  return out;
+}
+
+void shuffle(std::vector<int>& v, SplitMix64& g) {
+  // Same Fisher-Yates as global_permutation, so the generator is the only source of order.
+  for (std::size_t i = v.size(); i > 1; --i) {
+    const auto j = static_cast<std::size_t>(g.below(static_cast<std::uint64_t>(i)));
+    std::swap(v[i - 1], v[j]);
+  }
+}
+
+// Test fold of every sample for one stratified repeat (scikit-learn's _make_test_folds).
+std::vector<int> stratified_test_folds(std::int64_t n, const EncodedClasses& classes, int k, SplitMix64& g) {
+  std::vector<int> test_fold(static_cast<std::size_t>(n), -1);
+  // Round robin over the labels sorted by code: position p of that sorted sequence goes to
+  // fold p % k. This keeps each class's per-fold counts within one of each other and the
+  // fold sizes within one, exactly as scikit-learn allocates them.
+  std::int64_t start = 0;
+  for (const auto& members : classes.members) {
+    const auto count = static_cast<std::int64_t>(members.size());
+    std::vector<std::int64_t> allocation(static_cast<std::size_t>(k), 0);
+    for (std::int64_t p = start; p < start + count; ++p) ++allocation[static_cast<std::size_t>(p % k)];
+    start += count;
+
+    std::vector<int> folds_for_class;
+    folds_for_class.reserve(members.size());
+    for (int f = 0; f < k; ++f) folds_for_class.insert(folds_for_class.end(), allocation[f], f);
+    shuffle(folds_for_class, g);
+    for (std::size_t i = 0; i < members.size(); ++i) test_fold[members[i]] = folds_for_class[i];
+  }
+  return test_fold;
+}
+
+// Test fold of every sample for one plain repeat (scikit-learn's KFold with shuffle).
+std::vector<int> plain_test_folds(std::int64_t n, int k, std::uint64_t seed, int repeat) {
+  const auto order = global_permutation(n, seed, Stream::Folds, static_cast<std::uint64_t>(repeat));
+  std::vector<int> test_fold(static_cast<std::size_t>(n), -1);
+  const std::int64_t base = n / k, extra = n % k;
+  std::int64_t pos = 0;
+  for (int f = 0; f < k; ++f) {
+    const std::int64_t size = base + (f < extra ? 1 : 0);
+    for (std::int64_t i = 0; i < size; ++i) test_fold[order[pos++]] = f;
+  }
+  return test_fold;
+}
+
+void validate(std::int64_t n, const std::vector<std::int32_t>& labels, int k, int repeats, bool stratified) {
+  if (k < 2) {
+    throw ConfigError("k-fold cross-validation needs k >= 2 folds (at least one train/test split), got k=" +
+                      std::to_string(k));
+  }
+  if (k > n) {
+    throw ConfigError("k-fold cross-validation: k=" + std::to_string(k) +
+                      " cannot be greater than the number of samples n=" + std::to_string(n));
+  }
+  if (repeats < 1) {
+    throw ConfigError("k-fold cross-validation needs repeats >= 1, got repeats=" + std::to_string(repeats));
+  }
+  if (!stratified) return;
+  if (static_cast<std::int64_t>(labels.size()) != n) {
+    throw ConfigError("stratified k-fold needs one label per sample: got " + std::to_string(labels.size()) +
+                      " labels for n=" + std::to_string(n) + " samples");
+  }
+}
+
+}  // namespace
+
+FoldPlan make_fold_plan(std::int64_t n, const std::vector<std::int32_t>& labels, int k, int repeats, bool stratified,
+                        std::uint64_t seed) {
+  validate(n, labels, k, repeats, stratified);
+
+  EncodedClasses classes;
+  if (stratified) {
+    classes = encode_by_first_appearance(labels);
+    std::size_t largest = 0;
+    for (const auto& m : classes.members) largest = std::max(largest, m.size());
+    // scikit-learn's rule: only an error when no class can reach every fold.
+    if (static_cast<std::size_t>(k) > largest) {
+      throw ConfigError("stratified k-fold: k=" + std::to_string(k) +
+                        " cannot be greater than the number of members in each class (largest class has " +
+                        std::to_string(largest) + " samples)");
+    }
+  }
+
+  FoldPlan plan;
+  plan.k = k;
+  plan.repeats = repeats;
+  plan.stratified = stratified;
+  plan.seed = seed;
+  plan.folds.reserve(static_cast<std::size_t>(k) * static_cast<std::size_t>(repeats));
+  for (int r = 0; r < repeats; ++r) {
+    std::vector<int> test_fold;
+    if (stratified) {
+      SplitMix64 g(stream_seed(seed, Stream::Folds, static_cast<std::uint64_t>(r)));
+      test_fold = stratified_test_folds(n, classes, k, g);
+    } else {
+      test_fold = plain_test_folds(n, k, seed, r);
+    }
+    for (int f = 0; f < k; ++f) {
+      Fold fold;
+      fold.repeat = r;
+      fold.index = f;
+      // Scanning indices in order yields both lists already sorted.
+      for (std::int64_t i = 0; i < n; ++i) (test_fold[i] == f ? fold.held_out : fold.train).push_back(i);
+      plan.folds.push_back(std::move(fold));
+    }
+  }
+  return plan;
+}
+
+}  // namespace hpctrain

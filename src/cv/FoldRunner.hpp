@@ -1,0 +1,36 @@
+#pragma once
+// One task of a cross-validation or search: train one configuration on one group of
+// ranks on one split of the training data (a fold, or the validation holdout), then
+// predict the held-out rows and score them. Collective over the group.
+#include <boost/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "comm/Communicator.hpp"
+#include "config/Config.hpp"
+#include "data/Sampling.hpp"
+
+namespace hpctrain {
+
+class ShardedDataset;
+class GroupScheduler;
+
+struct FoldTask {
+  int trial = 0;
+  int repeat = 0;
+  int fold = -1;  // -1: the validation holdout
+  std::int64_t epochs = 0;
+  bool in_search = false;  // names the trial in progress lines
+};
+
+// Runs `task` with `config` on `group`, training on split.train and scoring split.validation.
+// Returns the outcome as JSON text on the group's leader (docs/cv-and-search.md, "task
+// outcome"); a failure that every rank of the group agrees on (a bad setting for this
+// trial, a diverging loss) becomes an outcome with status "failed" and its message. The
+// scheduler is polled between training steps.
+std::string run_fold_task(const FoldTask& task, const Config& config, ShardedDataset& data, const TrainValSplit& split,
+                          const Communicator& group, GroupScheduler& scheduler, int group_index);
+
+}  // namespace hpctrain

@@ -1,0 +1,59 @@
+#pragma once
+// Runs a list of tasks (cross-validation folds, search trials) over groups of ranks in
+// one launch. The world is split into groups of `ranks_per_group` consecutive ranks; each
+// group runs one task at a time on its own communicator. Tasks are handed out
+// dynamically: when a group finishes, its leader asks world rank 0 for the next task, so a
+// slow task does not idle the other groups. World rank 0 trains in group 0 as well and
+// answers requests between its own training steps (poll), so no rank is set aside.
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "comm/Communicator.hpp"
+
+namespace hpctrain {
+
+class GroupScheduler {
+ public:
+  // Collective over `world`. Throws ConfigError when the world size is not a multiple of
+  // ranks_per_group.
+  GroupScheduler(const Communicator& world, int ranks_per_group);
+
+  const Communicator& group() const { return group_; }
+  int group_index() const { return group_index_; }
+  int group_count() const { return group_count_; }
+  bool leader() const { return group_.rank() == 0; }
+
+  // Collective over the world. Runs tasks 0..count-1: run_task(task) is called on every
+  // rank of the group that takes the task and returns the task's outcome on the group's
+  // leader (other ranks' return values are ignored). Returns every outcome, by task, on
+  // world rank 0; empty elsewhere. run_task must not throw unless every rank of its group
+  // throws (catch agreed failures inside and turn them into an outcome).
+  std::vector<std::string> run(int count, const std::function<std::string(int task)>& run_task);
+
+  // World rank 0: answers the requests of groups that finished a task. Call it often while
+  // rank 0 runs a task of its own (no-op on other ranks, and outside run()).
+  void poll();
+
+  // Which group ran each task (world rank 0, after run()).
+  const std::vector<int>& task_groups() const { return task_group_; }
+
+ private:
+  void answer(int source);  // world rank 0: receive one request, store its outcome, reply
+  int take_task();          // world rank 0: next pending task, or -1
+
+  const Communicator& world_;
+  int group_index_ = 0;
+  Communicator sched_;  // private duplicate of the world: scheduler messages only
+  Communicator group_;
+  int group_count_ = 1;
+  // World rank 0's state while run() is active.
+  bool active_ = false;
+  int count_ = 0;
+  int next_ = 0;
+  int released_ = 0;  // remote leaders told there is no more work
+  std::vector<std::string> outcomes_;
+  std::vector<int> task_group_;
+};
+
+}  // namespace hpctrain

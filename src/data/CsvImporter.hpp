@@ -1,0 +1,27 @@
+#pragma once
+// CSV tables into the canonical HDF5 layout (docs/data-format.md, "Tabular data"): every
+// column but the label is a numeric feature; the label is a number (regression) or a
+// class name (classification).
+#include <cstdint>
+#include <string>
+
+#include "data/Importer.hpp"
+
+namespace hpctrain {
+
+struct CsvImportOptions {
+  std::string path;                 // CSV file with a header row
+  std::string label;                // label column name
+  std::string task = "regression";  // or "classification"
+  std::string test_path;            // optional separate test CSV (same header); else a split:
+  double test_fraction = 0.2;       // share of rows held out as test, by a seeded permutation
+  std::uint64_t seed = 0;
+  std::string output;  // HDF5 file
+  std::string name;    // data-set name attribute (default: the file's stem)
+};
+
+// Throws DataError naming the file, the row (its line number) and the column of a bad
+// cell. Writes atomically (temporary file, then rename).
+ImportResult import_csv(const CsvImportOptions& options);
+
+}  // namespace hpctrain
