@@ -93,6 +93,30 @@ r = mpirun(2, ["train", cfg, "data.path=" + cls_h5, "run.dir=" + d, "train.loss=
 acc = json.load(open(os.path.join(d, "report.json")))["final"]["test_accuracy"] if r.rc == 0 else 0
 c.check("a linearly separable CSV is learned (>= 90% test accuracy)", acc >= 0.9, r.text[-2000:] + str(acc))
 
+# A trial whose loss overflows is reported as failed; the other trial completes.
+huge = os.path.join(work, "huge.csv")
+with open(huge, "w") as f:
+    f.write("x,y\n")
+    for i in range(200):
+        f.write(f"{i / 200:.4f},{(1 + i / 200) * 1e20:.6e}\n")
+huge_h5 = os.path.join(work, "huge.h5")
+r = run([BIN, "import", "csv", huge, "--label", "y", "--output", huge_h5])
+c.check("huge-target CSV imports", r.rc == 0, r.text)
+d = os.path.join(work, "diverge")
+r = mpirun(2, ["train", cfg, "data.path=" + huge_h5, "run.dir=" + d, "train.epochs=2", "cv.folds=2",
+               "search.method=grid", 'search.space={"data.normalize_targets": [true, false]}', "run.progress=none"],
+           timeout=300)
+c.check("search with a diverging trial exits 0", r.rc == 0, r.text[-2000:])
+rep = json.load(open(os.path.join(d, "search_report.json")))
+by = {json.dumps(b["parameters"]): b for b in rep["leaderboard"]}
+bad_trial = by['{"data.normalize_targets": false}']
+good_trial = by['{"data.normalize_targets": true}']
+errors = [t["error"] for t in rep["tasks"] if t["status"] == "failed"]
+c.check("the unstandardized trial fails with 'training diverged', the other completes",
+        bad_trial["folds_failed"] == 2 and good_trial["folds_ok"] == 2 and rep["leaderboard"][0] is good_trial
+        and len(errors) == 2 and all("training diverged" in e for e in errors), json.dumps(rep["leaderboard"])[:1500])
+c.check("regression search ranks by rmse", rep["metric"] == "rmse" and rep["lower_is_better"] is True, "")
+
 # Bad cells are named by row and column.
 bad = os.path.join(work, "bad.csv")
 with open(table) as f:
