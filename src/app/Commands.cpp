@@ -10,13 +10,13 @@
 #include <sstream>
 
 #include "app/BenchCommands.hpp"
-#include "cv/Experiment.hpp"
 #include "comm/Communicator.hpp"
 #include "config/Schema.hpp"
-#include "data/DatasetLayout.hpp"
-#include "data/ShardedDataset.hpp"
+#include "cv/Experiment.hpp"
 #include "data/CsvImporter.hpp"
+#include "data/DatasetLayout.hpp"
 #include "data/Importer.hpp"
+#include "data/ShardedDataset.hpp"
 #include "launch/LaunchEnvironment.hpp"
 #include "launch/Mpi.hpp"
 #include "launch/ProcessLayout.hpp"

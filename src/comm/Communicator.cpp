@@ -145,8 +145,8 @@ std::vector<double> Communicator::gatherv(const std::vector<double>& data, int r
     total += static_cast<std::size_t>(counts[r]);
   }
   std::vector<double> out(total);
-  HPCTRAIN_MPI(MPI_Gatherv(data.data(), mine, MPI_DOUBLE, out.data(), counts.data(), displs.data(), MPI_DOUBLE, root,
-                           comm_));
+  HPCTRAIN_MPI(
+      MPI_Gatherv(data.data(), mine, MPI_DOUBLE, out.data(), counts.data(), displs.data(), MPI_DOUBLE, root, comm_));
   return out;
 }
 

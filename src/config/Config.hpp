@@ -83,11 +83,11 @@ struct CvConfig {
 };
 
 struct SearchConfig {
-  std::string method = "none";  // none | grid | random | halving
+  std::string method = "none";    // none | grid | random | halving
   std::string space_json = "{}";  // key path -> values (docs/cv-and-search.md); validated by the search
-  std::int64_t trials = 8;      // random: trials drawn; halving: initial trials when the space is not a grid
+  std::int64_t trials = 8;        // random: trials drawn; halving: initial trials when the space is not a grid
   std::int64_t seed = 0;
-  std::string metric = "auto";  // ranked metric (auto: accuracy or rmse)
+  std::string metric = "auto";   // ranked metric (auto: accuracy or rmse)
   std::string scoring = "auto";  // auto | cv | holdout
   std::int64_t halving_eta = 2;
   std::int64_t halving_min_epochs = 1;

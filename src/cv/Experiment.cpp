@@ -44,7 +44,8 @@ json::object summarize_trial(const std::vector<const json::object*>& ok) {
   std::map<std::string, std::vector<double>> columns;
   for (const auto* o : ok) {
     for (const auto& kv : o->at("metrics").as_object()) {
-      if (kv.value().is_number() && kv.key() != "count") columns[std::string(kv.key())].push_back(as_double(kv.value()));
+      if (kv.value().is_number() && kv.key() != "count")
+        columns[std::string(kv.key())].push_back(as_double(kv.value()));
     }
     columns["train_seconds"].push_back(as_double(o->at("train_seconds")));
     columns["samples_per_s"].push_back(as_double(o->at("samples_per_s")));
@@ -155,9 +156,9 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
     for (auto& t : drawn) {
       TrialPlan plan;
       plan.config_json = trial_config(base_json, t.assignments);
-      const std::string origin = searching ? "search trial " + std::to_string(t.id) + " (" +
-                                                 describe_assignments(t.assignments) + ")"
-                                           : "config";
+      const std::string origin =
+          searching ? "search trial " + std::to_string(t.id) + " (" + describe_assignments(t.assignments) + ")"
+                    : "config";
       plan.config = parse_config(compact_json(plan.config_json), origin, {}).config;
       plan.trial = std::move(t);
       trials.push_back(std::move(plan));
@@ -183,8 +184,8 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
   FoldPlan plan;
   const std::vector<std::int32_t> labels = data->all_train_labels(group);
   collective_check(world, [&] {
-    const bool is_classification_metric = metric != "loss" && metric != "mse" && metric != "rmse" &&
-                                          metric != "mae" && metric != "r2" && metric != "pearson";
+    const bool is_classification_metric = metric != "loss" && metric != "mse" && metric != "rmse" && metric != "mae" &&
+                                          metric != "r2" && metric != "pearson";
     if (classification != is_classification_metric && metric != "loss") {
       throw ConfigError("search.metric: " + metric + " does not apply to " +
                         (classification ? "classification" : "regression") + " data");
@@ -213,16 +214,15 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
         for (auto i : f.held_out) held.push_back(i);
         folds.push_back(json::object{{"repeat", f.repeat}, {"fold", f.index}, {"held_out", held}});
       }
-      write_file_atomic(run_dir + "/folds.json",
-                        compact_json(json::object{{"format", "hpctrain-folds"},
-                                                  {"format_version", 1},
-                                                  {"k", plan.k},
-                                                  {"repeats", plan.repeats},
-                                                  {"stratified", plan.stratified},
-                                                  {"seed", bc.cv.seed},
-                                                  {"train_samples", n},
-                                                  {"folds", folds}}) +
-                            "\n");
+      write_file_atomic(run_dir + "/folds.json", compact_json(json::object{{"format", "hpctrain-folds"},
+                                                                           {"format_version", 1},
+                                                                           {"k", plan.k},
+                                                                           {"repeats", plan.repeats},
+                                                                           {"stratified", plan.stratified},
+                                                                           {"seed", bc.cv.seed},
+                                                                           {"train_samples", n},
+                                                                           {"folds", folds}}) +
+                                                     "\n");
     }
     std::printf("%s: %zu trial(s) x %zu %s on %d group(s) of %d rank(s)\n",
                 searching ? ("search (" + bc.search.method + ")").c_str() : "cross-validation", trials.size(),
@@ -280,7 +280,8 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
         reached[static_cast<std::size_t>(t)] = rung;
         const double score = summary_mean(summary, metric);
         if (std::isfinite(score)) ranked.emplace_back(lower_is_better(metric) ? score : -score, t);
-        rung_trials.push_back(json::object{{"trial", t}, {"score", std::isfinite(score) ? json::value(score) : nullptr}});
+        rung_trials.push_back(
+            json::object{{"trial", t}, {"score", std::isfinite(score) ? json::value(score) : nullptr}});
       }
       std::sort(ranked.begin(), ranked.end());
       if (halving) {
@@ -317,10 +318,9 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
       make_directories(run_dir + "/predictions");
       for (const auto& o : outcomes_all) {
         if (o.at("status").as_string() != "ok") continue;
-        if (halving && o.at("rung").as_int64() != reached[static_cast<std::size_t>(o.at("trial").as_int64())])
-          continue;
-        const std::string name = (searching ? "trial" + std::to_string(o.at("trial").as_int64()) + "_" : "") +
-                                 fold_name(o) + ".csv";
+        if (halving && o.at("rung").as_int64() != reached[static_cast<std::size_t>(o.at("trial").as_int64())]) continue;
+        const std::string name =
+            (searching ? "trial" + std::to_string(o.at("trial").as_int64()) + "_" : "") + fold_name(o) + ".csv";
         write_predictions_csv(run_dir + "/predictions/" + name, o, k);
       }
     }
@@ -368,17 +368,11 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
       report["summary"] = last_summary[0];
       write_file_atomic(run_dir + "/cv_report.json", pretty_json(report));
       // Per-fold table.
-      std::vector<std::string> columns = classification
-                                             ? std::vector<std::string>{"loss",
-                                                                        "accuracy",
-                                                                        "balanced_accuracy",
-                                                                        "precision_macro",
-                                                                        "recall_macro",
-                                                                        "f1_macro",
-                                                                        "precision_weighted",
-                                                                        "recall_weighted",
-                                                                        "f1_weighted"}
-                                             : std::vector<std::string>{"loss", "mse", "rmse", "mae", "r2", "pearson"};
+      std::vector<std::string> columns =
+          classification ? std::vector<std::string>{"loss",         "accuracy", "balanced_accuracy",  "precision_macro",
+                                                    "recall_macro", "f1_macro", "precision_weighted", "recall_weighted",
+                                                    "f1_weighted"}
+                         : std::vector<std::string>{"loss", "mse", "rmse", "mae", "r2", "pearson"};
       std::ostringstream csv;
       csv.precision(10);
       csv << "repeat,fold,status,group,train_samples,held_out_samples";
@@ -409,10 +403,10 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
       write_file_atomic(run_dir + "/cv_folds.csv", csv.str());
       md << "# Cross-validation: " << bc.data.path << "\n\n"
          << bc.cv.folds << "-fold" << (plan.stratified ? " stratified" : "") << " cross-validation"
-         << (bc.cv.repeats > 1 ? ", " + std::to_string(bc.cv.repeats) + " repeats" : "") << ", model `"
-         << bc.model.name << "`, " << bc.train.epochs << " epoch(s); " << world.size() << " ranks in "
-         << scheduler->group_count() << " group(s) of " << group.size() << "; " << succeeded << " fold(s) ok, "
-         << failed << " failed; " << fmt(wall_seconds() - start, "%.1f") << " s.\n\n"
+         << (bc.cv.repeats > 1 ? ", " + std::to_string(bc.cv.repeats) + " repeats" : "") << ", model `" << bc.model.name
+         << "`, " << bc.train.epochs << " epoch(s); " << world.size() << " ranks in " << scheduler->group_count()
+         << " group(s) of " << group.size() << "; " << succeeded << " fold(s) ok, " << failed << " failed; "
+         << fmt(wall_seconds() - start, "%.1f") << " s.\n\n"
          << "| metric | mean | std | 95% CI |\n|---|---|---|---|\n";
       columns.push_back("train_seconds");
       columns.push_back("samples_per_s");
@@ -481,9 +475,10 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
                                      {"model_parameters", parameters}});
         std::string quoted = params;
         std::replace(quoted.begin(), quoted.end(), '"', '\'');
-        csv << position << "," << tp.trial.id << ",\"" << quoted << "\"," << (std::isfinite(mean) ? fmt(mean, "%.6f") : "")
-            << "," << (std::isfinite(sd) ? fmt(sd, "%.6f") : "") << "," << reached[t] << "," << trial_epochs << ","
-            << ok_count << "," << fail_count << "," << fmt(summary_mean(summary, "train_seconds"), "%.3f") << ","
+        csv << position << "," << tp.trial.id << ",\"" << quoted << "\","
+            << (std::isfinite(mean) ? fmt(mean, "%.6f") : "") << "," << (std::isfinite(sd) ? fmt(sd, "%.6f") : "")
+            << "," << reached[t] << "," << trial_epochs << "," << ok_count << "," << fail_count << ","
+            << fmt(summary_mean(summary, "train_seconds"), "%.3f") << ","
             << fmt(summary_mean(summary, "samples_per_s"), "%.1f") << "," << parameters << "\n";
         md << "| " << position << " | " << tp.trial.id << " | `" << params << "` | " << fmt(mean) << " ± " << fmt(sd)
            << " | " << reached[t] << " | " << fmt(summary_mean(summary, "train_seconds"), "%.1f") << " | "

@@ -11,9 +11,9 @@
 namespace hpctrain {
 
 struct ExperimentResult {
-  bool any_ok = false;         // at least one task finished
-  std::string chosen_config;   // resolved JSON of the configuration to retrain (every rank)
-  std::string summary_text;    // what rank 0 prints at the end
+  bool any_ok = false;        // at least one task finished
+  std::string chosen_config;  // resolved JSON of the configuration to retrain (every rank)
+  std::string summary_text;   // what rank 0 prints at the end
 };
 
 // Collective over `world`. Writes the reports under run_dir (rank 0).

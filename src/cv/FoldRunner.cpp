@@ -7,8 +7,8 @@
 #include "data/ShardedDataset.hpp"
 #include "eval/Metrics.hpp"
 #include "eval/Scores.hpp"
-#include "report/SystemStats.hpp"
 #include "report/MetricsLog.hpp"
+#include "report/SystemStats.hpp"
 #include "train/Trainer.hpp"
 #include "util/Json.hpp"
 
@@ -61,8 +61,12 @@ json::object score(const ShardedDataset& data, const std::vector<double>& target
 
 std::string run_fold_task(const FoldTask& task, const Config& config, ShardedDataset& data, const TrainValSplit& split,
                           const Communicator& group, GroupScheduler& scheduler, int group_index) {
-  json::object out{{"trial", task.trial},     {"repeat", task.repeat},       {"fold", task.fold},
-                   {"epochs", task.epochs},   {"group", group_index},        {"ranks", group.size()},
+  json::object out{{"trial", task.trial},
+                   {"repeat", task.repeat},
+                   {"fold", task.fold},
+                   {"epochs", task.epochs},
+                   {"group", group_index},
+                   {"ranks", group.size()},
                    {"train_samples", static_cast<std::int64_t>(split.train.size())},
                    {"held_out_samples", static_cast<std::int64_t>(split.validation.size())}};
   const double start = wall_seconds();

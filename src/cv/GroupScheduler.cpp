@@ -45,7 +45,8 @@ void GroupScheduler::answer(int source) {
       MPI_Recv(message.data(), bytes, MPI_BYTE, status.MPI_SOURCE, kRequestTag, sched_.raw(), MPI_STATUS_IGNORE));
   std::int32_t finished = -1;
   if (message.size() >= sizeof(finished)) std::memcpy(&finished, message.data(), sizeof(finished));
-  if (finished >= 0 && finished < count_) outcomes_[static_cast<std::size_t>(finished)] = message.substr(sizeof(finished));
+  if (finished >= 0 && finished < count_)
+    outcomes_[static_cast<std::size_t>(finished)] = message.substr(sizeof(finished));
   const std::int32_t next = take_task();
   if (next >= 0) {
     task_group_[static_cast<std::size_t>(next)] = status.MPI_SOURCE / group_.size();

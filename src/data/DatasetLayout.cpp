@@ -8,7 +8,9 @@
 
 namespace hpctrain {
 
-std::string task_name(Task task) { return task == Task::Regression ? "regression" : "classification"; }
+std::string task_name(Task task) {
+  return task == Task::Regression ? "regression" : "classification";
+}
 
 std::int64_t DatasetMeta::sample_elements() const {
   std::int64_t n = 1;
@@ -16,7 +18,9 @@ std::int64_t DatasetMeta::sample_elements() const {
   return n;
 }
 
-std::int64_t DatasetMeta::sample_bytes() const { return sample_elements() * input_element_size(); }
+std::int64_t DatasetMeta::sample_bytes() const {
+  return sample_elements() * input_element_size();
+}
 
 std::int64_t chunk_rows(std::int64_t sample_bytes, std::int64_t total_rows) {
   const std::int64_t target = (std::int64_t(1) << 20) / std::max<std::int64_t>(1, sample_bytes);
@@ -47,8 +51,7 @@ DatasetMeta read_dataset_meta(const H5File& file) {
   if (m.task == Task::Classification) {
     if (!file.has_attr("/", "num_classes")) throw DataError(p + ": classification data set without num_classes");
     m.num_classes = file.read_int_attr("/", "num_classes");
-    if (m.num_classes < 2)
-      throw DataError(p + ": num_classes is " + std::to_string(m.num_classes) + ", expected >= 2");
+    if (m.num_classes < 2) throw DataError(p + ": num_classes is " + std::to_string(m.num_classes) + ", expected >= 2");
     if (file.has("/class_names")) m.class_names = file.read_string_list("/class_names");
   }
   if (file.has("/feature_names")) m.feature_names = file.read_string_list("/feature_names");
@@ -64,8 +67,8 @@ DatasetMeta read_dataset_meta(const H5File& file) {
     const std::string inputs = m.inputs_path(s->name), targets = m.targets_path(s->name);
     const DatasetInfo in = dataset_info(file, inputs);
     const DatasetInfo out = dataset_info(file, targets);
-    const bool inputs_ok = tabular ? (in.shape.size() == 2 && in.dtype == "float32")
-                                   : (in.shape.size() == 4 && in.dtype == "uint8");
+    const bool inputs_ok =
+        tabular ? (in.shape.size() == 2 && in.dtype == "float32") : (in.shape.size() == 4 && in.dtype == "uint8");
     if (!inputs_ok) {
       std::string shape;
       for (auto d : in.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);

@@ -21,7 +21,14 @@ class SplitMix64 {
 };
 
 // Seeds for independent streams derived from the run seed.
-enum class Stream : std::uint64_t { ValidationSplit = 1, EpochOrder = 2, Augment = 3, Model = 4, Folds = 5, Search = 6 };
+enum class Stream : std::uint64_t {
+  ValidationSplit = 1,
+  EpochOrder = 2,
+  Augment = 3,
+  Model = 4,
+  Folds = 5,
+  Search = 6
+};
 std::uint64_t stream_seed(std::uint64_t seed, Stream stream, std::uint64_t index = 0);
 
 // A permutation of [0, n) from (seed, stream, index).

@@ -240,8 +240,7 @@ std::vector<std::int32_t> ShardedDataset::all_train_labels(const Communicator& c
   return std::vector<std::int32_t>(all.begin(), all.end());
 }
 
-Samples ShardedDataset::exchange(const std::vector<std::vector<std::int64_t>>& wanted,
-                                 const Communicator& comm) const {
+Samples ShardedDataset::exchange(const std::vector<std::vector<std::int64_t>>& wanted, const Communicator& comm) const {
   const int p = comm.size(), me = comm.rank();
   const std::int64_t sample = meta_.sample_bytes();
   const std::int64_t target = train_shard_.targets.element_size();
@@ -300,7 +299,7 @@ Samples ShardedDataset::exchange(const std::vector<std::vector<std::int64_t>>& w
 }
 
 Samples ShardedDataset::epoch(std::int64_t epoch, std::int64_t global_batch, const Communicator& comm,
-                               std::vector<std::int64_t>* indices) const {
+                              std::vector<std::int64_t>* indices) const {
   const auto n = static_cast<std::int64_t>(split_.train.size());
   const auto order = global_permutation(n, seed_, Stream::EpochOrder, static_cast<std::uint64_t>(epoch));
   const std::int64_t steps = steps_per_epoch(n, global_batch);

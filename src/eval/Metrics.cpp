@@ -12,7 +12,8 @@ LossKind resolve_loss(const std::string& name, bool classification) {
     return LossKind::CrossEntropy;
   }
   if (classification) {
-    throw ConfigError("train.loss: " + name + " is a regression loss; this data set is classification (use auto or "
+    throw ConfigError("train.loss: " + name +
+                      " is a regression loss; this data set is classification (use auto or "
                       "cross_entropy)");
   }
   if (name == "mse") return LossKind::Mse;
@@ -131,7 +132,8 @@ LocalPredictions predict(torch::nn::Module& module, const Forward& forward, cons
   LocalPredictions p;
   const std::int64_t k = data.classification() ? data.meta().num_classes : 0;
   p.loss = n > 0 ? torch::cat(losses) : torch::zeros({0}, torch::kDouble);
-  p.outputs = n > 0 ? torch::cat(outputs) : (k > 0 ? torch::zeros({0, k}, torch::kDouble) : torch::zeros({0}, torch::kDouble));
+  p.outputs =
+      n > 0 ? torch::cat(outputs) : (k > 0 ? torch::zeros({0, k}, torch::kDouble) : torch::zeros({0}, torch::kDouble));
   return p;
 }
 

@@ -11,9 +11,13 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-double ratio(double num, double den) { return den > 0 ? num / den : 0.0; }
+double ratio(double num, double den) {
+  return den > 0 ? num / den : 0.0;
+}
 
-json::value finite_or_null(double v) { return std::isfinite(v) ? json::value(v) : json::value(nullptr); }
+json::value finite_or_null(double v) {
+  return std::isfinite(v) ? json::value(v) : json::value(nullptr);
+}
 
 json::array to_array(const std::vector<double>& v) {
   json::array a;
@@ -55,8 +59,8 @@ double beta_fraction(double a, double b, double x) {
 double incomplete_beta(double a, double b, double x) {
   if (x <= 0) return 0.0;
   if (x >= 1) return 1.0;
-  const double front = std::exp(std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + a * std::log(x) +
-                                b * std::log1p(-x));
+  const double front =
+      std::exp(std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + a * std::log(x) + b * std::log1p(-x));
   // The fraction converges fast for x < (a + 1) / (a + b + 2); use the symmetry otherwise.
   if (x < (a + 1.0) / (a + b + 2.0)) return front * beta_fraction(a, b, x) / a;
   return 1.0 - front * beta_fraction(b, a, 1.0 - x) / b;
@@ -138,8 +142,8 @@ ClassificationScores classification_scores(const std::vector<std::int64_t>& conf
 
 RegressionScores regression_scores(const std::vector<double>& y, const std::vector<double>& p) {
   if (y.size() != p.size()) {
-    throw RuntimeFailure("regression_scores: " + std::to_string(y.size()) + " targets but " +
-                         std::to_string(p.size()) + " predictions");
+    throw RuntimeFailure("regression_scores: " + std::to_string(y.size()) + " targets but " + std::to_string(p.size()) +
+                         " predictions");
   }
   RegressionScores s;
   s.count = static_cast<std::int64_t>(y.size());
@@ -194,8 +198,8 @@ Summary summarize(const std::vector<double>& values) {
   double sq = 0;
   for (double v : values) sq += (v - s.mean) * (v - s.mean);
   s.std = std::sqrt(sq / static_cast<double>(s.n - 1));
-  const double half = student_t_quantile(0.975, static_cast<double>(s.n - 1)) * s.std /
-                      std::sqrt(static_cast<double>(s.n));
+  const double half =
+      student_t_quantile(0.975, static_cast<double>(s.n - 1)) * s.std / std::sqrt(static_cast<double>(s.n));
   s.ci95_low = s.mean - half;
   s.ci95_high = s.mean + half;
   return s;

@@ -3,8 +3,8 @@
 #include <torch/version.h>
 
 #include <algorithm>
-#include <ctime>
 #include <cmath>
+#include <ctime>
 #include <numeric>
 
 #include "data/Hdf5.hpp"

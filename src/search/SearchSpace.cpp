@@ -32,7 +32,9 @@ double number(const json::value& v, const std::string& where) {
   throw ConfigError(where + ": expected a number, found " + json_kind(v));
 }
 
-bool integral(const json::value& v) { return v.is_int64() || v.is_uint64(); }
+bool integral(const json::value& v) {
+  return v.is_int64() || v.is_uint64();
+}
 
 }  // namespace
 
@@ -56,13 +58,14 @@ SearchSpace parse_search_space(const std::string& space_json) {
   for (const auto& kv : doc.get_object()) {
     const std::string key(kv.key());
     const std::string where = "search.space." + key;
-    if (key.rfind("cv.", 0) == 0 || key.rfind("search.", 0) == 0 || key == "cv" || key == "search" ||
-        key == "run" || key.rfind("run.", 0) == 0) {
+    if (key.rfind("cv.", 0) == 0 || key.rfind("search.", 0) == 0 || key == "cv" || key == "search" || key == "run" ||
+        key.rfind("run.", 0) == 0) {
       throw ConfigError(where + ": cv, search and run settings are the same for every trial");
     }
     if (key == "data.path" || key == "data.limit_train" || key == "data.verify_hashes") {
-      throw ConfigError(where + ": every trial reads the same data (data.path, data.limit_train and "
-                                "data.verify_hashes cannot vary)");
+      throw ConfigError(where +
+                        ": every trial reads the same data (data.path, data.limit_train and "
+                        "data.verify_hashes cannot vary)");
     }
     const bool section = !known_key(key) && known_section(key);
     if (!known_key(key) && !section) throw ConfigError(where + ": \"" + key + "\" is not a config key or section");
@@ -112,8 +115,9 @@ SearchSpace parse_search_space(const std::string& space_json) {
                           "\" (expected a list, range, uniform, log_uniform or int_uniform)");
       }
     } else {
-      throw ConfigError(where + ": expected a list of values or {\"uniform\"|\"log_uniform\"|\"int_uniform\"|"
-                                "\"range\": [...]}, found " +
+      throw ConfigError(where +
+                        ": expected a list of values or {\"uniform\"|\"log_uniform\"|\"int_uniform\"|"
+                        "\"range\": [...]}, found " +
                         json_kind(v));
     }
     space.dimensions.push_back(std::move(d));

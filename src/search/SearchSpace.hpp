@@ -10,9 +10,9 @@
 namespace hpctrain {
 
 struct SearchDimension {
-  std::string key;                 // "optimizer.lr", or a section name such as "model"
+  std::string key;                         // "optimizer.lr", or a section name such as "model"
   std::vector<boost::json::value> values;  // a list (or an expanded range): grid-able
-  std::string distribution;        // "", "uniform", "log_uniform", "int_uniform"
+  std::string distribution;                // "", "uniform", "log_uniform", "int_uniform"
   double low = 0, high = 0;
 };
 

@@ -20,8 +20,8 @@ boost::json::object to_json(const EpochRecord& e) {
   json::object o{{"epoch", e.epoch}, {"train_loss", e.train_loss}};
   if (e.classification) o["train_accuracy"] = e.train_accuracy;
   for (const auto& kv : json::object{{"lr", e.lr},
-                 {"seconds", e.seconds},
-                 {"samples_per_s", e.samples_per_s},
+                                     {"seconds", e.seconds},
+                                     {"samples_per_s", e.samples_per_s},
                                      {"train_seconds_total", e.train_seconds_total}}) {
     o[kv.key()] = kv.value();
   }
@@ -232,8 +232,8 @@ TrainResult Trainer::run() {
         }
         return std::string(text);
       };
-      std::string line_text = log_prefix_ + "epoch " + std::to_string(epoch) + ": " +
-                              figures("train", rec.train_loss, rec.train_accuracy);
+      std::string line_text =
+          log_prefix_ + "epoch " + std::to_string(epoch) + ": " + figures("train", rec.train_loss, rec.train_accuracy);
       if (rec.has_validation) line_text += " | " + figures("val", rec.val_loss, rec.val_accuracy);
       if (rec.has_test) line_text += " | " + figures("test", rec.test_loss, rec.test_accuracy);
       std::snprintf(text, sizeof(text), " | %.0f samples/s | %.1f s", rec.samples_per_s, rec.seconds);

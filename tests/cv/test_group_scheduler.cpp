@@ -53,8 +53,12 @@ void run_all_tasks_once(int ranks_per_group) {
 
 }  // namespace
 
-TEST(GroupScheduler, EveryTaskOnceInGroupsOfOne) { run_all_tasks_once(1); }
-TEST(GroupScheduler, EveryTaskOnceInGroupsOfTwo) { run_all_tasks_once(2); }
+TEST(GroupScheduler, EveryTaskOnceInGroupsOfOne) {
+  run_all_tasks_once(1);
+}
+TEST(GroupScheduler, EveryTaskOnceInGroupsOfTwo) {
+  run_all_tasks_once(2);
+}
 
 TEST(GroupScheduler, SlowTaskDoesNotHoldBackTheOthers) {
   Communicator world = Communicator::world();

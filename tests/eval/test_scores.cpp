@@ -33,8 +33,7 @@ TEST(Scores, ClassificationWithEveryClassPresent) {
 TEST(Scores, ClassesNeverPredictedOnlyPredictedAndAbsent) {
   // 5 classes: 2 is never predicted, 3 is predicted but never true, 4 appears nowhere.
   // y = [0,0,1,1,2,2,0,1], pred = [0,3,1,0,1,0,0,3]
-  const std::vector<std::int64_t> cm{2, 0, 0, 1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 0, 0,
-                                     0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  const std::vector<std::int64_t> cm{2, 0, 0, 1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
   const auto s = classification_scores(cm, 5);
   EXPECT_NEAR(s.accuracy, 0.375, kTol);
   EXPECT_NEAR(s.balanced_accuracy, 0.3333333333333333, kTol);
