@@ -48,7 +48,9 @@ def learning_curves(runs, path):
         for key, style in (("train", "-"), ("val", "--"), ("test", ":")):
             if epochs and f"{key}_loss" in epochs[0]:
                 ax_loss.plot(x, [e[f"{key}_loss"] for e in epochs], style, marker="o", label=f"{run['name']} {key}")
-                ax_acc.plot(x, [e[f"{key}_accuracy"] for e in epochs], style, marker="o", label=f"{run['name']} {key}")
+                if f"{key}_accuracy" in epochs[0]:  # regression runs have none
+                    ax_acc.plot(x, [e[f"{key}_accuracy"] for e in epochs], style, marker="o",
+                                label=f"{run['name']} {key}")
         steps = [l for l in run["lines"] if l["type"] == "step"]
         ax_step.plot([s["step"] for s in steps], [s["loss"] for s in steps], label=run["name"])
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss per epoch")

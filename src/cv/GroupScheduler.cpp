@@ -83,6 +83,8 @@ std::vector<std::string> GroupScheduler::run(int count, const std::function<std:
   while (true) {
     std::int32_t task = -1;
     if (root) {
+      // Groups that asked while rank 0 was busy come first: they have been idle longer.
+      poll();
       task = take_task();
       if (task >= 0) task_group_[static_cast<std::size_t>(task)] = 0;
     } else if (leader()) {

@@ -1,13 +1,17 @@
 #include "data/CsvImporter.hpp"
 
 #include <algorithm>
-#include <cerrno>
+#include <cfloat>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "data/DatasetLayout.hpp"
 #include "data/Sampling.hpp"
@@ -17,9 +21,16 @@ namespace hpctrain {
 namespace {
 
 struct CsvTable {
+  std::string path;
   std::vector<std::string> header;
   std::vector<std::vector<std::string>> rows;
   std::vector<std::int64_t> lines;  // line number of each row in the file (1-based)
+
+  std::string where(std::int64_t line, std::size_t column) const {
+    const std::string col =
+        column < header.size() ? "column \"" + header[column] + "\"" : "column " + std::to_string(column + 1);
+    return path + ": row " + std::to_string(line) + ", " + col;
+  }
 };
 
 std::string trim(const std::string& s) {
@@ -29,115 +40,127 @@ std::string trim(const std::string& s) {
 }
 
 // RFC 4180 fields: commas separate, double quotes enclose fields that hold commas, quotes
-// ("" for one) or line breaks. CRLF and LF both end records.
+// ("" for one) or line breaks. CRLF, LF and a lone CR all end records. Spaces around a
+// quoted field are tolerated because hand-edited files often have them after the comma.
 CsvTable read_csv(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw DataError(path + ": cannot open");
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   CsvTable t;
+  t.path = path;
   std::vector<std::string> record;
   std::string field;
-  bool quoted = false, field_started = false;
+  enum class State { Unquoted, Quoted, AfterQuote } state = State::Unquoted;
+  // A record that is one quoted empty field is data, not a blank line.
+  bool record_quoted = false;
   std::int64_t line = 1, record_line = 1;
-  auto end_record = [&] {
-    record.push_back(field);
+  auto end_field = [&] {
+    record.push_back(std::move(field));
     field.clear();
-    field_started = false;
-    const bool blank = record.size() == 1 && trim(record[0]).empty();
+    state = State::Unquoted;
+  };
+  auto end_record = [&] {
+    end_field();
+    const bool blank = record.size() == 1 && !record_quoted && trim(record[0]).empty();
     if (!blank) {
       if (t.header.empty()) {
-        t.header = record;
+        t.header = std::move(record);
+        for (auto& h : t.header) h = trim(h);
       } else {
-        t.rows.push_back(record);
+        t.rows.push_back(std::move(record));
         t.lines.push_back(record_line);
       }
     }
     record.clear();
+    record_quoted = false;
   };
-  for (std::size_t i = 0; i < text.size(); ++i) {
+  // Spreadsheet exports often start with a UTF-8 byte order mark, which would otherwise
+  // become part of the first column's name.
+  std::size_t i = text.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
+  for (; i < text.size(); ++i) {
     const char ch = text[i];
-    if (quoted) {
-      if (ch == '"') {
-        if (i + 1 < text.size() && text[i + 1] == '"') {
-          field += '"';
-          ++i;
-        } else {
-          quoted = false;
-        }
+    if (state == State::Quoted) {
+      if (ch == '"' && i + 1 < text.size() && text[i + 1] == '"') {
+        field += '"';
+        ++i;
+      } else if (ch == '"') {
+        state = State::AfterQuote;
       } else {
-        if (ch == '\n') ++line;
+        if (ch == '\n' || (ch == '\r' && (i + 1 == text.size() || text[i + 1] != '\n'))) ++line;
         field += ch;
       }
-      continue;
-    }
-    if (ch == '"' && trim(field).empty()) {
-      quoted = true;
-      field_started = true;
-      field.clear();
     } else if (ch == ',') {
-      record.push_back(field);
-      field.clear();
-      field_started = false;
+      end_field();
     } else if (ch == '\n' || ch == '\r') {
       if (ch == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
       end_record();
-      ++line;
-      record_line = line;
+      record_line = ++line;
+    } else if (state == State::AfterQuote) {
+      if (ch != ' ' && ch != '\t') {
+        throw DataError(t.where(record_line, record.size()) + ": text after the closing quote of a quoted field");
+      }
+    } else if (ch == '"' && trim(field).empty()) {
+      state = State::Quoted;
+      record_quoted = true;
+      field.clear();
     } else {
       field += ch;
-      field_started = true;
     }
   }
-  if (quoted) throw DataError(path + ": row " + std::to_string(record_line) + ": a quoted field is never closed");
-  if (field_started || !field.empty() || !record.empty()) end_record();
+  if (state == State::Quoted) {
+    throw DataError(t.where(record_line, record.size()) + ": a quoted field is never closed");
+  }
+  if (state == State::AfterQuote || !field.empty() || !record.empty()) end_record();
   if (t.header.empty()) throw DataError(path + ": empty file (expected a header row)");
-  for (auto& h : t.header) h = trim(h);
   return t;
 }
 
-double parse_number(const std::string& cell, const std::string& path, std::int64_t line, const std::string& column) {
-  const std::string s = trim(cell);
-  errno = 0;
-  char* end = nullptr;
-  const double v = s.empty() ? 0.0 : std::strtod(s.c_str(), &end);
-  if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v)) {
-    throw DataError(path + ": row " + std::to_string(line) + ", column \"" + column + "\": \"" + s +
-                    "\" is not a finite number");
+// from_chars rather than strtod: the decimal point must not depend on the C locale.
+double parse_number(const CsvTable& t, std::size_t row, std::size_t column) {
+  const std::string s = trim(t.rows[row][column]);
+  const std::string where = t.where(t.lines[row], column);
+  if (s.empty()) throw DataError(where + ": empty cell, expected a number");
+  const char* begin = s.data();
+  const char* end = s.data() + s.size();
+  if (*begin == '+' && s.size() > 1 && begin[1] != '-') ++begin;  // from_chars takes no plus sign
+  double v = 0;
+  const auto [stop, ec] = std::from_chars(begin, end, v);
+  if (stop != end || (ec != std::errc() && ec != std::errc::result_out_of_range)) {
+    throw DataError(where + ": \"" + s + "\" is not a number");
   }
+  if (!std::isfinite(v)) throw DataError(where + ": \"" + s + "\" is not a finite number");
+  // Values are stored as float32; a larger one would silently become infinity.
+  if (ec == std::errc::result_out_of_range || std::fabs(v) > FLT_MAX)
+    throw DataError(where + ": \"" + s + "\" is out of range for float32");
   return v;
 }
 
 struct Parsed {
   std::vector<float> features;
-  std::vector<double> numeric_labels;
+  std::vector<float> targets;
   std::vector<std::string> class_labels;
   std::int64_t rows = 0;
 };
 
-Parsed parse_table(const CsvTable& t, const std::string& path, std::size_t label_col, bool classification) {
+Parsed parse_table(const CsvTable& t, std::size_t label_col, bool classification) {
   Parsed p;
   const std::size_t width = t.header.size();
   p.features.reserve(t.rows.size() * (width - 1));
   for (std::size_t r = 0; r < t.rows.size(); ++r) {
     const auto& row = t.rows[r];
     if (row.size() != width) {
-      throw DataError(path + ": row " + std::to_string(t.lines[r]) + " has " + std::to_string(row.size()) +
+      throw DataError(t.path + ": row " + std::to_string(t.lines[r]) + " has " + std::to_string(row.size()) +
                       " cells, the header has " + std::to_string(width));
     }
     for (std::size_t c = 0; c < width; ++c) {
-      if (c == label_col) {
-        if (classification) {
-          const std::string name = trim(row[c]);
-          if (name.empty()) {
-            throw DataError(path + ": row " + std::to_string(t.lines[r]) + ", column \"" + t.header[c] +
-                            "\": empty class label");
-          }
-          p.class_labels.push_back(name);
-        } else {
-          p.numeric_labels.push_back(parse_number(row[c], path, t.lines[r], t.header[c]));
-        }
+      if (c != label_col) {
+        p.features.push_back(static_cast<float>(parse_number(t, r, c)));
+      } else if (!classification) {
+        p.targets.push_back(static_cast<float>(parse_number(t, r, c)));
       } else {
-        p.features.push_back(static_cast<float>(parse_number(row[c], path, t.lines[r], t.header[c])));
+        std::string name = trim(row[c]);
+        if (name.empty()) throw DataError(t.where(t.lines[r], c) + ": empty class label");
+        p.class_labels.push_back(std::move(name));
       }
     }
   }
@@ -154,15 +177,22 @@ struct Split {
 Split take_rows(const Parsed& p, const std::vector<std::int64_t>& rows, std::int64_t f, bool classification,
                 const std::map<std::string, std::int32_t>& class_ids) {
   Split s;
+  s.features.reserve(rows.size() * static_cast<std::size_t>(f));
   for (auto r : rows) {
     s.features.insert(s.features.end(), p.features.begin() + r * f, p.features.begin() + (r + 1) * f);
     if (classification) {
       s.labels.push_back(class_ids.at(p.class_labels[static_cast<std::size_t>(r)]));
     } else {
-      s.targets.push_back(static_cast<float>(p.numeric_labels[static_cast<std::size_t>(r)]));
+      s.targets.push_back(p.targets[static_cast<std::size_t>(r)]);
     }
   }
   return s;
+}
+
+std::vector<std::int64_t> iota_rows(std::int64_t n) {
+  std::vector<std::int64_t> v(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = i;
+  return v;
 }
 
 }  // namespace
@@ -172,8 +202,15 @@ ImportResult import_csv(const CsvImportOptions& o) {
   if (!classification && o.task != "regression") {
     throw UsageError("import csv: task must be regression or classification, found \"" + o.task + "\"");
   }
-  const CsvTable train_table = read_csv(o.path);
-  const auto& header = train_table.header;
+  if (o.label.empty()) throw UsageError("import csv: no label column given");
+  if (o.output.empty()) throw UsageError("import csv: no output file given");
+  const bool separate_test = !o.test_path.empty();
+  if (!separate_test && !(o.test_fraction > 0 && o.test_fraction < 1)) {
+    throw UsageError("import csv: the test fraction must lie in (0, 1), found " + std::to_string(o.test_fraction));
+  }
+
+  const CsvTable table = read_csv(o.path);
+  const auto& header = table.header;
   const auto label_it = std::find(header.begin(), header.end(), o.label);
   if (label_it == header.end()) {
     std::string columns;
@@ -193,36 +230,52 @@ ImportResult import_csv(const CsvImportOptions& o) {
   }
   const auto f = static_cast<std::int64_t>(feature_names.size());
 
-  Parsed all = parse_table(train_table, o.path, label_col, classification);
-  std::vector<std::int64_t> train_rows, test_rows;
+  const Parsed train_parsed = parse_table(table, label_col, classification);
   Parsed test_parsed;
-  const bool separate_test = !o.test_path.empty();
+  std::vector<std::int64_t> train_rows, test_rows;
   if (separate_test) {
     const CsvTable test_table = read_csv(o.test_path);
     if (test_table.header != header) {
-      throw DataError(o.test_path + ": its header differs from " + o.path + "'s");
+      std::size_t c = 0;
+      while (c < header.size() && c < test_table.header.size() && header[c] == test_table.header[c]) ++c;
+      const std::string theirs = c < test_table.header.size() ? "\"" + test_table.header[c] + "\"" : "nothing";
+      const std::string ours = c < header.size() ? "\"" + header[c] + "\"" : "nothing";
+      throw DataError(o.test_path + ": the header differs from " + o.path + "'s: column " + std::to_string(c + 1) +
+                      " is " + theirs + ", expected " + ours);
     }
-    test_parsed = parse_table(test_table, o.test_path, label_col, classification);
-    for (std::int64_t i = 0; i < all.rows; ++i) train_rows.push_back(i);
-    for (std::int64_t i = 0; i < test_parsed.rows; ++i) test_rows.push_back(i);
+    test_parsed = parse_table(test_table, label_col, classification);
+    train_rows = iota_rows(train_parsed.rows);
+    test_rows = iota_rows(test_parsed.rows);
+    if (train_rows.size() < 2) {
+      throw DataError(o.path + ": " + std::to_string(train_rows.size()) +
+                      " data rows; the training split needs at least 2");
+    }
+    if (test_rows.size() < 2) {
+      throw DataError(o.test_path + ": " + std::to_string(test_rows.size()) +
+                      " data rows; the test split needs at least 2");
+    }
   } else {
-    // The same permutation machinery as the validation split, on its own stream index.
-    const auto order = global_permutation(all.rows, o.seed, Stream::ValidationSplit, 1);
-    const auto n_test = static_cast<std::int64_t>(std::llround(o.test_fraction * static_cast<double>(all.rows)));
-    test_rows.assign(order.begin(), order.begin() + std::min<std::int64_t>(n_test, all.rows));
-    train_rows.assign(order.begin() + std::min<std::int64_t>(n_test, all.rows), order.end());
+    // The permutation machinery of the validation split, on its own index, so the held-out
+    // rows are reproducible from the seed alone.
+    const auto order = global_permutation(train_parsed.rows, o.seed, Stream::ValidationSplit, 1);
+    const auto n_test = std::min<std::int64_t>(train_parsed.rows,
+                                               std::llround(o.test_fraction * static_cast<double>(train_parsed.rows)));
+    test_rows.assign(order.begin(), order.begin() + n_test);
+    train_rows.assign(order.begin() + n_test, order.end());
     std::sort(train_rows.begin(), train_rows.end());
     std::sort(test_rows.begin(), test_rows.end());
-  }
-  if (train_rows.size() < 2 || test_rows.size() < 2) {
-    throw DataError(o.path + ": " + std::to_string(train_rows.size()) + " training and " +
-                    std::to_string(test_rows.size()) + " test rows; each split needs at least 2");
+    if (train_rows.size() < 2 || test_rows.size() < 2) {
+      throw DataError(o.path + ": " + std::to_string(train_parsed.rows) + " data rows split into " +
+                      std::to_string(train_rows.size()) + " training and " + std::to_string(test_rows.size()) +
+                      " test rows (test fraction " + std::to_string(o.test_fraction) +
+                      "); each split needs at least 2");
+    }
   }
 
   std::vector<std::string> class_names;
   std::map<std::string, std::int32_t> class_ids;
   if (classification) {
-    std::set<std::string> names(all.class_labels.begin(), all.class_labels.end());
+    std::set<std::string> names(train_parsed.class_labels.begin(), train_parsed.class_labels.end());
     names.insert(test_parsed.class_labels.begin(), test_parsed.class_labels.end());
     if (names.size() < 2) {
       throw DataError(o.path + ": column \"" + o.label + "\" has " + std::to_string(names.size()) +
@@ -231,14 +284,10 @@ ImportResult import_csv(const CsvImportOptions& o) {
     class_names.assign(names.begin(), names.end());
     for (std::size_t i = 0; i < class_names.size(); ++i) class_ids[class_names[i]] = static_cast<std::int32_t>(i);
   }
-  const Split train = take_rows(all, train_rows, f, classification, class_ids);
-  const Split test = take_rows(separate_test ? test_parsed : all, test_rows, f, classification, class_ids);
+  const Split train = take_rows(train_parsed, train_rows, f, classification, class_ids);
+  const Split test = take_rows(separate_test ? test_parsed : train_parsed, test_rows, f, classification, class_ids);
 
-  std::string name = o.name;
-  if (name.empty()) {
-    name = o.path.substr(o.path.find_last_of('/') + 1);
-    name = name.substr(0, name.find('.'));
-  }
+  const std::string name = o.name.empty() ? std::filesystem::path(o.path).stem().string() : o.name;
   const std::string tmp = o.output + ".tmp";
   ImportResult r;
   r.output = o.output;

@@ -49,15 +49,23 @@ DatasetMeta read_dataset_meta(const H5File& file) {
   }
   m.task = task == "regression" ? Task::Regression : Task::Classification;
   if (m.task == Task::Classification) {
-    if (!file.has_attr("/", "num_classes")) throw DataError(p + ": classification data set without num_classes");
+    if (!file.has_attr("/", "num_classes")) {
+      throw DataError(p + ": attribute /@num_classes is missing (required for task \"classification\")");
+    }
     m.num_classes = file.read_int_attr("/", "num_classes");
     if (m.num_classes < 2) throw DataError(p + ": num_classes is " + std::to_string(m.num_classes) + ", expected >= 2");
     if (file.has("/class_names")) m.class_names = file.read_string_list("/class_names");
   }
   if (file.has("/feature_names")) m.feature_names = file.read_string_list("/feature_names");
   const bool tabular = file.has("/train/features");
-  if (tabular && file.has("/train/images")) {
-    throw DataError(p + ": has both /train/images and /train/features; a data set holds one kind of input");
+  if (!tabular && !file.has("/train/images")) {
+    throw DataError(p + ": dataset /train/images (image data) or /train/features (tabular data) is missing");
+  }
+  for (const char* split : {"train", "test"}) {
+    const std::string images = "/" + std::string(split) + "/images", features = "/" + std::string(split) + "/features";
+    if (file.has(images) && file.has(features)) {
+      throw DataError(p + ": has both " + images + " and " + features + "; a data set holds one kind of input");
+    }
   }
   m.inputs_name = tabular ? "features" : "images";
   m.targets_name = m.task == Task::Regression ? "targets" : "labels";
@@ -102,22 +110,29 @@ DatasetMeta read_dataset_meta(const H5File& file) {
   return m;
 }
 
-void write_dataset_header(H5File& file, const std::string& name, const std::string& source,
-                          const std::vector<std::string>& class_names) {
+namespace {
+
+// The root attributes every data set carries, whatever its inputs.
+void write_root_attrs(H5File& file, const std::string& name, const std::string& source, Task task,
+                      const std::vector<std::string>& class_names) {
   char created[32] = {0};
   const std::time_t now = std::time(nullptr);
   std::strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
   file.write_string_attr("/", "format", kFormatName);
   file.write_int_attr("/", "format_version", kFormatVersion);
   file.write_string_attr("/", "name", name);
-  file.write_string_attr("/", "task", "classification");
-  file.write_int_attr("/", "num_classes", static_cast<std::int64_t>(class_names.size()));
+  file.write_string_attr("/", "task", task_name(task));
+  if (task == Task::Classification) {
+    if (class_names.size() < 2) {
+      throw DataError(file.path() + ": a classification data set needs at least 2 class names, got " +
+                      std::to_string(class_names.size()));
+    }
+    file.write_int_attr("/", "num_classes", static_cast<std::int64_t>(class_names.size()));
+  }
   file.write_string_attr("/", "source", source);
   file.write_string_attr("/", "created", created);
-  file.write_string_list("/class_names", class_names);
+  if (task == Task::Classification) file.write_string_list("/class_names", class_names);
 }
-
-namespace {
 
 // One split dataset: chunked by whole samples (about 1 MiB), with the SHA-256 of its bytes.
 void write_rows(H5File& file, const std::string& name, hid_t file_type, hid_t mem_type, std::int64_t rows,
@@ -141,21 +156,14 @@ void write_rows(H5File& file, const std::string& name, hid_t file_type, hid_t me
 
 }  // namespace
 
+void write_dataset_header(H5File& file, const std::string& name, const std::string& source,
+                          const std::vector<std::string>& class_names) {
+  write_root_attrs(file, name, source, Task::Classification, class_names);
+}
+
 void write_tabular_header(H5File& file, const std::string& name, const std::string& source, Task task,
                           const std::vector<std::string>& feature_names, const std::vector<std::string>& class_names) {
-  char created[32] = {0};
-  const std::time_t now = std::time(nullptr);
-  std::strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  file.write_string_attr("/", "format", kFormatName);
-  file.write_int_attr("/", "format_version", kFormatVersion);
-  file.write_string_attr("/", "name", name);
-  file.write_string_attr("/", "task", task_name(task));
-  if (task == Task::Classification) {
-    file.write_int_attr("/", "num_classes", static_cast<std::int64_t>(class_names.size()));
-    file.write_string_list("/class_names", class_names);
-  }
-  file.write_string_attr("/", "source", source);
-  file.write_string_attr("/", "created", created);
+  write_root_attrs(file, name, source, task, class_names);
   file.write_string_list("/feature_names", feature_names);
 }
 
@@ -163,6 +171,9 @@ void write_tabular_split(H5File& file, const std::string& split, std::int64_t nu
                          const std::vector<float>& features, const std::vector<std::int32_t>* labels,
                          const std::vector<float>* targets) {
   const std::string ctx = file.path() + ": writing /" + split;
+  if ((labels == nullptr) == (targets == nullptr)) {
+    throw DataError(ctx + ": expected either labels (classification) or targets (regression)");
+  }
   const auto rows = static_cast<std::int64_t>(labels ? labels->size() : targets->size());
   if (static_cast<std::int64_t>(features.size()) != rows * num_features) {
     throw DataError(ctx + ": " + std::to_string(features.size()) + " feature values do not match " +

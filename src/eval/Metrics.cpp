@@ -62,7 +62,7 @@ torch::Tensor loss_sum(LossKind loss, const torch::Tensor& outputs, const torch:
 
 EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Samples& samples,
                     const ShardedDataset& data, LossKind loss, double huber_delta, std::int64_t batch,
-                    const Communicator& comm) {
+                    const Communicator& comm, const std::function<void()>& between_batches) {
   torch::NoGradGuard no_grad;
   const bool was_training = module.is_training();
   module.eval();
@@ -85,6 +85,7 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
       sums[1] += err.pow(2).sum().item<double>();
       sums[2] += err.abs().sum().item<double>();
     }
+    if (between_batches) between_batches();
   }
   sums[3] = static_cast<double>(n);
   module.train(was_training);
@@ -108,7 +109,8 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
 }
 
 LocalPredictions predict(torch::nn::Module& module, const Forward& forward, const Samples& samples,
-                         const ShardedDataset& data, LossKind loss, double huber_delta, std::int64_t batch) {
+                         const ShardedDataset& data, LossKind loss, double huber_delta, std::int64_t batch,
+                         const std::function<void()>& between_batches) {
   torch::NoGradGuard no_grad;
   const bool was_training = module.is_training();
   module.eval();
@@ -127,6 +129,7 @@ LocalPredictions predict(torch::nn::Module& module, const Forward& forward, cons
       losses.push_back(loss_per_sample(loss, out, data.to_target(y), huber_delta).to(torch::kDouble));
       outputs.push_back(out.reshape({-1}).to(torch::kDouble) * data.target_std() + data.target_mean());
     }
+    if (between_batches) between_batches();
   }
   module.train(was_training);
   LocalPredictions p;

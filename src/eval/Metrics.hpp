@@ -40,9 +40,10 @@ using Forward = std::function<torch::Tensor(torch::Tensor)>;
 
 // Evaluates `module` (in eval mode, without gradients) on this rank's `samples` in
 // batches of `batch`; sums over `comm`, so every rank gets the totals.
+// `between_batches`, when set, runs after each batch (the scheduler's poll).
 EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Samples& samples,
                     const ShardedDataset& data, LossKind loss, double huber_delta, std::int64_t batch,
-                    const Communicator& comm);
+                    const Communicator& comm, const std::function<void()>& between_batches = {});
 
 // This rank's predictions on `samples`: per-sample loss (double [n]) and, for
 // classification, class probabilities (double [n, K], softmax in double precision);
@@ -52,6 +53,7 @@ struct LocalPredictions {
   torch::Tensor outputs;
 };
 LocalPredictions predict(torch::nn::Module& module, const Forward& forward, const Samples& samples,
-                         const ShardedDataset& data, LossKind loss, double huber_delta, std::int64_t batch);
+                         const ShardedDataset& data, LossKind loss, double huber_delta, std::int64_t batch,
+                         const std::function<void()>& between_batches = {});
 
 }  // namespace hpctrain

@@ -72,14 +72,14 @@ EvalResult Trainer::evaluate_split(const Samples& split) {
   average_module_buffers(*model_, comm_);
   return evaluate(
       *model_, [&](torch::Tensor x) { return model_->forward(x); }, split, data_, loss_, config_.train.huber_delta,
-      config_.train.eval_batch_size, comm_);
+      config_.train.eval_batch_size, comm_, step_callback_);
 }
 
 LocalPredictions Trainer::predict_held_out() {
   average_module_buffers(*model_, comm_);
   return predict(
       *model_, [&](torch::Tensor x) { return model_->forward(x); }, data_.validation(), data_, loss_,
-      config_.train.huber_delta, config_.train.eval_batch_size);
+      config_.train.huber_delta, config_.train.eval_batch_size, step_callback_);
 }
 
 namespace {

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -93,6 +94,15 @@ def check_run(tag, ranks_per_group):
         c.check(f"[{tag}] summary of {metric}: mean, std, 95% CI", ok, json.dumps(s) + f" {v.mean()} {lo} {hi}")
     for name in ("cv_folds.csv", "cv_summary.md", "config.json"):
         c.check(f"[{tag}] {name} written", os.path.getsize(os.path.join(run_dir, name)) > 0, "")
+    p = subprocess.run([sys.executable, os.path.join(SOURCE, "analysis", "plot_cv.py"), run_dir],
+                       capture_output=True, text=True)
+    c.check(f"[{tag}] plot_cv draws the fold plots", p.returncode == 0 and all(
+        os.path.getsize(os.path.join(run_dir, "analysis", n)) > 1000 for n in ("fold_metrics.png", "fold_curves.png")),
+        p.stdout + p.stderr)
+    p = subprocess.run([sys.executable, os.path.join(SOURCE, "analysis", "verify_cv_report.py"), run_dir],
+                       capture_output=True, text=True)
+    c.check(f"[{tag}] verify_cv_report agrees", p.returncode == 0 and "all metrics agree" in p.stdout,
+            p.stdout + p.stderr)
     return folds
 
 

@@ -5,6 +5,7 @@ configuration as a runnable file, the final retrain; then successive halving sco
 import csv
 import json
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -52,6 +53,11 @@ final = json.load(open(os.path.join(run_dir, "final", "report.json")))
 c.check("final retrain on the whole training split, tested once",
         final["data"]["validation_samples"] == 0 and final["data"]["train_samples"] == 2000
         and 0 < final["final"]["test_accuracy"] <= 1, json.dumps(final["data"]))
+
+p = subprocess.run([sys.executable, os.path.join(SOURCE, "analysis", "plot_cv.py"), run_dir], capture_output=True,
+                   text=True)
+c.check("plot_cv draws the leaderboard", p.returncode == 0 and os.path.getsize(
+    os.path.join(run_dir, "analysis", "leaderboard.png")) > 1000, p.stdout + p.stderr)
 
 # --- successive halving, scored by 2-fold cross-validation -----------------------------
 run_dir = tempfile.mkdtemp(prefix="hpctrain_halving_")
