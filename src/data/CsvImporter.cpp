@@ -189,6 +189,11 @@ Split take_rows(const Parsed& p, const std::vector<std::int64_t>& rows, std::int
   return s;
 }
 
+std::string shortest(double v) {
+  char buf[32];
+  return std::string(buf, std::to_chars(buf, buf + sizeof(buf), v).ptr);
+}
+
 std::vector<std::int64_t> iota_rows(std::int64_t n) {
   std::vector<std::int64_t> v(static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = i;
@@ -206,7 +211,7 @@ ImportResult import_csv(const CsvImportOptions& o) {
   if (o.output.empty()) throw UsageError("import csv: no output file given");
   const bool separate_test = !o.test_path.empty();
   if (!separate_test && !(o.test_fraction > 0 && o.test_fraction < 1)) {
-    throw UsageError("import csv: the test fraction must lie in (0, 1), found " + std::to_string(o.test_fraction));
+    throw UsageError("import csv: the test fraction must lie in (0, 1), found " + shortest(o.test_fraction));
   }
 
   const CsvTable table = read_csv(o.path);
@@ -267,8 +272,7 @@ ImportResult import_csv(const CsvImportOptions& o) {
     if (train_rows.size() < 2 || test_rows.size() < 2) {
       throw DataError(o.path + ": " + std::to_string(train_parsed.rows) + " data rows split into " +
                       std::to_string(train_rows.size()) + " training and " + std::to_string(test_rows.size()) +
-                      " test rows (test fraction " + std::to_string(o.test_fraction) +
-                      "); each split needs at least 2");
+                      " test rows (test fraction " + shortest(o.test_fraction) + "); each split needs at least 2");
     }
   }
 

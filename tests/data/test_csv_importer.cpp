@@ -320,7 +320,9 @@ TEST(CsvImporter, TableErrorsNameTheFile) {
   // Fewer than 2 rows on either side of the split.
   o.path = f.write("three.csv", numbered_table(3));
   e = import_error(o);
-  EXPECT_NE(e.find("three.csv: 3 data rows split into 2 training and 1 test rows"), std::string::npos) << e;
+  EXPECT_NE(e.find("three.csv: 3 data rows split into 2 training and 1 test rows (test fraction 0.2)"),
+            std::string::npos)
+      << e;
   EXPECT_NE(e.find("each split needs at least 2"), std::string::npos) << e;
   o.test_fraction = 0.8;
   e = import_error(o);
