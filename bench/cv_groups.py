@@ -4,7 +4,7 @@ docs/benchmarks.md: k folds on k groups finish in <= 1.1x the time of one fold).
 For k folds it runs, alternating, R times each:
   grouped:    mpirun -np k hpctrain train CONFIG cv.folds=k cv.ranks_per_group=1 run.threads=1
   sequential: mpirun -np 1 hpctrain train CONFIG cv.folds=k run.threads=1
-Every fold trains on one rank with one thread in both. The time of one fold alone is the
+Every fold trains on one rank with one thread, bound to one core, in both. The time of one fold alone is the
 sequential run's wall time minus all of its folds but one (start-up, data load and
 reports counted once, one fold's training): T1 = wall_seq - (k - 1) * mean(fold wall).
 The ratio is wall_grouped / T1; the medians over the repetitions are printed.
@@ -24,7 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run(np_, folds, extra, tag):
     out = tempfile.mkdtemp(prefix="hpctrain_cvbench_" + tag + "_")
-    cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", str(np_), os.path.join(ROOT, "build", "hpctrain"),
+    # Each rank bound to one core in both runs, so a fold has one core whether alone or not.
+    cmd = ["mpirun", "--allow-run-as-root", "--bind-to", "core", "--map-by", "core", "-np", str(np_),
+           os.path.join(ROOT, "build", "hpctrain"),
            "train", os.path.join(ROOT, "configs", "fashion_mnist_cnn.json"), "cv.folds=%d" % folds,
            "cv.ranks_per_group=1", "run.threads=1", "run.progress=none", "run.dir=" + out] + extra
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)

@@ -118,7 +118,7 @@ int cmd_import_csv(const std::vector<std::string>& args) {
   }
   if (o.output.empty()) {
     std::string stem = o.path.substr(o.path.find_last_of('/') + 1);
-    stem = stem.substr(0, stem.find('.'));
+    stem = stem.substr(0, stem.rfind('.'));
     o.output = "data/" + stem + ".h5";
     make_directories("data");
   }

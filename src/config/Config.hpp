@@ -54,7 +54,7 @@ struct ScheduleConfig {
 struct TrainConfig {
   std::int64_t epochs = 2;
   std::int64_t batch_size = 128;  // global batch: split across ranks
-  std::int64_t eval_batch_size = 1000;
+  std::int64_t eval_batch_size = 256;
   std::int64_t seed = 42;
   std::int64_t max_steps = 0;  // stop after this many steps in total (0: no limit)
   double grad_clip_norm = 0.0;

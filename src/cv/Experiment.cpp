@@ -6,6 +6,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <tuple>
 
 #include "cv/FoldPlan.hpp"
 #include "cv/FoldRunner.hpp"
@@ -67,6 +68,11 @@ double summary_mean(const json::object& summary, const std::string& metric) {
   if (it == summary.end() || !it->value().is_object()) return std::nan("");
   const auto& m = it->value().as_object().at("mean");
   return m.is_null() ? std::nan("") : as_double(m);
+}
+std::int64_t summary_count(const json::object& summary, const std::string& metric) {
+  auto it = summary.find(metric);
+  if (it == summary.end() || !it->value().is_object()) return 0;
+  return it->value().as_object().at("n").as_int64();
 }
 double summary_std(const json::object& summary, const std::string& metric) {
   auto it = summary.find(metric);
@@ -144,6 +150,17 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
       drawn.push_back(Trial{});
     } else {
       const SearchSpace space = parse_search_space(bc.search.space_json);
+      for (const auto& d : space.dimensions) {
+        // Every trial is scored on the same rows: the data and the split stay those of CONFIG.
+        if (d.key == "data" || d.key == "data.val_fraction") {
+          throw ConfigError("search.space." + d.key + ": every trial is scored on the same split of the same data");
+        }
+        if (d.key == "train" || (bc.search.method == "halving" && d.key == "train.epochs")) {
+          throw ConfigError("search.space." + d.key +
+                            ": successive halving sets the epochs of each rung (search.halving_min_epochs, "
+                            "train.epochs); search other train keys one by one");
+        }
+      }
       if (bc.search.method == "grid") {
         drawn = grid_trials(space);
       } else if (bc.search.method == "random") {
@@ -160,6 +177,11 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
           searching ? "search trial " + std::to_string(t.id) + " (" + describe_assignments(t.assignments) + ")"
                     : "config";
       plan.config = parse_config(compact_json(plan.config_json), origin, {}).config;
+      if (use_cv && plan.config.train.early_stop_patience > 0) {
+        throw ConfigError(origin +
+                          ": train.early_stop_patience: early stopping would select epochs on the held-out "
+                          "fold; turn it off for cross-validation");
+      }
       plan.trial = std::move(t);
       trials.push_back(std::move(plan));
     }
@@ -240,6 +262,7 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
   std::vector<json::object> outcomes_all;                 // rank 0: every outcome, last rung last
   std::vector<json::object> last_summary(trials.size());  // rank 0: latest summary per trial
   std::vector<int> reached(trials.size(), 0);
+  std::vector<char> incomplete(trials.size(), 1);
   int rung = 0;
   while (true) {
     struct Task {
@@ -259,12 +282,14 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
       ft.fold = split_ids[task.split].second;
       ft.epochs = halving ? epochs : tp.config.train.epochs;
       ft.in_search = searching;
+      ft.keep_predictions = bc.cv.save_predictions;
       return run_fold_task(ft, tp.config, *data, splits[task.split], group, *scheduler, scheduler->group_index());
     });
 
     std::string survivor_text;
     if (root) {
-      std::vector<std::pair<double, int>> ranked;
+      // Complete trials (every fold scored) rank above incomplete ones, then by the metric.
+      std::vector<std::tuple<int, double, int>> ranked;
       json::array rung_trials;
       std::map<int, std::vector<const json::object*>> ok;
       std::vector<json::object> parsed;
@@ -276,12 +301,17 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
       for (int t : survivors) {
         const auto& list = ok[t];
         json::object summary = list.empty() ? json::object{} : summarize_trial(list);
-        last_summary[static_cast<std::size_t>(t)] = summary;
-        reached[static_cast<std::size_t>(t)] = rung;
         const double score = summary_mean(summary, metric);
-        if (std::isfinite(score)) ranked.emplace_back(lower_is_better(metric) ? score : -score, t);
-        rung_trials.push_back(
-            json::object{{"trial", t}, {"score", std::isfinite(score) ? json::value(score) : nullptr}});
+        const bool complete = summary_count(summary, metric) == static_cast<std::int64_t>(splits.size());
+        // A trial that failed at this rung keeps the standing of the last rung it completed.
+        if (!list.empty()) {
+          last_summary[static_cast<std::size_t>(t)] = summary;
+          reached[static_cast<std::size_t>(t)] = rung;
+          incomplete[static_cast<std::size_t>(t)] = !complete;
+        }
+        if (std::isfinite(score)) ranked.emplace_back(complete ? 0 : 1, lower_is_better(metric) ? score : -score, t);
+        rung_trials.push_back(json::object{
+            {"trial", t}, {"score", std::isfinite(score) ? json::value(score) : nullptr}, {"complete", complete}});
       }
       std::sort(ranked.begin(), ranked.end());
       if (halving) {
@@ -289,13 +319,23 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
         const std::size_t keep =
             (survivors.size() + static_cast<std::size_t>(bc.search.halving_eta) - 1) / bc.search.halving_eta;
         for (std::size_t i = 0; i < std::min(keep, ranked.size()); ++i)
-          survivor_text += (survivor_text.empty() ? "" : ",") + std::to_string(ranked[i].second);
+          survivor_text += (survivor_text.empty() ? "" : ",") + std::to_string(std::get<2>(ranked[i]));
         std::printf("rung %d (%lld epochs): %zu trial(s), %zu go on\n", rung, static_cast<long long>(epochs),
                     survivors.size(), std::min(keep, ranked.size()));
         std::fflush(stdout);
       }
+      // Predictions go to their files now and are not kept: a search holds many.
+      const std::int64_t k = classification ? data->meta().num_classes : 0;
+      if (bc.cv.save_predictions) make_directories(run_dir + "/predictions");
       for (auto& o : parsed) {
         o["rung"] = rung;
+        if (bc.cv.save_predictions && o.at("status").as_string() == "ok" && o.contains("predictions")) {
+          // A later rung's file replaces an earlier one's: the files follow the rung each trial reached.
+          const std::string name =
+              (searching ? "trial" + std::to_string(o.at("trial").as_int64()) + "_" : "") + fold_name(o) + ".csv";
+          write_predictions_csv(run_dir + "/predictions/" + name, o, k);
+        }
+        o.erase("predictions");
         outcomes_all.push_back(std::move(o));
       }
     }
@@ -313,21 +353,9 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
   ExperimentResult result;
   std::string chosen;
   if (root) {
-    const std::int64_t k = classification ? data->meta().num_classes : 0;
-    if (bc.cv.save_predictions) {
-      make_directories(run_dir + "/predictions");
-      for (const auto& o : outcomes_all) {
-        if (o.at("status").as_string() != "ok") continue;
-        if (halving && o.at("rung").as_int64() != reached[static_cast<std::size_t>(o.at("trial").as_int64())]) continue;
-        const std::string name =
-            (searching ? "trial" + std::to_string(o.at("trial").as_int64()) + "_" : "") + fold_name(o) + ".csv";
-        write_predictions_csv(run_dir + "/predictions/" + name, o, k);
-      }
-    }
     json::array outcome_rows;
     int failed = 0, succeeded = 0;
     for (auto o : outcomes_all) {
-      o.erase("predictions");
       if (o.at("status").as_string() == "ok") {
         ++succeeded;
       } else {
@@ -337,11 +365,11 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
     }
     result.any_ok = succeeded > 0;
     // Best trial: highest rung reached, then the metric.
-    std::vector<std::pair<std::pair<int, double>, int>> order;
+    std::vector<std::pair<std::tuple<int, int, double>, int>> order;
     for (std::size_t t = 0; t < trials.size(); ++t) {
       const double s = summary_mean(last_summary[t], metric);
       const double key = std::isfinite(s) ? (lower_is_better(metric) ? s : -s) : INFINITY;
-      order.push_back({{-reached[t], key}, static_cast<int>(t)});
+      order.push_back({{-reached[t], incomplete[t] ? 1 : 0, key}, static_cast<int>(t)});
     }
     std::sort(order.begin(), order.end());
     const int best = order.empty() ? 0 : order.front().second;

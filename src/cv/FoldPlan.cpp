@@ -74,20 +74,20 @@ std::vector<int> plain_test_folds(std::int64_t n, int k, std::uint64_t seed, int
 
 void validate(std::int64_t n, const std::vector<std::int32_t>& labels, int k, int repeats, bool stratified) {
   if (k < 2) {
-    throw ConfigError("k-fold cross-validation needs k >= 2 folds (at least one train/test split), got k=" +
+    throw ConfigError("cv.folds: k-fold cross-validation needs k >= 2 folds (at least one train/test split), got k=" +
                       std::to_string(k));
   }
   if (k > n) {
-    throw ConfigError("k-fold cross-validation: k=" + std::to_string(k) +
+    throw ConfigError("cv.folds: k=" + std::to_string(k) +
                       " cannot be greater than the number of samples n=" + std::to_string(n));
   }
   if (repeats < 1) {
-    throw ConfigError("k-fold cross-validation needs repeats >= 1, got repeats=" + std::to_string(repeats));
+    throw ConfigError("cv.repeats: k-fold cross-validation needs repeats >= 1, got repeats=" + std::to_string(repeats));
   }
   if (!stratified) return;
   if (static_cast<std::int64_t>(labels.size()) != n) {
-    throw ConfigError("stratified k-fold needs one label per sample: got " + std::to_string(labels.size()) +
-                      " labels for n=" + std::to_string(n) + " samples");
+    throw ConfigError("cv.stratified: stratified k-fold needs one label per sample: got " +
+                      std::to_string(labels.size()) + " labels for n=" + std::to_string(n) + " samples");
   }
 }
 
@@ -104,9 +104,9 @@ FoldPlan make_fold_plan(std::int64_t n, const std::vector<std::int32_t>& labels,
     for (const auto& m : classes.members) largest = std::max(largest, m.size());
     // scikit-learn's rule: only an error when no class can reach every fold.
     if (static_cast<std::size_t>(k) > largest) {
-      throw ConfigError("stratified k-fold: k=" + std::to_string(k) +
+      throw ConfigError("cv.folds: stratified k-fold: k=" + std::to_string(k) +
                         " cannot be greater than the number of members in each class (largest class has " +
-                        std::to_string(largest) + " samples)");
+                        std::to_string(largest) + " samples; use fewer folds or cv.stratified=false)");
     }
   }
 

@@ -76,7 +76,7 @@ std::string run_fold_task(const FoldTask& task, const Config& config, ShardedDat
     c.train.test_at_end = false;
     c.train.test_every_epoch = false;
     c.run.progress = "none";
-    data.use_split(split, c.data, group);
+    data.use_split(split, c.data, static_cast<std::uint64_t>(c.train.seed), group);
     MetricsLog no_log;
     std::unique_ptr<Trainer> trainer;
     collective_check(group, [&] { trainer = std::make_unique<Trainer>(c, group, data, no_log); });
@@ -114,12 +114,14 @@ std::string run_fold_task(const FoldTask& task, const Config& config, ShardedDat
     out["steps"] = result.steps;
     out["stop_reason"] = result.stop_reason;
     out["epoch_records"] = epochs;
-    json::array index;
-    for (auto i : split.validation) index.push_back(i);
-    out["predictions"] = json::object{{"index", index},
-                                      {"target", to_array(all_targets)},
-                                      {"loss", to_array(all_loss)},
-                                      {"outputs", to_array(all_outputs)}};
+    if (task.keep_predictions) {
+      json::array index;
+      for (auto i : split.validation) index.push_back(i);
+      out["predictions"] = json::object{{"index", index},
+                                        {"target", to_array(all_targets)},
+                                        {"loss", to_array(all_loss)},
+                                        {"outputs", to_array(all_outputs)}};
+    }
   } catch (const CollectiveError& e) {
     // Every rank of the group agreed on this failure: the other tasks go on.
     if (group.rank() != 0) return "";

@@ -22,7 +22,8 @@ struct FoldTask {
   int repeat = 0;
   int fold = -1;  // -1: the validation holdout
   std::int64_t epochs = 0;
-  bool in_search = false;  // names the trial in progress lines
+  bool in_search = false;        // names the trial in progress lines
+  bool keep_predictions = true;  // send the held-out predictions to rank 0 (cv.save_predictions)
 };
 
 // Runs `task` with `config` on `group`, training on split.train and scoring split.validation.

@@ -1,5 +1,6 @@
 #pragma once
 // Importers from source formats into the canonical HDF5 layout (data/DatasetLayout.hpp).
+#include <cstdint>
 #include <string>
 
 namespace hpctrain {

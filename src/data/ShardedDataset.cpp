@@ -99,7 +99,7 @@ std::string chained_sha256(const void* data, std::size_t bytes, const Communicat
 
 ShardedDataset ShardedDataset::load(const DataConfig& config, std::uint64_t seed, const Communicator& comm) {
   ShardedDataset d = load_shards(config, seed, comm);
-  d.use_split(split_train_validation(d.n_train_, config.val_fraction, seed), config, comm);
+  d.use_split(split_train_validation(d.n_train_, config.val_fraction, seed), config, seed, comm);
   return d;
 }
 
@@ -162,7 +162,9 @@ ShardedDataset ShardedDataset::load_shards(const DataConfig& config, std::uint64
   return d;
 }
 
-void ShardedDataset::use_split(TrainValSplit split, const DataConfig& options, const Communicator& comm) {
+void ShardedDataset::use_split(TrainValSplit split, const DataConfig& options, std::uint64_t seed,
+                               const Communicator& comm) {
+  seed_ = seed;
   const std::string path = config_.path;
   const std::int64_t limit = config_.limit_train;
   config_ = options;
@@ -173,21 +175,28 @@ void ShardedDataset::use_split(TrainValSplit split, const DataConfig& options, c
   const std::int64_t channels = meta_.sample_shape[0];
   std::vector<double> sums(static_cast<std::size_t>(2 * channels + 3), 0.0);
   {
-    auto is_train = torch::zeros({shard_.size()}, torch::kBool);
+    // This rank's training rows, as positions in its shard.
+    std::vector<std::int64_t> rows;
     auto lo = std::lower_bound(split_.train.begin(), split_.train.end(), shard_.begin);
-    for (auto it = lo; it != split_.train.end() && *it < shard_.end; ++it) is_train[*it - shard_.begin] = true;
-    auto x = train_shard_.inputs.index({is_train}).to(torch::kDouble);
-    auto per_channel = x.transpose(0, 1).reshape({channels, -1});
-    auto s = per_channel.sum(1), sq = per_channel.pow(2).sum(1);
-    for (std::int64_t c = 0; c < channels; ++c) {
-      sums[c] = s[c].item<double>();
-      sums[channels + c] = sq[c].item<double>();
-    }
-    sums[2 * channels] = static_cast<double>(per_channel.size(1));
-    if (!classification()) {
-      auto y = train_shard_.targets.index({is_train}).to(torch::kDouble);
-      sums[2 * channels + 1] = y.sum().item<double>();
-      sums[2 * channels + 2] = y.pow(2).sum().item<double>();
+    for (auto it = lo; it != split_.train.end() && *it < shard_.end; ++it) rows.push_back(*it - shard_.begin);
+    // In blocks, so the double-precision copy stays small; a shard may hold no training row.
+    constexpr std::size_t kBlock = 4096;
+    for (std::size_t start = 0; start < rows.size(); start += kBlock) {
+      const auto len = static_cast<std::int64_t>(std::min(kBlock, rows.size() - start));
+      const auto index = torch::from_blob(rows.data() + start, {len}, torch::kInt64);
+      auto x = train_shard_.inputs.index_select(0, index).to(torch::kDouble);
+      auto per_channel = x.transpose(0, 1).reshape({channels, -1});
+      auto s = per_channel.sum(1), sq = per_channel.pow(2).sum(1);
+      for (std::int64_t c = 0; c < channels; ++c) {
+        sums[c] += s[c].item<double>();
+        sums[channels + c] += sq[c].item<double>();
+      }
+      sums[2 * channels] += static_cast<double>(per_channel.size(1));
+      if (!classification()) {
+        auto y = train_shard_.targets.index_select(0, index).to(torch::kDouble);
+        sums[2 * channels + 1] += y.sum().item<double>();
+        sums[2 * channels + 2] += y.pow(2).sum().item<double>();
+      }
     }
   }
   comm.allreduce_sum(sums.data(), sums.size());

@@ -42,7 +42,8 @@ class ShardedDataset {
   // into /train). Recomputes normalization statistics from the training rows only, so a
   // held-out fold never leaks into them. `options` supplies the normalization and
   // augmentation settings (a search may vary them); the file settings stay those of load.
-  void use_split(TrainValSplit split, const DataConfig& options, const Communicator& comm);
+  // `seed` orders the epochs (train.seed of the configuration trained next).
+  void use_split(TrainValSplit split, const DataConfig& options, std::uint64_t seed, const Communicator& comm);
 
   const DatasetMeta& meta() const { return meta_; }
   bool classification() const { return meta_.task == Task::Classification; }

@@ -182,13 +182,14 @@ std::vector<Trial> random_trials(const SearchSpace& space, std::int64_t count, s
 
 json::object trial_config(const json::object& base, const json::object& assignments) {
   json::object c = base;
+  // Whole sections first (the rest of a section takes defaults), then single keys, so a
+  // key inside a replaced section is not lost whatever the order of the space.
+  for (const auto& kv : assignments) {
+    if (std::string(kv.key()).find('.') == std::string::npos) c[kv.key()] = kv.value();
+  }
   for (const auto& kv : assignments) {
     const std::string key(kv.key());
-    const auto dot = key.find('.');
-    if (dot == std::string::npos) {
-      c[key] = kv.value();  // a whole section: the rest takes defaults
-      continue;
-    }
+    if (key.find('.') == std::string::npos) continue;
     json::object* node = &c;
     std::size_t start = 0;
     for (std::size_t d; (d = key.find('.', start)) != std::string::npos; start = d + 1) {

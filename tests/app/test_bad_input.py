@@ -108,6 +108,23 @@ if h5py is not None:
 
 
 
+# Cross-validation and search settings.
+expect_failure("cv group size does not divide the ranks", ["train", CONFIG, "data.path=" + good, "cv.folds=2",
+               "cv.ranks_per_group=3"] + small, "cv.ranks_per_group: 3 does not divide the 2 ranks", 2)
+expect_failure("one fold", ["train", CONFIG, "data.path=" + good, "cv.folds=1"] + small, "cv.folds: expected 0 (off)", 2)
+expect_failure("more folds than samples", ["train", CONFIG, "data.path=" + good, "cv.folds=100", "cv.stratified=false"]
+               + small, "cv.folds: k=100 cannot be greater than the number of samples n=64", 2)
+expect_failure("early stopping in cross-validation", ["train", CONFIG, "data.path=" + good, "cv.folds=2",
+               "train.early_stop_patience=2"] + small, "train.early_stop_patience: early stopping would select", 2)
+expect_failure("unknown key in the search space", ["train", CONFIG, "data.path=" + good, "search.method=grid",
+               'search.space={"optimizer.lrr": [0.1]}'] + small, '"optimizer.lrr" is not a config key', 2)
+expect_failure("search value out of range", ["train", CONFIG, "data.path=" + good, "search.method=grid",
+               'search.space={"optimizer.lr": [0.1, -1]}'] + small, "search trial 1 (optimizer.lr=-1): optimizer.lr", 2)
+expect_failure("regression metric on classification data", ["train", CONFIG, "data.path=" + good, "cv.folds=2",
+               "search.method=grid", 'search.space={"optimizer.lr": [0.1]}', "search.metric=rmse"] + small,
+               "search.metric: rmse does not apply to classification data", 2)
+
+
 def dead_rank():
     """SIGKILL one rank mid-training: the job must end, non-zero, within seconds."""
     import signal
