@@ -462,12 +462,14 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
       std::ostringstream csv;
       csv.precision(10);
       csv << "rank,trial,parameters," << metric << "_mean," << metric
-          << "_std,rung,epochs,folds_ok,folds_failed,train_seconds,samples_per_s,model_parameters\n";
+          << "_std,rung,epochs,folds_ok,folds_failed,train_seconds,samples_per_s,model_parameters,status\n";
       md << "# Search leaderboard: " << bc.search.method << " search, metric `" << metric << "` ("
          << (lower_is_better(metric) ? "lower" : "higher") << " is better), "
          << (use_cv ? std::to_string(bc.cv.folds) + "-fold cross-validation" : std::string("holdout")) << "\n\n"
-         << "| rank | trial | parameters | " << metric << " | rung | time (s) | samples/s | model parameters |\n"
-         << "|---|---|---|---|---|---|---|---|\n";
+         << "| rank | trial | parameters | " << metric
+         << " | rung | time (s) | samples/s | model parameters | status |\n"
+         << "|---|---|---|---|---|---|---|---|---|\n";
+      std::ostringstream failures;
       int position = 0;
       for (const auto& [key, t] : order) {
         ++position;
@@ -476,9 +478,18 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
         int ok_count = 0, fail_count = 0;
         std::int64_t parameters = 0;
         std::int64_t trial_epochs = 0;
+        std::string first_error;
+        int failed_later = -1;
         for (const auto& v : outcome_rows) {
           const auto& o = v.as_object();
-          if (o.at("trial").as_int64() != tp.trial.id || o.at("rung").as_int64() != reached[t]) continue;
+          if (o.at("trial").as_int64() != tp.trial.id) continue;
+          if (o.at("status").as_string() != "ok" && first_error.empty()) {
+            first_error = std::string(o.at("error").as_string());
+          }
+          if (o.at("status").as_string() != "ok" && o.at("rung").as_int64() > reached[t]) {
+            failed_later = static_cast<int>(o.at("rung").as_int64());
+          }
+          if (o.at("rung").as_int64() != reached[t]) continue;
           trial_epochs = o.at("epochs").as_int64();
           if (o.at("status").as_string() == "ok") {
             ++ok_count;
@@ -501,18 +512,26 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
                                      {"folds_failed", fail_count},
                                      {"summary", summary},
                                      {"model_parameters", parameters}});
-        std::string quoted = params;
-        std::replace(quoted.begin(), quoted.end(), '"', '\'');
+        std::string status = ok_count == 0    ? "failed"
+                             : fail_count > 0 ? "incomplete (" + std::to_string(ok_count) + " of " +
+                                                    std::to_string(ok_count + fail_count) + " folds)"
+                                              : "ok";
+        if (failed_later >= 0) status += ", failed at rung " + std::to_string(failed_later);
+        if (!first_error.empty()) failures << "- trial " << tp.trial.id << ": " << first_error << "\n";
+        board.back().as_object()["status"] = status;
+        std::string quoted;  // RFC 4180: quotes inside a quoted field are doubled
+        for (char ch : params) quoted += ch == '"' ? std::string("\"\"") : std::string(1, ch);
         csv << position << "," << tp.trial.id << ",\"" << quoted << "\","
             << (std::isfinite(mean) ? fmt(mean, "%.6f") : "") << "," << (std::isfinite(sd) ? fmt(sd, "%.6f") : "")
             << "," << reached[t] << "," << trial_epochs << "," << ok_count << "," << fail_count << ","
             << fmt(summary_mean(summary, "train_seconds"), "%.3f") << ","
-            << fmt(summary_mean(summary, "samples_per_s"), "%.1f") << "," << parameters << "\n";
-        md << "| " << position << " | " << tp.trial.id << " | `" << params << "` | " << fmt(mean) << " ± " << fmt(sd)
-           << " | " << reached[t] << " | " << fmt(summary_mean(summary, "train_seconds"), "%.1f") << " | "
-           << fmt(summary_mean(summary, "samples_per_s"), "%.0f") << " | " << parameters << " |"
-           << (ok_count == 0 ? " failed" : "") << "\n";
+            << fmt(summary_mean(summary, "samples_per_s"), "%.1f") << "," << parameters << ",\"" << status << "\"\n";
+        md << "| " << position << " | " << tp.trial.id << " | `" << params << "` | " << fmt(mean)
+           << (std::isfinite(sd) ? " ± " + fmt(sd) : std::string()) << " | " << reached[t] << " | "
+           << fmt(summary_mean(summary, "train_seconds"), "%.1f") << " | "
+           << fmt(summary_mean(summary, "samples_per_s"), "%.0f") << " | " << parameters << " | " << status << " |\n";
       }
+      if (!failures.str().empty()) md << "\nFailures (the first error of each trial):\n\n" << failures.str();
       json::object report{{"format", "hpctrain-search-report"}, {"format_version", 1}};
       for (const auto& kv : common) report[kv.key()] = kv.value();
       report["method"] = bc.search.method;

@@ -120,6 +120,12 @@ expect_failure("unknown key in the search space", ["train", CONFIG, "data.path="
                'search.space={"optimizer.lrr": [0.1]}'] + small, '"optimizer.lrr" is not a config key', 2)
 expect_failure("search value out of range", ["train", CONFIG, "data.path=" + good, "search.method=grid",
                'search.space={"optimizer.lr": [0.1, -1]}'] + small, "search trial 1 (optimizer.lr=-1): optimizer.lr", 2)
+expect_failure("the split varies between trials", ["train", CONFIG, "data.path=" + good, "search.method=grid",
+               'search.space={"data.val_fraction": [0.1, 0.2]}'] + small,
+               "search.space.data.val_fraction: every trial is scored on the same split", 2)
+expect_failure("early stopping in a cross-validated trial", ["train", CONFIG, "data.path=" + good, "cv.folds=2",
+               "search.method=grid", 'search.space={"train.early_stop_patience": [0, 2]}'] + small,
+               "search trial 1 (train.early_stop_patience=2): train.early_stop_patience", 2)
 expect_failure("regression metric on classification data", ["train", CONFIG, "data.path=" + good, "cv.folds=2",
                "search.method=grid", 'search.space={"optimizer.lr": [0.1]}', "search.metric=rmse"] + small,
                "search.metric: rmse does not apply to classification data", 2)

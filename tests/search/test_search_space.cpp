@@ -89,4 +89,11 @@ TEST(SearchSpace, TrialConfigReplacesSectionsAndSwitchesSearchOff) {
   EXPECT_EQ(r.config.model.name, "mlp");
   EXPECT_EQ(r.config.model.channels, (std::vector<std::int64_t>{32, 64}));
   EXPECT_EQ(describe_assignments(a), "model={\"name\":\"mlp\",\"hidden\":[16]} optimizer.lr=0.5");
+  // A key inside a replaced section survives whichever comes first in the space.
+  json::object b;
+  b["model.dropout"] = 0.3;
+  b["model"] = json::parse(R"({"name": "mlp"})");
+  const json::object d = trial_config(base, b);
+  EXPECT_EQ(d.at("model").as_object().at("dropout").as_double(), 0.3);
+  EXPECT_EQ(d.at("model").as_object().at("name").as_string(), "mlp");
 }
