@@ -7,9 +7,11 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include "app/BenchCommands.hpp"
+#include "checkpoint/Checkpoint.hpp"
 #include "comm/Communicator.hpp"
 #include "config/Schema.hpp"
 #include "cv/Experiment.hpp"
@@ -20,6 +22,7 @@
 #include "launch/LaunchEnvironment.hpp"
 #include "launch/Mpi.hpp"
 #include "launch/ProcessLayout.hpp"
+#include "launch/Signals.hpp"
 #include "report/MetricsLog.hpp"
 #include "report/RunReport.hpp"
 #include "train/Trainer.hpp"
@@ -311,16 +314,73 @@ void configure_threads(const RunConfig& run, const ProcessLayout& layout, int& t
 }
 
 // Plain data-parallel training of `resolved` over `world`, writing run.dir.
+// The checkpoint to resume from under checkpoint.resume, verified, or none. Rank 0 picks
+// (reporting corrupt files it passes over); every rank then reads the chosen one.
+std::optional<CheckpointInfo> choose_resume(const Config& config, const std::string& dir, const std::string& resolved,
+                                            const Communicator& world) {
+  const std::string& mode = config.checkpoint.resume;
+  if (mode == "none") return std::nullopt;
+  std::string path;
+  collective_check(world, [&] {
+    if (world.rank() != 0) return;
+    if (mode != "auto") {
+      verify_checkpoint(mode);
+      path = mode;
+      return;
+    }
+    for (const auto& candidate : list_checkpoints(dir)) {
+      try {
+        verify_checkpoint(candidate);
+        path = candidate;
+        break;
+      } catch (const DataError& e) {
+        std::fprintf(stderr, "hpctrain: warning: skipping checkpoint: %s\n", e.what());
+      }
+    }
+  });
+  world.broadcast(path, 0);
+  if (path.empty()) {
+    if (world.rank() == 0) std::printf("checkpoint.resume=auto: no checkpoint in %s, starting fresh\n", dir.c_str());
+    return std::nullopt;
+  }
+  CheckpointInfo info;
+  collective_check(world, [&] {
+    info = verify_checkpoint(path);
+    const auto changes = unsafe_config_changes(info.config_json, resolved);
+    if (!changes.empty()) {
+      std::string list;
+      for (const auto& c : changes) list += "\n  " + c;
+      throw ConfigError(path +
+                        ": the config differs from the checkpoint's in keys a resume cannot change "
+                        "(docs/checkpoints.md lists those it can):" +
+                        list);
+    }
+  });
+  return info;
+}
+
 void train_once(const ResolvedConfig& resolved, RunContext& ctx, const Communicator& world) {
   const Config& config = resolved.config;
   const std::string run_dir = config.run.dir;
+  const std::string checkpoint_dir = config.checkpoint.dir.empty() ? run_dir + "/checkpoints" : config.checkpoint.dir;
+  install_preemption_handlers();
+  collective_check(world, [&] {
+    if (world.rank() == 0) make_directories(checkpoint_dir);
+  });
+  const std::optional<CheckpointInfo> resume = choose_resume(config, checkpoint_dir, resolved.resolved_json, world);
   MetricsLog log;
   collective_check(world, [&] {
     if (world.rank() != 0) return;
     make_directories(run_dir);
     write_file_atomic(run_dir + "/config.json", resolved.resolved_json);
-    log = MetricsLog(run_dir + "/metrics.jsonl");
+    log = MetricsLog(run_dir + "/metrics.jsonl", resume.has_value());
   });
+  if (resume && world.rank() == 0) {
+    std::printf("resuming from %s (step %lld, epoch %lld, written by %lld ranks)\n", resume->path.c_str(),
+                static_cast<long long>(resume->step), static_cast<long long>(resume->position.epoch),
+                static_cast<long long>(resume->world_size));
+  }
+  if (resume) ctx.resumed_from = resume->path;
 
   const bool root = world.rank() == 0;
   if (root) {
@@ -338,7 +398,11 @@ void train_once(const ResolvedConfig& resolved, RunContext& ctx, const Communica
   }
 
   std::unique_ptr<Trainer> trainer;
-  collective_check(world, [&] { trainer = std::make_unique<Trainer>(config, world, data, log); });
+  collective_check(world, [&] {
+    trainer = std::make_unique<Trainer>(config, world, data, log);
+    trainer->enable_checkpoints(checkpoint_dir, resolved.resolved_json);
+    if (resume) trainer->resume_from(*resume);
+  });
   const TrainResult result = trainer->run();
 
   std::string report_text;

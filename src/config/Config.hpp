@@ -93,6 +93,15 @@ struct SearchConfig {
   std::int64_t halving_min_epochs = 1;
 };
 
+struct CheckpointConfig {
+  std::int64_t every_steps = 0;  // 0: off
+  double every_minutes = 0.0;    // 0: off
+  bool at_end = true;
+  std::int64_t keep = 3;
+  std::string resume = "none";  // none | auto | a checkpoint file
+  std::string dir;              // "": RUN_DIR/checkpoints
+};
+
 struct RunConfig {
   std::string dir = "runs/default";
   std::int64_t log_every = 50;    // steps between metrics.jsonl step lines
@@ -109,6 +118,7 @@ struct Config {
   CommConfig comm;
   CvConfig cv;
   SearchConfig search;
+  CheckpointConfig checkpoint;
   RunConfig run;
 };
 

@@ -261,6 +261,28 @@ const std::vector<Entry>& entries() {
       {key("search.halving_min_epochs", K::Integer, "1", 1.0, 100000.0, {},
            "Successive halving: epochs of the first rung (train.epochs caps the last)."),
        bind(&Config::search, &SearchConfig::halving_min_epochs)},
+      // checkpoint
+      {key("checkpoint.every_steps", K::Integer, "0", 0.0, none, {},
+           "Write a checkpoint every this many optimizer steps (0: off)."),
+       bind(&Config::checkpoint, &CheckpointConfig::every_steps)},
+      {key("checkpoint.every_minutes", K::Number, "0.0", 0.0, 1e6, {},
+           "Write a checkpoint when this many minutes have passed since the last one (rank 0's clock, agreed at the "
+           "next step; 0: off)."),
+       bind(&Config::checkpoint, &CheckpointConfig::every_minutes)},
+      {key("checkpoint.at_end", K::Boolean, "true", none, none, {},
+           "Write a checkpoint when training ends (before the final test)."),
+       bind(&Config::checkpoint, &CheckpointConfig::at_end)},
+      {key("checkpoint.keep", K::Integer, "3", 1.0, 1000000.0, {}, "Keep the newest this many checkpoints."),
+       bind(&Config::checkpoint, &CheckpointConfig::keep)},
+      {key("checkpoint.resume", K::String, "\"none\"", none, none, {},
+           "none: start fresh. auto: resume from the newest checkpoint in checkpoint.dir that verifies (a corrupt one "
+           "is reported and the one before it used; none found: start fresh). A file path: resume from that "
+           "checkpoint. A resume refuses a changed config unless every change is in the safe set "
+           "(docs/checkpoints.md)."),
+       bind(&Config::checkpoint, &CheckpointConfig::resume)},
+      {key("checkpoint.dir", K::String, "\"\"", none, none, {},
+           "Folder of the checkpoints (empty: RUN_DIR/checkpoints)."),
+       bind(&Config::checkpoint, &CheckpointConfig::dir)},
       // run
       {key("run.dir", K::String, "\"runs/default\"", none, none, {},
            "Run directory: resolved config, metrics.jsonl, report.json."),

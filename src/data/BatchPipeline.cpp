@@ -29,8 +29,8 @@ BatchPipeline::~BatchPipeline() {
   worker_.join();
 }
 
-void BatchPipeline::start_epoch(Samples rows, std::vector<std::int64_t> indices, std::int64_t epoch,
-                                std::int64_t steps) {
+void BatchPipeline::start_epoch(Samples rows, std::vector<std::int64_t> indices, std::int64_t epoch, std::int64_t steps,
+                                std::int64_t first_step) {
   std::unique_lock<std::mutex> lock(mutex_);
   cv_.wait(lock, [&] { return requested_ < 0; });  // the worker is idle
   rows_ = std::move(rows);
@@ -38,9 +38,9 @@ void BatchPipeline::start_epoch(Samples rows, std::vector<std::int64_t> indices,
   indices_ = std::move(indices);
   epoch_ = epoch;
   steps_ = steps;
-  next_step_ = 0;
-  ready_ = -1;
-  if (steps_ > 0) requested_ = 0;
+  next_step_ = first_step;
+  ready_ = first_step - 1;
+  if (first_step < steps_) requested_ = first_step;
   cv_.notify_all();
 }
 

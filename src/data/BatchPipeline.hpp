@@ -29,7 +29,9 @@ class BatchPipeline {
 
   // Starts an epoch: `rows` are this rank's samples in step order, `indices` their global
   // indices (augmentation draws depend on (seed, epoch, index) only).
-  void start_epoch(Samples rows, std::vector<std::int64_t> indices, std::int64_t epoch, std::int64_t steps);
+  // `first_step` > 0 resumes the epoch there (the steps before it are not prepared).
+  void start_epoch(Samples rows, std::vector<std::int64_t> indices, std::int64_t epoch, std::int64_t steps,
+                   std::int64_t first_step = 0);
   // The batch of the next step; prepares the one after it in the background.
   Batch next();
 

@@ -11,7 +11,8 @@
 
 namespace hpctrain {
 
-MetricsLog::MetricsLog(const std::string& path) : out_(path, std::ios::out | std::ios::trunc) {
+MetricsLog::MetricsLog(const std::string& path, bool append)
+    : out_(path, std::ios::out | (append ? std::ios::app : std::ios::trunc)) {
   if (!out_) throw RuntimeFailure(path + ": cannot write metrics log: " + std::strerror(errno));
 }
 

@@ -11,7 +11,8 @@ namespace hpctrain {
 class MetricsLog {
  public:
   MetricsLog() = default;
-  explicit MetricsLog(const std::string& path);
+  // `append` continues the log of a resumed run.
+  explicit MetricsLog(const std::string& path, bool append = false);
   void write(const boost::json::object& line);
   bool enabled() const { return out_.is_open(); }
 

@@ -16,8 +16,9 @@ namespace hpctrain {
 struct RunContext {
   std::string config_path;
   std::vector<std::string> overrides;
-  std::string started;  // ISO 8601 UTC
-  int threads = 1;      // this rank's intra-op threads
+  std::string started;       // ISO 8601 UTC
+  int threads = 1;           // this rank's intra-op threads
+  std::string resumed_from;  // checkpoint the run continued from (empty: a fresh start)
   ProcessLayout layout;
   LaunchEnvironment launch;
 };

@@ -7,11 +7,13 @@
 #include "data/BatchPipeline.hpp"
 #include "data/Sampling.hpp"
 #include "launch/Mpi.hpp"
+#include "launch/Signals.hpp"
 #include "models/Model.hpp"
 #include "report/Progress.hpp"
 #include "train/Optimizers.hpp"
 #include "train/Schedule.hpp"
 #include "util/Error.hpp"
+#include "util/Json.hpp"
 
 namespace hpctrain {
 namespace json = boost::json;
@@ -34,6 +36,26 @@ boost::json::object to_json(const EpochRecord& e) {
     if (e.classification) o["test_accuracy"] = e.test_accuracy;
   }
   return o;
+}
+
+EpochRecord epoch_record_from_json(const boost::json::object& o) {
+  auto num = [&](const char* key) { return o.contains(key) ? o.at(key).to_number<double>() : 0.0; };
+  EpochRecord e;
+  e.epoch = o.at("epoch").as_int64();
+  e.classification = o.contains("train_accuracy");
+  e.train_loss = num("train_loss");
+  e.train_accuracy = num("train_accuracy");
+  e.has_validation = o.contains("val_loss");
+  e.val_loss = num("val_loss");
+  e.val_accuracy = num("val_accuracy");
+  e.has_test = o.contains("test_loss");
+  e.test_loss = num("test_loss");
+  e.test_accuracy = num("test_accuracy");
+  e.lr = num("lr");
+  e.seconds = num("seconds");
+  e.samples_per_s = num("samples_per_s");
+  e.train_seconds_total = num("train_seconds_total");
+  return e;
 }
 
 Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDataset& data, MetricsLog& log)
@@ -101,10 +123,30 @@ TrainResult Trainer::run() {
   ModelImpl& model = *model_;
   GradientReducer& reducer = *reducer_;
 
-  // Same initial parameters everywhere: rank 0's, broadcast.
-  broadcast_module_state(model, comm_, 0);
   // Dropout draws differ per rank, reproducibly.
   torch::manual_seed(stream_seed(seed, Stream::Model, static_cast<std::uint64_t>(comm_.rank()) + 1));
+  LoopPosition at;
+  RankState mine;
+  if (resume_) {
+    // Every rank restores its own state: no broadcast, which would replace this rank's
+    // batch-norm statistics with rank 0's.
+    mine.rng = at::detail::getDefaultCPUGenerator().get_state();
+    restore_checkpoint(*resume_, model, *optimizer_, mine, comm_);
+    at = resume_->position;
+    if (resume_->world_size == comm_.size()) {
+      at::Generator generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(mine.rng);
+    } else {
+      // Another rank count: this rank's share of each epoch's sums is unknown; the epoch in
+      // progress reports the figures of its steps after the resume.
+      mine.epoch_loss = 0;
+      mine.epoch_correct = 0;
+    }
+  } else {
+    // Same initial parameters everywhere: rank 0's, broadcast.
+    broadcast_module_state(model, comm_, 0);
+  }
   model.train();
 
   TrainResult result;
@@ -119,25 +161,65 @@ TrainResult Trainer::run() {
   Progress progress(config_.run.progress, root, total_steps_, config_.run.log_every);
   const double start = wall_seconds();
   PhaseTimer& timer = result.timer;
-  std::int64_t step = 0;
-  double best = std::numeric_limits<double>::infinity();
-  std::int64_t epochs_without_improvement = 0;
+  std::int64_t step = at.step;
+  double best = at.best;
+  std::int64_t epochs_without_improvement = at.epochs_without_improvement;
+  result.samples = at.samples;
+  const json::value past_records = json::parse(at.epochs_json);
+  for (const auto& e : past_records.as_array()) {
+    result.epochs.push_back(epoch_record_from_json(e.as_object()));
+    result.train_seconds += result.epochs.back().seconds;
+  }
+  // Training time of the epoch in progress before the checkpoint: counted in that epoch.
+  double carried_seconds = std::max(0.0, at.train_seconds - result.train_seconds);
+  const bool same_ranks = !resume_ || resume_->world_size == comm_.size();
   result.stop_reason = "completed";
+  double last_checkpoint = wall_seconds();
+  // Writes a checkpoint of the loop standing at (epoch, steps of it done): collective.
+  auto checkpoint = [&](std::int64_t epoch, std::int64_t done, double epoch_loss, std::int64_t epoch_correct,
+                        double train_seconds) {
+    LoopPosition p;
+    p.epoch = epoch;
+    p.step_in_epoch = done;
+    p.step = step;
+    p.best = best;
+    p.epochs_without_improvement = epochs_without_improvement;
+    p.train_seconds = train_seconds;
+    p.samples = result.samples;
+    json::array records;
+    for (const auto& r : result.epochs) records.push_back(to_json(r));
+    p.epochs_json = compact_json(records);
+    RankState state;
+    state.rng = at::detail::getDefaultCPUGenerator().get_state();
+    state.epoch_loss = epoch_loss;
+    state.epoch_correct = epoch_correct;
+    const std::string path = checkpoint_dir_ + "/" + checkpoint_file_name(step);
+    collective_check(comm_, [&] {
+      save_checkpoint(path, resolved_json_, p, model, *optimizer_, state, comm_);
+      if (root) prune_checkpoints(checkpoint_dir_, config_.checkpoint.keep);
+    });
+    last_checkpoint = wall_seconds();
+    if (root) progress.message("checkpoint " + path);
+    return path;
+  };
+  const bool timed = checkpoint_dir_.size() > 0 && config_.checkpoint.every_minutes > 0;
 
-  for (std::int64_t epoch = 0; epoch < tc.epochs && step < total_steps_; ++epoch) {
+  for (std::int64_t epoch = at.epoch; epoch < tc.epochs && step < total_steps_; ++epoch) {
     const double epoch_start = wall_seconds();
     timer.restart();
     std::vector<std::int64_t> indices;
     Samples rows = data_.epoch(epoch, global_batch, comm_, &indices);
-    const std::int64_t epoch_steps = std::min(per_epoch_, total_steps_ - step);
-    pipeline.start_epoch(std::move(rows), std::move(indices), epoch, epoch_steps);
+    const std::int64_t first = epoch == at.epoch ? at.step_in_epoch : 0;
+    const std::int64_t epoch_steps = std::min(per_epoch_, total_steps_ - (step - first));
+    pipeline.start_epoch(std::move(rows), std::move(indices), epoch, epoch_steps, first);
     timer.mark(Phase::Data);
 
     // Per-step figures stay on the device side as tensors; .item() only at log steps.
-    auto epoch_loss = torch::zeros({}, torch::kDouble);
-    auto correct = torch::zeros({}, torch::kLong);
+    auto epoch_loss = torch::full({}, first > 0 ? mine.epoch_loss : 0.0, torch::kDouble);
+    auto correct = torch::full({}, first > 0 ? mine.epoch_correct : 0, torch::kLong);
+    const double train_seconds_before = result.train_seconds;
     double lr = 0;
-    for (std::int64_t s = 0; s < epoch_steps; ++s) {
+    for (std::int64_t s = first; s < epoch_steps; ++s) {
       const Batch batch = pipeline.next();
       lr = schedule_->at(step);
       set_learning_rate(*optimizer_, lr);
@@ -168,6 +250,30 @@ TrainResult Trainer::run() {
       }
       ++step;
       if (step_callback_) step_callback_();
+      if (!checkpoint_dir_.empty()) {
+        // Every rank must take the same decision: the step count is the same everywhere,
+        // while the clock and the signals are agreed with one small reduction.
+        double flags[2] = {
+            static_cast<double>(preemption_signal()),
+            timed && wall_seconds() - last_checkpoint >= 60.0 * config_.checkpoint.every_minutes ? 1.0 : 0.0};
+        if (comm_.size() > 1) {
+          if (!root) flags[1] = 0;  // rank 0's clock decides
+          comm_.allreduce_max(flags, 2);
+        }
+        const bool due = (config_.checkpoint.every_steps > 0 && step % config_.checkpoint.every_steps == 0) ||
+                         flags[1] != 0 || flags[0] != 0;
+        if (due) {
+          const std::string path = checkpoint(epoch, s + 1, epoch_loss.item<double>(), correct.item<std::int64_t>(),
+                                              train_seconds_before + carried_seconds + wall_seconds() - epoch_start);
+          if (flags[0] != 0) {
+            progress.finish();
+            throw CollectiveError(std::string("preempted by ") + signal_name(static_cast<int>(flags[0])) + " at step " +
+                                      std::to_string(step) + ": checkpoint " + path +
+                                      " written; run again with checkpoint.resume=auto to go on",
+                                  0, kPreemptedExitCode);
+          }
+        }
+      }
       const bool log_step = step % config_.run.log_every == 0 || step == total_steps_;
       if (log_step) {
         double global_loss = local_sum.item<double>();
@@ -193,8 +299,10 @@ TrainResult Trainer::run() {
     rec.epoch = epoch;
     rec.classification = classification;
     rec.lr = lr;
-    rec.seconds = wall_seconds() - epoch_start;
-    const double seen = static_cast<double>(epoch_steps * slice.size());
+    rec.seconds = wall_seconds() - epoch_start + (same_ranks ? carried_seconds : 0.0);
+    carried_seconds = 0;
+    // Samples of the epoch's steps, including those before a resume (their sums came with it).
+    const double seen = static_cast<double>((same_ranks ? epoch_steps : epoch_steps - first) * slice.size());
     std::vector<double> sums{epoch_loss.item<double>(), static_cast<double>(correct.item<std::int64_t>()), seen};
     comm_.allreduce_sum(sums.data(), sums.size());
     rec.train_loss = sums[0] / std::max(1.0, sums[2]);
@@ -255,6 +363,9 @@ TrainResult Trainer::run() {
   }
   if (result.stop_reason == "completed" && step < per_epoch_ * tc.epochs) result.stop_reason = "max_steps";
   result.steps = step;
+  if (!checkpoint_dir_.empty() && config_.checkpoint.at_end && step > at.step) {
+    checkpoint(static_cast<std::int64_t>(result.epochs.size()), 0, 0.0, 0, result.train_seconds);
+  }
   result.comm = reducer.times();
   progress.finish();
 

@@ -5,9 +5,11 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "checkpoint/Checkpoint.hpp"
 #include "comm/Communicator.hpp"
 #include "comm/GradientReducer.hpp"
 #include "config/Config.hpp"
@@ -34,6 +36,7 @@ struct EpochRecord {
 
 // One epoch's figures as written to metrics.jsonl and report.json (docs/outputs.md).
 boost::json::object to_json(const EpochRecord& record);
+EpochRecord epoch_record_from_json(const boost::json::object& record);
 
 struct TrainResult {
   std::vector<EpochRecord> epochs;
@@ -66,6 +69,15 @@ class Trainer {
   // Called on every rank after every optimizer step, with no communication in flight (a
   // scheduler serves requests from it). Must not call collectives on this communicator.
   void set_step_callback(std::function<void()> callback) { step_callback_ = std::move(callback); }
+  // Checkpoints into `dir` (config.checkpoint says when); `resolved_json` is stored in
+  // them. Also arms preemption: a SIGTERM or SIGUSR1 writes a checkpoint at the next step
+  // and ends run() with exit code kPreemptedExitCode.
+  void enable_checkpoints(std::string dir, std::string resolved_json) {
+    checkpoint_dir_ = std::move(dir);
+    resolved_json_ = std::move(resolved_json);
+  }
+  // Continue from a verified checkpoint instead of starting fresh.
+  void resume_from(CheckpointInfo info) { resume_ = std::move(info); }
   // Prefix of the epoch lines rank 0 prints ("fold 3: "), so concurrent groups can be told apart.
   void set_log_prefix(std::string prefix) { log_prefix_ = std::move(prefix); }
   // This rank's predictions on its part of the held-out rows (after run()).
@@ -87,6 +99,9 @@ class Trainer {
   LossKind loss_ = LossKind::CrossEntropy;
   std::function<void()> step_callback_;
   std::string log_prefix_;
+  std::string checkpoint_dir_;
+  std::string resolved_json_;
+  std::optional<CheckpointInfo> resume_;
 };
 
 }  // namespace hpctrain

@@ -1,0 +1,73 @@
+#pragma once
+// Checkpoints: everything the rest of a run depends on, in one HDF5 file that rank 0
+// writes atomically (temporary file, flush, rename) with a SHA-256 over its contents
+// (docs/checkpoints.md). Parameters and optimizer state are the same on every rank of a
+// data-parallel group; batch-norm statistics, the dropout generator and the epoch's
+// running sums are per rank and are gathered.
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "comm/Communicator.hpp"
+
+namespace hpctrain {
+
+inline constexpr const char* kCheckpointFormat = "hpctrain-checkpoint";
+inline constexpr std::int64_t kCheckpointVersion = 1;
+
+// Where the training loop stands.
+struct LoopPosition {
+  std::int64_t epoch = 0;                                 // the epoch in progress, or the next one
+  std::int64_t step_in_epoch = 0;                         // optimizer steps of that epoch done
+  std::int64_t step = 0;                                  // optimizer steps done in all
+  double best = std::numeric_limits<double>::infinity();  // early stopping (lower is better)
+  std::int64_t epochs_without_improvement = 0;
+  double train_seconds = 0;        // training time so far (this rank's, as in report.json)
+  std::int64_t samples = 0;        // global samples trained on so far
+  std::string epochs_json = "[]";  // the epoch records so far, as in report.json
+};
+
+// This rank's own part.
+struct RankState {
+  torch::Tensor rng;      // CPU generator state (dropout)
+  double epoch_loss = 0;  // the epoch in progress: summed per-sample loss
+  std::int64_t epoch_correct = 0;
+};
+
+struct CheckpointInfo {
+  std::string path;
+  std::int64_t step = 0;
+  std::int64_t world_size = 0;
+  std::string config_json;
+  LoopPosition position;
+};
+
+// Collective over `comm`: gathers every rank's buffers and RankState; rank 0 writes `path`.
+void save_checkpoint(const std::string& path, const std::string& config_json, const LoopPosition& position,
+                     torch::nn::Module& model, torch::optim::Optimizer& optimizer, const RankState& mine,
+                     const Communicator& comm);
+
+// Reads and verifies `path` (every dataset against the stored SHA-256); throws DataError
+// naming the file and what is wrong (missing, truncated, checksum mismatch).
+CheckpointInfo verify_checkpoint(const std::string& path);
+
+// Restores parameters, optimizer state and this rank's buffers and RankState from a
+// verified checkpoint. With the writer's world size every rank takes its own part (an exact
+// resume); with another, every rank takes rank 0's buffers and `mine.rng` is left as it is.
+void restore_checkpoint(const CheckpointInfo& info, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                        RankState& mine, const Communicator& comm);
+
+// Checkpoint files (step_NNNNNNNNNN.h5) in `dir`, newest first.
+std::vector<std::string> list_checkpoints(const std::string& dir);
+// Deletes all but the newest `keep` checkpoints in `dir`.
+void prune_checkpoints(const std::string& dir, std::int64_t keep);
+std::string checkpoint_file_name(std::int64_t step);
+
+// Keys of the resolved configs that differ, as "key: old -> new", leaving out the keys a
+// resume may change (docs/checkpoints.md).
+std::vector<std::string> unsafe_config_changes(const std::string& old_json, const std::string& new_json);
+
+}  // namespace hpctrain
