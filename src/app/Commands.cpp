@@ -12,6 +12,7 @@
 
 #include "app/BenchCommands.hpp"
 #include "checkpoint/Checkpoint.hpp"
+#include "checkpoint/Export.hpp"
 #include "comm/Communicator.hpp"
 #include "config/Schema.hpp"
 #include "cv/Experiment.hpp"
@@ -486,6 +487,92 @@ int cmd_train(const std::vector<std::string>& args) {
   return 0;
 }
 
+const char* kExportHelp =
+    "usage: hpctrain export RUN_DIR [--checkpoint FILE] [--output DIR]\n"
+    "\n"
+    "Writes the trained model of RUN_DIR's newest checkpoint (or FILE) as DIR/model.safetensors\n"
+    "and DIR/model.json, a description from which it can be rebuilt (default DIR:\n"
+    "RUN_DIR/export). docs/checkpoints.md shows how to load it in Python.\n";
+
+const char* kPredictHelp =
+    "usage: mpirun -np N hpctrain predict MODEL_DIR INPUT.h5 [--split test|train] [--output PREFIX]\n"
+    "                                   [--batch N]\n"
+    "\n"
+    "Batched inference with an exported model, MPI-parallel over the input's rows: writes\n"
+    "PREFIX.h5 and PREFIX.csv (default PREFIX: MODEL_DIR/predictions_SPLIT).\n";
+
+int cmd_export(const std::vector<std::string>& args) {
+  if (wants_help(args)) {
+    std::printf("%s", kExportHelp);
+    return 0;
+  }
+  std::string run_dir, checkpoint, output;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if ((args[i] == "--checkpoint" || args[i] == "--output") && i + 1 < args.size()) {
+      (args[i] == "--checkpoint" ? checkpoint : output) = args[i + 1];
+      ++i;
+    } else if (run_dir.empty() && args[i].rfind("--", 0) != 0) {
+      run_dir = args[i];
+    } else {
+      throw UsageError("export: unexpected argument \"" + args[i] + "\"");
+    }
+  }
+  if (run_dir.empty() && checkpoint.empty()) throw UsageError("export: name the run directory");
+  if (output.empty()) output = (run_dir.empty() ? std::string(".") : run_dir) + "/export";
+  Communicator world = Communicator::world();
+  ExportResult r;
+  collective_check(world, [&] {
+    if (world.rank() != 0) return;
+    if (checkpoint.empty()) {
+      const auto all = list_checkpoints(run_dir + "/checkpoints");
+      if (all.empty())
+        throw DataError(run_dir + "/checkpoints: no checkpoint to export (train with checkpoint.at_end)");
+      checkpoint = all.front();
+    }
+    r = export_model(checkpoint, output);
+  });
+  if (world.rank() == 0) {
+    std::printf("exported %s: %lld tensors -> %s, %s\n", r.checkpoint.c_str(), static_cast<long long>(r.tensors),
+                r.weights.c_str(), r.description.c_str());
+  }
+  return 0;
+}
+
+int cmd_predict(const std::vector<std::string>& args) {
+  if (wants_help(args)) {
+    std::printf("%s", kPredictHelp);
+    return 0;
+  }
+  std::vector<std::string> positional;
+  std::string split = "test", output;
+  std::int64_t batch = 256;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const bool has_value = i + 1 < args.size();
+    if (args[i] == "--split" && has_value) {
+      split = args[++i];
+    } else if (args[i] == "--output" && has_value) {
+      output = args[++i];
+    } else if (args[i] == "--batch" && has_value) {
+      batch = std::strtoll(args[++i].c_str(), nullptr, 10);
+      if (batch < 1) throw UsageError("predict: --batch expects a positive integer");
+    } else if (args[i].rfind("--", 0) != 0) {
+      positional.push_back(args[i]);
+    } else {
+      throw UsageError("predict: unexpected argument \"" + args[i] + "\"");
+    }
+  }
+  if (positional.size() != 2) throw UsageError("predict: name the exported model folder and the input HDF5 file");
+  if (split != "test" && split != "train") throw UsageError("predict: --split expects test or train");
+  if (output.empty()) output = positional[0] + "/predictions_" + split;
+  Communicator world = Communicator::world();
+  const PredictResult r = predict_file(positional[0], positional[1], split, output, batch, world);
+  if (world.rank() == 0) {
+    std::printf("predicted %lld samples of %s:%s on %d ranks in %.2f s -> %s, %s\n", static_cast<long long>(r.samples),
+                positional[1].c_str(), split.c_str(), world.size(), r.seconds, r.h5.c_str(), r.csv.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 std::string usage_text() {
@@ -496,6 +583,8 @@ std::string usage_text() {
          "  train CONFIG    train data-parallel over the MPI ranks: mpirun -np N hpctrain train CONFIG [k=v ...]\n"
          "  inspect FILE    show a data set's metadata and class balance, verify its hashes\n"
          "  config          print the config reference (--docs) or a resolved config\n"
+         "  export RUN_DIR  write the trained model as safetensors + JSON description\n"
+         "  predict MODEL INPUT.h5  batched inference, MPI-parallel: mpirun -np N hpctrain predict ...\n"
          "  bench           micro-benchmarks: allreduce (bucketed vs plain MPI), io (shard load vs sequential)\n"
          "\n"
          "  --version       LibTorch, MPI and HDF5 versions; CUDA and NCCL support\n"
@@ -516,6 +605,8 @@ int run_command(const std::vector<std::string>& args) {
   if (args[0] == "inspect") return cmd_inspect(rest);
   if (args[0] == "config") return cmd_config(rest);
   if (args[0] == "bench") return run_bench_command(rest);
+  if (args[0] == "export") return cmd_export(rest);
+  if (args[0] == "predict") return cmd_predict(rest);
   throw UsageError("unknown command \"" + args[0] + "\"");
 }
 

@@ -241,9 +241,9 @@ std::string checkpoint_file_name(std::int64_t step) {
   return buf;
 }
 
-void save_checkpoint(const std::string& path, const std::string& config_json, const LoopPosition& position,
-                     torch::nn::Module& model, torch::optim::Optimizer& optimizer, const RankState& mine,
-                     const Communicator& comm) {
+void save_checkpoint(const std::string& path, const std::string& config_json, const std::string& model_json,
+                     const LoopPosition& position, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                     const RankState& mine, const Communicator& comm) {
   const std::vector<double> local = flatten_rank(model, mine);
   const std::vector<double> all = comm.gatherv(local, 0);
   if (comm.rank() != 0) return;
@@ -261,6 +261,7 @@ void save_checkpoint(const std::string& path, const std::string& config_json, co
       file.write_string_attr("/", "created", created);
       Writer w(file);
       w.text("/config_json", config_json);
+      w.text("/model_json", model_json);
       w.text("/position_json", compact_json(position_to_json(position)));
       const auto params = model.named_parameters();
       for (std::size_t i = 0; i < params.size(); ++i) {
@@ -330,6 +331,7 @@ CheckpointInfo verify_checkpoint(const std::string& path) {
   info.step = file.read_int_attr("/", "step");
   info.world_size = file.read_int_attr("/", "world_size");
   info.config_json = read_text(file, "/config_json");
+  info.model_json = read_text(file, "/model_json");
   info.position = position_from_json(json::parse(read_text(file, "/position_json")).as_object());
   return info;
 }
@@ -369,6 +371,30 @@ void restore_checkpoint(const CheckpointInfo& info, torch::nn::Module& model, to
     mine.epoch_correct = static_cast<std::int64_t>(sums[1].item<double>());
     mine.rng = read_tensor(file, rank_group(source) + "/rng");
   }
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> checkpoint_state_dict(const CheckpointInfo& info) {
+  H5File file = H5File::open_read_serial(info.path);
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (std::size_t i = 0;; ++i) {
+    const std::string name = "/model/parameters/" + index_name(i);
+    if (!file.has(name)) break;
+    out.emplace_back(file.read_string_attr(name, "name"), read_tensor(file, name));
+  }
+  for (std::size_t i = 0;; ++i) {
+    const std::string first = rank_group(0) + "/buffers/" + index_name(i);
+    if (!file.has(first)) break;
+    torch::Tensor value = read_tensor(file, first);
+    if (value.scalar_type() == torch::kFloat) {
+      auto sum = value.to(torch::kDouble);
+      for (std::int64_t r = 1; r < info.world_size; ++r) {
+        sum += read_tensor(file, rank_group(static_cast<int>(r)) + "/buffers/" + index_name(i)).to(torch::kDouble);
+      }
+      value = (sum / static_cast<double>(info.world_size)).to(torch::kFloat);
+    }
+    out.emplace_back(file.read_string_attr(first, "name"), value);
+  }
+  return out;
 }
 
 std::vector<std::string> list_checkpoints(const std::string& dir) {

@@ -42,13 +42,15 @@ struct CheckpointInfo {
   std::int64_t step = 0;
   std::int64_t world_size = 0;
   std::string config_json;
+  std::string model_json;
   LoopPosition position;
 };
 
 // Collective over `comm`: gathers every rank's buffers and RankState; rank 0 writes `path`.
-void save_checkpoint(const std::string& path, const std::string& config_json, const LoopPosition& position,
-                     torch::nn::Module& model, torch::optim::Optimizer& optimizer, const RankState& mine,
-                     const Communicator& comm);
+// `model_json` describes the model for export (docs/checkpoints.md, "Export").
+void save_checkpoint(const std::string& path, const std::string& config_json, const std::string& model_json,
+                     const LoopPosition& position, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                     const RankState& mine, const Communicator& comm);
 
 // Reads and verifies `path` (every dataset against the stored SHA-256); throws DataError
 // naming the file and what is wrong (missing, truncated, checksum mismatch).
@@ -59,6 +61,11 @@ CheckpointInfo verify_checkpoint(const std::string& path);
 // resume); with another, every rank takes rank 0's buffers and `mine.rng` is left as it is.
 void restore_checkpoint(const CheckpointInfo& info, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                         RankState& mine, const Communicator& comm);
+
+// The model's parameters and buffers by name (module order, parameters first), for
+// export: float buffers are the mean over the ranks that wrote the checkpoint (as
+// evaluation averages them), others rank 0's.
+std::vector<std::pair<std::string, torch::Tensor>> checkpoint_state_dict(const CheckpointInfo& info);
 
 // Checkpoint files (step_NNNNNNNNNN.h5) in `dir`, newest first.
 std::vector<std::string> list_checkpoints(const std::string& dir);

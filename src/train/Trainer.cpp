@@ -97,6 +97,32 @@ EvalResult Trainer::evaluate_split(const Samples& split) {
       config_.train.eval_batch_size, comm_, step_callback_);
 }
 
+std::string Trainer::model_description() const {
+  const DatasetMeta& m = data_.meta();
+  auto strings = [](const std::vector<std::string>& v) {
+    json::array a;
+    for (const auto& x : v) a.push_back(json::string(x));
+    return a;
+  };
+  auto numbers = [](const auto& v) {
+    json::array a;
+    for (auto x : v) a.push_back(x);
+    return a;
+  };
+  return compact_json(
+      json::object{{"model", json::parse(resolved_json_).as_object().at("model")},
+                   {"task", task_name(m.task)},
+                   {"input_dtype", m.float_inputs() ? "float32" : "uint8"},
+                   {"sample_shape", numbers(m.sample_shape)},
+                   {"outputs", data_.output_size()},
+                   {"class_names", strings(m.class_names)},
+                   {"feature_names", strings(m.feature_names)},
+                   {"normalization", json::object{{"mean", numbers(data_.mean())}, {"std", numbers(data_.stddev())}}},
+                   {"target", json::object{{"mean", data_.target_mean()}, {"std", data_.target_std()}}},
+                   {"loss", loss_name(loss_)},
+                   {"parameters", parameter_count(*model_)}});
+}
+
 LocalPredictions Trainer::predict_held_out() {
   average_module_buffers(*model_, comm_);
   return predict(
@@ -195,7 +221,7 @@ TrainResult Trainer::run() {
     state.epoch_correct = epoch_correct;
     const std::string path = checkpoint_dir_ + "/" + checkpoint_file_name(step);
     collective_check(comm_, [&] {
-      save_checkpoint(path, resolved_json_, p, model, *optimizer_, state, comm_);
+      save_checkpoint(path, resolved_json_, model_description(), p, model, *optimizer_, state, comm_);
       if (root) prune_checkpoints(checkpoint_dir_, config_.checkpoint.keep);
     });
     last_checkpoint = wall_seconds();

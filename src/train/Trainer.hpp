@@ -83,6 +83,8 @@ class Trainer {
   // This rank's predictions on its part of the held-out rows (after run()).
   LocalPredictions predict_held_out();
   LossKind loss() const { return loss_; }
+  // The model for export: architecture config, input spec, normalization (JSON text).
+  std::string model_description() const;
 
  private:
   EvalResult evaluate_split(const Samples& split);
