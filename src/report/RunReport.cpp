@@ -200,6 +200,8 @@ std::string write_run_report(const std::string& path, const Config& config, cons
                     {"global_batch", config.train.batch_size},
                     {"samples", r.samples},
                     {"stop_reason", r.stop_reason},
+                    {"checkpoints", r.checkpoints},
+                    {"checkpoint_seconds", r.checkpoint_seconds},
                     {"resumed_from", ctx.resumed_from.empty() ? json::value(nullptr) : json::value(ctx.resumed_from)},
                     {"train_seconds", train_wall},
                     {"samples_per_s", static_cast<double>(r.samples) / std::max(train_wall, 1e-9)},

@@ -220,11 +220,14 @@ TrainResult Trainer::run() {
     state.epoch_loss = epoch_loss;
     state.epoch_correct = epoch_correct;
     const std::string path = checkpoint_dir_ + "/" + checkpoint_file_name(step);
+    const double t0 = wall_seconds();
     collective_check(comm_, [&] {
       save_checkpoint(path, resolved_json_, model_description(), p, model, *optimizer_, state, comm_);
       if (root) prune_checkpoints(checkpoint_dir_, config_.checkpoint.keep);
     });
     last_checkpoint = wall_seconds();
+    result.checkpoints += 1;
+    result.checkpoint_seconds += last_checkpoint - t0;
     if (root) progress.message("checkpoint " + path);
     return path;
   };

@@ -52,6 +52,8 @@ struct TrainResult {
   bool overlap = false;
   ReducerTimes comm;        // this rank
   std::string stop_reason;  // "completed", "max_steps", "early_stopping"
+  std::int64_t checkpoints = 0;     // written by this run
+  double checkpoint_seconds = 0;    // their total time, gather and write (rank 0)
 };
 
 class GradientReducer;
