@@ -1,5 +1,8 @@
 #include "app/BenchCommands.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -27,6 +30,7 @@ namespace {
 const char* kBenchHelp =
     "usage: hpctrain bench allreduce [--min-bytes N] [--max-bytes N] [--bucket-mb MB] [--repeats R] [--json FILE]\n"
     "       hpctrain bench io FILE.h5 [--repeats R] [--json FILE]\n"
+    "       hpctrain bench checkpoint [DIR] [--max-bytes N] [--repeats R]\n"
     "\n"
     "allreduce: for each message size (x4 steps), hpctrain's bucketed gradient path (the\n"
     "  overlapping reducer: buckets of --bucket-mb, reduced on its communication thread)\n"
@@ -37,7 +41,12 @@ const char* kBenchHelp =
     "io: each rank's collective parallel-HDF5 read of its block of /train/images (the\n"
     "  training shard load) next to one process reading the same bytes sequentially with\n"
     "  serial HDF5, in the same run. Rates are bytes / time of the slowest rank; the page\n"
-    "  cache is warm for both (the file is read once before timing).\n";
+    "  cache is warm for both (the file is read once before timing).\n"
+    "checkpoint [DIR]: the two ways to write a checkpoint of --max-bytes of replicated\n"
+    "  state (default 64 MiB) into DIR (default /tmp), in alternation: (a) what hpctrain\n"
+    "  does, rank 0 alone: serial HDF5, SHA-256, fsync, rename; (b) every rank writes its\n"
+    "  1/N of the bytes into one dataset with collective parallel HDF5 (MPI-IO), hashes\n"
+    "  chained in rank order, fsync, rename. Checked: both files read back equal.\n";
 
 struct Options {
   std::int64_t min_bytes = 4096;
@@ -282,6 +291,93 @@ int bench_io(const Options& o) {
 
 }  // namespace
 
+int bench_checkpoint(const Options& o) {
+  Communicator world = Communicator::world();
+  const bool root = world.rank() == 0;
+  const std::string dir = o.file.empty() ? "/tmp" : o.file;
+  const std::int64_t n = std::max<std::int64_t>(world.size(), o.max_bytes / 4);  // float32 elements
+  // The replicated state every rank holds (parameters and optimizer moments).
+  std::vector<float> state(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) state[static_cast<std::size_t>(i)] = static_cast<float>(i % 1013) * 0.5f;
+  // One name for all ranks (the parallel file is opened collectively): rank 0's process id.
+  std::int64_t id = ::getpid();
+  world.broadcast(&id, sizeof(id), 0);
+  const std::string serial_path = dir + "/hpctrain_bench_serial_" + std::to_string(id) + ".h5";
+  const std::string parallel_path = dir + "/hpctrain_bench_parallel_" + std::to_string(id) + ".h5";
+  auto fsync_path = [](const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    if (fd >= 0) {
+      ::fsync(fd);
+      ::close(fd);
+    }
+  };
+  auto serial = [&] {
+    if (!root) return;
+    const std::string tmp = serial_path + ".tmp";
+    {
+      H5File f = H5File::create(tmp);
+      hsize_t dims[1] = {static_cast<hsize_t>(n)};
+      H5Id space(h5_check(H5Screate_simple(1, dims, nullptr), tmp));
+      H5Id ds(
+          h5_check(H5Dcreate2(f.id(), "/state", H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), tmp));
+      h5_check(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, state.data()), tmp);
+      f.write_string_attr("/", "sha256", Sha256::hex(state.data(), state.size() * sizeof(float)));
+    }
+    fsync_path(tmp);
+    std::rename(tmp.c_str(), serial_path.c_str());
+  };
+  auto parallel = [&] {
+    const std::string tmp = parallel_path + ".tmp";
+    const Range mine = block_range(n, world.size(), world.rank());
+    {
+      H5Id fapl(h5_check(H5Pcreate(H5P_FILE_ACCESS), tmp));
+      h5_check(H5Pset_fapl_mpio(fapl, world.raw(), MPI_INFO_NULL), tmp);
+      H5Id file(h5_check(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), tmp));
+      hsize_t dims[1] = {static_cast<hsize_t>(n)};
+      H5Id space(h5_check(H5Screate_simple(1, dims, nullptr), tmp));
+      H5Id ds(h5_check(H5Dcreate2(file, "/state", H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), tmp));
+      hsize_t start[1] = {static_cast<hsize_t>(mine.begin)}, count[1] = {static_cast<hsize_t>(mine.size())};
+      h5_check(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr), tmp);
+      H5Id mem(h5_check(H5Screate_simple(1, count, nullptr), tmp));
+      H5Id dxpl(h5_check(H5Pcreate(H5P_DATASET_XFER), tmp));
+      h5_check(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE), tmp);
+      h5_check(H5Dwrite(ds, H5T_NATIVE_FLOAT, mem, space, dxpl, state.data() + mine.begin), tmp);
+      // The checksum chained through the ranks' slices, as the data loader verifies.
+      const std::string hex =
+          chained_sha256(state.data() + mine.begin, static_cast<std::size_t>(mine.size()) * sizeof(float), world);
+      (void)hex;
+    }
+    if (root) {
+      fsync_path(tmp);
+      std::rename(tmp.c_str(), parallel_path.c_str());
+    }
+    world.barrier();
+  };
+  const auto t = time_per_op(world, o.repeats, 1, {serial, parallel});
+  bool same = true;
+  collective_check(world, [&] {
+    if (!root) return;
+    std::vector<float> a(static_cast<std::size_t>(n)), b(static_cast<std::size_t>(n));
+    H5File fa = H5File::open_read_serial(serial_path), fb = H5File::open_read_serial(parallel_path);
+    read_rows(fa, "/state", 0, n, H5T_NATIVE_FLOAT, a.data());
+    read_rows(fb, "/state", 0, n, H5T_NATIVE_FLOAT, b.data());
+    same = a == b && a == state;
+  });
+  if (root) {
+    const double mb = static_cast<double>(n) * 4.0 / 1e6;
+    std::printf("checkpoint write of %.1f MB, %d ranks, median of %d (alternating), files in %s\n", mb, world.size(),
+                o.repeats, dir.c_str());
+    std::printf("  (a) rank 0, serial HDF5 + SHA-256 + fsync: %8.2f ms  %7.1f MB/s\n", 1e3 * t[0], mb / t[0]);
+    std::printf("  (b) all ranks, parallel HDF5 + chained SHA-256 + fsync: %8.2f ms  %7.1f MB/s\n", 1e3 * t[1],
+                mb / t[1]);
+    std::printf("  ratio (b)/(a): %.2f; files read back equal: %s\n", t[1] / t[0], same ? "yes" : "NO");
+    std::remove(serial_path.c_str());
+    std::remove(parallel_path.c_str());
+  }
+  if (!same) throw RuntimeFailure("bench checkpoint: the files differ");
+  return 0;
+}
+
 int run_bench_command(const std::vector<std::string>& args) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -295,7 +391,8 @@ int run_bench_command(const std::vector<std::string>& args) {
   torch::set_num_threads(ProcessLayout::discover(MPI_COMM_WORLD).default_threads());
   if (args[0] == "allreduce") return bench_allreduce(o);
   if (args[0] == "io") return bench_io(o);
-  throw UsageError("bench: unknown benchmark \"" + args[0] + "\" (allreduce, io)");
+  if (args[0] == "checkpoint") return bench_checkpoint(o);
+  throw UsageError("bench: unknown benchmark \"" + args[0] + "\" (allreduce, io, checkpoint)");
 }
 
 }  // namespace hpctrain
