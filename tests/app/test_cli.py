@@ -8,7 +8,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
-from hpctest import BIN, FASHION, SOURCE, Checks, make_idx_dir, run  # noqa: E402
+from hpctest import BIN, FASHION, SOURCE, Checks, make_idx_dir, mpirun, run  # noqa: E402
 
 c = Checks()
 r = run([BIN, "--version"])
@@ -60,4 +60,13 @@ if h5py is not None:
         names = [n.decode() if isinstance(n, bytes) else n for n in f["class_names"][()]]
         c.check("class names stored", names[0] == "T-shirt/top" and names[9] == "Ankle boot", str(names))
         c.check("images are chunked by whole samples", f["train/images"].chunks[1:] == (1, 28, 28), "")
+# Benchmarks run and check their own results (figures are for docs/benchmarks.md, not here).
+r = mpirun(2, ["bench", "allreduce", "--min-bytes", "4096", "--max-bytes", "65536", "--repeats", "1"])
+c.check("bench allreduce runs and checks its sums", r.rc == 0, r.text[-1500:])
+r = mpirun(2, ["bench", "io", FASHION, "--repeats", "1"])
+c.check("bench io runs", r.rc == 0, r.text[-1500:])
+r = mpirun(2, ["bench", "checkpoint", tempfile.mkdtemp(prefix="hpctrain_bench_"), "--max-bytes", "262144",
+               "--repeats", "1"])
+c.check("bench checkpoint runs and both files read back equal", r.rc == 0 and "read back equal: yes" in r.out,
+        r.text[-1500:])
 c.finish()
