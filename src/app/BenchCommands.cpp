@@ -1,6 +1,5 @@
 #include "app/BenchCommands.hpp"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <torch/torch.h>
@@ -18,6 +17,7 @@
 #include "data/ShardedDataset.hpp"
 #include "launch/Mpi.hpp"
 #include "launch/ProcessLayout.hpp"
+#include "report/MetricsLog.hpp"
 #include "report/SystemStats.hpp"
 #include "util/Error.hpp"
 #include "util/Json.hpp"
@@ -304,13 +304,6 @@ int bench_checkpoint(const Options& o) {
   world.broadcast(&id, sizeof(id), 0);
   const std::string serial_path = dir + "/hpctrain_bench_serial_" + std::to_string(id) + ".h5";
   const std::string parallel_path = dir + "/hpctrain_bench_parallel_" + std::to_string(id) + ".h5";
-  auto fsync_path = [](const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY);
-    if (fd >= 0) {
-      ::fsync(fd);
-      ::close(fd);
-    }
-  };
   auto serial = [&] {
     if (!root) return;
     const std::string tmp = serial_path + ".tmp";
@@ -323,7 +316,7 @@ int bench_checkpoint(const Options& o) {
       h5_check(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, state.data()), tmp);
       f.write_string_attr("/", "sha256", Sha256::hex(state.data(), state.size() * sizeof(float)));
     }
-    fsync_path(tmp);
+    sync_file(tmp);
     std::rename(tmp.c_str(), serial_path.c_str());
   };
   auto parallel = [&] {
@@ -348,7 +341,7 @@ int bench_checkpoint(const Options& o) {
       (void)hex;
     }
     if (root) {
-      fsync_path(tmp);
+      sync_file(tmp);
       std::rename(tmp.c_str(), parallel_path.c_str());
     }
     world.barrier();

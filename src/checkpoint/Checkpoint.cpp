@@ -1,8 +1,6 @@
 #include "checkpoint/Checkpoint.hpp"
 
 #include <dirent.h>
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -12,6 +10,7 @@
 #include <set>
 
 #include "data/Hdf5.hpp"
+#include "report/MetricsLog.hpp"
 #include "util/Error.hpp"
 #include "util/Json.hpp"
 #include "util/Sha256.hpp"
@@ -226,13 +225,6 @@ std::vector<double> flatten_rank(torch::nn::Module& model, const RankState& mine
   return out;
 }
 
-void fsync_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
 }  // namespace
 
 std::string checkpoint_file_name(std::int64_t step) {
@@ -294,7 +286,7 @@ void save_checkpoint(const std::string& path, const std::string& config_json, co
       }
       w.finish();
     }
-    fsync_file(tmp);
+    sync_file(tmp);
     if (std::rename(tmp.c_str(), path.c_str()) != 0)
       throw RuntimeFailure(path + ": cannot move the checkpoint into place");
   } catch (...) {

@@ -63,22 +63,18 @@ std::string fmt(double v, const char* format = "%.4f") {
   return buf;
 }
 
-double summary_mean(const json::object& summary, const std::string& metric) {
+// One field ("mean", "std", "n") of a metric's summary; NaN when absent or null.
+double summary_field(const json::object& summary, const std::string& metric, const char* field) {
   auto it = summary.find(metric);
   if (it == summary.end() || !it->value().is_object()) return std::nan("");
-  const auto& m = it->value().as_object().at("mean");
-  return m.is_null() ? std::nan("") : as_double(m);
+  const auto& v = it->value().as_object().at(field);
+  return v.is_null() ? std::nan("") : as_double(v);
 }
-std::int64_t summary_count(const json::object& summary, const std::string& metric) {
-  auto it = summary.find(metric);
-  if (it == summary.end() || !it->value().is_object()) return 0;
-  return it->value().as_object().at("n").as_int64();
+double summary_mean(const json::object& summary, const std::string& metric) {
+  return summary_field(summary, metric, "mean");
 }
 double summary_std(const json::object& summary, const std::string& metric) {
-  auto it = summary.find(metric);
-  if (it == summary.end() || !it->value().is_object()) return std::nan("");
-  const auto& m = it->value().as_object().at("std");
-  return m.is_null() ? std::nan("") : as_double(m);
+  return summary_field(summary, metric, "std");
 }
 
 void write_predictions_csv(const std::string& path, const json::object& outcome, std::int64_t num_classes) {
@@ -302,7 +298,7 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
         const auto& list = ok[t];
         json::object summary = list.empty() ? json::object{} : summarize_trial(list);
         const double score = summary_mean(summary, metric);
-        const bool complete = summary_count(summary, metric) == static_cast<std::int64_t>(splits.size());
+        const bool complete = summary_field(summary, metric, "n") == static_cast<double>(splits.size());
         // A trial that failed at this rung keeps the standing of the last rung it completed.
         if (!list.empty()) {
           last_summary[static_cast<std::size_t>(t)] = summary;

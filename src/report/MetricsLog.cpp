@@ -1,6 +1,8 @@
 #include "report/MetricsLog.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -20,6 +22,13 @@ void MetricsLog::write(const boost::json::object& line) {
   if (!out_.is_open()) return;
   out_ << compact_json(line) << '\n';
   out_.flush();
+}
+
+void sync_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
 }
 
 void write_file_atomic(const std::string& path, const std::string& text) {
