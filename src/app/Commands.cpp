@@ -290,6 +290,17 @@ int cmd_inspect(const std::vector<std::string>& args) {
   return code;
 }
 
+// The config with overrides; an empty run.dir becomes the launch's default run directory
+// (named after the Slurm job and array task, or after the config file).
+ResolvedConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides,
+                               const LaunchEnvironment& launch) {
+  ResolvedConfig resolved = load_config(path, overrides);
+  if (!resolved.config.run.dir.empty()) return resolved;
+  std::vector<std::string> with_dir = overrides;
+  with_dir.push_back("run.dir=" + launch.default_run_dir(path));
+  return load_config(path, with_dir);
+}
+
 int cmd_config(const std::vector<std::string>& args) {
   if (wants_help(args) || args.empty()) {
     std::printf("%s", kConfigHelp);
@@ -304,14 +315,18 @@ int cmd_config(const std::vector<std::string>& args) {
   const std::vector<std::string> overrides(args.begin() + 1, args.end());
   Communicator world = Communicator::world();
   ResolvedConfig resolved;
-  collective_check(world, [&] { resolved = load_config(args[0], overrides); });
+  const LaunchEnvironment launch = LaunchEnvironment::detect();
+  collective_check(world, [&] { resolved = load_run_config(args[0], overrides, launch); });
   if (rank == 0) std::printf("%s", resolved.resolved_json.c_str());
   return 0;
 }
 
-void configure_threads(const RunConfig& run, const ProcessLayout& layout, int& threads) {
-  threads = run.threads > 0 ? static_cast<int>(run.threads) : layout.default_threads();
-  torch::set_num_threads(threads);
+void configure_threads(const RunConfig& run, RunContext& ctx) {
+  const ThreadChoice choice =
+      choose_threads(run.threads, ctx.launch, ctx.layout.cpus_in_mask, ctx.layout.ranks_sharing_cpus);
+  ctx.threads = choice.threads;
+  ctx.threads_source = choice.source;
+  torch::set_num_threads(ctx.threads);
 }
 
 // Plain data-parallel training of `resolved` over `world`, writing run.dir.
@@ -445,11 +460,14 @@ int cmd_train(const std::vector<std::string>& args) {
   ctx.started = utc_timestamp();
   ctx.launch = LaunchEnvironment::detect();
   ctx.layout = ProcessLayout::discover(world.raw());
+  if (const std::string problem = ctx.launch.world_size_mismatch(world.size()); !problem.empty()) {
+    throw UsageError(problem);
+  }
 
   ResolvedConfig resolved;
-  collective_check(world, [&] { resolved = load_config(ctx.config_path, ctx.overrides); });
+  collective_check(world, [&] { resolved = load_run_config(ctx.config_path, ctx.overrides, ctx.launch); });
   const Config& config = resolved.config;
-  configure_threads(config.run, ctx.layout, ctx.threads);
+  configure_threads(config.run, ctx);
   if (config.cv.folds == 0 && config.search.method == "none") {
     train_once(resolved, ctx, world);
     return 0;
@@ -493,6 +511,36 @@ const char* kExportHelp =
     "Writes the trained model of RUN_DIR's newest checkpoint (or FILE) as DIR/model.safetensors\n"
     "and DIR/model.json, a description from which it can be rebuilt (default DIR:\n"
     "RUN_DIR/export). docs/checkpoints.md shows how to load it in Python.\n";
+
+const char* kSearchMergeHelp =
+    "usage: hpctrain search-merge RUN_DIR\n"
+    "\n"
+    "Joins a search that ran as shards (search.shards > 1, e.g. the tasks of a Slurm job array:\n"
+    "slurm/search-array.sbatch) into one leaderboard. The shards' run directories are the\n"
+    "folders directly under RUN_DIR; RUN_DIR receives search_report.json, leaderboard.csv,\n"
+    "leaderboard.md and best_config.json. Trials of a shard that left no report are listed as\n"
+    "failed. Exit code 1 when no trial succeeded.\n";
+
+int cmd_search_merge(const std::vector<std::string>& args) {
+  if (wants_help(args)) {
+    std::printf("%s", kSearchMergeHelp);
+    return 0;
+  }
+  if (args.size() != 1 || args[0].rfind("--", 0) == 0) throw UsageError("search-merge: name one RUN_DIR");
+  Communicator world = Communicator::world();
+  ExperimentResult result;
+  collective_check(world, [&] {
+    if (world.rank() == 0) result = merge_search_shards(args[0]);
+  });
+  int any = result.any_ok ? 1 : 0;
+  world.broadcast(&any, sizeof(any), 0);
+  if (world.rank() == 0) {
+    std::printf("%s\nreports: %s/\n", result.summary_text.c_str(), args[0].c_str());
+    std::fflush(stdout);
+  }
+  if (!any) throw CollectiveError("every trial failed (see " + args[0] + ")", 0, 1);
+  return 0;
+}
 
 const char* kPredictHelp =
     "usage: mpirun -np N hpctrain predict MODEL_DIR INPUT.h5 [--split test|train] [--output PREFIX]\n"
@@ -585,6 +633,7 @@ std::string usage_text() {
          "  config          print the config reference (--docs) or a resolved config\n"
          "  export RUN_DIR  write the trained model as safetensors + JSON description\n"
          "  predict MODEL INPUT.h5  batched inference, MPI-parallel: mpirun -np N hpctrain predict ...\n"
+         "  search-merge RUN_DIR  join the shards of a search that ran as a job array\n"
          "  bench           micro-benchmarks: allreduce (bucketed vs plain MPI), io (shard load vs sequential)\n"
          "\n"
          "  --version       LibTorch, MPI and HDF5 versions; CUDA and NCCL support\n"
@@ -607,6 +656,7 @@ int run_command(const std::vector<std::string>& args) {
   if (args[0] == "bench") return run_bench_command(rest);
   if (args[0] == "export") return cmd_export(rest);
   if (args[0] == "predict") return cmd_predict(rest);
+  if (args[0] == "search-merge") return cmd_search_merge(rest);
   throw UsageError("unknown command \"" + args[0] + "\"");
 }
 

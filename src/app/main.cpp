@@ -6,6 +6,7 @@
 #include "app/Commands.hpp"
 #include "comm/Communicator.hpp"
 #include "data/Hdf5.hpp"
+#include "launch/LaunchEnvironment.hpp"
 #include "launch/Mpi.hpp"
 #include "util/Error.hpp"
 
@@ -13,6 +14,13 @@ int main(int argc, char** argv) {
   using namespace hpctrain;
   std::vector<std::string> args(argv + 1, argv + argc);
   int rank = 0, size = 1;
+  // A launch MPI cannot start (srun without its MPI plugin) is told plainly, before MPI_Init
+  // would fail with the MPI library's own error stack.
+  const LaunchEnvironment launch = LaunchEnvironment::detect();
+  if (const std::string problem = launch.srun_without_mpi_plugin(); !problem.empty()) {
+    if (launch.launcher_rank() <= 0) std::fprintf(stderr, "hpctrain: %s\n", problem.c_str());
+    return 2;
+  }
   try {
     MpiRuntime mpi(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);

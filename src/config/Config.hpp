@@ -91,6 +91,8 @@ struct SearchConfig {
   std::string scoring = "auto";  // auto | cv | holdout
   std::int64_t halving_eta = 2;
   std::int64_t halving_min_epochs = 1;
+  std::int64_t shards = 1;  // job-array split: this job runs trials with index % shards == shard
+  std::int64_t shard = 0;
 };
 
 struct CheckpointConfig {
@@ -103,7 +105,7 @@ struct CheckpointConfig {
 };
 
 struct RunConfig {
-  std::string dir = "runs/default";
+  std::string dir;  // empty: LaunchEnvironment::default_run_dir
   std::int64_t log_every = 50;    // steps between metrics.jsonl step lines
   std::string progress = "auto";  // auto | bar | lines | none
   std::int64_t threads = 0;       // intra-op threads per rank (0: from the affinity mask)

@@ -261,6 +261,15 @@ const std::vector<Entry>& entries() {
       {key("search.halving_min_epochs", K::Integer, "1", 1.0, 100000.0, {},
            "Successive halving: epochs of the first rung (train.epochs caps the last)."),
        bind(&Config::search, &SearchConfig::halving_min_epochs)},
+      {key("search.shards", K::Integer, "1", 1.0, 100000.0, {},
+           "Split the trials of a grid or random search over this many jobs (a Slurm job array): each runs the "
+           "trials whose index modulo search.shards is search.shard, and `hpctrain search-merge` joins their "
+           "reports."),
+       bind(&Config::search, &SearchConfig::shards)},
+      {key("search.shard", K::Integer, "0", 0.0, 99999.0, {},
+           "Which shard of the trials this job runs (0 .. search.shards-1; slurm/search-array.sbatch sets it from "
+           "SLURM_ARRAY_TASK_ID)."),
+       bind(&Config::search, &SearchConfig::shard)},
       // checkpoint
       {key("checkpoint.every_steps", K::Integer, "0", 0.0, none, {},
            "Write a checkpoint every this many optimizer steps (0: off)."),
@@ -284,8 +293,9 @@ const std::vector<Entry>& entries() {
            "Folder of the checkpoints (empty: RUN_DIR/checkpoints)."),
        bind(&Config::checkpoint, &CheckpointConfig::dir)},
       // run
-      {key("run.dir", K::String, "\"runs/default\"", none, none, {},
-           "Run directory: resolved config, metrics.jsonl, report.json."),
+      {key("run.dir", K::String, "\"\"", none, none, {},
+           "Run directory: resolved config, metrics.jsonl, report.json. Empty: `runs/slurm-JOB` in a Slurm job "
+           "(`runs/slurm-ARRAYJOB_TASK` in a job array), else `runs/` and the config file's name without `.json`."),
        bind(&Config::run, &RunConfig::dir)},
       {key("run.log_every", K::Integer, "50", 1.0, none, {},
            "Steps between step lines in metrics.jsonl and between progress lines in batch jobs."),
@@ -294,8 +304,8 @@ const std::vector<Entry>& entries() {
            "Rank 0's progress display: a bar with ETA on a terminal, plain lines in batch jobs (auto picks)."),
        bind(&Config::run, &RunConfig::progress)},
       {key("run.threads", K::Integer, "0", 0.0, 1024.0, {},
-           "Intra-op threads per rank (0: the cores of the rank's affinity mask, shared among the ranks on the node "
-           "that overlap it)."),
+           "Intra-op threads per rank (0: Slurm's CPUs per task when set, at most the rank's affinity mask; else "
+           "the cores of the rank's affinity mask, shared among the ranks on the node that overlap it)."),
        bind(&Config::run, &RunConfig::threads)},
   };
   return table;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -27,6 +28,12 @@ struct TrialPlan {
   Trial trial;
   Config config;
   json::object config_json;
+};
+
+struct ExperimentPlan {
+  std::vector<TrialPlan> trials;
+  bool use_cv = false;
+  std::size_t split_count = 1;  // folds x repeats, or the one holdout split
 };
 
 bool lower_is_better(const std::string& metric) {
@@ -116,6 +123,214 @@ std::string fold_name(const json::object& o) {
   return "repeat" + std::to_string(o.at("repeat").as_int64()) + "_fold" + std::to_string(fold);
 }
 
+struct SearchReport {
+  const Config* bc;
+  const std::vector<TrialPlan>* trials;
+  std::vector<int> members;  // the trials reported on (a shard's, or all)
+  json::array outcome_rows;  // every task's outcome
+  std::vector<json::object> last_summary;
+  std::vector<int> reached;
+  std::vector<char> incomplete;
+  std::string metric;
+  bool use_cv = false;
+  bool halving = false;
+  json::object common;
+  json::array rungs;
+  std::string run_dir;
+};
+
+// Writes the search's leaderboard (search_report.json, leaderboard.csv/.md, best_config.json)
+// into in.run_dir; returns the Markdown and sets `chosen` to the best trial's config.
+std::string write_search_reports(const SearchReport& in, std::string& chosen) {
+  const Config& bc = *in.bc;
+  const std::vector<TrialPlan>& trials = *in.trials;
+  const json::array& outcome_rows = in.outcome_rows;
+  const auto& last_summary = in.last_summary;
+  const auto& reached = in.reached;
+  const auto& incomplete = in.incomplete;
+  const std::string& metric = in.metric;
+  const bool use_cv = in.use_cv;
+  const std::string& run_dir = in.run_dir;
+  // Best trial: highest rung reached, then the metric.
+  std::vector<std::pair<std::tuple<int, int, double>, int>> order;
+  for (int m : in.members) {
+    const auto t = static_cast<std::size_t>(m);
+    const double s = summary_mean(last_summary[t], metric);
+    const double key = std::isfinite(s) ? (lower_is_better(metric) ? s : -s) : INFINITY;
+    order.push_back({{-reached[t], incomplete[t] ? 1 : 0, key}, m});
+  }
+  std::sort(order.begin(), order.end());
+  const int best = order.empty() ? 0 : order.front().second;
+  chosen = pretty_json(trials[static_cast<std::size_t>(best)].config_json);
+  std::ostringstream md;
+  json::array board;
+  std::ostringstream csv;
+  csv.precision(10);
+  csv << "rank,trial,parameters," << metric << "_mean," << metric
+      << "_std,rung,epochs,folds_ok,folds_failed,train_seconds,samples_per_s,model_parameters,status\n";
+  md << "# Search leaderboard: " << bc.search.method << " search, metric `" << metric << "` ("
+     << (lower_is_better(metric) ? "lower" : "higher") << " is better), "
+     << (use_cv ? std::to_string(bc.cv.folds) + "-fold cross-validation" : std::string("holdout")) << "\n\n"
+     << "| rank | trial | parameters | " << metric
+     << " | rung | time (s) | samples/s | model parameters | status |\n"
+     << "|---|---|---|---|---|---|---|---|---|\n";
+  std::ostringstream failures;
+  int position = 0;
+  for (const auto& [key, t] : order) {
+    ++position;
+    const auto& tp = trials[static_cast<std::size_t>(t)];
+    const auto& summary = last_summary[static_cast<std::size_t>(t)];
+    int ok_count = 0, fail_count = 0;
+    std::int64_t parameters = 0;
+    std::int64_t trial_epochs = 0;
+    std::string first_error;
+    int failed_later = -1;
+    for (const auto& v : outcome_rows) {
+      const auto& o = v.as_object();
+      if (o.at("trial").as_int64() != tp.trial.id) continue;
+      if (o.at("status").as_string() != "ok" && first_error.empty()) {
+        first_error = std::string(o.at("error").as_string());
+      }
+      if (o.at("status").as_string() != "ok" && o.at("rung").as_int64() > reached[t]) {
+        failed_later = static_cast<int>(o.at("rung").as_int64());
+      }
+      if (o.at("rung").as_int64() != reached[t]) continue;
+      trial_epochs = o.at("epochs").as_int64();
+      if (o.at("status").as_string() == "ok") {
+        ++ok_count;
+        parameters = o.at("parameters").as_int64();
+      } else {
+        ++fail_count;
+      }
+    }
+    const double mean = summary_mean(summary, metric), sd = summary_std(summary, metric);
+    const std::string params = describe_assignments(tp.trial.assignments);
+    board.push_back(json::object{{"rank", position},
+                                 {"trial", tp.trial.id},
+                                 {"parameters", tp.trial.assignments},
+                                 {"metric", metric},
+                                 {"mean", std::isfinite(mean) ? json::value(mean) : nullptr},
+                                 {"std", std::isfinite(sd) ? json::value(sd) : nullptr},
+                                 {"rung", reached[t]},
+                                 {"epochs", trial_epochs},
+                                 {"folds_ok", ok_count},
+                                 {"folds_failed", fail_count},
+                                 {"summary", summary},
+                                 {"model_parameters", parameters}});
+    std::string status = ok_count == 0    ? "failed"
+                         : fail_count > 0 ? "incomplete (" + std::to_string(ok_count) + " of " +
+                                                std::to_string(ok_count + fail_count) + " folds)"
+                                          : "ok";
+    if (failed_later >= 0) status += ", failed at rung " + std::to_string(failed_later);
+    if (!first_error.empty()) failures << "- trial " << tp.trial.id << ": " << first_error << "\n";
+    board.back().as_object()["status"] = status;
+    std::string quoted;  // RFC 4180: quotes inside a quoted field are doubled
+    for (char ch : params) quoted += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+    csv << position << "," << tp.trial.id << ",\"" << quoted << "\","
+        << (std::isfinite(mean) ? fmt(mean, "%.6f") : "") << "," << (std::isfinite(sd) ? fmt(sd, "%.6f") : "")
+        << "," << reached[t] << "," << trial_epochs << "," << ok_count << "," << fail_count << ","
+        << fmt(summary_mean(summary, "train_seconds"), "%.3f") << ","
+        << fmt(summary_mean(summary, "samples_per_s"), "%.1f") << "," << parameters << ",\"" << status << "\"\n";
+    md << "| " << position << " | " << tp.trial.id << " | `" << params << "` | " << fmt(mean)
+       << (std::isfinite(sd) ? " ± " + fmt(sd) : std::string()) << " | " << reached[t] << " | "
+       << fmt(summary_mean(summary, "train_seconds"), "%.1f") << " | "
+       << fmt(summary_mean(summary, "samples_per_s"), "%.0f") << " | " << parameters << " | " << status << " |\n";
+  }
+  if (!failures.str().empty()) md << "\nFailures (the first error of each trial):\n\n" << failures.str();
+  json::object report{{"format", "hpctrain-search-report"}, {"format_version", 1}};
+  for (const auto& kv : in.common) report[kv.key()] = kv.value();
+  report["method"] = bc.search.method;
+  report["metric"] = metric;
+  report["lower_is_better"] = lower_is_better(metric);
+  report["leaderboard"] = board;
+  if (in.halving) report["rungs"] = in.rungs;
+  report["tasks"] = outcome_rows;
+  report["best_trial"] = trials[static_cast<std::size_t>(best)].trial.id;
+  write_file_atomic(run_dir + "/search_report.json", pretty_json(report));
+  write_file_atomic(run_dir + "/leaderboard.csv", csv.str());
+  write_file_atomic(run_dir + "/leaderboard.md", md.str());
+  write_file_atomic(run_dir + "/best_config.json", chosen);
+  return md.str();
+}
+
+// The trials of an experiment and how they are scored: the same computation on every rank
+// (and in search-merge), so a bad setting throws the same ConfigError everywhere.
+ExperimentPlan plan_experiment(const ResolvedConfig& base) {
+  const Config& bc = base.config;
+  ExperimentPlan p;
+  const bool searching = bc.search.method != "none";
+  p.use_cv = !searching || bc.search.scoring == "cv" || (bc.search.scoring == "auto" && bc.cv.folds >= 2);
+  if (p.use_cv && bc.cv.folds < 2) {
+    throw ConfigError(searching ? "search.scoring: cv scoring needs cv.folds >= 2"
+                                : "cv.folds: cross-validation needs at least 2 folds");
+  }
+  if (p.use_cv && bc.train.early_stop_patience > 0) {
+    throw ConfigError(
+        "train.early_stop_patience: early stopping would select epochs on the held-out fold; turn it off for "
+        "cross-validation");
+  }
+  const json::object base_json = json::parse(base.resolved_json).as_object();
+  std::vector<Trial> drawn;
+  if (!searching) {
+    drawn.push_back(Trial{});
+  } else {
+    const SearchSpace space = parse_search_space(bc.search.space_json);
+    for (const auto& d : space.dimensions) {
+      // Every trial is scored on the same rows: the data and the split stay those of CONFIG.
+      if (d.key == "data" || d.key == "data.val_fraction") {
+        throw ConfigError("search.space." + d.key + ": every trial is scored on the same split of the same data");
+      }
+      if (d.key == "train" || (bc.search.method == "halving" && d.key == "train.epochs")) {
+        throw ConfigError("search.space." + d.key +
+                          ": successive halving sets the epochs of each rung (search.halving_min_epochs, "
+                          "train.epochs); search other train keys one by one");
+      }
+    }
+    if (bc.search.method == "grid") {
+      drawn = grid_trials(space);
+    } else if (bc.search.method == "random") {
+      drawn = random_trials(space, bc.search.trials, static_cast<std::uint64_t>(bc.search.seed));
+    } else {
+      drawn = space.is_grid() ? grid_trials(space)
+                              : random_trials(space, bc.search.trials, static_cast<std::uint64_t>(bc.search.seed));
+    }
+  }
+  for (auto& t : drawn) {
+    TrialPlan plan;
+    plan.config_json = trial_config(base_json, t.assignments);
+    const std::string origin =
+        searching ? "search trial " + std::to_string(t.id) + " (" + describe_assignments(t.assignments) + ")"
+                  : "config";
+    plan.config = parse_config(compact_json(plan.config_json), origin, {}).config;
+    if (p.use_cv && plan.config.train.early_stop_patience > 0) {
+      throw ConfigError(origin +
+                        ": train.early_stop_patience: early stopping would select epochs on the held-out "
+                        "fold; turn it off for cross-validation");
+    }
+    plan.trial = std::move(t);
+    p.trials.push_back(std::move(plan));
+  }
+  if (bc.search.shard >= bc.search.shards) {
+    throw ConfigError("search.shard: " + std::to_string(bc.search.shard) + " is not below search.shards (" +
+                      std::to_string(bc.search.shards) + ")");
+  }
+  if (bc.search.shards > 1) {
+    if (!searching) throw ConfigError("search.shards: only a search (search.method) splits into shards");
+    if (bc.search.method == "halving") {
+      throw ConfigError(
+          "search.shards: successive halving ranks every trial between rungs, so it runs as one job; split grid "
+          "or random searches");
+    }
+    if (static_cast<std::int64_t>(p.trials.size()) <= bc.search.shard) {
+      throw ConfigError("search.shard: shard " + std::to_string(bc.search.shard) + " of " +
+                        std::to_string(bc.search.shards) + " has no trials (the search has " +
+                        std::to_string(p.trials.size()) + ")");
+    }
+  }
+  p.split_count = p.use_cv ? static_cast<std::size_t>(bc.cv.folds * bc.cv.repeats) : 1;
+  return p;
+}
+
 }  // namespace
 
 ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& world, const std::string& run_dir) {
@@ -126,63 +341,14 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
 
   // Everything below up to the data is the same computation on every rank, so a bad
   // setting throws the same ConfigError everywhere; collective_check only adds agreement.
-  std::vector<TrialPlan> trials;
-  bool use_cv = false;
+  ExperimentPlan xp;
   std::unique_ptr<GroupScheduler> scheduler;
   collective_check(world, [&] {
-    use_cv = !searching || bc.search.scoring == "cv" || (bc.search.scoring == "auto" && bc.cv.folds >= 2);
-    if (use_cv && bc.cv.folds < 2) {
-      throw ConfigError(searching ? "search.scoring: cv scoring needs cv.folds >= 2"
-                                  : "cv.folds: cross-validation needs at least 2 folds");
-    }
-    if (use_cv && bc.train.early_stop_patience > 0) {
-      throw ConfigError(
-          "train.early_stop_patience: early stopping would select epochs on the held-out fold; turn it off for "
-          "cross-validation");
-    }
-    const json::object base_json = json::parse(base.resolved_json).as_object();
-    std::vector<Trial> drawn;
-    if (!searching) {
-      drawn.push_back(Trial{});
-    } else {
-      const SearchSpace space = parse_search_space(bc.search.space_json);
-      for (const auto& d : space.dimensions) {
-        // Every trial is scored on the same rows: the data and the split stay those of CONFIG.
-        if (d.key == "data" || d.key == "data.val_fraction") {
-          throw ConfigError("search.space." + d.key + ": every trial is scored on the same split of the same data");
-        }
-        if (d.key == "train" || (bc.search.method == "halving" && d.key == "train.epochs")) {
-          throw ConfigError("search.space." + d.key +
-                            ": successive halving sets the epochs of each rung (search.halving_min_epochs, "
-                            "train.epochs); search other train keys one by one");
-        }
-      }
-      if (bc.search.method == "grid") {
-        drawn = grid_trials(space);
-      } else if (bc.search.method == "random") {
-        drawn = random_trials(space, bc.search.trials, static_cast<std::uint64_t>(bc.search.seed));
-      } else {
-        drawn = space.is_grid() ? grid_trials(space)
-                                : random_trials(space, bc.search.trials, static_cast<std::uint64_t>(bc.search.seed));
-      }
-    }
-    for (auto& t : drawn) {
-      TrialPlan plan;
-      plan.config_json = trial_config(base_json, t.assignments);
-      const std::string origin =
-          searching ? "search trial " + std::to_string(t.id) + " (" + describe_assignments(t.assignments) + ")"
-                    : "config";
-      plan.config = parse_config(compact_json(plan.config_json), origin, {}).config;
-      if (use_cv && plan.config.train.early_stop_patience > 0) {
-        throw ConfigError(origin +
-                          ": train.early_stop_patience: early stopping would select epochs on the held-out "
-                          "fold; turn it off for cross-validation");
-      }
-      plan.trial = std::move(t);
-      trials.push_back(std::move(plan));
-    }
+    xp = plan_experiment(base);
     scheduler = std::make_unique<GroupScheduler>(world, static_cast<int>(bc.cv.ranks_per_group));
   });
+  const std::vector<TrialPlan>& trials = xp.trials;
+  const bool use_cv = xp.use_cv;
   const Communicator& group = scheduler->group();
 
   // Each group holds the whole training split across its ranks.
@@ -251,7 +417,10 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
   // Rounds: one for grid, random and plain CV; successive halving runs rungs of growing
   // epoch budgets over the surviving trials.
   std::vector<int> survivors;
-  for (std::size_t t = 0; t < trials.size(); ++t) survivors.push_back(static_cast<int>(t));
+  for (std::size_t t = 0; t < trials.size(); ++t) {
+    if (static_cast<std::int64_t>(t) % bc.search.shards == bc.search.shard) survivors.push_back(static_cast<int>(t));
+  }
+  const std::vector<int> members = survivors;  // the trials this job reports on
   const bool halving = bc.search.method == "halving";
   std::int64_t epochs = halving ? std::min(bc.search.halving_min_epochs, bc.train.epochs) : 0;
   json::array rungs;
@@ -360,16 +529,7 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
       outcome_rows.push_back(o);
     }
     result.any_ok = succeeded > 0;
-    // Best trial: highest rung reached, then the metric.
-    std::vector<std::pair<std::tuple<int, int, double>, int>> order;
-    for (std::size_t t = 0; t < trials.size(); ++t) {
-      const double s = summary_mean(last_summary[t], metric);
-      const double key = std::isfinite(s) ? (lower_is_better(metric) ? s : -s) : INFINITY;
-      order.push_back({{-reached[t], incomplete[t] ? 1 : 0, key}, static_cast<int>(t)});
-    }
-    std::sort(order.begin(), order.end());
-    const int best = order.empty() ? 0 : order.front().second;
-    chosen = pretty_json(trials[static_cast<std::size_t>(best)].config_json);
+    if (!searching) chosen = pretty_json(trials.front().config_json);
 
     const json::object common{{"task", task_name(data->meta().task)},
                               {"data", bc.data.path},
@@ -383,6 +543,8 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
                               {"ranks_per_group", group.size()},
                               {"tasks_ok", succeeded},
                               {"tasks_failed", failed},
+                              {"shards", bc.search.shards},
+                              {"shard", bc.search.shard},
                               {"wall_seconds", wall_seconds() - start}};
     std::ostringstream md;
     if (!searching) {
@@ -454,93 +616,9 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
       }
       write_file_atomic(run_dir + "/cv_summary.md", md.str());
     } else {
-      json::array board;
-      std::ostringstream csv;
-      csv.precision(10);
-      csv << "rank,trial,parameters," << metric << "_mean," << metric
-          << "_std,rung,epochs,folds_ok,folds_failed,train_seconds,samples_per_s,model_parameters,status\n";
-      md << "# Search leaderboard: " << bc.search.method << " search, metric `" << metric << "` ("
-         << (lower_is_better(metric) ? "lower" : "higher") << " is better), "
-         << (use_cv ? std::to_string(bc.cv.folds) + "-fold cross-validation" : std::string("holdout")) << "\n\n"
-         << "| rank | trial | parameters | " << metric
-         << " | rung | time (s) | samples/s | model parameters | status |\n"
-         << "|---|---|---|---|---|---|---|---|---|\n";
-      std::ostringstream failures;
-      int position = 0;
-      for (const auto& [key, t] : order) {
-        ++position;
-        const auto& tp = trials[static_cast<std::size_t>(t)];
-        const auto& summary = last_summary[static_cast<std::size_t>(t)];
-        int ok_count = 0, fail_count = 0;
-        std::int64_t parameters = 0;
-        std::int64_t trial_epochs = 0;
-        std::string first_error;
-        int failed_later = -1;
-        for (const auto& v : outcome_rows) {
-          const auto& o = v.as_object();
-          if (o.at("trial").as_int64() != tp.trial.id) continue;
-          if (o.at("status").as_string() != "ok" && first_error.empty()) {
-            first_error = std::string(o.at("error").as_string());
-          }
-          if (o.at("status").as_string() != "ok" && o.at("rung").as_int64() > reached[t]) {
-            failed_later = static_cast<int>(o.at("rung").as_int64());
-          }
-          if (o.at("rung").as_int64() != reached[t]) continue;
-          trial_epochs = o.at("epochs").as_int64();
-          if (o.at("status").as_string() == "ok") {
-            ++ok_count;
-            parameters = o.at("parameters").as_int64();
-          } else {
-            ++fail_count;
-          }
-        }
-        const double mean = summary_mean(summary, metric), sd = summary_std(summary, metric);
-        const std::string params = describe_assignments(tp.trial.assignments);
-        board.push_back(json::object{{"rank", position},
-                                     {"trial", tp.trial.id},
-                                     {"parameters", tp.trial.assignments},
-                                     {"metric", metric},
-                                     {"mean", std::isfinite(mean) ? json::value(mean) : nullptr},
-                                     {"std", std::isfinite(sd) ? json::value(sd) : nullptr},
-                                     {"rung", reached[t]},
-                                     {"epochs", trial_epochs},
-                                     {"folds_ok", ok_count},
-                                     {"folds_failed", fail_count},
-                                     {"summary", summary},
-                                     {"model_parameters", parameters}});
-        std::string status = ok_count == 0    ? "failed"
-                             : fail_count > 0 ? "incomplete (" + std::to_string(ok_count) + " of " +
-                                                    std::to_string(ok_count + fail_count) + " folds)"
-                                              : "ok";
-        if (failed_later >= 0) status += ", failed at rung " + std::to_string(failed_later);
-        if (!first_error.empty()) failures << "- trial " << tp.trial.id << ": " << first_error << "\n";
-        board.back().as_object()["status"] = status;
-        std::string quoted;  // RFC 4180: quotes inside a quoted field are doubled
-        for (char ch : params) quoted += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-        csv << position << "," << tp.trial.id << ",\"" << quoted << "\","
-            << (std::isfinite(mean) ? fmt(mean, "%.6f") : "") << "," << (std::isfinite(sd) ? fmt(sd, "%.6f") : "")
-            << "," << reached[t] << "," << trial_epochs << "," << ok_count << "," << fail_count << ","
-            << fmt(summary_mean(summary, "train_seconds"), "%.3f") << ","
-            << fmt(summary_mean(summary, "samples_per_s"), "%.1f") << "," << parameters << ",\"" << status << "\"\n";
-        md << "| " << position << " | " << tp.trial.id << " | `" << params << "` | " << fmt(mean)
-           << (std::isfinite(sd) ? " ± " + fmt(sd) : std::string()) << " | " << reached[t] << " | "
-           << fmt(summary_mean(summary, "train_seconds"), "%.1f") << " | "
-           << fmt(summary_mean(summary, "samples_per_s"), "%.0f") << " | " << parameters << " | " << status << " |\n";
-      }
-      if (!failures.str().empty()) md << "\nFailures (the first error of each trial):\n\n" << failures.str();
-      json::object report{{"format", "hpctrain-search-report"}, {"format_version", 1}};
-      for (const auto& kv : common) report[kv.key()] = kv.value();
-      report["method"] = bc.search.method;
-      report["metric"] = metric;
-      report["lower_is_better"] = lower_is_better(metric);
-      report["leaderboard"] = board;
-      if (halving) report["rungs"] = rungs;
-      report["tasks"] = outcome_rows;
-      report["best_trial"] = trials[static_cast<std::size_t>(best)].trial.id;
-      write_file_atomic(run_dir + "/search_report.json", pretty_json(report));
-      write_file_atomic(run_dir + "/leaderboard.csv", csv.str());
-      write_file_atomic(run_dir + "/leaderboard.md", md.str());
-      write_file_atomic(run_dir + "/best_config.json", chosen);
+      SearchReport in{&bc, &trials, members, outcome_rows, last_summary, reached, incomplete, metric, use_cv, halving,
+                      common, rungs, run_dir};
+      md << write_search_reports(in, chosen);
     }
     result.summary_text = md.str();
   }
@@ -549,6 +627,136 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
   world.broadcast(&any, sizeof(any), 0);
   result.any_ok = any != 0;
   result.chosen_config = chosen;
+  return result;
+}
+
+ExperimentResult merge_search_shards(const std::string& run_dir) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(run_dir)) throw DataError(run_dir + ": not a directory");
+  struct Shard {
+    std::string dir;
+    json::object report;
+    std::string config_path;
+    std::string config_text;
+  };
+  std::map<std::int64_t, Shard> found;
+  std::int64_t shards = 0;
+  std::vector<fs::path> dirs;
+  for (const auto& entry : fs::directory_iterator(run_dir)) {
+    if (entry.is_directory() && fs::is_regular_file(entry.path() / "search_report.json")) dirs.push_back(entry.path());
+  }
+  std::sort(dirs.begin(), dirs.end());
+  for (const auto& dir : dirs) {
+    const std::string path = (dir / "search_report.json").string();
+    json::object report;
+    try {
+      report = json::parse(read_file(path)).as_object();
+    } catch (const std::exception& e) {
+      throw DataError(path + ": not a search report (" + e.what() + ")");
+    }
+    if (!report.contains("format") || report.at("format") != "hpctrain-search-report" || !report.contains("shards") ||
+        !report.contains("shard") || !report.contains("tasks") || !report.contains("metric")) {
+      throw DataError(path + ": not the search report of a shard (format hpctrain-search-report with shards and shard)");
+    }
+    const std::int64_t n = report.at("shards").to_number<std::int64_t>();
+    const std::int64_t k = report.at("shard").to_number<std::int64_t>();
+    if (n <= 1) throw DataError(path + ": written by a search that ran as one job (search.shards = 1): nothing to merge");
+    if (shards != 0 && n != shards) {
+      throw DataError(path + ": search.shards is " + std::to_string(n) + " here but " + std::to_string(shards) + " in " +
+                      found.begin()->second.dir + ": the folders are from different searches");
+    }
+    shards = n;
+    if (found.count(k)) {
+      throw DataError(path + ": shard " + std::to_string(k) + " also reported in " + found.at(k).dir);
+    }
+    Shard sh{dir.string(), std::move(report), (dir / "config.json").string(), ""};
+    try {
+      sh.config_text = read_file(sh.config_path);
+    } catch (const std::exception&) {
+      throw DataError(sh.config_path + ": missing; each shard's run directory holds the config it ran");
+    }
+    found.emplace(k, std::move(sh));
+  }
+  if (found.empty()) {
+    throw DataError(run_dir + ": no shard reports (search_report.json) in the folders under it");
+  }
+
+  // Every shard must have run the same search: the same config but for its shard and folder.
+  const std::vector<std::string> normalize = {"search.shard=0", "run.dir=merged"};
+  const Shard& first = found.begin()->second;
+  const ResolvedConfig base = parse_config(first.config_text, first.config_path, normalize);
+  for (const auto& [k, sh] : found) {
+    if (parse_config(sh.config_text, sh.config_path, normalize).resolved_json != base.resolved_json) {
+      throw DataError(sh.config_path + ": ran a different config than " + first.config_path +
+                      " (only search.shard and run.dir may differ between shards)");
+    }
+  }
+  const ExperimentPlan xp = plan_experiment(base);
+  const std::string metric(first.report.at("metric").as_string());
+
+  SearchReport in;
+  in.bc = &base.config;
+  in.trials = &xp.trials;
+  in.metric = metric;
+  in.use_cv = xp.use_cv;
+  in.run_dir = run_dir;
+  json::array merged_from;
+  double wall = 0;
+  for (const auto& [k, sh] : found) {
+    for (const auto& task : sh.report.at("tasks").as_array()) in.outcome_rows.push_back(task);
+    wall = std::max(wall, as_double(sh.report.at("wall_seconds")));
+    merged_from.push_back(json::string(sh.dir));
+  }
+  std::map<std::int64_t, std::size_t> index_of_id;
+  for (std::size_t t = 0; t < xp.trials.size(); ++t) {
+    in.members.push_back(static_cast<int>(t));
+    index_of_id[xp.trials[t].trial.id] = t;
+    const auto k = static_cast<std::int64_t>(t) % shards;
+    if (found.count(k)) continue;
+    in.outcome_rows.push_back(json::object{
+        {"trial", xp.trials[t].trial.id},
+        {"repeat", 0},
+        {"fold", -1},
+        {"rung", 0},
+        {"epochs", xp.trials[t].config.train.epochs},
+        {"status", "failed"},
+        {"error", "shard " + std::to_string(k) + " of " + std::to_string(shards) + " left no search_report.json under " +
+                      run_dir + " (did its job fail or not run?)"}});
+  }
+  std::map<std::size_t, std::vector<const json::object*>> ok;
+  int succeeded = 0, failed = 0;
+  for (const auto& v : in.outcome_rows) {
+    const auto& o = v.as_object();
+    const auto id = o.at("trial").to_number<std::int64_t>();
+    if (!index_of_id.count(id)) throw DataError(run_dir + ": a shard reports trial " + std::to_string(id) + ", which the search does not have");
+    if (o.at("status").as_string() == "ok") {
+      ++succeeded;
+      ok[index_of_id.at(id)].push_back(&o);
+    } else {
+      ++failed;
+    }
+  }
+  in.last_summary.resize(xp.trials.size());
+  in.reached.assign(xp.trials.size(), 0);
+  in.incomplete.assign(xp.trials.size(), 1);
+  for (const auto& [t, list] : ok) {
+    in.last_summary[t] = summarize_trial(list);
+    in.incomplete[t] = summary_field(in.last_summary[t], metric, "n") != static_cast<double>(xp.split_count);
+  }
+  for (const char* key : {"task", "data", "scoring", "folds", "repeats", "stratified", "cv_seed", "world_size", "groups",
+                          "ranks_per_group"}) {
+    if (first.report.contains(key)) in.common[key] = first.report.at(key);
+  }
+  in.common["tasks_ok"] = succeeded;
+  in.common["tasks_failed"] = failed;
+  in.common["shards"] = shards;
+  in.common["shards_reported"] = static_cast<std::int64_t>(found.size());
+  in.common["merged_from"] = merged_from;
+  in.common["wall_seconds"] = wall;
+
+  ExperimentResult result;
+  result.summary_text = write_search_reports(in, result.chosen_config);
+  result.any_ok = succeeded > 0;
   return result;
 }
 

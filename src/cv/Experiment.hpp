@@ -19,4 +19,12 @@ struct ExperimentResult {
 // Collective over `world`. Writes the reports under run_dir (rank 0).
 ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& world, const std::string& run_dir);
 
+// Joins a search that ran as shards (search.shards > 1: one job each, e.g. the tasks of a
+// Slurm job array) into one leaderboard. The shards' run directories are the folders directly
+// under run_dir that hold a search_report.json; the merged search_report.json,
+// leaderboard.csv/.md and best_config.json go into run_dir, as one job would have written
+// them. Trials of a shard that left no report are listed as failed. One process; throws
+// DataError naming the file for anything inconsistent.
+ExperimentResult merge_search_shards(const std::string& run_dir);
+
 }  // namespace hpctrain

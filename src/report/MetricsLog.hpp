@@ -20,6 +20,8 @@ class MetricsLog {
   std::ofstream out_;
 };
 
+// The whole file; throws RuntimeFailure naming the path when it cannot be read.
+std::string read_file(const std::string& path);
 // Writes `text` to `path` atomically (temporary file in the same folder, then rename).
 void write_file_atomic(const std::string& path, const std::string& text);
 // Flushes a file's data to the storage device (fsync), so a rename after it publishes

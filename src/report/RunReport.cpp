@@ -79,6 +79,9 @@ std::string write_run_report(const std::string& path, const Config& config, cons
   mine.push_back(static_cast<double>(ctx.layout.node_index));
   mine.push_back(r.comm.total_seconds);
   mine.push_back(static_cast<double>(r.comm.bytes));
+  mine.push_back(static_cast<double>(ctx.layout.local_rank));
+  mine.push_back(static_cast<double>(ctx.launch.launcher_rank()));
+  mine.push_back(static_cast<double>(ctx.launch.launcher_local_rank()));
   const std::size_t width = mine.size();
   const std::vector<double> all = comm.gather(mine.data(), width, 0);
   if (comm.rank() != 0) return "";
@@ -169,7 +172,13 @@ std::string write_run_report(const std::string& path, const Config& config, cons
                              {"hostname_rank0", ctx.layout.hostname},
                              {"device", "cpu"},
                              {"threads_per_rank", to_int_array(column(kPhases + 3))},
+                             {"threads_source", ctx.threads_source},
                              {"node_of_rank", to_int_array(column(kPhases + 8))},
+                             {"local_rank_of_rank", to_int_array(column(kPhases + 11))},
+                             {"ranks_on_node_of_rank0", ctx.layout.local_size},
+                             {"launcher_rank_of_rank", to_int_array(column(kPhases + 12))},
+                             {"launcher_local_rank_of_rank", to_int_array(column(kPhases + 13))},
+                             {"slurm_job", ctx.launch.slurm_job_tag()},
                              {"launcher", ctx.launch.launcher},
                              {"launch_environment", launch_vars}}},
       {"data", json::object{{"path", data.meta().path},
