@@ -2,7 +2,9 @@
 # Installs everything hpctrain needs, then configures and builds build/. Idempotent: what
 # is present is skipped, so a second run only rebuilds what changed.
 #   Debian packages: compilers, CMake, Open MPI, parallel HDF5, Boost.JSON, GoogleTest,
-#                    ccache, and the Fashion-MNIST data set.
+#                    ccache, the Fashion-MNIST data set, and Slurm with munge and
+#                    shellcheck for the `slurm` tests (no daemon is started or configured:
+#                    the tests run their own throwaway cluster).
 #   .venv:           the pinned torch wheel (LibTorch), h5py, numpy, matplotlib.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +13,8 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 APT_PACKAGES=(build-essential cmake ninja-build pkg-config git ccache python3 python3-venv
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools libboost-json1.81-dev zlib1g-dev
-  googletest libgtest-dev libgmock-dev dataset-fashion-mnist)
+  googletest libgtest-dev libgmock-dev dataset-fashion-mnist
+  slurm-wlm munge shellcheck)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

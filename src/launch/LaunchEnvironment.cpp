@@ -62,7 +62,7 @@ std::string LaunchEnvironment::default_run_dir(const std::string& config_path) c
   const std::string tag = slurm_job_tag();
   if (!tag.empty()) return "runs/" + tag;
   std::string stem = config_path.substr(config_path.find_last_of('/') + 1);
-  if (stem.size() > 5 && stem.compare(stem.size() - 5, 5, ".json") == 0) stem.resize(stem.size() - 5);
+  if (stem.size() >= 5 && stem.compare(stem.size() - 5, 5, ".json") == 0) stem.resize(stem.size() - 5);
   return "runs/" + (stem.empty() ? std::string("default") : stem);
 }
 

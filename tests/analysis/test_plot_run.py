@@ -1,4 +1,4 @@
-"""analysis/plot_run.py on a run directory made here, and jobs/run_local.py's checks and
+"""analysis/plot_run.py on a run directory made here, and jobs/submit.py's checks and
 dry run."""
 import json
 import os
@@ -39,15 +39,36 @@ os.remove(os.path.join(run, "report.json"))
 p = subprocess.run([sys.executable, os.path.join(SOURCE, "analysis", "plot_run.py"), run], capture_output=True, text=True)
 c.check("a missing report.json is named", p.returncode != 0 and "report.json: missing" in p.stderr, p.stderr)
 
-runner = os.path.join(SOURCE, "jobs", "run_local.py")
-p = subprocess.run([sys.executable, runner, os.path.join(SOURCE, "jobs", "fashion_mnist_ranks.json"), "--dry-run"],
-                   capture_output=True, text=True)
-mpiruns = [l for l in p.stdout.splitlines() if l.startswith("$ mpirun")]
-c.check("dry run prints one mpirun per rank count", p.returncode == 0 and len(mpiruns) == 2 and
-        "-np 1" in mpiruns[0] and "-np 2" in mpiruns[1], p.stdout + p.stderr)
+# The shipped experiment definitions, as jobs/submit.py would submit or run them.
+runner = os.path.join(SOURCE, "jobs", "submit.py")
+
+
+def dry(*args):
+    p = subprocess.run([sys.executable, runner] + list(args) + ["--dry-run"], capture_output=True, text=True,
+                       cwd=run)
+    return p, [line for line in p.stdout.splitlines() if line.startswith("$ ")]
+
+
+p, lines = dry(os.path.join(SOURCE, "jobs", "fashion_mnist_scaling.json"))
+jobs = [line for line in lines if " sbatch " in line]
+c.check("scaling study: one sbatch per (ranks, repetition), then the analysis after all of them",
+        p.returncode == 0 and len(jobs) == 10 and "--ntasks=4" in jobs[8]
+        and "--dependency=afterany:1001:1002:1003:1004:1005:1006:1007:1008:1009" in jobs[9]
+        and "analysis/scaling.py" in jobs[9], p.stdout + p.stderr)
+p, lines = dry(os.path.join(SOURCE, "jobs", "fashion_mnist_scaling.json"), "--local")
+c.check("scaling study --local: one mpirun per run, then the analysis",
+        p.returncode == 0 and sum("mpirun -np" in line for line in lines) == 9 and "scaling.py" in lines[-1],
+        p.stdout + p.stderr)
+p, lines = dry(os.path.join(SOURCE, "jobs", "fashion_mnist_nodes.json"))
+c.check("node scaling: --nodes with the GPU script",
+        p.returncode == 0 and "--nodes=8" in lines[-2] and "train-gpu.sbatch" in lines[-2], p.stdout + p.stderr)
+p, lines = dry(os.path.join(SOURCE, "jobs", "fashion_mnist_sweep.json"))
+c.check("sweep: a job array, then the merge after the whole array",
+        p.returncode == 0 and len(lines) == 2 and "--array=0-3" in lines[0] and "search-array.sbatch" in lines[0]
+        and "--dependency=afterany:1001" in lines[1] and "search-merge.sbatch" in lines[1], p.stdout + p.stderr)
 bad = os.path.join(run, "bad.json")
-json.dump({"name": "x", "config": "configs/fashion_mnist_cnn.json", "ranks": [1], "repetitions": 1, "overrides": [],
-           "rankz": [2]}, open(bad, "w"))
-p = subprocess.run([sys.executable, runner, bad, "--dry-run"], capture_output=True, text=True)
+json.dump({"name": "x", "kind": "scaling", "config": "configs/fashion_mnist_cnn.json", "ranks": [1], "rankz": [2]},
+          open(bad, "w"))
+p, _ = dry(bad)
 c.check("a bad definition names the key", p.returncode != 0 and 'unknown key "rankz"' in p.stderr, p.stderr)
 c.finish()

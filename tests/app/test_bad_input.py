@@ -130,6 +130,28 @@ expect_failure("regression metric on classification data", ["train", CONFIG, "da
                "search.method=grid", 'search.space={"optimizer.lr": [0.1]}', "search.metric=rmse"] + small,
                "search.metric: rmse does not apply to classification data", 2)
 
+# Search shards (job arrays) and their merge.
+grid = ["search.method=grid", 'search.space={"optimizer.lr": [0.1, 0.2]}', "search.scoring=holdout",
+        "data.val_fraction=0.2"]
+expect_failure("search shard out of range", ["train", CONFIG, "data.path=" + good] + grid + small +
+               ["search.shards=2", "search.shard=2"], "search.shard: 2 is not below search.shards (2)", 2)
+expect_failure("more shards than trials", ["train", CONFIG, "data.path=" + good] + grid + small +
+               ["search.shards=3", "search.shard=2"], "search.shard: shard 2 of 3 has no trials (the search has 2)", 2)
+expect_failure("successive halving split into shards", ["train", CONFIG, "data.path=" + good, "search.method=halving",
+               'search.space={"optimizer.lr": [0.1, 0.2]}', "search.shards=2"] + small,
+               "search.shards: successive halving ranks every trial between rungs", 2)
+expect_failure("shards without a search", ["train", CONFIG, "data.path=" + good, "cv.folds=2", "search.shards=2"] + small,
+               "search.shards: only a search (search.method) splits into shards", 2)
+os.makedirs(os.path.join(work, "no_shards", "x"), exist_ok=True)
+expect_failure("search-merge of a folder without shards", ["search-merge", os.path.join(work, "no_shards")],
+               "no_shards: no shard reports (search_report.json) in the folders under it", 3)
+os.makedirs(os.path.join(work, "bad_shard", "shard-0"), exist_ok=True)
+write("bad_shard/shard-0/search_report.json", '{"format": "hpctrain-search-report", "shards": 2')
+expect_failure("search-merge of a truncated shard report", ["search-merge", os.path.join(work, "bad_shard")],
+               "shard-0/search_report.json: not a search report", 3)
+expect_failure("search-merge of a missing folder", ["search-merge", os.path.join(work, "nowhere")],
+               "nowhere: not a directory", 3)
+
 
 def dead_rank():
     """SIGKILL one rank mid-training: the job must end, non-zero, within seconds."""
