@@ -3,7 +3,7 @@
 # is present is skipped, so a second run only rebuilds what changed.
 #   Debian packages: compilers, CMake, Open MPI, parallel HDF5, Boost.JSON, GoogleTest,
 #                    ccache, the Fashion-MNIST data set, and Slurm with munge and
-#                    shellcheck for the `slurm` tests (no daemon is started or configured:
+#                    ShellCheck for the `slurm` tests (no daemon is started or configured:
 #                    the tests run their own throwaway cluster).
 #   .venv:           the pinned torch wheel (LibTorch), h5py, numpy, matplotlib.
 set -euo pipefail

@@ -485,6 +485,8 @@ int cmd_train(const std::vector<std::string>& args) {
                 world.size(), ctx.layout.node_count, ctx.threads, run_dir.c_str());
     std::fflush(stdout);
   }
+  // SIGTERM/SIGUSR1 stop the running tasks at their next step; finished ones are recorded.
+  install_preemption_handlers();
   const ExperimentResult result = run_experiment(resolved, world, run_dir);
   if (world.rank() == 0) {
     std::printf("\n%s\nreports: %s/\n", result.summary_text.c_str(), run_dir.c_str());

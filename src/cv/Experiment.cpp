@@ -14,6 +14,7 @@
 #include "cv/GroupScheduler.hpp"
 #include "data/ShardedDataset.hpp"
 #include "eval/Scores.hpp"
+#include "launch/Signals.hpp"
 #include "report/MetricsLog.hpp"
 #include "report/SystemStats.hpp"
 #include "search/SearchSpace.hpp"
@@ -122,6 +123,69 @@ std::string fold_name(const json::object& o) {
   if (fold < 0) return "holdout";
   return "repeat" + std::to_string(o.at("repeat").as_int64()) + "_fold" + std::to_string(fold);
 }
+
+// Rank 0's record of an experiment's finished tasks, one file each in RUN_DIR/tasks, so a
+// preempted (or killed) cross-validation or search resumes without running them again.
+class TaskJournal {
+ public:
+  explicit TaskJournal(std::string dir) : dir_(std::move(dir)) {}
+
+  // checkpoint.resume none: start a fresh record; auto: reuse one made for the same config
+  // (all but the run and checkpoint sections). Returns the number of tasks loaded.
+  std::size_t open(const std::string& mode, const std::string& resolved_json) {
+    namespace fs = std::filesystem;
+    json::object config = json::parse(resolved_json).as_object();
+    config.erase("run");
+    config.erase("checkpoint");
+    const std::string identity = pretty_json(config);
+    const std::string identity_path = dir_ + "/config.json";
+    if (mode != "none" && mode != "auto") {
+      throw ConfigError("checkpoint.resume: a cross-validation or search resumes from the tasks recorded in its run "
+                        "directory; use auto (or none to start over)");
+    }
+    if (mode == "auto" && fs::is_regular_file(identity_path)) {
+      if (read_file(identity_path) != identity) {
+        throw ConfigError(dir_ + ": holds the finished tasks of a different config; use another run.dir, or "
+                                 "checkpoint.resume=none to start over");
+      }
+      for (const auto& entry : fs::directory_iterator(dir_)) {
+        const std::string name = entry.path().filename().string();
+        if (name == "config.json" || entry.path().extension() != ".json") continue;
+        try {
+          const std::string text = read_file(entry.path().string());
+          const auto status = json::parse(text).as_object().at("status");
+          if (status == "ok" || status == "failed") done_[entry.path().stem().string()] = text;
+        } catch (const std::exception&) {
+          // A file cut short by a crash: its task runs again.
+        }
+      }
+      return done_.size();
+    }
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+    make_directories(dir_);
+    write_file_atomic(identity_path, identity);
+    return 0;
+  }
+
+  static std::string key(int rung, int trial, int repeat, int fold) {
+    return "rung" + std::to_string(rung) + "_trial" + std::to_string(trial) + "_" +
+           (fold < 0 ? std::string("holdout") : "repeat" + std::to_string(repeat) + "_fold" + std::to_string(fold));
+  }
+  const std::string* find(const std::string& key) const {
+    auto it = done_.find(key);
+    return it == done_.end() ? nullptr : &it->second;
+  }
+  // Rank 0, as each outcome arrives; a preempted task is not a result.
+  void record(const std::string& key, const std::string& outcome) {
+    if (json::parse(outcome).as_object().at("status") == "preempted") return;
+    write_file_atomic(dir_ + "/" + key + ".json", outcome);
+  }
+
+ private:
+  std::string dir_;
+  std::map<std::string, std::string> done_;
+};
 
 struct SearchReport {
   const Config* bc;
@@ -389,6 +453,15 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
       split_ids.emplace_back(0, -1);
     }
   });
+  // Finished tasks are recorded in run_dir/tasks as they arrive; checkpoint.resume=auto reuses them.
+  TaskJournal journal(run_dir + "/tasks");
+  std::size_t recorded = 0;
+  collective_check(world, [&] {
+    if (root) recorded = journal.open(bc.checkpoint.resume, base.resolved_json);
+  });
+  if (root && recorded > 0) {
+    std::printf("resuming: %zu finished task(s) recorded in %s/tasks are not run again\n", recorded, run_dir.c_str());
+  }
   if (root) {
     make_directories(run_dir);
     if (use_cv) {
@@ -438,18 +511,57 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
     for (int t : survivors) {
       for (std::size_t s = 0; s < splits.size(); ++s) tasks.push_back(Task{t, s});
     }
-    const auto outcomes = scheduler->run(static_cast<int>(tasks.size()), [&](int i) {
-      const Task& task = tasks[static_cast<std::size_t>(i)];
-      const TrialPlan& tp = trials[static_cast<std::size_t>(task.trial)];
-      FoldTask ft;
-      ft.trial = tp.trial.id;
-      ft.repeat = split_ids[task.split].first;
-      ft.fold = split_ids[task.split].second;
-      ft.epochs = halving ? epochs : tp.config.train.epochs;
-      ft.in_search = searching;
-      ft.keep_predictions = bc.cv.save_predictions;
-      return run_fold_task(ft, tp.config, *data, splits[task.split], group, *scheduler, scheduler->group_index());
-    });
+    // Tasks recorded as finished before a preemption are not run again.
+    auto key_of = [&](const Task& task) {
+      return TaskJournal::key(rung, trials[static_cast<std::size_t>(task.trial)].trial.id,
+                              split_ids[task.split].first, split_ids[task.split].second);
+    };
+    std::vector<std::string> outcomes(tasks.size());
+    std::string todo_text;
+    if (root) {
+      for (std::size_t i = 0; i < tasks.size(); ++i) {
+        if (const std::string* done = journal.find(key_of(tasks[i]))) {
+          outcomes[i] = *done;
+        } else {
+          todo_text += (todo_text.empty() ? "" : ",") + std::to_string(i);
+        }
+      }
+    }
+    world.broadcast(todo_text, 0);
+    std::vector<std::size_t> todo;
+    std::stringstream todo_list(todo_text);
+    for (std::string item; std::getline(todo_list, item, ',');) todo.push_back(std::stoul(item));
+    const auto ran = scheduler->run(
+        static_cast<int>(todo.size()),
+        [&](int j) {
+          const Task& task = tasks[todo[static_cast<std::size_t>(j)]];
+          const TrialPlan& tp = trials[static_cast<std::size_t>(task.trial)];
+          FoldTask ft;
+          ft.trial = tp.trial.id;
+          ft.repeat = split_ids[task.split].first;
+          ft.fold = split_ids[task.split].second;
+          ft.epochs = halving ? epochs : tp.config.train.epochs;
+          ft.in_search = searching;
+          ft.keep_predictions = bc.cv.save_predictions;
+          return run_fold_task(ft, tp.config, *data, splits[task.split], group, *scheduler,
+                               scheduler->group_index());
+        },
+        [&](int j, const std::string& outcome) { journal.record(key_of(tasks[todo[static_cast<std::size_t>(j)]]), outcome); });
+    if (root) {
+      for (std::size_t j = 0; j < todo.size(); ++j) outcomes[todo[j]] = ran[j];
+    }
+    // A preemption signal stopped tasks: what finished is recorded; end with exit code 75.
+    int preempted = 0;
+    if (root) {
+      for (const auto& text : outcomes) preempted += json::parse(text).as_object().at("status") == "preempted" ? 1 : 0;
+    }
+    world.broadcast(&preempted, sizeof(preempted), 0);
+    if (preempted > 0) {
+      throw CollectiveError("preempted: " + std::to_string(tasks.size() - static_cast<std::size_t>(preempted)) +
+                                " of " + std::to_string(tasks.size()) + " task(s) of this round finished, recorded in " +
+                                run_dir + "/tasks; run again with checkpoint.resume=auto to go on",
+                            0, kPreemptedExitCode);
+    }
 
     std::string survivor_text;
     if (root) {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "launch/Signals.hpp"
 #include "cv/GroupScheduler.hpp"
 #include "data/ShardedDataset.hpp"
 #include "eval/Metrics.hpp"
@@ -70,6 +71,16 @@ std::string run_fold_task(const FoldTask& task, const Config& config, ShardedDat
                    {"train_samples", static_cast<std::int64_t>(split.train.size())},
                    {"held_out_samples", static_cast<std::int64_t>(split.validation.size())}};
   const double start = wall_seconds();
+  // A preemption signal that came between tasks: start no new one.
+  double signalled = static_cast<double>(preemption_signal());
+  group.allreduce_max(&signalled, 1);
+  if (signalled != 0) {
+    if (group.rank() != 0) return "";
+    out["status"] = "preempted";
+    out["error"] = std::string("preempted by ") + signal_name(static_cast<int>(signalled)) + " before it started";
+    out["wall_seconds"] = 0.0;
+    return compact_json(out);
+  }
   try {
     Config c = config;
     c.train.epochs = task.epochs;
@@ -80,6 +91,7 @@ std::string run_fold_task(const FoldTask& task, const Config& config, ShardedDat
     MetricsLog no_log;
     std::unique_ptr<Trainer> trainer;
     collective_check(group, [&] { trainer = std::make_unique<Trainer>(c, group, data, no_log); });
+    trainer->stop_on_preemption();
     trainer->set_step_callback([&scheduler] { scheduler.poll(); });
     std::string prefix = task.fold >= 0 ? "fold " + std::to_string(task.fold) : std::string("holdout");
     if (task.repeat > 0) prefix = "repeat " + std::to_string(task.repeat) + " " + prefix;
@@ -123,9 +135,10 @@ std::string run_fold_task(const FoldTask& task, const Config& config, ShardedDat
                                         {"outputs", to_array(all_outputs)}};
     }
   } catch (const CollectiveError& e) {
-    // Every rank of the group agreed on this failure: the other tasks go on.
+    // Every rank of the group agreed on this failure: the other tasks go on. A preempted
+    // task is neither ok nor failed: it runs again when the experiment resumes.
     if (group.rank() != 0) return "";
-    out["status"] = "failed";
+    out["status"] = e.exit_code() == kPreemptedExitCode ? "preempted" : "failed";
     out["error"] = e.what();
   }
   out["wall_seconds"] = wall_seconds() - start;

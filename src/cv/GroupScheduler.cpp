@@ -45,8 +45,10 @@ void GroupScheduler::answer(int source) {
       MPI_Recv(message.data(), bytes, MPI_BYTE, status.MPI_SOURCE, kRequestTag, sched_.raw(), MPI_STATUS_IGNORE));
   std::int32_t finished = -1;
   if (message.size() >= sizeof(finished)) std::memcpy(&finished, message.data(), sizeof(finished));
-  if (finished >= 0 && finished < count_)
+  if (finished >= 0 && finished < count_) {
     outcomes_[static_cast<std::size_t>(finished)] = message.substr(sizeof(finished));
+    if (on_outcome_) on_outcome_(finished, outcomes_[static_cast<std::size_t>(finished)]);
+  }
   const std::int32_t next = take_task();
   if (next >= 0) {
     task_group_[static_cast<std::size_t>(next)] = status.MPI_SOURCE / group_.size();
@@ -66,9 +68,11 @@ void GroupScheduler::poll() {
   }
 }
 
-std::vector<std::string> GroupScheduler::run(int count, const std::function<std::string(int task)>& run_task) {
+std::vector<std::string> GroupScheduler::run(int count, const std::function<std::string(int task)>& run_task,
+                                             const std::function<void(int, const std::string&)>& on_outcome) {
   const bool root = world_.rank() == 0;
   if (root) {
+    on_outcome_ = on_outcome;
     active_ = true;
     count_ = count;
     next_ = 0;
@@ -98,12 +102,16 @@ std::vector<std::string> GroupScheduler::run(int count, const std::function<std:
     if (task < 0) break;
     outcome = run_task(task);
     finished = task;
-    if (root) outcomes_[static_cast<std::size_t>(task)] = outcome;
+    if (root) {
+      outcomes_[static_cast<std::size_t>(task)] = outcome;
+      if (on_outcome_) on_outcome_(task, outcome);
+    }
   }
   if (root) {
     // Serve the other groups until each has been told there is no more work.
     while (released_ < group_count_ - 1) answer(MPI_ANY_SOURCE);
     active_ = false;
+    on_outcome_ = nullptr;
     return std::move(outcomes_);
   }
   return {};

@@ -29,7 +29,10 @@ class GroupScheduler {
   // leader (other ranks' return values are ignored). Returns every outcome, by task, on
   // world rank 0; empty elsewhere. run_task must not throw unless every rank of its group
   // throws (catch agreed failures inside and turn them into an outcome).
-  std::vector<std::string> run(int count, const std::function<std::string(int task)>& run_task);
+  // on_outcome (world rank 0) is called with each outcome as it arrives, so a caller can
+  // record finished tasks before the whole run ends.
+  std::vector<std::string> run(int count, const std::function<std::string(int task)>& run_task,
+                               const std::function<void(int task, const std::string& outcome)>& on_outcome = {});
 
   // World rank 0: answers the requests of groups that finished a task. Call it often while
   // rank 0 runs a task of its own (no-op on other ranks, and outside run()).
@@ -54,6 +57,7 @@ class GroupScheduler {
   int released_ = 0;  // remote leaders told there is no more work
   std::vector<std::string> outcomes_;
   std::vector<int> task_group_;
+  std::function<void(int, const std::string&)> on_outcome_;
 };
 
 }  // namespace hpctrain

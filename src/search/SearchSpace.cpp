@@ -201,6 +201,9 @@ json::object trial_config(const json::object& base, const json::object& assignme
   }
   c["cv"] = json::object{{"folds", 0}};
   c["search"] = json::object{{"method", "none"}};
+  // A trial's config trains on its own: its run directory is the default for wherever it
+  // runs (runs/<config name>, or the Slurm job's), never the search's own folder.
+  if (auto* run = c.if_contains("run"); run && run->is_object()) run->as_object().erase("dir");
   return c;
 }
 

@@ -302,6 +302,15 @@ TrainResult Trainer::run() {
                                   0, kPreemptedExitCode);
           }
         }
+      } else if (stop_on_preemption_) {
+        double flag = static_cast<double>(preemption_signal());
+        if (comm_.size() > 1) comm_.allreduce_max(&flag, 1);
+        if (flag != 0) {
+          progress.finish();
+          throw CollectiveError(std::string("preempted by ") + signal_name(static_cast<int>(flag)) + " at step " +
+                                    std::to_string(step),
+                                0, kPreemptedExitCode);
+        }
       }
       const bool log_step = step % config_.run.log_every == 0 || step == total_steps_;
       if (log_step) {

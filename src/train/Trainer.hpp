@@ -78,6 +78,10 @@ class Trainer {
     checkpoint_dir_ = std::move(dir);
     resolved_json_ = std::move(resolved_json);
   }
+  // Without checkpoints: a SIGTERM or SIGUSR1 (agreed over the communicator at the next
+  // step) ends run() with a CollectiveError of exit code kPreemptedExitCode. Cross-validation
+  // and search tasks use it; their finished tasks are what survives (cv/Experiment).
+  void stop_on_preemption() { stop_on_preemption_ = true; }
   // Continue from a verified checkpoint instead of starting fresh.
   void resume_from(CheckpointInfo info) { resume_ = std::move(info); }
   // Prefix of the epoch lines rank 0 prints ("fold 3: "), so concurrent groups can be told apart.
@@ -104,6 +108,7 @@ class Trainer {
   std::function<void()> step_callback_;
   std::string log_prefix_;
   std::string checkpoint_dir_;
+  bool stop_on_preemption_ = false;
   std::string resolved_json_;
   std::optional<CheckpointInfo> resume_;
 };

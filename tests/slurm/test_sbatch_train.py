@@ -50,6 +50,13 @@ requeued = False
 while time.monotonic() < deadline:
     p = run(["scontrol", "show", "job", "-o", job], work, 30)
     if "Restarts=1" in p.stdout and "JobState=PENDING" in p.stdout:
+        # Only once the node has finished cleaning up the first run (no job completing on
+        # it): relaunching the same job id earlier races slurmd's cleanup.
+        node = run(["sinfo", "-h", "-N", "-o", "%t"], work, 30).stdout.split()
+        if node != ["idle"]:
+            time.sleep(0.5)
+            continue
+        time.sleep(2)
         run(["scontrol", "update", f"JobId={job}", "StartTime=now"], work, 30)
         requeued = True
         break
