@@ -14,6 +14,7 @@
 #include "cv/GroupScheduler.hpp"
 #include "data/ShardedDataset.hpp"
 #include "eval/Scores.hpp"
+#include "launch/LaunchEnvironment.hpp"
 #include "launch/Signals.hpp"
 #include "report/MetricsLog.hpp"
 #include "report/SystemStats.hpp"
@@ -642,6 +643,9 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
     }
     result.any_ok = succeeded > 0;
     if (!searching) chosen = pretty_json(trials.front().config_json);
+    const LaunchEnvironment launch = LaunchEnvironment::detect();
+    json::object launch_vars;
+    for (const auto& kv : launch.variables) launch_vars[kv.first] = kv.second;
 
     const json::object common{{"task", task_name(data->meta().task)},
                               {"data", bc.data.path},
@@ -657,6 +661,9 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
                               {"tasks_failed", failed},
                               {"shards", bc.search.shards},
                               {"shard", bc.search.shard},
+                              {"launcher", launch.launcher},
+                              {"slurm_job", launch.slurm_job_tag()},
+                              {"launch_environment", launch_vars},
                               {"wall_seconds", wall_seconds() - start}};
     std::ostringstream md;
     if (!searching) {

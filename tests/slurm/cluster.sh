@@ -59,6 +59,8 @@ up() {
     die "munged did not start (see $dir/log/munged.log)"
 
   local host node_line ctld_port slurmd_port
+  # The node is this machine under its short host name, reached on loopback whether or not
+  # the name resolves.
   host=$(hostname -s)
   # `slurmd -C` prints this node's real CPUs, sockets and memory; keep 5% of memory back.
   node_line=$(slurmd -C | head -1)
@@ -68,7 +70,7 @@ up() {
   cat >"$dir/slurm.conf" <<EOF
 # Written by tests/slurm/cluster.sh: a single-node test cluster.
 ClusterName=hpctrain-test
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 SlurmctldPort=$ctld_port
@@ -100,7 +102,7 @@ InactiveLimit=0
 KillWait=10
 MinJobAge=600
 MaxArraySize=1001
-$node_line State=UNKNOWN
+$node_line NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
   export SLURM_CONF=$dir/slurm.conf
