@@ -26,6 +26,7 @@
 #include "launch/Signals.hpp"
 #include "report/MetricsLog.hpp"
 #include "report/RunReport.hpp"
+#include "train/Device.hpp"
 #include "train/Trainer.hpp"
 #include "util/Error.hpp"
 #include "util/Sha256.hpp"
@@ -468,6 +469,10 @@ int cmd_train(const std::vector<std::string>& args) {
   collective_check(world, [&] { resolved = load_run_config(ctx.config_path, ctx.overrides, ctx.launch); });
   const Config& config = resolved.config;
   configure_threads(config.run, ctx);
+  collective_check(world, [&] {
+    const DeviceInfo& device = select_compute_device(config.device, ctx.layout.local_rank);
+    if (world.rank() == 0 && !device.notice.empty()) std::printf("%s\n", device.notice.c_str());
+  });
   if (config.cv.folds == 0 && config.search.method == "none") {
     train_once(resolved, ctx, world);
     return 0;

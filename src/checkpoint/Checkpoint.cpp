@@ -192,6 +192,9 @@ json::object position_to_json(const LoopPosition& p) {
                       {"epochs_without_improvement", p.epochs_without_improvement},
                       {"train_seconds", p.train_seconds},
                       {"samples", p.samples},
+                      {"loss_scale", p.loss_scale},
+                      {"loss_scale_growth_tracker", p.loss_scale_growth_tracker},
+                      {"skipped_steps", p.skipped_steps},
                       {"epochs", json::parse(p.epochs_json)}};
 }
 
@@ -204,6 +207,10 @@ LoopPosition position_from_json(const json::object& o) {
   p.epochs_without_improvement = o.at("epochs_without_improvement").as_int64();
   p.train_seconds = o.at("train_seconds").to_number<double>();
   p.samples = o.at("samples").as_int64();
+  // Checkpoints written before mixed precision have no loss-scaler state.
+  if (o.contains("loss_scale")) p.loss_scale = o.at("loss_scale").to_number<double>();
+  if (o.contains("loss_scale_growth_tracker")) p.loss_scale_growth_tracker = o.at("loss_scale_growth_tracker").as_int64();
+  if (o.contains("skipped_steps")) p.skipped_steps = o.at("skipped_steps").as_int64();
   p.epochs_json = compact_json(o.at("epochs"));
   return p;
 }
@@ -347,7 +354,8 @@ void restore_checkpoint(const CheckpointInfo& info, torch::nn::Module& model, to
     std::map<std::string, torch::Tensor> values;
     for (const std::string key : {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer"}) {
       const std::string name = "/optimizer/" + index_name(i) + "/" + key;
-      if (file.has(name)) values[key] = read_tensor(file, name);
+      // Optimizer state lives on the parameter's device.
+      if (file.has(name)) values[key] = read_tensor(file, name).to(params[i].value().device());
     }
     set_optimizer_tensors(optimizer, params[i].value(), values, info.path);
   }
@@ -418,7 +426,12 @@ std::vector<std::string> unsafe_config_changes(const std::string& old_json, cons
   static const std::set<std::string> safe = {"train.epochs",           "train.max_steps",       "train.test_at_end",
                                              "train.test_every_epoch", "train.eval_batch_size", "run.log_every",
                                              "run.progress",           "run.threads",           "run.dir",
-                                             "data.verify_hashes"};
+                                             "data.verify_hashes",    "search.shards",         "search.shard",
+                                             // Where and in what precision the steps run: results then differ in
+                                             // the last bits from an uninterrupted run, but the run goes on.
+                                             "device.type", "device.cudnn_benchmark", "comm.backend", "precision.mode",
+                                             "precision.init_scale", "precision.growth_factor",
+                                             "precision.backoff_factor", "precision.growth_interval"};
   std::map<std::string, std::string> a, b;
   std::function<void(const json::object&, const std::string&, std::map<std::string, std::string>&)> flatten =
       [&](const json::object& o, const std::string& prefix, std::map<std::string, std::string>& out) {

@@ -28,6 +28,10 @@ struct LoopPosition {
   double train_seconds = 0;        // training time so far (this rank's, as in report.json)
   std::int64_t samples = 0;        // global samples trained on so far
   std::string epochs_json = "[]";  // the epoch records so far, as in report.json
+  // fp16 dynamic loss scaling (precision.mode fp16; 0: none recorded).
+  double loss_scale = 0;
+  std::int64_t loss_scale_growth_tracker = 0;
+  std::int64_t skipped_steps = 0;
 };
 
 // This rank's own part.

@@ -59,6 +59,7 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters, double b
     buckets_.push_back(flat);
   }
   pending_.assign(buckets_.size(), 0);
+  host_.assign(buckets_.size(), torch::Tensor());
   slot_ready_.assign(slots_.size(), false);
   if (overlap_) {
     for (std::size_t i = 0; i < slots_.size(); ++i) {
@@ -130,7 +131,17 @@ void GradientReducer::launch_ready_in_order(bool from_finish) {
 
 void GradientReducer::reduce(std::size_t bucket, bool blocking) {
   const double t0 = wall_seconds();
-  auto& b = buckets_[bucket];
+  auto& gradients = buckets_[bucket];
+  // GPU buckets with MPI: staged through page-locked host memory (the copies run on the
+  // device's default stream, after the backward work that produced the gradients).
+  torch::Tensor b = gradients;
+  if (gradients.is_cuda()) {
+    if (!host_[bucket].defined()) {
+      host_[bucket] = torch::empty({gradients.numel()}, torch::TensorOptions(torch::kFloat).pinned_memory(true));
+    }
+    b = host_[bucket];
+    b.copy_(gradients);
+  }
   if (!overlap_ || blocking) {
     // Launched after backward (nothing left to overlap with): MPI's blocking allreduce
     // uses its fastest algorithm.
@@ -148,6 +159,7 @@ void GradientReducer::reduce(std::size_t bucket, bool blocking) {
       }
     }
   }
+  if (gradients.is_cuda()) gradients.copy_(b);
   const double dt = wall_seconds() - t0;
   std::lock_guard<std::mutex> lock(mutex_);
   times_.total_seconds += dt;
@@ -246,7 +258,7 @@ void broadcast_module_state(torch::nn::Module& module, const Communicator& comm,
       t.copy_(flat.narrow(0, off, t.numel()).view(t.sizes()));
       off += t.numel();
     } else {
-      auto c = t.contiguous();
+      auto c = t.to(torch::kCPU).contiguous();
       comm.broadcast(c.data_ptr(), static_cast<std::size_t>(c.numel() * c.element_size()), root);
       t.copy_(c);
     }

@@ -78,6 +78,7 @@ class GradientReducer {
   const Communicator& comm_;
   bool overlap_;
   std::vector<torch::Tensor> buckets_;
+  std::vector<torch::Tensor> host_;  // GPU buckets: page-locked staging for MPI
   std::vector<Slot> slots_;
   std::vector<std::size_t> bucket_slots_;  // slots per bucket
 

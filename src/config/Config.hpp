@@ -70,6 +70,20 @@ struct TrainConfig {
 struct CommConfig {
   double bucket_mb = 25.0;
   bool overlap = true;
+  std::string backend = "auto";  // auto | mpi | nccl
+};
+
+struct DeviceConfig {
+  std::string type = "auto";  // auto | cpu | cuda
+  bool cudnn_benchmark = false;
+};
+
+struct PrecisionConfig {
+  std::string mode = "fp32";  // fp32 | bf16 | fp16 (autocast for the forward pass)
+  double init_scale = 65536.0;
+  double growth_factor = 2.0;
+  double backoff_factor = 0.5;
+  std::int64_t growth_interval = 2000;
 };
 
 struct CvConfig {
@@ -118,6 +132,8 @@ struct Config {
   ScheduleConfig schedule;
   TrainConfig train;
   CommConfig comm;
+  DeviceConfig device;
+  PrecisionConfig precision;
   CvConfig cv;
   SearchConfig search;
   CheckpointConfig checkpoint;

@@ -200,6 +200,39 @@ const std::vector<Entry>& entries() {
            "Reduce each gradient bucket on a communication thread as soon as backward has produced all of its "
            "gradients, overlapping communication with the rest of backward. false: reduce all buckets after backward."),
        bind(&Config::comm, &CommConfig::overlap)},
+      {key("comm.backend", K::String, "\"auto\"", none, none, {"auto", "mpi", "nccl"},
+           "Gradient reduction: MPI (CPU tensors; GPU tensors staged through pinned host memory) or NCCL (GPU "
+           "tensors, on its own CUDA stream). auto: NCCL on GPUs when compiled in, else MPI."),
+       bind(&Config::comm, &CommConfig::backend)},
+      // device
+      {key("device.type", K::String, "\"auto\"", none, none, {"auto", "cpu", "cuda"},
+           "Where each rank computes. auto: the GPU at the rank's local rank modulo the visible GPUs when there is "
+           "one, else the CPU (with a notice); cuda: a GPU or an error."),
+       bind(&Config::device, &DeviceConfig::type)},
+      {key("device.cudnn_benchmark", K::Boolean, "false", none, none, {},
+           "Let cuDNN time its convolution algorithms on the first batches and keep the fastest (GPU only; "
+           "results may then differ in the last bits between runs)."),
+       bind(&Config::device, &DeviceConfig::cudnn_benchmark)},
+      // precision
+      {key("precision.mode", K::String, "\"fp32\"", none, none, {"fp32", "bf16", "fp16"},
+           "Arithmetic of the forward pass: fp32, or autocast to bf16 or fp16 (matrix products and convolutions in "
+           "the low precision, reductions in fp32). Weights, gradients and the optimizer stay fp32. fp16 uses "
+           "dynamic loss scaling (precision.*_scale, growth_*, backoff_*); bf16 needs none. Both run on GPUs and "
+           "CPUs (on CPUs bf16 is fast where the CPU has bf16 instructions; fp16 there is for testing)."),
+       bind(&Config::precision, &PrecisionConfig::mode)},
+      {key("precision.init_scale", K::Number, "65536.0", 1.0, 1e30, {},
+           "fp16: the first loss scale."),
+       bind(&Config::precision, &PrecisionConfig::init_scale)},
+      {key("precision.growth_factor", K::Number, "2.0", 1.0, 1000.0, {},
+           "fp16: the loss scale is multiplied by this after precision.growth_interval steps without inf/NaN "
+           "gradients."),
+       bind(&Config::precision, &PrecisionConfig::growth_factor)},
+      {key("precision.backoff_factor", K::Number, "0.5", 1e-6, 1.0, {},
+           "fp16: the loss scale is multiplied by this when a step's gradients hold inf or NaN (that step is skipped)."),
+       bind(&Config::precision, &PrecisionConfig::backoff_factor)},
+      {key("precision.growth_interval", K::Integer, "2000", 1.0, 1e9, {},
+           "fp16: steps without inf/NaN gradients before the loss scale grows."),
+       bind(&Config::precision, &PrecisionConfig::growth_interval)},
       // cv
       {key("cv.folds", K::Integer, "0", 0.0, 1000.0, {},
            "k-fold cross-validation over the training split (0: off; otherwise >= 2). The test split is never used "

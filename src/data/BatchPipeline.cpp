@@ -7,12 +7,13 @@
 namespace hpctrain {
 
 BatchPipeline::BatchPipeline(const ShardedDataset& data, const DataConfig& config, std::uint64_t seed,
-                             std::int64_t batch_rows)
+                             std::int64_t batch_rows, bool pinned)
     : data_(data), config_(config), seed_(seed), batch_rows_(batch_rows) {
   std::vector<std::int64_t> shape{batch_rows};
   const auto& s = data.meta().sample_shape;
   shape.insert(shape.end(), s.begin(), s.end());
-  for (auto& b : buffers_) b = torch::empty(shape, torch::kFloat);
+  // Page-locked buffers let a GPU copy them asynchronously (DMA without a staging copy).
+  for (auto& b : buffers_) b = torch::empty(shape, torch::TensorOptions(torch::kFloat).pinned_memory(pinned));
   for (std::size_t c = 0; c < data.mean().size(); ++c) {
     scale_.push_back(static_cast<float>(1.0 / data.stddev()[c]));
     shift_.push_back(static_cast<float>(-data.mean()[c] / data.stddev()[c]));

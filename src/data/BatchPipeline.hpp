@@ -22,7 +22,9 @@ struct Batch {
 
 class BatchPipeline {
  public:
-  BatchPipeline(const ShardedDataset& data, const DataConfig& config, std::uint64_t seed, std::int64_t batch_rows);
+  // `pinned`: page-locked input buffers, for asynchronous copies to a GPU.
+  BatchPipeline(const ShardedDataset& data, const DataConfig& config, std::uint64_t seed, std::int64_t batch_rows,
+                bool pinned = false);
   ~BatchPipeline();
   BatchPipeline(const BatchPipeline&) = delete;
   BatchPipeline& operator=(const BatchPipeline&) = delete;

@@ -11,6 +11,7 @@
 #include "launch/Mpi.hpp"
 #include "report/MetricsLog.hpp"
 #include "report/SystemStats.hpp"
+#include "train/Device.hpp"
 #include "util/Json.hpp"
 
 namespace hpctrain {
@@ -82,6 +83,12 @@ std::string write_run_report(const std::string& path, const Config& config, cons
   mine.push_back(static_cast<double>(ctx.layout.local_rank));
   mine.push_back(static_cast<double>(ctx.launch.launcher_rank()));
   mine.push_back(static_cast<double>(ctx.launch.launcher_local_rank()));
+  const DeviceInfo& device = compute_device();
+  const DeviceMemory gpu_memory = device_memory(device.device);
+  mine.push_back(static_cast<double>(gpu_memory.allocated));
+  mine.push_back(static_cast<double>(gpu_memory.reserved));
+  mine.push_back(static_cast<double>(gpu_memory.peak));
+  mine.push_back(static_cast<double>(device.device.is_cuda() ? device.device.index() : -1));
   const std::size_t width = mine.size();
   const std::vector<double> all = comm.gather(mine.data(), width, 0);
   if (comm.rank() != 0) return "";
@@ -170,7 +177,14 @@ std::string write_run_report(const std::string& path, const Config& config, cons
       {"world", json::object{{"size", comm.size()},
                              {"nodes", ctx.layout.node_count},
                              {"hostname_rank0", ctx.layout.hostname},
-                             {"device", "cpu"},
+                             {"device", device.device.is_cuda() ? "cuda" : "cpu"},
+                             {"gpu_of_rank", to_int_array(column(kPhases + 17))},
+                             {"gpu", device.device.is_cuda()
+                                         ? json::value(json::object{{"name", device.name},
+                                                                    {"memory_bytes", device.memory_bytes},
+                                                                    {"driver", device.driver},
+                                                                    {"visible", device.visible_gpus}})
+                                         : json::value(nullptr)},
                              {"threads_per_rank", to_int_array(column(kPhases + 3))},
                              {"threads_source", ctx.threads_source},
                              {"node_of_rank", to_int_array(column(kPhases + 8))},
@@ -220,7 +234,14 @@ std::string write_run_report(const std::string& path, const Config& config, cons
       {"final", final_metrics},
       {"time_per_step_ms", per_step_ms},
       {"time_total_s", totals},
-      {"memory", json::object{{"peak_rss_bytes", spread(column(kPhases + 2))}}},
+      {"memory", json::object{{"peak_rss_bytes", spread(column(kPhases + 2))},
+                              {"gpu_allocated_bytes", spread(column(kPhases + 14))},
+                              {"gpu_reserved_bytes", spread(column(kPhases + 15))},
+                              {"gpu_peak_allocated_bytes", spread(column(kPhases + 16))}}},
+      {"precision", json::object{{"mode", config.precision.mode},
+                                 {"loss_scaling", config.precision.mode == "fp16"},
+                                 {"skipped_steps", r.skipped_steps},
+                                 {"final_loss_scale", r.loss_scale}}},
       {"system", json::object{{"load_average_1min", spread(column(kPhases + 7))}}},
   };
   const std::string text = pretty_json(report);

@@ -11,6 +11,7 @@
 #include "models/Model.hpp"
 #include "report/Progress.hpp"
 #include "train/Optimizers.hpp"
+#include "train/Device.hpp"
 #include "train/Schedule.hpp"
 #include "util/Error.hpp"
 #include "util/Json.hpp"
@@ -59,7 +60,7 @@ EpochRecord epoch_record_from_json(const boost::json::object& o) {
 }
 
 Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDataset& data, MetricsLog& log)
-    : config_(config), comm_(comm), data_(data), log_(log) {
+    : config_(config), comm_(comm), data_(data), log_(log), device_(compute_device().device), scaler_(config.precision) {
   const TrainConfig& tc = config_.train;
   if (tc.batch_size < comm_.size()) {
     throw ConfigError("train.batch_size: the global batch (" + std::to_string(tc.batch_size) +
@@ -79,6 +80,7 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDa
   }
   torch::manual_seed(stream_seed(static_cast<std::uint64_t>(tc.seed), Stream::Model));
   model_ = build_model(config_.model, InputSpec{data_.meta().sample_shape, data_.output_size()});
+  model_->to(device_);
   if (config_.model.channels_last) to_channels_last(*model_);
   // Overlap needs a second thread calling MPI (never at the same time as the main one).
   const bool overlap = config_.comm.overlap && MpiRuntime::thread_level() >= MPI_THREAD_SERIALIZED;
@@ -93,8 +95,15 @@ EvalResult Trainer::evaluate_split(const Samples& split) {
   // Batch-norm statistics differ per rank after training: evaluate the averaged model.
   average_module_buffers(*model_, comm_);
   return evaluate(
-      *model_, [&](torch::Tensor x) { return model_->forward(x); }, split, data_, loss_, config_.train.huber_delta,
+      *model_, [&](torch::Tensor x) { return forward_to_cpu(x); }, split, data_, loss_, config_.train.huber_delta,
       config_.train.eval_batch_size, comm_, step_callback_);
+}
+
+torch::Tensor Trainer::forward_to_cpu(const torch::Tensor& input) {
+  auto x = input.to(device_, /*non_blocking=*/true);
+  if (config_.model.channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+  AutocastScope autocast(config_.precision.mode, device_.type());
+  return model_->forward(x).to(torch::kCPU, torch::kFloat);
 }
 
 std::string Trainer::model_description() const {
@@ -126,7 +135,7 @@ std::string Trainer::model_description() const {
 LocalPredictions Trainer::predict_held_out() {
   average_module_buffers(*model_, comm_);
   return predict(
-      *model_, [&](torch::Tensor x) { return model_->forward(x); }, data_.validation(), data_, loss_,
+      *model_, [&](torch::Tensor x) { return forward_to_cpu(x); }, data_.validation(), data_, loss_,
       config_.train.huber_delta, config_.train.eval_batch_size, step_callback_);
 }
 
@@ -159,6 +168,9 @@ TrainResult Trainer::run() {
     mine.rng = at::detail::getDefaultCPUGenerator().get_state();
     restore_checkpoint(*resume_, model, *optimizer_, mine, comm_);
     at = resume_->position;
+    if (scaler_.enabled() && at.loss_scale > 0) {
+      scaler_.restore(LossScalerState{at.loss_scale, at.loss_scale_growth_tracker, at.skipped_steps});
+    }
     if (resume_->world_size == comm_.size()) {
       at::Generator generator = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(generator.mutex());
@@ -182,11 +194,16 @@ TrainResult Trainer::run() {
   const Range slice = batch_slice(global_batch, comm_.size(), comm_.rank());
   const bool classification = data_.classification();
   const double inv_batch = 1.0 / static_cast<double>(global_batch);
-  BatchPipeline pipeline(data_, config_.data, seed, slice.size());
+  BatchPipeline pipeline(data_, config_.data, seed, slice.size(), device_.is_cuda());
 
   Progress progress(config_.run.progress, root, total_steps_, config_.run.log_every);
   const double start = wall_seconds();
   PhaseTimer& timer = result.timer;
+  // On a GPU the phases are timed once their queued work has run.
+  auto mark = [&](Phase phase) {
+    synchronize(device_);
+    timer.mark(phase);
+  };
   std::int64_t step = at.step;
   double best = at.best;
   std::int64_t epochs_without_improvement = at.epochs_without_improvement;
@@ -215,6 +232,11 @@ TrainResult Trainer::run() {
     json::array records;
     for (const auto& r : result.epochs) records.push_back(to_json(r));
     p.epochs_json = compact_json(records);
+    if (scaler_.enabled()) {
+      p.loss_scale = scaler_.state().scale;
+      p.loss_scale_growth_tracker = scaler_.state().growth_tracker;
+      p.skipped_steps = scaler_.state().skipped_steps;
+    }
     RankState state;
     state.rng = at::detail::getDefaultCPUGenerator().get_state();
     state.epoch_loss = epoch_loss;
@@ -244,38 +266,52 @@ TrainResult Trainer::run() {
     timer.mark(Phase::Data);
 
     // Per-step figures stay on the device side as tensors; .item() only at log steps.
-    auto epoch_loss = torch::full({}, first > 0 ? mine.epoch_loss : 0.0, torch::kDouble);
-    auto correct = torch::full({}, first > 0 ? mine.epoch_correct : 0, torch::kLong);
+    auto epoch_loss = torch::full({}, first > 0 ? mine.epoch_loss : 0.0, torch::dtype(torch::kDouble).device(device_));
+    auto correct = torch::full({}, first > 0 ? mine.epoch_correct : 0, torch::dtype(torch::kLong).device(device_));
     const double train_seconds_before = result.train_seconds;
     double lr = 0;
     for (std::int64_t s = first; s < epoch_steps; ++s) {
-      const Batch batch = pipeline.next();
+      const Batch host_batch = pipeline.next();
+      // Pinned host batches copy to the GPU asynchronously, ordered on the compute stream.
+      const auto input = host_batch.input.to(device_, /*non_blocking=*/true);
+      const auto targets = host_batch.targets.to(device_, /*non_blocking=*/true);
       lr = schedule_->at(step);
       set_learning_rate(*optimizer_, lr);
       reducer.zero();
-      timer.mark(Phase::Data);
+      mark(Phase::Data);
 
-      auto logits = model.forward(
-          config_.model.channels_last ? batch.input.contiguous(torch::MemoryFormat::ChannelsLast) : batch.input);
-      // Sum over local samples / global batch: the reduced sum is the global mean.
-      auto local_sum = loss_sum(loss_, logits, batch.targets, tc.huber_delta);
-      auto loss = local_sum * inv_batch;
-      timer.mark(Phase::Forward);
-      loss.backward();
-      timer.mark(Phase::Backward);
-      reducer.finish();
-      timer.mark(Phase::CommExposed);
-      if (tc.grad_clip_norm > 0) {
-        const double norm = reducer.global_norm();
-        if (norm > tc.grad_clip_norm) reducer.scale(tc.grad_clip_norm / (norm + 1e-6));
+      torch::Tensor logits, local_sum;
+      {
+        AutocastScope autocast(config_.precision.mode, device_.type());
+        logits = model.forward(config_.model.channels_last ? input.contiguous(torch::MemoryFormat::ChannelsLast)
+                                                           : input);
+        // Sum over local samples / global batch: the reduced sum is the global mean. The
+        // loss is computed in fp32 whatever the autocast.
+        local_sum = loss_sum(loss_, logits.to(torch::kFloat), targets, tc.huber_delta);
       }
-      optimizer_->step();
-      timer.mark(Phase::Optimizer);
+      auto loss = local_sum * inv_batch;
+      mark(Phase::Forward);
+      scaler_.scale_loss(loss).backward();
+      mark(Phase::Backward);
+      reducer.finish();
+      mark(Phase::CommExposed);
+      // fp16: unscale the reduced gradients (equal on every rank, so every rank decides the
+      // same), skip the step on inf/NaN, then clip and step.
+      const bool found_inf = scaler_.unscale(reducer.buckets());
+      if (!found_inf) {
+        if (tc.grad_clip_norm > 0) {
+          const double norm = reducer.global_norm();
+          if (norm > tc.grad_clip_norm) reducer.scale(tc.grad_clip_norm / (norm + 1e-6));
+        }
+        optimizer_->step();
+      }
+      scaler_.update(found_inf);
+      mark(Phase::Optimizer);
 
       {
         torch::NoGradGuard no_grad;
         epoch_loss += local_sum.detach().to(torch::kDouble);
-        if (classification) correct += logits.argmax(1).eq(batch.targets).sum();
+        if (classification) correct += logits.argmax(1).eq(targets).sum();
       }
       ++step;
       if (step_callback_) step_callback_();
@@ -331,7 +367,7 @@ TrainResult Trainer::run() {
         }
         progress.step(step, epoch, global_loss, rate);
       }
-      timer.mark(Phase::Data);  // bookkeeping is charged to data
+      mark(Phase::Data);  // bookkeeping is charged to data
     }
     EpochRecord rec;
     rec.epoch = epoch;
@@ -405,6 +441,8 @@ TrainResult Trainer::run() {
     checkpoint(static_cast<std::int64_t>(result.epochs.size()), 0, 0.0, 0, result.train_seconds);
   }
   result.comm = reducer.times();
+  result.skipped_steps = scaler_.state().skipped_steps;
+  result.loss_scale = scaler_.scale();
   progress.finish();
 
   if (tc.test_at_end) {

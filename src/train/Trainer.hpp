@@ -17,6 +17,7 @@
 #include "eval/Metrics.hpp"
 #include "report/MetricsLog.hpp"
 #include "report/PhaseTimer.hpp"
+#include "train/MixedPrecision.hpp"
 
 namespace hpctrain {
 
@@ -54,6 +55,10 @@ struct TrainResult {
   std::string stop_reason;  // "completed", "max_steps", "early_stopping"
   std::int64_t checkpoints = 0;     // written by this run
   double checkpoint_seconds = 0;    // their total time, gather and write (rank 0)
+  // Mixed precision: fp16 steps skipped for inf/NaN gradients (in total, across resumes)
+  // and the loss scale at the end (1 without loss scaling).
+  std::int64_t skipped_steps = 0;
+  double loss_scale = 1.0;
 };
 
 class GradientReducer;
@@ -94,6 +99,9 @@ class Trainer {
 
  private:
   EvalResult evaluate_split(const Samples& split);
+  // The model's forward on the device under the configured autocast, output as fp32 on
+  // the CPU (evaluation and prediction compute their metrics there).
+  torch::Tensor forward_to_cpu(const torch::Tensor& input);
   const Config& config_;
   const Communicator& comm_;
   const ShardedDataset& data_;
@@ -109,6 +117,8 @@ class Trainer {
   std::string log_prefix_;
   std::string checkpoint_dir_;
   bool stop_on_preemption_ = false;
+  torch::Device device_{torch::kCPU};  // compute_device() when constructed
+  LossScaler scaler_;
   std::string resolved_json_;
   std::optional<CheckpointInfo> resume_;
 };

@@ -1,0 +1,39 @@
+#pragma once
+// The device each rank computes on (device.type): chosen once per process from the rank's
+// local rank, like torch's current device, and read by every Trainer of the process.
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+
+#include "config/Config.hpp"
+
+namespace hpctrain {
+
+struct DeviceInfo {
+  torch::Device device{torch::kCPU};
+  std::string name = "cpu";       // the GPU's name, or "cpu"
+  std::int64_t memory_bytes = 0;  // the GPU's total memory
+  int visible_gpus = 0;           // GPUs this process sees
+  std::string driver;             // CUDA driver version ("13.0"), "" without a GPU
+  std::string notice;             // what rank 0 prints when auto fell back to the CPU
+};
+
+// Chooses and activates the device: auto takes the GPU at local_rank modulo the visible
+// GPUs when there is one, else the CPU; cuda throws RuntimeFailure when no GPU is visible
+// or CUDA was not compiled in. Sets cuDNN's benchmark mode. Call once, on every rank.
+const DeviceInfo& select_compute_device(const DeviceConfig& config, int local_rank);
+// The device select_compute_device chose (the CPU before it is called).
+const DeviceInfo& compute_device();
+
+struct DeviceMemory {
+  std::int64_t allocated = 0;  // bytes held by tensors now
+  std::int64_t reserved = 0;   // bytes held by the caching allocator now
+  std::int64_t peak = 0;       // peak of allocated since the process started
+};
+// The GPU memory figures of `device` (zeros on the CPU).
+DeviceMemory device_memory(const torch::Device& device);
+// Waits for the device's queued work (no-op on the CPU): phase timing on a GPU needs it.
+void synchronize(const torch::Device& device);
+
+}  // namespace hpctrain

@@ -1,0 +1,113 @@
+// Dynamic loss scaling and autocast on CPU tensors.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <limits>
+
+#include "train/MixedPrecision.hpp"
+
+namespace hpctrain {
+namespace {
+
+PrecisionConfig fp16(double init = 1024.0, std::int64_t interval = 3) {
+  PrecisionConfig c;
+  c.mode = "fp16";
+  c.init_scale = init;
+  c.growth_interval = interval;
+  return c;
+}
+
+TEST(LossScaler, DisabledOutsideFp16) {
+  PrecisionConfig c;
+  c.mode = "bf16";
+  LossScaler s(c);
+  EXPECT_FALSE(s.enabled());
+  EXPECT_EQ(s.scale(), 1.0);
+  auto loss = torch::tensor(2.5);
+  EXPECT_TRUE(torch::equal(s.scale_loss(loss), loss));
+  std::vector<torch::Tensor> g{torch::tensor({std::numeric_limits<float>::infinity()})};
+  EXPECT_FALSE(s.unscale(g));  // nothing checked, nothing changed
+  EXPECT_TRUE(std::isinf(g[0].item<float>()));
+}
+
+TEST(LossScaler, ScalesTheLossAndUnscalesGradients) {
+  LossScaler s(fp16(1024.0));
+  EXPECT_DOUBLE_EQ(s.scale_loss(torch::tensor(0.5)).item<double>(), 512.0);
+  std::vector<torch::Tensor> g{torch::tensor({1024.0F, -2048.0F}), torch::tensor({512.0F})};
+  EXPECT_FALSE(s.unscale(g));
+  EXPECT_TRUE(torch::equal(g[0], torch::tensor({1.0F, -2.0F})));
+  EXPECT_TRUE(torch::equal(g[1], torch::tensor({0.5F})));
+}
+
+TEST(LossScaler, FindsInfAndNanInAnyTensor) {
+  LossScaler s(fp16());
+  std::vector<torch::Tensor> inf{torch::ones({4}), torch::tensor({1.0F, std::numeric_limits<float>::infinity()})};
+  EXPECT_TRUE(s.unscale(inf));
+  std::vector<torch::Tensor> nan{torch::tensor({std::numeric_limits<float>::quiet_NaN()}), torch::ones({2})};
+  EXPECT_TRUE(s.unscale(nan));
+}
+
+TEST(LossScaler, BacksOffOnOverflowAndGrowsAfterCleanSteps) {
+  LossScaler s(fp16(1024.0, 3));
+  s.update(true);  // overflow: halve, count a skipped step
+  EXPECT_EQ(s.scale(), 512.0);
+  EXPECT_EQ(s.state().skipped_steps, 1);
+  s.update(false);
+  s.update(false);
+  EXPECT_EQ(s.scale(), 512.0);  // 2 clean steps < interval 3
+  s.update(true);               // an overflow resets the clean-step count
+  EXPECT_EQ(s.scale(), 256.0);
+  s.update(false);
+  s.update(false);
+  s.update(false);  // 3 clean steps in a row: grow
+  EXPECT_EQ(s.scale(), 512.0);
+  EXPECT_EQ(s.state().growth_tracker, 0);
+  EXPECT_EQ(s.state().skipped_steps, 2);
+}
+
+TEST(LossScaler, StateRoundTrips) {
+  LossScaler a(fp16(1024.0, 3));
+  a.update(true);
+  a.update(false);
+  LossScaler b(fp16(1024.0, 3));
+  b.restore(a.state());
+  b.update(false);
+  b.update(false);
+  EXPECT_EQ(b.scale(), 1024.0);  // 512 grown after the restored clean step + 2 more
+}
+
+TEST(LossScaler, AGradientThatUnderflowsInFp16SurvivesWhenScaled) {
+  // A gradient of 1e-6 underflows in fp16 unscaled (smallest subnormal ~6e-8 keeps it, 1e-8
+  // does not); scaled by 2^16 it survives, and unscaling restores it in fp32.
+  LossScaler s(fp16(65536.0));
+  auto tiny = torch::tensor({1e-8F});
+  EXPECT_EQ(tiny.to(torch::kHalf).item<float>(), 0.0F);
+  std::vector<torch::Tensor> g{(tiny * static_cast<float>(s.scale())).to(torch::kHalf).to(torch::kFloat)};
+  EXPECT_FALSE(s.unscale(g));
+  EXPECT_NEAR(g[0].item<float>(), 1e-8F, 1e-10F);
+}
+
+TEST(Autocast, CastsMatrixProductsInsideTheScopeOnly) {
+  auto a = torch::randn({4, 4});
+  {
+    AutocastScope scope("bf16", torch::kCPU);
+    EXPECT_EQ(torch::mm(a, a).scalar_type(), torch::kBFloat16);
+    {
+      AutocastScope inner("bf16", torch::kCPU);  // nests
+      EXPECT_EQ(torch::mm(a, a).scalar_type(), torch::kBFloat16);
+    }
+    EXPECT_EQ(torch::mm(a, a).scalar_type(), torch::kBFloat16);
+  }
+  EXPECT_EQ(torch::mm(a, a).scalar_type(), torch::kFloat);
+  {
+    AutocastScope fp32("fp32", torch::kCPU);
+    EXPECT_EQ(torch::mm(a, a).scalar_type(), torch::kFloat);
+  }
+  {
+    AutocastScope half("fp16", torch::kCPU);
+    EXPECT_EQ(torch::mm(a, a).scalar_type(), torch::kHalf);
+  }
+}
+
+}  // namespace
+}  // namespace hpctrain

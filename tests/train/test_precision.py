@@ -1,0 +1,71 @@
+"""Mixed precision and the device choice, on CPUs: bf16 autocast trains to fp32's accuracy;
+fp16 with dynamic loss scaling skips the steps whose gradients overflow, backs the scale
+off and grows it again, and trains; its scaler state survives a checkpoint (a run resumed
+halfway ends bitwise where an uninterrupted one does); device.type=auto falls back to the
+CPU with a notice and device.type=cuda without a GPU is an error."""
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
+from hpctest import FASHION, SOURCE, Checks, mpirun  # noqa: E402
+
+c = Checks()
+CONFIG = os.path.join(SOURCE, "configs", "fashion_mnist_fast.json")
+work = tempfile.mkdtemp(prefix="hpctrain_precision_")
+small = ["data.path=" + FASHION, "data.verify_hashes=false", "run.progress=none"]
+
+
+def train(name, *extra, np=2, timeout=600):
+    run_dir = os.path.join(work, name)
+    r = mpirun(np, ["train", CONFIG, *small, "run.dir=" + run_dir, *extra], timeout=timeout)
+    report = json.load(open(os.path.join(run_dir, "report.json"))) if r.rc == 0 else {}
+    return r, report
+
+
+base = ["data.limit_train=6000", "train.epochs=1"]
+r32, fp32 = train("fp32", *base)
+c.check("fp32 trains; device.type=auto on a machine without a GPU says so and uses the CPU",
+        r32.rc == 0 and "no GPU visible, training on the CPU" in r32.out or "no CUDA support" in r32.out
+        and fp32.get("world", {}).get("device") == "cpu", r32.text[-2000:])
+rbf, bf16 = train("bf16", *base, "precision.mode=bf16")
+acc32 = fp32.get("final", {}).get("test_accuracy", 0)
+accbf = bf16.get("final", {}).get("test_accuracy", 0)
+c.check(f"bf16 autocast reaches fp32's test accuracy within 0.02 ({accbf:.4f} vs {acc32:.4f})",
+        rbf.rc == 0 and abs(accbf - acc32) < 0.02 and bf16["precision"]["mode"] == "bf16"
+        and not bf16["precision"]["loss_scaling"], rbf.text[-2000:])
+
+# fp16 with a scale far too large: the first steps overflow and are skipped while the
+# scale halves, then training goes on and the scale grows every 4 clean steps.
+scaled = ["data.limit_train=3000", "train.epochs=1", "train.batch_size=64", "precision.mode=fp16",
+          "precision.init_scale=1e9", "precision.growth_interval=4"]
+r16, fp16 = train("fp16", *scaled)
+p = fp16.get("precision", {})
+c.check("fp16: overflowing steps are skipped and the scale backs off, then grows again",
+        r16.rc == 0 and p.get("loss_scaling") and 3 <= p.get("skipped_steps", 0) < 46
+        and 0 < p.get("final_loss_scale", 0) < 1e9, json.dumps(p) + r16.text[-2000:])
+c.check("fp16 trains (test accuracy > 0.6)", fp16.get("final", {}).get("test_accuracy", 0) > 0.6,
+        str(fp16.get("final")))
+
+# The scaler's state in checkpoints: 2 epochs of 20 steps straight, or 1 epoch, stop,
+# and resume for the second.
+ckpt = scaled + ["data.limit_train=1280", "checkpoint.at_end=true", "train.test_every_epoch=false",
+                 "schedule.name=constant"]  # one schedule for 1 or 2 epochs
+ra, whole = train("fp16_whole", *ckpt, "train.epochs=2")
+rb, _ = train("fp16_split", *ckpt, "train.epochs=1")
+rc, resumed = train("fp16_split", *ckpt, "train.epochs=2", "checkpoint.resume=auto")
+c.check("fp16 resumed from a checkpoint ends bitwise where the uninterrupted run does (scale, skips, loss)",
+        ra.rc == 0 and rb.rc == 0 and rc.rc == 0 and "resuming from" in rc.out
+        and resumed["precision"] == whole["precision"]
+        and resumed["final"]["test_loss"] == whole["final"]["test_loss"],
+        json.dumps({"whole": whole.get("precision"), "resumed": resumed.get("precision"),
+                    "loss": [whole.get("final", {}).get("test_loss"), resumed.get("final", {}).get("test_loss")]})
+        + rc.text[-1500:])
+
+r = mpirun(2, ["train", CONFIG, *small, "run.dir=" + os.path.join(work, "cuda"), "device.type=cuda"], timeout=120)
+c.check("device.type=cuda without a GPU: one message, non-zero exit",
+        r.rc != 0 and r.err.count("device.type=cuda:") == 1, r.err[-1500:])
+r = mpirun(1, ["train", CONFIG, *small, "precision.mode=fp8"], timeout=60)
+c.check("an unknown precision is a config error", r.rc == 2 and "precision.mode" in r.err, r.err[-800:])
+c.finish()
