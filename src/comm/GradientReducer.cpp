@@ -24,8 +24,8 @@ struct ReadyHook : torch::autograd::PostAccumulateGradHook {
 }  // namespace
 
 GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters, double bucket_mb, const Communicator& comm,
-                                 bool overlap)
-    : comm_(comm), overlap_(overlap && comm.size() > 1) {
+                                 bool overlap, NcclCommunicator* nccl)
+    : comm_(comm), nccl_(nccl), overlap_(overlap && comm.size() > 1) {
   const auto limit = static_cast<std::int64_t>(bucket_mb * 1024.0 * 1024.0);
   std::vector<std::vector<torch::Tensor>> groups;
   std::int64_t bytes = 0;
@@ -96,6 +96,7 @@ void GradientReducer::zero() {
 }
 
 void GradientReducer::begin_step() {
+  if (nccl_ != nullptr) nccl_->capture_compute_stream();
   std::lock_guard<std::mutex> lock(mutex_);
   for (std::size_t b = 0; b < buckets_.size(); ++b) pending_[b] = bucket_slots_[b];
   slot_ready_.assign(slots_.size(), false);
@@ -132,6 +133,14 @@ void GradientReducer::launch_ready_in_order(bool from_finish) {
 void GradientReducer::reduce(std::size_t bucket, bool blocking) {
   const double t0 = wall_seconds();
   auto& gradients = buckets_[bucket];
+  if (nccl_ != nullptr) {
+    // Queued on NCCL's stream after the compute work; finish() waits for it.
+    nccl_->allreduce_sum_async(gradients);
+    std::lock_guard<std::mutex> lock(mutex_);
+    times_.total_seconds += wall_seconds() - t0;
+    times_.bytes += gradients.numel() * static_cast<std::int64_t>(sizeof(float));
+    return;
+  }
   // GPU buckets with MPI: staged through page-locked host memory (the copies run on the
   // device's default stream, after the backward work that produced the gradients).
   torch::Tensor b = gradients;
@@ -204,6 +213,12 @@ void GradientReducer::finish() {
     cv_.wait(lock, [&] { return done_ == buckets_.size() || error_; });
     main_waiting_ = false;
     if (error_) std::rethrow_exception(error_);
+  }
+  if (nccl_ != nullptr) {
+    const double w0 = wall_seconds();
+    nccl_->wait();
+    std::lock_guard<std::mutex> lock(mutex_);
+    times_.total_seconds += wall_seconds() - w0;  // the reductions' tail the host waited for
   }
   std::lock_guard<std::mutex> lock(mutex_);
   times_.exposed_seconds += wall_seconds() - t0;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "comm/Communicator.hpp"
+#include "comm/NcclCommunicator.hpp"
 
 namespace hpctrain {
 
@@ -33,7 +34,10 @@ class GradientReducer {
  public:
   // `overlap` false reduces every bucket after backward on the calling thread (the
   // baseline); with one rank nothing is reduced.
-  GradientReducer(std::vector<torch::Tensor> parameters, double bucket_mb, const Communicator& comm, bool overlap);
+  // With `nccl` (GPU parameters) buckets are reduced by NCCL on its own stream instead of
+  // MPI; it must outlive the reducer.
+  GradientReducer(std::vector<torch::Tensor> parameters, double bucket_mb, const Communicator& comm, bool overlap,
+                  NcclCommunicator* nccl = nullptr);
   ~GradientReducer();
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
@@ -76,6 +80,7 @@ class GradientReducer {
   void worker_loop();
 
   const Communicator& comm_;
+  NcclCommunicator* nccl_ = nullptr;
   bool overlap_;
   std::vector<torch::Tensor> buckets_;
   std::vector<torch::Tensor> host_;  // GPU buckets: page-locked staging for MPI

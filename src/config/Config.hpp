@@ -71,6 +71,7 @@ struct CommConfig {
   double bucket_mb = 25.0;
   bool overlap = true;
   std::string backend = "auto";  // auto | mpi | nccl
+  double nccl_timeout = 600.0;   // seconds before a stuck NCCL operation aborts the job
 };
 
 struct DeviceConfig {

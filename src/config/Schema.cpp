@@ -204,6 +204,10 @@ const std::vector<Entry>& entries() {
            "Gradient reduction: MPI (CPU tensors; GPU tensors staged through pinned host memory) or NCCL (GPU "
            "tensors, on its own CUDA stream). auto: NCCL on GPUs when compiled in, else MPI."),
        bind(&Config::comm, &CommConfig::backend)},
+      {key("comm.nccl_timeout", K::Number, "600.0", 1.0, 86400.0, {},
+           "Seconds an NCCL init or reduction may take before the communicator is aborted and the job ends with a "
+           "message (a dead or stuck peer) instead of hanging."),
+       bind(&Config::comm, &CommConfig::nccl_timeout)},
       // device
       {key("device.type", K::String, "\"auto\"", none, none, {"auto", "cpu", "cuda"},
            "Where each rank computes. auto: the GPU at the rank's local rank modulo the visible GPUs when there is "

@@ -11,6 +11,7 @@
 #include "launch/Mpi.hpp"
 #include "report/MetricsLog.hpp"
 #include "report/SystemStats.hpp"
+#include "comm/NcclCommunicator.hpp"
 #include "train/Device.hpp"
 #include "util/Json.hpp"
 
@@ -57,7 +58,8 @@ std::string software_versions_text() {
   s += "MPI      " + MpiRuntime::library_version() + "\n";
   s += "HDF5     " + hdf5_library_version() + "\n";
   s += std::string("CUDA     ") + (HPCTRAIN_WITH_CUDA ? "compiled in" : "not compiled in") + "\n";
-  s += std::string("NCCL     ") + (HPCTRAIN_WITH_NCCL ? "compiled in" : "not compiled in") + "\n";
+  s += std::string("NCCL     ") + (HPCTRAIN_WITH_NCCL ? NcclCommunicator::version() + " compiled in" : "not compiled in") +
+       "\n";
   return s;
 }
 
@@ -213,7 +215,8 @@ std::string write_run_report(const std::string& path, const Config& config, cons
                              {"parameters", r.parameters},
                              {"gradient_buckets", static_cast<std::int64_t>(r.buckets)},
                              {"bucket_mb", config.comm.bucket_mb}}},
-      {"communication", json::object{{"overlap", r.overlap},
+      {"communication", json::object{{"backend", r.backend},
+                                     {"overlap", r.overlap},
                                      {"gradient_bytes_per_step", static_cast<double>(r.parameters) * 4.0},
                                      {"bytes_reduced", spread(column(kPhases + 10))},
                                      {"exposed_share_of_step", exposed_share}}},

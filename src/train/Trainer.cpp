@@ -84,7 +84,19 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDa
   if (config_.model.channels_last) to_channels_last(*model_);
   // Overlap needs a second thread calling MPI (never at the same time as the main one).
   const bool overlap = config_.comm.overlap && MpiRuntime::thread_level() >= MPI_THREAD_SERIALIZED;
-  reducer_ = std::make_unique<GradientReducer>(model_->parameters(), config_.comm.bucket_mb, comm_, overlap);
+  // NCCL for GPU parameters when compiled in (auto), else MPI (GPU buckets staged through host memory).
+  if (config_.comm.backend == "nccl" && !device_.is_cuda()) {
+    throw ConfigError("comm.backend=nccl: NCCL reduces GPU tensors, and this run computes on the CPU "
+                      "(device.type); use comm.backend=mpi or auto");
+  }
+  backend_ = config_.comm.backend == "nccl" || (config_.comm.backend == "auto" && device_.is_cuda() &&
+                                                HPCTRAIN_WITH_NCCL)
+                 ? "nccl"
+                 : "mpi";
+  if (backend_ == "nccl" && comm_.size() > 1) {
+    nccl_ = std::make_unique<NcclCommunicator>(comm_, device_, config_.comm.nccl_timeout);
+  }
+  reducer_ = std::make_unique<GradientReducer>(model_->parameters(), config_.comm.bucket_mb, comm_, overlap, nccl_.get());
   optimizer_ = make_optimizer(config_.optimizer, model_->parameters());
   schedule_ = std::make_unique<LrSchedule>(config_.schedule, config_.optimizer.lr, total_steps_, per_epoch_);
 }
@@ -190,6 +202,7 @@ TrainResult Trainer::run() {
   TrainResult result;
   result.parameters = parameter_count(model);
   result.buckets = reducer.bucket_count();
+  result.backend = backend_;
   result.overlap = reducer.overlapping();
   const Range slice = batch_slice(global_batch, comm_.size(), comm_.rank());
   const bool classification = data_.classification();

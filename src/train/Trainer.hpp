@@ -53,6 +53,7 @@ struct TrainResult {
   bool overlap = false;
   ReducerTimes comm;        // this rank
   std::string stop_reason;  // "completed", "max_steps", "early_stopping"
+  std::string backend = "mpi";  // gradient reduction: "mpi" or "nccl"
   std::int64_t checkpoints = 0;     // written by this run
   double checkpoint_seconds = 0;    // their total time, gather and write (rank 0)
   // Mixed precision: fp16 steps skipped for inf/NaN gradients (in total, across resumes)
@@ -109,6 +110,8 @@ class Trainer {
   std::int64_t per_epoch_ = 0;
   std::int64_t total_steps_ = 0;
   std::shared_ptr<ModelImpl> model_;
+  std::string backend_ = "mpi";                // the gradient reduction: "mpi" or "nccl"
+  std::unique_ptr<NcclCommunicator> nccl_;      // before reducer_: outlives it
   std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<LrSchedule> schedule_;

@@ -1,0 +1,164 @@
+#include "comm/NcclCommunicator.hpp"
+
+#include <chrono>
+#include <thread>
+
+#include "launch/Mpi.hpp"
+#include "util/Error.hpp"
+
+#if HPCTRAIN_WITH_NCCL
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+#endif
+
+namespace hpctrain {
+
+#if HPCTRAIN_WITH_NCCL
+
+namespace {
+void nccl_check(ncclResult_t r, const char* what) {
+  if (r != ncclSuccess && r != ncclInProgress) {
+    throw RuntimeFailure(std::string("NCCL ") + what + ": " + ncclGetErrorString(r) +
+                         (r == ncclSystemError || r == ncclRemoteError
+                              ? " (a peer failed or the network is down; NCCL_DEBUG=WARN says more)"
+                              : ""));
+  }
+}
+}  // namespace
+
+struct NcclCommunicator::Impl {
+  ncclComm_t comm = nullptr;
+  torch::Device device;
+  c10::cuda::CUDAStream stream;
+  c10::cuda::CUDAStream compute;
+  at::cuda::CUDAEvent compute_ready;
+  at::cuda::CUDAEvent reduced;
+  double timeout_seconds;
+  bool aborted = false;
+  bool pending = false;
+
+  Impl(const torch::Device& d, double timeout)
+      : device(d),
+        stream(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, d.index())),
+        compute(c10::cuda::getCurrentCUDAStream(d.index())),
+        timeout_seconds(timeout) {}
+
+  void abort() {
+    if (comm != nullptr && !aborted) {
+      ncclCommAbort(comm);
+      aborted = true;
+    }
+  }
+};
+
+NcclCommunicator::NcclCommunicator(const Communicator& mpi, const torch::Device& device, double timeout_seconds)
+    : impl_(std::make_unique<Impl>(device, timeout_seconds)) {
+  if (!device.is_cuda()) throw ConfigError("comm.backend=nccl: NCCL reduces GPU tensors; set device.type=cuda or auto");
+  c10::cuda::CUDAGuard guard(device.index());
+  ncclUniqueId id;
+  if (mpi.rank() == 0) nccl_check(ncclGetUniqueId(&id), "unique id");
+  mpi.broadcast(&id, sizeof(id), 0);
+  // Nonblocking init: a rank that never joins shows up as a timeout, not a hang.
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  nccl_check(ncclCommInitRankConfig(&impl_->comm, mpi.size(), id, mpi.rank(), &config), "init");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_seconds);
+  ncclResult_t state = ncclInProgress;
+  while (state == ncclInProgress) {
+    nccl_check(ncclCommGetAsyncError(impl_->comm, &state), "init");
+    if (state == ncclInProgress && std::chrono::steady_clock::now() > deadline) {
+      impl_->abort();
+      throw RuntimeFailure("NCCL init: the ranks did not all join within " + std::to_string(timeout_seconds) +
+                           " s (comm.nccl_timeout); a rank may have failed before reaching it");
+    }
+    if (state == ncclInProgress) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (state != ncclSuccess) {
+    impl_->abort();
+    nccl_check(state, "init");
+  }
+}
+
+NcclCommunicator::~NcclCommunicator() {
+  if (impl_->comm == nullptr) return;
+  if (impl_->aborted) return;
+  if (impl_->pending || std::uncaught_exceptions() > 0) {
+    ncclCommAbort(impl_->comm);  // never wait on a peer that may be gone
+  } else {
+    ncclCommDestroy(impl_->comm);
+  }
+}
+
+void NcclCommunicator::capture_compute_stream() {
+  impl_->compute = c10::cuda::getCurrentCUDAStream(impl_->device.index());
+}
+
+void NcclCommunicator::allreduce_sum_async(const torch::Tensor& tensor) {
+  Impl& m = *impl_;
+  if (m.aborted) throw RuntimeFailure("NCCL: the communicator was aborted after an earlier error");
+  c10::cuda::CUDAGuard guard(m.device.index());
+  // The gradients were queued on the compute stream: the reduction waits for them there.
+  m.compute_ready.record(m.compute);
+  m.compute_ready.block(m.stream);
+  nccl_check(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<std::size_t>(tensor.numel()), ncclFloat,
+                           ncclSum, m.comm, m.stream.stream()),
+             "allreduce");
+  // The caching allocator must not reuse the bucket's memory before this stream is done.
+  c10::cuda::CUDACachingAllocator::recordStream(tensor.storage().data_ptr(), m.stream);
+  m.pending = true;
+}
+
+void NcclCommunicator::wait() {
+  Impl& m = *impl_;
+  if (!m.pending) return;
+  c10::cuda::CUDAGuard guard(m.device.index());
+  m.reduced.record(m.stream);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(m.timeout_seconds);
+  while (!m.reduced.query()) {
+    ncclResult_t state = ncclSuccess;
+    nccl_check(ncclCommGetAsyncError(m.comm, &state), "allreduce");
+    if (state != ncclSuccess && state != ncclInProgress) {
+      m.abort();
+      nccl_check(state, "allreduce");
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      m.abort();
+      throw RuntimeFailure("NCCL allreduce did not complete within " + std::to_string(m.timeout_seconds) +
+                           " s (comm.nccl_timeout): a peer stopped answering; the communicator was aborted");
+    }
+    std::this_thread::yield();
+  }
+  m.reduced.block(m.compute);
+  m.pending = false;
+}
+
+std::string NcclCommunicator::version() {
+  int v = 0;
+  if (ncclGetVersion(&v) != ncclSuccess) return "";
+  const int major = v / 10000, minor = (v % 10000) / 100, patch = v % 100;
+  return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
+}
+
+#else  // no NCCL compiled in
+
+struct NcclCommunicator::Impl {};
+
+NcclCommunicator::NcclCommunicator(const Communicator&, const torch::Device&, double) {
+  throw ConfigError("comm.backend=nccl: this build has no NCCL (build against a CUDA LibTorch with NCCL installed; "
+                    "`hpctrain --version` tells what was compiled in)");
+}
+NcclCommunicator::~NcclCommunicator() = default;
+void NcclCommunicator::capture_compute_stream() {}
+void NcclCommunicator::allreduce_sum_async(const torch::Tensor&) {}
+void NcclCommunicator::wait() {}
+std::string NcclCommunicator::version() {
+  return "";
+}
+
+#endif
+
+}  // namespace hpctrain

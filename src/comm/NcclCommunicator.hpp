@@ -1,0 +1,44 @@
+#pragma once
+// NCCL behind the data-parallel reducer: one NCCL communicator per MPI communicator (world,
+// cross-validation group), its unique id made on rank 0 and sent over MPI. Reductions run on
+// a dedicated CUDA stream, ordered after the compute stream's work with an event; the host
+// waits for them with a deadline and checks NCCL's asynchronous errors, and on an error or a
+// peer that never answers the communicator is aborted, so the job ends with a message
+// instead of hanging in a kernel. Compiled when LibTorch is a CUDA build and NCCL is found
+// (HPCTRAIN_WITH_NCCL); otherwise construction throws.
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+
+#include "comm/Communicator.hpp"
+
+namespace hpctrain {
+
+class NcclCommunicator {
+ public:
+  // Collective over `mpi`: every rank joins on its own GPU `device`.
+  NcclCommunicator(const Communicator& mpi, const torch::Device& device, double timeout_seconds);
+  ~NcclCommunicator();
+  NcclCommunicator(const NcclCommunicator&) = delete;
+  NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+
+  // Records where the compute stream stands; reductions queued later wait for it. Call on
+  // the thread that runs forward (the compute stream is per thread).
+  void capture_compute_stream();
+  // Sums `tensor` (float32, contiguous, on the device) over the ranks in place, on the
+  // communication stream after the captured compute work. Returns at once.
+  void allreduce_sum_async(const torch::Tensor& tensor);
+  // Waits on the host for every queued reduction, checking NCCL's asynchronous error state;
+  // aborts the communicator and throws RuntimeFailure on an error or after the deadline.
+  // Afterwards the compute stream is ordered after the reductions.
+  void wait();
+
+  static std::string version();  // "2.28.9", or "" without NCCL
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hpctrain

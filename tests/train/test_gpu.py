@@ -1,0 +1,63 @@
+"""GPU training (label `gpu`; skipped, exit 77, where no GPU is visible): device.type=auto
+takes the GPU and report.json names it with its memory figures; fp32, bf16 and fp16 train to
+the CPU run's accuracy; two ranks sharing the GPU reduce through pinned host memory with MPI
+and agree with one rank; a checkpoint written on the GPU resumes there; NCCL on one rank."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
+from hpctest import FASHION, SOURCE, Checks, mpirun  # noqa: E402
+
+probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+                       capture_output=True, text=True)
+gpus = int(probe.stdout.strip() or 0) if probe.returncode == 0 else 0
+if gpus == 0:
+    print("no GPU visible: skipped")
+    sys.exit(77)
+
+c = Checks()
+CONFIG = os.path.join(SOURCE, "configs", "fashion_mnist_fast.json")
+work = tempfile.mkdtemp(prefix="hpctrain_gpu_")
+small = ["data.path=" + FASHION, "data.verify_hashes=false", "run.progress=none", "data.limit_train=12000",
+         "train.epochs=1"]
+
+
+def train(name, *extra, np=1):
+    run_dir = os.path.join(work, name)
+    r = mpirun(np, ["train", CONFIG, *small, "run.dir=" + run_dir, *extra], timeout=600)
+    report = json.load(open(os.path.join(run_dir, "report.json"))) if r.rc == 0 else {}
+    return r, report
+
+
+r, cpu = train("cpu", "device.type=cpu")
+c.check("CPU reference run", r.rc == 0, r.text[-2000:])
+acc_cpu = cpu.get("final", {}).get("test_accuracy", 0)
+for mode in ("fp32", "bf16", "fp16"):
+    r, gpu = train("gpu_" + mode, "precision.mode=" + mode)
+    w = gpu.get("world", {})
+    mem = gpu.get("memory", {})
+    acc = gpu.get("final", {}).get("test_accuracy", 0)
+    c.check(f"{mode}: device auto takes the GPU; report.json names it and its memory",
+            r.rc == 0 and w.get("device") == "cuda" and w.get("gpu", {}).get("name") and w.get("gpu_of_rank") == [0]
+            and mem.get("gpu_peak_allocated_bytes", {}).get("max", 0) > 0, r.text[-2000:] + json.dumps(w))
+    c.check(f"{mode}: test accuracy within 0.03 of the CPU run ({acc:.4f} vs {acc_cpu:.4f})",
+            abs(acc - acc_cpu) < 0.03, "")
+r, two = train("gpu_mpi2", "comm.backend=mpi", np=2)
+c.check("two ranks on the GPU, MPI through pinned memory: trains to the same accuracy",
+        r.rc == 0 and two["communication"]["backend"] == "mpi"
+        and abs(two["final"]["test_accuracy"] - acc_cpu) < 0.03, r.text[-2000:])
+r, one = train("gpu_nccl1", "comm.backend=nccl")
+c.check("comm.backend=nccl on one rank", r.rc == 0 and one["communication"]["backend"] == "nccl", r.text[-2000:])
+ck = ["checkpoint.at_end=true", "train.test_every_epoch=false", "schedule.name=constant"]
+ra, whole = train("gpu_whole", *ck, "train.epochs=2")
+rb, _ = train("gpu_split", *ck, "train.epochs=1")
+rc, resumed = train("gpu_split", *ck, "train.epochs=2", "checkpoint.resume=auto")
+c.check("a checkpoint written on the GPU resumes there and finishes",
+        ra.rc == 0 and rb.rc == 0 and rc.rc == 0 and "resuming from" in rc.out, rc.text[-2000:])
+c.check("the resumed run ends close to the uninterrupted one (test loss within 2%)",
+        whole and resumed and abs(resumed["final"]["test_loss"] - whole["final"]["test_loss"])
+        < 0.02 * whole["final"]["test_loss"], json.dumps([whole.get("final"), resumed.get("final")])[:1000])
+c.finish()
