@@ -40,12 +40,13 @@ hpctrain_run() {
   local child=$!
   trap 'kill -USR1 "$child" 2>/dev/null || true' USR1
   trap 'kill -TERM "$child" 2>/dev/null || true' TERM
-  local status=0
-  while true; do
-    # wait returns early (status > 128) when a trapped signal arrives; wait again.
-    wait "$child" && status=0 || status=$?
-    if ! kill -0 "$child" 2>/dev/null; then break; fi
+  # wait returns early (status > 128) when a trapped signal arrives: wait again while the
+  # child lives; a final wait then returns its exit status (bash keeps it once reaped).
+  while kill -0 "$child" 2>/dev/null; do
+    wait "$child" 2>/dev/null || true
   done
+  local status=0
+  wait "$child" || status=$?
   trap - USR1 TERM
   if [ "$status" -eq 75 ] && [ -n "${SLURM_JOB_ID:-}" ] && [ "${HPCTRAIN_REQUEUE:-1}" = 1 ]; then
     echo "hpctrain: preempted; requeueing job $SLURM_JOB_ID to resume from its checkpoint" >&2

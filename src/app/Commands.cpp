@@ -470,7 +470,7 @@ int cmd_train(const std::vector<std::string>& args) {
   const Config& config = resolved.config;
   configure_threads(config.run, ctx);
   collective_check(world, [&] {
-    const DeviceInfo& device = select_compute_device(config.device, ctx.layout.local_rank);
+    const DeviceInfo& device = select_compute_device(config.device, ctx.layout.local_rank, ctx.layout.local_size);
     if (world.rank() == 0 && !device.notice.empty()) std::printf("%s\n", device.notice.c_str());
   });
   if (config.cv.folds == 0 && config.search.method == "none") {

@@ -220,7 +220,7 @@ LoopPosition position_from_json(const json::object& o) {
 std::vector<double> flatten_rank(torch::nn::Module& model, const RankState& mine) {
   std::vector<double> out;
   for (const auto& b : model.buffers()) {
-    auto d = b.detach().to(torch::kDouble).contiguous().reshape({-1});
+    auto d = b.detach().to(torch::kCPU, torch::kDouble).contiguous().reshape({-1});
     out.insert(out.end(), d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
   }
   out.push_back(mine.epoch_loss);

@@ -59,10 +59,17 @@ NcclCommunicator::NcclCommunicator(const Communicator& mpi, const torch::Device&
     : impl_(std::make_unique<Impl>(device, timeout_seconds)) {
   if (!device.is_cuda()) throw ConfigError("comm.backend=nccl: NCCL reduces GPU tensors; set device.type=cuda or auto");
   c10::cuda::CUDAGuard guard(device.index());
-  ncclUniqueId id;
-  if (mpi.rank() == 0) nccl_check(ncclGetUniqueId(&id), "unique id");
-  mpi.broadcast(&id, sizeof(id), 0);
-  // Nonblocking init: a rank that never joins shows up as a timeout, not a hang.
+  // Rank 0's id and whether it got one: every rank learns a failure from the same broadcast.
+  struct {
+    ncclUniqueId id;
+    int ok;
+  } message{};
+  if (mpi.rank() == 0) message.ok = ncclGetUniqueId(&message.id) == ncclSuccess ? 1 : 0;
+  mpi.broadcast(&message, sizeof(message), 0);
+  if (!message.ok) throw RuntimeFailure("NCCL: rank 0 could not create the communicator's unique id");
+  ncclUniqueId id = message.id;
+  // Nonblocking init: a rank that never joins (it failed after the broadcast) shows up as a
+  // timeout, not a hang.
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
   nccl_check(ncclCommInitRankConfig(&impl_->comm, mpi.size(), id, mpi.rank(), &config), "init");
@@ -107,6 +114,21 @@ void NcclCommunicator::allreduce_sum_async(const torch::Tensor& tensor) {
   nccl_check(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<std::size_t>(tensor.numel()), ncclFloat,
                            ncclSum, m.comm, m.stream.stream()),
              "allreduce");
+  // A nonblocking communicator may return before the operation is on the stream (while it
+  // connects): wait, with the deadline, until it is, so the events below order it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(m.timeout_seconds);
+  for (ncclResult_t state = ncclInProgress; state == ncclInProgress;) {
+    nccl_check(ncclCommGetAsyncError(m.comm, &state), "allreduce");
+    if (state != ncclSuccess && state != ncclInProgress) {
+      m.abort();
+      nccl_check(state, "allreduce");
+    }
+    if (state == ncclInProgress && std::chrono::steady_clock::now() > deadline) {
+      m.abort();
+      throw RuntimeFailure("NCCL allreduce was not enqueued within " + std::to_string(m.timeout_seconds) +
+                           " s (comm.nccl_timeout); the communicator was aborted");
+    }
+  }
   // The caching allocator must not reuse the bucket's memory before this stream is done.
   c10::cuda::CUDACachingAllocator::recordStream(tensor.storage().data_ptr(), m.stream);
   m.pending = true;

@@ -132,12 +132,14 @@ class TaskJournal {
   explicit TaskJournal(std::string dir) : dir_(std::move(dir)) {}
 
   // checkpoint.resume none: start a fresh record; auto: reuse one made for the same config
-  // (all but the run and checkpoint sections). Returns the number of tasks loaded.
+  // (all but the run, checkpoint, device, comm and precision sections). Returns the number
+  // of tasks loaded.
   std::size_t open(const std::string& mode, const std::string& resolved_json) {
     namespace fs = std::filesystem;
     json::object config = json::parse(resolved_json).as_object();
-    config.erase("run");
-    config.erase("checkpoint");
+    // Where and in what precision tasks run may change between a job and its requeue (as
+    // for a checkpoint's resume); what they compute may not.
+    for (const char* section : {"run", "checkpoint", "device", "comm", "precision"}) config.erase(section);
     const std::string identity = pretty_json(config);
     const std::string identity_path = dir_ + "/config.json";
     if (mode != "none" && mode != "auto") {

@@ -88,11 +88,13 @@ std::string srun_hint(int step_tasks) {
   return "srun started " + std::to_string(step_tasks) +
          " tasks without an MPI plugin to join them into one job, so each would train alone: launch with "
          "`srun --mpi=pmix` (or your site's MPI plugin, see `srun --mpi=list`), or with mpirun inside the "
-         "allocation";
+         "allocation (an MPI built on Slurm's PMI-1 library: set HPCTRAIN_ALLOW_PLAIN_SRUN=1)";
 }
 }  // namespace
 
 std::string LaunchEnvironment::srun_without_mpi_plugin() const {
+  // An MPI that reads Slurm's PMI-1 library by itself sets none of the variables below.
+  if (const char* allow = std::getenv("HPCTRAIN_ALLOW_PLAIN_SRUN"); allow && std::string(allow) == "1") return "";
   const int step_tasks = parse_int(variables, "SLURM_STEP_NUM_TASKS", 0);
   if (step_tasks <= 1 || !variables.count("SLURM_STEP_ID")) return "";
   for (const char* joined : {"PMIX_RANK", "PMI_RANK", "PMI_FD", "OMPI_COMM_WORLD_SIZE"}) {

@@ -6,6 +6,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 #endif
 
@@ -21,7 +22,7 @@ const DeviceInfo& compute_device() {
   return current();
 }
 
-const DeviceInfo& select_compute_device(const DeviceConfig& config, int local_rank) {
+const DeviceInfo& select_compute_device(const DeviceConfig& config, int local_rank, int local_size) {
   DeviceInfo info;
 #if HPCTRAIN_WITH_CUDA
   info.visible_gpus = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
@@ -46,6 +47,7 @@ const DeviceInfo& select_compute_device(const DeviceConfig& config, int local_ra
   }
 #if HPCTRAIN_WITH_CUDA
   const int index = local_rank % info.visible_gpus;
+  info.shared = local_size > info.visible_gpus;
   c10::cuda::set_device(static_cast<c10::DeviceIndex>(index));
   info.device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
   const cudaDeviceProp* props = at::cuda::getDeviceProperties(index);
@@ -58,6 +60,7 @@ const DeviceInfo& select_compute_device(const DeviceConfig& config, int local_ra
   at::globalContext().setBenchmarkCuDNN(config.cudnn_benchmark);
 #else
   (void)local_rank;
+  (void)local_size;
 #endif
   current() = info;
   return current();
@@ -81,7 +84,8 @@ DeviceMemory device_memory(const torch::Device& device) {
 
 void synchronize(const torch::Device& device) {
 #if HPCTRAIN_WITH_CUDA
-  if (device.is_cuda()) c10::cuda::device_synchronize();
+  // The compute stream only: NCCL's stream is waited for (with a deadline) by the reducer.
+  if (device.is_cuda()) c10::cuda::getCurrentCUDAStream(device.index()).synchronize();
 #else
   (void)device;
 #endif

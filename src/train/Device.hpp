@@ -17,12 +17,13 @@ struct DeviceInfo {
   int visible_gpus = 0;           // GPUs this process sees
   std::string driver;             // CUDA driver version ("13.0"), "" without a GPU
   std::string notice;             // what rank 0 prints when auto fell back to the CPU
+  bool shared = false;            // more ranks on this node than GPUs: ranks share a GPU
 };
 
 // Chooses and activates the device: auto takes the GPU at local_rank modulo the visible
 // GPUs when there is one, else the CPU; cuda throws RuntimeFailure when no GPU is visible
 // or CUDA was not compiled in. Sets cuDNN's benchmark mode. Call once, on every rank.
-const DeviceInfo& select_compute_device(const DeviceConfig& config, int local_rank);
+const DeviceInfo& select_compute_device(const DeviceConfig& config, int local_rank, int local_size);
 // The device select_compute_device chose (the CPU before it is called).
 const DeviceInfo& compute_device();
 
@@ -33,7 +34,8 @@ struct DeviceMemory {
 };
 // The GPU memory figures of `device` (zeros on the CPU).
 DeviceMemory device_memory(const torch::Device& device);
-// Waits for the device's queued work (no-op on the CPU): phase timing on a GPU needs it.
+// Waits for the work queued on the device's compute stream (no-op on the CPU): phase
+// timing on a GPU needs it, and the input pipeline reuses a pinned buffer only after it.
 void synchronize(const torch::Device& device);
 
 }  // namespace hpctrain

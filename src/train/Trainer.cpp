@@ -89,14 +89,17 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDa
     throw ConfigError("comm.backend=nccl: NCCL reduces GPU tensors, and this run computes on the CPU "
                       "(device.type); use comm.backend=mpi or auto");
   }
+  // NCCL refuses two ranks of one communicator on the same GPU: auto takes MPI then.
   backend_ = config_.comm.backend == "nccl" || (config_.comm.backend == "auto" && device_.is_cuda() &&
-                                                HPCTRAIN_WITH_NCCL)
+                                                HPCTRAIN_WITH_NCCL && !compute_device().shared)
                  ? "nccl"
                  : "mpi";
-  if (backend_ == "nccl" && comm_.size() > 1) {
-    nccl_ = std::make_unique<NcclCommunicator>(comm_, device_, config_.comm.nccl_timeout);
+  // The NCCL communicator is made at the start of run(), after every rank has built its
+  // model: a rank failing here must not leave the others inside NCCL's setup broadcast.
+  if (backend_ == "mpi" || comm_.size() == 1) {
+    reducer_ = std::make_unique<GradientReducer>(model_->parameters(), config_.comm.bucket_mb, comm_, overlap);
   }
-  reducer_ = std::make_unique<GradientReducer>(model_->parameters(), config_.comm.bucket_mb, comm_, overlap, nccl_.get());
+  overlap_ = overlap;
   optimizer_ = make_optimizer(config_.optimizer, model_->parameters());
   schedule_ = std::make_unique<LrSchedule>(config_.schedule, config_.optimizer.lr, total_steps_, per_epoch_);
 }
@@ -168,6 +171,11 @@ TrainResult Trainer::run() {
   const auto seed = static_cast<std::uint64_t>(tc.seed);
   const std::int64_t global_batch = tc.batch_size;
   ModelImpl& model = *model_;
+  if (!reducer_) {
+    nccl_ = std::make_unique<NcclCommunicator>(comm_, device_, config_.comm.nccl_timeout);
+    reducer_ = std::make_unique<GradientReducer>(model_->parameters(), config_.comm.bucket_mb, comm_, overlap_,
+                                                 nccl_.get());
+  }
   GradientReducer& reducer = *reducer_;
 
   // Dropout draws differ per rank, reproducibly.

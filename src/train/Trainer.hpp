@@ -111,6 +111,7 @@ class Trainer {
   std::int64_t total_steps_ = 0;
   std::shared_ptr<ModelImpl> model_;
   std::string backend_ = "mpi";                // the gradient reduction: "mpi" or "nccl"
+  bool overlap_ = false;
   std::unique_ptr<NcclCommunicator> nccl_;      // before reducer_: outlives it
   std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
