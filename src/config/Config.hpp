@@ -26,6 +26,21 @@ struct ModelConfig {
   double dropout = 0.0;
   bool batch_norm = true;
   bool channels_last = false;
+  // ResNet
+  std::vector<std::int64_t> blocks{2, 2, 2, 2};  // residual blocks per stage
+  std::string block = "basic";                   // basic | bottleneck
+  std::int64_t width = 64;                       // channels of the first stage
+  std::string stem = "cifar";                    // cifar | imagenet
+  std::string norm = "batch";                    // ResNet and Transformer: batch | layer | none
+  // Transformer encoder
+  std::int64_t embed_dim = 192;
+  std::int64_t heads = 3;
+  std::int64_t layers = 6;
+  double mlp_ratio = 4.0;
+  std::int64_t patch_size = 4;
+  // Gradient checkpointing of residual / transformer blocks
+  std::int64_t checkpoint_every = 0;  // every n-th block (0: none)
+  std::vector<std::int64_t> checkpoint_blocks;
 };
 
 struct OptimizerConfig {

@@ -81,7 +81,7 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
     if (device.is_cuda()) set_generator_state(device, device_now);
     // Parameters accumulate their gradients here (as in a plain backward); the input's
     // gradient goes back to the block before.
-    torch::autograd::backward({output}, {grad_outputs[0]});
+    torch::autograd::backward({output}, {grad_outputs[0].contiguous()});
     // After the backward, which saved the buffers it reads (batch norm's running statistics).
     {
       torch::NoGradGuard no_grad;

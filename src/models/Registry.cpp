@@ -1,5 +1,6 @@
 #include <map>
 
+#include "models/Checkpointing.hpp"
 #include "models/Model.hpp"
 #include "util/Error.hpp"
 
@@ -61,10 +62,201 @@ struct CnnImpl : ModelImpl {
   torch::nn::Sequential head;
 };
 
+// Normalization over a conv layer's output: batch norm, layer norm (one group over
+// channels and positions) or none.
+torch::nn::AnyModule conv_norm(const std::string& kind, std::int64_t channels) {
+  if (kind == "batch") return torch::nn::AnyModule(torch::nn::BatchNorm2d(channels));
+  if (kind == "layer") return torch::nn::AnyModule(torch::nn::GroupNorm(1, channels));
+  return torch::nn::AnyModule(torch::nn::Identity());
+}
+
+torch::nn::Conv2d conv(std::int64_t in, std::int64_t out, std::int64_t kernel, std::int64_t stride, bool bias) {
+  return torch::nn::Conv2d(
+      torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(bias));
+}
+
+// A residual block: basic (3x3, 3x3) or bottleneck (1x1, 3x3, 1x1 with 4x expansion), with a
+// 1x1 projection on the shortcut when the shape changes.
+struct ResidualBlock : BlockImpl {
+  ResidualBlock(std::int64_t in, std::int64_t planes, std::int64_t stride, bool bottleneck, const std::string& norm) {
+    const bool bias = norm == "none";
+    const std::int64_t out = bottleneck ? planes * 4 : planes;
+    if (bottleneck) {
+      body->push_back(conv(in, planes, 1, 1, bias));
+      body->push_back(conv_norm(norm, planes));
+      body->push_back(torch::nn::ReLU());
+      body->push_back(conv(planes, planes, 3, stride, bias));
+      body->push_back(conv_norm(norm, planes));
+      body->push_back(torch::nn::ReLU());
+      body->push_back(conv(planes, out, 1, 1, bias));
+      body->push_back(conv_norm(norm, out));
+    } else {
+      body->push_back(conv(in, planes, 3, stride, bias));
+      body->push_back(conv_norm(norm, planes));
+      body->push_back(torch::nn::ReLU());
+      body->push_back(conv(planes, planes, 3, 1, bias));
+      body->push_back(conv_norm(norm, planes));
+    }
+    register_module("body", body);
+    if (stride != 1 || in != out) {
+      shortcut->push_back(conv(in, out, 1, stride, bias));
+      shortcut->push_back(conv_norm(norm, out));
+      register_module("shortcut", shortcut);
+    }
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    auto skip = shortcut->size() > 0 ? shortcut->forward(x) : x;
+    return torch::relu(body->forward(x) + skip);
+  }
+  torch::nn::Sequential body;
+  torch::nn::Sequential shortcut;
+};
+
+// ResNet (He et al.): a CIFAR (3x3) or ImageNet (7x7 stride 2 + max pool) stem, stages of
+// residual blocks (every stage after the first halves the resolution and doubles the
+// channels), global average pooling and the classifier.
+struct ResNetImpl : ModelImpl {
+  ResNetImpl(const ModelConfig& c, const InputSpec& in) {
+    if (in.sample_shape.size() != 3) {
+      throw ConfigError("model.name: resnet needs image samples [C, H, W]; this data set has " +
+                        std::to_string(in.sample_shape.size()) + "-dimensional samples");
+    }
+    const bool bias = c.norm == "none";
+    if (c.stem == "imagenet") {
+      stem->push_back(conv(in.sample_shape[0], c.width, 7, 2, bias));
+      stem->push_back(conv_norm(c.norm, c.width));
+      stem->push_back(torch::nn::ReLU());
+      stem->push_back(torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(2).padding(1)));
+    } else {
+      stem->push_back(conv(in.sample_shape[0], c.width, 3, 1, bias));
+      stem->push_back(conv_norm(c.norm, c.width));
+      stem->push_back(torch::nn::ReLU());
+    }
+    register_module("stem", stem);
+    std::int64_t channels = c.width;
+    for (std::size_t stage = 0; stage < c.blocks.size(); ++stage) {
+      const std::int64_t planes = c.width << stage;
+      for (std::int64_t b = 0; b < c.blocks[stage]; ++b) {
+        const std::int64_t stride = stage > 0 && b == 0 ? 2 : 1;
+        auto block = std::make_shared<ResidualBlock>(channels, planes, stride, c.block == "bottleneck", c.norm);
+        register_module("block" + std::to_string(blocks.size()), block);
+        blocks.push_back(block);
+        channels = c.block == "bottleneck" ? planes * 4 : planes;
+      }
+    }
+    plan = checkpoint_plan(static_cast<std::int64_t>(blocks.size()), c.checkpoint_every, c.checkpoint_blocks);
+    if (c.dropout > 0) dropout = register_module("dropout", torch::nn::Dropout(c.dropout));
+    fc = register_module("fc", torch::nn::Linear(channels, in.outputs));
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    x = stem->forward(x);
+    for (std::size_t i = 0; i < blocks.size(); ++i) x = checkpointed_forward(*blocks[i], x, plan[i]);
+    x = x.mean({2, 3});
+    if (dropout) x = dropout->forward(x);
+    return fc->forward(x);
+  }
+  torch::nn::Sequential stem;
+  std::vector<std::shared_ptr<ResidualBlock>> blocks;
+  std::vector<bool> plan;
+  torch::nn::Dropout dropout{nullptr};
+  torch::nn::Linear fc{nullptr};
+};
+
+// A pre-norm Transformer encoder block: x + attention(LN(x)), then x + MLP(LN(x)), with
+// LibTorch's fused scaled-dot-product attention.
+struct EncoderBlock : BlockImpl {
+  EncoderBlock(std::int64_t dim, std::int64_t heads, double mlp_ratio, double dropout) : heads_(heads), p_(dropout) {
+    norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
+    qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
+    proj = register_module("proj", torch::nn::Linear(dim, dim));
+    norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
+    const auto hidden = static_cast<std::int64_t>(static_cast<double>(dim) * mlp_ratio);
+    fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
+    fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
+    drop = register_module("drop", torch::nn::Dropout(dropout));
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    const auto n = x.size(0), t = x.size(1), d = x.size(2);
+    // [n, t, 3, heads, d/heads] -> 3 x [n, heads, t, d/heads]
+    auto q_k_v = qkv->forward(norm1->forward(x)).view({n, t, 3, heads_, d / heads_}).permute({2, 0, 3, 1, 4});
+    auto attended = torch::scaled_dot_product_attention(q_k_v[0], q_k_v[1], q_k_v[2], {}, is_training() ? p_ : 0.0);
+    x = x + drop->forward(proj->forward(attended.transpose(1, 2).reshape({n, t, d})));
+    return x + drop->forward(fc2->forward(torch::gelu(fc1->forward(norm2->forward(x)))));
+  }
+  std::int64_t heads_;
+  double p_;
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr}, fc2{nullptr};
+  torch::nn::Dropout drop{nullptr};
+};
+
+// Transformer encoder over tokens: image patches ([C, H, W]: a strided convolution embeds
+// each patch), the steps of a sequence ([T, F]: a linear embedding per step) or the
+// features of a table ([F]: each feature value scales its own learned embedding). Learned
+// positional embeddings, pre-norm blocks, a final layer norm, mean pooling, the head.
+struct TransformerImpl : ModelImpl {
+  TransformerImpl(const ModelConfig& c, const InputSpec& in) : shape_(in.sample_shape) {
+    const std::int64_t d = c.embed_dim;
+    if (d % c.heads != 0) {
+      throw ConfigError("model.embed_dim: " + std::to_string(d) + " is not a multiple of model.heads (" +
+                        std::to_string(c.heads) + ")");
+    }
+    std::int64_t tokens = 0;
+    if (shape_.size() == 3) {
+      if (shape_[1] % c.patch_size != 0 || shape_[2] % c.patch_size != 0) {
+        throw ConfigError("model.patch_size: " + std::to_string(c.patch_size) + " does not divide the " +
+                          std::to_string(shape_[1]) + "x" + std::to_string(shape_[2]) + " images");
+      }
+      patch = register_module(
+          "patch", torch::nn::Conv2d(torch::nn::Conv2dOptions(shape_[0], d, c.patch_size).stride(c.patch_size)));
+      tokens = (shape_[1] / c.patch_size) * (shape_[2] / c.patch_size);
+    } else if (shape_.size() == 2) {
+      step = register_module("step", torch::nn::Linear(shape_[1], d));
+      tokens = shape_[0];
+    } else {
+      feature_embedding = register_parameter("feature_embedding", torch::randn({shape_[0], d}) * 0.02);
+      feature_bias = register_parameter("feature_bias", torch::zeros({shape_[0], d}));
+      tokens = shape_[0];
+    }
+    position = register_parameter("position", torch::randn({1, tokens, d}) * 0.02);
+    for (std::int64_t i = 0; i < c.layers; ++i) {
+      auto block = std::make_shared<EncoderBlock>(d, c.heads, c.mlp_ratio, c.dropout);
+      register_module("block" + std::to_string(i), block);
+      blocks.push_back(block);
+    }
+    plan = checkpoint_plan(c.layers, c.checkpoint_every, c.checkpoint_blocks);
+    norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+    head = register_module("head", torch::nn::Linear(d, in.outputs));
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    if (patch) {
+      x = patch->forward(x).flatten(2).transpose(1, 2);  // [n, tokens, d]
+    } else if (step) {
+      x = step->forward(x);
+    } else {
+      x = x.unsqueeze(-1) * feature_embedding + feature_bias;
+    }
+    x = x + position;
+    for (std::size_t i = 0; i < blocks.size(); ++i) x = checkpointed_forward(*blocks[i], x, plan[i]);
+    return head->forward(norm->forward(x).mean(1));
+  }
+  std::vector<std::int64_t> shape_;
+  torch::nn::Conv2d patch{nullptr};
+  torch::nn::Linear step{nullptr};
+  torch::Tensor feature_embedding, feature_bias, position;
+  std::vector<std::shared_ptr<EncoderBlock>> blocks;
+  std::vector<bool> plan;
+  torch::nn::LayerNorm norm{nullptr};
+  torch::nn::Linear head{nullptr};
+};
+
 const std::map<std::string, ModelFactory>& registry() {
   static const std::map<std::string, ModelFactory> r = {
       {"mlp", [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<MlpImpl>(c, in); }},
       {"cnn", [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<CnnImpl>(c, in); }},
+      {"resnet", [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<ResNetImpl>(c, in); }},
+      {"transformer",
+       [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<TransformerImpl>(c, in); }},
   };
   return r;
 }
