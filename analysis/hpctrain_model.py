@@ -57,11 +57,124 @@ class Cnn(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
+def conv_norm(kind, channels):
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    return nn.Identity()
+
+
+def conv(cin, cout, kernel, stride, bias):
+    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=bias)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, cin, planes, stride, bottleneck, norm):
+        super().__init__()
+        bias, out = norm == "none", planes * 4 if bottleneck else planes
+        if bottleneck:
+            body = [conv(cin, planes, 1, 1, bias), conv_norm(norm, planes), nn.ReLU(),
+                    conv(planes, planes, 3, stride, bias), conv_norm(norm, planes), nn.ReLU(),
+                    conv(planes, out, 1, 1, bias), conv_norm(norm, out)]
+        else:
+            body = [conv(cin, planes, 3, stride, bias), conv_norm(norm, planes), nn.ReLU(),
+                    conv(planes, planes, 3, 1, bias), conv_norm(norm, planes)]
+        self.body = nn.Sequential(*body)
+        shortcut = [conv(cin, out, 1, stride, bias), conv_norm(norm, out)] if stride != 1 or cin != out else []
+        self.shortcut = nn.Sequential(*shortcut)
+
+    def forward(self, x):
+        skip = self.shortcut(x) if len(self.shortcut) else x
+        return torch.relu(self.body(x) + skip)
+
+
+class ResNet(nn.Module):
+    def __init__(self, m, shape, outputs):
+        super().__init__()
+        bias, width, norm = m["norm"] == "none", m["width"], m["norm"]
+        if m["stem"] == "imagenet":
+            self.stem = nn.Sequential(conv(shape[0], width, 7, 2, bias), conv_norm(norm, width), nn.ReLU(),
+                                      nn.MaxPool2d(3, stride=2, padding=1))
+        else:
+            self.stem = nn.Sequential(conv(shape[0], width, 3, 1, bias), conv_norm(norm, width), nn.ReLU())
+        channels, self.count = width, 0
+        for stage, n in enumerate(m["blocks"]):
+            planes = width << stage
+            for b in range(n):
+                block = ResidualBlock(channels, planes, 2 if stage > 0 and b == 0 else 1,
+                                      m["block"] == "bottleneck", norm)
+                self.add_module(f"block{self.count}", block)
+                self.count += 1
+                channels = planes * 4 if m["block"] == "bottleneck" else planes
+        self.dropout = nn.Dropout(m["dropout"]) if m["dropout"] > 0 else None
+        self.fc = nn.Linear(channels, outputs)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for i in range(self.count):
+            x = getattr(self, f"block{i}")(x)
+        x = x.mean((2, 3))
+        if self.dropout is not None:
+            x = self.dropout(x)
+        return self.fc(x)
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, dim, heads, mlp_ratio, dropout):
+        super().__init__()
+        self.heads, self.p = heads, dropout
+        self.norm1, self.qkv, self.proj = nn.LayerNorm(dim), nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        hidden = int(dim * mlp_ratio)
+        self.norm2, self.fc1, self.fc2 = nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        n, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=self.p if self.training else 0.0)
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(n, t, d)))
+        return x + self.drop(self.fc2(nn.functional.gelu(self.fc1(self.norm2(x)))))
+
+
+class Transformer(nn.Module):
+    def __init__(self, m, shape, outputs):
+        super().__init__()
+        d = m["embed_dim"]
+        self.patch = self.step = None
+        if len(shape) == 3:
+            self.patch = nn.Conv2d(shape[0], d, m["patch_size"], stride=m["patch_size"])
+            tokens = (shape[1] // m["patch_size"]) * (shape[2] // m["patch_size"])
+        elif len(shape) == 2:
+            self.step, tokens = nn.Linear(shape[1], d), shape[0]
+        else:
+            self.feature_embedding = nn.Parameter(torch.zeros(shape[0], d))
+            self.feature_bias = nn.Parameter(torch.zeros(shape[0], d))
+            tokens = shape[0]
+        self.position = nn.Parameter(torch.zeros(1, tokens, d))
+        self.count = m["layers"]
+        for i in range(self.count):
+            self.add_module(f"block{i}", EncoderBlock(d, m["heads"], m["mlp_ratio"], m["dropout"]))
+        self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, outputs)
+
+    def forward(self, x):
+        if self.patch is not None:
+            x = self.patch(x).flatten(2).transpose(1, 2)
+        elif self.step is not None:
+            x = self.step(x)
+        else:
+            x = x.unsqueeze(-1) * self.feature_embedding + self.feature_bias
+        x = x + self.position
+        for i in range(self.count):
+            x = getattr(self, f"block{i}")(x)
+        return self.head(self.norm(x).mean(1))
+
+
 def load(model_dir):
     """The exported model (in eval mode) and its description."""
     with open(os.path.join(model_dir, "model.json")) as f:
         d = json.load(f)
-    kinds = {"mlp": Mlp, "cnn": Cnn}
+    kinds = {"mlp": Mlp, "cnn": Cnn, "resnet": ResNet, "transformer": Transformer}
     model = kinds[d["model"]["name"]](d["model"], d["sample_shape"], d["outputs"])
     model.load_state_dict(load_file(os.path.join(model_dir, "model.safetensors")), strict=True)
     return model.eval(), d

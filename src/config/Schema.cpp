@@ -473,7 +473,8 @@ std::string mismatch(const KeySpec& s, const json::value& v) {
     case KeyType::Object:
       return v.is_object() ? "" : found;
     case KeyType::IntegerList:
-      if (!v.is_array() || v.get_array().empty()) return found;
+      // Empty only where the schema's own default is the empty list.
+      if (!v.is_array() || (v.get_array().empty() && s.default_json != "[]")) return found;
       for (const auto& e : v.get_array()) {
         if (!is_integer(e) || !in_range(s, as_number(e))) return found;
       }

@@ -26,7 +26,12 @@ with h5py.File(FASHION, "r") as f:
     test_labels = f["/test/labels"][()]
 
 for name, model_args in (("cnn", ["model.channels=[8,16]", "model.fc_width=32"]),
-                         ("mlp", ["model.name=mlp", "model.hidden=[64,32]", "model.dropout=0.1"])):
+                         ("mlp", ["model.name=mlp", "model.hidden=[64,32]", "model.dropout=0.1"]),
+                         ("resnet", ["model.name=resnet", "model.width=8", "model.blocks=[1,1]",
+                                     "model.block=bottleneck", "model.dropout=0.1", "model.checkpoint_every=1"]),
+                         ("transformer", ["model.name=transformer", "model.embed_dim=32", "model.heads=4",
+                                          "model.layers=2", "model.patch_size=7", "model.dropout=0.1",
+                                          "optimizer.lr=0.002"])):
     run_dir = os.path.join(work, name)
     r = mpirun(2, ["train", CONFIG, "data.path=" + FASHION, "data.limit_train=4000", "data.verify_hashes=false",
                    "train.epochs=1", "train.batch_size=64", "run.progress=none", "run.dir=" + run_dir] + model_args,
