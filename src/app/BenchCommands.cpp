@@ -1,5 +1,6 @@
 #include "app/BenchCommands.hpp"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <torch/torch.h>
@@ -8,15 +9,18 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <sstream>
 
 #include "comm/Communicator.hpp"
 #include "comm/GradientReducer.hpp"
+#include "config/Schema.hpp"
 #include "data/DatasetLayout.hpp"
 #include "data/Hdf5.hpp"
 #include "data/Sampling.hpp"
 #include "data/ShardedDataset.hpp"
 #include "launch/Mpi.hpp"
 #include "launch/ProcessLayout.hpp"
+#include "models/Model.hpp"
 #include "report/MetricsLog.hpp"
 #include "report/SystemStats.hpp"
 #include "util/Error.hpp"
@@ -46,7 +50,14 @@ const char* kBenchHelp =
     "  state (default 64 MiB) into DIR (default /tmp), in alternation: (a) what hpctrain\n"
     "  does, rank 0 alone: serial HDF5, SHA-256, fsync, rename; (b) every rank writes its\n"
     "  1/N of the bytes into one dataset with collective parallel HDF5 (MPI-IO), hashes\n"
-    "  chained in rank order, fsync, rename. Checked: both files read back equal.\n";
+    "  chained in rank order, fsync, rename. Checked: both files read back equal.\n"
+    "       hpctrain bench activations CONFIG [key=value ...] [--shape C,H,W] [--classes K]\n"
+    "                                 [--steps N] [--every N]\n"
+    "activations: the model of CONFIG (one process, random inputs of --shape, default\n"
+    "  1,28,28, and train.batch_size rows) trained for N steps (default 5) without and with\n"
+    "  gradient checkpointing of every --every-th block (default 1): the heap bytes the\n"
+    "  forward pass leaves for backward (activations), and the forward+backward time, medians\n"
+    "  over the steps. Checked: both give the same gradients.\n";
 
 struct Options {
   std::int64_t min_bytes = 4096;
@@ -371,12 +382,109 @@ int bench_checkpoint(const Options& o) {
   return 0;
 }
 
+// Bytes in use on the heap (small blocks and mmapped ones): what LibTorch's CPU tensors hold.
+std::int64_t heap_in_use() {
+  const struct mallinfo2 m = mallinfo2();
+  return static_cast<std::int64_t>(m.uordblks + m.hblkhd);
+}
+
+int bench_activations(const std::vector<std::string>& args) {
+  if (args.size() < 2) throw UsageError("bench activations: name the config");
+  std::vector<std::string> overrides;
+  std::vector<std::int64_t> shape{1, 28, 28};
+  std::int64_t classes = 10, steps = 5, every = 1;
+  for (std::size_t i = 2; i < args.size(); ++i) {
+    auto value = [&]() -> std::string {
+      if (i + 1 >= args.size()) throw UsageError("bench activations: " + args[i] + " needs a value");
+      return args[++i];
+    };
+    if (args[i] == "--shape") {
+      shape.clear();
+      std::stringstream list(value());
+      for (std::string d; std::getline(list, d, ',');) shape.push_back(std::stoll(d));
+    } else if (args[i] == "--classes") {
+      classes = std::stoll(value());
+    } else if (args[i] == "--steps") {
+      steps = std::max<std::int64_t>(1, std::stoll(value()));
+    } else if (args[i] == "--every") {
+      every = std::max<std::int64_t>(1, std::stoll(value()));
+    } else {
+      overrides.push_back(args[i]);
+    }
+  }
+  ResolvedConfig rc = load_config(args[1], overrides);
+  const std::int64_t batch = rc.config.train.batch_size;
+  std::vector<std::int64_t> input_shape{batch};
+  input_shape.insert(input_shape.end(), shape.begin(), shape.end());
+  torch::manual_seed(3);
+  const auto x = torch::randn(input_shape);
+  const auto y = torch::randint(0, classes, {batch});
+  struct Row {
+    double activation_bytes, step_ms;
+    std::vector<torch::Tensor> grads;
+    std::int64_t parameters;
+  };
+  // Both models (same initial parameters) step in alternation, so machine noise hits both.
+  auto make = [&](std::int64_t checkpoint_every) {
+    ModelConfig mc = rc.config.model;
+    mc.checkpoint_every = checkpoint_every;
+    torch::manual_seed(1);
+    auto model = build_model(mc, InputSpec{shape, classes});
+    model->train();
+    return model;
+  };
+  std::vector<ModelPtr> models{make(0), make(every)};
+  std::vector<std::vector<double>> act(2), ms(2);
+  for (std::int64_t s = 0; s <= steps; ++s) {  // step 0 warms up (allocates the gradients)
+    for (std::size_t m = 0; m < 2; ++m) {
+      for (auto& p : models[m]->parameters()) {
+        if (p.grad().defined()) p.mutable_grad().zero_();
+      }
+      torch::manual_seed(7 + s);
+      const std::int64_t before = heap_in_use();
+      const double t0 = wall_seconds();
+      auto loss = torch::nn::functional::cross_entropy(models[m]->forward(x), y);
+      const std::int64_t after = heap_in_use();
+      loss.backward();
+      const double t1 = wall_seconds();
+      if (s > 0) {
+        act[m].push_back(static_cast<double>(after - before));
+        ms[m].push_back(1000.0 * (t1 - t0));
+      }
+    }
+  }
+  auto row = [&](std::size_t m) {
+    Row r{median(act[m]), median(ms[m]), {}, parameter_count(*models[m])};
+    for (auto& p : models[m]->parameters()) r.grads.push_back(p.grad().clone());
+    return r;
+  };
+  const Row plain = row(0), checkpointed = row(1);
+  bool same = plain.grads.size() == checkpointed.grads.size();
+  for (std::size_t i = 0; same && i < plain.grads.size(); ++i) same = torch::equal(plain.grads[i], checkpointed.grads[i]);
+  std::printf("model %s, %lld parameters, batch %lld, input %s, %lld steps (medians)\n", rc.config.model.name.c_str(),
+              static_cast<long long>(plain.parameters), static_cast<long long>(batch), args[1].c_str(),
+              static_cast<long long>(steps));
+  std::printf("%-28s %16s %14s\n", "", "activations MB", "step ms");
+  std::printf("%-28s %16.1f %14.1f\n", "plain", plain.activation_bytes / 1048576.0, plain.step_ms);
+  std::printf("%-28s %16.1f %14.1f\n", ("checkpoint every " + std::to_string(every) + " block(s)").c_str(),
+              checkpointed.activation_bytes / 1048576.0, checkpointed.step_ms);
+  std::printf("activation memory %.1f%% less, step time %+.1f%%; gradients %s\n",
+              100.0 * (1.0 - checkpointed.activation_bytes / std::max(1.0, plain.activation_bytes)),
+              100.0 * (checkpointed.step_ms / plain.step_ms - 1.0), same ? "identical" : "DIFFER");
+  if (!same) throw RuntimeFailure("bench activations: checkpointing changed the gradients");
+  return 0;
+}
+
 int run_bench_command(const std::vector<std::string>& args) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     if (rank == 0) std::printf("%s", kBenchHelp);
     return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "activations") {
+    torch::set_num_threads(ProcessLayout::discover(MPI_COMM_WORLD).default_threads());
+    return bench_activations(args);
   }
   const Options o = parse(args, 1);
   // As in training: intra-op threads from the affinity mask, so idle OpenMP workers do not
@@ -385,7 +493,7 @@ int run_bench_command(const std::vector<std::string>& args) {
   if (args[0] == "allreduce") return bench_allreduce(o);
   if (args[0] == "io") return bench_io(o);
   if (args[0] == "checkpoint") return bench_checkpoint(o);
-  throw UsageError("bench: unknown benchmark \"" + args[0] + "\" (allreduce, io, checkpoint)");
+  throw UsageError("bench: unknown benchmark \"" + args[0] + "\" (allreduce, io, checkpoint, activations)");
 }
 
 }  // namespace hpctrain
