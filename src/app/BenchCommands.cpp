@@ -475,6 +475,135 @@ int bench_activations(const std::vector<std::string>& args) {
   return 0;
 }
 
+void plan_on_this_rank(const std::string& config_path, const std::vector<std::string>& overrides, double budget_gib,
+                       std::int64_t ranks);
+
+const char* kPlanHelp =
+    "usage: [mpirun -np N] hpctrain plan CONFIG [key=value ...] [--budget GiB] [--ranks N]\n"
+    "\n"
+    "Per-rank memory of training CONFIG: parameters, gradients, optimizer state, and the\n"
+    "activations at the per-rank batch (train.batch_size / ranks; --ranks, default the\n"
+    "launch's), without and with gradient checkpointing of every block. Activations are\n"
+    "measured on probe steps of the model at per-rank batches of 2 and 4 (one process, CPU,\n"
+    "random inputs of the data set's sample shape) and extrapolated linearly. With --budget,\n"
+    "the largest per-rank batch whose total fits, with and without checkpointing.\n";
+
+int cmd_plan(const std::vector<std::string>& args) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    if (rank == 0) std::printf("%s", kPlanHelp);
+    return args.empty() ? 2 : 0;
+  }
+  std::vector<std::string> overrides;
+  double budget_gib = 0;
+  std::int64_t ranks = size;
+  for (std::size_t i = 1; i < args.size(); ++i) {
+    if ((args[i] == "--budget" || args[i] == "--ranks") && i + 1 < args.size()) {
+      const std::string v = args[++i];
+      char* end = nullptr;
+      const double x = std::strtod(v.c_str(), &end);
+      if (*end != '\0' || x <= 0) throw UsageError("plan: " + args[i - 1] + " needs a positive number, not \"" + v + "\"");
+      if (args[i - 1] == "--budget") {
+        budget_gib = x;
+      } else {
+        ranks = static_cast<std::int64_t>(x);
+      }
+    } else if (args[i].rfind("--", 0) == 0) {
+      throw UsageError("plan: unknown option " + args[i]);
+    } else {
+      overrides.push_back(args[i]);
+    }
+  }
+  // One process measures; the others wait for it, and every rank exits with its error's code.
+  Communicator world = Communicator::world();
+  collective_check(world, [&] {
+    if (rank == 0) plan_on_this_rank(args[0], overrides, budget_gib, ranks);
+  });
+  return 0;
+}
+
+void plan_on_this_rank(const std::string& config_path, const std::vector<std::string>& overrides, double budget_gib,
+                       std::int64_t ranks) {
+  const ResolvedConfig rc = load_config(config_path, overrides);
+  const Config& c = rc.config;
+  DatasetMeta meta;
+  {
+    H5File file = H5File::open_read_serial(c.data.path);
+    meta = read_dataset_meta(file);
+  }
+  const std::int64_t outputs = meta.num_classes > 0 ? meta.num_classes : 1;
+  const std::int64_t batch = (c.train.batch_size + ranks - 1) / ranks;
+  torch::set_num_threads(std::max(1, ProcessLayout::discover(MPI_COMM_SELF).default_threads()));
+
+  // Activation bytes at per-rank batch b: the heap the forward leaves for backward.
+  auto probe = [&](std::int64_t every, std::int64_t b) {
+    ModelConfig mc = c.model;
+    mc.checkpoint_every = every;
+    if (every == 0) mc.checkpoint_blocks.clear();
+    torch::manual_seed(1);
+    auto model = build_model(mc, InputSpec{meta.sample_shape, outputs});
+    model->train();
+    std::vector<std::int64_t> shape{b};
+    shape.insert(shape.end(), meta.sample_shape.begin(), meta.sample_shape.end());
+    const auto x = torch::randn(shape);
+    const auto y = torch::randint(0, std::max<std::int64_t>(2, outputs), {b});
+    double bytes = 0;
+    for (int s = 0; s < 2; ++s) {  // the first step allocates the gradients
+      for (auto& p : model->parameters()) {
+        if (p.grad().defined()) p.mutable_grad().zero_();
+      }
+      const std::int64_t before = heap_in_use();
+      auto out = model->forward(x);
+      auto loss = outputs > 1 ? torch::nn::functional::cross_entropy(out, y) : out.pow(2).mean();
+      bytes = static_cast<double>(heap_in_use() - before);
+      loss.backward();
+    }
+    return std::make_pair(bytes, parameter_count(*model));
+  };
+  struct Line {
+    double per_sample, fixed;
+  };
+  auto fit = [&](std::int64_t every) {
+    const auto a = probe(every, 2).first, b = probe(every, 4).first;
+    const double per = std::max(0.0, (b - a) / 2.0);
+    return Line{per, std::max(0.0, a - 2.0 * per)};
+  };
+  const std::int64_t params = probe(0, 1).second;
+  const double p_bytes = static_cast<double>(params) * 4.0;
+  const double opt_states = c.optimizer.name == "sgd" ? (c.optimizer.momentum > 0 ? 1.0 : 0.0) : 2.0;
+  const double fixed = p_bytes * (2.0 + opt_states);  // parameters, gradient buckets, optimizer state
+  const Line plain = fit(0), checkpointed = fit(1);
+  auto act = [&](const Line& l, std::int64_t b) { return l.fixed + l.per_sample * static_cast<double>(b); };
+  const double mib = 1048576.0;
+  std::printf("plan: %s, model %s, %lld parameters, %lld rank(s), per-rank batch %lld, sample shape [",
+              config_path.c_str(), c.model.name.c_str(), static_cast<long long>(params), static_cast<long long>(ranks),
+              static_cast<long long>(batch));
+  for (std::size_t i = 0; i < meta.sample_shape.size(); ++i)
+    std::printf("%s%lld", i ? ", " : "", static_cast<long long>(meta.sample_shape[i]));
+  std::printf("]\n\n%-40s %12s\n", "per rank", "MiB");
+  std::printf("%-40s %12.1f\n", "parameters (fp32)", p_bytes / mib);
+  std::printf("%-40s %12.1f\n", "gradients (fp32 buckets)", p_bytes / mib);
+  std::printf("%-40s %12.1f\n", ("optimizer state (" + c.optimizer.name + ")").c_str(), p_bytes * opt_states / mib);
+  std::printf("%-40s %12.1f\n", "activations, no checkpointing", act(plain, batch) / mib);
+  std::printf("%-40s %12.1f\n", "activations, checkpointing every block", act(checkpointed, batch) / mib);
+  std::printf("%-40s %12.1f\n", "total, no checkpointing", (fixed + act(plain, batch)) / mib);
+  std::printf("%-40s %12.1f\n", "total, checkpointing every block", (fixed + act(checkpointed, batch)) / mib);
+  std::printf("\nactivations per sample: %.2f MiB without, %.2f MiB with checkpointing (probe batches 2 and 4)\n",
+              plain.per_sample / mib, checkpointed.per_sample / mib);
+  if (budget_gib > 0) {
+    const double budget = budget_gib * 1024.0 * mib;
+    auto largest = [&](const Line& l) {
+      const double room = budget - fixed - l.fixed;
+      if (room <= 0) return std::int64_t{0};
+      return l.per_sample > 0 ? static_cast<std::int64_t>(room / l.per_sample) : std::int64_t{1} << 40;
+    };
+    std::printf("budget %.2f GiB per rank: largest per-rank batch %lld without, %lld with checkpointing\n",
+                budget_gib, static_cast<long long>(largest(plain)), static_cast<long long>(largest(checkpointed)));
+  }
+}
+
 int run_bench_command(const std::vector<std::string>& args) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

@@ -7,5 +7,8 @@
 namespace hpctrain {
 
 int run_bench_command(const std::vector<std::string>& args);
+// `hpctrain plan CONFIG`: per-rank memory (parameters, gradients, optimizer state,
+// activations measured on probe steps, with and without checkpointing).
+int cmd_plan(const std::vector<std::string>& args);
 
 }  // namespace hpctrain

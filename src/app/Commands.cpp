@@ -641,6 +641,7 @@ std::string usage_text() {
          "  export RUN_DIR  write the trained model as safetensors + JSON description\n"
          "  predict MODEL INPUT.h5  batched inference, MPI-parallel: mpirun -np N hpctrain predict ...\n"
          "  search-merge RUN_DIR  join the shards of a search that ran as a job array\n"
+         "  plan CONFIG     per-rank memory: parameters, gradients, optimizer, activations (checkpointing)\n"
          "  bench           micro-benchmarks: allreduce (bucketed vs plain MPI), io (shard load vs sequential)\n"
          "\n"
          "  --version       LibTorch, MPI and HDF5 versions; CUDA and NCCL support\n"
@@ -664,6 +665,7 @@ int run_command(const std::vector<std::string>& args) {
   if (args[0] == "export") return cmd_export(rest);
   if (args[0] == "predict") return cmd_predict(rest);
   if (args[0] == "search-merge") return cmd_search_merge(rest);
+  if (args[0] == "plan") return cmd_plan(rest);
   throw UsageError("unknown command \"" + args[0] + "\"");
 }
 
