@@ -3,7 +3,7 @@ same model, data, batch and precision.
 
     python bench/transformer_mfu.py [--embed 1024 --heads 16 --layers 12 --tokens 256]
                                     [--batch 64 --steps 60 --precision bf16] [--peak-tflops 989]
-                                    [--out bench-mfu.json]
+                                    [--out bench-mfu.json] [--binary build/hpctrain] [key.path=value ...]
 
 The data are synthetic table rows of --tokens features (each feature is one token of the
 Transformer's table embedding), imported with `hpctrain import csv`. Model FLOPs per sample
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.path.join(ROOT, "build", "hpctrain")
 sys.path.insert(0, os.path.join(ROOT, "analysis"))
 from hpctrain_model import Transformer  # noqa: E402
 
@@ -41,7 +42,7 @@ def make_data(work, rows, tokens):
         for row, label in zip(x, y):
             w.writerow([f"{v:.6g}" for v in row] + [label])
     h5 = os.path.join(work, "table.h5")
-    subprocess.run([os.path.join(ROOT, "build", "hpctrain"), "import", "csv", path, "--label", "label", "--task",
+    subprocess.run([BINARY, "import", "csv", path, "--label", "label", "--task",
                     "classification", "--test-fraction", "0.1", "--output", h5], check=True, stdout=subprocess.DEVNULL)
     return h5, x, y
 
@@ -57,7 +58,10 @@ def main():
     p.add_argument("--precision", default="bf16")
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--out", default="bench-mfu.json")
-    a = p.parse_args()
+    p.add_argument("--binary", default=os.path.join(ROOT, "build", "hpctrain"))
+    a, overrides = p.parse_known_args()
+    global BINARY
+    BINARY = a.binary
     if not torch.cuda.is_available():
         sys.exit("transformer_mfu: no GPU visible")
     work = tempfile.mkdtemp(prefix="mfu_")
@@ -66,12 +70,12 @@ def main():
     model_keys = [f"model.name=transformer", f"model.embed_dim={a.embed}", f"model.heads={a.heads}",
                   f"model.layers={a.layers}", "model.dropout=0", "model.mlp_ratio=4"]
     run_dir = os.path.join(work, "run")
-    subprocess.run([os.path.join(ROOT, "build", "hpctrain"), "train", os.path.join(ROOT, "configs",
+    subprocess.run([BINARY, "train", os.path.join(ROOT, "configs",
                     "diabetes_mlp.json"), "data.path=" + h5, "data.val_fraction=0", "data.verify_hashes=false",
                     "train.loss=cross_entropy", f"train.batch_size={a.batch}", "train.epochs=1",
                     f"train.max_steps={a.steps}", "train.test_at_end=false", "train.test_every_epoch=false",
                     "device.type=cuda", f"precision.mode={a.precision}", "run.progress=none", "run.log_every=10",
-                    "run.dir=" + run_dir] + model_keys, check=True, stdout=subprocess.DEVNULL)
+                    "run.dir=" + run_dir] + model_keys + overrides, check=True, stdout=subprocess.DEVNULL)
     steps = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl")) if '"type":"step"' in line]
     report = json.load(open(os.path.join(run_dir, "report.json")))
     params = report["model"]["parameters"]
@@ -103,7 +107,7 @@ def main():
     flops = 6 * params * a.tokens + 12 * a.layers * a.tokens ** 2 * a.embed
     peak = a.peak_tflops * 1e12
     result = {"gpu": torch.cuda.get_device_name(0), "parameters": params, "tokens": a.tokens, "batch": a.batch,
-              "precision": a.precision, "model_flops_per_sample": flops,
+              "precision": a.precision, "overrides": overrides, "model_flops_per_sample": flops,
               "hpctrain_samples_per_s": ours, "pytorch_samples_per_s": theirs, "ratio": ours / theirs,
               "hpctrain_mfu": flops * ours / peak, "pytorch_mfu": flops * theirs / peak}
     print(json.dumps(result, indent=1))

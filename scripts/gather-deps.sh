@@ -75,6 +75,10 @@ export OPAL_PREFIX="$root/usr"
 export OPAL_LIBDIR="$lib/openmpi/lib"
 export OPAL_DATADIR="$root/usr/share/openmpi"
 export OPAL_PKGDATADIR="$root/usr/share/openmpi"
+# PMIx looks for its plugins under its build-time prefix: a PMIx of another version
+# installed there (some images carry one) would be loaded instead and fail.
+export PMIX_INSTALL_PREFIX="$root/usr"
+export PMIX_MCA_mca_base_component_path="$lib/pmix2/lib/pmix"
 export HPCTRAIN_DEPS_CMAKE_ARGS="-DMPI_C_COMPILER=$root/usr/bin/mpicc -DHDF5_ROOT=$lib/hdf5/openmpi \
 -DHDF5_C_COMPILER_EXECUTABLE=HDF5_C_COMPILER_EXECUTABLE-NOTFOUND -DHDF5_INCLUDE_DIRS=$root/usr/include/hdf5/openmpi -DBoost_ROOT=$root/usr -DBoost_INCLUDE_DIR=$root/usr/include \
 -DGTest_ROOT=$root/usr -DCMAKE_LIBRARY_PATH=$lib -DCMAKE_INCLUDE_PATH=$root/usr/include"

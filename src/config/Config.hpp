@@ -52,6 +52,7 @@ struct OptimizerConfig {
   double beta1 = 0.9;
   double beta2 = 0.999;
   double eps = 1e-8;
+  std::string fused = "auto";  // auto | on | off: ATen's fused multi-tensor Adam/AdamW kernel
 };
 
 struct ScheduleConfig {
@@ -135,7 +136,7 @@ struct CheckpointConfig {
 };
 
 struct RunConfig {
-  std::string dir;  // empty: LaunchEnvironment::default_run_dir
+  std::string dir;                // empty: LaunchEnvironment::default_run_dir
   std::int64_t log_every = 50;    // steps between metrics.jsonl step lines
   std::string progress = "auto";  // auto | bar | lines | none
   std::int64_t threads = 0;       // intra-op threads per rank (0: from the affinity mask)

@@ -163,6 +163,11 @@ const std::vector<Entry>& entries() {
        bind(&Config::optimizer, &OptimizerConfig::beta2)},
       {key("optimizer.eps", K::Number, "1e-8", 0.0, 1.0, {}, "Adam/AdamW epsilon."),
        bind(&Config::optimizer, &OptimizerConfig::eps)},
+      {key("optimizer.fused", K::String, "\"auto\"", none, none, {"auto", "on", "off"},
+           "Adam/AdamW through ATen's fused multi-tensor kernel (one launch for all parameters) instead of "
+           "LibTorch's per-parameter loop (about ten launches each); auto: fused on a GPU. Same state, so "
+           "checkpoints move between the two."),
+       bind(&Config::optimizer, &OptimizerConfig::fused)},
       // schedule
       {key("schedule.name", K::String, "\"constant\"", none, none, {"constant", "step", "cosine", "onecycle"},
            "Learning-rate schedule over optimizer steps."),
@@ -264,15 +269,15 @@ const std::vector<Entry>& entries() {
            "dynamic loss scaling (precision.*_scale, growth_*, backoff_*); bf16 needs none. Both run on GPUs and "
            "CPUs (on CPUs bf16 is fast where the CPU has bf16 instructions; fp16 there is for testing)."),
        bind(&Config::precision, &PrecisionConfig::mode)},
-      {key("precision.init_scale", K::Number, "65536.0", 1.0, 1e30, {},
-           "fp16: the first loss scale."),
+      {key("precision.init_scale", K::Number, "65536.0", 1.0, 1e30, {}, "fp16: the first loss scale."),
        bind(&Config::precision, &PrecisionConfig::init_scale)},
       {key("precision.growth_factor", K::Number, "2.0", 1.0, 1000.0, {},
            "fp16: the loss scale is multiplied by this after precision.growth_interval steps without inf/NaN "
            "gradients."),
        bind(&Config::precision, &PrecisionConfig::growth_factor)},
       {key("precision.backoff_factor", K::Number, "0.5", 1e-6, 1.0, {},
-           "fp16: the loss scale is multiplied by this when a step's gradients hold inf or NaN (that step is skipped)."),
+           "fp16: the loss scale is multiplied by this when a step's gradients hold inf or NaN (that step is "
+           "skipped)."),
        bind(&Config::precision, &PrecisionConfig::backoff_factor)},
       {key("precision.growth_interval", K::Integer, "2000", 1.0, 1e9, {},
            "fp16: steps without inf/NaN gradients before the loss scale grows."),

@@ -25,6 +25,8 @@ class PhaseTimer {
     last_ = now;
   }
   void restart() { last_ = wall_seconds(); }
+  // Charges `seconds` measured elsewhere (a GPU's event timeline) to `phase`.
+  void add(Phase phase, double seconds) { seconds_[static_cast<std::size_t>(phase)] += seconds; }
   double seconds(Phase phase) const { return seconds_[static_cast<std::size_t>(phase)]; }
   const std::array<double, static_cast<std::size_t>(Phase::Count)>& all() const { return seconds_; }
 

@@ -7,11 +7,11 @@
 #include <ctime>
 #include <numeric>
 
+#include "comm/NcclCommunicator.hpp"
 #include "data/Hdf5.hpp"
 #include "launch/Mpi.hpp"
 #include "report/MetricsLog.hpp"
 #include "report/SystemStats.hpp"
-#include "comm/NcclCommunicator.hpp"
 #include "train/Device.hpp"
 #include "util/Json.hpp"
 
@@ -58,8 +58,8 @@ std::string software_versions_text() {
   s += "MPI      " + MpiRuntime::library_version() + "\n";
   s += "HDF5     " + hdf5_library_version() + "\n";
   s += std::string("CUDA     ") + (HPCTRAIN_WITH_CUDA ? "compiled in" : "not compiled in") + "\n";
-  s += std::string("NCCL     ") + (HPCTRAIN_WITH_NCCL ? NcclCommunicator::version() + " compiled in" : "not compiled in") +
-       "\n";
+  s += std::string("NCCL     ") +
+       (HPCTRAIN_WITH_NCCL ? NcclCommunicator::version() + " compiled in" : "not compiled in") + "\n";
   return s;
 }
 
@@ -176,27 +176,28 @@ std::string write_run_report(const std::string& path, const Config& config, cons
       {"finished", utc_timestamp()},
       {"config_file", ctx.config_path},
       {"overrides", overrides},
-      {"world", json::object{{"size", comm.size()},
-                             {"nodes", ctx.layout.node_count},
-                             {"hostname_rank0", ctx.layout.hostname},
-                             {"device", device.device.is_cuda() ? "cuda" : "cpu"},
-                             {"gpu_of_rank", to_int_array(column(kPhases + 17))},
-                             {"gpu", device.device.is_cuda()
-                                         ? json::value(json::object{{"name", device.name},
-                                                                    {"memory_bytes", device.memory_bytes},
-                                                                    {"driver", device.driver},
-                                                                    {"visible", device.visible_gpus}})
-                                         : json::value(nullptr)},
-                             {"threads_per_rank", to_int_array(column(kPhases + 3))},
-                             {"threads_source", ctx.threads_source},
-                             {"node_of_rank", to_int_array(column(kPhases + 8))},
-                             {"local_rank_of_rank", to_int_array(column(kPhases + 11))},
-                             {"ranks_on_node_of_rank0", ctx.layout.local_size},
-                             {"launcher_rank_of_rank", to_int_array(column(kPhases + 12))},
-                             {"launcher_local_rank_of_rank", to_int_array(column(kPhases + 13))},
-                             {"slurm_job", ctx.launch.slurm_job_tag()},
-                             {"launcher", ctx.launch.launcher},
-                             {"launch_environment", launch_vars}}},
+      {"world",
+       json::object{{"size", comm.size()},
+                    {"nodes", ctx.layout.node_count},
+                    {"hostname_rank0", ctx.layout.hostname},
+                    {"device", device.device.is_cuda() ? "cuda" : "cpu"},
+                    {"gpu_of_rank", to_int_array(column(kPhases + 17))},
+                    {"gpu", device.device.is_cuda() ? json::value(json::object{{"name", device.name},
+                                                                               {"memory_bytes", device.memory_bytes},
+                                                                               {"driver", device.driver},
+                                                                               {"nvidia_driver", device.nvidia_driver},
+                                                                               {"visible", device.visible_gpus}})
+                                                    : json::value(nullptr)},
+                    {"threads_per_rank", to_int_array(column(kPhases + 3))},
+                    {"threads_source", ctx.threads_source},
+                    {"node_of_rank", to_int_array(column(kPhases + 8))},
+                    {"local_rank_of_rank", to_int_array(column(kPhases + 11))},
+                    {"ranks_on_node_of_rank0", ctx.layout.local_size},
+                    {"launcher_rank_of_rank", to_int_array(column(kPhases + 12))},
+                    {"launcher_local_rank_of_rank", to_int_array(column(kPhases + 13))},
+                    {"slurm_job", ctx.launch.slurm_job_tag()},
+                    {"launcher", ctx.launch.launcher},
+                    {"launch_environment", launch_vars}}},
       {"data", json::object{{"path", data.meta().path},
                             {"name", data.meta().name},
                             {"task", task_name(data.meta().task)},

@@ -1,9 +1,15 @@
 #include "train/Device.hpp"
 
+#include <dlfcn.h>
+
+#include <fstream>
+#include <sstream>
+
 #include "util/Error.hpp"
 
 #if HPCTRAIN_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
@@ -16,6 +22,40 @@ DeviceInfo& current() {
   static DeviceInfo info;
   return info;
 }
+#if HPCTRAIN_WITH_CUDA
+// The NVIDIA driver's version, from NVML (loaded at run time: it ships with the driver, not
+// the toolkit), else from the kernel module's /proc file; "" when neither answers.
+std::string nvidia_driver_version() {
+  if (void* nvml = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL)) {
+    using Init = int (*)();
+    using Version = int (*)(char*, unsigned);
+    auto init = reinterpret_cast<Init>(dlsym(nvml, "nvmlInit_v2"));
+    auto version = reinterpret_cast<Version>(dlsym(nvml, "nvmlSystemGetDriverVersion"));
+    auto shutdown = reinterpret_cast<Init>(dlsym(nvml, "nvmlShutdown"));
+    std::string out;
+    if (init && version && shutdown && init() == 0) {
+      char buffer[96] = {};
+      if (version(buffer, sizeof buffer) == 0) out = buffer;
+      shutdown();
+    }
+    dlclose(nvml);
+    if (!out.empty()) return out;
+  }
+  // "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  ..."
+  std::ifstream proc("/proc/driver/nvidia/version");
+  std::string line;
+  if (std::getline(proc, line)) {
+    const auto at = line.find("Kernel Module");
+    if (at != std::string::npos) {
+      std::istringstream rest(line.substr(at + 13));
+      std::string v;
+      rest >> v;
+      return v;
+    }
+  }
+  return "";
+}
+#endif
 }  // namespace
 
 const DeviceInfo& compute_device() {
@@ -36,8 +76,9 @@ const DeviceInfo& select_compute_device(const DeviceConfig& config, int local_ra
     return current();
   }
   if (!HPCTRAIN_WITH_CUDA) {
-    throw RuntimeFailure("device.type=cuda: this build has no CUDA support (build against a CUDA LibTorch; "
-                         "`hpctrain --version` tells what was compiled in)");
+    throw RuntimeFailure(
+        "device.type=cuda: this build has no CUDA support (build against a CUDA LibTorch; "
+        "`hpctrain --version` tells what was compiled in)");
   }
   if (info.visible_gpus == 0) {
     const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
@@ -57,6 +98,7 @@ const DeviceInfo& select_compute_device(const DeviceConfig& config, int local_ra
   if (cudaDriverGetVersion(&driver) == cudaSuccess) {
     info.driver = std::to_string(driver / 1000) + "." + std::to_string((driver % 1000) / 10);
   }
+  info.nvidia_driver = nvidia_driver_version();
   at::globalContext().setBenchmarkCuDNN(config.cudnn_benchmark);
 #else
   (void)local_rank;
@@ -88,6 +130,108 @@ void synchronize(const torch::Device& device) {
   if (device.is_cuda()) c10::cuda::getCurrentCUDAStream(device.index()).synchronize();
 #else
   (void)device;
+#endif
+}
+
+namespace {
+constexpr std::size_t kPendingMarks = 512;  // one wait per ~100 training steps
+}  // namespace
+
+struct StepClock::Impl {
+  Impl(PhaseTimer& t, bool on_gpu) : timer(t), gpu(on_gpu) {}
+  PhaseTimer& timer;
+  bool gpu = false;
+#if HPCTRAIN_WITH_CUDA
+  std::vector<at::cuda::CUDAEvent> events;  // events[0]: the reference point
+  std::vector<Phase> phases;                // phases[i]: what ran between events[i-1] and events[i]
+  std::size_t used = 0;
+#endif
+};
+
+StepClock::StepClock(PhaseTimer& timer, const torch::Device& device)
+    : impl_(std::make_unique<Impl>(timer, device.is_cuda())) {
+#if HPCTRAIN_WITH_CUDA
+  if (impl_->gpu) {
+    for (std::size_t i = 0; i < kPendingMarks; ++i) impl_->events.emplace_back(cudaEventDefault);
+    impl_->phases.resize(kPendingMarks);
+  }
+#endif
+}
+
+StepClock::~StepClock() = default;
+
+void StepClock::start() {
+#if HPCTRAIN_WITH_CUDA
+  if (impl_->gpu) {
+    flush();
+    impl_->events[0].record();
+    impl_->used = 1;
+    return;
+  }
+#endif
+  impl_->timer.restart();
+}
+
+void StepClock::mark(Phase phase) {
+#if HPCTRAIN_WITH_CUDA
+  if (impl_->gpu) {
+    auto& m = *impl_;
+    if (m.used == 0) start();
+    if (m.used == kPendingMarks) flush();
+    m.events[m.used].record();
+    m.phases[m.used] = phase;
+    ++m.used;
+    return;
+  }
+#endif
+  impl_->timer.mark(phase);
+}
+
+void StepClock::flush() {
+#if HPCTRAIN_WITH_CUDA
+  auto& m = *impl_;
+  if (!m.gpu || m.used < 2) return;
+  m.events[m.used - 1].synchronize();
+  for (std::size_t i = 1; i < m.used; ++i) {
+    m.timer.add(m.phases[i], static_cast<double>(m.events[i - 1].elapsed_time(m.events[i])) / 1000.0);
+  }
+  std::swap(m.events[0], m.events[m.used - 1]);
+  m.used = 1;
+#endif
+}
+
+struct CopyFences::Impl {
+#if HPCTRAIN_WITH_CUDA
+  std::vector<at::cuda::CUDAEvent> events;  // timing off: ordering only
+#endif
+  bool gpu = false;
+};
+
+CopyFences::CopyFences(const torch::Device& device, std::size_t buffers) : impl_(std::make_unique<Impl>()) {
+  impl_->gpu = device.is_cuda();
+#if HPCTRAIN_WITH_CUDA
+  if (impl_->gpu) impl_->events.resize(buffers);
+#else
+  (void)buffers;
+#endif
+}
+
+CopyFences::~CopyFences() = default;
+
+void CopyFences::record(std::size_t buffer) {
+#if HPCTRAIN_WITH_CUDA
+  if (impl_->gpu) impl_->events.at(buffer).record();
+#else
+  (void)buffer;
+#endif
+}
+
+void CopyFences::wait(std::size_t buffer) {
+#if HPCTRAIN_WITH_CUDA
+  // An event never recorded is complete: synchronize() returns at once.
+  if (impl_->gpu) impl_->events.at(buffer).synchronize();
+#else
+  (void)buffer;
 #endif
 }
 

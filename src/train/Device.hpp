@@ -4,9 +4,12 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "config/Config.hpp"
+#include "report/PhaseTimer.hpp"
 
 namespace hpctrain {
 
@@ -16,6 +19,7 @@ struct DeviceInfo {
   std::int64_t memory_bytes = 0;  // the GPU's total memory
   int visible_gpus = 0;           // GPUs this process sees
   std::string driver;             // CUDA driver version ("13.0"), "" without a GPU
+  std::string nvidia_driver;      // the NVIDIA kernel driver ("580.159.04"), "" when unknown
   std::string notice;             // what rank 0 prints when auto fell back to the CPU
   bool shared = false;            // more ranks on this node than GPUs: ranks share a GPU
 };
@@ -37,5 +41,42 @@ DeviceMemory device_memory(const torch::Device& device);
 // Waits for the work queued on the device's compute stream (no-op on the CPU): phase
 // timing on a GPU needs it, and the input pipeline reuses a pinned buffer only after it.
 void synchronize(const torch::Device& device);
+
+// Phase times of the training loop. On the CPU: wall time between marks. On a GPU: the
+// time between CUDA events recorded on the compute stream at each mark, so nothing waits
+// at a mark and the host keeps queueing work while the GPU computes (a wait per phase
+// would expose every kernel launch). The events are read in batches, one wait every few
+// hundred marks, and at flush().
+class StepClock {
+ public:
+  StepClock(PhaseTimer& timer, const torch::Device& device);
+  ~StepClock();
+  StepClock(const StepClock&) = delete;
+  StepClock& operator=(const StepClock&) = delete;
+  void start();  // the reference point of the next mark: now (CPU), the stream's position (GPU)
+  void mark(Phase phase);
+  void flush();  // charges every pending mark to the timer; waits for the GPU to reach the last
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Host buffers that asynchronous copies to the GPU read: buffer i may be refilled only once
+// the copy queued from it has run. record(i) after queueing the copy, wait(i) before
+// refilling (no-op on the CPU and before the first record).
+class CopyFences {
+ public:
+  CopyFences(const torch::Device& device, std::size_t buffers);
+  ~CopyFences();
+  CopyFences(const CopyFences&) = delete;
+  CopyFences& operator=(const CopyFences&) = delete;
+  void record(std::size_t buffer);
+  void wait(std::size_t buffer);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace hpctrain

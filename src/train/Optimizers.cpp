@@ -1,25 +1,110 @@
 #include "train/Optimizers.hpp"
 
+#include <unordered_map>
+
 #include "util/Error.hpp"
 
 namespace hpctrain {
+namespace {
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimizerConfig& c,
-                                                        std::vector<torch::Tensor> parameters) {
+// Adam/AdamW whose step runs ATen's fused multi-tensor kernel: one launch updates every
+// parameter of a group, where LibTorch's loop issues about ten small kernels per parameter
+// (thousands per step for a Transformer: launch-bound on a GPU). The per-parameter state is
+// LibTorch's own (step, exp_avg, exp_avg_sq), so save/load and checkpoints are those of
+// the base class and move freely between the fused and the loop implementation. The kernel
+// reads the step count from a tensor on the parameters' device; those tensors are kept
+// here and re-made whenever the state's count differs (first step, after a load).
+template <class Base, class State, class Options, bool Decoupled>
+class FusedAdam final : public Base {
+ public:
+  using Base::Base;
+
+  torch::Tensor step(torch::optim::Optimizer::LossClosure closure = nullptr) override {
+    torch::Tensor loss;
+    if (closure) {
+      torch::AutoGradMode grad(true);
+      loss = closure();
+    }
+    torch::NoGradGuard no_grad;
+    for (auto& group : this->param_groups()) {
+      auto& o = static_cast<Options&>(group.options());
+      if (o.amsgrad()) throw RuntimeFailure("fused Adam/AdamW: amsgrad is not supported");
+      std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+      for (auto& p : group.params()) {
+        if (!p.grad().defined()) continue;
+        void* key = p.unsafeGetTensorImpl();
+        auto it = this->state_.find(key);
+        if (it == this->state_.end()) {
+          auto s = std::make_unique<State>();
+          s->step(0);
+          s->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+          s->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+          it = this->state_.emplace(key, std::move(s)).first;
+        }
+        auto& s = static_cast<State&>(*it->second);
+        auto& counter = counters_[key];
+        if (!counter.device.defined() || counter.host != s.step()) {
+          counter.device = torch::full({}, static_cast<double>(s.step()), p.options().dtype(torch::kFloat));
+        }
+        s.step(s.step() + 1);
+        counter.host = s.step();
+        params.push_back(p);
+        grads.push_back(p.grad());
+        exp_avgs.push_back(s.exp_avg());
+        exp_avg_sqs.push_back(s.exp_avg_sq());
+        steps.push_back(counter.device);
+      }
+      if (params.empty()) continue;
+      torch::_foreach_add_(steps, 1);
+      const auto [beta1, beta2] = o.betas();
+      if (Decoupled) {
+        torch::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, {}, steps, o.lr(), beta1, beta2, o.weight_decay(),
+                             o.eps(), /*amsgrad=*/false, /*maximize=*/false);
+      } else {
+        torch::_fused_adam_(params, grads, exp_avgs, exp_avg_sqs, {}, steps, o.lr(), beta1, beta2, o.weight_decay(),
+                            o.eps(), /*amsgrad=*/false, /*maximize=*/false);
+      }
+    }
+    return loss;
+  }
+
+ private:
+  struct Counter {
+    std::int64_t host = -1;  // the state's step count when `device` was last advanced
+    torch::Tensor device;
+  };
+  std::unordered_map<void*, Counter> counters_;
+};
+
+using FusedAdamImpl = FusedAdam<torch::optim::Adam, torch::optim::AdamParamState, torch::optim::AdamOptions, false>;
+using FusedAdamWImpl = FusedAdam<torch::optim::AdamW, torch::optim::AdamWParamState, torch::optim::AdamWOptions, true>;
+
+}  // namespace
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimizerConfig& c, std::vector<torch::Tensor> parameters,
+                                                        bool fused) {
   if (c.name == "sgd") {
     return std::make_unique<torch::optim::SGD>(
         parameters,
         torch::optim::SGDOptions(c.lr).momentum(c.momentum).nesterov(c.nesterov).weight_decay(c.weight_decay));
   }
   if (c.name == "adam") {
-    return std::make_unique<torch::optim::Adam>(
-        parameters, torch::optim::AdamOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weight_decay));
+    const auto options =
+        torch::optim::AdamOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weight_decay);
+    if (fused) return std::make_unique<FusedAdamImpl>(parameters, options);
+    return std::make_unique<torch::optim::Adam>(parameters, options);
   }
   if (c.name == "adamw") {
-    return std::make_unique<torch::optim::AdamW>(
-        parameters, torch::optim::AdamWOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weight_decay));
+    const auto options =
+        torch::optim::AdamWOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weight_decay);
+    if (fused) return std::make_unique<FusedAdamWImpl>(parameters, options);
+    return std::make_unique<torch::optim::AdamW>(parameters, options);
   }
   throw ConfigError("optimizer.name: unknown optimizer \"" + c.name + "\"");
+}
+
+bool use_fused_optimizer(const OptimizerConfig& c, const torch::Device& device) {
+  return c.fused == "on" || (c.fused == "auto" && device.is_cuda());
 }
 
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {

