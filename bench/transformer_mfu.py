@@ -16,6 +16,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,8 @@ def main():
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--out", default="bench-mfu.json")
     p.add_argument("--binary", default=os.path.join(ROOT, "build", "hpctrain"))
+    p.add_argument("--profile", metavar="DIR", help="also trace steps 20-24 of each side into DIR "
+                   "(hpctrain.json, pytorch.json; compare with analysis/profile_summary.py); rates then include it")
     a, overrides = p.parse_known_args()
     global BINARY
     BINARY = a.binary
@@ -70,17 +73,21 @@ def main():
     model_keys = [f"model.name=transformer", f"model.embed_dim={a.embed}", f"model.heads={a.heads}",
                   f"model.layers={a.layers}", "model.dropout=0", "model.mlp_ratio=4"]
     run_dir = os.path.join(work, "run")
+    profile_keys = ["run.profile_steps=5", "run.profile_start=20"] if a.profile else []
     subprocess.run([BINARY, "train", os.path.join(ROOT, "configs",
                     "diabetes_mlp.json"), "data.path=" + h5, "data.val_fraction=0", "data.verify_hashes=false",
                     "train.loss=cross_entropy", f"train.batch_size={a.batch}", "train.epochs=1",
                     f"train.max_steps={a.steps}", "train.test_at_end=false", "train.test_every_epoch=false",
                     "device.type=cuda", f"precision.mode={a.precision}", "run.progress=none", "run.log_every=10",
-                    "run.dir=" + run_dir] + model_keys + overrides, check=True, stdout=subprocess.DEVNULL)
+                    "run.dir=" + run_dir] + model_keys + overrides + profile_keys, check=True, stdout=subprocess.DEVNULL)
     steps = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl")) if '"type":"step"' in line]
     report = json.load(open(os.path.join(run_dir, "report.json")))
     params = report["model"]["parameters"]
     # samples/s between the step logged at 10 and the last one (after warm-up)
     first, last = steps[0], steps[-1]
+    if a.profile:
+        os.makedirs(a.profile, exist_ok=True)
+        shutil.copy(os.path.join(run_dir, "profile_rank0.json"), os.path.join(a.profile, "hpctrain.json"))
     ours = (last["step"] - first["step"]) * a.batch / (last["elapsed_s"] - first["elapsed_s"])
 
     m = {"embed_dim": a.embed, "heads": a.heads, "layers": a.layers, "mlp_ratio": 4.0, "patch_size": 1,
@@ -91,7 +98,12 @@ def main():
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(a.precision)
     scaler = torch.amp.GradScaler("cuda", enabled=a.precision == "fp16")
     times = []
+    profiler = None
     for s in range(a.steps):
+        if a.profile and s == 20:
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                          torch.profiler.ProfilerActivity.CUDA])
+            profiler.__enter__()
         xb = xs[s * a.batch:(s + 1) * a.batch].cuda(non_blocking=True)
         yb = ys[s * a.batch:(s + 1) * a.batch].cuda(non_blocking=True)
         with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -100,6 +112,11 @@ def main():
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
+        if profiler is not None and s == 24:
+            torch.cuda.synchronize()
+            profiler.__exit__(None, None, None)
+            profiler.export_chrome_trace(os.path.join(a.profile, "pytorch.json"))
+            profiler = None
         if s in (10, a.steps - 1):
             torch.cuda.synchronize()
             times.append(time.perf_counter())

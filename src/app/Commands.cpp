@@ -418,6 +418,7 @@ void train_once(const ResolvedConfig& resolved, RunContext& ctx, const Communica
   collective_check(world, [&] {
     trainer = std::make_unique<Trainer>(config, world, data, log);
     trainer->enable_checkpoints(checkpoint_dir, resolved.resolved_json);
+    trainer->set_profile_prefix(run_dir + "/profile");
     if (resume) trainer->resume_from(*resume);
   });
   const TrainResult result = trainer->run();

@@ -24,8 +24,18 @@ struct ReadyHook : torch::autograd::PostAccumulateGradHook {
 }  // namespace
 
 GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters, double bucket_mb, const Communicator& comm,
-                                 bool overlap, NcclCommunicator* nccl)
-    : comm_(comm), nccl_(nccl), overlap_(overlap && comm.size() > 1) {
+                                 bool overlap, NcclCommunicator* nccl, bool alone_without_buckets)
+    : comm_(comm),
+      nccl_(nccl),
+      overlap_(overlap && comm.size() > 1),
+      direct_(alone_without_buckets && comm.size() == 1 && nccl == nullptr) {
+  if (direct_) {
+    for (const auto& p : parameters) {
+      if (p.requires_grad()) direct_params_.push_back(p);
+    }
+    zero();
+    return;
+  }
   const auto limit = static_cast<std::int64_t>(bucket_mb * 1024.0 * 1024.0);
   std::vector<std::vector<torch::Tensor>> groups;
   std::int64_t bytes = 0;
@@ -85,6 +95,12 @@ GradientReducer::~GradientReducer() {
 }
 
 void GradientReducer::zero() {
+  if (direct_) {
+    for (auto& p : direct_params_) {
+      if (p.grad().defined()) p.mutable_grad().reset();
+    }
+    return;
+  }
   for (auto& b : buckets_) b.zero_();
   for (auto& s : slots_) {
     // Autograd may have replaced a gradient instead of accumulating in place: re-attach.
@@ -229,9 +245,18 @@ ReducerTimes GradientReducer::times() const {
   return times_;
 }
 
+const std::vector<torch::Tensor>& GradientReducer::buckets() const {
+  if (!direct_) return buckets_;
+  direct_grads_.clear();
+  for (const auto& p : direct_params_) {
+    if (p.grad().defined()) direct_grads_.push_back(p.grad());
+  }
+  return direct_grads_;
+}
+
 double GradientReducer::global_norm() const {
   double sq = 0.0;
-  for (const auto& b : buckets_) {
+  for (const auto& b : buckets()) {
     const double n = b.norm().item<double>();
     sq += n * n;
   }
@@ -239,12 +264,12 @@ double GradientReducer::global_norm() const {
 }
 
 void GradientReducer::scale(double factor) {
-  for (auto& b : buckets_) b.mul_(factor);
+  for (const auto& b : buckets()) b.mul_(factor);
 }
 
 std::int64_t GradientReducer::element_count() const {
   std::int64_t n = 0;
-  for (const auto& b : buckets_) n += b.numel();
+  for (const auto& b : direct_ ? direct_params_ : buckets_) n += b.numel();
   return n;
 }
 

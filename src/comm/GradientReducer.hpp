@@ -36,8 +36,10 @@ class GradientReducer {
   // baseline); with one rank nothing is reduced.
   // With `nccl` (GPU parameters) buckets are reduced by NCCL on its own stream instead of
   // MPI; it must outlive the reducer.
+  // `alone_without_buckets`: with one rank (and no NCCL), keep no buckets at all; training
+  // wants this, a benchmark of the buckets does not.
   GradientReducer(std::vector<torch::Tensor> parameters, double bucket_mb, const Communicator& comm, bool overlap,
-                  NcclCommunicator* nccl = nullptr);
+                  NcclCommunicator* nccl = nullptr, bool alone_without_buckets = false);
   ~GradientReducer();
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
@@ -57,7 +59,8 @@ class GradientReducer {
 
   std::size_t bucket_count() const { return buckets_.size(); }
   std::int64_t element_count() const;
-  const std::vector<torch::Tensor>& buckets() const { return buckets_; }
+  // The gradients to unscale, clip and step: the buckets, or alone, the parameters' own.
+  const std::vector<torch::Tensor>& buckets() const;
   bool overlapping() const { return overlap_; }
   // Cumulative since construction.
   ReducerTimes times() const;
@@ -83,6 +86,11 @@ class GradientReducer {
   NcclCommunicator* nccl_ = nullptr;
   bool overlap_;
   std::vector<torch::Tensor> buckets_;
+  // Alone (one rank, `alone_without_buckets`): nothing to reduce, so no buckets. Gradients
+  // are dropped before each step and autograd hands its own buffers over (no fill, no add).
+  bool direct_ = false;
+  std::vector<torch::Tensor> direct_params_;
+  mutable std::vector<torch::Tensor> direct_grads_;
   std::vector<torch::Tensor> host_;  // GPU buckets: page-locked staging for MPI
   std::vector<Slot> slots_;
   std::vector<std::size_t> bucket_slots_;  // slots per bucket

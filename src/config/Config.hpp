@@ -136,10 +136,12 @@ struct CheckpointConfig {
 };
 
 struct RunConfig {
-  std::string dir;                // empty: LaunchEnvironment::default_run_dir
-  std::int64_t log_every = 50;    // steps between metrics.jsonl step lines
-  std::string progress = "auto";  // auto | bar | lines | none
-  std::int64_t threads = 0;       // intra-op threads per rank (0: from the affinity mask)
+  std::string dir;                  // empty: LaunchEnvironment::default_run_dir
+  std::int64_t log_every = 50;      // steps between metrics.jsonl step lines
+  std::string progress = "auto";    // auto | bar | lines | none
+  std::int64_t threads = 0;         // intra-op threads per rank (0: from the affinity mask)
+  std::int64_t profile_steps = 0;   // Kineto trace of this many steps (0: none)
+  std::int64_t profile_start = 10;  // ... from this step of the run on
 };
 
 struct Config {

@@ -382,6 +382,14 @@ const std::vector<Entry>& entries() {
       {key("run.log_every", K::Integer, "50", 1.0, none, {},
            "Steps between step lines in metrics.jsonl and between progress lines in batch jobs."),
        bind(&Config::run, &RunConfig::log_every)},
+      {key("run.profile_steps", K::Integer, "0", 0.0, 10000.0, {},
+           "Trace this many training steps with LibTorch's profiler (Kineto: operators on the CPU, kernels and "
+           "copies on the GPU) into RUN_DIR/profile_rank<R>.json (Chrome trace format: Perfetto, "
+           "chrome://tracing, analysis/profile_summary.py). 0: no trace."),
+       bind(&Config::run, &RunConfig::profile_steps)},
+      {key("run.profile_start", K::Integer, "10", 0.0, none, {},
+           "First traced step (counted over the whole run), after warm-up."),
+       bind(&Config::run, &RunConfig::profile_start)},
       {key("run.progress", K::String, "\"auto\"", none, none, {"auto", "bar", "lines", "none"},
            "Rank 0's progress display: a bar with ETA on a terminal, plain lines in batch jobs (auto picks)."),
        bind(&Config::run, &RunConfig::progress)},

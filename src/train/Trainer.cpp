@@ -12,6 +12,7 @@
 #include "report/Progress.hpp"
 #include "train/Device.hpp"
 #include "train/Optimizers.hpp"
+#include "train/Profiler.hpp"
 #include "train/Schedule.hpp"
 #include "util/Error.hpp"
 #include "util/Json.hpp"
@@ -103,7 +104,8 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDa
   // The NCCL communicator is made at the start of run(), after every rank has built its
   // model: a rank failing here must not leave the others inside NCCL's setup broadcast.
   if (backend_ == "mpi" || comm_.size() == 1) {
-    reducer_ = std::make_unique<GradientReducer>(model_->parameters(), config_.comm.bucket_mb, comm_, overlap);
+    reducer_ = std::make_unique<GradientReducer>(model_->parameters(), config_.comm.bucket_mb, comm_, overlap,
+                                                 /*nccl=*/nullptr, /*alone_without_buckets=*/true);
   }
   overlap_ = overlap;
   optimizer_ = make_optimizer(config_.optimizer, model_->parameters(), use_fused_optimizer(config_.optimizer, device_));
@@ -231,6 +233,8 @@ TrainResult Trainer::run() {
   auto mark = [&](Phase phase) { clock.mark(phase); };
   // The pipeline's two pinned input buffers: refilled only once their copy has run.
   CopyFences copied(device_, 2);
+  StepProfiler profiler(config_.run.profile_start, profile_prefix_.empty() ? 0 : config_.run.profile_steps,
+                        profile_prefix_ + "_rank" + std::to_string(comm_.rank()) + ".json", device_.is_cuda());
   std::int64_t step = at.step;
   double best = at.best;
   std::int64_t epochs_without_improvement = at.epochs_without_improvement;
@@ -299,6 +303,7 @@ TrainResult Trainer::run() {
     const double train_seconds_before = result.train_seconds;
     double lr = 0;
     for (std::int64_t s = first; s < epoch_steps; ++s) {
+      profiler.before_step(step);
       // next() hands over buffer s % 2 and refills the other one, which step s - 1 read.
       copied.wait(static_cast<std::size_t>((s + 1) % 2));
       const Batch host_batch = pipeline.next();
@@ -344,6 +349,8 @@ TrainResult Trainer::run() {
         epoch_loss += local_sum.detach().to(torch::kDouble);
         if (classification) correct += logits.argmax(1).eq(targets).sum();
       }
+      const std::string trace = profiler.after_step(step);
+      if (root && !trace.empty()) progress.message("profile " + trace);
       ++step;
       if (step_callback_) step_callback_();
       if (!checkpoint_dir_.empty()) {

@@ -51,11 +51,11 @@ struct TrainResult {
   std::int64_t parameters = 0;
   std::size_t buckets = 0;
   bool overlap = false;
-  ReducerTimes comm;        // this rank
-  std::string stop_reason;  // "completed", "max_steps", "early_stopping"
-  std::string backend = "mpi";  // gradient reduction: "mpi" or "nccl"
-  std::int64_t checkpoints = 0;     // written by this run
-  double checkpoint_seconds = 0;    // their total time, gather and write (rank 0)
+  ReducerTimes comm;              // this rank
+  std::string stop_reason;        // "completed", "max_steps", "early_stopping"
+  std::string backend = "mpi";    // gradient reduction: "mpi" or "nccl"
+  std::int64_t checkpoints = 0;   // written by this run
+  double checkpoint_seconds = 0;  // their total time, gather and write (rank 0)
   // Mixed precision: fp16 steps skipped for inf/NaN gradients (in total, across resumes)
   // and the loss scale at the end (1 without loss scaling).
   std::int64_t skipped_steps = 0;
@@ -88,6 +88,8 @@ class Trainer {
   // step) ends run() with a CollectiveError of exit code kPreemptedExitCode. Cross-validation
   // and search tasks use it; their finished tasks are what survives (cv/Experiment).
   void stop_on_preemption() { stop_on_preemption_ = true; }
+  // run.profile_steps writes PREFIX_rank<R>.json.
+  void set_profile_prefix(std::string prefix) { profile_prefix_ = std::move(prefix); }
   // Continue from a verified checkpoint instead of starting fresh.
   void resume_from(CheckpointInfo info) { resume_ = std::move(info); }
   // Prefix of the epoch lines rank 0 prints ("fold 3: "), so concurrent groups can be told apart.
@@ -110,9 +112,9 @@ class Trainer {
   std::int64_t per_epoch_ = 0;
   std::int64_t total_steps_ = 0;
   std::shared_ptr<ModelImpl> model_;
-  std::string backend_ = "mpi";                // the gradient reduction: "mpi" or "nccl"
+  std::string backend_ = "mpi";  // the gradient reduction: "mpi" or "nccl"
   bool overlap_ = false;
-  std::unique_ptr<NcclCommunicator> nccl_;      // before reducer_: outlives it
+  std::unique_ptr<NcclCommunicator> nccl_;  // before reducer_: outlives it
   std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<LrSchedule> schedule_;
@@ -120,6 +122,7 @@ class Trainer {
   std::function<void()> step_callback_;
   std::string log_prefix_;
   std::string checkpoint_dir_;
+  std::string profile_prefix_;
   bool stop_on_preemption_ = false;
   torch::Device device_{torch::kCPU};  // compute_device() when constructed
   LossScaler scaler_;

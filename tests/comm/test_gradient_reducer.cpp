@@ -5,6 +5,7 @@
 #include "data/Sampling.hpp"
 
 #include <chrono>
+#include <cmath>
 #include <thread>
 
 using namespace hpctrain;
@@ -140,4 +141,34 @@ TEST(GradientReducer, ChannelsLastParametersKeepTheirLayoutInTheBucket) {
   reducer.finish();
   EXPECT_EQ(w.grad().data_ptr<float>(), reducer.buckets()[0].data_ptr<float>());
   EXPECT_FLOAT_EQ(w.grad()[1][2][0][1].item<float>(), static_cast<float>(world.size() * (12 + 8 + 1)));
+}
+
+// One rank in training: no buckets; autograd's own gradient buffers are what the scaler,
+// the clipping and the optimizer see, dropped again by zero().
+TEST(GradientReducer, AloneKeepsNoBucketsAndHandsOverAutogradsGradients) {
+  Communicator world = Communicator::world();
+  Communicator self = world.split(world.rank(), 0);
+  auto params = make_parameters();
+  GradientReducer alone(params, 25.0, self, true, nullptr, /*alone_without_buckets=*/true);
+  EXPECT_EQ(alone.bucket_count(), 0u);
+  EXPECT_EQ(alone.element_count(), 1000 + 10 + 5000 + 3);
+  EXPECT_TRUE(alone.buckets().empty());
+  for (int step = 0; step < 2; ++step) {
+    alone.zero();
+    for (const auto& p : params) EXPECT_FALSE(p.grad().defined());
+    // Only the first two parameters take part: the others keep no gradient.
+    ((params[0] * 2.0).sum() + (params[1] * 3.0).sum()).backward();
+    alone.finish();
+    ASSERT_EQ(alone.buckets().size(), 2u);
+    EXPECT_TRUE(alone.buckets()[0].equal(torch::full({10, 100}, 2.0f)));  // not accumulated over steps
+    EXPECT_TRUE(alone.buckets()[1].equal(torch::full({10}, 3.0f)));
+    EXPECT_NEAR(alone.global_norm(), std::sqrt(1000 * 4.0 + 10 * 9.0), 1e-3);
+    alone.scale(0.5);
+    EXPECT_FLOAT_EQ(params[1].grad()[0].item<float>(), 1.5f);
+  }
+  // Several ranks: the flag changes nothing, the buckets are there.
+  if (world.size() > 1) {
+    GradientReducer shared(params, 25.0, world, true, nullptr, /*alone_without_buckets=*/true);
+    EXPECT_EQ(shared.bucket_count(), 1u);
+  }
 }
