@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# On a GPU node with CUDA, CMake, ninja and a PyTorch but no network (the folder from
+# bench/gpu_carry.sh carried along): unpacks the dependencies, takes the carried hpctrain
+# (or builds one against the node's LibTorch), imports Fashion-MNIST, then runs the `gpu`
+# test and the GPU benchmarks into OUTDIR.
+#
+#   bench/gpu_node.sh [CARRY_DIR] [OUTDIR] [all|test|bench|profile]
+set -u
+cd "$(dirname "$0")/.." || exit 1
+root=$PWD
+carry=$(cd "${1:-.devcarry}" && pwd)
+out=${2:-gpu-results}
+what=${3:-all}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+export PYTHONUNBUFFERED=1
+t0=$SECONDS
+step() { echo "=== [$((SECONDS - t0)) s] $*"; }
+
+step "node"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+
+step "dependencies"
+bash scripts/gather-deps.sh unpack "$carry/deps" >/dev/null || exit 1
+# shellcheck disable=SC1091
+source "$carry/deps/env.sh"
+torch_dir=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')
+nv=$(find "$(dirname "$torch_dir")/nvidia" -mindepth 2 -maxdepth 2 -name lib -type d 2>/dev/null | tr "\n" :)
+export LD_LIBRARY_PATH="$torch_dir/lib:$nv$LD_LIBRARY_PATH:$carry/fallback"
+# Containers: shared memory without CMA, no binding, root allowed.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader \
+  OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_hwloc_base_binding_policy=none \
+  OMPI_MCA_rmaps_base_oversubscribe=1 PMIX_MCA_pcompress_base_silence_warning=1
+
+step "hpctrain"
+mkdir -p build/test-data data
+if [ -x "$carry/hpctrain" ] && cp "$carry/hpctrain" build/hpctrain && build/hpctrain --version; then
+  :
+else
+  echo "no usable carried binary: building against the node's LibTorch"
+  # shellcheck disable=SC2086
+  cmake --preset default $HPCTRAIN_DEPS_CMAKE_ARGS \
+    -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')" >/dev/null &&
+    cmake --build --preset default --target hpctrain || exit 1
+  build/hpctrain --version || exit 1
+fi
+build/hpctrain import fashion-mnist --source "$carry/fashion" --output data/fashion-mnist.h5 || exit 1
+ln -sf "$root/data/fashion-mnist.h5" build/test-data/fashion-mnist.h5
+
+if [ "$what" = all ] || [ "$what" = test ]; then
+  step "gpu test"
+  HPCTRAIN_SOURCE_DIR=$root timeout 300 python3 tests/train/test_gpu.py 2>&1 | tee "$out/test_gpu.txt"
+fi
+if [ "$what" = all ] || [ "$what" = bench ]; then
+  step "hpctrain against PyTorch: CNN"
+  timeout 240 python3 bench/gpu_peer.py --epochs 2 --repeats 3 --out "$out/gpu_peer.json"
+  step "hpctrain against PyTorch: Transformer, model FLOPs utilization"
+  for batch in 64 128; do
+    timeout 120 python3 bench/transformer_mfu.py --batch "$batch" --out "$out/mfu_b$batch.json"
+  done
+fi
+if [ "$what" = all ] || [ "$what" = profile ]; then
+  step "profiles of both sides"
+  timeout 120 python3 bench/transformer_mfu.py --profile /tmp/hpctrain-profile --out "$out/mfu_profiled.json" &&
+    python3 analysis/profile_summary.py /tmp/hpctrain-profile/hpctrain.json /tmp/hpctrain-profile/pytorch.json \
+      --steps 5 --top 30 | tee "$out/profile_summary.txt"
+fi
+step "done: $out"
