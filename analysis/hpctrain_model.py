@@ -145,8 +145,8 @@ class Transformer(nn.Module):
         if len(shape) == 3:
             self.patch = nn.Conv2d(shape[0], d, m["patch_size"], stride=m["patch_size"])
             tokens = (shape[1] // m["patch_size"]) * (shape[2] // m["patch_size"])
-        elif len(shape) == 2:
-            self.step, tokens = nn.Linear(shape[1], d), shape[0]
+        elif len(shape) == 2:  # series windows [V, T]: T tokens of V values
+            self.step, tokens = nn.Linear(shape[0], d), shape[1]
         else:
             self.feature_embedding = nn.Parameter(torch.zeros(shape[0], d))
             self.feature_bias = nn.Parameter(torch.zeros(shape[0], d))
@@ -161,7 +161,7 @@ class Transformer(nn.Module):
         if self.patch is not None:
             x = self.patch(x).flatten(2).transpose(1, 2)
         elif self.step is not None:
-            x = self.step(x)
+            x = self.step(x.transpose(1, 2))
         else:
             x = x.unsqueeze(-1) * self.feature_embedding + self.feature_bias
         x = x + self.position
@@ -170,11 +170,110 @@ class Transformer(nn.Module):
         return self.head(self.norm(x).mean(1))
 
 
+
+def _lstm(inputs, m, bidirectional):
+    layers = m["rnn_layers"]
+    return nn.LSTM(inputs, m["hidden_size"], num_layers=layers, batch_first=True, bidirectional=bidirectional,
+                   dropout=m["dropout"] if layers > 1 else 0.0)
+
+
+def _final_state(lstm, x, bidirectional):
+    h = lstm(x)[1][0]
+    return torch.cat([h[-2], h[-1]], 1) if bidirectional else h[-1]
+
+
+class Lstm(nn.Module):
+    """lstm and bilstm: series windows [V, T]."""
+
+    def __init__(self, m, shape, outputs, bidirectional=False):
+        super().__init__()
+        self.bidirectional = bidirectional
+        self.lstm = _lstm(shape[0], m, bidirectional)
+        self.drop = nn.Dropout(m["dropout"])
+        self.head = nn.Linear(m["hidden_size"] * (2 if bidirectional else 1), outputs)
+
+    def forward(self, x):
+        return self.head(self.drop(_final_state(self.lstm, x.transpose(1, 2), self.bidirectional)))
+
+
+class BiLstm(Lstm):
+    def __init__(self, m, shape, outputs):
+        super().__init__(m, shape, outputs, bidirectional=True)
+
+
+class CnnBiLstm(nn.Module):
+    def __init__(self, m, shape, outputs):
+        super().__init__()
+        layers, channels, k = [], shape[0], m["kernel_size"]
+        for out in m["channels"]:
+            layers.append(nn.Conv1d(channels, out, k, padding=k // 2, bias=m["norm"] == "none"))
+            if m["norm"] == "batch":
+                layers.append(nn.BatchNorm1d(out))
+            elif m["norm"] == "layer":
+                layers.append(nn.GroupNorm(1, out))
+            layers.append(nn.ReLU())
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.lstm = _lstm(channels, m, True)
+        self.drop = nn.Dropout(m["dropout"])
+        self.head = nn.Linear(2 * m["hidden_size"], outputs)
+
+    def forward(self, x):
+        return self.head(self.drop(_final_state(self.lstm, self.features(x).transpose(1, 2), True)))
+
+
+class GatedResidual(nn.Module):
+    def __init__(self, inputs, hidden, out, dropout):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(inputs, hidden), nn.Linear(hidden, hidden)
+        self.gate = nn.Linear(hidden, 2 * out)
+        self.skip = nn.Linear(inputs, out) if inputs != out else None
+        self.norm, self.drop = nn.LayerNorm(out), nn.Dropout(dropout)
+
+    def forward(self, x):
+        h = self.drop(self.fc2(nn.functional.elu(self.fc1(x))))
+        return self.norm((self.skip(x) if self.skip is not None else x) + nn.functional.glu(self.gate(h), -1))
+
+
+class Forecaster(nn.Module):
+    """The temporal-fusion-style forecaster (docs/models.md)."""
+
+    def __init__(self, m, shape, outputs):
+        super().__init__()
+        d, v, p = m["hidden_size"], shape[0], m["dropout"]
+        self.heads = m["heads"]
+        self.embedding = nn.Parameter(torch.zeros(v, d))
+        self.embedding_bias = nn.Parameter(torch.zeros(v, d))
+        self.variable, self.selection = GatedResidual(d, d, d, p), GatedResidual(v * d, d, v, p)
+        self.lstm = nn.LSTM(d, d, num_layers=m["rnn_layers"], batch_first=True,
+                            dropout=p if m["rnn_layers"] > 1 else 0.0)
+        self.lstm_gate, self.lstm_norm = nn.Linear(d, 2 * d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.attention_gate, self.attention_norm = nn.Linear(d, 2 * d), nn.LayerNorm(d)
+        self.output = GatedResidual(d, d, d, p)
+        self.drop = nn.Dropout(p)
+        self.head = nn.Linear(d, outputs)
+
+    def forward(self, x):
+        n, t, d = x.shape[0], x.shape[2], self.embedding.shape[1]
+        e = x.transpose(1, 2).unsqueeze(-1) * self.embedding + self.embedding_bias
+        weights = torch.softmax(self.selection(e.flatten(2)), -1).unsqueeze(-1)
+        z = (weights * self.variable(e)).sum(2)
+        z = self.lstm_norm(z + nn.functional.glu(self.lstm_gate(self.drop(self.lstm(z)[0])), -1))
+        q, k, v = self.qkv(z).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=self.drop.p if self.training else 0.0,
+                                                       is_causal=True)
+        a = self.proj(a.transpose(1, 2).reshape(n, t, d))
+        z = self.attention_norm(z + nn.functional.glu(self.attention_gate(self.drop(a)), -1))
+        return self.head(self.output(z[:, t - 1]))
+
+
 def load(model_dir):
     """The exported model (in eval mode) and its description."""
     with open(os.path.join(model_dir, "model.json")) as f:
         d = json.load(f)
-    kinds = {"mlp": Mlp, "cnn": Cnn, "resnet": ResNet, "transformer": Transformer}
+    kinds = {"mlp": Mlp, "cnn": Cnn, "resnet": ResNet, "transformer": Transformer, "lstm": Lstm, "bilstm": BiLstm,
+             "cnn_bilstm": CnnBiLstm, "forecaster": Forecaster}
     model = kinds[d["model"]["name"]](d["model"], d["sample_shape"], d["outputs"])
     model.load_state_dict(load_file(os.path.join(model_dir, "model.safetensors")), strict=True)
     return model.eval(), d

@@ -20,6 +20,7 @@
 #include "data/DatasetLayout.hpp"
 #include "data/Importer.hpp"
 #include "data/ShardedDataset.hpp"
+#include "data/TimeSeries.hpp"
 #include "launch/LaunchEnvironment.hpp"
 #include "launch/Mpi.hpp"
 #include "launch/ProcessLayout.hpp"
@@ -49,6 +50,10 @@ const char* kImportHelp =
     "usage: hpctrain import fashion-mnist|mnist [--source DIR] [--output FILE.h5]\n"
     "       hpctrain import csv FILE.csv --label COLUMN [--task regression|classification]\n"
     "                       [--test TEST.csv | --test-fraction F] [--seed N] [--output FILE.h5]\n"
+    "       hpctrain import timeseries FILE.csv --target COLUMN [--drop COL,COL]\n"
+    "                       [--window W] [--horizon H] [--test-fraction F] [--output FILE.h5]\n"
+    "       hpctrain import synthetic seasonal|cpu [--length L] [--seed N]\n"
+    "                       [--window W] [--horizon H] [--test-fraction F] [--output FILE.h5]\n"
     "\n"
     "Converts idx files (plain or .gz) or a CSV table into hpctrain's HDF5 layout\n"
     "(docs/data-format.md).\n"
@@ -58,7 +63,13 @@ const char* kImportHelp =
     "CSV: a header row; every column but the label is a numeric feature. --task\n"
     "regression (default) reads a numeric label; classification takes label strings as\n"
     "class names. Without --test, a seeded --test-fraction (default 0.2) of rows is the\n"
-    "test split.\n";
+    "test split.\n"
+    "Time series (one row per step; every column but --drop is a variable): windows of W\n"
+    "steps (default 96) of all variables, each with the --target variable H steps\n"
+    "(default 1) after the window as its target; the last --test-fraction (default 0.2) of\n"
+    "the steps holds the test targets. synthetic makes a reproducible hourly series:\n"
+    "seasonal (trend, daily and weekly seasons, noise) or cpu (a server's CPU allocation:\n"
+    "office hours, nightly backup, random batch jobs), L steps (default 17520, two years).\n";
 
 const char* kInspectHelp =
     "usage: hpctrain inspect FILE.h5 [--no-verify]\n"
@@ -140,14 +151,101 @@ int cmd_import_csv(const std::vector<std::string>& args) {
   return 0;
 }
 
+// `import timeseries` and `import synthetic`: the window options, then the series.
+int cmd_import_series(const std::string& kind, const std::vector<std::string>& args) {
+  WindowOptions o;
+  std::string path, target, drop_list, series_kind;
+  std::int64_t length = 17520;
+  std::uint64_t seed = 0;
+  auto integer = [&](const std::string& flag, const std::string& v, std::int64_t min) {
+    char* end = nullptr;
+    const long long x = std::strtoll(v.c_str(), &end, 10);
+    if (end == v.c_str() || *end != '\0' || x < min) {
+      throw UsageError("import " + kind + ": " + flag + " expects an integer >= " + std::to_string(min) + ", found \"" +
+                       v + "\"");
+    }
+    return static_cast<std::int64_t>(x);
+  };
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    const bool has_value = i + 1 < args.size();
+    if (a == "--window" && has_value) {
+      o.window = integer(a, args[++i], 1);
+    } else if (a == "--horizon" && has_value) {
+      o.horizon = integer(a, args[++i], 1);
+    } else if (a == "--test-fraction" && has_value) {
+      const std::string v = args[++i];
+      char* end = nullptr;
+      o.test_fraction = std::strtod(v.c_str(), &end);
+      if (end == v.c_str() || *end != '\0' || !(o.test_fraction > 0) || !(o.test_fraction < 1)) {
+        throw UsageError("import " + kind + ": --test-fraction expects a number in (0, 1), found \"" + v + "\"");
+      }
+    } else if (a == "--output" && has_value) {
+      o.output = args[++i];
+    } else if (kind == "timeseries" && a == "--target" && has_value) {
+      target = args[++i];
+    } else if (kind == "timeseries" && a == "--drop" && has_value) {
+      drop_list = args[++i];
+    } else if (kind == "synthetic" && a == "--length" && has_value) {
+      length = integer(a, args[++i], 2);
+    } else if (kind == "synthetic" && a == "--seed" && has_value) {
+      seed = static_cast<std::uint64_t>(integer(a, args[++i], 0));
+    } else if (a.rfind("--", 0) != 0 && (kind == "timeseries" ? path : series_kind).empty()) {
+      (kind == "timeseries" ? path : series_kind) = a;
+    } else {
+      throw UsageError("import " + kind + ": unexpected argument \"" + a + "\"");
+    }
+  }
+  if (kind == "timeseries" && path.empty()) throw UsageError("import timeseries: name the CSV file");
+  if (kind == "timeseries" && target.empty()) {
+    throw UsageError("import timeseries: name the forecast column with --target COLUMN");
+  }
+  if (kind == "synthetic" && series_kind.empty())
+    throw UsageError("import synthetic: name the series (seasonal or cpu)");
+  std::vector<std::string> drop;
+  for (std::size_t start = 0; !drop_list.empty() && start <= drop_list.size();) {
+    const auto comma = drop_list.find(',', start);
+    drop.push_back(drop_list.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (o.output.empty()) {
+    std::string stem = kind == "synthetic" ? "synthetic-" + series_kind : path.substr(path.find_last_of('/') + 1);
+    stem = stem.substr(0, kind == "synthetic" ? std::string::npos : stem.rfind('.'));
+    o.output = "data/" + stem + ".h5";
+    make_directories("data");
+  }
+  Communicator world = Communicator::world();
+  ImportResult result;
+  Series series;
+  collective_check(world, [&] {
+    if (world.rank() != 0) return;
+    series = kind == "synthetic" ? synthetic_series(series_kind, length, seed) : read_series_csv(path, target, drop);
+    result = import_windows(series, o);
+  });
+  if (world.rank() == 0) {
+    std::printf(
+        "imported %s: %lld steps of %zu variables, windows of %lld, horizon %lld: %lld train and %lld test "
+        "samples -> %s\n",
+        series.source.c_str(), static_cast<long long>(series.length), series.names.size(),
+        static_cast<long long>(o.window), static_cast<long long>(o.horizon), static_cast<long long>(result.train_count),
+        static_cast<long long>(result.test_count), o.output.c_str());
+  }
+  return 0;
+}
+
 int cmd_import(const std::vector<std::string>& args) {
   if (wants_help(args)) {
     std::printf("%s", kImportHelp);
     return 0;
   }
-  if (args.empty()) throw UsageError("import: name the data set kind (fashion-mnist, mnist or csv)");
+  if (args.empty())
+    throw UsageError("import: name the data set kind (fashion-mnist, mnist, csv, timeseries or synthetic)");
   const std::string kind = args[0];
   if (kind == "csv") return cmd_import_csv(std::vector<std::string>(args.begin() + 1, args.end()));
+  if (kind == "timeseries" || kind == "synthetic") {
+    return cmd_import_series(kind, std::vector<std::string>(args.begin() + 1, args.end()));
+  }
   std::string source = default_idx_source(kind), output;
   for (std::size_t i = 1; i < args.size(); ++i) {
     if ((args[i] == "--source" || args[i] == "--output") && i + 1 < args.size()) {
@@ -240,7 +338,7 @@ int cmd_inspect(const std::vector<std::string>& args) {
       for (std::size_t i = 0; i < m.class_names.size(); ++i) out << (i ? ", " : " ") << m.class_names[i];
     }
     if (!m.feature_names.empty()) {
-      out << "\n  features " << m.feature_names.size() << ":";
+      out << (m.sample_shape.size() == 2 ? "\n  variables " : "\n  features ") << m.feature_names.size() << ":";
       for (std::size_t i = 0; i < m.feature_names.size(); ++i) out << (i ? ", " : " ") << m.feature_names[i];
     }
     out << "\n";

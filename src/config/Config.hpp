@@ -38,6 +38,9 @@ struct ModelConfig {
   std::int64_t layers = 6;
   double mlp_ratio = 4.0;
   std::int64_t patch_size = 4;
+  std::int64_t hidden_size = 64;  // LSTM family: units per direction; forecaster: width
+  std::int64_t rnn_layers = 2;
+  std::int64_t kernel_size = 3;  // CNN-BiLSTM: 1-D convolution width
   // Gradient checkpointing of residual / transformer blocks
   std::int64_t checkpoint_every = 0;  // every n-th block (0: none)
   std::vector<std::int64_t> checkpoint_blocks;

@@ -83,7 +83,8 @@ const std::vector<Entry>& entries() {
            "predictions and metrics are reported in the original units."),
        bind(&Config::data, &DataConfig::normalize_targets)},
       // model
-      {key("model.name", K::String, "\"cnn\"", none, none, {"mlp", "cnn", "resnet", "transformer"},
+      {key("model.name", K::String, "\"cnn\"", none, none,
+           {"mlp", "cnn", "resnet", "transformer", "lstm", "bilstm", "cnn_bilstm", "forecaster"},
            "Architecture from the model registry (docs/models.md)."),
        bind(&Config::model, &ModelConfig::name)},
       {key("model.hidden", K::IntegerList, "[256, 128]", 1.0, 65536.0, {}, "MLP: widths of the hidden layers."),
@@ -137,6 +138,17 @@ const std::vector<Entry>& entries() {
       {key("model.patch_size", K::Integer, "4", 1.0, 1024.0, {},
            "Transformer on images: side of the square patches that become tokens (must divide height and width)."),
        bind(&Config::model, &ModelConfig::patch_size)},
+      {key("model.hidden_size", K::Integer, "64", 1.0, 65536.0, {},
+           "LSTM, BiLSTM, CNN-BiLSTM: hidden units per direction; forecaster: width of its layers (a multiple "
+           "of model.heads)."),
+       bind(&Config::model, &ModelConfig::hidden_size)},
+      {key("model.rnn_layers", K::Integer, "2", 1.0, 64.0, {},
+           "LSTM, BiLSTM, CNN-BiLSTM and forecaster: stacked LSTM layers (model.dropout between them)."),
+       bind(&Config::model, &ModelConfig::rnn_layers)},
+      {key("model.kernel_size", K::Integer, "3", 1.0, 255.0, {},
+           "CNN-BiLSTM: width of the 1-D convolutions over time (odd keeps the length; model.channels gives "
+           "their channels)."),
+       bind(&Config::model, &ModelConfig::kernel_size)},
       {key("model.checkpoint_every", K::Integer, "0", 0.0, 1000000.0, {},
            "Gradient checkpointing (ResNet blocks, Transformer blocks): keep only every n-th block's input during "
            "forward and recompute the block in backward (1: every block; 0: none). Less activation memory for about "

@@ -87,13 +87,16 @@ void BatchPipeline::worker_loop() {
 
 void BatchPipeline::prepare(std::int64_t step, int buffer) {
   if (data_.meta().float_inputs()) {
-    // Tabular features: normalization only (augmentation is for images).
+    // Tables [F] and series windows [V, T]: normalization per feature or variable (the
+    // first sample dimension) only; augmentation is for images.
     const std::int64_t f = data_.meta().sample_elements();
+    const std::int64_t run = f / data_.meta().sample_shape.front();  // values per feature or variable
     const float* src = rows_.inputs.data_ptr<float>() + step * batch_rows_ * f;
     float* dst = buffers_[buffer].data_ptr<float>();
     for (std::int64_t i = 0; i < batch_rows_; ++i) {
       for (std::int64_t k = 0; k < f; ++k) {
-        dst[i * f + k] = src[i * f + k] * scale_[static_cast<std::size_t>(k)] + shift_[static_cast<std::size_t>(k)];
+        const auto ch = static_cast<std::size_t>(k / run);
+        dst[i * f + k] = src[i * f + k] * scale_[ch] + shift_[ch];
       }
     }
     return;

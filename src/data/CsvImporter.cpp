@@ -316,4 +316,36 @@ ImportResult import_csv(const CsvImportOptions& o) {
   return r;
 }
 
+NumericColumns read_numeric_csv(const std::string& path, const std::vector<std::string>& drop) {
+  const CsvTable table = read_csv(path);
+  for (const auto& d : drop) {
+    if (std::find(table.header.begin(), table.header.end(), d) == table.header.end()) {
+      throw DataError(path + ": no column \"" + d + "\" to drop");
+    }
+  }
+  std::vector<std::size_t> keep;
+  NumericColumns out;
+  std::set<std::string> seen;
+  for (std::size_t c = 0; c < table.header.size(); ++c) {
+    const auto& h = table.header[c];
+    if (h.empty()) throw DataError(path + ": the header has an empty column name");
+    if (!seen.insert(h).second) throw DataError(path + ": the header names column \"" + h + "\" twice");
+    if (std::find(drop.begin(), drop.end(), h) != drop.end()) continue;
+    keep.push_back(c);
+    out.names.push_back(h);
+  }
+  if (keep.empty()) throw DataError(path + ": no columns left after dropping " + std::to_string(drop.size()));
+  out.rows = static_cast<std::int64_t>(table.rows.size());
+  out.values.reserve(static_cast<std::size_t>(out.rows) * keep.size());
+  for (std::size_t r = 0; r < table.rows.size(); ++r) {
+    if (table.rows[r].size() != table.header.size()) {
+      throw DataError(path + ": row " + std::to_string(table.lines[r]) + " has " +
+                      std::to_string(table.rows[r].size()) + " fields, the header " +
+                      std::to_string(table.header.size()));
+    }
+    for (auto c : keep) out.values.push_back(static_cast<float>(parse_number(table, r, c)));
+  }
+  return out;
+}
+
 }  // namespace hpctrain

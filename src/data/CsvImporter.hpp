@@ -4,6 +4,7 @@
 // class name (classification).
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "data/Importer.hpp"
 
@@ -23,5 +24,15 @@ struct CsvImportOptions {
 // Throws DataError naming the file, the row (its line number) and the column of a bad
 // cell. Writes atomically (temporary file, then rename).
 ImportResult import_csv(const CsvImportOptions& options);
+
+// Every column but those in `drop` as numbers (a time series: one row per step), row-major
+// [rows, names.size()]. DataError names the row and column of a bad cell, and a `drop`
+// column that is not there.
+struct NumericColumns {
+  std::vector<std::string> names;
+  std::vector<float> values;
+  std::int64_t rows = 0;
+};
+NumericColumns read_numeric_csv(const std::string& path, const std::vector<std::string>& drop);
 
 }  // namespace hpctrain

@@ -75,13 +75,14 @@ DatasetMeta read_dataset_meta(const H5File& file) {
     const std::string inputs = m.inputs_path(s->name), targets = m.targets_path(s->name);
     const DatasetInfo in = dataset_info(file, inputs);
     const DatasetInfo out = dataset_info(file, targets);
-    const bool inputs_ok =
-        tabular ? (in.shape.size() == 2 && in.dtype == "float32") : (in.shape.size() == 4 && in.dtype == "uint8");
+    const bool inputs_ok = tabular ? ((in.shape.size() == 2 || in.shape.size() == 3) && in.dtype == "float32")
+                                   : (in.shape.size() == 4 && in.dtype == "uint8");
     if (!inputs_ok) {
       std::string shape;
       for (auto d : in.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
-      throw DataError(p + ": " + inputs + ": expected " + (tabular ? "float32 [N, F]" : "uint8 [N, C, H, W]") +
-                      ", found " + in.dtype + " [" + shape + "]");
+      throw DataError(p + ": " + inputs + ": expected " +
+                      (tabular ? "float32 [N, F] or [N, V, T]" : "uint8 [N, C, H, W]") + ", found " + in.dtype + " [" +
+                      shape + "]");
     }
     const std::string target_type = m.task == Task::Regression ? "float32" : "int32";
     if (out.shape.size() != 1 || out.dtype != target_type) {
@@ -103,9 +104,10 @@ DatasetMeta read_dataset_meta(const H5File& file) {
     s->inputs_sha256 = file.has_attr(inputs, "sha256") ? file.read_string_attr(inputs, "sha256") : "";
     s->targets_sha256 = file.has_attr(targets, "sha256") ? file.read_string_attr(targets, "sha256") : "";
   }
-  if (!m.feature_names.empty() && static_cast<std::int64_t>(m.feature_names.size()) != m.sample_elements()) {
+  // One name per feature of a table ([F]), per variable of a series ([V, T]).
+  if (!m.feature_names.empty() && static_cast<std::int64_t>(m.feature_names.size()) != m.sample_shape.front()) {
     throw DataError(p + ": /feature_names has " + std::to_string(m.feature_names.size()) + " names for " +
-                    std::to_string(m.sample_elements()) + " features");
+                    std::to_string(m.sample_shape.front()) + (m.sample_shape.size() == 1 ? " features" : " variables"));
   }
   return m;
 }
@@ -205,6 +207,22 @@ void write_split(H5File& file, const std::string& split, const std::vector<std::
   write_rows(file, "/" + split + "/images", H5T_STD_U8LE, H5T_NATIVE_UINT8, n, sample_shape, 1, images.data());
   write_rows(file, "/" + split + "/labels", H5T_STD_I32LE, H5T_NATIVE_INT32, n, {}, sizeof(std::int32_t),
              labels.data());
+}
+
+void write_float_split(H5File& file, const std::string& split, const std::vector<std::int64_t>& sample_shape,
+                       const std::vector<float>& features, const std::vector<float>& targets) {
+  std::int64_t elements = 1;
+  for (auto d : sample_shape) elements *= d;
+  const auto rows = static_cast<std::int64_t>(targets.size());
+  if (static_cast<std::int64_t>(features.size()) != rows * elements) {
+    throw DataError(file.path() + ": writing /" + split + ": " + std::to_string(features.size()) +
+                    " values do not match " + std::to_string(rows) + " samples of " + std::to_string(elements));
+  }
+  const std::string ctx = file.path() + ": writing /" + split;
+  H5Id group(h5_check(H5Gcreate2(file.id(), ("/" + split).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), ctx));
+  write_rows(file, "/" + split + "/features", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, rows, sample_shape, sizeof(float),
+             features.data());
+  write_rows(file, "/" + split + "/targets", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, rows, {}, sizeof(float), targets.data());
 }
 
 }  // namespace hpctrain

@@ -3,9 +3,9 @@
 //   /                  attrs: format, format_version, name, task, num_classes, source, created
 //   /class_names       fixed-length strings [num_classes] (classification)
 //   /feature_names     fixed-length strings [F] (tabular data)
-//   /train/images      uint8 [N, C, H, W] (image data)    or /train/features float32 [N, F] (tabular)
-//   /train/labels      int32 [N] (classification)         or /train/targets float32 [N] (regression)
-//   /test/...          as for train
+//   /train/images      uint8 [N, C, H, W] (image data)    or /train/features float32 [N, F] (tabular) or [N, V, T]
+//   (series) /train/labels      int32 [N] (classification)         or /train/targets float32 [N] (regression) /test/...
+//   as for train
 // Every split dataset is chunked by whole samples and carries attr sha256: the hex SHA-256
 // of the dataset's bytes in C order (h5py: ds[()].tobytes()).
 #include <cstdint>
@@ -37,8 +37,8 @@ struct DatasetMeta {
   Task task = Task::Classification;
   std::int64_t num_classes = 0;  // classification: >= 2; regression: 0
   std::vector<std::string> class_names;
-  std::vector<std::string> feature_names;  // tabular data: one per feature column
-  std::string inputs_name = "images";      // "images" (uint8 [N, C, H, W]) or "features" (float32 [N, F])
+  std::vector<std::string> feature_names;  // tables: one per feature column; series: one per variable
+  std::string inputs_name = "images";      // "images" (uint8 [N, C, H, W]) or "features" (float32 [N, F] or [N, V, T])
   std::string targets_name = "labels";     // "labels" (int32 [N]) or "targets" (float32 [N])
   std::vector<std::int64_t> sample_shape;  // C, H, W for images; F for features
   SplitMeta train;
@@ -70,6 +70,10 @@ void write_tabular_header(H5File& file, const std::string& name, const std::stri
 void write_tabular_split(H5File& file, const std::string& split, std::int64_t num_features,
                          const std::vector<float>& features, const std::vector<std::int32_t>* labels,
                          const std::vector<float>* targets);
+
+// Float samples of any shape (a series' windows: [V, T]) with regression targets.
+void write_float_split(H5File& file, const std::string& split, const std::vector<std::int64_t>& sample_shape,
+                       const std::vector<float>& features, const std::vector<float>& targets);
 
 // Rows per chunk for samples of `sample_bytes`: whole samples, about 1 MiB a chunk.
 std::int64_t chunk_rows(std::int64_t sample_bytes, std::int64_t total_rows);

@@ -198,7 +198,7 @@ struct EncoderBlock : BlockImpl {
 };
 
 // Transformer encoder over tokens: image patches ([C, H, W]: a strided convolution embeds
-// each patch), the steps of a sequence ([T, F]: a linear embedding per step) or the
+// each patch), the steps of a series ([V, T]: a linear embedding of each step's V values) or the
 // features of a table ([F]: each feature value scales its own learned embedding). Learned
 // positional embeddings, pre-norm blocks, a final layer norm, mean pooling, the head.
 struct TransformerImpl : ModelImpl {
@@ -218,8 +218,8 @@ struct TransformerImpl : ModelImpl {
           "patch", torch::nn::Conv2d(torch::nn::Conv2dOptions(shape_[0], d, c.patch_size).stride(c.patch_size)));
       tokens = (shape_[1] / c.patch_size) * (shape_[2] / c.patch_size);
     } else if (shape_.size() == 2) {
-      step = register_module("step", torch::nn::Linear(shape_[1], d));
-      tokens = shape_[0];
+      step = register_module("step", torch::nn::Linear(shape_[0], d));
+      tokens = shape_[1];
     } else {
       feature_embedding = register_parameter("feature_embedding", torch::randn({shape_[0], d}) * 0.02);
       feature_bias = register_parameter("feature_bias", torch::zeros({shape_[0], d}));
@@ -239,7 +239,7 @@ struct TransformerImpl : ModelImpl {
     if (patch) {
       x = patch->forward(x).flatten(2).transpose(1, 2);  // [n, tokens, d]
     } else if (step) {
-      x = linear(step, x);
+      x = linear(step, x.transpose(1, 2));  // [n, T, V] -> [n, T, d]
     } else {
       x = x.unsqueeze(-1) * feature_embedding + feature_bias;
     }
@@ -257,6 +257,155 @@ struct TransformerImpl : ModelImpl {
   torch::nn::Linear head{nullptr};
 };
 
+// ---- Sequence models. Samples are series windows [V, T] (variables as channels, time
+// last: hpctrain import timeseries|synthetic); the head reads the end of the window. ----
+
+void require_series(const InputSpec& in, const std::string& model) {
+  if (in.sample_shape.size() != 2) {
+    throw ConfigError("model.name: " + model + " needs series windows [variables, steps], the data have " +
+                      std::to_string(in.sample_shape.size()) + "-dimensional samples");
+  }
+}
+
+torch::nn::LSTM make_lstm(std::int64_t inputs, const ModelConfig& c, bool bidirectional) {
+  return torch::nn::LSTM(torch::nn::LSTMOptions(inputs, c.hidden_size)
+                             .num_layers(c.rnn_layers)
+                             .batch_first(true)
+                             .bidirectional(bidirectional)
+                             .dropout(c.rnn_layers > 1 ? c.dropout : 0.0));
+}
+
+// The last layer's final hidden state, both directions side by side for a BiLSTM: the
+// forward direction has read the whole window, the backward one has read it from the end.
+torch::Tensor final_state(torch::nn::LSTM& lstm, const torch::Tensor& x, bool bidirectional) {
+  const auto h = std::get<0>(std::get<1>(lstm->forward(x)));  // [layers * directions, n, hidden]
+  const auto layers = h.size(0);
+  return bidirectional ? torch::cat({h[layers - 2], h[layers - 1]}, 1) : h[layers - 1];
+}
+
+// LSTM and BiLSTM: stacked LSTM layers over the window's steps, dropout, linear head.
+struct LstmImpl : ModelImpl {
+  LstmImpl(const ModelConfig& c, const InputSpec& in, bool bidirectional) : bidirectional_(bidirectional) {
+    require_series(in, bidirectional ? "bilstm" : "lstm");
+    lstm = register_module("lstm", make_lstm(in.sample_shape[0], c, bidirectional));
+    drop = register_module("drop", torch::nn::Dropout(c.dropout));
+    head = register_module("head", torch::nn::Linear(c.hidden_size * (bidirectional ? 2 : 1), in.outputs));
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    return linear(head, drop->forward(final_state(lstm, x.transpose(1, 2), bidirectional_)));
+  }
+  bool bidirectional_;
+  torch::nn::LSTM lstm{nullptr};
+  torch::nn::Dropout drop{nullptr};
+  torch::nn::Linear head{nullptr};
+};
+
+// CNN-BiLSTM: 1-D convolutions over time (model.channels, model.kernel_size, model.norm,
+// ReLU) extract local patterns at every step; a BiLSTM reads their sequence.
+struct CnnBiLstmImpl : ModelImpl {
+  CnnBiLstmImpl(const ModelConfig& c, const InputSpec& in) {
+    require_series(in, "cnn_bilstm");
+    features = register_module("features", torch::nn::Sequential());
+    std::int64_t channels = in.sample_shape[0];
+    for (const auto out : c.channels) {
+      features->push_back(torch::nn::Conv1d(
+          torch::nn::Conv1dOptions(channels, out, c.kernel_size).padding(c.kernel_size / 2).bias(c.norm == "none")));
+      if (c.norm == "batch") features->push_back(torch::nn::BatchNorm1d(out));
+      if (c.norm == "layer") features->push_back(torch::nn::GroupNorm(1, out));
+      features->push_back(torch::nn::ReLU());
+      channels = out;
+    }
+    lstm = register_module("lstm", make_lstm(channels, c, true));
+    drop = register_module("drop", torch::nn::Dropout(c.dropout));
+    head = register_module("head", torch::nn::Linear(2 * c.hidden_size, in.outputs));
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    const auto local = features->forward(x);  // [n, channels, T]
+    return linear(head, drop->forward(final_state(lstm, local.transpose(1, 2), true)));
+  }
+  torch::nn::Sequential features{nullptr};
+  torch::nn::LSTM lstm{nullptr};
+  torch::nn::Dropout drop{nullptr};
+  torch::nn::Linear head{nullptr};
+};
+
+// Gated residual network (Lim et al., Temporal Fusion Transformers): ELU layer, linear
+// layer, a gated linear unit, then the residual (projected when the widths differ) and
+// layer norm.
+struct GatedResidualImpl : torch::nn::Module {
+  GatedResidualImpl(std::int64_t in, std::int64_t hidden, std::int64_t out, double dropout) {
+    fc1 = register_module("fc1", torch::nn::Linear(in, hidden));
+    fc2 = register_module("fc2", torch::nn::Linear(hidden, hidden));
+    gate = register_module("gate", torch::nn::Linear(hidden, 2 * out));
+    if (in != out) skip = register_module("skip", torch::nn::Linear(in, out));
+    norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({out})));
+    drop = register_module("drop", torch::nn::Dropout(dropout));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    const auto h = drop->forward(linear(fc2, torch::elu(linear(fc1, x))));
+    return norm->forward((skip ? linear(skip, x) : x) + torch::glu(linear(gate, h), -1));
+  }
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr}, gate{nullptr}, skip{nullptr};
+  torch::nn::LayerNorm norm{nullptr};
+  torch::nn::Dropout drop{nullptr};
+};
+TORCH_MODULE(GatedResidual);
+
+// Temporal-fusion-style forecaster: each variable's value at each step gets its own learned
+// embedding; a gated residual network per variable (weights shared between variables)
+// processes it and a variable selection network weighs the variables per step (softmax);
+// an LSTM encoder reads the selected sequence, gated and added back; causal multi-head
+// self-attention (scaled dot-product attention) over the steps, gated and added back; a
+// last gated residual network and the head at the final step.
+struct ForecasterImpl : ModelImpl {
+  ForecasterImpl(const ModelConfig& c, const InputSpec& in) : heads_(c.heads) {
+    require_series(in, "forecaster");
+    const std::int64_t d = c.hidden_size, v = in.sample_shape[0];
+    if (d % c.heads != 0) {
+      throw ConfigError("model.hidden_size: " + std::to_string(d) + " is not a multiple of model.heads (" +
+                        std::to_string(c.heads) + ")");
+    }
+    embedding = register_parameter("embedding", torch::randn({v, d}) * 0.1);
+    embedding_bias = register_parameter("embedding_bias", torch::zeros({v, d}));
+    variable = register_module("variable", GatedResidual(d, d, d, c.dropout));
+    selection = register_module("selection", GatedResidual(v * d, d, v, c.dropout));
+    lstm = register_module("lstm", torch::nn::LSTM(torch::nn::LSTMOptions(d, d)
+                                                       .num_layers(c.rnn_layers)
+                                                       .batch_first(true)
+                                                       .dropout(c.rnn_layers > 1 ? c.dropout : 0.0)));
+    lstm_gate = register_module("lstm_gate", torch::nn::Linear(d, 2 * d));
+    lstm_norm = register_module("lstm_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+    qkv = register_module("qkv", torch::nn::Linear(d, 3 * d));
+    proj = register_module("proj", torch::nn::Linear(d, d));
+    attention_gate = register_module("attention_gate", torch::nn::Linear(d, 2 * d));
+    attention_norm = register_module("attention_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+    output = register_module("output", GatedResidual(d, d, d, c.dropout));
+    drop = register_module("drop", torch::nn::Dropout(c.dropout));
+    head = register_module("head", torch::nn::Linear(d, in.outputs));
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    const auto n = x.size(0), t = x.size(2), d = embedding.size(1);
+    const auto e = x.transpose(1, 2).unsqueeze(-1) * embedding + embedding_bias;              // [n, T, V, d]
+    const auto weights = torch::softmax(selection->forward(e.flatten(2)), -1).unsqueeze(-1);  // [n, T, V, 1]
+    auto z = (weights * variable->forward(e)).sum(2);                                         // [n, T, d]
+    const auto encoded = std::get<0>(lstm->forward(z));
+    z = lstm_norm->forward(z + torch::glu(linear(lstm_gate, drop->forward(encoded)), -1));
+    const auto q_k_v = linear(qkv, z).view({n, t, 3, heads_, d / heads_}).permute({2, 0, 3, 1, 4});
+    const auto attended = torch::scaled_dot_product_attention(q_k_v[0], q_k_v[1], q_k_v[2], {},
+                                                              is_training() ? drop->options.p() : 0.0, true);
+    const auto a = linear(proj, attended.transpose(1, 2).reshape({n, t, d}));
+    z = attention_norm->forward(z + torch::glu(linear(attention_gate, drop->forward(a)), -1));
+    return linear(head, output->forward(z.select(1, t - 1)));
+  }
+  std::int64_t heads_;
+  torch::Tensor embedding, embedding_bias;
+  GatedResidual variable{nullptr}, selection{nullptr}, output{nullptr};
+  torch::nn::LSTM lstm{nullptr};
+  torch::nn::Linear lstm_gate{nullptr}, qkv{nullptr}, proj{nullptr}, attention_gate{nullptr}, head{nullptr};
+  torch::nn::LayerNorm lstm_norm{nullptr}, attention_norm{nullptr};
+  torch::nn::Dropout drop{nullptr};
+};
+
 const std::map<std::string, ModelFactory>& registry() {
   static const std::map<std::string, ModelFactory> r = {
       {"mlp", [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<MlpImpl>(c, in); }},
@@ -264,6 +413,10 @@ const std::map<std::string, ModelFactory>& registry() {
       {"resnet", [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<ResNetImpl>(c, in); }},
       {"transformer",
        [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<TransformerImpl>(c, in); }},
+      {"lstm", [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<LstmImpl>(c, in, false); }},
+      {"bilstm", [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<LstmImpl>(c, in, true); }},
+      {"cnn_bilstm", [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<CnnBiLstmImpl>(c, in); }},
+      {"forecaster", [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<ForecasterImpl>(c, in); }},
   };
   return r;
 }

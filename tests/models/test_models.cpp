@@ -1,12 +1,15 @@
 #include <gtest/gtest.h>
 
+#include <set>
+#include <string>
+
 #include "models/Model.hpp"
 #include "util/Error.hpp"
 
 using namespace hpctrain;
 
 TEST(ModelRegistry, BuildsEveryRegisteredModelWithTheRightOutput) {
-  const InputSpec in{{1, 28, 28}, 10};
+  const std::set<std::string> sequence{"lstm", "bilstm", "cnn_bilstm", "forecaster"};
   for (const auto& name : registered_models()) {
     ModelConfig c;
     c.name = name;
@@ -14,8 +17,12 @@ TEST(ModelRegistry, BuildsEveryRegisteredModelWithTheRightOutput) {
     c.channels = {8, 16};
     c.fc_width = 32;
     c.dropout = 0.1;
-    auto m = build_model(c, in);
-    auto y = m->forward(torch::randn({5, 1, 28, 28}));
+    c.heads = 4;
+    c.hidden_size = 16;
+    // Images for the image and table models, series windows [V, T] for the sequence models.
+    const bool series = sequence.count(name) > 0;
+    auto m = build_model(c, series ? InputSpec{{3, 20}, 10} : InputSpec{{1, 28, 28}, 10});
+    auto y = m->forward(series ? torch::randn({5, 3, 20}) : torch::randn({5, 1, 28, 28}));
     EXPECT_EQ(y.sizes(), (std::vector<std::int64_t>{5, 10})) << name;
     EXPECT_GT(parameter_count(*m), 0) << name;
   }
@@ -117,7 +124,8 @@ void expect_checkpointing_exact(ModelConfig c, const InputSpec& in, const torch:
   };
   const auto plain = step(0), checkpointed = step(1);
   ASSERT_EQ(plain.size(), checkpointed.size());
-  for (std::size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(torch::equal(plain[i], checkpointed[i])) << c.name << " " << i;
+  for (std::size_t i = 0; i < plain.size(); ++i)
+    EXPECT_TRUE(torch::equal(plain[i], checkpointed[i])) << c.name << " " << i;
 }
 
 TEST(ModelRegistry, CheckpointingGivesTheSameGradientsForEveryBlockModel) {
@@ -139,4 +147,62 @@ TEST(ModelRegistry, CheckpointingGivesTheSameGradientsForEveryBlockModel) {
   t.patch_size = 4;
   expect_checkpointing_exact(t, InputSpec{{1, 16, 16}, 10}, torch::randn({4, 1, 16, 16}));
   expect_checkpointing_exact(t, InputSpec{{12, 3}, 1}, torch::randn({4, 12, 3}));
+}
+
+TEST(ModelRegistry, SequenceModelsTakeSeriesWindows) {
+  ModelConfig c;
+  c.hidden_size = 16;
+  c.rnn_layers = 2;
+  c.channels = {8, 8};
+  c.heads = 4;
+  const InputSpec series{{5, 48}, 1};  // 5 variables, 48 steps, one regression output
+  for (const char* name : {"lstm", "bilstm", "cnn_bilstm", "forecaster", "transformer"}) {
+    c.name = name;
+    if (c.name == "transformer") {
+      c.embed_dim = 16;
+      c.layers = 1;
+    }
+    auto m = build_model(c, series);
+    const auto y = m->forward(torch::randn({3, 5, 48}));
+    EXPECT_EQ(y.sizes(), (std::vector<std::int64_t>{3, 1})) << name;
+    y.sum().backward();
+    for (const auto& p : m->parameters()) {
+      EXPECT_TRUE(p.grad().defined()) << name << ": a parameter without gradient";
+    }
+    if (c.name != "transformer") {
+      EXPECT_THROW(build_model(c, InputSpec{{1, 28, 28}, 10}), ConfigError) << name;
+    }
+  }
+  // The BiLSTM reads the window from both ends: twice the LSTM's head inputs.
+  c.name = "lstm";
+  const auto uni = parameter_count(*build_model(c, series));
+  c.name = "bilstm";
+  EXPECT_GT(parameter_count(*build_model(c, series)), uni);
+  // The forecaster's attention splits its width into heads.
+  c.name = "forecaster";
+  c.heads = 3;
+  EXPECT_THROW(build_model(c, series), ConfigError);
+}
+
+// The end of the window matters: changing only the last step changes an LSTM's output,
+// and the causal attention of the forecaster lets the last step see all earlier ones.
+TEST(ModelRegistry, SequenceModelsReadTheWholeWindow) {
+  ModelConfig c;
+  c.hidden_size = 8;
+  c.heads = 2;
+  c.rnn_layers = 1;
+  for (const char* name : {"lstm", "forecaster"}) {
+    c.name = name;
+    torch::manual_seed(0);
+    auto m = build_model(c, InputSpec{{2, 10}, 1});
+    m->eval();
+    auto x = torch::randn({1, 2, 10});
+    auto first = x.clone();
+    first.index_put_({0, 0, 0}, 5.0);
+    auto last = x.clone();
+    last.index_put_({0, 0, 9}, 5.0);
+    const auto y = m->forward(x);
+    EXPECT_FALSE(torch::allclose(m->forward(first), y)) << name << " ignores the first step";
+    EXPECT_FALSE(torch::allclose(m->forward(last), y)) << name << " ignores the last step";
+  }
 }
