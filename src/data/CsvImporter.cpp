@@ -292,27 +292,18 @@ ImportResult import_csv(const CsvImportOptions& o) {
   const Split test = take_rows(separate_test ? test_parsed : train_parsed, test_rows, f, classification, class_ids);
 
   const std::string name = o.name.empty() ? std::filesystem::path(o.path).stem().string() : o.name;
-  const std::string tmp = o.output + ".tmp";
   ImportResult r;
   r.output = o.output;
   r.train_count = static_cast<std::int64_t>(train_rows.size());
   r.test_count = static_cast<std::int64_t>(test_rows.size());
-  try {
-    H5File out = H5File::create(tmp);
+  write_dataset_atomically(o.output, [&](H5File& out) {
     write_tabular_header(out, name, "csv " + o.path + " (label " + o.label + ")",
                          classification ? Task::Classification : Task::Regression, feature_names, class_names);
     for (const auto& [split, data] : {std::pair<std::string, const Split*>{"train", &train}, {"test", &test}}) {
       write_tabular_split(out, split, f, data->features, classification ? &data->labels : nullptr,
                           classification ? nullptr : &data->targets);
     }
-  } catch (...) {
-    std::remove(tmp.c_str());
-    throw;
-  }
-  if (std::rename(tmp.c_str(), o.output.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw DataError(o.output + ": cannot move the imported file into place");
-  }
+  });
   return r;
 }
 

@@ -1,5 +1,7 @@
 #include "data/DatasetLayout.hpp"
 
+#include <cstdio>
+
 #include <algorithm>
 #include <ctime>
 
@@ -223,6 +225,21 @@ void write_float_split(H5File& file, const std::string& split, const std::vector
   write_rows(file, "/" + split + "/features", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, rows, sample_shape, sizeof(float),
              features.data());
   write_rows(file, "/" + split + "/targets", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, rows, {}, sizeof(float), targets.data());
+}
+
+void write_dataset_atomically(const std::string& output, const std::function<void(H5File&)>& write) {
+  const std::string tmp = output + ".tmp";
+  try {
+    H5File out = H5File::create(tmp);
+    write(out);
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
+  }
+  if (std::rename(tmp.c_str(), output.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw DataError(output + ": cannot move the imported file into place");
+  }
 }
 
 }  // namespace hpctrain

@@ -9,6 +9,7 @@
 // Every split dataset is chunked by whole samples and carries attr sha256: the hex SHA-256
 // of the dataset's bytes in C order (h5py: ds[()].tobytes()).
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,11 @@ void write_tabular_header(H5File& file, const std::string& name, const std::stri
 void write_tabular_split(H5File& file, const std::string& split, std::int64_t num_features,
                          const std::vector<float>& features, const std::vector<std::int32_t>* labels,
                          const std::vector<float>* targets);
+
+// Writes a data set file atomically: `write` fills a temporary file beside `output`, which
+// then replaces `output` by a rename; on any failure the temporary file is removed and
+// `output` is untouched.
+void write_dataset_atomically(const std::string& output, const std::function<void(H5File&)>& write);
 
 // Float samples of any shape (a series' windows: [V, T]) with regression targets.
 void write_float_split(H5File& file, const std::string& split, const std::vector<std::int64_t>& sample_shape,

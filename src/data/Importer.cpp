@@ -117,22 +117,13 @@ ImportResult import_idx_dataset(const std::string& kind, const std::string& sour
         source_dir + ": no such folder" +
         (kind == "fashion-mnist" ? std::string(" (on Debian: apt-get install dataset-fashion-mnist)") : ""));
   }
-  const std::string tmp = output + ".tmp";
   ImportResult r;
   r.output = output;
-  try {
-    H5File out = H5File::create(tmp);
+  write_dataset_atomically(output, [&](H5File& out) {
     write_dataset_header(out, kind, "idx files from " + source_dir, classes);
     import_split(out, source_dir, "train", "train", static_cast<std::int64_t>(classes.size()), r.train_count);
     import_split(out, source_dir, "t10k", "test", static_cast<std::int64_t>(classes.size()), r.test_count);
-  } catch (...) {
-    std::remove(tmp.c_str());
-    throw;
-  }
-  if (std::rename(tmp.c_str(), output.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw DataError(output + ": cannot move the imported file into place");
-  }
+  });
   return r;
 }
 

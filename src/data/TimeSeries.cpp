@@ -168,9 +168,7 @@ ImportResult import_windows(const Series& s, const WindowOptions& o) {
   r.output = o.output;
   r.train_count = n_train;
   r.test_count = n_test;
-  const std::string tmp = o.output + ".tmp";
-  try {
-    H5File out = H5File::create(tmp);
+  write_dataset_atomically(o.output, [&](H5File& out) {
     write_tabular_header(out, s.name, s.source, Task::Regression, s.names, {});
     out.write_int_attr("/", "window", o.window);
     out.write_int_attr("/", "horizon", o.horizon);
@@ -178,14 +176,7 @@ ImportResult import_windows(const Series& s, const WindowOptions& o) {
     out.write_int_attr("/", "season", s.season);
     write_float_split(out, "train", {v, o.window}, train_x, train_y);
     write_float_split(out, "test", {v, o.window}, test_x, test_y);
-  } catch (...) {
-    std::remove(tmp.c_str());
-    throw;
-  }
-  if (std::rename(tmp.c_str(), o.output.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw DataError(o.output + ": cannot move the imported file into place");
-  }
+  });
   return r;
 }
 
