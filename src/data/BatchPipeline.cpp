@@ -93,10 +93,12 @@ void BatchPipeline::prepare(std::int64_t step, int buffer) {
     const std::int64_t run = f / data_.meta().sample_shape.front();  // values per feature or variable
     const float* src = rows_.inputs.data_ptr<float>() + step * batch_rows_ * f;
     float* dst = buffers_[buffer].data_ptr<float>();
+    const auto channels = static_cast<std::size_t>(data_.meta().sample_shape.front());
     for (std::int64_t i = 0; i < batch_rows_; ++i) {
-      for (std::int64_t k = 0; k < f; ++k) {
-        const auto ch = static_cast<std::size_t>(k / run);
-        dst[i * f + k] = src[i * f + k] * scale_[ch] + shift_[ch];
+      for (std::size_t ch = 0; ch < channels; ++ch) {
+        const float a = scale_[ch], b = shift_[ch];
+        const std::int64_t off = i * f + static_cast<std::int64_t>(ch) * run;
+        for (std::int64_t k = 0; k < run; ++k) dst[off + k] = src[off + k] * a + b;
       }
     }
     return;
