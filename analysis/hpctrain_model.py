@@ -17,14 +17,28 @@ from safetensors.torch import load_file
 from torch import nn
 
 
+def norm_layer(kind, channels, spatial):
+    """model.norm after a layer with `channels` outputs and `spatial` dimensions after them.
+    Synchronized batch norm evaluates (and stores) exactly what batch norm does."""
+    if kind in ("batch", "sync_batch"):
+        return nn.BatchNorm2d(channels) if spatial == 2 else nn.BatchNorm1d(channels)
+    if kind == "layer":
+        return nn.LayerNorm(channels) if spatial == 0 else nn.GroupNorm(1, channels)
+    return nn.Identity()
+
+
+def mlp_cnn_norm(m):
+    return m.get("norm", "batch") if m["batch_norm"] else "none"
+
+
 class Mlp(nn.Module):
     def __init__(self, m, shape, outputs):
         super().__init__()
-        width, layers = math.prod(shape), []
+        width, layers, norm = math.prod(shape), [], mlp_cnn_norm(m)
         for h in m["hidden"]:
             layers.append(nn.Linear(width, h))
-            if m["batch_norm"]:
-                layers.append(nn.BatchNorm1d(h))
+            if norm != "none":
+                layers.append(norm_layer(norm, h, 0))
             layers.append(nn.ReLU())
             if m["dropout"] > 0:
                 layers.append(nn.Dropout(m["dropout"]))
@@ -40,11 +54,11 @@ class Cnn(nn.Module):
     def __init__(self, m, shape, outputs):
         super().__init__()
         channels, h, w = shape
-        features = []
+        features, norm = [], mlp_cnn_norm(m)
         for c in m["channels"]:
-            features.append(nn.Conv2d(channels, c, 3, padding=1, bias=not m["batch_norm"]))
-            if m["batch_norm"]:
-                features.append(nn.BatchNorm2d(c))
+            features.append(nn.Conv2d(channels, c, 3, padding=1, bias=norm == "none"))
+            if norm != "none":
+                features.append(norm_layer(norm, c, 2))
             features += [nn.ReLU(), nn.MaxPool2d(2)]
             channels, h, w = c, h // 2, w // 2
         head = [nn.Linear(channels * h * w, m["fc_width"]), nn.ReLU()]
@@ -58,11 +72,7 @@ class Cnn(nn.Module):
 
 
 def conv_norm(kind, channels):
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "layer":
-        return nn.GroupNorm(1, channels)
-    return nn.Identity()
+    return norm_layer(kind, channels, 2)
 
 
 def conv(cin, cout, kernel, stride, bias):
@@ -207,10 +217,8 @@ class CnnBiLstm(nn.Module):
         layers, channels, k = [], shape[0], m["kernel_size"]
         for out in m["channels"]:
             layers.append(nn.Conv1d(channels, out, k, padding=k // 2, bias=m["norm"] == "none"))
-            if m["norm"] == "batch":
-                layers.append(nn.BatchNorm1d(out))
-            elif m["norm"] == "layer":
-                layers.append(nn.GroupNorm(1, out))
+            if m["norm"] != "none":
+                layers.append(norm_layer(m["norm"], out, 1))
             layers.append(nn.ReLU())
             channels = out
         self.features = nn.Sequential(*layers)

@@ -202,17 +202,41 @@ void GradientReducer::worker_loop() {
       queue_.pop_front();
     }
     try {
-      reduce(job.bucket, job.blocking);
+      if (job.values != nullptr) {
+        comm_.allreduce_sum(job.values, job.count);
+      } else {
+        reduce(job.bucket, job.blocking);
+      }
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!error_) error_ = std::current_exception();
     }
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      ++done_;
+      if (job.values != nullptr) {
+        ++sums_done_;
+      } else {
+        ++done_;
+      }
     }
     cv_.notify_all();
   }
+}
+
+void GradientReducer::sum_in_order(double* data, std::size_t count) {
+  if (comm_.size() == 1) return;
+  if (!worker_.joinable()) {
+    comm_.allreduce_sum(data, count);
+    return;
+  }
+  std::unique_lock<std::mutex> lock(mutex_);
+  const auto ticket = ++sums_queued_;
+  queue_.push_back(Launch{0, true, data, count});
+  cv_.notify_all();
+  main_waiting_ = true;  // the worker polls a bucket still in flight without sleeping
+  cv_.wait(lock, [&] { return sums_done_ >= ticket || error_; });
+  main_waiting_ = false;
+  if (error_) std::rethrow_exception(error_);
 }
 
 void GradientReducer::finish() {

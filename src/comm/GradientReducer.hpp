@@ -53,6 +53,12 @@ class GradientReducer {
   // rank holds the summed gradients.
   void finish();
 
+  // Sums `count` doubles over the ranks in place, ordered with the bucket reductions (the
+  // model's own collectives during forward and backward: synchronized batch norm). With
+  // overlap it runs on the communication thread, after the buckets launched before it, so
+  // MPI is never called from two threads at once; otherwise here. Blocks until done.
+  void sum_in_order(double* data, std::size_t count);
+
   // L2 norm over all gradients (identical on every rank after finish()).
   double global_norm() const;
   void scale(double factor);
@@ -77,6 +83,8 @@ class GradientReducer {
   struct Launch {
     std::size_t bucket;
     bool blocking;
+    double* values = nullptr;  // a sum_in_order job instead of a bucket
+    std::size_t count = 0;
   };
   void launch_ready_in_order(bool from_finish);  // requires mutex_ held
   void reduce(std::size_t bucket, bool blocking);
@@ -100,9 +108,10 @@ class GradientReducer {
   std::condition_variable cv_;
   std::vector<std::size_t> pending_;  // gradients not yet ready, per bucket
   std::vector<bool> slot_ready_;
-  std::size_t next_launch_ = 0;  // buckets launch strictly in index order
-  std::deque<Launch> queue_;     // launched, not yet taken by the worker
-  std::size_t done_ = 0;
+  std::size_t next_launch_ = 0;                    // buckets launch strictly in index order
+  std::deque<Launch> queue_;                       // launched, not yet taken by the worker
+  std::size_t done_ = 0;                           // buckets reduced this step
+  std::uint64_t sums_queued_ = 0, sums_done_ = 0;  // sum_in_order jobs
   bool stop_ = false;
   std::exception_ptr error_;
   std::atomic<bool> main_waiting_{false};

@@ -100,7 +100,8 @@ const std::vector<Entry>& entries() {
            "Dropout probability before the classifier (MLP: after each hidden layer)."),
        bind(&Config::model, &ModelConfig::dropout)},
       {key("model.batch_norm", K::Boolean, "true", none, none, {},
-           "Batch normalization after each convolution (CNN) or hidden layer (MLP). Statistics are per rank."),
+           "MLP and CNN: normalize after each hidden layer (MLP) or convolution (CNN), with the kind model.norm "
+           "names; false: no normalization."),
        bind(&Config::model, &ModelConfig::batch_norm)},
       {key("model.channels_last", K::Boolean, "false", none, none, {},
            "Keep 4-D weights and inputs in channels-last (NHWC) memory format for LibTorch's convolutions. Results "
@@ -121,9 +122,12 @@ const std::vector<Entry>& entries() {
            "ResNet: a 3x3 convolution at full resolution (cifar, for small images) or a 7x7 stride-2 convolution and "
            "3x3 max pooling (imagenet)."),
        bind(&Config::model, &ModelConfig::stem)},
-      {key("model.norm", K::String, "\"batch\"", none, none, {"batch", "layer", "none"},
-           "ResNet: normalization after each convolution: batch norm (statistics per rank), layer norm over "
-           "channels and positions (group norm with one group), or none. The Transformer always uses layer norm."),
+      {key("model.norm", K::String, "\"batch\"", none, none, {"batch", "sync_batch", "layer", "none"},
+           "Normalization after each convolution (ResNet, CNN-BiLSTM, and CNN with model.batch_norm) or hidden "
+           "layer (MLP with model.batch_norm): batch norm with statistics per rank (batch), batch norm with the "
+           "statistics of the global batch summed over the data-parallel group in every training step "
+           "(sync_batch), layer norm (over the features; over channels and positions for convolutions, as group "
+           "norm with one group), or none. The Transformer and the forecaster always use layer norm."),
        bind(&Config::model, &ModelConfig::norm)},
       {key("model.embed_dim", K::Integer, "192", 8.0, 65536.0, {}, "Transformer: width of the token embeddings."),
        bind(&Config::model, &ModelConfig::embed_dim)},
@@ -150,9 +154,11 @@ const std::vector<Entry>& entries() {
            "their channels)."),
        bind(&Config::model, &ModelConfig::kernel_size)},
       {key("model.checkpoint_every", K::Integer, "0", 0.0, 1000000.0, {},
-           "Gradient checkpointing (ResNet blocks, Transformer blocks): keep only every n-th block's input during "
-           "forward and recompute the block in backward (1: every block; 0: none). Less activation memory for about "
-           "one more forward pass."),
+           "Gradient checkpointing: keep only every n-th block's input during forward and recompute the block in "
+           "backward (1: every block; 0: none). Less activation memory for about one more forward pass. Blocks: "
+           "MLP hidden layers, CNN convolution stages, ResNet residual blocks, Transformer encoder blocks, the "
+           "LSTM stack (LSTM, BiLSTM), CNN-BiLSTM convolutions then the BiLSTM, forecaster variable selection, "
+           "LSTM encoder, attention and output network (docs/models.md)."),
        bind(&Config::model, &ModelConfig::checkpoint_every)},
       {key("model.checkpoint_blocks", K::IntegerList, "[]", 0.0, 1000000.0, {},
            "Gradient checkpointing: these block indices (from 0) as well."),

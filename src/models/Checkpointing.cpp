@@ -44,8 +44,16 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
     ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(device.type());
     ctx->saved_data["autocast_dtype"] = static_cast<std::int64_t>(at::autocast::get_autocast_dtype(device.type()));
     ctx->save_for_backward({x});
-    torch::NoGradGuard no_grad;
-    return {block->forward(x)};
+    // With gradients on, as in the plain forward and in the recomputation: some kernels
+    // choose another implementation without them (LibTorch's LSTM on CPUs), whose outputs
+    // differ in the last bits. The graph recorded here is dropped at once; only the output
+    // is kept, so this block's activations are freed before the next block runs.
+    torch::Tensor output;
+    {
+      torch::AutoGradMode enable(true);
+      output = block->forward(x.detach().requires_grad_(x.requires_grad()));
+    }
+    return {output.detach()};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -92,6 +100,10 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
 };
 
 }  // namespace
+
+StageBlock::StageBlock(Run run, const std::vector<std::shared_ptr<torch::nn::Module>>& modules) : run_(std::move(run)) {
+  for (std::size_t i = 0; i < modules.size(); ++i) register_module("m" + std::to_string(i), modules[i]);
+}
 
 torch::Tensor checkpointed_forward(BlockImpl& block, const torch::Tensor& x, bool checkpoint) {
   if (!checkpoint || !torch::GradMode::is_enabled() || !block.is_training()) return block.forward(x);

@@ -11,6 +11,8 @@
 // bit for bit on CPUs, those of the plain forward (tests/models/test_checkpointing.cpp).
 #include <torch/torch.h>
 
+#include <functional>
+#include <memory>
 #include <vector>
 
 namespace hpctrain {
@@ -18,6 +20,20 @@ namespace hpctrain {
 // A unit of a model that may be checkpointed: one tensor in, one tensor out.
 struct BlockImpl : torch::nn::Module {
   virtual torch::Tensor forward(torch::Tensor x) = 0;
+};
+
+// A stretch of a model that is one block for checkpointing but whose modules the model
+// already owns under its own names (a Sequential's layers, a forecaster's stage): `run`
+// computes it. The modules are registered here too, so that recomputation finds their
+// buffers, but the stage itself is not registered in the model, so parameter names (and
+// checkpoints, exports) stay the model's. The model keeps the stage's training flag in step.
+struct StageBlock : BlockImpl {
+  using Run = std::function<torch::Tensor(const torch::Tensor&)>;
+  StageBlock(Run run, const std::vector<std::shared_ptr<torch::nn::Module>>& modules);
+  torch::Tensor forward(torch::Tensor x) override { return run_(x); }
+
+ private:
+  Run run_;
 };
 
 // block.forward(x), checkpointed when `checkpoint` is true and gradients are being recorded.

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/Config.hpp"
+#include "models/Normalization.hpp"
 
 namespace hpctrain {
 
@@ -23,10 +24,12 @@ struct ModelImpl : torch::nn::Module {
 };
 using ModelPtr = std::shared_ptr<ModelImpl>;
 
-using ModelFactory = std::function<ModelPtr(const ModelConfig&, const InputSpec&)>;
+using ModelFactory = std::function<ModelPtr(const ModelConfig&, const InputSpec&, const GroupSum&)>;
 
 // Builds `config.name`; throws ConfigError for an unknown name or a shape that does not fit.
-ModelPtr build_model(const ModelConfig& config, const InputSpec& input);
+// `group` sums the statistics of synchronized batch norm (model.norm=sync_batch) over the
+// data-parallel group; without it those layers use their rank's batch alone.
+ModelPtr build_model(const ModelConfig& config, const InputSpec& input, const GroupSum& group = {});
 std::vector<std::string> registered_models();
 std::int64_t parameter_count(const torch::nn::Module& module);
 // Moves 4-D parameters and buffers to channels-last memory format (in place, same values).

@@ -2,6 +2,7 @@
 
 #include "models/Checkpointing.hpp"
 #include "models/Model.hpp"
+#include "models/Normalization.hpp"
 #include "util/Error.hpp"
 
 namespace hpctrain {
@@ -15,45 +16,93 @@ torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
   return torch::linear(x, layer->weight, layer->bias);
 }
 
-// Multilayer perceptron on flattened inputs.
-struct MlpImpl : ModelImpl {
-  MlpImpl(const ModelConfig& c, const InputSpec& in) {
+// A model whose checkpointable blocks are stages over modules it owns (StageBlock): MLP
+// layers, CNN stages, the LSTM, the forecaster's stages.
+struct StagedModel : ModelImpl {
+  void add_stage(StageBlock::Run run, const std::vector<std::shared_ptr<torch::nn::Module>>& modules) {
+    stages_.push_back(std::make_shared<StageBlock>(std::move(run), modules));
+  }
+  void plan_stages(const ModelConfig& c) {
+    plan_ = checkpoint_plan(static_cast<std::int64_t>(stages_.size()), c.checkpoint_every, c.checkpoint_blocks);
+  }
+  torch::Tensor stage(std::size_t i, const torch::Tensor& x) { return checkpointed_forward(*stages_[i], x, plan_[i]); }
+  void train(bool on) override {
+    ModelImpl::train(on);
+    for (auto& s : stages_) s->train(on);
+  }
+  std::vector<std::shared_ptr<StageBlock>> stages_;
+  std::vector<bool> plan_;
+};
+
+// Layers [begin, end) of a Sequential as one stage.
+void add_sequential_stage(StagedModel& model, torch::nn::Sequential seq, std::size_t begin, std::size_t end) {
+  std::vector<std::shared_ptr<torch::nn::Module>> modules;
+  for (std::size_t j = begin; j < end; ++j) modules.push_back(seq->ptr(j));
+  model.add_stage(
+      [seq, begin, end](const torch::Tensor& x) mutable {
+        torch::Tensor y = x;
+        for (auto it = seq->begin() + begin; it != seq->begin() + end; ++it) y = it->forward(y);
+        return y;
+      },
+      modules);
+}
+
+// The normalization of MLP and CNN layers: model.norm, or none without model.batch_norm.
+std::string mlp_cnn_norm(const ModelConfig& c) {
+  return c.batch_norm ? c.norm : "none";
+}
+
+// Multilayer perceptron on flattened inputs; each hidden layer (linear, normalization,
+// ReLU, dropout) is a block for checkpointing.
+struct MlpImpl : StagedModel {
+  MlpImpl(const ModelConfig& c, const InputSpec& in, const GroupSum& group) {
     std::int64_t width = 1;
     for (auto d : in.sample_shape) width *= d;
+    const auto norm = mlp_cnn_norm(c);
     for (std::size_t i = 0; i < c.hidden.size(); ++i) {
+      const auto begin = layers->size();
       layers->push_back(torch::nn::Linear(width, c.hidden[i]));
-      if (c.batch_norm) layers->push_back(torch::nn::BatchNorm1d(c.hidden[i]));
+      if (norm != "none") layers->push_back(norm_layer(norm, c.hidden[i], 0, group));
       layers->push_back(torch::nn::ReLU());
       if (c.dropout > 0) layers->push_back(torch::nn::Dropout(c.dropout));
+      add_sequential_stage(*this, layers, begin, layers->size());
       width = c.hidden[i];
     }
     layers->push_back(torch::nn::Linear(width, in.outputs));
     register_module("layers", layers);
+    plan_stages(c);
   }
-  torch::Tensor forward(torch::Tensor x) override { return layers->forward(x.flatten(1)); }
+  torch::Tensor forward(torch::Tensor x) override {
+    x = x.flatten(1);
+    for (std::size_t i = 0; i < stages_.size(); ++i) x = stage(i, x);
+    return (layers->end() - 1)->forward(x);
+  }
   torch::nn::Sequential layers;
 };
 
-// Convolution stages (3x3 conv, optional batch norm, ReLU, 2x2 max pool), then a fully
-// connected layer, dropout and the classifier.
-struct CnnImpl : ModelImpl {
-  CnnImpl(const ModelConfig& c, const InputSpec& in) {
+// Convolution stages (3x3 conv, optional normalization, ReLU, 2x2 max pool; each a block for
+// checkpointing), then a fully connected layer, dropout and the classifier.
+struct CnnImpl : StagedModel {
+  CnnImpl(const ModelConfig& c, const InputSpec& in, const GroupSum& group) {
     if (in.sample_shape.size() != 3) {
       throw ConfigError("model.name: cnn needs image samples [C, H, W]; this data set has " +
                         std::to_string(in.sample_shape.size()) + "-dimensional samples (use mlp)");
     }
     std::int64_t channels = in.sample_shape[0], h = in.sample_shape[1], w = in.sample_shape[2];
+    const auto norm = mlp_cnn_norm(c);
     for (std::size_t i = 0; i < c.channels.size(); ++i) {
       if (h < 2 || w < 2) {
         throw ConfigError("model.channels: " + std::to_string(c.channels.size()) + " pooling stages shrink a " +
                           std::to_string(in.sample_shape[1]) + "x" + std::to_string(in.sample_shape[2]) +
                           " input below 1x1; use at most " + std::to_string(i) + " stages");
       }
+      const auto begin = features->size();
       features->push_back(
-          torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, c.channels[i], 3).padding(1).bias(!c.batch_norm)));
-      if (c.batch_norm) features->push_back(torch::nn::BatchNorm2d(c.channels[i]));
+          torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, c.channels[i], 3).padding(1).bias(norm == "none")));
+      if (norm != "none") features->push_back(norm_layer(norm, c.channels[i], 2, group));
       features->push_back(torch::nn::ReLU());
       features->push_back(torch::nn::MaxPool2d(2));
+      add_sequential_stage(*this, features, begin, features->size());
       channels = c.channels[i];
       h /= 2;
       w /= 2;
@@ -64,19 +113,15 @@ struct CnnImpl : ModelImpl {
     head->push_back(torch::nn::Linear(c.fc_width, in.outputs));
     register_module("features", features);
     register_module("head", head);
+    plan_stages(c);
   }
-  torch::Tensor forward(torch::Tensor x) override { return head->forward(features->forward(x).flatten(1)); }
+  torch::Tensor forward(torch::Tensor x) override {
+    for (std::size_t i = 0; i < stages_.size(); ++i) x = stage(i, x);
+    return head->forward(x.flatten(1));
+  }
   torch::nn::Sequential features;
   torch::nn::Sequential head;
 };
-
-// Normalization over a conv layer's output: batch norm, layer norm (one group over
-// channels and positions) or none.
-torch::nn::AnyModule conv_norm(const std::string& kind, std::int64_t channels) {
-  if (kind == "batch") return torch::nn::AnyModule(torch::nn::BatchNorm2d(channels));
-  if (kind == "layer") return torch::nn::AnyModule(torch::nn::GroupNorm(1, channels));
-  return torch::nn::AnyModule(torch::nn::Identity());
-}
 
 torch::nn::Conv2d conv(std::int64_t in, std::int64_t out, std::int64_t kernel, std::int64_t stride, bool bias) {
   return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(bias));
@@ -85,7 +130,11 @@ torch::nn::Conv2d conv(std::int64_t in, std::int64_t out, std::int64_t kernel, s
 // A residual block: basic (3x3, 3x3) or bottleneck (1x1, 3x3, 1x1 with 4x expansion), with a
 // 1x1 projection on the shortcut when the shape changes.
 struct ResidualBlock : BlockImpl {
-  ResidualBlock(std::int64_t in, std::int64_t planes, std::int64_t stride, bool bottleneck, const std::string& norm) {
+  ResidualBlock(std::int64_t in, std::int64_t planes, std::int64_t stride, bool bottleneck, const std::string& norm,
+                const GroupSum& group) {
+    auto conv_norm = [&](const std::string& kind, std::int64_t channels) {
+      return norm_layer(kind, channels, 2, group);
+    };
     const bool bias = norm == "none";
     const std::int64_t out = bottleneck ? planes * 4 : planes;
     if (bottleneck) {
@@ -123,7 +172,10 @@ struct ResidualBlock : BlockImpl {
 // residual blocks (every stage after the first halves the resolution and doubles the
 // channels), global average pooling and the classifier.
 struct ResNetImpl : ModelImpl {
-  ResNetImpl(const ModelConfig& c, const InputSpec& in) {
+  ResNetImpl(const ModelConfig& c, const InputSpec& in, const GroupSum& group) {
+    auto conv_norm = [&](const std::string& kind, std::int64_t channels) {
+      return norm_layer(kind, channels, 2, group);
+    };
     if (in.sample_shape.size() != 3) {
       throw ConfigError("model.name: resnet needs image samples [C, H, W]; this data set has " +
                         std::to_string(in.sample_shape.size()) + "-dimensional samples");
@@ -145,7 +197,7 @@ struct ResNetImpl : ModelImpl {
       const std::int64_t planes = c.width << stage;
       for (std::int64_t b = 0; b < c.blocks[stage]; ++b) {
         const std::int64_t stride = stage > 0 && b == 0 ? 2 : 1;
-        auto block = std::make_shared<ResidualBlock>(channels, planes, stride, c.block == "bottleneck", c.norm);
+        auto block = std::make_shared<ResidualBlock>(channels, planes, stride, c.block == "bottleneck", c.norm, group);
         register_module("block" + std::to_string(blocks.size()), block);
         blocks.push_back(block);
         channels = c.block == "bottleneck" ? planes * 4 : planes;
@@ -275,24 +327,35 @@ torch::nn::LSTM make_lstm(std::int64_t inputs, const ModelConfig& c, bool bidire
                              .dropout(c.rnn_layers > 1 ? c.dropout : 0.0));
 }
 
-// The last layer's final hidden state, both directions side by side for a BiLSTM: the
-// forward direction has read the whole window, the backward one has read it from the end.
-torch::Tensor final_state(torch::nn::LSTM& lstm, const torch::Tensor& x, bool bidirectional) {
-  const auto h = std::get<0>(std::get<1>(lstm->forward(x)));  // [layers * directions, n, hidden]
-  const auto layers = h.size(0);
-  return bidirectional ? torch::cat({h[layers - 2], h[layers - 1]}, 1) : h[layers - 1];
+// The LSTM stack as one checkpointing block: [n, T, inputs] -> the last layer's outputs
+// at every step [n, T, directions * hidden].
+void add_lstm_stage(StagedModel& model, torch::nn::LSTM lstm) {
+  model.add_stage([lstm](const torch::Tensor& x) mutable { return std::get<0>(lstm->forward(x)); }, {lstm.ptr()});
 }
 
-// LSTM and BiLSTM: stacked LSTM layers over the window's steps, dropout, linear head.
-struct LstmImpl : ModelImpl {
+// The last layer's final hidden state from its outputs, both directions side by side for a
+// BiLSTM: the forward direction's at the last step (it has read the whole window), the
+// backward direction's at the first (it has read the window from the end).
+torch::Tensor final_state(const torch::Tensor& outputs, bool bidirectional) {
+  const auto t = outputs.size(1);
+  if (!bidirectional) return outputs.select(1, t - 1);
+  const auto h = outputs.size(2) / 2;
+  return torch::cat({outputs.select(1, t - 1).slice(1, 0, h), outputs.select(1, 0).slice(1, h, 2 * h)}, 1);
+}
+
+// LSTM and BiLSTM: stacked LSTM layers over the window's steps (one checkpointing block),
+// dropout, linear head.
+struct LstmImpl : StagedModel {
   LstmImpl(const ModelConfig& c, const InputSpec& in, bool bidirectional) : bidirectional_(bidirectional) {
     require_series(in, bidirectional ? "bilstm" : "lstm");
     lstm = register_module("lstm", make_lstm(in.sample_shape[0], c, bidirectional));
     drop = register_module("drop", torch::nn::Dropout(c.dropout));
     head = register_module("head", torch::nn::Linear(c.hidden_size * (bidirectional ? 2 : 1), in.outputs));
+    add_lstm_stage(*this, lstm);
+    plan_stages(c);
   }
   torch::Tensor forward(torch::Tensor x) override {
-    return linear(head, drop->forward(final_state(lstm, x.transpose(1, 2), bidirectional_)));
+    return linear(head, drop->forward(final_state(stage(0, x.transpose(1, 2)), bidirectional_)));
   }
   bool bidirectional_;
   torch::nn::LSTM lstm{nullptr};
@@ -301,27 +364,31 @@ struct LstmImpl : ModelImpl {
 };
 
 // CNN-BiLSTM: 1-D convolutions over time (model.channels, model.kernel_size, model.norm,
-// ReLU) extract local patterns at every step; a BiLSTM reads their sequence.
-struct CnnBiLstmImpl : ModelImpl {
-  CnnBiLstmImpl(const ModelConfig& c, const InputSpec& in) {
+// ReLU) extract local patterns at every step; a BiLSTM reads their sequence. Blocks for
+// checkpointing: each convolution, then the BiLSTM.
+struct CnnBiLstmImpl : StagedModel {
+  CnnBiLstmImpl(const ModelConfig& c, const InputSpec& in, const GroupSum& group) {
     require_series(in, "cnn_bilstm");
     features = register_module("features", torch::nn::Sequential());
     std::int64_t channels = in.sample_shape[0];
     for (const auto out : c.channels) {
+      const auto begin = features->size();
       features->push_back(torch::nn::Conv1d(
           torch::nn::Conv1dOptions(channels, out, c.kernel_size).padding(c.kernel_size / 2).bias(c.norm == "none")));
-      if (c.norm == "batch") features->push_back(torch::nn::BatchNorm1d(out));
-      if (c.norm == "layer") features->push_back(torch::nn::GroupNorm(1, out));
+      if (c.norm != "none") features->push_back(norm_layer(c.norm, out, 1, group));
       features->push_back(torch::nn::ReLU());
+      add_sequential_stage(*this, features, begin, features->size());
       channels = out;
     }
     lstm = register_module("lstm", make_lstm(channels, c, true));
     drop = register_module("drop", torch::nn::Dropout(c.dropout));
     head = register_module("head", torch::nn::Linear(2 * c.hidden_size, in.outputs));
+    add_lstm_stage(*this, lstm);
+    plan_stages(c);
   }
   torch::Tensor forward(torch::Tensor x) override {
-    const auto local = features->forward(x);  // [n, channels, T]
-    return linear(head, drop->forward(final_state(lstm, local.transpose(1, 2), true)));
+    for (std::size_t i = 0; i + 1 < stages_.size(); ++i) x = stage(i, x);  // [n, channels, T]
+    return linear(head, drop->forward(final_state(stage(stages_.size() - 1, x.transpose(1, 2)), true)));
   }
   torch::nn::Sequential features{nullptr};
   torch::nn::LSTM lstm{nullptr};
@@ -356,8 +423,9 @@ TORCH_MODULE(GatedResidual);
 // processes it and a variable selection network weighs the variables per step (softmax);
 // an LSTM encoder reads the selected sequence, gated and added back; causal multi-head
 // self-attention (scaled dot-product attention) over the steps, gated and added back; a
-// last gated residual network and the head at the final step.
-struct ForecasterImpl : ModelImpl {
+// last gated residual network and the head at the final step. Blocks for checkpointing: the
+// variable selection, the LSTM encoder, the attention, the output network.
+struct ForecasterImpl : StagedModel {
   ForecasterImpl(const ModelConfig& c, const InputSpec& in) : heads_(c.heads) {
     require_series(in, "forecaster");
     const std::int64_t d = c.hidden_size, v = in.sample_shape[0];
@@ -382,20 +450,35 @@ struct ForecasterImpl : ModelImpl {
     output = register_module("output", GatedResidual(d, d, d, c.dropout));
     drop = register_module("drop", torch::nn::Dropout(c.dropout));
     head = register_module("head", torch::nn::Linear(d, in.outputs));
+    add_stage([this](const torch::Tensor& x) { return select_variables(x); }, {variable.ptr(), selection.ptr()});
+    add_stage([this](const torch::Tensor& z) { return encode(z); },
+              {lstm.ptr(), lstm_gate.ptr(), lstm_norm.ptr(), drop.ptr()});
+    add_stage([this](const torch::Tensor& z) { return attend(z); },
+              {qkv.ptr(), proj.ptr(), attention_gate.ptr(), attention_norm.ptr(), drop.ptr()});
+    add_stage([this](const torch::Tensor& z) { return output->forward(z.select(1, z.size(1) - 1)); }, {output.ptr()});
+    plan_stages(c);
   }
-  torch::Tensor forward(torch::Tensor x) override {
-    const auto n = x.size(0), t = x.size(2), d = embedding.size(1);
+  // [n, V, T] -> [n, T, d]: embeddings weighed by the variable selection.
+  torch::Tensor select_variables(const torch::Tensor& x) {
     const auto e = x.transpose(1, 2).unsqueeze(-1) * embedding + embedding_bias;              // [n, T, V, d]
     const auto weights = torch::softmax(selection->forward(e.flatten(2)), -1).unsqueeze(-1);  // [n, T, V, 1]
-    auto z = (weights * variable->forward(e)).sum(2);                                         // [n, T, d]
+    return (weights * variable->forward(e)).sum(2);
+  }
+  torch::Tensor encode(const torch::Tensor& z) {
     const auto encoded = std::get<0>(lstm->forward(z));
-    z = lstm_norm->forward(z + torch::glu(linear(lstm_gate, drop->forward(encoded)), -1));
+    return lstm_norm->forward(z + torch::glu(linear(lstm_gate, drop->forward(encoded)), -1));
+  }
+  torch::Tensor attend(const torch::Tensor& z) {
+    const auto n = z.size(0), t = z.size(1), d = z.size(2);
     const auto q_k_v = linear(qkv, z).view({n, t, 3, heads_, d / heads_}).permute({2, 0, 3, 1, 4});
     const auto attended = torch::scaled_dot_product_attention(q_k_v[0], q_k_v[1], q_k_v[2], {},
                                                               is_training() ? drop->options.p() : 0.0, true);
     const auto a = linear(proj, attended.transpose(1, 2).reshape({n, t, d}));
-    z = attention_norm->forward(z + torch::glu(linear(attention_gate, drop->forward(a)), -1));
-    return linear(head, output->forward(z.select(1, t - 1)));
+    return attention_norm->forward(z + torch::glu(linear(attention_gate, drop->forward(a)), -1));
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    for (std::size_t i = 0; i < stages_.size(); ++i) x = stage(i, x);
+    return linear(head, x);
   }
   std::int64_t heads_;
   torch::Tensor embedding, embedding_bias;
@@ -407,27 +490,29 @@ struct ForecasterImpl : ModelImpl {
 };
 
 const std::map<std::string, ModelFactory>& registry() {
+  using C = const ModelConfig&;
+  using I = const InputSpec&;
+  using G = const GroupSum&;
   static const std::map<std::string, ModelFactory> r = {
-      {"mlp", [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<MlpImpl>(c, in); }},
-      {"cnn", [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<CnnImpl>(c, in); }},
-      {"resnet", [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<ResNetImpl>(c, in); }},
-      {"transformer",
-       [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<TransformerImpl>(c, in); }},
-      {"lstm", [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<LstmImpl>(c, in, false); }},
-      {"bilstm", [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<LstmImpl>(c, in, true); }},
-      {"cnn_bilstm", [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<CnnBiLstmImpl>(c, in); }},
-      {"forecaster", [](const ModelConfig& c, const InputSpec& in) { return std::make_shared<ForecasterImpl>(c, in); }},
+      {"mlp", [](C c, I in, G g) { return std::make_shared<MlpImpl>(c, in, g); }},
+      {"cnn", [](C c, I in, G g) { return std::make_shared<CnnImpl>(c, in, g); }},
+      {"resnet", [](C c, I in, G g) { return std::make_shared<ResNetImpl>(c, in, g); }},
+      {"transformer", [](C c, I in, G) { return std::make_shared<TransformerImpl>(c, in); }},
+      {"lstm", [](C c, I in, G) { return std::make_shared<LstmImpl>(c, in, false); }},
+      {"bilstm", [](C c, I in, G) { return std::make_shared<LstmImpl>(c, in, true); }},
+      {"cnn_bilstm", [](C c, I in, G g) { return std::make_shared<CnnBiLstmImpl>(c, in, g); }},
+      {"forecaster", [](C c, I in, G) { return std::make_shared<ForecasterImpl>(c, in); }},
   };
   return r;
 }
 
 }  // namespace
 
-ModelPtr build_model(const ModelConfig& config, const InputSpec& input) {
+ModelPtr build_model(const ModelConfig& config, const InputSpec& input, const GroupSum& group) {
   const auto& r = registry();
   auto it = r.find(config.name);
   if (it == r.end()) throw ConfigError("model.name: unknown model \"" + config.name + "\"");
-  return it->second(config, input);
+  return it->second(config, input, group);
 }
 
 std::vector<std::string> registered_models() {

@@ -85,7 +85,19 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDa
     throw ConfigError("train.early_stop_metric: val_accuracy needs classification data; use val_loss");
   }
   torch::manual_seed(stream_seed(static_cast<std::uint64_t>(tc.seed), Stream::Model));
-  model_ = build_model(config_.model, InputSpec{data_.meta().sample_shape, data_.output_size()});
+  // Synchronized batch norm sums its statistics over this run's ranks, in order with the
+  // gradient buckets (the reducer exists before the first training forward).
+  GroupSum group;
+  if (comm_.size() > 1) {
+    group = [this](double* values, std::size_t count) {
+      if (reducer_) {
+        reducer_->sum_in_order(values, count);
+      } else {
+        comm_.allreduce_sum(values, count);
+      }
+    };
+  }
+  model_ = build_model(config_.model, InputSpec{data_.meta().sample_shape, data_.output_size()}, group);
   model_->to(device_);
   if (config_.model.channels_last) to_channels_last(*model_);
   // Overlap needs a second thread calling MPI (never at the same time as the main one).

@@ -16,7 +16,9 @@ struct DenseBlock : BlockImpl {
     bn = register_module("bn", torch::nn::BatchNorm1d(width));
     drop = register_module("drop", torch::nn::Dropout(0.3));
   }
-  torch::Tensor forward(torch::Tensor x) override { return x + drop->forward(torch::relu(bn->forward(fc->forward(x)))); }
+  torch::Tensor forward(torch::Tensor x) override {
+    return x + drop->forward(torch::relu(bn->forward(fc->forward(x))));
+  }
   torch::nn::Linear fc{nullptr};
   torch::nn::BatchNorm1d bn{nullptr};
   torch::nn::Dropout drop{nullptr};

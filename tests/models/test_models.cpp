@@ -125,7 +125,9 @@ void expect_checkpointing_exact(ModelConfig c, const InputSpec& in, const torch:
   const auto plain = step(0), checkpointed = step(1);
   ASSERT_EQ(plain.size(), checkpointed.size());
   for (std::size_t i = 0; i < plain.size(); ++i)
-    EXPECT_TRUE(torch::equal(plain[i], checkpointed[i])) << c.name << " " << i;
+    EXPECT_TRUE(torch::equal(plain[i], checkpointed[i]))
+        << c.name << " " << i << " max diff " << (plain[i] - checkpointed[i]).abs().max().item<double>() << " of "
+        << plain[i].abs().max().item<double>();
 }
 
 TEST(ModelRegistry, CheckpointingGivesTheSameGradientsForEveryBlockModel) {
@@ -147,6 +149,93 @@ TEST(ModelRegistry, CheckpointingGivesTheSameGradientsForEveryBlockModel) {
   t.patch_size = 4;
   expect_checkpointing_exact(t, InputSpec{{1, 16, 16}, 10}, torch::randn({4, 1, 16, 16}));
   expect_checkpointing_exact(t, InputSpec{{12, 3}, 1}, torch::randn({4, 12, 3}));
+}
+
+TEST(ModelRegistry, CheckpointingGivesTheSameGradientsForTheLayeredAndSequenceModels) {
+  ModelConfig m;
+  m.name = "mlp";
+  m.hidden = {32, 16, 8};
+  m.dropout = 0.3;  // batch norm statistics and dropout masks in every block
+  expect_checkpointing_exact(m, InputSpec{{1, 6, 6}, 4}, torch::randn({8, 1, 6, 6}));
+  ModelConfig c;
+  c.name = "cnn";
+  c.channels = {4, 8};
+  c.fc_width = 16;
+  c.dropout = 0.2;
+  expect_checkpointing_exact(c, InputSpec{{2, 12, 12}, 5}, torch::randn({6, 2, 12, 12}));
+  ModelConfig s;
+  s.hidden_size = 8;
+  s.rnn_layers = 2;
+  s.dropout = 0.25;  // between the LSTM layers, and before the head
+  s.channels = {6, 6};
+  s.heads = 2;
+  for (const char* name : {"lstm", "bilstm", "cnn_bilstm", "forecaster"}) {
+    s.name = name;
+    expect_checkpointing_exact(s, InputSpec{{3, 16}, 2}, torch::randn({5, 3, 16}));
+  }
+}
+
+TEST(ModelRegistry, EveryModelNamesItsBlocksForCheckpointing) {
+  // model.checkpoint_blocks must name an existing block: the count per model is fixed by
+  // its structure (docs/models.md).
+  auto blocks_of = [](ModelConfig c, const InputSpec& in) {
+    for (std::int64_t i = 0;; ++i) {
+      c.checkpoint_blocks = {i};
+      try {
+        build_model(c, in);
+      } catch (const ConfigError&) {
+        return i;
+      }
+    }
+  };
+  ModelConfig c;
+  c.hidden = {8, 8, 8};
+  c.channels = {4, 4};
+  c.hidden_size = 8;
+  c.heads = 2;
+  c.name = "mlp";
+  EXPECT_EQ(blocks_of(c, InputSpec{{6}, 1}), 3);
+  c.name = "cnn";
+  EXPECT_EQ(blocks_of(c, InputSpec{{1, 8, 8}, 2}), 2);
+  c.name = "lstm";
+  EXPECT_EQ(blocks_of(c, InputSpec{{2, 8}, 1}), 1);
+  c.name = "cnn_bilstm";
+  EXPECT_EQ(blocks_of(c, InputSpec{{2, 8}, 1}), 3);
+  c.name = "forecaster";
+  EXPECT_EQ(blocks_of(c, InputSpec{{2, 8}, 1}), 4);
+}
+
+TEST(ModelRegistry, NormalizationKindsKeepBatchNormNames) {
+  // Synchronized batch norm stores what batch norm stores, under the same names: checkpoints
+  // and exports read the same either way.
+  ModelConfig c;
+  c.name = "cnn";
+  c.channels = {4};
+  c.fc_width = 8;
+  auto names = [&](const std::string& norm) {
+    c.norm = norm;
+    std::vector<std::string> out;
+    auto m = build_model(c, InputSpec{{1, 8, 8}, 2});
+    for (const auto& p : m->named_parameters()) out.push_back(p.key() + std::to_string(p.value().numel()));
+    for (const auto& b : m->named_buffers()) out.push_back(b.key() + std::to_string(b.value().numel()));
+    return out;
+  };
+  EXPECT_EQ(names("batch"), names("sync_batch"));
+  // Without model.batch_norm the CNN has no normalization layers, and biases instead.
+  c.batch_norm = false;
+  EXPECT_EQ(parameter_count(*build_model(c, InputSpec{{1, 8, 8}, 2})), (4 * 9 + 4) + (4 * 16 * 8 + 8) + (8 * 2 + 2));
+  c.batch_norm = true;
+  c.norm = "layer";
+  EXPECT_TRUE(build_model(c, InputSpec{{1, 8, 8}, 2})->named_buffers().is_empty());
+  // One rank (no group): the same outputs as batch norm.
+  c.norm = "batch";
+  torch::manual_seed(1);
+  auto plain = build_model(c, InputSpec{{1, 8, 8}, 2});
+  c.norm = "sync_batch";
+  torch::manual_seed(1);
+  auto sync = build_model(c, InputSpec{{1, 8, 8}, 2});
+  const auto x = torch::randn({6, 1, 8, 8});
+  EXPECT_TRUE(torch::allclose(plain->forward(x), sync->forward(x), 1e-5, 1e-6));
 }
 
 TEST(ModelRegistry, SequenceModelsTakeSeriesWindows) {

@@ -1,0 +1,140 @@
+#include "models/Normalization.hpp"
+
+#include <vector>
+
+#include "util/Error.hpp"
+
+namespace hpctrain {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Every dimension but the channels'.
+std::vector<std::int64_t> reduced_dims(const torch::Tensor& x) {
+  std::vector<std::int64_t> dims{0};
+  for (std::int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
+  return dims;
+}
+
+// [C] -> broadcastable against x: [1, C, 1, ...].
+std::vector<std::int64_t> channel_view(const torch::Tensor& x) {
+  std::vector<std::int64_t> shape(static_cast<std::size_t>(x.dim()), 1);
+  shape[1] = -1;
+  return shape;
+}
+
+// Sums the per-channel `parts` (each [C], on x's device) over the group: staged through one
+// host buffer of doubles (GPUs included: a few hundred bytes per layer), with `extra` values
+// appended. Returns the summed parts, in float32 on x's device, and the summed extras.
+std::vector<torch::Tensor> group_sum(const GroupSum& group, const std::vector<torch::Tensor>& parts,
+                                     std::vector<double>& extra) {
+  auto host = torch::cat(parts).to(torch::TensorOptions().dtype(torch::kDouble).device(torch::kCPU));
+  if (!extra.empty()) host = torch::cat({host, torch::tensor(extra, torch::kDouble)});
+  host = host.contiguous();
+  group(host.data_ptr<double>(), static_cast<std::size_t>(host.numel()));
+  const auto c = parts[0].numel();
+  for (std::size_t i = 0; i < extra.size(); ++i) {
+    extra[i] = host[static_cast<std::int64_t>(parts.size()) * c + static_cast<std::int64_t>(i)].item<double>();
+  }
+  std::vector<torch::Tensor> summed;
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    const auto begin = static_cast<std::int64_t>(i) * c;
+    summed.push_back(host.slice(0, begin, begin + c).to(parts[i].options()));
+  }
+  return summed;
+}
+
+struct SyncBatchNormFunction : torch::autograd::Function<SyncBatchNormFunction> {
+  static variable_list forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor weight, torch::Tensor bias,
+                               SyncBatchNormImpl* bn) {
+    const auto dims = reduced_dims(x);
+    const auto view = channel_view(x);
+    const auto xf = x.to(torch::kFloat);  // statistics in float32, whatever autocast gave
+    std::vector<double> count{static_cast<double>(xf.numel() / xf.size(1))};
+    const auto sum = group_sum(bn->group, {xf.sum(dims)}, count)[0];
+    const double total = count[0];
+    if (total < 2) {
+      throw ConfigError("model.norm=sync_batch: batch norm needs more than one value per channel over the group");
+    }
+    const auto mean = sum / total;
+    const auto centered = xf - mean.view(view);
+    std::vector<double> none;
+    const auto var = group_sum(bn->group, {(centered * centered).sum(dims)}, none)[0] / total;
+    const auto invstd = torch::rsqrt(var + bn->eps);
+    const auto normalized = centered * invstd.view(view);
+    {
+      torch::NoGradGuard no_grad;
+      const double m = bn->momentum;
+      bn->running_mean.mul_(1 - m).add_(mean.to(bn->running_mean.dtype()), m);
+      bn->running_var.mul_(1 - m).add_((var * (total / (total - 1))).to(bn->running_var.dtype()), m);
+      bn->num_batches_tracked.add_(1);
+    }
+    ctx->saved_data["bn"] = reinterpret_cast<std::int64_t>(bn);
+    ctx->saved_data["total"] = total;
+    ctx->saved_data["dtype"] = static_cast<std::int64_t>(x.scalar_type());
+    ctx->save_for_backward({normalized, invstd, weight});
+    return {(normalized * weight.to(torch::kFloat).view(view) + bias.to(torch::kFloat).view(view)).to(x.scalar_type())};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    auto* bn = reinterpret_cast<SyncBatchNormImpl*>(ctx->saved_data["bn"].toInt());
+    const double total = ctx->saved_data["total"].toDouble();
+    const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    const auto saved = ctx->get_saved_variables();
+    const auto &normalized = saved[0], &invstd = saved[1], &weight = saved[2];
+    const auto dims = reduced_dims(normalized);
+    const auto view = channel_view(normalized);
+    const auto dy = grad_outputs[0].to(torch::kFloat);
+    // The parameters' gradients are this rank's share; the data-parallel reduction sums them.
+    const auto grad_bias = dy.sum(dims);
+    const auto grad_weight = (dy * normalized).sum(dims);
+    // The input's gradient depends on every sample in the global batch through the mean and
+    // the variance: dx = w·invstd·(dy - mean(dy) - x̂·mean(dy·x̂)), means over the group.
+    std::vector<double> none;
+    const auto summed = group_sum(bn->group, {grad_bias, grad_weight}, none);
+    const auto dx = (dy - (summed[0] / total).view(view) - normalized * (summed[1] / total).view(view)) *
+                    (invstd * weight.to(torch::kFloat)).view(view);
+    return {dx.to(dtype), grad_weight.to(weight.scalar_type()), grad_bias.to(weight.scalar_type()), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+SyncBatchNormImpl::SyncBatchNormImpl(std::int64_t channels, GroupSum group_sum, double eps_, double momentum_)
+    : group(std::move(group_sum)), eps(eps_), momentum(momentum_) {
+  weight = register_parameter("weight", torch::ones({channels}));
+  bias = register_parameter("bias", torch::zeros({channels}));
+  running_mean = register_buffer("running_mean", torch::zeros({channels}));
+  running_var = register_buffer("running_var", torch::ones({channels}));
+  num_batches_tracked = register_buffer("num_batches_tracked", torch::zeros({}, torch::kLong));
+}
+
+torch::Tensor SyncBatchNormImpl::forward(const torch::Tensor& x) {
+  if (!is_training() || !group) {
+    // Evaluation, or a single rank: what BatchNorm computes (LibTorch's kernels).
+    if (is_training()) {
+      torch::NoGradGuard no_grad;
+      num_batches_tracked.add_(1);
+    }
+    return torch::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps,
+                             /*cudnn_enabled=*/true);
+  }
+  return SyncBatchNormFunction::apply(x, weight, bias, this)[0];
+}
+
+torch::nn::AnyModule norm_layer(const std::string& kind, std::int64_t channels, int spatial, const GroupSum& group) {
+  if (kind == "batch") {
+    if (spatial == 2) return torch::nn::AnyModule(torch::nn::BatchNorm2d(channels));
+    return torch::nn::AnyModule(torch::nn::BatchNorm1d(channels));
+  }
+  if (kind == "sync_batch") return torch::nn::AnyModule(SyncBatchNorm(channels, group));
+  if (kind == "layer") {
+    if (spatial == 0) return torch::nn::AnyModule(torch::nn::LayerNorm(torch::nn::LayerNormOptions({channels})));
+    return torch::nn::AnyModule(torch::nn::GroupNorm(1, channels));
+  }
+  if (kind == "none") return torch::nn::AnyModule(torch::nn::Identity());
+  throw ConfigError("model.norm: unknown normalization \"" + kind + "\" (batch, sync_batch, layer, none)");
+}
+
+}  // namespace hpctrain
