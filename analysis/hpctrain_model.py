@@ -289,8 +289,9 @@ def load(model_dir):
 
 @torch.no_grad()
 def predict(model, d, inputs, batch=256):
-    """Class probabilities [n, K] (classification) or values [n] (regression), float64,
-    from stored inputs (uint8 images or float32 features, as in the data set)."""
+    """Class probabilities [n, K] (classification), values [n] (regression), or one value
+    per quantile level [n, Q] (a model trained with the quantile loss: d["quantiles"]),
+    float64, from stored inputs (uint8 images or float32 features, as in the data set)."""
     x = torch.as_tensor(inputs).float()
     shape = [1, len(d["normalization"]["mean"])] + [1] * (x.dim() - 2)
     mean = torch.tensor(d["normalization"]["mean"], dtype=torch.float32).view(shape)
@@ -301,5 +302,6 @@ def predict(model, d, inputs, batch=256):
         if d["task"] == "classification":
             out.append(torch.softmax(y, 1))
         else:
-            out.append(y.reshape(-1) * d["target"]["std"] + d["target"]["mean"])
+            y = y.reshape(len(y), -1) if d.get("quantiles") else y.reshape(-1)
+            out.append(y * d["target"]["std"] + d["target"]["mean"])
     return torch.cat(out)

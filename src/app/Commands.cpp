@@ -540,7 +540,9 @@ void train_once(const ResolvedConfig& resolved, RunContext& ctx, const Communica
       if (data.classification()) {
         std::printf(" accuracy %.4f\n", result.test.accuracy);
       } else {
-        std::printf(" rmse %.4f mae %.4f\n", std::sqrt(result.test.mse), result.test.mae);
+        std::printf(" rmse %.4f mae %.4f", std::sqrt(result.test.mse), result.test.mae);
+        if (!result.test.quantile_coverage.empty()) std::printf(" quantile loss %.4f", result.test.quantile_loss);
+        std::printf("\n");
       }
     }
     std::printf("report: %s/report.json\nmetrics: %s/metrics.jsonl\n", run_dir.c_str(), run_dir.c_str());

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -205,6 +207,19 @@ PredictResult predict_file(const std::string& model_dir, const std::string& inpu
   const auto mean_t = torch::tensor(mean).view(view), inv_t = torch::tensor(inv_std).view(view);
   const double target_mean = d.at("target").as_object().at("mean").to_number<double>();
   const double target_std = d.at("target").as_object().at("std").to_number<double>();
+  // A quantile model predicts one value per level; the level nearest the median is the
+  // prediction (as in training's metrics).
+  std::vector<double> levels;
+  if (d.contains("quantiles")) {
+    for (const auto& x : d.at("quantiles").as_array()) levels.push_back(x.to_number<double>());
+  }
+  const auto per_sample = static_cast<std::int64_t>(std::max<std::size_t>(1, levels.size()));
+  std::int64_t point = 0;
+  for (std::size_t i = 1; i < levels.size(); ++i) {
+    if (std::abs(levels[i] - 0.5) < std::abs(levels[static_cast<std::size_t>(point)] - 0.5)) {
+      point = static_cast<std::int64_t>(i);
+    }
+  }
   std::vector<double> outputs;
   {
     torch::NoGradGuard no_grad;
@@ -212,7 +227,7 @@ PredictResult predict_file(const std::string& model_dir, const std::string& inpu
       const std::int64_t len = std::min(batch, rows.size() - b);
       auto x = inputs.narrow(0, b, len).to(torch::kFloat, false, true).sub_(mean_t).mul_(inv_t);
       auto out = model->forward(x).to(torch::kDouble);
-      out = classification ? torch::softmax(out, 1) : out.reshape({-1}) * target_std + target_mean;
+      out = classification ? torch::softmax(out, 1) : out.reshape({len, per_sample}) * target_std + target_mean;
       out = out.contiguous();
       outputs.insert(outputs.end(), out.data_ptr<double>(), out.data_ptr<double>() + out.numel());
     }
@@ -240,13 +255,14 @@ PredictResult predict_file(const std::string& model_dir, const std::string& inpu
         }
         prediction[static_cast<std::size_t>(i)] = static_cast<double>(best);
       } else {
-        prediction[static_cast<std::size_t>(i)] = all_outputs[static_cast<std::size_t>(i)];
+        prediction[static_cast<std::size_t>(i)] = all_outputs[static_cast<std::size_t>(i * per_sample + point)];
       }
     }
     std::ostringstream csv;
     csv.precision(17);
     csv << "index," << (classification ? "label,prediction" : "target,prediction");
     for (std::int64_t c = 0; c < k; ++c) csv << ",score_" << c;
+    for (double level : levels) csv << ",q" << std::llround(level * 100);
     csv << "\n";
     for (std::int64_t i = 0; i < n; ++i) {
       const auto u = static_cast<std::size_t>(i);
@@ -256,6 +272,9 @@ PredictResult predict_file(const std::string& model_dir, const std::string& inpu
         for (std::int64_t c = 0; c < k; ++c) csv << "," << all_outputs[static_cast<std::size_t>(i * k + c)];
       } else {
         csv << all_targets[u] << "," << prediction[u];
+        for (std::size_t q = 0; q < levels.size(); ++q) {
+          csv << "," << all_outputs[static_cast<std::size_t>(i * per_sample) + q];
+        }
       }
       csv << "\n";
     }
@@ -285,6 +304,10 @@ PredictResult predict_file(const std::string& model_dir, const std::string& inpu
       } else {
         write("/prediction", H5T_IEEE_F64LE, {un}, prediction.data());
         write("/target", H5T_IEEE_F64LE, {un}, all_targets.data());
+        if (!levels.empty()) {
+          write("/quantiles", H5T_IEEE_F64LE, {un, static_cast<hsize_t>(levels.size())}, all_outputs.data());
+          write("/quantile_levels", H5T_IEEE_F64LE, {static_cast<hsize_t>(levels.size())}, levels.data());
+        }
       }
     }
     if (std::rename(tmp.c_str(), r.h5.c_str()) != 0) throw RuntimeFailure(r.h5 + ": cannot move into place");

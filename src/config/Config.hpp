@@ -82,8 +82,9 @@ struct TrainConfig {
   double early_stop_min_delta = 0.0;
   bool test_at_end = true;
   bool test_every_epoch = false;
-  std::string loss = "auto";  // auto | cross_entropy | mse | mae | huber
+  std::string loss = "auto";  // auto | cross_entropy | mse | mae | huber | quantile
   double huber_delta = 1.0;
+  std::vector<std::int64_t> quantiles{10, 50, 90};  // quantile loss: levels in percent
 };
 
 struct CommConfig {

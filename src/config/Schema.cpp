@@ -248,12 +248,19 @@ const std::vector<Entry>& entries() {
       {key("train.test_every_epoch", K::Boolean, "false", none, none, {},
            "Also evaluate on the test split after every epoch (for time-to-accuracy measurements)."),
        bind(&Config::train, &TrainConfig::test_every_epoch)},
-      {key("train.loss", K::String, "\"auto\"", none, none, {"auto", "cross_entropy", "mse", "mae", "huber"},
-           "Training loss. auto: cross_entropy for classification data, mse for regression data."),
+      {key("train.loss", K::String, "\"auto\"", none, none,
+           {"auto", "cross_entropy", "mse", "mae", "huber", "quantile"},
+           "Training loss. auto: cross_entropy for classification data, mse for regression data. quantile: the "
+           "model predicts one value per level of train.quantiles, trained with the pinball loss averaged over "
+           "the levels; the level nearest the median is the point prediction that MSE, RMSE, MAE and R² score."),
        bind(&Config::train, &TrainConfig::loss)},
       {key("train.huber_delta", K::Number, "1.0", 1e-9, 1e9, {},
            "Huber loss: quadratic below this absolute error (in standardized target units), linear above."),
        bind(&Config::train, &TrainConfig::huber_delta)},
+      {key("train.quantiles", K::IntegerList, "[10, 50, 90]", 1.0, 99.0, {},
+           "Quantile loss: the quantile levels the model predicts, in percent, ascending and distinct "
+           "([10, 50, 90]: an 80% prediction interval around the median)."),
+       bind(&Config::train, &TrainConfig::quantiles)},
       // comm
       {key("comm.bucket_mb", K::Number, "25.0", 0.001, 4096.0, {},
            "Size of the fused gradient buckets reduced with one allreduce each (MiB). Smaller buckets start reducing "

@@ -5,7 +5,9 @@
 namespace hpctrain {
 namespace F = torch::nn::functional;
 
-LossKind resolve_loss(const std::string& name, bool classification) {
+namespace {
+
+LossKind loss_kind(const std::string& name, bool classification) {
   if (name == "auto") return classification ? LossKind::CrossEntropy : LossKind::Mse;
   if (name == "cross_entropy") {
     if (!classification) throw ConfigError("train.loss: cross_entropy needs classification data; this is regression");
@@ -19,7 +21,41 @@ LossKind resolve_loss(const std::string& name, bool classification) {
   if (name == "mse") return LossKind::Mse;
   if (name == "mae") return LossKind::Mae;
   if (name == "huber") return LossKind::Huber;
+  if (name == "quantile") return LossKind::Quantile;
   throw ConfigError("train.loss: unknown loss \"" + name + "\"");
+}
+
+}  // namespace
+
+LossSpec resolve_loss(const TrainConfig& train, bool classification) {
+  LossSpec spec;
+  spec.kind = loss_kind(train.loss, classification);
+  spec.huber_delta = train.huber_delta;
+  if (spec.kind == LossKind::Quantile) {
+    if (train.quantiles.empty()) throw ConfigError("train.quantiles: the quantile loss needs at least one level");
+    for (std::size_t i = 0; i < train.quantiles.size(); ++i) {
+      if (i > 0 && train.quantiles[i] <= train.quantiles[i - 1]) {
+        throw ConfigError("train.quantiles: levels must be ascending and distinct; " +
+                          std::to_string(train.quantiles[i]) + " follows " + std::to_string(train.quantiles[i - 1]));
+      }
+      spec.quantiles.push_back(static_cast<double>(train.quantiles[i]) / 100.0);
+    }
+  }
+  return spec;
+}
+
+std::int64_t LossSpec::outputs_per_target() const {
+  return kind == LossKind::Quantile ? static_cast<std::int64_t>(quantiles.size()) : 1;
+}
+
+std::int64_t LossSpec::point_column() const {
+  std::int64_t best = 0;
+  for (std::size_t i = 1; i < quantiles.size(); ++i) {
+    if (std::abs(quantiles[i] - 0.5) < std::abs(quantiles[static_cast<std::size_t>(best)] - 0.5)) {
+      best = static_cast<std::int64_t>(i);
+    }
+  }
+  return best;
 }
 
 std::string loss_name(LossKind loss) {
@@ -32,18 +68,33 @@ std::string loss_name(LossKind loss) {
       return "mae";
     case LossKind::Huber:
       return "huber";
+    case LossKind::Quantile:
+      return "quantile";
   }
   return "?";
 }
 
-torch::Tensor loss_per_sample(LossKind loss, const torch::Tensor& outputs, const torch::Tensor& targets,
-                              double huber_delta) {
-  if (loss == LossKind::CrossEntropy) {
+namespace {
+
+// Pinball loss of [n, Q] predictions against [n] targets, per sample (mean over the levels).
+torch::Tensor pinball(const torch::Tensor& predictions, const torch::Tensor& targets,
+                      const std::vector<double>& levels) {
+  const auto tau = torch::tensor(levels, predictions.options()).unsqueeze(0);
+  const auto e = targets.to(predictions.scalar_type()).unsqueeze(1) - predictions;
+  return torch::maximum(tau * e, (tau - 1) * e).mean(1);
+}
+
+}  // namespace
+
+torch::Tensor loss_per_sample(const LossSpec& loss, const torch::Tensor& outputs, const torch::Tensor& targets) {
+  if (loss.kind == LossKind::CrossEntropy) {
     return F::cross_entropy(outputs, targets, F::CrossEntropyFuncOptions().reduction(torch::kNone));
   }
+  if (loss.kind == LossKind::Quantile) return pinball(outputs, targets, loss.quantiles);
   const auto pred = outputs.reshape({-1});
   const auto y = targets.to(pred.scalar_type());
-  switch (loss) {
+  const double huber_delta = loss.huber_delta;
+  switch (loss.kind) {
     case LossKind::Mse:
       return F::mse_loss(pred, y, F::MSELossFuncOptions().reduction(torch::kNone));
     case LossKind::Mae:
@@ -53,16 +104,16 @@ torch::Tensor loss_per_sample(LossKind loss, const torch::Tensor& outputs, const
   }
 }
 
-torch::Tensor loss_sum(LossKind loss, const torch::Tensor& outputs, const torch::Tensor& targets, double huber_delta) {
-  if (loss == LossKind::CrossEntropy) {
+torch::Tensor loss_sum(const LossSpec& loss, const torch::Tensor& outputs, const torch::Tensor& targets) {
+  if (loss.kind == LossKind::CrossEntropy) {
     return F::cross_entropy(outputs, targets, F::CrossEntropyFuncOptions().reduction(torch::kSum));
   }
-  return loss_per_sample(loss, outputs, targets, huber_delta).sum();
+  return loss_per_sample(loss, outputs, targets).sum();
 }
 
 EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Samples& samples,
-                    const ShardedDataset& data, LossKind loss, double huber_delta, std::int64_t batch,
-                    const Communicator& comm, const std::function<void()>& between_batches) {
+                    const ShardedDataset& data, const LossSpec& loss, std::int64_t batch, const Communicator& comm,
+                    const std::function<void()>& between_batches) {
   torch::NoGradGuard no_grad;
   const bool was_training = module.is_training();
   module.eval();
@@ -70,20 +121,30 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
   const std::int64_t k = classification ? data.meta().num_classes : 0;
   const std::int64_t n = samples.size();
   auto confusion = torch::zeros({std::max<std::int64_t>(1, k * k)}, torch::kInt64);
-  // loss, squared error, absolute error (original units), count
-  std::vector<double> sums(4, 0.0);
+  // loss, squared error, absolute error (original units), count, pinball loss (original
+  // units), then per quantile level the targets at or below its prediction
+  const bool quantile = loss.kind == LossKind::Quantile;
+  std::vector<double> sums(5 + loss.quantiles.size(), 0.0);
   for (std::int64_t start = 0; start < n; start += batch) {
     const std::int64_t len = std::min(batch, n - start);
     auto x = data.to_input(samples.inputs.narrow(0, start, len));
     auto y = samples.targets.narrow(0, start, len);
     auto out = forward(x);
-    sums[0] += loss_sum(loss, out, data.to_target(y), huber_delta).item<double>();
+    sums[0] += loss_sum(loss, out, data.to_target(y)).item<double>();
     if (classification) {
       confusion.index_add_(0, y * k + out.argmax(1), torch::ones({len}, torch::kInt64));
     } else {
-      auto err = out.reshape({-1}).to(torch::kDouble) * data.target_std() + data.target_mean() - y.to(torch::kDouble);
+      const auto pred = out.reshape({len, -1}).to(torch::kDouble) * data.target_std() + data.target_mean();
+      const auto truth = y.to(torch::kDouble);
+      auto err = pred.select(1, loss.point_column()) - truth;
       sums[1] += err.pow(2).sum().item<double>();
       sums[2] += err.abs().sum().item<double>();
+      if (quantile) {
+        sums[4] += pinball(pred, truth, loss.quantiles).sum().item<double>();
+        const auto below = truth.unsqueeze(1).le(pred).sum(0).to(torch::kDouble).contiguous();
+        for (std::size_t q = 0; q < loss.quantiles.size(); ++q)
+          sums[5 + q] += below[static_cast<std::int64_t>(q)].item<double>();
+      }
     }
     if (between_batches) between_batches();
   }
@@ -104,12 +165,16 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
   } else {
     r.mse = sums[1] / count;
     r.mae = sums[2] / count;
+    if (quantile) {
+      r.quantile_loss = sums[4] / count;
+      for (std::size_t q = 0; q < loss.quantiles.size(); ++q) r.quantile_coverage.push_back(sums[5 + q] / count);
+    }
   }
   return r;
 }
 
 LocalPredictions predict(torch::nn::Module& module, const Forward& forward, const Samples& samples,
-                         const ShardedDataset& data, LossKind loss, double huber_delta, std::int64_t batch,
+                         const ShardedDataset& data, const LossSpec& loss, std::int64_t batch,
                          const std::function<void()>& between_batches) {
   torch::NoGradGuard no_grad;
   const bool was_training = module.is_training();
@@ -126,8 +191,9 @@ LocalPredictions predict(torch::nn::Module& module, const Forward& forward, cons
       losses.push_back(-log_p.gather(1, y.unsqueeze(1)).squeeze(1));
       outputs.push_back(log_p.exp());
     } else {
-      losses.push_back(loss_per_sample(loss, out, data.to_target(y), huber_delta).to(torch::kDouble));
-      outputs.push_back(out.reshape({-1}).to(torch::kDouble) * data.target_std() + data.target_mean());
+      losses.push_back(loss_per_sample(loss, out, data.to_target(y)).to(torch::kDouble));
+      outputs.push_back(out.reshape({len, -1}).select(1, loss.point_column()).to(torch::kDouble) * data.target_std() +
+                        data.target_mean());
     }
     if (between_batches) between_batches();
   }

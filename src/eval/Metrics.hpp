@@ -8,22 +8,36 @@
 #include <vector>
 
 #include "comm/Communicator.hpp"
+#include "config/Config.hpp"
 #include "data/ShardedDataset.hpp"
 
 namespace hpctrain {
 
-enum class LossKind { CrossEntropy, Mse, Mae, Huber };
-// train.loss against the data's task ("auto": cross-entropy or MSE). Throws ConfigError
-// for a loss that does not fit the task.
-LossKind resolve_loss(const std::string& name, bool classification);
+enum class LossKind { CrossEntropy, Mse, Mae, Huber, Quantile };
+
+// The training loss and what it needs besides outputs and targets.
+struct LossSpec {
+  LossKind kind = LossKind::CrossEntropy;
+  double huber_delta = 1.0;
+  std::vector<double> quantiles;  // Quantile: levels in (0, 1), ascending; one output each
+  // Model outputs per regression target: one, or one per quantile level.
+  std::int64_t outputs_per_target() const;
+  // The output read as the point prediction: the quantile level nearest the median (or the only one).
+  std::int64_t point_column() const;
+};
+
+// train.loss (and its parameters) against the data's task ("auto": cross-entropy or MSE).
+// Throws ConfigError for a loss that does not fit the task or bad quantile levels.
+LossSpec resolve_loss(const TrainConfig& train, bool classification);
 std::string loss_name(LossKind loss);
 
-// Sum over the batch of the per-sample loss of `outputs` ([n, K] logits or [n, 1] values)
-// against `targets` (labels, or standardized regression targets).
-torch::Tensor loss_sum(LossKind loss, const torch::Tensor& outputs, const torch::Tensor& targets, double huber_delta);
+// Sum over the batch of the per-sample loss of `outputs` ([n, K] logits, [n, 1] values, or
+// [n, Q] quantiles) against `targets` (labels, or standardized regression targets [n]).
+// The quantile (pinball) loss of one sample is the mean over its levels τ of
+// max(τ·e, (τ-1)·e), e = target - prediction.
+torch::Tensor loss_sum(const LossSpec& loss, const torch::Tensor& outputs, const torch::Tensor& targets);
 // The same per sample, [n].
-torch::Tensor loss_per_sample(LossKind loss, const torch::Tensor& outputs, const torch::Tensor& targets,
-                              double huber_delta);
+torch::Tensor loss_per_sample(const LossSpec& loss, const torch::Tensor& outputs, const torch::Tensor& targets);
 
 struct EvalResult {
   double loss = 0;  // mean training loss (regression: in standardized target units)
@@ -32,8 +46,12 @@ struct EvalResult {
   double accuracy = 0;
   std::vector<std::int64_t> confusion;  // num_classes x num_classes, row = true label
   std::int64_t num_classes = 0;
-  // Regression, in the original target units.
+  // Regression, in the original target units (of the point prediction).
   double mse = 0, mae = 0;
+  // Quantile loss: the pinball loss in the original units, and per level the fraction of
+  // targets at or below its prediction (ideally the level itself).
+  double quantile_loss = 0;
+  std::vector<double> quantile_coverage;
 };
 
 using Forward = std::function<torch::Tensor(torch::Tensor)>;
@@ -42,18 +60,18 @@ using Forward = std::function<torch::Tensor(torch::Tensor)>;
 // batches of `batch`; sums over `comm`, so every rank gets the totals.
 // `between_batches`, when set, runs after each batch (the scheduler's poll).
 EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Samples& samples,
-                    const ShardedDataset& data, LossKind loss, double huber_delta, std::int64_t batch,
-                    const Communicator& comm, const std::function<void()>& between_batches = {});
+                    const ShardedDataset& data, const LossSpec& loss, std::int64_t batch, const Communicator& comm,
+                    const std::function<void()>& between_batches = {});
 
 // This rank's predictions on `samples`: per-sample loss (double [n]) and, for
 // classification, class probabilities (double [n, K], softmax in double precision);
-// for regression, predictions in the original target units (double [n]).
+// for regression, point predictions in the original target units (double [n]).
 struct LocalPredictions {
   torch::Tensor loss;
   torch::Tensor outputs;
 };
 LocalPredictions predict(torch::nn::Module& module, const Forward& forward, const Samples& samples,
-                         const ShardedDataset& data, LossKind loss, double huber_delta, std::int64_t batch,
+                         const ShardedDataset& data, const LossSpec& loss, std::int64_t batch,
                          const std::function<void()>& between_batches = {});
 
 }  // namespace hpctrain

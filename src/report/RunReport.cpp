@@ -140,6 +140,12 @@ std::string write_run_report(const std::string& path, const Config& config, cons
     final_metrics["test_mse"] = r.test.mse;
     final_metrics["test_rmse"] = std::sqrt(r.test.mse);
     final_metrics["test_mae"] = r.test.mae;
+    if (!r.test.quantile_coverage.empty()) {
+      final_metrics["test_quantile_loss"] = r.test.quantile_loss;
+      json::array coverage;
+      for (double c : r.test.quantile_coverage) coverage.push_back(c);
+      final_metrics["test_quantile_coverage"] = coverage;
+    }
     final_metrics["test_samples"] = r.test.count;
   }
   if (r.has_test && data.classification()) {

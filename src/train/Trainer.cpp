@@ -80,7 +80,7 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDa
   total_steps_ = per_epoch_ * tc.epochs;
   if (tc.max_steps > 0) total_steps_ = std::min(total_steps_, tc.max_steps);
 
-  loss_ = resolve_loss(tc.loss, data_.classification());
+  loss_ = resolve_loss(tc, data_.classification());
   if (!data_.classification() && tc.early_stop_patience > 0 && tc.early_stop_metric == "val_accuracy") {
     throw ConfigError("train.early_stop_metric: val_accuracy needs classification data; use val_loss");
   }
@@ -97,7 +97,7 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDa
       }
     };
   }
-  model_ = build_model(config_.model, InputSpec{data_.meta().sample_shape, data_.output_size()}, group);
+  model_ = build_model(config_.model, InputSpec{data_.meta().sample_shape, output_size()}, group);
   model_->to(device_);
   if (config_.model.channels_last) to_channels_last(*model_);
   // Overlap needs a second thread calling MPI (never at the same time as the main one).
@@ -130,8 +130,8 @@ EvalResult Trainer::evaluate_split(const Samples& split) {
   // Batch-norm statistics differ per rank after training: evaluate the averaged model.
   average_module_buffers(*model_, comm_);
   return evaluate(
-      *model_, [&](torch::Tensor x) { return forward_to_cpu(x); }, split, data_, loss_, config_.train.huber_delta,
-      config_.train.eval_batch_size, comm_, step_callback_);
+      *model_, [&](torch::Tensor x) { return forward_to_cpu(x); }, split, data_, loss_, config_.train.eval_batch_size,
+      comm_, step_callback_);
 }
 
 torch::Tensor Trainer::forward_to_cpu(const torch::Tensor& input) {
@@ -158,12 +158,13 @@ std::string Trainer::model_description() const {
                    {"task", task_name(m.task)},
                    {"input_dtype", m.float_inputs() ? "float32" : "uint8"},
                    {"sample_shape", numbers(m.sample_shape)},
-                   {"outputs", data_.output_size()},
+                   {"outputs", output_size()},
                    {"class_names", strings(m.class_names)},
                    {"feature_names", strings(m.feature_names)},
                    {"normalization", json::object{{"mean", numbers(data_.mean())}, {"std", numbers(data_.stddev())}}},
                    {"target", json::object{{"mean", data_.target_mean()}, {"std", data_.target_std()}}},
-                   {"loss", loss_name(loss_)},
+                   {"loss", loss_name(loss_.kind)},
+                   {"quantiles", numbers(loss_.quantiles)},
                    {"parameters", parameter_count(*model_)}});
 }
 
@@ -171,7 +172,7 @@ LocalPredictions Trainer::predict_held_out() {
   average_module_buffers(*model_, comm_);
   return predict(
       *model_, [&](torch::Tensor x) { return forward_to_cpu(x); }, data_.validation(), data_, loss_,
-      config_.train.huber_delta, config_.train.eval_batch_size, step_callback_);
+      config_.train.eval_batch_size, step_callback_);
 }
 
 namespace {
@@ -335,7 +336,7 @@ TrainResult Trainer::run() {
             model.forward(config_.model.channels_last ? input.contiguous(torch::MemoryFormat::ChannelsLast) : input);
         // Sum over local samples / global batch: the reduced sum is the global mean. The
         // loss is computed in fp32 whatever the autocast.
-        local_sum = loss_sum(loss_, logits.to(torch::kFloat), targets, tc.huber_delta);
+        local_sum = loss_sum(loss_, logits.to(torch::kFloat), targets);
       }
       auto loss = local_sum * inv_batch;
       mark(Phase::Forward);
@@ -510,6 +511,12 @@ TrainResult Trainer::run() {
       } else {
         line["mse"] = result.test.mse;
         line["mae"] = result.test.mae;
+        if (loss_.kind == LossKind::Quantile) {
+          line["quantile_loss"] = result.test.quantile_loss;
+          json::array coverage;
+          for (double c : result.test.quantile_coverage) coverage.push_back(c);
+          line["quantile_coverage"] = coverage;
+        }
       }
       log_.write(line);
     }

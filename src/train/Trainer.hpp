@@ -96,7 +96,11 @@ class Trainer {
   void set_log_prefix(std::string prefix) { log_prefix_ = std::move(prefix); }
   // This rank's predictions on its part of the held-out rows (after run()).
   LocalPredictions predict_held_out();
-  LossKind loss() const { return loss_; }
+  const LossSpec& loss() const { return loss_; }
+  // Model outputs per sample: classes, or per regression target one value or one per quantile level.
+  std::int64_t output_size() const {
+    return data_.classification() ? data_.output_size() : data_.output_size() * loss_.outputs_per_target();
+  }
   // The model for export: architecture config, input spec, normalization (JSON text).
   std::string model_description() const;
 
@@ -118,7 +122,7 @@ class Trainer {
   std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<LrSchedule> schedule_;
-  LossKind loss_ = LossKind::CrossEntropy;
+  LossSpec loss_;
   std::function<void()> step_callback_;
   std::string log_prefix_;
   std::string checkpoint_dir_;

@@ -102,15 +102,34 @@ for config, extra in runs:
     print(f"{name}: test MAE {mae:.3f}, RMSE {final.get('test_rmse', float('nan')):.3f}")
     c.check(f"{name} beats seasonal naive on test MAE by 10% ({mae:.3f} vs {naive_mae:.3f})",
             mae < 0.9 * naive_mae, r.text[-2000:])
+    quantile = config == "forecast_tft.json"
+    if quantile:
+        # The forecaster predicts the 10%, 50% and 90% quantiles: the pinball loss is reported,
+        # and the share of test targets below each level's prediction is near the level.
+        coverage = final.get("test_quantile_coverage", [])
+        ql = final.get("test_quantile_loss", float("inf"))
+        print(f"{name}: quantile loss {ql:.3f}, coverage {coverage}")
+        c.check(f"{name}: quantile loss below the median's MAE / 2 ({ql:.3f} vs {mae:.3f})", ql < mae / 2, str(final))
+        c.check(f"{name}: the 10/50/90% quantiles cover about 10/50/90% of the test targets ({coverage})",
+                len(coverage) == 3 and 0.02 <= coverage[0] <= 0.25 and 0.3 <= coverage[1] <= 0.7
+                and 0.75 <= coverage[2] <= 0.98, str(final))
     # Export: `hpctrain predict` and the Python mirror agree on the test windows.
     r = run([BIN, "export", d])
     p = mpirun(2, ["predict", os.path.join(d, "export"), cpu, "--split", "test"], timeout=300)
     if r.rc == 0 and p.rc == 0:
         with h5py.File(os.path.join(d, "export", "predictions_test.h5"), "r") as f:
             ours = f["prediction"][()]
+            levels = f["quantile_levels"][()] if "quantile_levels" in f else None
+            ours_q = f["quantiles"][()] if "quantiles" in f else None
         model, desc = load(os.path.join(d, "export"))
         theirs = predict(model, desc, x_test).numpy()
-        diff = float(np.abs(theirs - ours).max())
+        if quantile:
+            c.check(f"{name}: predictions hold the three quantiles, median as the prediction",
+                    levels is not None and list(levels) == [0.1, 0.5, 0.9] and ours_q.shape == (len(y_test), 3)
+                    and np.array_equal(ours_q[:, 1], ours), str(levels))
+            diff = float(np.abs(theirs - ours_q).max()) if ours_q is not None else float("inf")
+        else:
+            diff = float(np.abs(theirs - ours).max())
         pmae = float(np.mean(np.abs(ours - y_test)))
     else:
         diff, pmae = float("inf"), float("inf")
