@@ -44,14 +44,12 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
     ctx->saved_data["autocast"] = at::autocast::is_autocast_enabled(device.type());
     ctx->saved_data["autocast_dtype"] = static_cast<std::int64_t>(at::autocast::get_autocast_dtype(device.type()));
     ctx->save_for_backward({x});
-    // With gradients on, as in the plain forward and in the recomputation: some kernels
-    // choose another implementation without them (LibTorch's LSTM on CPUs), whose outputs
-    // differ in the last bits. The graph recorded here is dropped at once; only the output
-    // is kept, so this block's activations are freed before the next block runs.
+    // BlockImpl::first_forward_records: with gradients on, as in the plain forward and the
+    // recomputation; the graph recorded here is dropped at once, only the output is kept.
     torch::Tensor output;
     {
-      torch::AutoGradMode enable(true);
-      output = block->forward(x.detach().requires_grad_(x.requires_grad()));
+      torch::AutoGradMode mode(block->first_forward_records);
+      output = block->forward(block->first_forward_records ? x.detach().requires_grad_(x.requires_grad()) : x);
     }
     return {output.detach()};
   }
@@ -101,7 +99,9 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
 
 }  // namespace
 
-StageBlock::StageBlock(Run run, const std::vector<std::shared_ptr<torch::nn::Module>>& modules) : run_(std::move(run)) {
+StageBlock::StageBlock(Run run, const std::vector<std::shared_ptr<torch::nn::Module>>& modules, bool records)
+    : run_(std::move(run)) {
+  first_forward_records = records;
   for (std::size_t i = 0; i < modules.size(); ++i) register_module("m" + std::to_string(i), modules[i]);
 }
 

@@ -20,6 +20,11 @@ namespace hpctrain {
 // A unit of a model that may be checkpointed: one tensor in, one tensor out.
 struct BlockImpl : torch::nn::Module {
   virtual torch::Tensor forward(torch::Tensor x) = 0;
+  // Run the first (kept-input-only) forward with gradients on, its graph dropped at once:
+  // for blocks with kernels that choose another implementation without gradients (LibTorch's
+  // CPU LSTM), whose outputs would differ from the plain forward's in the last bits. Off
+  // elsewhere: recording costs time (the block's intermediates all live until it returns).
+  bool first_forward_records = false;
 };
 
 // A stretch of a model that is one block for checkpointing but whose modules the model
@@ -29,7 +34,7 @@ struct BlockImpl : torch::nn::Module {
 // checkpoints, exports) stay the model's. The model keeps the stage's training flag in step.
 struct StageBlock : BlockImpl {
   using Run = std::function<torch::Tensor(const torch::Tensor&)>;
-  StageBlock(Run run, const std::vector<std::shared_ptr<torch::nn::Module>>& modules);
+  StageBlock(Run run, const std::vector<std::shared_ptr<torch::nn::Module>>& modules, bool records = false);
   torch::Tensor forward(torch::Tensor x) override { return run_(x); }
 
  private:

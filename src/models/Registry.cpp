@@ -19,8 +19,10 @@ torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
 // A model whose checkpointable blocks are stages over modules it owns (StageBlock): MLP
 // layers, CNN stages, the LSTM, the forecaster's stages.
 struct StagedModel : ModelImpl {
-  void add_stage(StageBlock::Run run, const std::vector<std::shared_ptr<torch::nn::Module>>& modules) {
-    stages_.push_back(std::make_shared<StageBlock>(std::move(run), modules));
+  // `has_lstm`: the stage runs an LSTM (BlockImpl::first_forward_records).
+  void add_stage(StageBlock::Run run, const std::vector<std::shared_ptr<torch::nn::Module>>& modules,
+                 bool has_lstm = false) {
+    stages_.push_back(std::make_shared<StageBlock>(std::move(run), modules, has_lstm));
   }
   void plan_stages(const ModelConfig& c) {
     plan_ = checkpoint_plan(static_cast<std::int64_t>(stages_.size()), c.checkpoint_every, c.checkpoint_blocks);
@@ -330,7 +332,8 @@ torch::nn::LSTM make_lstm(std::int64_t inputs, const ModelConfig& c, bool bidire
 // The LSTM stack as one checkpointing block: [n, T, inputs] -> the last layer's outputs
 // at every step [n, T, directions * hidden].
 void add_lstm_stage(StagedModel& model, torch::nn::LSTM lstm) {
-  model.add_stage([lstm](const torch::Tensor& x) mutable { return std::get<0>(lstm->forward(x)); }, {lstm.ptr()});
+  model.add_stage([lstm](const torch::Tensor& x) mutable { return std::get<0>(lstm->forward(x)); }, {lstm.ptr()},
+                  /*has_lstm=*/true);
 }
 
 // The last layer's final hidden state from its outputs, both directions side by side for a
@@ -452,7 +455,7 @@ struct ForecasterImpl : StagedModel {
     head = register_module("head", torch::nn::Linear(d, in.outputs));
     add_stage([this](const torch::Tensor& x) { return select_variables(x); }, {variable.ptr(), selection.ptr()});
     add_stage([this](const torch::Tensor& z) { return encode(z); },
-              {lstm.ptr(), lstm_gate.ptr(), lstm_norm.ptr(), drop.ptr()});
+              {lstm.ptr(), lstm_gate.ptr(), lstm_norm.ptr(), drop.ptr()}, /*has_lstm=*/true);
     add_stage([this](const torch::Tensor& z) { return attend(z); },
               {qkv.ptr(), proj.ptr(), attention_gate.ptr(), attention_norm.ptr(), drop.ptr()});
     add_stage([this](const torch::Tensor& z) { return output->forward(z.select(1, z.size(1) - 1)); }, {output.ptr()});
