@@ -302,6 +302,10 @@ def predict(model, d, inputs, batch=256):
         if d["task"] == "classification":
             out.append(torch.softmax(y, 1))
         else:
-            y = y.reshape(len(y), -1) if d.get("quantiles") else y.reshape(-1)
-            out.append(y * d["target"]["std"] + d["target"]["mean"])
+            # S target values per sample (targets [N, S]) and Q quantile levels each:
+            # [n], [n, S], [n, Q] or [n, S, Q], as `hpctrain predict` writes them.
+            q = len(d.get("quantiles") or [])
+            width = d["outputs"] // max(q, 1)
+            shape = [len(y)] + ([width] if width > 1 else []) + ([q] if q else [])
+            out.append(y.reshape(shape) * d["target"]["std"] + d["target"]["mean"])
     return torch.cat(out)

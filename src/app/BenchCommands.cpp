@@ -460,7 +460,8 @@ int bench_activations(const std::vector<std::string>& args) {
   };
   const Row plain = row(0), checkpointed = row(1);
   bool same = plain.grads.size() == checkpointed.grads.size();
-  for (std::size_t i = 0; same && i < plain.grads.size(); ++i) same = torch::equal(plain.grads[i], checkpointed.grads[i]);
+  for (std::size_t i = 0; same && i < plain.grads.size(); ++i)
+    same = torch::equal(plain.grads[i], checkpointed.grads[i]);
   std::printf("model %s, %lld parameters, batch %lld, input %s, %lld steps (medians)\n", rc.config.model.name.c_str(),
               static_cast<long long>(plain.parameters), static_cast<long long>(batch), args[1].c_str(),
               static_cast<long long>(steps));
@@ -504,7 +505,8 @@ int cmd_plan(const std::vector<std::string>& args) {
       const std::string v = args[++i];
       char* end = nullptr;
       const double x = std::strtod(v.c_str(), &end);
-      if (*end != '\0' || x <= 0) throw UsageError("plan: " + args[i - 1] + " needs a positive number, not \"" + v + "\"");
+      if (*end != '\0' || x <= 0)
+        throw UsageError("plan: " + args[i - 1] + " needs a positive number, not \"" + v + "\"");
       if (args[i - 1] == "--budget") {
         budget_gib = x;
       } else {
@@ -533,7 +535,13 @@ void plan_on_this_rank(const std::string& config_path, const std::vector<std::st
     H5File file = H5File::open_read_serial(c.data.path);
     meta = read_dataset_meta(file);
   }
-  const std::int64_t outputs = meta.num_classes > 0 ? meta.num_classes : 1;
+  // As the trainer builds it: classes, or per target value one output (or one per quantile level).
+  const std::int64_t outputs =
+      meta.num_classes > 0
+          ? meta.num_classes
+          : meta.target_width * (c.train.loss == "quantile"
+                                     ? std::max<std::int64_t>(1, static_cast<std::int64_t>(c.train.quantiles.size()))
+                                     : 1);
   const std::int64_t batch = (c.train.batch_size + ranks - 1) / ranks;
   torch::set_num_threads(std::max(1, ProcessLayout::discover(MPI_COMM_SELF).default_threads()));
 
@@ -599,8 +607,8 @@ void plan_on_this_rank(const std::string& config_path, const std::vector<std::st
       if (room <= 0) return std::int64_t{0};
       return l.per_sample > 0 ? static_cast<std::int64_t>(room / l.per_sample) : std::int64_t{1} << 40;
     };
-    std::printf("budget %.2f GiB per rank: largest per-rank batch %lld without, %lld with checkpointing\n",
-                budget_gib, static_cast<long long>(largest(plain)), static_cast<long long>(largest(checkpointed)));
+    std::printf("budget %.2f GiB per rank: largest per-rank batch %lld without, %lld with checkpointing\n", budget_gib,
+                static_cast<long long>(largest(plain)), static_cast<long long>(largest(checkpointed)));
   }
 }
 

@@ -51,9 +51,11 @@ const char* kImportHelp =
     "       hpctrain import csv FILE.csv --label COLUMN [--task regression|classification]\n"
     "                       [--test TEST.csv | --test-fraction F] [--seed N] [--output FILE.h5]\n"
     "       hpctrain import timeseries FILE.csv --target COLUMN [--drop COL,COL]\n"
-    "                       [--window W] [--horizon H] [--test-fraction F] [--output FILE.h5]\n"
+    "                       [--window W] [--horizon H] [--span S] [--test-fraction F]\n"
+    "                       [--output FILE.h5]\n"
     "       hpctrain import synthetic seasonal|cpu [--length L] [--seed N]\n"
-    "                       [--window W] [--horizon H] [--test-fraction F] [--output FILE.h5]\n"
+    "                       [--window W] [--horizon H] [--span S] [--test-fraction F]\n"
+    "                       [--output FILE.h5]\n"
     "\n"
     "Converts idx files (plain or .gz) or a CSV table into hpctrain's HDF5 layout\n"
     "(docs/data-format.md).\n"
@@ -66,8 +68,10 @@ const char* kImportHelp =
     "test split.\n"
     "Time series (one row per step; every column but --drop is a variable): windows of W\n"
     "steps (default 96) of all variables, each with the --target variable H steps\n"
-    "(default 1) after the window as its target; the last --test-fraction (default 0.2) of\n"
-    "the steps holds the test targets. synthetic makes a reproducible hourly series:\n"
+    "(default 1) after the window as its target, or with --span S (default 1) the S steps\n"
+    "H .. H+S-1 after it (targets [N, S]: a multi-step forecast); the last --test-fraction\n"
+    "(default 0.2) of the steps holds the test targets. synthetic makes a reproducible\n"
+    "hourly series:\n"
     "seasonal (trend, daily and weekly seasons, noise) or cpu (a server's CPU allocation:\n"
     "office hours, nightly backup, random batch jobs), L steps (default 17520, two years).\n";
 
@@ -173,6 +177,8 @@ int cmd_import_series(const std::string& kind, const std::vector<std::string>& a
       o.window = integer(a, args[++i], 1);
     } else if (a == "--horizon" && has_value) {
       o.horizon = integer(a, args[++i], 1);
+    } else if (a == "--span" && has_value) {
+      o.span = integer(a, args[++i], 1);
     } else if (a == "--test-fraction" && has_value) {
       const std::string v = args[++i];
       char* end = nullptr;
@@ -225,11 +231,11 @@ int cmd_import_series(const std::string& kind, const std::vector<std::string>& a
   });
   if (world.rank() == 0) {
     std::printf(
-        "imported %s: %lld steps of %zu variables, windows of %lld, horizon %lld: %lld train and %lld test "
-        "samples -> %s\n",
+        "imported %s: %lld steps of %zu variables, windows of %lld, horizon %lld, span %lld: %lld train and %lld "
+        "test samples -> %s\n",
         series.source.c_str(), static_cast<long long>(series.length), series.names.size(),
-        static_cast<long long>(o.window), static_cast<long long>(o.horizon), static_cast<long long>(result.train_count),
-        static_cast<long long>(result.test_count), o.output.c_str());
+        static_cast<long long>(o.window), static_cast<long long>(o.horizon), static_cast<long long>(o.span),
+        static_cast<long long>(result.train_count), static_cast<long long>(result.test_count), o.output.c_str());
   }
   return 0;
 }

@@ -191,7 +191,8 @@ PredictResult predict_file(const std::string& model_dir, const std::string& inpu
     read_rows(file, meta.inputs_path(split), rows.begin, rows.size(), floats ? H5T_NATIVE_FLOAT : H5T_NATIVE_UINT8,
               inputs.data_ptr());
     const bool labels = meta.task == Task::Classification;
-    targets = torch::empty({rows.size()}, labels ? torch::kInt32 : torch::kFloat);
+    targets = meta.target_width > 1 ? torch::empty({rows.size(), meta.target_width}, torch::kFloat)
+                                    : torch::empty({rows.size()}, labels ? torch::kInt32 : torch::kFloat);
     read_rows(file, meta.targets_path(split), rows.begin, rows.size(), labels ? H5T_NATIVE_INT32 : H5T_NATIVE_FLOAT,
               targets.data_ptr());
   });
@@ -213,7 +214,10 @@ PredictResult predict_file(const std::string& model_dir, const std::string& inpu
   if (d.contains("quantiles")) {
     for (const auto& x : d.at("quantiles").as_array()) levels.push_back(x.to_number<double>());
   }
-  const auto per_sample = static_cast<std::int64_t>(std::max<std::size_t>(1, levels.size()));
+  const auto per_value = static_cast<std::int64_t>(std::max<std::size_t>(1, levels.size()));
+  // Regression: S target values per sample (targets [N, S]), each with per_value outputs.
+  const std::int64_t width = classification ? 1 : d.at("outputs").as_int64() / per_value;
+  const std::int64_t per_sample = width * per_value;
   std::int64_t point = 0;
   for (std::size_t i = 1; i < levels.size(); ++i) {
     if (std::abs(levels[i] - 0.5) < std::abs(levels[static_cast<std::size_t>(point)] - 0.5)) {
@@ -233,19 +237,23 @@ PredictResult predict_file(const std::string& model_dir, const std::string& inpu
     }
   }
   const auto t = targets.to(torch::kDouble).contiguous();
+  if (!classification && t.numel() != rows.size() * width) {
+    throw DataError(input + ": " + std::to_string(t.numel() / std::max<std::int64_t>(1, rows.size())) +
+                    " target values per sample, the model predicts " + std::to_string(width));
+  }
   const std::vector<double> all_outputs = comm.gatherv(outputs, 0);
   const std::vector<double> all_targets =
       comm.gatherv(std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel()), 0);
   PredictResult r;
   r.h5 = prefix + ".h5";
   r.csv = prefix + ".csv";
-  r.samples = static_cast<std::int64_t>(all_targets.size());
+  r.samples = static_cast<std::int64_t>(all_targets.size()) / width;
   collective_check(comm, [&] {
     if (comm.rank() != 0) return;
     const std::int64_t n = r.samples;
     std::vector<std::int64_t> index(static_cast<std::size_t>(n));
     for (std::int64_t i = 0; i < n; ++i) index[static_cast<std::size_t>(i)] = i;
-    std::vector<double> prediction(static_cast<std::size_t>(n));
+    std::vector<double> prediction(static_cast<std::size_t>(n * width));
     for (std::int64_t i = 0; i < n; ++i) {
       if (classification) {
         std::int64_t best = 0;
@@ -255,14 +263,27 @@ PredictResult predict_file(const std::string& model_dir, const std::string& inpu
         }
         prediction[static_cast<std::size_t>(i)] = static_cast<double>(best);
       } else {
-        prediction[static_cast<std::size_t>(i)] = all_outputs[static_cast<std::size_t>(i * per_sample + point)];
+        for (std::int64_t s = 0; s < width; ++s) {
+          prediction[static_cast<std::size_t>(i * width + s)] =
+              all_outputs[static_cast<std::size_t>(i * per_sample + s * per_value + point)];
+        }
       }
     }
     std::ostringstream csv;
     csv.precision(17);
-    csv << "index," << (classification ? "label,prediction" : "target,prediction");
+    // Several target values per sample: one column each, suffixed with the step (1..S).
+    auto suffix = [&](std::int64_t s) { return width > 1 ? "_" + std::to_string(s + 1) : std::string(); };
+    csv << "index";
+    if (classification) {
+      csv << ",label,prediction";
+    } else {
+      for (std::int64_t s = 0; s < width; ++s) csv << ",target" << suffix(s);
+      for (std::int64_t s = 0; s < width; ++s) csv << ",prediction" << suffix(s);
+    }
     for (std::int64_t c = 0; c < k; ++c) csv << ",score_" << c;
-    for (double level : levels) csv << ",q" << std::llround(level * 100);
+    for (std::int64_t s = 0; s < width; ++s) {
+      for (double level : levels) csv << ",q" << std::llround(level * 100) << suffix(s);
+    }
     csv << "\n";
     for (std::int64_t i = 0; i < n; ++i) {
       const auto u = static_cast<std::size_t>(i);
@@ -271,9 +292,11 @@ PredictResult predict_file(const std::string& model_dir, const std::string& inpu
         csv << static_cast<std::int64_t>(all_targets[u]) << "," << static_cast<std::int64_t>(prediction[u]);
         for (std::int64_t c = 0; c < k; ++c) csv << "," << all_outputs[static_cast<std::size_t>(i * k + c)];
       } else {
-        csv << all_targets[u] << "," << prediction[u];
-        for (std::size_t q = 0; q < levels.size(); ++q) {
-          csv << "," << all_outputs[static_cast<std::size_t>(i * per_sample) + q];
+        for (std::int64_t s = 0; s < width; ++s) csv << (s > 0 ? "," : "") << all_targets[u * width + s];
+        for (std::int64_t s = 0; s < width; ++s) csv << "," << prediction[u * width + s];
+        if (!levels.empty()) {
+          for (std::int64_t j = 0; j < per_sample; ++j)
+            csv << "," << all_outputs[static_cast<std::size_t>(i * per_sample + j)];
         }
       }
       csv << "\n";
@@ -302,10 +325,14 @@ PredictResult predict_file(const std::string& model_dir, const std::string& inpu
         write("/label", H5T_STD_I64LE, {un}, lab.data());
         write("/scores", H5T_IEEE_F64LE, {un, static_cast<hsize_t>(k)}, all_outputs.data());
       } else {
-        write("/prediction", H5T_IEEE_F64LE, {un}, prediction.data());
-        write("/target", H5T_IEEE_F64LE, {un}, all_targets.data());
+        // [n] for one target value per sample, [n, S] for S.
+        std::vector<hsize_t> dims{un};
+        if (width > 1) dims.push_back(static_cast<hsize_t>(width));
+        write("/prediction", H5T_IEEE_F64LE, dims, prediction.data());
+        write("/target", H5T_IEEE_F64LE, dims, all_targets.data());
         if (!levels.empty()) {
-          write("/quantiles", H5T_IEEE_F64LE, {un, static_cast<hsize_t>(levels.size())}, all_outputs.data());
+          dims.push_back(static_cast<hsize_t>(levels.size()));
+          write("/quantiles", H5T_IEEE_F64LE, dims, all_outputs.data());
           write("/quantile_levels", H5T_IEEE_F64LE, {static_cast<hsize_t>(levels.size())}, levels.data());
         }
       }

@@ -110,10 +110,18 @@ void write_predictions_csv(const std::string& path, const json::object& outcome,
       out << "\n";
     }
   } else {
-    out << "index,target,prediction,loss\n";
+    // S target values per sample (targets [N, S]): S target and S prediction columns.
+    const std::size_t width = index.empty() ? 1 : std::max<std::size_t>(1, target.size() / index.size());
+    auto suffix = [&](std::size_t s) { return width > 1 ? "_" + std::to_string(s + 1) : std::string(); };
+    out << "index";
+    for (std::size_t s = 0; s < width; ++s) out << ",target" << suffix(s);
+    for (std::size_t s = 0; s < width; ++s) out << ",prediction" << suffix(s);
+    out << ",loss\n";
     for (std::size_t i = 0; i < index.size(); ++i) {
-      out << index[i].as_int64() << "," << as_double(target[i]) << "," << as_double(outputs[i]) << ","
-          << as_double(loss[i]) << "\n";
+      out << index[i].as_int64();
+      for (std::size_t s = 0; s < width; ++s) out << "," << as_double(target[i * width + s]);
+      for (std::size_t s = 0; s < width; ++s) out << "," << as_double(outputs[i * width + s]);
+      out << "," << as_double(loss[i]) << "\n";
     }
   }
   write_file_atomic(path, out.str());
@@ -143,13 +151,15 @@ class TaskJournal {
     const std::string identity = pretty_json(config);
     const std::string identity_path = dir_ + "/config.json";
     if (mode != "none" && mode != "auto") {
-      throw ConfigError("checkpoint.resume: a cross-validation or search resumes from the tasks recorded in its run "
-                        "directory; use auto (or none to start over)");
+      throw ConfigError(
+          "checkpoint.resume: a cross-validation or search resumes from the tasks recorded in its run "
+          "directory; use auto (or none to start over)");
     }
     if (mode == "auto" && fs::is_regular_file(identity_path)) {
       if (read_file(identity_path) != identity) {
-        throw ConfigError(dir_ + ": holds the finished tasks of a different config; use another run.dir, or "
-                                 "checkpoint.resume=none to start over");
+        throw ConfigError(dir_ +
+                          ": holds the finished tasks of a different config; use another run.dir, or "
+                          "checkpoint.resume=none to start over");
       }
       for (const auto& entry : fs::directory_iterator(dir_)) {
         const std::string name = entry.path().filename().string();
@@ -238,8 +248,7 @@ std::string write_search_reports(const SearchReport& in, std::string& chosen) {
   md << "# Search leaderboard: " << bc.search.method << " search, metric `" << metric << "` ("
      << (lower_is_better(metric) ? "lower" : "higher") << " is better), "
      << (use_cv ? std::to_string(bc.cv.folds) + "-fold cross-validation" : std::string("holdout")) << "\n\n"
-     << "| rank | trial | parameters | " << metric
-     << " | rung | time (s) | samples/s | model parameters | status |\n"
+     << "| rank | trial | parameters | " << metric << " | rung | time (s) | samples/s | model parameters | status |\n"
      << "|---|---|---|---|---|---|---|---|---|\n";
   std::ostringstream failures;
   int position = 0;
@@ -293,10 +302,9 @@ std::string write_search_reports(const SearchReport& in, std::string& chosen) {
     board.back().as_object()["status"] = status;
     std::string quoted;  // RFC 4180: quotes inside a quoted field are doubled
     for (char ch : params) quoted += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-    csv << position << "," << tp.trial.id << ",\"" << quoted << "\","
-        << (std::isfinite(mean) ? fmt(mean, "%.6f") : "") << "," << (std::isfinite(sd) ? fmt(sd, "%.6f") : "")
-        << "," << reached[t] << "," << trial_epochs << "," << ok_count << "," << fail_count << ","
-        << fmt(summary_mean(summary, "train_seconds"), "%.3f") << ","
+    csv << position << "," << tp.trial.id << ",\"" << quoted << "\"," << (std::isfinite(mean) ? fmt(mean, "%.6f") : "")
+        << "," << (std::isfinite(sd) ? fmt(sd, "%.6f") : "") << "," << reached[t] << "," << trial_epochs << ","
+        << ok_count << "," << fail_count << "," << fmt(summary_mean(summary, "train_seconds"), "%.3f") << ","
         << fmt(summary_mean(summary, "samples_per_s"), "%.1f") << "," << parameters << ",\"" << status << "\"\n";
     md << "| " << position << " | " << tp.trial.id << " | `" << params << "` | " << fmt(mean)
        << (std::isfinite(sd) ? " ± " + fmt(sd) : std::string()) << " | " << reached[t] << " | "
@@ -516,8 +524,8 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
     }
     // Tasks recorded as finished before a preemption are not run again.
     auto key_of = [&](const Task& task) {
-      return TaskJournal::key(rung, trials[static_cast<std::size_t>(task.trial)].trial.id,
-                              split_ids[task.split].first, split_ids[task.split].second);
+      return TaskJournal::key(rung, trials[static_cast<std::size_t>(task.trial)].trial.id, split_ids[task.split].first,
+                              split_ids[task.split].second);
     };
     std::vector<std::string> outcomes(tasks.size());
     std::string todo_text;
@@ -546,10 +554,11 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
           ft.epochs = halving ? epochs : tp.config.train.epochs;
           ft.in_search = searching;
           ft.keep_predictions = bc.cv.save_predictions;
-          return run_fold_task(ft, tp.config, *data, splits[task.split], group, *scheduler,
-                               scheduler->group_index());
+          return run_fold_task(ft, tp.config, *data, splits[task.split], group, *scheduler, scheduler->group_index());
         },
-        [&](int j, const std::string& outcome) { journal.record(key_of(tasks[todo[static_cast<std::size_t>(j)]]), outcome); });
+        [&](int j, const std::string& outcome) {
+          journal.record(key_of(tasks[todo[static_cast<std::size_t>(j)]]), outcome);
+        });
     if (root) {
       for (std::size_t j = 0; j < todo.size(); ++j) outcomes[todo[j]] = ran[j];
     }
@@ -561,8 +570,9 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
     world.broadcast(&preempted, sizeof(preempted), 0);
     if (preempted > 0) {
       throw CollectiveError("preempted: " + std::to_string(tasks.size() - static_cast<std::size_t>(preempted)) +
-                                " of " + std::to_string(tasks.size()) + " task(s) of this round finished, recorded in " +
-                                run_dir + "/tasks; run again with checkpoint.resume=auto to go on",
+                                " of " + std::to_string(tasks.size()) +
+                                " task(s) of this round finished, recorded in " + run_dir +
+                                "/tasks; run again with checkpoint.resume=auto to go on",
                             0, kPreemptedExitCode);
     }
 
@@ -737,8 +747,8 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
       }
       write_file_atomic(run_dir + "/cv_summary.md", md.str());
     } else {
-      SearchReport in{&bc, &trials, members, outcome_rows, last_summary, reached, incomplete, metric, use_cv, halving,
-                      common, rungs, run_dir};
+      SearchReport in{&bc,    &trials, members, outcome_rows, last_summary, reached, incomplete,
+                      metric, use_cv,  halving, common,       rungs,        run_dir};
       md << write_search_reports(in, chosen);
     }
     result.summary_text = md.str();
@@ -777,14 +787,16 @@ ExperimentResult merge_search_shards(const std::string& run_dir) {
     }
     if (!report.contains("format") || report.at("format") != "hpctrain-search-report" || !report.contains("shards") ||
         !report.contains("shard") || !report.contains("tasks") || !report.contains("metric")) {
-      throw DataError(path + ": not the search report of a shard (format hpctrain-search-report with shards and shard)");
+      throw DataError(path +
+                      ": not the search report of a shard (format hpctrain-search-report with shards and shard)");
     }
     const std::int64_t n = report.at("shards").to_number<std::int64_t>();
     const std::int64_t k = report.at("shard").to_number<std::int64_t>();
-    if (n <= 1) throw DataError(path + ": written by a search that ran as one job (search.shards = 1): nothing to merge");
+    if (n <= 1)
+      throw DataError(path + ": written by a search that ran as one job (search.shards = 1): nothing to merge");
     if (shards != 0 && n != shards) {
-      throw DataError(path + ": search.shards is " + std::to_string(n) + " here but " + std::to_string(shards) + " in " +
-                      found.begin()->second.dir + ": the folders are from different searches");
+      throw DataError(path + ": search.shards is " + std::to_string(n) + " here but " + std::to_string(shards) +
+                      " in " + found.begin()->second.dir + ": the folders are from different searches");
     }
     shards = n;
     if (found.count(k)) {
@@ -841,15 +853,16 @@ ExperimentResult merge_search_shards(const std::string& run_dir) {
         {"rung", 0},
         {"epochs", xp.trials[t].config.train.epochs},
         {"status", "failed"},
-        {"error", "shard " + std::to_string(k) + " of " + std::to_string(shards) + " left no search_report.json under " +
-                      run_dir + " (did its job fail or not run?)"}});
+        {"error", "shard " + std::to_string(k) + " of " + std::to_string(shards) +
+                      " left no search_report.json under " + run_dir + " (did its job fail or not run?)"}});
   }
   std::map<std::size_t, std::vector<const json::object*>> ok;
   int succeeded = 0, failed = 0;
   for (const auto& v : in.outcome_rows) {
     const auto& o = v.as_object();
     const auto id = o.at("trial").to_number<std::int64_t>();
-    if (!index_of_id.count(id)) throw DataError(run_dir + ": a shard reports trial " + std::to_string(id) + ", which the search does not have");
+    if (!index_of_id.count(id))
+      throw DataError(run_dir + ": a shard reports trial " + std::to_string(id) + ", which the search does not have");
     if (o.at("status").as_string() == "ok") {
       ++succeeded;
       ok[index_of_id.at(id)].push_back(&o);
@@ -864,8 +877,8 @@ ExperimentResult merge_search_shards(const std::string& run_dir) {
     in.last_summary[t] = summarize_trial(list);
     in.incomplete[t] = summary_field(in.last_summary[t], metric, "n") != static_cast<double>(xp.split_count);
   }
-  for (const char* key : {"task", "data", "scoring", "folds", "repeats", "stratified", "cv_seed", "world_size", "groups",
-                          "ranks_per_group"}) {
+  for (const char* key : {"task", "data", "scoring", "folds", "repeats", "stratified", "cv_seed", "world_size",
+                          "groups", "ranks_per_group"}) {
     if (first.report.contains(key)) in.common[key] = first.report.at(key);
   }
   in.common["tasks_ok"] = succeeded;

@@ -3,11 +3,11 @@
 #include <cmath>
 #include <cstring>
 
-#include "launch/Signals.hpp"
 #include "cv/GroupScheduler.hpp"
 #include "data/ShardedDataset.hpp"
 #include "eval/Metrics.hpp"
 #include "eval/Scores.hpp"
+#include "launch/Signals.hpp"
 #include "report/MetricsLog.hpp"
 #include "report/SystemStats.hpp"
 #include "train/Trainer.hpp"
@@ -29,7 +29,7 @@ json::array to_array(const std::vector<double>& v) {
 // let anyone recompute them.
 json::object score(const ShardedDataset& data, const std::vector<double>& targets, const std::vector<double>& loss,
                    const std::vector<double>& outputs, json::object& extra) {
-  const auto n = static_cast<std::int64_t>(targets.size());
+  const auto n = static_cast<std::int64_t>(loss.size());  // samples (targets: S values each for [N, S])
   double loss_sum = 0;
   for (double l : loss) loss_sum += l;
   json::object metrics;
@@ -103,8 +103,9 @@ std::string run_fold_task(const FoldTask& task, const Config& config, ShardedDat
 
     // This rank holds rows block_range(held-out count, group size, rank) of the sorted
     // held-out list: gathering in rank order restores the list's order.
-    std::vector<double> targets(local.loss.size(0)), loss(targets.size());
     const auto y = data.validation().targets.to(torch::kDouble).contiguous();
+    std::vector<double> targets(static_cast<std::size_t>(y.numel())),
+        loss(static_cast<std::size_t>(local.loss.size(0)));
     std::memcpy(targets.data(), y.data_ptr<double>(), targets.size() * sizeof(double));
     std::memcpy(loss.data(), local.loss.data_ptr<double>(), loss.size() * sizeof(double));
     const auto o = local.outputs.contiguous();

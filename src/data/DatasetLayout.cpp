@@ -86,10 +86,19 @@ DatasetMeta read_dataset_meta(const H5File& file) {
                       (tabular ? "float32 [N, F] or [N, V, T]" : "uint8 [N, C, H, W]") + ", found " + in.dtype + " [" +
                       shape + "]");
     }
-    const std::string target_type = m.task == Task::Regression ? "float32" : "int32";
-    if (out.shape.size() != 1 || out.dtype != target_type) {
-      throw DataError(p + ": " + targets + ": expected " + target_type + " [N], found " + out.dtype + " with " +
-                      std::to_string(out.shape.size()) + " dimensions");
+    const bool regression = m.task == Task::Regression;
+    const std::string target_type = regression ? "float32" : "int32";
+    const bool target_rank_ok = out.shape.size() == 1 || (regression && out.shape.size() == 2 && out.shape[1] >= 1);
+    if (!target_rank_ok || out.dtype != target_type) {
+      throw DataError(p + ": " + targets + ": expected " + target_type + (regression ? " [N] or [N, S]" : " [N]") +
+                      ", found " + out.dtype + " with " + std::to_string(out.shape.size()) + " dimensions");
+    }
+    const std::int64_t width = out.shape.size() == 2 ? out.shape[1] : 1;
+    if (s == &m.train) {
+      m.target_width = width;
+    } else if (width != m.target_width) {
+      throw DataError(p + ": " + targets + ": " + std::to_string(width) + " target values per sample, but " +
+                      m.targets_path("train") + " has " + std::to_string(m.target_width));
     }
     if (out.shape[0] != in.shape[0]) {
       throw DataError(p + ": " + targets + " has " + std::to_string(out.shape[0]) + " rows but " + inputs + " has " +
@@ -212,10 +221,11 @@ void write_split(H5File& file, const std::string& split, const std::vector<std::
 }
 
 void write_float_split(H5File& file, const std::string& split, const std::vector<std::int64_t>& sample_shape,
-                       const std::vector<float>& features, const std::vector<float>& targets) {
+                       const std::vector<float>& features, const std::vector<float>& targets,
+                       std::int64_t target_width) {
   std::int64_t elements = 1;
   for (auto d : sample_shape) elements *= d;
-  const auto rows = static_cast<std::int64_t>(targets.size());
+  const auto rows = static_cast<std::int64_t>(targets.size()) / std::max<std::int64_t>(1, target_width);
   if (static_cast<std::int64_t>(features.size()) != rows * elements) {
     throw DataError(file.path() + ": writing /" + split + ": " + std::to_string(features.size()) +
                     " values do not match " + std::to_string(rows) + " samples of " + std::to_string(elements));
@@ -224,7 +234,10 @@ void write_float_split(H5File& file, const std::string& split, const std::vector
   H5Id group(h5_check(H5Gcreate2(file.id(), ("/" + split).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), ctx));
   write_rows(file, "/" + split + "/features", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, rows, sample_shape, sizeof(float),
              features.data());
-  write_rows(file, "/" + split + "/targets", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, rows, {}, sizeof(float), targets.data());
+  const std::vector<std::int64_t> target_shape =
+      target_width > 1 ? std::vector<std::int64_t>{target_width} : std::vector<std::int64_t>{};
+  write_rows(file, "/" + split + "/targets", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, rows, target_shape, sizeof(float),
+             targets.data());
 }
 
 void write_dataset_atomically(const std::string& output, const std::function<void(H5File&)>& write) {

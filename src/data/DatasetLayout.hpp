@@ -4,8 +4,8 @@
 //   /class_names       fixed-length strings [num_classes] (classification)
 //   /feature_names     fixed-length strings [F] (tabular data)
 //   /train/images      uint8 [N, C, H, W] (image data)    or /train/features float32 [N, F] (tabular) or [N, V, T]
-//   (series) /train/labels      int32 [N] (classification)         or /train/targets float32 [N] (regression) /test/...
-//   as for train
+//   (series) /train/labels      int32 [N] (classification)         or /train/targets float32 [N] (regression)
+//   or [N, S] (S target values per sample: a series' consecutive future steps) /test/... as for train
 // Every split dataset is chunked by whole samples and carries attr sha256: the hex SHA-256
 // of the dataset's bytes in C order (h5py: ds[()].tobytes()).
 #include <cstdint>
@@ -40,7 +40,8 @@ struct DatasetMeta {
   std::vector<std::string> class_names;
   std::vector<std::string> feature_names;  // tables: one per feature column; series: one per variable
   std::string inputs_name = "images";      // "images" (uint8 [N, C, H, W]) or "features" (float32 [N, F] or [N, V, T])
-  std::string targets_name = "labels";     // "labels" (int32 [N]) or "targets" (float32 [N])
+  std::string targets_name = "labels";     // "labels" (int32 [N]) or "targets" (float32 [N] or [N, S])
+  std::int64_t target_width = 1;           // regression: target values per sample (S; 1 for [N])
   std::vector<std::int64_t> sample_shape;  // C, H, W for images; F for features
   SplitMeta train;
   SplitMeta test;
@@ -77,9 +78,11 @@ void write_tabular_split(H5File& file, const std::string& split, std::int64_t nu
 // `output` is untouched.
 void write_dataset_atomically(const std::string& output, const std::function<void(H5File&)>& write);
 
-// Float samples of any shape (a series' windows: [V, T]) with regression targets.
+// Float samples of any shape (a series' windows: [V, T]) with regression targets,
+// `target_width` per sample (stored as [N] for 1, [N, S] for more).
 void write_float_split(H5File& file, const std::string& split, const std::vector<std::int64_t>& sample_shape,
-                       const std::vector<float>& features, const std::vector<float>& targets);
+                       const std::vector<float>& features, const std::vector<float>& targets,
+                       std::int64_t target_width = 1);
 
 // Rows per chunk for samples of `sample_bytes`: whole samples, about 1 MiB a chunk.
 std::int64_t chunk_rows(std::int64_t sample_bytes, std::int64_t total_rows);

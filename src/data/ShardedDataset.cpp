@@ -29,7 +29,8 @@ StoredRows read_split(const H5File& file, const DatasetMeta& meta, const std::st
   read_rows(file, meta.inputs_path(split), rows.begin, rows.size(), float_inputs ? H5T_NATIVE_FLOAT : H5T_NATIVE_UINT8,
             out.samples.inputs.data_ptr());
   const bool labels = meta.task == Task::Classification;
-  out.file_targets = torch::empty({rows.size()}, labels ? torch::kInt32 : torch::kFloat);
+  out.file_targets = meta.target_width > 1 ? torch::empty({rows.size(), meta.target_width}, torch::kFloat)
+                                           : torch::empty({rows.size()}, labels ? torch::kInt32 : torch::kFloat);
   read_rows(file, meta.targets_path(split), rows.begin, rows.size(), labels ? H5T_NATIVE_INT32 : H5T_NATIVE_FLOAT,
             out.file_targets.data_ptr());
   bytes_read += out.samples.inputs.numel() * out.samples.inputs.element_size() + out.file_targets.numel() * 4;
@@ -51,7 +52,9 @@ void check_targets(const DatasetMeta& meta, const std::string& split, std::int64
   }
   const auto* y = rows.file_targets.data_ptr<float>();
   for (std::int64_t i = 0; i < rows.file_targets.numel(); ++i) {
-    if (!std::isfinite(y[i])) throw DataError(where + "[" + std::to_string(first_row + i) + "] is not finite");
+    if (!std::isfinite(y[i])) {
+      throw DataError(where + "[" + std::to_string(first_row + i / meta.target_width) + "] is not finite");
+    }
   }
   if (meta.float_inputs()) {
     const auto* x = rows.samples.inputs.data_ptr<float>();
@@ -212,7 +215,8 @@ void ShardedDataset::use_split(TrainValSplit split, const DataConfig& options, s
     std_.push_back(config_.normalize ? std::max(std::sqrt(var), 1e-6) : unscaled);
   }
   if (!classification() && config_.normalize_targets) {
-    const double n = std::max(1.0, static_cast<double>(split_.train.size()));
+    // One mean and deviation over every target value (the S steps of a series are one variable).
+    const double n = std::max(1.0, static_cast<double>(split_.train.size() * meta_.target_width));
     target_mean_ = sums[2 * channels + 1] / n;
     target_std_ = std::max(std::sqrt(std::max(0.0, sums[2 * channels + 2] / n - target_mean_ * target_mean_)), 1e-12);
   } else {
@@ -252,7 +256,7 @@ std::vector<std::int32_t> ShardedDataset::all_train_labels(const Communicator& c
 Samples ShardedDataset::exchange(const std::vector<std::vector<std::int64_t>>& wanted, const Communicator& comm) const {
   const int p = comm.size(), me = comm.rank();
   const std::int64_t sample = meta_.sample_bytes();
-  const std::int64_t target = train_shard_.targets.element_size();
+  const std::int64_t target = train_shard_.targets.element_size() * meta_.target_width;  // bytes a row
   const std::int64_t row = sample + target;
   auto owner = [&](std::int64_t idx) {
     return static_cast<int>(std::upper_bound(shard_begins_.begin(), shard_begins_.end(), idx) - shard_begins_.begin()) -
@@ -294,7 +298,8 @@ Samples ShardedDataset::exchange(const std::vector<std::vector<std::int64_t>>& w
   shape.insert(shape.end(), meta_.sample_shape.begin(), meta_.sample_shape.end());
   Samples result;
   result.inputs = torch::empty(shape, train_shard_.inputs.scalar_type());
-  result.targets = torch::empty({n}, train_shard_.targets.scalar_type());
+  result.targets = meta_.target_width > 1 ? torch::empty({n, meta_.target_width}, train_shard_.targets.scalar_type())
+                                          : torch::empty({n}, train_shard_.targets.scalar_type());
   auto* dst = static_cast<std::uint8_t*>(result.inputs.data_ptr());
   auto* dst_targets = static_cast<std::uint8_t*>(result.targets.data_ptr());
   for (std::int64_t i = 0; i < n; ++i) {

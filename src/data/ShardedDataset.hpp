@@ -18,7 +18,7 @@ namespace hpctrain {
 
 struct Samples {
   torch::Tensor inputs;   // uint8 [n, C, H, W] (images) or float32 [n, F] (features)
-  torch::Tensor targets;  // int64 [n] class labels, or float32 [n] regression targets
+  torch::Tensor targets;  // int64 [n] class labels, or float32 [n] or [n, S] regression targets
   std::int64_t size() const { return targets.defined() ? targets.size(0) : 0; }
 };
 
@@ -48,7 +48,8 @@ class ShardedDataset {
   const DatasetMeta& meta() const { return meta_; }
   bool classification() const { return meta_.task == Task::Classification; }
   // Network outputs: classes, or 1 for regression.
-  std::int64_t output_size() const { return classification() ? meta_.num_classes : 1; }
+  // Classes, or regression target values per sample (S for targets [N, S]).
+  std::int64_t output_size() const { return classification() ? meta_.num_classes : meta_.target_width; }
   std::int64_t available_train() const { return n_train_; }  // rows of /train in use
   const TrainValSplit& split() const { return split_; }
   std::int64_t train_count() const { return static_cast<std::int64_t>(split_.train.size()); }

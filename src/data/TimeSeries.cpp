@@ -132,22 +132,28 @@ Series read_series_csv(const std::string& path, const std::string& target, const
 ImportResult import_windows(const Series& s, const WindowOptions& o) {
   if (o.window < 1) throw UsageError("import: --window must be at least 1");
   if (o.horizon < 1) throw UsageError("import: --horizon must be at least 1");
+  if (o.span < 1) throw UsageError("import: --span must be at least 1");
   if (!(o.test_fraction > 0 && o.test_fraction < 1)) {
     throw UsageError("import: --test-fraction must lie in (0, 1), found " + shortest(o.test_fraction));
   }
   if (o.output.empty()) throw UsageError("import: no output file given");
   const auto v = static_cast<std::int64_t>(s.names.size());
-  // Sample i: steps [i, i + W) of every variable; target: the target variable at i + W - 1 + H.
-  const std::int64_t samples = s.length - o.window - o.horizon + 1;
-  // The first target step that belongs to test.
+  // Sample i: steps [i, i + W) of every variable; targets: the target variable at steps
+  // i + W - 1 + H ... i + W - 1 + H + S - 1.
+  const std::int64_t reach = o.horizon + o.span - 1;  // steps from the window's end to its last target
+  const std::int64_t samples = s.length - o.window - reach + 1;
+  // The first target step that belongs to test; a sample is a training sample when its last
+  // target comes before it.
   const std::int64_t cut = s.length - std::llround(o.test_fraction * static_cast<double>(s.length));
   const std::int64_t first_target = o.window - 1 + o.horizon;
-  const std::int64_t n_train = std::clamp<std::int64_t>(cut - first_target, 0, std::max<std::int64_t>(samples, 0));
+  const std::int64_t last_target = o.window - 1 + reach;
+  const std::int64_t n_train = std::clamp<std::int64_t>(cut - last_target, 0, std::max<std::int64_t>(samples, 0));
   const std::int64_t n_test = std::max<std::int64_t>(samples, 0) - n_train;
   if (n_train < 2 || n_test < 2) {
     throw DataError(s.source + ": " + std::to_string(s.length) + " steps give " + std::to_string(n_train) +
                     " training and " + std::to_string(n_test) + " test windows of " + std::to_string(o.window) +
-                    " steps with horizon " + std::to_string(o.horizon) + " (test fraction " +
+                    " steps with horizon " + std::to_string(o.horizon) +
+                    (o.span > 1 ? " and span " + std::to_string(o.span) : std::string()) + " (test fraction " +
                     shortest(o.test_fraction) + "); each split needs at least 2");
   }
   auto window_of = [&](std::int64_t i, std::vector<float>& features, std::vector<float>& targets) {
@@ -156,7 +162,9 @@ ImportResult import_windows(const Series& s, const WindowOptions& o) {
         features.push_back(s.values[static_cast<std::size_t>((i + k) * v + var)]);
       }
     }
-    targets.push_back(s.values[static_cast<std::size_t>((i + first_target) * v + s.target)]);
+    for (std::int64_t k = 0; k < o.span; ++k) {
+      targets.push_back(s.values[static_cast<std::size_t>((i + first_target + k) * v + s.target)]);
+    }
   };
   std::vector<float> train_x, train_y, test_x, test_y;
   train_x.reserve(static_cast<std::size_t>(n_train * v * o.window));
@@ -172,10 +180,11 @@ ImportResult import_windows(const Series& s, const WindowOptions& o) {
     write_tabular_header(out, s.name, s.source, Task::Regression, s.names, {});
     out.write_int_attr("/", "window", o.window);
     out.write_int_attr("/", "horizon", o.horizon);
+    out.write_int_attr("/", "span", o.span);
     out.write_int_attr("/", "target_variable", s.target);
     out.write_int_attr("/", "season", s.season);
-    write_float_split(out, "train", {v, o.window}, train_x, train_y);
-    write_float_split(out, "test", {v, o.window}, test_x, test_y);
+    write_float_split(out, "train", {v, o.window}, train_x, train_y, o.span);
+    write_float_split(out, "test", {v, o.window}, test_x, test_y, o.span);
   });
   return r;
 }

@@ -2,9 +2,10 @@
 // Time series into the HDF5 layout (docs/data-format.md, "Time series"): a multivariate
 // series of L steps is cut into windows of W steps of all V variables, each sample the
 // float32 [V, W] window (variables as channels, time last) and its target, the target
-// variable H steps after the window's last step. Train and test split in time: test
-// samples are those whose target lies in the last test fraction of the series, so no test
-// target was seen in training.
+// variable H steps after the window's last step, or with a span S > 1 its S consecutive
+// values H, H+1, ..., H+S-1 steps after it (targets [N, S]). Train and test split in time:
+// test samples are those whose last target lies in the last test fraction of the series, so
+// no test target was seen in training.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -26,6 +27,7 @@ struct Series {
 struct WindowOptions {
   std::int64_t window = 96;
   std::int64_t horizon = 1;
+  std::int64_t span = 1;  // consecutive target steps per sample, from `horizon` on
   double test_fraction = 0.2;
   std::string output;
 };

@@ -76,12 +76,13 @@ std::string loss_name(LossKind loss) {
 
 namespace {
 
-// Pinball loss of [n, Q] predictions against [n] targets, per sample (mean over the levels).
+// Pinball loss of [n, S, Q] predictions against [n, S] targets, per sample (mean over the
+// S steps and the Q levels).
 torch::Tensor pinball(const torch::Tensor& predictions, const torch::Tensor& targets,
                       const std::vector<double>& levels) {
-  const auto tau = torch::tensor(levels, predictions.options()).unsqueeze(0);
-  const auto e = targets.to(predictions.scalar_type()).unsqueeze(1) - predictions;
-  return torch::maximum(tau * e, (tau - 1) * e).mean(1);
+  const auto tau = torch::tensor(levels, predictions.options()).view({1, 1, -1});
+  const auto e = targets.to(predictions.scalar_type()).unsqueeze(-1) - predictions;
+  return torch::maximum(tau * e, (tau - 1) * e).mean(std::vector<std::int64_t>{1, 2});
 }
 
 }  // namespace
@@ -90,17 +91,21 @@ torch::Tensor loss_per_sample(const LossSpec& loss, const torch::Tensor& outputs
   if (loss.kind == LossKind::CrossEntropy) {
     return F::cross_entropy(outputs, targets, F::CrossEntropyFuncOptions().reduction(torch::kNone));
   }
-  if (loss.kind == LossKind::Quantile) return pinball(outputs, targets, loss.quantiles);
-  const auto pred = outputs.reshape({-1});
-  const auto y = targets.to(pred.scalar_type());
-  const double huber_delta = loss.huber_delta;
+  // Regression: S target values per sample ([n] or [n, S]); the outputs hold S values, or S
+  // groups of Q quantile levels. A sample's loss is the mean over its values.
+  const auto n = outputs.size(0);
+  const auto y = targets.reshape({n, -1}).to(outputs.scalar_type());
+  if (loss.kind == LossKind::Quantile) {
+    return pinball(outputs.reshape({n, y.size(1), -1}), y, loss.quantiles);
+  }
+  const auto pred = outputs.reshape({n, -1});
   switch (loss.kind) {
     case LossKind::Mse:
-      return F::mse_loss(pred, y, F::MSELossFuncOptions().reduction(torch::kNone));
+      return F::mse_loss(pred, y, F::MSELossFuncOptions().reduction(torch::kNone)).mean(1);
     case LossKind::Mae:
-      return F::l1_loss(pred, y, F::L1LossFuncOptions().reduction(torch::kNone));
+      return F::l1_loss(pred, y, F::L1LossFuncOptions().reduction(torch::kNone)).mean(1);
     default:
-      return F::huber_loss(pred, y, F::HuberLossFuncOptions().reduction(torch::kNone).delta(huber_delta));
+      return F::huber_loss(pred, y, F::HuberLossFuncOptions().reduction(torch::kNone).delta(loss.huber_delta)).mean(1);
   }
 }
 
@@ -122,9 +127,12 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
   const std::int64_t n = samples.size();
   auto confusion = torch::zeros({std::max<std::int64_t>(1, k * k)}, torch::kInt64);
   // loss, squared error, absolute error (original units), count, pinball loss (original
-  // units), then per quantile level the targets at or below its prediction
+  // units), then per quantile level the targets at or below its prediction, then with S > 1
+  // target values per sample the absolute error per step
   const bool quantile = loss.kind == LossKind::Quantile;
-  std::vector<double> sums(5 + loss.quantiles.size(), 0.0);
+  const std::int64_t width = classification ? 1 : data.output_size();
+  const std::size_t levels = loss.quantiles.size(), steps_at = 5 + levels;
+  std::vector<double> sums(steps_at + static_cast<std::size_t>(width > 1 ? width : 0), 0.0);
   for (std::int64_t start = 0; start < n; start += batch) {
     const std::int64_t len = std::min(batch, n - start);
     auto x = data.to_input(samples.inputs.narrow(0, start, len));
@@ -134,16 +142,22 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
     if (classification) {
       confusion.index_add_(0, y * k + out.argmax(1), torch::ones({len}, torch::kInt64));
     } else {
-      const auto pred = out.reshape({len, -1}).to(torch::kDouble) * data.target_std() + data.target_mean();
-      const auto truth = y.to(torch::kDouble);
-      auto err = pred.select(1, loss.point_column()) - truth;
+      // [len, S, outputs per value] in the original units.
+      const auto pred = out.reshape({len, width, -1}).to(torch::kDouble) * data.target_std() + data.target_mean();
+      const auto truth = y.reshape({len, width}).to(torch::kDouble);
+      auto err = pred.select(2, loss.point_column()) - truth;
       sums[1] += err.pow(2).sum().item<double>();
       sums[2] += err.abs().sum().item<double>();
       if (quantile) {
         sums[4] += pinball(pred, truth, loss.quantiles).sum().item<double>();
-        const auto below = truth.unsqueeze(1).le(pred).sum(0).to(torch::kDouble).contiguous();
-        for (std::size_t q = 0; q < loss.quantiles.size(); ++q)
-          sums[5 + q] += below[static_cast<std::int64_t>(q)].item<double>();
+        const auto below =
+            truth.unsqueeze(-1).le(pred).sum(std::vector<std::int64_t>{0, 1}).to(torch::kDouble).contiguous();
+        for (std::size_t q = 0; q < levels; ++q) sums[5 + q] += below[static_cast<std::int64_t>(q)].item<double>();
+      }
+      if (width > 1) {
+        const auto per_step = err.abs().sum(0).contiguous();
+        for (std::int64_t s = 0; s < width; ++s)
+          sums[steps_at + static_cast<std::size_t>(s)] += per_step[s].item<double>();
       }
     }
     if (between_batches) between_batches();
@@ -163,11 +177,15 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
     for (std::int64_t c = 0; c < k; ++c) correct += r.confusion[c * k + c];
     r.accuracy = static_cast<double>(correct) / count;
   } else {
-    r.mse = sums[1] / count;
-    r.mae = sums[2] / count;
+    const double values = count * static_cast<double>(width);
+    r.mse = sums[1] / values;
+    r.mae = sums[2] / values;
     if (quantile) {
       r.quantile_loss = sums[4] / count;
-      for (std::size_t q = 0; q < loss.quantiles.size(); ++q) r.quantile_coverage.push_back(sums[5 + q] / count);
+      for (std::size_t q = 0; q < levels; ++q) r.quantile_coverage.push_back(sums[5 + q] / values);
+    }
+    for (std::int64_t s = 0; width > 1 && s < width; ++s) {
+      r.mae_per_step.push_back(sums[steps_at + static_cast<std::size_t>(s)] / count);
     }
   }
   return r;
@@ -192,8 +210,9 @@ LocalPredictions predict(torch::nn::Module& module, const Forward& forward, cons
       outputs.push_back(log_p.exp());
     } else {
       losses.push_back(loss_per_sample(loss, out, data.to_target(y)).to(torch::kDouble));
-      outputs.push_back(out.reshape({len, -1}).select(1, loss.point_column()).to(torch::kDouble) * data.target_std() +
-                        data.target_mean());
+      const auto width = data.output_size();
+      const auto point = out.reshape({len, width, -1}).select(2, loss.point_column()).to(torch::kDouble);
+      outputs.push_back((width > 1 ? point : point.reshape({len})) * data.target_std() + data.target_mean());
     }
     if (between_batches) between_batches();
   }

@@ -52,6 +52,8 @@ struct EvalResult {
   // targets at or below its prediction (ideally the level itself).
   double quantile_loss = 0;
   std::vector<double> quantile_coverage;
+  // S > 1 target values per sample (a multi-step forecast): the MAE of each step.
+  std::vector<double> mae_per_step;
 };
 
 using Forward = std::function<torch::Tensor(torch::Tensor)>;
@@ -65,7 +67,8 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
 
 // This rank's predictions on `samples`: per-sample loss (double [n]) and, for
 // classification, class probabilities (double [n, K], softmax in double precision);
-// for regression, point predictions in the original target units (double [n]).
+// for regression, point predictions in the original target units (double [n], or [n, S]
+// for S target values per sample).
 struct LocalPredictions {
   torch::Tensor loss;
   torch::Tensor outputs;

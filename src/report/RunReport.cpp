@@ -146,6 +146,11 @@ std::string write_run_report(const std::string& path, const Config& config, cons
       for (double c : r.test.quantile_coverage) coverage.push_back(c);
       final_metrics["test_quantile_coverage"] = coverage;
     }
+    if (!r.test.mae_per_step.empty()) {
+      json::array steps;
+      for (double m : r.test.mae_per_step) steps.push_back(m);
+      final_metrics["test_mae_per_step"] = steps;
+    }
     final_metrics["test_samples"] = r.test.count;
   }
   if (r.has_test && data.classification()) {

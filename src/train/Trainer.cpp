@@ -517,6 +517,11 @@ TrainResult Trainer::run() {
           for (double c : result.test.quantile_coverage) coverage.push_back(c);
           line["quantile_coverage"] = coverage;
         }
+        if (!result.test.mae_per_step.empty()) {
+          json::array steps;
+          for (double m : result.test.mae_per_step) steps.push_back(m);
+          line["mae_per_step"] = steps;
+        }
       }
       log_.write(line);
     }

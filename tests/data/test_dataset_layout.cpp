@@ -324,7 +324,22 @@ TEST(DatasetLayout, TabularWrongTypesAndShapesAreNamed) {
     drop(f, "/test/targets");
     raw_dataset(f, "/test/targets", H5T_STD_I32LE, {2});
   });
-  EXPECT_NE(e.find(": /test/targets: expected float32 [N], found int32 with 1 dimensions"), std::string::npos) << e;
+  EXPECT_NE(e.find(": /test/targets: expected float32 [N] or [N, S], found int32 with 1 dimensions"), std::string::npos)
+      << e;
+  // Several target values per sample ([N, S]) must agree between the splits; three
+  // dimensions are never targets.
+  e = table_error(Task::Regression, [](H5File& f) {
+    drop(f, "/train/targets");
+    raw_dataset(f, "/train/targets", H5T_IEEE_F32LE, {2, 3});
+  });
+  EXPECT_NE(e.find(": /test/targets: 1 target values per sample, but /train/targets has 3"), std::string::npos) << e;
+  e = table_error(Task::Regression, [](H5File& f) {
+    drop(f, "/test/targets");
+    raw_dataset(f, "/test/targets", H5T_IEEE_F32LE, {2, 3, 1});
+  });
+  EXPECT_NE(e.find(": /test/targets: expected float32 [N] or [N, S], found float32 with 3 dimensions"),
+            std::string::npos)
+      << e;
   e = table_error(Task::Classification, [](H5File& f) {
     drop(f, "/train/labels");
     raw_dataset(f, "/train/labels", H5T_IEEE_F32LE, {2});

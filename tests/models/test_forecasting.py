@@ -52,6 +52,21 @@ if r.rc == 0:
             and names == ["load", "temp"], str(attrs) + str(names))
 r = run([BIN, "inspect", out])
 c.check("inspect verifies the series file", r.rc == 0 and r.out.count("sha256 ok") == 4, r.text)
+# --span 3: each sample's targets are the 3 steps from the horizon on, [N, 3]; a sample is
+# test when its last target is in the test steps (15..19): 14 samples, 9 train and 5 test.
+spanned = os.path.join(work, "spanned.h5")
+r = run([BIN, "import", "timeseries", csv, "--target", "load", "--drop", "time", "--window", "3", "--horizon", "2",
+         "--span", "3", "--test-fraction", "0.25", "--output", spanned])
+c.check("import timeseries --span exits 0", r.rc == 0, r.text)
+if r.rc == 0:
+    with h5py.File(spanned, "r") as f:
+        y_train, y_test, span = f["/train/targets"][:], f["/test/targets"][:], int(f.attrs["span"])
+    series = np.arange(steps) * 1.5
+    c.check("--span 3: targets [N, 3] are the steps horizon .. horizon+2 after the window",
+            span == 3 and y_train.shape == (9, 3) and y_test.shape == (5, 3)
+            and np.allclose(y_train[4], series[8:11]) and np.allclose(y_test[-1], series[17:20]), f"{y_train} {y_test}")
+    r = run([BIN, "inspect", spanned])
+    c.check("inspect verifies the spanned file", r.rc == 0 and r.out.count("sha256 ok") == 4, r.text)
 
 # --- bad input --------------------------------------------------------------------------
 bad = os.path.join(work, "bad.csv")
@@ -135,4 +150,40 @@ for config, extra in runs:
         diff, pmae = float("inf"), float("inf")
     c.check(f"{name}: export and predict; the Python mirror agrees (max |diff| {diff:.1e}) and the predictions' "
             f"MAE is the run's", diff < 1e-3 and abs(pmae - mae) < 1e-3 * max(1.0, mae), r.text + p.text[-2000:])
+# --- a multi-step quantile forecast: 6 steps ahead, 10/50/90% each ----------------------------
+cpu6 = os.path.join(work, "cpu-span6.h5")
+r = run([BIN, "import", "synthetic", "cpu", "--length", "6000", "--window", "48", "--span", "6", "--seed", "1",
+         "--output", cpu6], timeout=120)
+c.check("import synthetic cpu --span 6 exits 0", r.rc == 0, r.text)
+with h5py.File(cpu6, "r") as f:
+    x6, y6 = f["/test/features"][:], f["/test/targets"][:]
+steps6 = np.arange(6)
+naive6 = x6[:, tv, w - 1 + h + steps6 - season]  # one season before each target step
+naive6_mae = float(np.mean(np.abs(naive6 - y6)))
+d = os.path.join(work, "forecaster_span6")
+r = mpirun(2, ["train", os.path.join(SOURCE, "configs", "forecast_tft.json"), "data.path=" + cpu6, "train.epochs=3",
+               "run.progress=none", "run.dir=" + d], timeout=900)
+final = json.load(open(os.path.join(d, "report.json")))["final"] if r.rc == 0 else {}
+mae6, per_step = final.get("test_mae", float("inf")), final.get("test_mae_per_step", [])
+print(f"forecaster, 6 steps: test MAE {mae6:.3f} (seasonal naive {naive6_mae:.3f}), per step {per_step}, "
+      f"quantile loss {final.get('test_quantile_loss')}, coverage {final.get('test_quantile_coverage')}")
+c.check(f"6-step forecaster beats seasonal naive by 10% ({mae6:.3f} vs {naive6_mae:.3f}), MAE per step reported",
+        mae6 < 0.9 * naive6_mae and len(per_step) == 6 and abs(np.mean(per_step) - mae6) < 1e-6 * max(1, mae6),
+        r.text[-2000:])
+cov6 = final.get("test_quantile_coverage", [])
+c.check(f"6-step quantiles cover about 10/50/90% ({cov6})",
+        len(cov6) == 3 and 0.02 <= cov6[0] <= 0.25 and 0.3 <= cov6[1] <= 0.7 and 0.75 <= cov6[2] <= 0.98, str(final))
+r = run([BIN, "export", d])
+p = mpirun(2, ["predict", os.path.join(d, "export"), cpu6, "--split", "test"], timeout=300)
+if r.rc == 0 and p.rc == 0:
+    with h5py.File(os.path.join(d, "export", "predictions_test.h5"), "r") as f:
+        ours, ours_q, target6 = f["prediction"][()], f["quantiles"][()], f["target"][()]
+    model, desc = load(os.path.join(d, "export"))
+    theirs = predict(model, desc, x6).numpy()
+    c.check("6-step predictions: [n, 6] targets and predictions, [n, 6, 3] quantiles, the Python mirror agrees",
+            ours.shape == (len(y6), 6) and ours_q.shape == (len(y6), 6, 3) and np.array_equal(target6, y6)
+            and np.array_equal(ours_q[:, :, 1], ours) and float(np.abs(theirs - ours_q).max()) < 1e-3
+            and abs(float(np.mean(np.abs(ours - y6))) - mae6) < 1e-3 * max(1.0, mae6), p.text[-2000:])
+else:
+    c.check("6-step export and predict exit 0", False, r.text + p.text[-2000:])
 c.finish()
