@@ -140,17 +140,7 @@ std::string write_run_report(const std::string& path, const Config& config, cons
     final_metrics["test_mse"] = r.test.mse;
     final_metrics["test_rmse"] = std::sqrt(r.test.mse);
     final_metrics["test_mae"] = r.test.mae;
-    if (!r.test.quantile_coverage.empty()) {
-      final_metrics["test_quantile_loss"] = r.test.quantile_loss;
-      json::array coverage;
-      for (double c : r.test.quantile_coverage) coverage.push_back(c);
-      final_metrics["test_quantile_coverage"] = coverage;
-    }
-    if (!r.test.mae_per_step.empty()) {
-      json::array steps;
-      for (double m : r.test.mae_per_step) steps.push_back(m);
-      final_metrics["test_mae_per_step"] = steps;
-    }
+    add_forecast_figures(final_metrics, r.test, "test_");
     final_metrics["test_samples"] = r.test.count;
   }
   if (r.has_test && data.classification()) {

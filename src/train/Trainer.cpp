@@ -175,6 +175,19 @@ LocalPredictions Trainer::predict_held_out() {
       config_.train.eval_batch_size, step_callback_);
 }
 
+void add_forecast_figures(json::object& out, const EvalResult& result, const std::string& prefix) {
+  auto array = [](const std::vector<double>& values) {
+    json::array a;
+    for (double v : values) a.push_back(v);
+    return a;
+  };
+  if (!result.quantile_coverage.empty()) {
+    out[prefix + "quantile_loss"] = result.quantile_loss;
+    out[prefix + "quantile_coverage"] = array(result.quantile_coverage);
+  }
+  if (!result.mae_per_step.empty()) out[prefix + "mae_per_step"] = array(result.mae_per_step);
+}
+
 namespace {
 // Every rank of the communicator sees the same reduced value, so all throw together.
 void check_finite(double loss, std::int64_t step) {
@@ -511,17 +524,7 @@ TrainResult Trainer::run() {
       } else {
         line["mse"] = result.test.mse;
         line["mae"] = result.test.mae;
-        if (loss_.kind == LossKind::Quantile) {
-          line["quantile_loss"] = result.test.quantile_loss;
-          json::array coverage;
-          for (double c : result.test.quantile_coverage) coverage.push_back(c);
-          line["quantile_coverage"] = coverage;
-        }
-        if (!result.test.mae_per_step.empty()) {
-          json::array steps;
-          for (double m : result.test.mae_per_step) steps.push_back(m);
-          line["mae_per_step"] = steps;
-        }
+        add_forecast_figures(line, result.test, "");
       }
       log_.write(line);
     }

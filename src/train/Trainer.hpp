@@ -38,6 +38,9 @@ struct EpochRecord {
 // One epoch's figures as written to metrics.jsonl and report.json (docs/outputs.md).
 boost::json::object to_json(const EpochRecord& record);
 EpochRecord epoch_record_from_json(const boost::json::object& record);
+// A regression evaluation's figures beyond MSE and MAE, when it has them: PREFIXquantile_loss,
+// PREFIXquantile_coverage, PREFIXmae_per_step (metrics.jsonl's test line, report.json's final).
+void add_forecast_figures(boost::json::object& out, const EvalResult& result, const std::string& prefix);
 
 struct TrainResult {
   std::vector<EpochRecord> epochs;
