@@ -15,6 +15,7 @@
 #include "data/DatasetLayout.hpp"
 #include "data/Hdf5.hpp"
 #include "data/Sampling.hpp"
+#include "eval/Metrics.hpp"
 #include "models/Model.hpp"
 #include "report/MetricsLog.hpp"
 #include "report/SystemStats.hpp"
@@ -210,20 +211,17 @@ PredictResult predict_file(const std::string& model_dir, const std::string& inpu
   const double target_std = d.at("target").as_object().at("std").to_number<double>();
   // A quantile model predicts one value per level; the level nearest the median is the
   // prediction (as in training's metrics).
-  std::vector<double> levels;
+  LossSpec quantiles;  // what the training loss said about the outputs
   if (d.contains("quantiles")) {
-    for (const auto& x : d.at("quantiles").as_array()) levels.push_back(x.to_number<double>());
+    for (const auto& x : d.at("quantiles").as_array()) quantiles.quantiles.push_back(x.to_number<double>());
   }
-  const auto per_value = static_cast<std::int64_t>(std::max<std::size_t>(1, levels.size()));
+  if (!quantiles.quantiles.empty()) quantiles.kind = LossKind::Quantile;
+  const std::vector<double>& levels = quantiles.quantiles;
+  const std::int64_t per_value = quantiles.outputs_per_target();
+  const std::int64_t point = quantiles.point_column();
   // Regression: S target values per sample (targets [N, S]), each with per_value outputs.
   const std::int64_t width = classification ? 1 : d.at("outputs").as_int64() / per_value;
   const std::int64_t per_sample = width * per_value;
-  std::int64_t point = 0;
-  for (std::size_t i = 1; i < levels.size(); ++i) {
-    if (std::abs(levels[i] - 0.5) < std::abs(levels[static_cast<std::size_t>(point)] - 0.5)) {
-      point = static_cast<std::int64_t>(i);
-    }
-  }
   std::vector<double> outputs;
   {
     torch::NoGradGuard no_grad;

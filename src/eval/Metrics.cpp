@@ -1,5 +1,7 @@
 #include "eval/Metrics.hpp"
 
+#include <algorithm>
+
 #include "util/Error.hpp"
 
 namespace hpctrain {
@@ -133,6 +135,8 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
   const std::int64_t width = classification ? 1 : data.output_size();
   const std::size_t levels = loss.quantiles.size(), steps_at = 5 + levels;
   std::vector<double> sums(steps_at + static_cast<std::size_t>(width > 1 ? width : 0), 0.0);
+  auto below = torch::zeros({static_cast<std::int64_t>(levels)}, torch::kDouble);
+  auto step_error = torch::zeros({width}, torch::kDouble);
   for (std::int64_t start = 0; start < n; start += batch) {
     const std::int64_t len = std::min(batch, n - start);
     auto x = data.to_input(samples.inputs.narrow(0, start, len));
@@ -150,18 +154,15 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
       sums[2] += err.abs().sum().item<double>();
       if (quantile) {
         sums[4] += pinball(pred, truth, loss.quantiles).sum().item<double>();
-        const auto below =
-            truth.unsqueeze(-1).le(pred).sum(std::vector<std::int64_t>{0, 1}).to(torch::kDouble).contiguous();
-        for (std::size_t q = 0; q < levels; ++q) sums[5 + q] += below[static_cast<std::int64_t>(q)].item<double>();
+        below += truth.unsqueeze(-1).le(pred).sum(std::vector<std::int64_t>{0, 1});
       }
-      if (width > 1) {
-        const auto per_step = err.abs().sum(0).contiguous();
-        for (std::int64_t s = 0; s < width; ++s)
-          sums[steps_at + static_cast<std::size_t>(s)] += per_step[s].item<double>();
-      }
+      if (width > 1) step_error += err.abs().sum(0);
     }
     if (between_batches) between_batches();
   }
+  std::copy_n(below.data_ptr<double>(), levels, sums.begin() + 5);
+  if (width > 1)
+    std::copy_n(step_error.data_ptr<double>(), width, sums.begin() + static_cast<std::ptrdiff_t>(steps_at));
   sums[3] = static_cast<double>(n);
   module.train(was_training);
   comm.allreduce_sum(sums.data(), sums.size());

@@ -125,6 +125,11 @@ struct CnnImpl : StagedModel {
   torch::nn::Sequential head;
 };
 
+// model.norm after a convolution over images.
+torch::nn::AnyModule conv_norm(const std::string& kind, const GroupSum& group, std::int64_t channels) {
+  return norm_layer(kind, channels, 2, group);
+}
+
 torch::nn::Conv2d conv(std::int64_t in, std::int64_t out, std::int64_t kernel, std::int64_t stride, bool bias) {
   return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(bias));
 }
@@ -134,31 +139,28 @@ torch::nn::Conv2d conv(std::int64_t in, std::int64_t out, std::int64_t kernel, s
 struct ResidualBlock : BlockImpl {
   ResidualBlock(std::int64_t in, std::int64_t planes, std::int64_t stride, bool bottleneck, const std::string& norm,
                 const GroupSum& group) {
-    auto conv_norm = [&](const std::string& kind, std::int64_t channels) {
-      return norm_layer(kind, channels, 2, group);
-    };
     const bool bias = norm == "none";
     const std::int64_t out = bottleneck ? planes * 4 : planes;
     if (bottleneck) {
       body->push_back(conv(in, planes, 1, 1, bias));
-      body->push_back(conv_norm(norm, planes));
+      body->push_back(conv_norm(norm, group, planes));
       body->push_back(torch::nn::ReLU());
       body->push_back(conv(planes, planes, 3, stride, bias));
-      body->push_back(conv_norm(norm, planes));
+      body->push_back(conv_norm(norm, group, planes));
       body->push_back(torch::nn::ReLU());
       body->push_back(conv(planes, out, 1, 1, bias));
-      body->push_back(conv_norm(norm, out));
+      body->push_back(conv_norm(norm, group, out));
     } else {
       body->push_back(conv(in, planes, 3, stride, bias));
-      body->push_back(conv_norm(norm, planes));
+      body->push_back(conv_norm(norm, group, planes));
       body->push_back(torch::nn::ReLU());
       body->push_back(conv(planes, planes, 3, 1, bias));
-      body->push_back(conv_norm(norm, planes));
+      body->push_back(conv_norm(norm, group, planes));
     }
     register_module("body", body);
     if (stride != 1 || in != out) {
       shortcut->push_back(conv(in, out, 1, stride, bias));
-      shortcut->push_back(conv_norm(norm, out));
+      shortcut->push_back(conv_norm(norm, group, out));
       register_module("shortcut", shortcut);
     }
   }
@@ -175,9 +177,6 @@ struct ResidualBlock : BlockImpl {
 // channels), global average pooling and the classifier.
 struct ResNetImpl : ModelImpl {
   ResNetImpl(const ModelConfig& c, const InputSpec& in, const GroupSum& group) {
-    auto conv_norm = [&](const std::string& kind, std::int64_t channels) {
-      return norm_layer(kind, channels, 2, group);
-    };
     if (in.sample_shape.size() != 3) {
       throw ConfigError("model.name: resnet needs image samples [C, H, W]; this data set has " +
                         std::to_string(in.sample_shape.size()) + "-dimensional samples");
@@ -185,12 +184,12 @@ struct ResNetImpl : ModelImpl {
     const bool bias = c.norm == "none";
     if (c.stem == "imagenet") {
       stem->push_back(conv(in.sample_shape[0], c.width, 7, 2, bias));
-      stem->push_back(conv_norm(c.norm, c.width));
+      stem->push_back(conv_norm(c.norm, group, c.width));
       stem->push_back(torch::nn::ReLU());
       stem->push_back(torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(2).padding(1)));
     } else {
       stem->push_back(conv(in.sample_shape[0], c.width, 3, 1, bias));
-      stem->push_back(conv_norm(c.norm, c.width));
+      stem->push_back(conv_norm(c.norm, group, c.width));
       stem->push_back(torch::nn::ReLU());
     }
     register_module("stem", stem);
