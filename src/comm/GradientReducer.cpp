@@ -291,6 +291,16 @@ void GradientReducer::scale(double factor) {
   for (const auto& b : buckets()) b.mul_(factor);
 }
 
+void GradientReducer::clip_to_norm(double max_norm) {
+  const auto& gradients = buckets();
+  if (gradients.empty()) return;
+  torch::NoGradGuard no_grad;
+  const auto norm = torch::stack(torch::_foreach_norm(gradients)).norm();
+  // 1 when the norm is within the bound: the gradients are multiplied by exactly 1.
+  const auto factor = norm.add(1e-6).reciprocal().mul(max_norm).clamp_max(1.0);
+  torch::_foreach_mul_(gradients, factor);
+}
+
 std::int64_t GradientReducer::element_count() const {
   std::int64_t n = 0;
   for (const auto& b : direct_ ? direct_params_ : buckets_) n += b.numel();

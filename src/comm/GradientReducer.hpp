@@ -62,6 +62,9 @@ class GradientReducer {
   // L2 norm over all gradients (identical on every rank after finish()).
   double global_norm() const;
   void scale(double factor);
+  // Scales the gradients so that their global L2 norm is at most `max_norm` (by
+  // max_norm / (norm + 1e-6) when above), computed on their device: no host synchronization.
+  void clip_to_norm(double max_norm);
 
   std::size_t bucket_count() const { return buckets_.size(); }
   std::int64_t element_count() const;

@@ -97,6 +97,7 @@ struct CommConfig {
 struct DeviceConfig {
   std::string type = "auto";  // auto | cpu | cuda
   bool cudnn_benchmark = false;
+  bool cuda_graphs = false;  // each training step captured once and replayed as a CUDA graph
 };
 
 struct PrecisionConfig {

@@ -287,6 +287,11 @@ const std::vector<Entry>& entries() {
            "Let cuDNN time its convolution algorithms on the first batches and keep the fastest (GPU only; "
            "results may then differ in the last bits between runs)."),
        bind(&Config::device, &DeviceConfig::cudnn_benchmark)},
+      {key("device.cuda_graphs", K::Boolean, "false", none, none, {},
+           "Capture the training step (forward, backward, loss scaling, clipping, optimizer) once as a CUDA graph "
+           "and replay it with one launch per step. GPU only (ignored with a notice on the CPU); needs one rank "
+           "per run, Adam or AdamW with optimizer.fused auto or on, and model.checkpoint_every 0."),
+       bind(&Config::device, &DeviceConfig::cuda_graphs)},
       // precision
       {key("precision.mode", K::String, "\"fp32\"", none, none, {"fp32", "bf16", "fp16"},
            "Arithmetic of the forward pass: fp32, or autocast to bf16 or fp16 (matrix products and convolutions in "

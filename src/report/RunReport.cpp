@@ -228,6 +228,7 @@ std::string write_run_report(const std::string& path, const Config& config, cons
                     {"global_batch", config.train.batch_size},
                     {"samples", r.samples},
                     {"stop_reason", r.stop_reason},
+                    {"cuda_graphs", r.cuda_graphs},
                     {"checkpoints", r.checkpoints},
                     {"checkpoint_seconds", r.checkpoint_seconds},
                     {"resumed_from", ctx.resumed_from.empty() ? json::value(nullptr) : json::value(ctx.resumed_from)},

@@ -42,10 +42,18 @@ class LossScaler {
   // Enabled for precision.mode fp16; otherwise every call is a no-op and scale() is 1.
   explicit LossScaler(const PrecisionConfig& config);
 
+  // Keeps the scale, the clean-step count and the skip count as tensors on `device`,
+  // updated there by ATen's AMP kernels: a step needs no host synchronization (what a
+  // fused optimizer and CUDA graphs need). Call before the first step; the state carries over.
+  void keep_on_device(const torch::Device& device);
+  bool on_device() const { return scale_.defined(); }
+
   bool enabled() const { return enabled_; }
-  double scale() const { return state_.scale; }
-  const LossScalerState& state() const { return state_; }
-  void restore(const LossScalerState& state) { state_ = state; }
+  // On the device these read it (a synchronization): for checkpoints and reports.
+  double scale() const;
+  LossScalerState state() const;
+  // In place: tensors a captured CUDA graph reads stay where they are.
+  void restore(const LossScalerState& state);
 
   // loss * scale (the loss itself when disabled).
   torch::Tensor scale_loss(const torch::Tensor& loss) const;
@@ -53,14 +61,22 @@ class LossScaler {
   // or NaN. Call it on the reduced gradients: they are equal on every rank, so every rank
   // takes the same decision without communication.
   bool unscale(const std::vector<torch::Tensor>& gradients) const;
+  // The same without the decision on the host: returns the flag as a one-element float
+  // tensor on the gradients' device (1 for inf/NaN), for an optimizer that skips on it.
+  // Undefined when disabled.
+  torch::Tensor unscale_to_flag(const std::vector<torch::Tensor>& gradients) const;
   // After a step: on inf/NaN back off (scale *= backoff_factor) and count a skipped step;
   // else grow (scale *= growth_factor) after growth_interval clean steps in a row.
   void update(bool found_inf);
+  // The same from the flag of unscale_to_flag, on the device (requires keep_on_device).
+  void update(const torch::Tensor& found_inf);
 
  private:
   bool enabled_ = false;
   PrecisionConfig config_;
-  LossScalerState state_;
+  LossScalerState state_;  // on the host
+  // keep_on_device: [1] float scale, [1] int32 growth tracker, [] int64 skipped steps.
+  torch::Tensor scale_, growth_tracker_, skipped_;
 };
 
 }  // namespace hpctrain

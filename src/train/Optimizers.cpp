@@ -1,5 +1,6 @@
 #include "train/Optimizers.hpp"
 
+#include <optional>
 #include <unordered_map>
 
 #include "util/Error.hpp"
@@ -7,17 +8,55 @@
 namespace hpctrain {
 namespace {
 
+// What the free functions of Optimizers.hpp reach through a dynamic_cast.
+class DeviceStepped {
+ public:
+  virtual ~DeviceStepped() = default;
+  virtual void skip_next_step_on(const torch::Tensor& found_inf) = 0;
+  virtual void read_learning_rate_from_device() = 0;
+  virtual void set_learning_rate_tensor(double lr) = 0;
+  virtual void synchronize_state() = 0;
+};
+
 // Adam/AdamW whose step runs ATen's fused multi-tensor kernel: one launch updates every
 // parameter of a group, where LibTorch's loop issues about ten small kernels per parameter
 // (thousands per step for a Transformer: launch-bound on a GPU). The per-parameter state is
 // LibTorch's own (step, exp_avg, exp_avg_sq), so save/load and checkpoints are those of
 // the base class and move freely between the fused and the loop implementation. The kernel
 // reads the step count from a tensor on the parameters' device; those tensors are kept
-// here and re-made whenever the state's count differs (first step, after a load).
+// here and re-made whenever the state's count differs (first step, after a load). Steps
+// skipped or replayed on the device advance only those tensors: synchronize_state() writes
+// them back into the state before it is saved.
 template <class Base, class State, class Options, bool Decoupled>
-class FusedAdam final : public Base {
+class FusedAdam final : public Base, public DeviceStepped {
  public:
   using Base::Base;
+
+  void skip_next_step_on(const torch::Tensor& found_inf) override { found_inf_ = found_inf; }
+
+  void read_learning_rate_from_device() override {
+    if (lr_.defined()) return;
+    for (auto& group : this->param_groups()) {
+      if (!group.params().empty()) {
+        lr_ = torch::full({}, group.options().get_lr(), group.params().front().options().dtype(torch::kFloat));
+        return;
+      }
+    }
+  }
+
+  void set_learning_rate_tensor(double lr) override {
+    if (lr_.defined()) lr_.fill_(lr);
+  }
+
+  void synchronize_state() override {
+    for (auto& [key, counter] : counters_) {
+      auto it = this->state_.find(key);
+      if (it == this->state_.end() || !counter.device.defined()) continue;
+      auto& s = static_cast<State&>(*it->second);
+      s.step(static_cast<std::int64_t>(counter.device.template item<double>()));
+      counter.host = s.step();
+    }
+  }
 
   torch::Tensor step(torch::optim::Optimizer::LossClosure closure = nullptr) override {
     torch::Tensor loss;
@@ -57,14 +96,28 @@ class FusedAdam final : public Base {
       if (params.empty()) continue;
       torch::_foreach_add_(steps, 1);
       const auto [beta1, beta2] = o.betas();
-      if (Decoupled) {
-        torch::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, {}, steps, o.lr(), beta1, beta2, o.weight_decay(),
-                             o.eps(), /*amsgrad=*/false, /*maximize=*/false);
+      const std::optional<torch::Tensor> found_inf =
+          found_inf_.defined() ? std::optional<torch::Tensor>(found_inf_) : std::nullopt;
+      // The rate as a number or, read on the device, as a tensor (the kernel has both forms).
+      auto run = [&](const auto& lr) {
+        if (Decoupled) {
+          torch::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, {}, steps, lr, beta1, beta2, o.weight_decay(),
+                               o.eps(), /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt, found_inf);
+        } else {
+          torch::_fused_adam_(params, grads, exp_avgs, exp_avg_sqs, {}, steps, lr, beta1, beta2, o.weight_decay(),
+                              o.eps(), /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt, found_inf);
+        }
+      };
+      if (lr_.defined()) {
+        run(lr_);
       } else {
-        torch::_fused_adam_(params, grads, exp_avgs, exp_avg_sqs, {}, steps, o.lr(), beta1, beta2, o.weight_decay(),
-                            o.eps(), /*amsgrad=*/false, /*maximize=*/false);
+        run(o.lr());
       }
+      // A skipped step does not count: the kernel left the parameters and moments alone.
+      if (found_inf)
+        torch::_foreach_sub_(steps, std::vector<torch::Tensor>(steps.size(), found_inf->reshape(c10::IntArrayRef{})));
     }
+    found_inf_ = torch::Tensor();
     return loss;
   }
 
@@ -74,6 +127,8 @@ class FusedAdam final : public Base {
     torch::Tensor device;
   };
   std::unordered_map<void*, Counter> counters_;
+  torch::Tensor found_inf_;  // for the next step only
+  torch::Tensor lr_;         // read_learning_rate_from_device: the rate, fp32 on the device (what the kernel reads)
 };
 
 using FusedAdamImpl = FusedAdam<torch::optim::Adam, torch::optim::AdamParamState, torch::optim::AdamOptions, false>;
@@ -109,6 +164,27 @@ bool use_fused_optimizer(const OptimizerConfig& c, const torch::Device& device) 
 
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
   for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+  if (auto* fused = dynamic_cast<DeviceStepped*>(&optimizer)) fused->set_learning_rate_tensor(lr);
+}
+
+bool is_fused(const torch::optim::Optimizer& optimizer) {
+  return dynamic_cast<const DeviceStepped*>(&optimizer) != nullptr;
+}
+
+bool skip_next_step_on(torch::optim::Optimizer& optimizer, const torch::Tensor& found_inf) {
+  auto* fused = dynamic_cast<DeviceStepped*>(&optimizer);
+  if (fused) fused->skip_next_step_on(found_inf);
+  return fused != nullptr;
+}
+
+bool read_learning_rate_from_device(torch::optim::Optimizer& optimizer) {
+  auto* fused = dynamic_cast<DeviceStepped*>(&optimizer);
+  if (fused) fused->read_learning_rate_from_device();
+  return fused != nullptr;
+}
+
+void synchronize_optimizer_state(torch::optim::Optimizer& optimizer) {
+  if (auto* fused = dynamic_cast<DeviceStepped*>(&optimizer)) fused->synchronize_state();
 }
 
 }  // namespace hpctrain

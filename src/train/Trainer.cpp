@@ -14,6 +14,7 @@
 #include "train/Optimizers.hpp"
 #include "train/Profiler.hpp"
 #include "train/Schedule.hpp"
+#include "train/StepGraph.hpp"
 #include "util/Error.hpp"
 #include "util/Json.hpp"
 
@@ -121,6 +122,26 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDa
   }
   overlap_ = overlap;
   optimizer_ = make_optimizer(config_.optimizer, model_->parameters(), use_fused_optimizer(config_.optimizer, device_));
+  device_side_ = is_fused(*optimizer_);
+  if (device_side_) scaler_.keep_on_device(device_);
+  graphs_ = config_.device.cuda_graphs && device_.is_cuda();
+  if (graphs_) {
+    if (comm_.size() > 1) {
+      throw ConfigError("device.cuda_graphs: a captured step runs on one rank per training run (this run has " +
+                        std::to_string(comm_.size()) + "); the gradient reduction is not captured");
+    }
+    if (!device_side_) {
+      throw ConfigError(
+          "device.cuda_graphs: the captured step needs the fused optimizer, which steps without waiting for the "
+          "GPU: use optimizer.name adam or adamw with optimizer.fused auto or on");
+    }
+    if (config_.model.checkpoint_every > 0) {
+      throw ConfigError(
+          "device.cuda_graphs: gradient checkpointing (model.checkpoint_every) restores random-number state "
+          "on the host during backward, which a graph cannot replay; set one of them off");
+    }
+    read_learning_rate_from_device(*optimizer_);
+  }
   schedule_ = std::make_unique<LrSchedule>(config_.schedule, config_.optimizer.lr, total_steps_, per_epoch_);
 }
 
@@ -189,6 +210,9 @@ void add_forecast_figures(json::object& out, const EvalResult& result, const std
 }
 
 namespace {
+// Eager steps before the capture of device.cuda_graphs (torch's examples use 3 to 11).
+constexpr int kGraphWarmupSteps = 3;
+
 // Every rank of the communicator sees the same reduced value, so all throw together.
 void check_finite(double loss, std::int64_t step) {
   if (std::isfinite(loss)) return;
@@ -290,10 +314,12 @@ TrainResult Trainer::run() {
     for (const auto& r : result.epochs) records.push_back(to_json(r));
     p.epochs_json = compact_json(records);
     if (scaler_.enabled()) {
-      p.loss_scale = scaler_.state().scale;
-      p.loss_scale_growth_tracker = scaler_.state().growth_tracker;
-      p.skipped_steps = scaler_.state().skipped_steps;
+      const LossScalerState scaling = scaler_.state();
+      p.loss_scale = scaling.scale;
+      p.loss_scale_growth_tracker = scaling.growth_tracker;
+      p.skipped_steps = scaling.skipped_steps;
     }
+    synchronize_optimizer_state(*optimizer_);  // step counts advanced on the device
     RankState state;
     state.rng = at::detail::getDefaultCPUGenerator().get_state();
     state.epoch_loss = epoch_loss;
@@ -311,6 +337,58 @@ TrainResult Trainer::run() {
     return path;
   };
   const bool timed = checkpoint_dir_.size() > 0 && config_.checkpoint.every_minutes > 0;
+  if (config_.device.cuda_graphs && !graphs_ && root) {
+    progress.message("device.cuda_graphs: ignored, this run computes on the CPU");
+  }
+  // With device.cuda_graphs every tensor the step touches lives across steps: the inputs
+  // are copied into fixed buffers, the outputs and the epoch's sums stay where they are.
+  std::unique_ptr<StepGraph> graph;
+  if (graphs_) graph = std::make_unique<StepGraph>(device_, kGraphWarmupSteps);
+  torch::Tensor input, targets, logits, local_sum;
+  auto epoch_loss = torch::zeros({}, torch::dtype(torch::kDouble).device(device_));
+  auto correct = torch::zeros({}, torch::dtype(torch::kLong).device(device_));
+  // Forward, backward, reduction, unscaling, clipping and the optimizer step. In a graph the
+  // phase marks are left out (the replay is charged to forward).
+  auto train_step = [&] {
+    auto mark_eager = [&](Phase phase) {
+      if (!graphs_) mark(phase);
+    };
+    reducer.zero();
+    {
+      AutocastScope autocast(config_.precision.mode, device_.type());
+      logits = model.forward(config_.model.channels_last ? input.contiguous(torch::MemoryFormat::ChannelsLast) : input);
+      // Sum over local samples / global batch: the reduced sum is the global mean. The
+      // loss is computed in fp32 whatever the autocast.
+      local_sum = loss_sum(loss_, logits.to(torch::kFloat), targets);
+    }
+    auto loss = local_sum * inv_batch;
+    mark_eager(Phase::Forward);
+    scaler_.scale_loss(loss).backward();
+    mark_eager(Phase::Backward);
+    reducer.finish();
+    mark_eager(Phase::CommExposed);
+    // fp16: unscale the reduced gradients (equal on every rank, so every rank decides the
+    // same), skip the step on inf/NaN, then clip and step.
+    if (device_side_) {
+      // Decided on the device: the fused optimizer skips its update where the flag is set.
+      const auto found_inf = scaler_.unscale_to_flag(reducer.buckets());
+      if (tc.grad_clip_norm > 0) reducer.clip_to_norm(tc.grad_clip_norm);
+      if (found_inf.defined()) skip_next_step_on(*optimizer_, found_inf);
+      optimizer_->step();
+      if (found_inf.defined()) scaler_.update(found_inf);
+    } else {
+      const bool found_inf = scaler_.unscale(reducer.buckets());
+      if (!found_inf) {
+        if (tc.grad_clip_norm > 0) reducer.clip_to_norm(tc.grad_clip_norm);
+        optimizer_->step();
+      }
+      scaler_.update(found_inf);
+    }
+    mark_eager(Phase::Optimizer);
+    torch::NoGradGuard no_grad;
+    epoch_loss += local_sum.detach().to(torch::kDouble);
+    if (classification) correct += logits.argmax(1).eq(targets).sum();
+  };
 
   for (std::int64_t epoch = at.epoch; epoch < tc.epochs && step < total_steps_; ++epoch) {
     const double epoch_start = wall_seconds();
@@ -324,8 +402,8 @@ TrainResult Trainer::run() {
     clock.start();
 
     // Per-step figures stay on the device side as tensors; .item() only at log steps.
-    auto epoch_loss = torch::full({}, first > 0 ? mine.epoch_loss : 0.0, torch::dtype(torch::kDouble).device(device_));
-    auto correct = torch::full({}, first > 0 ? mine.epoch_correct : 0, torch::dtype(torch::kLong).device(device_));
+    epoch_loss.fill_(first > 0 ? mine.epoch_loss : 0.0);
+    correct.fill_(first > 0 ? mine.epoch_correct : 0);
     const double train_seconds_before = result.train_seconds;
     double lr = 0;
     for (std::int64_t s = first; s < epoch_steps; ++s) {
@@ -334,47 +412,35 @@ TrainResult Trainer::run() {
       copied.wait(static_cast<std::size_t>((s + 1) % 2));
       const Batch host_batch = pipeline.next();
       // Pinned host batches copy to the GPU asynchronously, ordered on the compute stream.
-      const auto input = host_batch.input.to(device_, /*non_blocking=*/true);
-      const auto targets = host_batch.targets.to(device_, /*non_blocking=*/true);
+      if (graphs_) {
+        if (!input.defined()) {
+          input =
+              torch::empty(host_batch.input.sizes(), host_batch.input.options().device(device_).pinned_memory(false));
+          targets = torch::empty(host_batch.targets.sizes(),
+                                 host_batch.targets.options().device(device_).pinned_memory(false));
+        }
+        if (host_batch.input.sizes() != input.sizes() || host_batch.targets.sizes() != targets.sizes()) {
+          throw RuntimeFailure("device.cuda_graphs: a batch of another shape at step " + std::to_string(step) +
+                               " (a captured step needs equal batches)");
+        }
+        input.copy_(host_batch.input, /*non_blocking=*/true);
+        targets.copy_(host_batch.targets, /*non_blocking=*/true);
+      } else {
+        input = host_batch.input.to(device_, /*non_blocking=*/true);
+        targets = host_batch.targets.to(device_, /*non_blocking=*/true);
+      }
       copied.record(static_cast<std::size_t>(s % 2));
       lr = schedule_->at(step);
       set_learning_rate(*optimizer_, lr);
-      reducer.zero();
       mark(Phase::Data);
 
-      torch::Tensor logits, local_sum;
-      {
-        AutocastScope autocast(config_.precision.mode, device_.type());
-        logits =
-            model.forward(config_.model.channels_last ? input.contiguous(torch::MemoryFormat::ChannelsLast) : input);
-        // Sum over local samples / global batch: the reduced sum is the global mean. The
-        // loss is computed in fp32 whatever the autocast.
-        local_sum = loss_sum(loss_, logits.to(torch::kFloat), targets);
+      if (graph) {
+        graph->run(train_step);
+        mark(Phase::Forward);
+      } else {
+        train_step();
       }
-      auto loss = local_sum * inv_batch;
-      mark(Phase::Forward);
-      scaler_.scale_loss(loss).backward();
-      mark(Phase::Backward);
-      reducer.finish();
-      mark(Phase::CommExposed);
-      // fp16: unscale the reduced gradients (equal on every rank, so every rank decides the
-      // same), skip the step on inf/NaN, then clip and step.
-      const bool found_inf = scaler_.unscale(reducer.buckets());
-      if (!found_inf) {
-        if (tc.grad_clip_norm > 0) {
-          const double norm = reducer.global_norm();
-          if (norm > tc.grad_clip_norm) reducer.scale(tc.grad_clip_norm / (norm + 1e-6));
-        }
-        optimizer_->step();
-      }
-      scaler_.update(found_inf);
-      mark(Phase::Optimizer);
 
-      {
-        torch::NoGradGuard no_grad;
-        epoch_loss += local_sum.detach().to(torch::kDouble);
-        if (classification) correct += logits.argmax(1).eq(targets).sum();
-      }
       const std::string trace = profiler.after_step(step);
       if (root && !trace.empty()) progress.message("profile " + trace);
       ++step;
@@ -510,6 +576,7 @@ TrainResult Trainer::run() {
   result.comm = reducer.times();
   result.skipped_steps = scaler_.state().skipped_steps;
   result.loss_scale = scaler_.scale();
+  result.cuda_graphs = graph && graph->captured();
   progress.finish();
 
   if (tc.test_at_end) {

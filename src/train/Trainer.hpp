@@ -63,6 +63,7 @@ struct TrainResult {
   // and the loss scale at the end (1 without loss scaling).
   std::int64_t skipped_steps = 0;
   double loss_scale = 1.0;
+  bool cuda_graphs = false;  // the steps were replayed from a captured CUDA graph
 };
 
 class GradientReducer;
@@ -133,6 +134,10 @@ class Trainer {
   bool stop_on_preemption_ = false;
   torch::Device device_{torch::kCPU};  // compute_device() when constructed
   LossScaler scaler_;
+  // The fused optimizer steps without host synchronization; loss scaling and clipping then
+  // stay on the device too. device.cuda_graphs builds on it.
+  bool device_side_ = false;
+  bool graphs_ = false;
   std::string resolved_json_;
   std::optional<CheckpointInfo> resume_;
 };

@@ -172,3 +172,27 @@ TEST(GradientReducer, AloneKeepsNoBucketsAndHandsOverAutogradsGradients) {
     EXPECT_EQ(shared.bucket_count(), 1u);
   }
 }
+
+// Clipping on the gradients' device: the global-norm rule without reading the norm on the
+// host, with buckets (several ranks) and without (one rank).
+TEST(GradientReducer, ClipToNormScalesOnlyAboveTheBound) {
+  Communicator world = Communicator::world();
+  auto params = make_parameters();
+  GradientReducer reducer(params, 0.02, world, false, nullptr, /*alone_without_buckets=*/true);
+  auto step = [&] {
+    reducer.zero();
+    ((params[0] * 2.0).sum() + (params[2] * -1.0).sum() + (params[3] * 4.0).sum()).backward();
+    reducer.finish();
+  };
+  // Summed over the ranks: each gradient is the same on every rank times the rank count.
+  const double n = world.size();
+  const double norm = n * std::sqrt(1000 * 4.0 + 5000 * 1.0 + 3 * 16.0);
+  step();
+  EXPECT_NEAR(reducer.global_norm(), norm, 1e-3 * norm);
+  reducer.clip_to_norm(norm * 2);  // within the bound: untouched, bit for bit
+  EXPECT_TRUE(params[0].grad().equal(torch::full({10, 100}, 2.0f * static_cast<float>(n))));
+  reducer.clip_to_norm(5.0);
+  EXPECT_NEAR(reducer.global_norm(), 5.0, 1e-4);
+  EXPECT_NEAR(params[3].grad()[0].item<double>(), 4.0 * n * 5.0 / (norm + 1e-6), 1e-5);
+  EXPECT_FALSE(params[1].grad().defined() && params[1].grad().abs().sum().item<float>() != 0.0f);
+}

@@ -87,6 +87,65 @@ TEST(LossScaler, AGradientThatUnderflowsInFp16SurvivesWhenScaled) {
   EXPECT_NEAR(g[0].item<float>(), 1e-8F, 1e-10F);
 }
 
+// keep_on_device (here on CPU tensors, the same kernels a GPU runs): every decision equals
+// the host's rule, step by step, and nothing is decided on the host.
+TEST(LossScaler, OnTheDeviceFollowsTheHostRule) {
+  LossScaler host(fp16(1024.0, 3));
+  LossScaler device(fp16(1024.0, 3));
+  device.keep_on_device(torch::kCPU);
+  EXPECT_TRUE(device.on_device());
+  EXPECT_EQ(device.scale(), 1024.0);
+  for (bool overflow : {true, false, false, true, false, false, false, false, true, false, false, false}) {
+    host.update(overflow);
+    device.update(torch::full({1}, overflow ? 1.0F : 0.0F));
+    EXPECT_EQ(device.scale(), host.scale());
+    EXPECT_EQ(device.state().growth_tracker, host.state().growth_tracker);
+    EXPECT_EQ(device.state().skipped_steps, host.state().skipped_steps);
+  }
+  EXPECT_EQ(device.state().skipped_steps, 3);
+  device.update(true);  // the host-side call works on the device state too
+  EXPECT_EQ(device.state().skipped_steps, 4);
+}
+
+TEST(LossScaler, UnscalesToAFlagOnTheDevice) {
+  LossScaler s(fp16(1024.0));
+  s.keep_on_device(torch::kCPU);
+  EXPECT_DOUBLE_EQ(s.scale_loss(torch::tensor(0.5F)).item<double>(), 512.0);
+  std::vector<torch::Tensor> clean{torch::tensor({1024.0F, -2048.0F}), torch::tensor({512.0F})};
+  const auto none = s.unscale_to_flag(clean);
+  ASSERT_TRUE(none.defined());
+  EXPECT_EQ(none.item<float>(), 0.0F);
+  EXPECT_TRUE(torch::equal(clean[0], torch::tensor({1.0F, -2.0F})));
+  std::vector<torch::Tensor> bad{torch::ones({2}), torch::tensor({std::numeric_limits<float>::quiet_NaN()})};
+  EXPECT_EQ(s.unscale_to_flag(bad).item<float>(), 1.0F);
+  EXPECT_TRUE(s.unscale(bad));
+  // Disabled: no flag at all.
+  PrecisionConfig bf16;
+  bf16.mode = "bf16";
+  LossScaler off(bf16);
+  off.keep_on_device(torch::kCPU);
+  EXPECT_FALSE(off.unscale_to_flag(bad).defined());
+}
+
+TEST(LossScaler, StateRoundTripsBetweenHostAndDevice) {
+  LossScaler a(fp16(1024.0, 3));
+  a.keep_on_device(torch::kCPU);
+  a.update(torch::ones({1}));
+  a.update(torch::zeros({1}));
+  LossScaler b(fp16(1024.0, 3));  // on the host
+  b.restore(a.state());
+  EXPECT_EQ(b.scale(), 512.0);
+  EXPECT_EQ(b.state().growth_tracker, 1);
+  EXPECT_EQ(b.state().skipped_steps, 1);
+  LossScaler c(fp16(1024.0, 3));
+  c.keep_on_device(torch::kCPU);
+  c.restore(b.state());
+  c.update(torch::zeros({1}));
+  c.update(torch::zeros({1}));
+  EXPECT_EQ(c.scale(), 1024.0);
+  EXPECT_EQ(c.state().skipped_steps, 1);
+}
+
 TEST(Autocast, CastsMatrixProductsInsideTheScopeOnly) {
   auto a = torch::randn({4, 4});
   {

@@ -1,7 +1,8 @@
 """Mixed precision and the device choice, on CPUs: bf16 autocast trains to fp32's accuracy;
 fp16 with dynamic loss scaling skips the steps whose gradients overflow, backs the scale
 off and grows it again, and trains; its scaler state survives a checkpoint (a run resumed
-halfway ends bitwise where an uninterrupted one does); device.type=auto falls back to the
+halfway ends bitwise where an uninterrupted one does), also with the fused optimizer deciding
+on the device; device.cuda_graphs on a CPU is a notice; device.type=auto falls back to the
 CPU with a notice and device.type=cuda without a GPU is an error."""
 import json
 import os
@@ -62,6 +63,33 @@ c.check("fp16 resumed from a checkpoint ends bitwise where the uninterrupted run
         json.dumps({"whole": whole.get("precision"), "resumed": resumed.get("precision"),
                     "loss": [whole.get("final", {}).get("test_loss"), resumed.get("final", {}).get("test_loss")]})
         + rc.text[-1500:])
+
+# The same with the fused optimizer: unscaling, the skip decision, clipping and the scale's
+# update run as tensor operations, never read on the host (what GPUs and device.cuda_graphs
+# run). The scaler's state and the optimizer's step counts, kept on the device, still
+# checkpoint exactly: a count that included the skipped steps would change the resumed run.
+fused = ["optimizer.fused=on", "train.grad_clip_norm=1.0"]
+rf, f16 = train("fp16_fused", *scaled, *fused)
+pf = f16.get("precision", {})
+c.check("fp16 with the fused optimizer (decided on the device): overflowing steps skipped, the scale backs off "
+        "and grows again, and it trains",
+        rf.rc == 0 and 3 <= pf.get("skipped_steps", 0) < 46 and 0 < pf.get("final_loss_scale", 0) < 1e9
+        and f16.get("final", {}).get("test_accuracy", 0) > 0.6, json.dumps(pf) + rf.text[-2000:])
+rfa, fwhole = train("fp16_fused_whole", *ckpt, *fused, "train.epochs=2")
+rfb, _ = train("fp16_fused_split", *ckpt, *fused, "train.epochs=1")
+rfc, fresumed = train("fp16_fused_split", *ckpt, *fused, "train.epochs=2", "checkpoint.resume=auto")
+c.check("fp16 with the fused optimizer resumed from a checkpoint ends bitwise where the uninterrupted run does",
+        rfa.rc == 0 and rfb.rc == 0 and rfc.rc == 0 and "resuming from" in rfc.out
+        and fwhole["precision"]["skipped_steps"] > 0 and fresumed["precision"] == fwhole["precision"]
+        and fresumed["final"]["test_loss"] == fwhole["final"]["test_loss"],
+        json.dumps({"whole": fwhole.get("precision"), "resumed": fresumed.get("precision"),
+                    "loss": [fwhole.get("final", {}).get("test_loss"), fresumed.get("final", {}).get("test_loss")]})
+        + rfc.text[-1500:])
+
+rg, graphs = train("graphs_on_cpu", "data.limit_train=1280", "train.epochs=1", "device.cuda_graphs=true", np=1)
+c.check("device.cuda_graphs on the CPU: a notice, then an ordinary run",
+        rg.rc == 0 and "device.cuda_graphs: ignored" in rg.out and graphs["training"]["cuda_graphs"] is False,
+        rg.text[-1500:])
 
 r = mpirun(2, ["train", CONFIG, *small, "run.dir=" + os.path.join(work, "cuda"), "device.type=cuda"], timeout=120)
 c.check("device.type=cuda without a GPU: one message, non-zero exit",

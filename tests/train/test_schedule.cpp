@@ -111,6 +111,86 @@ TEST(Optimizers, FusedAdamMatchesTheLoopAndSharesItsState) {
   }
 }
 
+namespace {
+std::int64_t adam_step_count(torch::optim::Optimizer& opt, const torch::Tensor& p) {
+  return static_cast<torch::optim::AdamParamState&>(*opt.state().at(p.unsafeGetTensorImpl())).step();
+}
+}  // namespace
+
+// fp16 with a fused optimizer: a step whose flag is set changes nothing, its step count
+// included (after the counts are brought back from the device), like a step not taken.
+TEST(Optimizers, FusedAdamSkipsOnTheDeviceFlag) {
+  for (const char* name : {"adam", "adamw"}) {
+    OptimizerConfig c;
+    c.name = name;
+    c.lr = 0.01;
+    c.weight_decay = 0.1;
+    torch::manual_seed(5);
+    auto a = torch::randn({4, 3}, torch::requires_grad());
+    auto b = a.detach().clone().requires_grad_(true);
+    auto flagged = make_optimizer(c, {a}, /*fused=*/true);
+    auto plain = make_optimizer(c, {b}, /*fused=*/true);
+    ASSERT_TRUE(is_fused(*flagged));
+    for (int i = 0; i < 6; ++i) {
+      const auto g = torch::randn({4, 3});
+      const bool overflow = i == 1 || i == 4;
+      flagged->zero_grad();
+      (a * g).sum().backward();
+      ASSERT_TRUE(skip_next_step_on(*flagged, torch::full({1}, overflow ? 1.0F : 0.0F)));
+      flagged->step();
+      if (!overflow) {
+        plain->zero_grad();
+        (b * g).sum().backward();
+        plain->step();
+      }
+      EXPECT_TRUE(torch::equal(a, b)) << name << " step " << i;
+    }
+    synchronize_optimizer_state(*flagged);
+    EXPECT_EQ(adam_step_count(*flagged, a), 4) << name;
+    EXPECT_EQ(adam_step_count(*plain, b), 4) << name;
+    // The next step goes on from the synchronized count: still equal.
+    const auto g = torch::randn({4, 3});
+    for (auto [opt, w] : {std::pair{flagged.get(), a}, std::pair{plain.get(), b}}) {
+      opt->zero_grad();
+      (w * g).sum().backward();
+      opt->step();
+    }
+    EXPECT_TRUE(torch::equal(a, b)) << name;
+  }
+}
+
+// A captured step reads its rate from the device: same updates as the rate as a number.
+TEST(Optimizers, FusedAdamReadsTheRateFromTheDevice) {
+  OptimizerConfig c;
+  c.name = "adamw";
+  c.lr = 0.5;  // replaced below; powers of two are exact in the fp32 tensor
+  torch::manual_seed(6);
+  auto a = torch::randn({6}, torch::requires_grad());
+  auto b = a.detach().clone().requires_grad_(true);
+  auto number = make_optimizer(c, {a}, /*fused=*/true);
+  auto tensor = make_optimizer(c, {b}, /*fused=*/true);
+  ASSERT_TRUE(read_learning_rate_from_device(*tensor));
+  for (double lr : {0.125, 0.125, 0.0625, 0.03125}) {
+    set_learning_rate(*number, lr);
+    set_learning_rate(*tensor, lr);
+    const auto g = torch::randn({6});
+    for (auto [opt, w] : {std::pair{number.get(), a}, std::pair{tensor.get(), b}}) {
+      opt->zero_grad();
+      (w * g).sum().backward();
+      opt->step();
+    }
+    EXPECT_TRUE(torch::equal(a, b)) << "lr " << lr;
+  }
+  // LibTorch's own optimizers have no device side.
+  c.name = "sgd";
+  auto sgd = make_optimizer(c, {a});
+  EXPECT_FALSE(is_fused(*sgd));
+  EXPECT_FALSE(skip_next_step_on(*sgd, torch::zeros({1})));
+  EXPECT_FALSE(read_learning_rate_from_device(*sgd));
+  c.name = "adam";
+  EXPECT_FALSE(is_fused(*make_optimizer(c, {a}, /*fused=*/false)));
+}
+
 TEST(Optimizers, FusedIsTheDefaultOnAGpuOnly) {
   OptimizerConfig c;
   EXPECT_FALSE(use_fused_optimizer(c, torch::Device(torch::kCPU)));
