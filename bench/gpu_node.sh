@@ -50,15 +50,20 @@ ln -sf "$root/data/fashion-mnist.h5" build/test-data/fashion-mnist.h5
 
 if [ "$what" = all ] || [ "$what" = test ]; then
   step "gpu test"
-  HPCTRAIN_SOURCE_DIR=$root timeout 300 python3 tests/train/test_gpu.py 2>&1 | tee "$out/test_gpu.txt"
+  HPCTRAIN_SOURCE_DIR=$root timeout 420 python3 tests/train/test_gpu.py 2>&1 | tee "$out/test_gpu.txt"
 fi
 if [ "$what" = all ] || [ "$what" = bench ]; then
-  step "hpctrain against PyTorch: CNN"
-  timeout 240 python3 bench/gpu_peer.py --epochs 2 --repeats 3 --out "$out/gpu_peer.json"
+  step "hpctrain (eager and device.cuda_graphs) against PyTorch: CNN"
+  timeout 300 python3 bench/gpu_peer.py --epochs 2 --repeats 3 --graphs --out "$out/gpu_peer.json"
   step "hpctrain against PyTorch: Transformer, model FLOPs utilization"
   for batch in 64 128; do
     timeout 120 python3 bench/transformer_mfu.py --batch "$batch" --out "$out/mfu_b$batch.json"
+    timeout 120 python3 bench/transformer_mfu.py --batch "$batch" --out "$out/mfu_b${batch}_graphs.json" \
+      device.cuda_graphs=true
   done
+  step "GPT-sized Transformer: 2048 wide, 8 blocks, 1024 tokens"
+  timeout 180 python3 bench/transformer_mfu.py --embed 2048 --heads 16 --layers 8 --tokens 1024 --batch 8 \
+    --steps 40 --out "$out/mfu_2048.json" device.cuda_graphs=true
 fi
 if [ "$what" = all ] || [ "$what" = profile ]; then
   step "profiles of both sides"

@@ -3,7 +3,9 @@ optimizer and precision, trained by each in turn; samples/s of each, medians ove
 repetitions, and their ratio.
 
     python bench/gpu_peer.py [--config configs/fashion_mnist_cnn.json] [--precision fp32 bf16 fp16]
-                             [--epochs 2] [--repeats 3] [--out bench-gpu.json] [key.path=value ...]
+                             [--epochs 2] [--repeats 3] [--graphs] [--out bench-gpu.json] [key.path=value ...]
+
+--graphs also runs hpctrain with device.cuda_graphs=true in each repetition (same baseline).
 
 The PyTorch side is what a careful PyTorch user writes: the data set in pinned host memory,
 per-epoch permutation, batches copied with non_blocking=True, torch.autocast, and for fp16
@@ -94,22 +96,32 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--binary", default=os.path.join(ROOT, "build", "hpctrain"))
     p.add_argument("--out", default="bench-gpu.json")
+    p.add_argument("--graphs", action="store_true", help="also hpctrain with device.cuda_graphs=true")
     args, overrides = p.parse_known_args()
     if not torch.cuda.is_available():
         sys.exit("gpu_peer: no GPU visible")
     results = {"gpu": torch.cuda.get_device_name(0), "config": args.config, "epochs": args.epochs, "rows": []}
     for precision in args.precision:
-        ours, theirs = [], []
+        ours, graphed, theirs = [], [], []
         for _ in range(args.repeats):  # alternate, so drift hits both
             rate, config = hpctrain_run(args, precision, overrides)
             ours.append(rate)
+            if args.graphs:
+                graphed.append(hpctrain_run(args, precision, overrides + ["device.cuda_graphs=true"])[0])
             theirs.append(pytorch_run(config, precision, args.epochs))
         row = {"precision": precision, "hpctrain_samples_per_s": statistics.median(ours),
                "pytorch_samples_per_s": statistics.median(theirs), "hpctrain_runs": ours, "pytorch_runs": theirs}
         row["ratio"] = row["hpctrain_samples_per_s"] / row["pytorch_samples_per_s"]
+        line = (f"{precision}: hpctrain {row['hpctrain_samples_per_s']:.0f} samples/s, "
+                f"PyTorch {row['pytorch_samples_per_s']:.0f} samples/s, ratio {row['ratio']:.3f}")
+        if graphed:
+            row["hpctrain_graphs_samples_per_s"] = statistics.median(graphed)
+            row["hpctrain_graphs_runs"] = graphed
+            row["graphs_ratio"] = row["hpctrain_graphs_samples_per_s"] / row["pytorch_samples_per_s"]
+            line += (f"; with device.cuda_graphs {row['hpctrain_graphs_samples_per_s']:.0f} samples/s, "
+                     f"ratio {row['graphs_ratio']:.3f}")
         results["rows"].append(row)
-        print(f"{precision}: hpctrain {row['hpctrain_samples_per_s']:.0f} samples/s, "
-              f"PyTorch {row['pytorch_samples_per_s']:.0f} samples/s, ratio {row['ratio']:.3f}", flush=True)
+        print(line, flush=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
 

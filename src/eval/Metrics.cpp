@@ -50,6 +50,14 @@ std::int64_t LossSpec::outputs_per_target() const {
   return kind == LossKind::Quantile ? static_cast<std::int64_t>(quantiles.size()) : 1;
 }
 
+const torch::Tensor& LossSpec::levels_tensor(const torch::TensorOptions& options) const {
+  for (const auto& t : levels_) {
+    if (t.device() == options.device() && t.dtype() == options.dtype()) return t;
+  }
+  levels_.push_back(torch::tensor(quantiles, options));
+  return levels_.back();
+}
+
 std::int64_t LossSpec::point_column() const {
   std::int64_t best = 0;
   for (std::size_t i = 1; i < quantiles.size(); ++i) {
@@ -80,9 +88,8 @@ namespace {
 
 // Pinball loss of [n, S, Q] predictions against [n, S] targets, per sample (mean over the
 // S steps and the Q levels).
-torch::Tensor pinball(const torch::Tensor& predictions, const torch::Tensor& targets,
-                      const std::vector<double>& levels) {
-  const auto tau = torch::tensor(levels, predictions.options()).view({1, 1, -1});
+torch::Tensor pinball(const torch::Tensor& predictions, const torch::Tensor& targets, const LossSpec& loss) {
+  const auto tau = loss.levels_tensor(predictions.options()).view({1, 1, -1});
   const auto e = targets.to(predictions.scalar_type()).unsqueeze(-1) - predictions;
   return torch::maximum(tau * e, (tau - 1) * e).mean(std::vector<std::int64_t>{1, 2});
 }
@@ -98,7 +105,7 @@ torch::Tensor loss_per_sample(const LossSpec& loss, const torch::Tensor& outputs
   const auto n = outputs.size(0);
   const auto y = targets.reshape({n, -1}).to(outputs.scalar_type());
   if (loss.kind == LossKind::Quantile) {
-    return pinball(outputs.reshape({n, y.size(1), -1}), y, loss.quantiles);
+    return pinball(outputs.reshape({n, y.size(1), -1}), y, loss);
   }
   const auto pred = outputs.reshape({n, -1});
   switch (loss.kind) {
@@ -153,7 +160,7 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
       sums[1] += err.pow(2).sum().item<double>();
       sums[2] += err.abs().sum().item<double>();
       if (quantile) {
-        sums[4] += pinball(pred, truth, loss.quantiles).sum().item<double>();
+        sums[4] += pinball(pred, truth, loss).sum().item<double>();
         below += truth.unsqueeze(-1).le(pred).sum(std::vector<std::int64_t>{0, 1});
       }
       if (width > 1) step_error += err.abs().sum(0);

@@ -24,6 +24,13 @@ struct LossSpec {
   std::int64_t outputs_per_target() const;
   // The output read as the point prediction: the quantile level nearest the median (or the only one).
   std::int64_t point_column() const;
+  // The levels as a tensor of `options`' device and dtype, made once per device and dtype
+  // and kept: a captured training step (device.cuda_graphs) may not copy from host memory,
+  // and reads the tensor it was captured with at every replay.
+  const torch::Tensor& levels_tensor(const torch::TensorOptions& options) const;
+
+ private:
+  mutable std::vector<torch::Tensor> levels_;
 };
 
 // train.loss (and its parameters) against the data's task ("auto": cross-entropy or MSE).

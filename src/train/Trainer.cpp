@@ -353,7 +353,6 @@ TrainResult Trainer::run() {
     auto mark_eager = [&](Phase phase) {
       if (!graphs_) mark(phase);
     };
-    reducer.zero();
     {
       AutocastScope autocast(config_.precision.mode, device_.type());
       logits = model.forward(config_.model.channels_last ? input.contiguous(torch::MemoryFormat::ChannelsLast) : input);
@@ -432,6 +431,8 @@ TrainResult Trainer::run() {
       copied.record(static_cast<std::size_t>(s % 2));
       lr = schedule_->at(step);
       set_learning_rate(*optimizer_, lr);
+      // A captured step keeps its gradient buffers: they are where its replays write.
+      if (!graph || !graph->captured()) reducer.zero();
       mark(Phase::Data);
 
       if (graph) {

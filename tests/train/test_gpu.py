@@ -1,7 +1,9 @@
 """GPU training (label `gpu`; skipped, exit 77, where no GPU is visible): device.type=auto
 takes the GPU and report.json names it with its memory figures; fp32, bf16 and fp16 train to
 the CPU run's accuracy; two ranks sharing the GPU reduce through pinned host memory with MPI
-and agree with one rank; a checkpoint written on the GPU resumes there; NCCL on one rank."""
+and agree with one rank; a checkpoint written on the GPU resumes there; NCCL on one rank;
+device.cuda_graphs captures the step and trains to the same accuracy in each precision, fp16's
+loss scaling skipping overflowing steps inside the graph, and resumes from a checkpoint."""
 import json
 import os
 import subprocess
@@ -74,4 +76,29 @@ c.check("the resumed run ends close to the uninterrupted one (same steps, test l
         and abs(resumed["final"]["test_loss"] - whole["final"]["test_loss"]) < 0.06 * whole["final"]["test_loss"],
         json.dumps([whole.get("training", {}).get("steps"), resumed.get("training", {}).get("steps"),
                     whole.get("final"), resumed.get("final")])[:1000])
+
+# device.cuda_graphs: the step captured once after warm-up, then replayed.
+for mode in ("fp32", "bf16", "fp16"):
+    r, g = train("graphs_" + mode, "precision.mode=" + mode, "device.cuda_graphs=true")
+    acc = g.get("final", {}).get("test_accuracy", 0)
+    c.check(f"{mode} with device.cuda_graphs: captured, and test accuracy within 0.03 of the CPU run "
+            f"({acc:.4f} vs {acc_cpu:.4f})",
+            r.rc == 0 and g["training"]["cuda_graphs"] is True and abs(acc - acc_cpu) < 0.03, r.text[-2000:])
+r, g = train("graphs_fp16_overflow", "precision.mode=fp16", "device.cuda_graphs=true", "precision.init_scale=1e9",
+             "precision.growth_interval=4", "train.grad_clip_norm=1.0")
+p = g.get("precision", {})
+c.check("fp16 in a graph: overflowing steps are skipped on the device, the scale backs off and grows; it trains",
+        r.rc == 0 and 3 <= p.get("skipped_steps", 0) and 0 < p.get("final_loss_scale", 0) < 1e9
+        and g["final"]["test_accuracy"] > 0.6, json.dumps(p) + r.text[-2000:])
+ga, gwhole = train("graphs_whole", *ck, "train.epochs=2", "device.cuda_graphs=true")
+gb, _ = train("graphs_split", *ck, "train.epochs=1", "device.cuda_graphs=true")
+gc, gresumed = train("graphs_split", *ck, "train.epochs=2", "checkpoint.resume=auto", "device.cuda_graphs=true")
+c.check("device.cuda_graphs: a checkpoint resumes and ends close to the uninterrupted run",
+        ga.rc == 0 and gb.rc == 0 and gc.rc == 0 and "resuming from" in gc.out
+        and gresumed["training"]["steps"] == gwhole["training"]["steps"]
+        and abs(gresumed["final"]["test_loss"] - gwhole["final"]["test_loss"]) < 0.06 * gwhole["final"]["test_loss"],
+        gc.text[-2000:])
+r, _ = train("graphs_two_ranks", "device.cuda_graphs=true", "comm.backend=mpi", np=2)
+c.check("device.cuda_graphs with two ranks: one config error naming the key, exit 2 on every rank",
+        r.rc == 2 and r.err.count("device.cuda_graphs:") == 1, r.err[-1500:])
 c.finish()
