@@ -111,6 +111,7 @@ struct PrecisionConfig {
 struct CvConfig {
   std::int64_t folds = 0;  // 0: no cross-validation
   bool stratified = true;
+  std::string scheme = "auto";  // auto | kfold | time
   std::int64_t repeats = 1;
   std::int64_t seed = 0;
   std::int64_t ranks_per_group = 1;

@@ -321,6 +321,12 @@ const std::vector<Entry>& entries() {
            "Stratified folds for classification data (each class's count per fold differs by at most one between "
            "folds, as scikit-learn's StratifiedKFold). Regression data always uses plain folds."),
        bind(&Config::cv, &CvConfig::stratified)},
+      {key("cv.scheme", K::String, "\"auto\"", none, none, {"auto", "kfold", "time"},
+           "How the training rows are cut into folds. kfold: shuffled k-fold (stratified for classification). "
+           "time: forward chaining for rows in time order: k+1 consecutive blocks, fold i holds out block i+1 and "
+           "trains on the rows before it, less the last horizon + span - 1 windows of a series, whose targets "
+           "reach into the held-out block (one repeat). auto: time for series windows, kfold otherwise."),
+       bind(&Config::cv, &CvConfig::scheme)},
       {key("cv.repeats", K::Integer, "1", 1.0, 100.0, {},
            "Repeat the k-fold split this many times with other fold assignments (repeat r draws from cv.seed and "
            "r)."),

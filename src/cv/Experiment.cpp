@@ -450,8 +450,17 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
                         (classification ? "classification" : "regression") + " data");
     }
     if (use_cv) {
-      plan = make_fold_plan(n, labels, static_cast<int>(bc.cv.folds), static_cast<int>(bc.cv.repeats),
-                            bc.cv.stratified && classification, static_cast<std::uint64_t>(bc.cv.seed));
+      // Series windows are in time order: shuffled folds would train on the future of
+      // what they hold out.
+      const bool time_ordered = bc.cv.scheme == "time" || (bc.cv.scheme == "auto" && data->meta().series);
+      if (time_ordered && bc.cv.repeats > 1) {
+        throw ConfigError("cv.repeats: time-ordered folds (cv.scheme=" + bc.cv.scheme +
+                          (bc.cv.scheme == "auto" ? ", series data" : "") +
+                          ") are one fixed split; set cv.repeats=1, or cv.scheme=kfold for shuffled folds");
+      }
+      plan = time_ordered ? make_time_fold_plan(n, static_cast<int>(bc.cv.folds), data->meta().series_reach)
+                          : make_fold_plan(n, labels, static_cast<int>(bc.cv.folds), static_cast<int>(bc.cv.repeats),
+                                           bc.cv.stratified && classification, static_cast<std::uint64_t>(bc.cv.seed));
       for (const auto& f : plan.folds) {
         splits.push_back(TrainValSplit{f.train, f.held_out});
         split_ids.emplace_back(f.repeat, f.index);
@@ -487,6 +496,8 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
                                                                            {"k", plan.k},
                                                                            {"repeats", plan.repeats},
                                                                            {"stratified", plan.stratified},
+                                                                           {"scheme", plan.scheme},
+                                                                           {"gap", plan.gap},
                                                                            {"seed", bc.cv.seed},
                                                                            {"train_samples", n},
                                                                            {"folds", folds}}) +
@@ -665,6 +676,7 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
                               {"folds", use_cv ? bc.cv.folds : 0},
                               {"repeats", use_cv ? bc.cv.repeats : 0},
                               {"stratified", use_cv && plan.stratified},
+                              {"scheme", use_cv ? plan.scheme : "holdout"},
                               {"cv_seed", bc.cv.seed},
                               {"world_size", world.size()},
                               {"groups", scheduler->group_count()},
@@ -719,11 +731,12 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
       }
       write_file_atomic(run_dir + "/cv_folds.csv", csv.str());
       md << "# Cross-validation: " << bc.data.path << "\n\n"
-         << bc.cv.folds << "-fold" << (plan.stratified ? " stratified" : "") << " cross-validation"
-         << (bc.cv.repeats > 1 ? ", " + std::to_string(bc.cv.repeats) + " repeats" : "") << ", model `" << bc.model.name
-         << "`, " << bc.train.epochs << " epoch(s); " << world.size() << " ranks in " << scheduler->group_count()
-         << " group(s) of " << group.size() << "; " << succeeded << " fold(s) ok, " << failed << " failed; "
-         << fmt(wall_seconds() - start, "%.1f") << " s.\n\n"
+         << bc.cv.folds << "-fold" << (plan.stratified ? " stratified" : "")
+         << (plan.scheme == "time" ? " time-ordered (forward-chaining, gap " + std::to_string(plan.gap) + ")" : "")
+         << " cross-validation" << (bc.cv.repeats > 1 ? ", " + std::to_string(bc.cv.repeats) + " repeats" : "")
+         << ", model `" << bc.model.name << "`, " << bc.train.epochs << " epoch(s); " << world.size() << " ranks in "
+         << scheduler->group_count() << " group(s) of " << group.size() << "; " << succeeded << " fold(s) ok, "
+         << failed << " failed; " << fmt(wall_seconds() - start, "%.1f") << " s.\n\n"
          << "| metric | mean | std | 95% CI |\n|---|---|---|---|\n";
       columns.push_back("train_seconds");
       columns.push_back("samples_per_s");
@@ -877,8 +890,8 @@ ExperimentResult merge_search_shards(const std::string& run_dir) {
     in.last_summary[t] = summarize_trial(list);
     in.incomplete[t] = summary_field(in.last_summary[t], metric, "n") != static_cast<double>(xp.split_count);
   }
-  for (const char* key : {"task", "data", "scoring", "folds", "repeats", "stratified", "cv_seed", "world_size",
-                          "groups", "ranks_per_group"}) {
+  for (const char* key : {"task", "data", "scoring", "folds", "repeats", "stratified", "scheme", "cv_seed",
+                          "world_size", "groups", "ranks_per_group"}) {
     if (first.report.contains(key)) in.common[key] = first.report.at(key);
   }
   in.common["tasks_ok"] = succeeded;

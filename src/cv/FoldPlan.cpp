@@ -136,4 +136,35 @@ FoldPlan make_fold_plan(std::int64_t n, const std::vector<std::int32_t>& labels,
   return plan;
 }
 
+FoldPlan make_time_fold_plan(std::int64_t n, int k, std::int64_t gap) {
+  if (k < 2) {
+    throw ConfigError("cv.folds: cross-validation needs k >= 2 folds (at least one train/test split), got k=" +
+                      std::to_string(k));
+  }
+  const std::int64_t block = n / (k + 1);
+  const std::int64_t first_test = n - k * block;
+  if (block < 1 || first_test - gap < 1) {
+    throw ConfigError("cv.folds: time-ordered folds: " + std::to_string(n) + " rows give " + std::to_string(k) +
+                      " held-out blocks of " + std::to_string(block) + " rows and leave " +
+                      std::to_string(std::max<std::int64_t>(0, first_test - gap)) +
+                      " training rows for the first fold" +
+                      (gap > 0 ? " after the gap of " + std::to_string(gap) + " rows" : std::string()) +
+                      "; use fewer folds or more data");
+  }
+  FoldPlan plan;
+  plan.k = k;
+  plan.repeats = 1;
+  plan.scheme = "time";
+  plan.gap = gap;
+  for (int f = 0; f < k; ++f) {
+    Fold fold;
+    fold.index = f;
+    const std::int64_t start = first_test + f * block;
+    for (std::int64_t i = 0; i < start - gap; ++i) fold.train.push_back(i);
+    for (std::int64_t i = start; i < start + block; ++i) fold.held_out.push_back(i);
+    plan.folds.push_back(std::move(fold));
+  }
+  return plan;
+}
+
 }  // namespace hpctrain

@@ -70,6 +70,11 @@ DatasetMeta read_dataset_meta(const H5File& file) {
     }
   }
   m.inputs_name = tabular ? "features" : "images";
+  if (file.has_attr("/", "window") && file.has_attr("/", "horizon")) {
+    m.series = true;
+    const std::int64_t span = file.has_attr("/", "span") ? file.read_int_attr("/", "span") : 1;
+    m.series_reach = std::max<std::int64_t>(0, file.read_int_attr("/", "horizon") + span - 1);
+  }
   m.targets_name = m.task == Task::Regression ? "targets" : "labels";
 
   for (SplitMeta* s : {&m.train, &m.test}) {

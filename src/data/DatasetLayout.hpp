@@ -42,6 +42,11 @@ struct DatasetMeta {
   std::string inputs_name = "images";      // "images" (uint8 [N, C, H, W]) or "features" (float32 [N, F] or [N, V, T])
   std::string targets_name = "labels";     // "labels" (int32 [N]) or "targets" (float32 [N] or [N, S])
   std::int64_t target_width = 1;           // regression: target values per sample (S; 1 for [N])
+  // Windows of a series (root attributes window and horizon, from `import timeseries|synthetic`):
+  // rows in time order, one step apart; series_reach = horizon + span - 1, the steps from a
+  // window's end to its last target. 0 and false for other data.
+  bool series = false;
+  std::int64_t series_reach = 0;
   std::vector<std::int64_t> sample_shape;  // C, H, W for images; F for features
   SplitMeta train;
   SplitMeta test;

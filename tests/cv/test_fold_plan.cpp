@@ -217,3 +217,50 @@ TEST(FoldPlan, RejectsBadArguments) {
   // Errors are ConfigErrors, catchable as the project-wide base.
   EXPECT_THROW(make_fold_plan(1, {}, 2, 1, false, 0), Error);
 }
+
+namespace {
+std::vector<std::int64_t> range(std::int64_t from, std::int64_t to) {
+  std::vector<std::int64_t> v;
+  for (std::int64_t i = from; i < to; ++i) v.push_back(i);
+  return v;
+}
+}  // namespace
+
+// Forward chaining, as scikit-learn's TimeSeriesSplit(n_splits=k, gap=g) cuts the same rows:
+// every held-out block lies after all of its fold's training rows, `gap` rows apart.
+TEST(TimeFoldPlan, HoldsOutLaterBlocksAndTrainsOnWhatCameBefore) {
+  const auto plan = make_time_fold_plan(20, 3, 0);
+  EXPECT_EQ(plan.scheme, "time");
+  EXPECT_EQ(plan.repeats, 1);
+  EXPECT_FALSE(plan.stratified);
+  ASSERT_EQ(plan.folds.size(), 3u);
+  for (int f = 0; f < 3; ++f) {
+    EXPECT_EQ(plan.folds[f].index, f);
+    EXPECT_EQ(plan.folds[f].held_out, range(5 + 5 * f, 10 + 5 * f));
+    EXPECT_EQ(plan.folds[f].train, range(0, 5 + 5 * f));
+  }
+  // n not a multiple of k + 1: the first block takes the remainder.
+  const auto odd = make_time_fold_plan(22, 3, 0);
+  EXPECT_EQ(odd.folds[0].held_out, range(7, 12));
+  EXPECT_EQ(odd.folds[2].held_out, range(17, 22));
+  EXPECT_EQ(odd.folds[0].train, range(0, 7));
+}
+
+TEST(TimeFoldPlan, LeavesTheGapOutOfTraining) {
+  // Windows whose targets reach 2 steps past their end: the 2 rows before a held-out block
+  // have targets inside it.
+  const auto plan = make_time_fold_plan(20, 3, 2);
+  EXPECT_EQ(plan.gap, 2);
+  for (int f = 0; f < 3; ++f) {
+    EXPECT_EQ(plan.folds[f].train, range(0, 3 + 5 * f));
+    EXPECT_EQ(plan.folds[f].held_out.front() - plan.folds[f].train.back(), 3);
+  }
+}
+
+TEST(TimeFoldPlan, RejectsTooFewRows) {
+  expect_config_error([] { make_time_fold_plan(20, 1, 0); }, "k >= 2");
+  expect_config_error([] { make_time_fold_plan(3, 4, 0); }, "3 rows give 4 held-out blocks of 0 rows");
+  expect_config_error([] { make_time_fold_plan(10, 4, 2); },
+                      "leave 0 training rows for the first fold after the gap of 2 rows");
+  EXPECT_NO_THROW(make_time_fold_plan(10, 4, 1));
+}

@@ -186,4 +186,28 @@ if r.rc == 0 and p.rc == 0:
             and abs(float(np.mean(np.abs(ours - y6))) - mae6) < 1e-3 * max(1.0, mae6), p.text[-2000:])
 else:
     c.check("6-step export and predict exit 0", False, r.text + p.text[-2000:])
+# --- cross-validation in time order -------------------------------------------------------
+# Series windows get forward-chaining folds (cv.scheme=auto): each held-out block lies after
+# its fold's training rows, which stop horizon + span - 1 windows earlier (those windows'
+# targets fall inside the block).
+d = os.path.join(work, "cv_time")
+with h5py.File(cpu6, "r") as f:
+    gap = int(f.attrs["horizon"]) + int(f.attrs["span"]) - 1
+r = mpirun(2, ["train", os.path.join(SOURCE, "configs", "forecast_lstm.json"), "data.path=" + cpu6, "train.epochs=1",
+               "data.limit_train=1200", "data.verify_hashes=false", "cv.folds=3", "run.progress=none", "run.dir=" + d], timeout=600)
+folds = json.load(open(os.path.join(d, "folds.json"))) if r.rc == 0 else {}
+report = json.load(open(os.path.join(d, "cv_report.json"))) if r.rc == 0 else {}
+held = [f["held_out"] for f in folds.get("folds", [])]
+trained = {row["fold"]: row["train_samples"] for row in report.get("folds_detail", [])}
+c.check(f"series cross-validation is time-ordered: 3 later blocks of 300, each fold trains on the rows before "
+        f"its block less the gap of {gap}",
+        r.rc == 0 and folds["scheme"] == "time" and folds["gap"] == gap and report["scheme"] == "time"
+        and [(h[0], len(h)) for h in held] == [(300, 300), (600, 300), (900, 300)]
+        and all(h == list(range(h[0], h[0] + len(h))) for h in held)
+        and [trained.get(i) for i in range(3)] == [h[0] - gap for h in held],
+        json.dumps({k: folds.get(k) for k in ("scheme", "gap", "k")}) + str(trained) + r.text[-2000:])
+r = mpirun(1, ["train", os.path.join(SOURCE, "configs", "forecast_lstm.json"), "data.path=" + cpu6, "cv.folds=3",
+               "cv.repeats=2", "run.progress=none", "run.dir=" + os.path.join(work, "cv_repeats")], timeout=120)
+c.check("repeats of time-ordered folds: a config error naming cv.repeats", r.rc == 2 and "cv.repeats" in r.err,
+        r.text[-1500:])
 c.finish()
