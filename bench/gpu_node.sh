@@ -5,6 +5,9 @@
 # test and the GPU benchmarks into OUTDIR.
 #
 #   bench/gpu_node.sh [CARRY_DIR] [OUTDIR] [all|test|bench|profile]
+#
+# HPCTRAIN_NODE_BUDGET (seconds, default 540) bounds the whole call: each step's timeout is
+# cut to what is left, so a device call under a 10-minute limit still returns its results.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 root=$PWD
@@ -16,6 +19,13 @@ out=$(cd "$out" && pwd)
 export PYTHONUNBUFFERED=1
 t0=$SECONDS
 step() { echo "=== [$((SECONDS - t0)) s] $*"; }
+budget=${HPCTRAIN_NODE_BUDGET:-540}
+# The smaller of $1 seconds and what the budget has left (at least 1).
+cap() {
+  local left=$((budget - (SECONDS - t0)))
+  ((left < 1)) && left=1
+  echo $(($1 < left ? $1 : left))
+}
 
 step "node"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -50,24 +60,24 @@ ln -sf "$root/data/fashion-mnist.h5" build/test-data/fashion-mnist.h5
 
 if [ "$what" = all ] || [ "$what" = test ]; then
   step "gpu test"
-  HPCTRAIN_SOURCE_DIR=$root timeout 420 python3 tests/train/test_gpu.py 2>&1 | tee "$out/test_gpu.txt"
+  HPCTRAIN_SOURCE_DIR=$root timeout "$(cap 420)" python3 tests/train/test_gpu.py 2>&1 | tee "$out/test_gpu.txt"
 fi
 if [ "$what" = all ] || [ "$what" = bench ]; then
   step "hpctrain (eager and device.cuda_graphs) against PyTorch: CNN"
-  timeout 300 python3 bench/gpu_peer.py --epochs 2 --repeats 3 --graphs --out "$out/gpu_peer.json"
+  timeout "$(cap 300)" python3 bench/gpu_peer.py --epochs 2 --repeats 3 --graphs --out "$out/gpu_peer.json"
   step "hpctrain against PyTorch: Transformer, model FLOPs utilization"
   for batch in 64 128; do
-    timeout 120 python3 bench/transformer_mfu.py --batch "$batch" --out "$out/mfu_b$batch.json"
-    timeout 120 python3 bench/transformer_mfu.py --batch "$batch" --out "$out/mfu_b${batch}_graphs.json" \
+    timeout "$(cap 120)" python3 bench/transformer_mfu.py --batch "$batch" --out "$out/mfu_b$batch.json"
+    timeout "$(cap 120)" python3 bench/transformer_mfu.py --batch "$batch" --out "$out/mfu_b${batch}_graphs.json" \
       device.cuda_graphs=true
   done
   step "GPT-sized Transformer: 2048 wide, 8 blocks, 1024 tokens"
-  timeout 180 python3 bench/transformer_mfu.py --embed 2048 --heads 16 --layers 8 --tokens 1024 --batch 8 \
+  timeout "$(cap 180)" python3 bench/transformer_mfu.py --embed 2048 --heads 16 --layers 8 --tokens 1024 --batch 8 \
     --steps 40 --out "$out/mfu_2048.json" device.cuda_graphs=true
 fi
 if [ "$what" = all ] || [ "$what" = profile ]; then
   step "profiles of both sides"
-  timeout 120 python3 bench/transformer_mfu.py --profile /tmp/hpctrain-profile --out "$out/mfu_profiled.json" &&
+  timeout "$(cap 120)" python3 bench/transformer_mfu.py --profile /tmp/hpctrain-profile --out "$out/mfu_profiled.json" &&
     python3 analysis/profile_summary.py /tmp/hpctrain-profile/hpctrain.json /tmp/hpctrain-profile/pytorch.json \
       --steps 5 --top 30 | tee "$out/profile_summary.txt"
 fi

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <stdexcept>
 
 #include "report/SystemStats.hpp"
 #include "util/Error.hpp"
@@ -140,7 +141,7 @@ void GradientReducer::launch_ready_in_order(bool from_finish) {
   // backward hook or finish()), which depends on the model, not on timing.
   bool any = false;
   while (next_launch_ < buckets_.size() && pending_[next_launch_] == 0) {
-    queue_.push_back(Launch{next_launch_++, from_finish});
+    queue_.push_back(Launch{next_launch_++, from_finish, {}});
     any = true;
   }
   if (any) cv_.notify_all();
@@ -202,8 +203,8 @@ void GradientReducer::worker_loop() {
       queue_.pop_front();
     }
     try {
-      if (job.values != nullptr) {
-        comm_.allreduce_sum(job.values, job.count);
+      if (job.values.defined()) {
+        sum_now(job.values);
       } else {
         reduce(job.bucket, job.blocking);
       }
@@ -213,7 +214,7 @@ void GradientReducer::worker_loop() {
     }
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (job.values != nullptr) {
+      if (job.values.defined()) {
         ++sums_done_;
       } else {
         ++done_;
@@ -223,20 +224,42 @@ void GradientReducer::worker_loop() {
   }
 }
 
-void GradientReducer::sum_in_order(double* data, std::size_t count) {
-  if (comm_.size() == 1) return;
-  if (!worker_.joinable()) {
-    comm_.allreduce_sum(data, count);
+void GradientReducer::sum_now(torch::Tensor& values) {
+  if (nccl_ != nullptr && values.is_cuda()) {
+    nccl_->allreduce_sum_async(values);  // after the compute work that produced `values`
     return;
   }
-  std::unique_lock<std::mutex> lock(mutex_);
-  const auto ticket = ++sums_queued_;
-  queue_.push_back(Launch{0, true, data, count});
-  cv_.notify_all();
-  main_waiting_ = true;  // the worker polls a bucket still in flight without sleeping
-  cv_.wait(lock, [&] { return sums_done_ >= ticket || error_; });
-  main_waiting_ = false;
-  if (error_) std::rethrow_exception(error_);
+  // The host, or a GPU with MPI: page-locked staging (a few hundred bytes per call).
+  auto host = values.is_cuda() ? values.to(torch::kCPU) : values;
+  if (host.scalar_type() == torch::kDouble) {
+    comm_.allreduce_sum(host.data_ptr<double>(), static_cast<std::size_t>(host.numel()));
+  } else {
+    comm_.allreduce_sum(host.data_ptr<float>(), static_cast<std::size_t>(host.numel()));
+  }
+  if (values.is_cuda()) values.copy_(host);
+}
+
+void GradientReducer::sum_in_order(torch::Tensor& values) {
+  if (comm_.size() == 1) return;
+  if (!values.is_contiguous() || values.dim() != 1 ||
+      (values.scalar_type() != torch::kDouble && values.scalar_type() != torch::kFloat)) {
+    throw std::logic_error("GradientReducer::sum_in_order: needs a contiguous 1-D float32 or float64 tensor");
+  }
+  if (!worker_.joinable()) {
+    sum_now(values);
+  } else {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const auto ticket = ++sums_queued_;
+    queue_.push_back(Launch{0, true, values});
+    cv_.notify_all();
+    main_waiting_ = true;  // the worker polls a bucket still in flight without sleeping
+    cv_.wait(lock, [&] { return sums_done_ >= ticket || error_; });
+    main_waiting_ = false;
+    if (error_) std::rethrow_exception(error_);
+  }
+  // NCCL: the work queued next on the compute stream waits for the sum (no host wait; a
+  // peer that never answers shows in finish()'s deadline).
+  if (nccl_ != nullptr && values.is_cuda()) nccl_->order_compute_after();
 }
 
 void GradientReducer::finish() {

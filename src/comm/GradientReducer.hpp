@@ -53,11 +53,14 @@ class GradientReducer {
   // rank holds the summed gradients.
   void finish();
 
-  // Sums `count` doubles over the ranks in place, ordered with the bucket reductions (the
-  // model's own collectives during forward and backward: synchronized batch norm). With
-  // overlap it runs on the communication thread, after the buckets launched before it, so
-  // MPI is never called from two threads at once; otherwise here. Blocks until done.
-  void sum_in_order(double* data, std::size_t count);
+  // Sums `values` (1-D, contiguous, float32 or float64) over the ranks in place, ordered with
+  // the bucket reductions (the model's own collectives during forward and backward:
+  // synchronized batch norm). With overlap it is queued on the communication thread after the
+  // buckets launched before it, so MPI (or NCCL) is never called from two threads at once;
+  // otherwise it runs here. Host tensors, and GPU tensors with MPI (staged through host
+  // memory), are summed when it returns. GPU tensors with NCCL are summed on NCCL's stream and
+  // the compute stream waits for it there: the host does not wait for the GPU.
+  void sum_in_order(torch::Tensor& values);
 
   // L2 norm over all gradients (identical on every rank after finish()).
   double global_norm() const;
@@ -86,11 +89,11 @@ class GradientReducer {
   struct Launch {
     std::size_t bucket;
     bool blocking;
-    double* values = nullptr;  // a sum_in_order job instead of a bucket
-    std::size_t count = 0;
+    torch::Tensor values;  // a sum_in_order job instead of a bucket (host, or GPU with NCCL)
   };
   void launch_ready_in_order(bool from_finish);  // requires mutex_ held
   void reduce(std::size_t bucket, bool blocking);
+  void sum_now(torch::Tensor& values);  // on the thread that calls MPI or NCCL
   void worker_loop();
 
   const Communicator& comm_;

@@ -1,6 +1,7 @@
 #include "comm/NcclCommunicator.hpp"
 
 #include <chrono>
+#include <stdexcept>
 #include <thread>
 
 #include "launch/Mpi.hpp"
@@ -37,6 +38,7 @@ struct NcclCommunicator::Impl {
   c10::cuda::CUDAStream compute;
   at::cuda::CUDAEvent compute_ready;
   at::cuda::CUDAEvent reduced;
+  at::cuda::CUDAEvent summed;  // order_compute_after()
   double timeout_seconds;
   bool aborted = false;
   bool pending = false;
@@ -111,7 +113,13 @@ void NcclCommunicator::allreduce_sum_async(const torch::Tensor& tensor) {
   // The gradients were queued on the compute stream: the reduction waits for them there.
   m.compute_ready.record(m.compute);
   m.compute_ready.block(m.stream);
-  nccl_check(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<std::size_t>(tensor.numel()), ncclFloat,
+  ncclDataType_t type = ncclFloat;
+  if (tensor.scalar_type() == torch::kDouble) {
+    type = ncclDouble;
+  } else if (tensor.scalar_type() != torch::kFloat) {
+    throw std::logic_error("NcclCommunicator::allreduce_sum_async: float32 or float64 tensors only");
+  }
+  nccl_check(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<std::size_t>(tensor.numel()), type,
                            ncclSum, m.comm, m.stream.stream()),
              "allreduce");
   // A nonblocking communicator may return before the operation is on the stream (while it
@@ -132,6 +140,14 @@ void NcclCommunicator::allreduce_sum_async(const torch::Tensor& tensor) {
   // The caching allocator must not reuse the bucket's memory before this stream is done.
   c10::cuda::CUDACachingAllocator::recordStream(tensor.storage().data_ptr(), m.stream);
   m.pending = true;
+}
+
+void NcclCommunicator::order_compute_after() {
+  Impl& m = *impl_;
+  if (!m.pending) return;
+  c10::cuda::CUDAGuard guard(m.device.index());
+  m.summed.record(m.stream);
+  m.summed.block(m.compute);
 }
 
 void NcclCommunicator::wait() {
@@ -170,12 +186,14 @@ std::string NcclCommunicator::version() {
 struct NcclCommunicator::Impl {};
 
 NcclCommunicator::NcclCommunicator(const Communicator&, const torch::Device&, double) {
-  throw ConfigError("comm.backend=nccl: this build has no NCCL (build against a CUDA LibTorch with NCCL installed; "
-                    "`hpctrain --version` tells what was compiled in)");
+  throw ConfigError(
+      "comm.backend=nccl: this build has no NCCL (build against a CUDA LibTorch with NCCL installed; "
+      "`hpctrain --version` tells what was compiled in)");
 }
 NcclCommunicator::~NcclCommunicator() = default;
 void NcclCommunicator::capture_compute_stream() {}
 void NcclCommunicator::allreduce_sum_async(const torch::Tensor&) {}
+void NcclCommunicator::order_compute_after() {}
 void NcclCommunicator::wait() {}
 std::string NcclCommunicator::version() {
   return "";

@@ -26,9 +26,12 @@ class NcclCommunicator {
   // Records where the compute stream stands; reductions queued later wait for it. Call on
   // the thread that runs forward (the compute stream is per thread).
   void capture_compute_stream();
-  // Sums `tensor` (float32, contiguous, on the device) over the ranks in place, on the
-  // communication stream after the captured compute work. Returns at once.
+  // Sums `tensor` (float32 or float64, contiguous, on the device) over the ranks in place, on
+  // the communication stream after the captured compute work. Returns at once.
   void allreduce_sum_async(const torch::Tensor& tensor);
+  // Makes the compute stream's later work wait for every reduction queued so far, on the
+  // device (the host goes on; wait() still checks them against the deadline).
+  void order_compute_after();
   // Waits on the host for every queued reduction, checking NCCL's asynchronous error state;
   // aborts the communicator and throws RuntimeFailure on an error or after the deadline.
   // Afterwards the compute stream is ordered after the reductions.

@@ -24,24 +24,23 @@ std::vector<std::int64_t> channel_view(const torch::Tensor& x) {
   return shape;
 }
 
-// Sums the per-channel `parts` (each [C], on x's device) over the group: staged through one
-// host buffer of doubles (GPUs included: a few hundred bytes per layer), with `extra` values
-// appended. Returns the summed parts, in float32 on x's device, and the summed extras.
+// Sums the per-channel `parts` (each [C], on x's device) over the group in one reduction of
+// float64 values on that device, with `extra` ([E] float64, same device, or undefined)
+// appended. Returns the summed parts in float32, then the summed extras. Nothing is read on
+// the host: on GPUs with NCCL the sums stay on the device, ordered on the compute stream.
 std::vector<torch::Tensor> group_sum(const GroupSum& group, const std::vector<torch::Tensor>& parts,
-                                     std::vector<double>& extra) {
-  auto host = torch::cat(parts).to(torch::TensorOptions().dtype(torch::kDouble).device(torch::kCPU));
-  if (!extra.empty()) host = torch::cat({host, torch::tensor(extra, torch::kDouble)});
-  host = host.contiguous();
-  group(host.data_ptr<double>(), static_cast<std::size_t>(host.numel()));
+                                     const torch::Tensor& extra = {}) {
+  auto packed = torch::cat(parts).to(torch::kDouble);
+  if (extra.defined()) packed = torch::cat({packed, extra});
+  packed = packed.contiguous();
+  group(packed);
   const auto c = parts[0].numel();
-  for (std::size_t i = 0; i < extra.size(); ++i) {
-    extra[i] = host[static_cast<std::int64_t>(parts.size()) * c + static_cast<std::int64_t>(i)].item<double>();
-  }
   std::vector<torch::Tensor> summed;
   for (std::size_t i = 0; i < parts.size(); ++i) {
     const auto begin = static_cast<std::int64_t>(i) * c;
-    summed.push_back(host.slice(0, begin, begin + c).to(parts[i].options()));
+    summed.push_back(packed.slice(0, begin, begin + c).to(torch::kFloat));
   }
+  if (extra.defined()) summed.push_back(packed.slice(0, static_cast<std::int64_t>(parts.size()) * c));
   return summed;
 }
 
@@ -53,20 +52,21 @@ struct SyncBatchNormFunction : torch::autograd::Function<SyncBatchNormFunction> 
     const auto c = xf.size(1);
     // Two passes over the group, as numerics want: the global mean from the sums, then the
     // global variance from the squared deviations from it (no E[x²] - E[x]² cancellation).
-    const double n = static_cast<double>(xf.numel() / c);
-    std::vector<double> count{n};
-    const auto sum = group_sum(bn->group, {xf.sum(dims)}, count)[0];  // updates count: a statement of its own
-    const double total = count[0];
-    const auto mean = sum / total;
-    if (total < 2) {
+    const auto n = xf.numel() / c;
+    const auto summed = group_sum(bn->group, {xf.sum(dims)},
+                                  torch::full({1}, static_cast<double>(n), xf.options().dtype(torch::kDouble)));
+    // Values per channel over the group, [1] on the device (float32, the statistics' type).
+    const auto total = summed[1].to(torch::kFloat);
+    const auto mean = summed[0] / total;
+    // Only a rank with a single value per channel needs the group's count on the host.
+    if (n < 2 && total.item<double>() < 2) {
       throw ConfigError("model.norm=sync_batch: batch norm needs more than one value per channel over the group");
     }
     // x - mean through batch norm's evaluation kernel (unit variance, no eps): one fused
     // pass, where a broadcast subtraction over [N, C, H, W] is several times slower on CPUs.
     const auto ones = torch::ones({c}, mean.options());
     const auto centered = torch::batch_norm(xf, {}, {}, mean, ones, false, 0.0, 0.0, true);
-    std::vector<double> none;
-    const auto var = group_sum(bn->group, {(centered * centered).sum(dims)}, none)[0] / total;
+    const auto var = group_sum(bn->group, {(centered * centered).sum(dims)})[0] / total;
     {
       torch::NoGradGuard no_grad;
       const double m = bn->momentum;
@@ -75,9 +75,8 @@ struct SyncBatchNormFunction : torch::autograd::Function<SyncBatchNormFunction> 
       bn->num_batches_tracked.add_(1);
     }
     ctx->saved_data["bn"] = reinterpret_cast<std::int64_t>(bn);
-    ctx->saved_data["total"] = total;
     ctx->saved_data["dtype"] = static_cast<std::int64_t>(x.scalar_type());
-    ctx->save_for_backward({centered, var, weight});
+    ctx->save_for_backward({centered, var, weight, total});
     // Normalizing with given statistics is the same kernel: one fused pass.
     const auto zeros = torch::zeros({c}, mean.options());
     const auto y = torch::batch_norm(centered, weight.to(torch::kFloat), bias.to(torch::kFloat), zeros, var,
@@ -87,10 +86,9 @@ struct SyncBatchNormFunction : torch::autograd::Function<SyncBatchNormFunction> 
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     auto* bn = reinterpret_cast<SyncBatchNormImpl*>(ctx->saved_data["bn"].toInt());
-    const double total = ctx->saved_data["total"].toDouble();
     const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
     const auto saved = ctx->get_saved_variables();
-    const auto &centered = saved[0], &var = saved[1], &weight = saved[2];
+    const auto &centered = saved[0], &var = saved[1], &weight = saved[2], &total = saved[3];
     const auto view = channel_view(centered);
     const auto dy = grad_outputs[0].to(torch::kFloat).contiguous(centered.suggest_memory_format());
     // Batch norm's backward with fixed statistics, one fused kernel: dy·w·invstd for the
@@ -101,8 +99,7 @@ struct SyncBatchNormFunction : torch::autograd::Function<SyncBatchNormFunction> 
                                        /*train=*/false, bn->eps, {true, true, true});
     // The input's gradient also depends on every sample in the global batch through the mean
     // and the variance: dx = w·invstd·(dy - mean(dy) - x̂·mean(dy·x̂)), means over the group.
-    std::vector<double> none;
-    const auto summed = group_sum(bn->group, {grad_bias, grad_weight}, none);
+    const auto summed = group_sum(bn->group, {grad_bias, grad_weight});
     const auto invstd = torch::rsqrt(var + bn->eps);
     const auto scale = weight.to(torch::kFloat) * invstd;
     dx.sub_((scale * summed[0] / total).view(view));

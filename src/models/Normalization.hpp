@@ -12,15 +12,17 @@
 // carry batch norm's names, so checkpoints and exports read as plain batch norm.
 #include <torch/torch.h>
 
-#include <cstddef>
 #include <functional>
 #include <string>
 
 namespace hpctrain {
 
-// Sums `count` doubles element-wise over the data-parallel group, in place, on every rank.
-// Every rank calls it at the same points in the same order. Empty: one rank (local sums).
-using GroupSum = std::function<void(double* data, std::size_t count)>;
+// Sums `values` (1-D, contiguous, float64, on the model's device) element-wise over the
+// data-parallel group, in place, on every rank. Every rank calls it at the same points in the
+// same order. The sum may still be in flight when it returns, provided that work queued on the
+// device afterwards sees its result (NCCL on the compute stream's order): the layer never reads
+// it on the host. Empty: one rank (local sums).
+using GroupSum = std::function<void(torch::Tensor& values)>;
 
 struct SyncBatchNormImpl : torch::nn::Module {
   SyncBatchNormImpl(std::int64_t channels, GroupSum group, double eps = 1e-5, double momentum = 0.1);

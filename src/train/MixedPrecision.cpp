@@ -2,6 +2,7 @@
 
 #include <ATen/autocast_mode.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace hpctrain {
@@ -49,7 +50,10 @@ void LossScaler::restore(const LossScalerState& state) {
   state_ = state;
   if (!on_device()) return;
   scale_.fill_(state.scale);
-  growth_tracker_.fill_(state.growth_tracker);
+  // ATen's update grows the scale when the count reaches the interval exactly (the host rule:
+  // at or above it); a count from a run with a longer interval would never grow it again.
+  growth_tracker_.fill_(
+      std::min<std::int64_t>(state.growth_tracker, std::max<std::int64_t>(0, config_.growth_interval - 1)));
   skipped_.fill_(state.skipped_steps);
 }
 

@@ -2,6 +2,8 @@
 
 #include <optional>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "util/Error.hpp"
 
@@ -49,12 +51,22 @@ class FusedAdam final : public Base, public DeviceStepped {
   }
 
   void synchronize_state() override {
+    // One copy to the host for all counters (a read per parameter would wait on the GPU
+    // hundreds of times per checkpoint).
+    std::vector<std::pair<State*, Counter*>> live;
+    std::vector<torch::Tensor> devices;
     for (auto& [key, counter] : counters_) {
       auto it = this->state_.find(key);
       if (it == this->state_.end() || !counter.device.defined()) continue;
-      auto& s = static_cast<State&>(*it->second);
-      s.step(static_cast<std::int64_t>(counter.device.template item<double>()));
-      counter.host = s.step();
+      live.emplace_back(&static_cast<State&>(*it->second), &counter);
+      devices.push_back(counter.device.reshape({1}));
+    }
+    if (live.empty()) return;
+    const auto host = torch::cat(devices).to(torch::TensorOptions().dtype(torch::kDouble).device(torch::kCPU));
+    const auto* values = host.data_ptr<double>();
+    for (std::size_t i = 0; i < live.size(); ++i) {
+      live[i].first->step(static_cast<std::int64_t>(values[i]));
+      live[i].second->host = live[i].first->step();
     }
   }
 

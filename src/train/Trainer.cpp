@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 
 #include "comm/GradientReducer.hpp"
 #include "data/BatchPipeline.hpp"
@@ -90,12 +91,14 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDa
   // gradient buckets (the reducer exists before the first training forward).
   GroupSum group;
   if (comm_.size() > 1) {
-    group = [this](double* values, std::size_t count) {
+    group = [this](torch::Tensor& values) {
       if (reducer_) {
-        reducer_->sum_in_order(values, count);
-      } else {
-        comm_.allreduce_sum(values, count);
+        reducer_->sum_in_order(values);
+        return;
       }
+      auto host = values.to(torch::kCPU).contiguous();  // float64
+      comm_.allreduce_sum(host.data_ptr<double>(), static_cast<std::size_t>(host.numel()));
+      values.copy_(host);
     };
   }
   model_ = build_model(config_.model, InputSpec{data_.meta().sample_shape, output_size()}, group);
@@ -139,6 +142,11 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDa
       throw ConfigError(
           "device.cuda_graphs: gradient checkpointing (model.checkpoint_every) restores random-number state "
           "on the host during backward, which a graph cannot replay; set one of them off");
+    }
+    // Replays never zero the gradients: that is right only when autograd hands over fresh
+    // buffers from the graph's pool each step (one rank: no buckets to accumulate into).
+    if (!reducer_ || reducer_->bucket_count() != 0) {
+      throw std::logic_error("device.cuda_graphs: a captured step needs the reducer without buckets");
     }
     read_learning_rate_from_device(*optimizer_);
   }

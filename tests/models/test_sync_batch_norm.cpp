@@ -37,7 +37,7 @@ Step train_step(ModelConfig c, const InputSpec& in, const torch::Tensor& x, cons
   torch::manual_seed(21);
   std::unique_ptr<GradientReducer> reducer;
   GroupSum group;
-  if (sync) group = [&](double* v, std::size_t n) { reducer->sum_in_order(v, n); };
+  if (sync) group = [&](torch::Tensor& v) { reducer->sum_in_order(v); };
   auto model = build_model(c, in, group);
   model->train();
   reducer = std::make_unique<GradientReducer>(model->parameters(), 0.001, comm, /*overlap=*/true);
@@ -123,7 +123,7 @@ TEST(SyncBatchNorm, EvaluationUsesTheRunningStatistics) {
   c.hidden = {4};
   c.norm = "sync_batch";
   int calls = 0;
-  auto model = build_model(c, InputSpec{{3}, 1}, [&](double*, std::size_t) { ++calls; });
+  auto model = build_model(c, InputSpec{{3}, 1}, [&](torch::Tensor&) { ++calls; });
   model->eval();
   torch::NoGradGuard no_grad;
   model->forward(torch::randn({5, 3}));

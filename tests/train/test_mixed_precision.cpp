@@ -146,6 +146,21 @@ TEST(LossScaler, StateRoundTripsBetweenHostAndDevice) {
   EXPECT_EQ(c.state().skipped_steps, 1);
 }
 
+TEST(LossScaler, ResumedWithAShorterIntervalStillGrows) {
+  // A checkpoint from a run with growth_interval 10, seven clean steps in.
+  const LossScalerState saved{1024.0, 7, 0};
+  LossScaler host(fp16(1024.0, 3));
+  host.restore(saved);
+  LossScaler device(fp16(1024.0, 3));
+  device.keep_on_device(torch::kCPU);
+  device.restore(saved);
+  host.update(false);
+  device.update(torch::zeros({1}));
+  EXPECT_EQ(host.scale(), 2048.0);
+  EXPECT_EQ(device.scale(), 2048.0);  // ATen grows only when the count reaches the interval exactly
+  EXPECT_EQ(device.state().growth_tracker, 0);
+}
+
 TEST(Autocast, CastsMatrixProductsInsideTheScopeOnly) {
   auto a = torch::randn({4, 4});
   {
