@@ -4,7 +4,7 @@
 # (or builds one against the node's LibTorch), imports Fashion-MNIST, then runs the `gpu`
 # test and the GPU benchmarks into OUTDIR.
 #
-#   bench/gpu_node.sh [CARRY_DIR] [OUTDIR] [all|test|bench|profile]
+#   bench/gpu_node.sh [CARRY_DIR] [OUTDIR] [all | a comma list of test,bench,profile]
 #
 # HPCTRAIN_NODE_BUDGET (seconds, default 540) bounds the whole call: each step's timeout is
 # cut to what is left, so a device call under a 10-minute limit still returns its results.
@@ -14,6 +14,7 @@ root=$PWD
 carry=$(cd "${1:-.devcarry}" && pwd)
 out=${2:-gpu-results}
 what=${3:-all}
+wants() { [ "$what" = all ] || [[ ",$what," == *",$1,"* ]]; }
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 export PYTHONUNBUFFERED=1
@@ -58,11 +59,11 @@ fi
 build/hpctrain import fashion-mnist --source "$carry/fashion" --output data/fashion-mnist.h5 || exit 1
 ln -sf "$root/data/fashion-mnist.h5" build/test-data/fashion-mnist.h5
 
-if [ "$what" = all ] || [ "$what" = test ]; then
+if wants test; then
   step "gpu test"
   HPCTRAIN_SOURCE_DIR=$root timeout "$(cap 420)" python3 tests/train/test_gpu.py 2>&1 | tee "$out/test_gpu.txt"
 fi
-if [ "$what" = all ] || [ "$what" = bench ]; then
+if wants bench; then
   step "hpctrain (eager and device.cuda_graphs) against PyTorch: CNN"
   timeout "$(cap 300)" python3 bench/gpu_peer.py --epochs 2 --repeats 3 --graphs --out "$out/gpu_peer.json"
   step "hpctrain against PyTorch: Transformer, model FLOPs utilization"
@@ -75,7 +76,7 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   timeout "$(cap 180)" python3 bench/transformer_mfu.py --embed 2048 --heads 16 --layers 8 --tokens 1024 --batch 8 \
     --steps 40 --out "$out/mfu_2048.json" device.cuda_graphs=true
 fi
-if [ "$what" = all ] || [ "$what" = profile ]; then
+if wants profile; then
   step "profiles of both sides"
   timeout "$(cap 120)" python3 bench/transformer_mfu.py --profile /tmp/hpctrain-profile --out "$out/mfu_profiled.json" &&
     python3 analysis/profile_summary.py /tmp/hpctrain-profile/hpctrain.json /tmp/hpctrain-profile/pytorch.json \
