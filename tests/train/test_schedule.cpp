@@ -74,28 +74,41 @@ TEST(Optimizers, LearningRateIsSetOnEveryGroup) {
   }
 }
 
+namespace {
+OptimizerConfig adam_config(const char* name) {
+  OptimizerConfig c;
+  c.name = name;
+  c.lr = 0.01;
+  c.weight_decay = 0.1;
+  return c;
+}
+
+// One step of `opt` on the loss sum(w * g): the gradient of w is g.
+void step_on(torch::optim::Optimizer& opt, torch::Tensor& w, const torch::Tensor& g) {
+  opt.zero_grad();
+  (w * g).sum().backward();
+  opt.step();
+}
+
+std::int64_t adam_step_count(torch::optim::Optimizer& opt, const torch::Tensor& p) {
+  return static_cast<torch::optim::AdamParamState&>(*opt.state().at(p.unsafeGetTensorImpl())).step();
+}
+}  // namespace
+
 // The fused kernel and LibTorch's loop are the same optimizer: same updates, and the same
 // state, so a checkpoint of one resumes in the other.
 TEST(Optimizers, FusedAdamMatchesTheLoopAndSharesItsState) {
   for (const char* name : {"adam", "adamw"}) {
-    OptimizerConfig c;
-    c.name = name;
-    c.lr = 0.01;
-    c.weight_decay = 0.1;
+    const auto c = adam_config(name);
     torch::manual_seed(3);
     auto a = torch::randn({5, 7}, torch::requires_grad());
     auto b = a.detach().clone().requires_grad_(true);
     auto loop = make_optimizer(c, {a}, /*fused=*/false);
     auto fused = make_optimizer(c, {b}, /*fused=*/true);
-    auto step = [](torch::optim::Optimizer& opt, torch::Tensor& w, const torch::Tensor& g) {
-      opt.zero_grad();
-      (w * g).sum().backward();
-      opt.step();
-    };
     for (int i = 0; i < 5; ++i) {
       const auto g = torch::randn({5, 7});
-      step(*loop, a, g);
-      step(*fused, b, g);
+      step_on(*loop, a, g);
+      step_on(*fused, b, g);
     }
     EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-7)) << name << ": " << (a - b).abs().max().item<float>();
     // The loop's state, saved and loaded into a fresh fused optimizer, continues identically.
@@ -105,26 +118,17 @@ TEST(Optimizers, FusedAdamMatchesTheLoopAndSharesItsState) {
     auto resumed = make_optimizer(c, {w}, /*fused=*/true);
     torch::load(*resumed, saved);
     const auto g = torch::randn({5, 7});
-    step(*loop, a, g);
-    step(*resumed, w, g);
+    step_on(*loop, a, g);
+    step_on(*resumed, w, g);
     EXPECT_TRUE(torch::allclose(a, w, 1e-5, 1e-7)) << name << " after load: " << (a - w).abs().max().item<float>();
   }
 }
-
-namespace {
-std::int64_t adam_step_count(torch::optim::Optimizer& opt, const torch::Tensor& p) {
-  return static_cast<torch::optim::AdamParamState&>(*opt.state().at(p.unsafeGetTensorImpl())).step();
-}
-}  // namespace
 
 // fp16 with a fused optimizer: a step whose flag is set changes nothing, its step count
 // included (after the counts are brought back from the device), like a step not taken.
 TEST(Optimizers, FusedAdamSkipsOnTheDeviceFlag) {
   for (const char* name : {"adam", "adamw"}) {
-    OptimizerConfig c;
-    c.name = name;
-    c.lr = 0.01;
-    c.weight_decay = 0.1;
+    const auto c = adam_config(name);
     torch::manual_seed(5);
     auto a = torch::randn({4, 3}, torch::requires_grad());
     auto b = a.detach().clone().requires_grad_(true);
@@ -134,15 +138,9 @@ TEST(Optimizers, FusedAdamSkipsOnTheDeviceFlag) {
     for (int i = 0; i < 6; ++i) {
       const auto g = torch::randn({4, 3});
       const bool overflow = i == 1 || i == 4;
-      flagged->zero_grad();
-      (a * g).sum().backward();
       ASSERT_TRUE(skip_next_step_on(*flagged, torch::full({1}, overflow ? 1.0F : 0.0F)));
-      flagged->step();
-      if (!overflow) {
-        plain->zero_grad();
-        (b * g).sum().backward();
-        plain->step();
-      }
+      step_on(*flagged, a, g);
+      if (!overflow) step_on(*plain, b, g);
       EXPECT_TRUE(torch::equal(a, b)) << name << " step " << i;
     }
     synchronize_optimizer_state(*flagged);
@@ -150,11 +148,8 @@ TEST(Optimizers, FusedAdamSkipsOnTheDeviceFlag) {
     EXPECT_EQ(adam_step_count(*plain, b), 4) << name;
     // The next step goes on from the synchronized count: still equal.
     const auto g = torch::randn({4, 3});
-    for (auto [opt, w] : {std::pair{flagged.get(), a}, std::pair{plain.get(), b}}) {
-      opt->zero_grad();
-      (w * g).sum().backward();
-      opt->step();
-    }
+    step_on(*flagged, a, g);
+    step_on(*plain, b, g);
     EXPECT_TRUE(torch::equal(a, b)) << name;
   }
 }
@@ -174,11 +169,8 @@ TEST(Optimizers, FusedAdamReadsTheRateFromTheDevice) {
     set_learning_rate(*number, lr);
     set_learning_rate(*tensor, lr);
     const auto g = torch::randn({6});
-    for (auto [opt, w] : {std::pair{number.get(), a}, std::pair{tensor.get(), b}}) {
-      opt->zero_grad();
-      (w * g).sum().backward();
-      opt->step();
-    }
+    step_on(*number, a, g);
+    step_on(*tensor, b, g);
     EXPECT_TRUE(torch::equal(a, b)) << "lr " << lr;
   }
   // LibTorch's own optimizers have no device side.
