@@ -28,6 +28,7 @@ void set_generator_state(const torch::Device& device, const torch::Tensor& state
 #if HPCTRAIN_WITH_CUDA
   if (device.is_cuda()) g = at::cuda::detail::getDefaultCUDAGenerator(device.index());
 #endif
+  (void)device;
   std::lock_guard<std::mutex> lock(g.mutex());
   g.set_state(state);
 }
