@@ -21,11 +21,16 @@ export PYTHONUNBUFFERED=1
 t0=$SECONDS
 step() { echo "=== [$((SECONDS - t0)) s] $*"; }
 budget=${HPCTRAIN_NODE_BUDGET:-540}
-# The smaller of $1 seconds and what the budget has left (at least 1).
-cap() {
-  local left=$((budget - (SECONDS - t0)))
-  ((left < 1)) && left=1
-  echo $(($1 < left ? $1 : left))
+# Runs the command after $1 with a timeout of $1 seconds or what the budget has left,
+# whichever is less; skips it when under 20 s are left.
+within() {
+  local want=$1 left=$((budget - (SECONDS - t0)))
+  shift
+  if ((left < 20)); then
+    echo "skipped, ${left} s of HPCTRAIN_NODE_BUDGET left: $*"
+    return 0
+  fi
+  timeout $((want < left ? want : left)) "$@"
 }
 
 step "node"
@@ -61,24 +66,24 @@ ln -sf "$root/data/fashion-mnist.h5" build/test-data/fashion-mnist.h5
 
 if wants test; then
   step "gpu test"
-  HPCTRAIN_SOURCE_DIR=$root timeout "$(cap 420)" python3 tests/train/test_gpu.py 2>&1 | tee "$out/test_gpu.txt"
+  within 420 env HPCTRAIN_SOURCE_DIR="$root" python3 tests/train/test_gpu.py 2>&1 | tee "$out/test_gpu.txt"
 fi
 if wants bench; then
   step "hpctrain (eager and device.cuda_graphs) against PyTorch: CNN"
-  timeout "$(cap 300)" python3 bench/gpu_peer.py --epochs 2 --repeats 3 --graphs --out "$out/gpu_peer.json"
+  within 300 python3 bench/gpu_peer.py --epochs 2 --repeats 3 --graphs --out "$out/gpu_peer.json"
   step "hpctrain against PyTorch: Transformer, model FLOPs utilization"
   for batch in 64 128; do
-    timeout "$(cap 120)" python3 bench/transformer_mfu.py --batch "$batch" --out "$out/mfu_b$batch.json"
-    timeout "$(cap 120)" python3 bench/transformer_mfu.py --batch "$batch" --out "$out/mfu_b${batch}_graphs.json" \
+    within 120 python3 bench/transformer_mfu.py --batch "$batch" --out "$out/mfu_b$batch.json"
+    within 120 python3 bench/transformer_mfu.py --batch "$batch" --out "$out/mfu_b${batch}_graphs.json" \
       device.cuda_graphs=true
   done
   step "GPT-sized Transformer: 2048 wide, 8 blocks, 1024 tokens"
-  timeout "$(cap 180)" python3 bench/transformer_mfu.py --embed 2048 --heads 16 --layers 8 --tokens 1024 --batch 8 \
+  within 180 python3 bench/transformer_mfu.py --embed 2048 --heads 16 --layers 8 --tokens 1024 --batch 8 \
     --steps 40 --out "$out/mfu_2048.json" device.cuda_graphs=true
 fi
 if wants profile; then
   step "profiles of both sides"
-  timeout "$(cap 120)" python3 bench/transformer_mfu.py --profile /tmp/hpctrain-profile --out "$out/mfu_profiled.json" &&
+  within 120 python3 bench/transformer_mfu.py --profile /tmp/hpctrain-profile --out "$out/mfu_profiled.json" &&
     python3 analysis/profile_summary.py /tmp/hpctrain-profile/hpctrain.json /tmp/hpctrain-profile/pytorch.json \
       --steps 5 --top 30 | tee "$out/profile_summary.txt"
 fi

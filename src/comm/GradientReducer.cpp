@@ -225,18 +225,13 @@ void GradientReducer::worker_loop() {
 }
 
 void GradientReducer::sum_now(torch::Tensor& values) {
-  if (nccl_ != nullptr && values.is_cuda()) {
+  if (values.is_cuda()) {
     nccl_->allreduce_sum_async(values);  // after the compute work that produced `values`
-    return;
-  }
-  // The host, or a GPU with MPI: page-locked staging (a few hundred bytes per call).
-  auto host = values.is_cuda() ? values.to(torch::kCPU) : values;
-  if (host.scalar_type() == torch::kDouble) {
-    comm_.allreduce_sum(host.data_ptr<double>(), static_cast<std::size_t>(host.numel()));
+  } else if (values.scalar_type() == torch::kDouble) {
+    comm_.allreduce_sum(values.data_ptr<double>(), static_cast<std::size_t>(values.numel()));
   } else {
-    comm_.allreduce_sum(host.data_ptr<float>(), static_cast<std::size_t>(host.numel()));
+    comm_.allreduce_sum(values.data_ptr<float>(), static_cast<std::size_t>(values.numel()));
   }
-  if (values.is_cuda()) values.copy_(host);
 }
 
 void GradientReducer::sum_in_order(torch::Tensor& values) {
@@ -245,21 +240,30 @@ void GradientReducer::sum_in_order(torch::Tensor& values) {
       (values.scalar_type() != torch::kDouble && values.scalar_type() != torch::kFloat)) {
     throw std::logic_error("GradientReducer::sum_in_order: needs a contiguous 1-D float32 or float64 tensor");
   }
+  // A GPU tensor without NCCL goes through host memory, copied here on the caller's stream
+  // (a few hundred bytes; the copy waits for the GPU). The worker sees host tensors, or GPU
+  // tensors for NCCL.
+  const bool nccl = nccl_ != nullptr && values.is_cuda();
+  torch::Tensor work = values.is_cuda() && !nccl ? values.to(torch::kCPU) : values;
   if (!worker_.joinable()) {
-    sum_now(values);
+    sum_now(work);
   } else {
     std::unique_lock<std::mutex> lock(mutex_);
     const auto ticket = ++sums_queued_;
-    queue_.push_back(Launch{0, true, values});
+    queue_.push_back(Launch{0, true, work});
     cv_.notify_all();
     main_waiting_ = true;  // the worker polls a bucket still in flight without sleeping
     cv_.wait(lock, [&] { return sums_done_ >= ticket || error_; });
     main_waiting_ = false;
     if (error_) std::rethrow_exception(error_);
   }
-  // NCCL: the work queued next on the compute stream waits for the sum (no host wait; a
-  // peer that never answers shows in finish()'s deadline).
-  if (nccl_ != nullptr && values.is_cuda()) nccl_->order_compute_after();
+  if (nccl) {
+    // The work queued next on the compute stream waits for the sum (no host wait; a peer
+    // that never answers shows in finish()'s deadline).
+    nccl_->order_compute_after();
+  } else if (work.data_ptr() != values.data_ptr()) {
+    values.copy_(work);
+  }
 }
 
 void GradientReducer::finish() {

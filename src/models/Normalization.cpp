@@ -58,10 +58,14 @@ struct SyncBatchNormFunction : torch::autograd::Function<SyncBatchNormFunction> 
     // Values per channel over the group, [1] on the device (float32, the statistics' type).
     const auto total = summed[1].to(torch::kFloat);
     const auto mean = summed[0] / total;
-    // Only a rank with a single value per channel needs the group's count on the host.
-    if (n < 2 && total.item<double>() < 2) {
+    // Only a rank with a single value per channel needs the group's count, and only on the
+    // host is it read: on a GPU the read would wait on NCCL without comm.nccl_timeout's
+    // deadline. (A GPU group with one value per channel in all gets zero variance.)
+    if (n < 2 && !xf.is_cuda() && total.item<double>() < 2) {
       throw ConfigError("model.norm=sync_batch: batch norm needs more than one value per channel over the group");
     }
+    // Bessel's correction for the running variance, from the float64 count (exact).
+    const auto unbias = (summed[1] / (summed[1] - 1).clamp_min(1)).to(torch::kFloat);
     // x - mean through batch norm's evaluation kernel (unit variance, no eps): one fused
     // pass, where a broadcast subtraction over [N, C, H, W] is several times slower on CPUs.
     const auto ones = torch::ones({c}, mean.options());
@@ -71,7 +75,7 @@ struct SyncBatchNormFunction : torch::autograd::Function<SyncBatchNormFunction> 
       torch::NoGradGuard no_grad;
       const double m = bn->momentum;
       bn->running_mean.mul_(1 - m).add_(mean.to(bn->running_mean.dtype()), m);
-      bn->running_var.mul_(1 - m).add_((var * (total / (total - 1))).to(bn->running_var.dtype()), m);
+      bn->running_var.mul_(1 - m).add_((var * unbias).to(bn->running_var.dtype()), m);
       bn->num_batches_tracked.add_(1);
     }
     ctx->saved_data["bn"] = reinterpret_cast<std::int64_t>(bn);
