@@ -5,7 +5,7 @@
 
 #include "app/Commands.hpp"
 #include "comm/Communicator.hpp"
-#include "data/Hdf5.hpp"
+#include "io/Hdf5.hpp"
 #include "launch/LaunchEnvironment.hpp"
 #include "launch/Mpi.hpp"
 #include "util/Error.hpp"

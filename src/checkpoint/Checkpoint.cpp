@@ -9,8 +9,8 @@
 #include <map>
 #include <set>
 
-#include "data/Hdf5.hpp"
-#include "report/MetricsLog.hpp"
+#include "io/Hdf5.hpp"
+#include "util/Files.hpp"
 #include "util/Error.hpp"
 #include "util/Json.hpp"
 #include "util/Sha256.hpp"

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "report/SystemStats.hpp"
+#include "util/SystemStats.hpp"
 #include "util/Error.hpp"
 
 namespace hpctrain {

@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "launch/Mpi.hpp"
-#include "report/SystemStats.hpp"
+#include "util/SystemStats.hpp"
 #include "util/Error.hpp"
 #include "util/Sha256.hpp"
 

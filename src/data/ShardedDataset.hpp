@@ -11,7 +11,7 @@
 
 #include "comm/Communicator.hpp"
 #include "config/Config.hpp"
-#include "data/DatasetLayout.hpp"
+#include "io/DatasetLayout.hpp"
 #include "data/Sampling.hpp"
 
 namespace hpctrain {

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "config/Config.hpp"
-#include "report/PhaseTimer.hpp"
+#include "train/PhaseTimer.hpp"
 
 namespace hpctrain {
 

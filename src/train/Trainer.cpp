@@ -10,7 +10,7 @@
 #include "launch/Mpi.hpp"
 #include "launch/Signals.hpp"
 #include "models/Model.hpp"
-#include "report/Progress.hpp"
+#include "train/Progress.hpp"
 #include "train/Device.hpp"
 #include "train/Optimizers.hpp"
 #include "train/Profiler.hpp"

@@ -15,8 +15,9 @@
 #include "config/Config.hpp"
 #include "data/ShardedDataset.hpp"
 #include "eval/Metrics.hpp"
-#include "report/MetricsLog.hpp"
-#include "report/PhaseTimer.hpp"
+#include "train/MetricsLog.hpp"
+#include "util/Files.hpp"
+#include "train/PhaseTimer.hpp"
 #include "train/MixedPrecision.hpp"
 
 namespace hpctrain {

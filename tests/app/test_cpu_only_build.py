@@ -18,6 +18,8 @@ import sys
 build = os.path.abspath(sys.argv[1])
 source = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 src = os.path.join(source, "src")
+# Project headers are reached through the layers' include roots (build/layers/<layer>/<layer>).
+project = (src, os.path.join(build, "layers"))
 with open(os.path.join(build, "compile_commands.json")) as f:
     commands = json.load(f)
 
@@ -52,7 +54,7 @@ def cpu_only(entry):
 
 def compile_one(entry):
     r = subprocess.run(cpu_only(entry), cwd=entry["directory"], capture_output=True, text=True)
-    warnings = [line for line in r.stderr.splitlines() if line.startswith(src) and ": warning:" in line]
+    warnings = [line for line in r.stderr.splitlines() if line.startswith(project) and ": warning:" in line]
     return entry["file"], r.returncode, warnings, r.stderr
 
 

@@ -2,7 +2,7 @@
 
 #include "comm/Communicator.hpp"
 #include "comm/GradientReducer.hpp"
-#include "data/Sampling.hpp"
+#include "util/Random.hpp"
 
 #include <chrono>
 #include <cmath>

@@ -7,7 +7,7 @@
 #include <cstdio>
 
 #include "comm/Communicator.hpp"
-#include "data/DatasetLayout.hpp"
+#include "io/DatasetLayout.hpp"
 #include "data/ShardedDataset.hpp"
 #include "util/Error.hpp"
 #include "util/Sha256.hpp"

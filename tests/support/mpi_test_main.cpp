@@ -2,7 +2,7 @@
 // becomes a one-rank world), and only rank 0 prints the test listing.
 #include <gtest/gtest.h>
 
-#include "data/Hdf5.hpp"
+#include "io/Hdf5.hpp"
 #include "launch/Mpi.hpp"
 
 int main(int argc, char** argv) {

@@ -1,0 +1,344 @@
+#include "run/Export.hpp"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "checkpoint/Checkpoint.hpp"
+#include "config/Schema.hpp"
+#include "io/DatasetLayout.hpp"
+#include "io/Hdf5.hpp"
+#include "data/Sampling.hpp"
+#include "eval/Metrics.hpp"
+#include "models/Model.hpp"
+#include "util/Files.hpp"
+#include "util/SystemStats.hpp"
+#include "util/Error.hpp"
+#include "util/Json.hpp"
+
+namespace hpctrain {
+namespace json = boost::json;
+namespace {
+
+std::string safetensors_dtype(torch::ScalarType t) {
+  if (t == torch::kFloat) return "F32";
+  if (t == torch::kLong) return "I64";
+  throw RuntimeFailure(std::string("export: cannot store tensors of type ") + c10::toString(t));
+}
+
+// safetensors: an 8-byte little-endian header length, the JSON header (padded with spaces
+// to a multiple of 8), then the tensors' bytes, C order, little-endian.
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                       const json::object& metadata) {
+  json::object header;
+  std::uint64_t offset = 0;
+  std::vector<torch::Tensor> data;
+  for (const auto& [name, value] : tensors) {
+    const auto t = value.contiguous();
+    json::array shape;
+    for (auto d : t.sizes()) shape.push_back(d);
+    const auto bytes = static_cast<std::uint64_t>(t.numel() * t.element_size());
+    header[name] = json::object{{"dtype", safetensors_dtype(t.scalar_type())},
+                                {"shape", shape},
+                                {"data_offsets", json::array{offset, offset + bytes}}};
+    offset += bytes;
+    data.push_back(t);
+  }
+  json::object meta;
+  for (const auto& kv : metadata)
+    meta[kv.key()] = kv.value().is_string() ? kv.value() : json::value(compact_json(kv.value()));
+  header["__metadata__"] = meta;
+  std::string text = compact_json(header);
+  while (text.size() % 8 != 0) text += ' ';
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    if (!out) throw RuntimeFailure(tmp + ": cannot write");
+    const std::uint64_t n = text.size();
+    unsigned char length[8];
+    for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>((n >> (8 * i)) & 0xff);
+    out.write(reinterpret_cast<const char*>(length), 8);
+    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    for (const auto& t : data) {
+      out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.numel() * t.element_size()));
+    }
+    if (!out) throw RuntimeFailure(tmp + ": write failed");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw RuntimeFailure(path + ": cannot move into place");
+}
+
+std::map<std::string, torch::Tensor> read_safetensors(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw DataError(path + ": cannot open");
+  unsigned char length[8];
+  in.read(reinterpret_cast<char*>(length), 8);
+  std::uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | length[i];
+  if (!in || n > (std::uint64_t(1) << 30)) throw DataError(path + ": not a safetensors file");
+  std::string text(n, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(n));
+  const json::object header = parse_json_or_throw(text, path).as_object();
+  const std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& kv : header) {
+    if (kv.key() == "__metadata__") continue;
+    const auto& d = kv.value().as_object();
+    std::vector<std::int64_t> shape;
+    for (const auto& x : d.at("shape").as_array()) shape.push_back(x.to_number<std::int64_t>());
+    const std::string dtype(d.at("dtype").as_string());
+    const auto type = dtype == "F32" ? torch::kFloat : dtype == "I64" ? torch::kLong : torch::kByte;
+    if (type == torch::kByte) throw DataError(path + ": " + std::string(kv.key()) + ": unsupported dtype " + dtype);
+    const auto begin = d.at("data_offsets").as_array()[0].to_number<std::uint64_t>();
+    const auto end = d.at("data_offsets").as_array()[1].to_number<std::uint64_t>();
+    auto t = torch::empty(shape, type);
+    if (end < begin || end > body.size() || end - begin != static_cast<std::uint64_t>(t.numel() * t.element_size())) {
+      throw DataError(path + ": " + std::string(kv.key()) + ": data offsets do not match its shape");
+    }
+    std::memcpy(t.data_ptr(), body.data() + begin, end - begin);
+    out[std::string(kv.key())] = t;
+  }
+  return out;
+}
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw DataError(path + ": cannot open");
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+ExportResult export_model(const std::string& checkpoint_path, const std::string& out_dir) {
+  const CheckpointInfo info = verify_checkpoint(checkpoint_path);
+  const auto tensors = checkpoint_state_dict(info);
+  make_directories(out_dir);
+  ExportResult r;
+  r.checkpoint = checkpoint_path;
+  r.weights = out_dir + "/model.safetensors";
+  r.description = out_dir + "/model.json";
+  r.tensors = static_cast<std::int64_t>(tensors.size());
+  json::object description = json::parse(info.model_json).as_object();
+  json::array names;
+  for (const auto& t : tensors) names.push_back(json::string(t.first));
+  description["format"] = kModelFormat;
+  description["format_version"] = kModelFormatVersion;
+  description["checkpoint"] = checkpoint_path;
+  description["step"] = info.step;
+  description["tensors"] = names;
+  write_safetensors(r.weights, tensors,
+                    json::object{{"format", "pt"}, {"hpctrain", kModelFormat}, {"step", std::to_string(info.step)}});
+  write_file_atomic(r.description, pretty_json(description));
+  return r;
+}
+
+PredictResult predict_file(const std::string& model_dir, const std::string& input, const std::string& split,
+                           const std::string& prefix, std::int64_t batch, const Communicator& comm) {
+  const double start = wall_seconds();
+  // Every rank builds the model from the description and loads the weights (small files).
+  json::object d;
+  ModelPtr model;
+  collective_check(comm, [&] {
+    d = parse_json_or_throw(read_text_file(model_dir + "/model.json"), model_dir + "/model.json").as_object();
+    if (!d.contains("format") || d.at("format").as_string() != kModelFormat) {
+      throw DataError(model_dir + "/model.json: not an hpctrain model description");
+    }
+    const std::string cfg =
+        compact_json(json::object{{"data", json::object{{"path", input}}}, {"model", d.at("model")}});
+    const Config c = parse_config(cfg, model_dir + "/model.json", {}).config;
+    InputSpec spec;
+    for (const auto& x : d.at("sample_shape").as_array()) spec.sample_shape.push_back(x.as_int64());
+    spec.outputs = d.at("outputs").as_int64();
+    model = build_model(c.model, spec);
+    const auto weights = read_safetensors(model_dir + "/model.safetensors");
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->named_parameters()) {
+      auto it = weights.find(p.key());
+      if (it == weights.end()) throw DataError(model_dir + "/model.safetensors: no tensor " + p.key());
+      p.value().copy_(it->second);
+    }
+    for (auto& b : model->named_buffers()) {
+      auto it = weights.find(b.key());
+      if (it == weights.end()) throw DataError(model_dir + "/model.safetensors: no tensor " + b.key());
+      b.value().copy_(it->second);
+    }
+    model->eval();
+  });
+
+  // This rank's block of the split, read collectively.
+  DatasetMeta meta;
+  torch::Tensor inputs, targets;
+  Range rows;
+  collective_check(comm, [&] {
+    H5File file = H5File::open_read(input, comm.raw());
+    meta = read_dataset_meta(file);
+    std::vector<std::int64_t> shape;
+    for (const auto& x : d.at("sample_shape").as_array()) shape.push_back(x.as_int64());
+    if (meta.sample_shape != shape) throw DataError(input + ": samples do not have the model's input shape");
+    if (split != "train" && split != "test") throw UsageError("predict: --split is train or test");
+    const std::int64_t n = split == "train" ? meta.train.count : meta.test.count;
+    rows = block_range(n, comm.size(), comm.rank());
+    std::vector<std::int64_t> full{rows.size()};
+    full.insert(full.end(), shape.begin(), shape.end());
+    const bool floats = meta.float_inputs();
+    inputs = torch::empty(full, floats ? torch::kFloat : torch::kUInt8);
+    read_rows(file, meta.inputs_path(split), rows.begin, rows.size(), floats ? H5T_NATIVE_FLOAT : H5T_NATIVE_UINT8,
+              inputs.data_ptr());
+    const bool labels = meta.task == Task::Classification;
+    targets = meta.target_width > 1 ? torch::empty({rows.size(), meta.target_width}, torch::kFloat)
+                                    : torch::empty({rows.size()}, labels ? torch::kInt32 : torch::kFloat);
+    read_rows(file, meta.targets_path(split), rows.begin, rows.size(), labels ? H5T_NATIVE_INT32 : H5T_NATIVE_FLOAT,
+              targets.data_ptr());
+  });
+
+  const bool classification = d.at("task").as_string() == "classification";
+  const std::int64_t k = classification ? d.at("outputs").as_int64() : 0;
+  std::vector<float> mean, inv_std;
+  for (const auto& x : d.at("normalization").as_object().at("mean").as_array()) mean.push_back(x.to_number<float>());
+  for (const auto& x : d.at("normalization").as_object().at("std").as_array())
+    inv_std.push_back(1.0f / x.to_number<float>());
+  std::vector<std::int64_t> view(d.at("sample_shape").as_array().size() + 1, 1);
+  view[1] = static_cast<std::int64_t>(mean.size());
+  const auto mean_t = torch::tensor(mean).view(view), inv_t = torch::tensor(inv_std).view(view);
+  const double target_mean = d.at("target").as_object().at("mean").to_number<double>();
+  const double target_std = d.at("target").as_object().at("std").to_number<double>();
+  // A quantile model predicts one value per level; the level nearest the median is the
+  // prediction (as in training's metrics).
+  LossSpec quantiles;  // what the training loss said about the outputs
+  if (d.contains("quantiles")) {
+    for (const auto& x : d.at("quantiles").as_array()) quantiles.quantiles.push_back(x.to_number<double>());
+  }
+  if (!quantiles.quantiles.empty()) quantiles.kind = LossKind::Quantile;
+  const std::vector<double>& levels = quantiles.quantiles;
+  const std::int64_t per_value = quantiles.outputs_per_target();
+  const std::int64_t point = quantiles.point_column();
+  // Regression: S target values per sample (targets [N, S]), each with per_value outputs.
+  const std::int64_t width = classification ? 1 : d.at("outputs").as_int64() / per_value;
+  const std::int64_t per_sample = width * per_value;
+  std::vector<double> outputs;
+  {
+    torch::NoGradGuard no_grad;
+    for (std::int64_t b = 0; b < rows.size(); b += batch) {
+      const std::int64_t len = std::min(batch, rows.size() - b);
+      auto x = inputs.narrow(0, b, len).to(torch::kFloat, false, true).sub_(mean_t).mul_(inv_t);
+      auto out = model->forward(x).to(torch::kDouble);
+      out = classification ? torch::softmax(out, 1) : out.reshape({len, per_sample}) * target_std + target_mean;
+      out = out.contiguous();
+      outputs.insert(outputs.end(), out.data_ptr<double>(), out.data_ptr<double>() + out.numel());
+    }
+  }
+  const auto t = targets.to(torch::kDouble).contiguous();
+  if (!classification && t.numel() != rows.size() * width) {
+    throw DataError(input + ": " + std::to_string(t.numel() / std::max<std::int64_t>(1, rows.size())) +
+                    " target values per sample, the model predicts " + std::to_string(width));
+  }
+  const std::vector<double> all_outputs = comm.gatherv(outputs, 0);
+  const std::vector<double> all_targets =
+      comm.gatherv(std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel()), 0);
+  PredictResult r;
+  r.h5 = prefix + ".h5";
+  r.csv = prefix + ".csv";
+  r.samples = static_cast<std::int64_t>(all_targets.size()) / width;
+  collective_check(comm, [&] {
+    if (comm.rank() != 0) return;
+    const std::int64_t n = r.samples;
+    std::vector<std::int64_t> index(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) index[static_cast<std::size_t>(i)] = i;
+    std::vector<double> prediction(static_cast<std::size_t>(n * width));
+    for (std::int64_t i = 0; i < n; ++i) {
+      if (classification) {
+        std::int64_t best = 0;
+        for (std::int64_t c = 1; c < k; ++c) {
+          if (all_outputs[static_cast<std::size_t>(i * k + c)] > all_outputs[static_cast<std::size_t>(i * k + best)])
+            best = c;
+        }
+        prediction[static_cast<std::size_t>(i)] = static_cast<double>(best);
+      } else {
+        for (std::int64_t s = 0; s < width; ++s) {
+          prediction[static_cast<std::size_t>(i * width + s)] =
+              all_outputs[static_cast<std::size_t>(i * per_sample + s * per_value + point)];
+        }
+      }
+    }
+    std::ostringstream csv;
+    csv.precision(17);
+    // Several target values per sample: one column each, suffixed with the step (1..S).
+    auto suffix = [&](std::int64_t s) { return width > 1 ? "_" + std::to_string(s + 1) : std::string(); };
+    csv << "index";
+    if (classification) {
+      csv << ",label,prediction";
+    } else {
+      for (std::int64_t s = 0; s < width; ++s) csv << ",target" << suffix(s);
+      for (std::int64_t s = 0; s < width; ++s) csv << ",prediction" << suffix(s);
+    }
+    for (std::int64_t c = 0; c < k; ++c) csv << ",score_" << c;
+    for (std::int64_t s = 0; s < width; ++s) {
+      for (double level : levels) csv << ",q" << std::llround(level * 100) << suffix(s);
+    }
+    csv << "\n";
+    for (std::int64_t i = 0; i < n; ++i) {
+      const auto u = static_cast<std::size_t>(i);
+      csv << i << ",";
+      if (classification) {
+        csv << static_cast<std::int64_t>(all_targets[u]) << "," << static_cast<std::int64_t>(prediction[u]);
+        for (std::int64_t c = 0; c < k; ++c) csv << "," << all_outputs[static_cast<std::size_t>(i * k + c)];
+      } else {
+        for (std::int64_t s = 0; s < width; ++s) csv << (s > 0 ? "," : "") << all_targets[u * width + s];
+        for (std::int64_t s = 0; s < width; ++s) csv << "," << prediction[u * width + s];
+        if (!levels.empty()) {
+          for (std::int64_t j = 0; j < per_sample; ++j)
+            csv << "," << all_outputs[static_cast<std::size_t>(i * per_sample + j)];
+        }
+      }
+      csv << "\n";
+    }
+    write_file_atomic(r.csv, csv.str());
+    const std::string tmp = r.h5 + ".tmp";
+    {
+      H5File out = H5File::create(tmp);
+      out.write_string_attr("/", "format", "hpctrain-predictions");
+      out.write_int_attr("/", "format_version", 1);
+      out.write_string_attr("/", "model", model_dir);
+      out.write_string_attr("/", "input", input + ":" + split);
+      auto write = [&](const std::string& name, hid_t type, std::vector<hsize_t> dims, const void* data) {
+        H5Id space(h5_check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), tmp));
+        H5Id ds(h5_check(H5Dcreate2(out.id(), name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), tmp));
+        h5_check(H5Dwrite(ds, type == H5T_STD_I64LE ? H5T_NATIVE_INT64 : H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL,
+                          H5P_DEFAULT, data),
+                 tmp);
+      };
+      const auto un = static_cast<hsize_t>(n);
+      write("/index", H5T_STD_I64LE, {un}, index.data());
+      if (classification) {
+        std::vector<std::int64_t> cls(prediction.begin(), prediction.end()),
+            lab(all_targets.begin(), all_targets.end());
+        write("/prediction", H5T_STD_I64LE, {un}, cls.data());
+        write("/label", H5T_STD_I64LE, {un}, lab.data());
+        write("/scores", H5T_IEEE_F64LE, {un, static_cast<hsize_t>(k)}, all_outputs.data());
+      } else {
+        // [n] for one target value per sample, [n, S] for S.
+        std::vector<hsize_t> dims{un};
+        if (width > 1) dims.push_back(static_cast<hsize_t>(width));
+        write("/prediction", H5T_IEEE_F64LE, dims, prediction.data());
+        write("/target", H5T_IEEE_F64LE, dims, all_targets.data());
+        if (!levels.empty()) {
+          dims.push_back(static_cast<hsize_t>(levels.size()));
+          write("/quantiles", H5T_IEEE_F64LE, dims, all_outputs.data());
+          write("/quantile_levels", H5T_IEEE_F64LE, {static_cast<hsize_t>(levels.size())}, levels.data());
+        }
+      }
+    }
+    if (std::rename(tmp.c_str(), r.h5.c_str()) != 0) throw RuntimeFailure(r.h5 + ": cannot move into place");
+  });
+  r.seconds = wall_seconds() - start;
+  return r;
+}
+
+}  // namespace hpctrain
