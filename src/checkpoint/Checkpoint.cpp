@@ -1,5 +1,7 @@
 #include "checkpoint/Checkpoint.hpp"
 
+#include "config/Resume.hpp"
+
 #include <dirent.h>
 
 #include <algorithm>
@@ -10,8 +12,8 @@
 #include <set>
 
 #include "io/Hdf5.hpp"
-#include "util/Files.hpp"
 #include "util/Error.hpp"
+#include "util/Files.hpp"
 #include "util/Json.hpp"
 #include "util/Sha256.hpp"
 
@@ -209,7 +211,8 @@ LoopPosition position_from_json(const json::object& o) {
   p.samples = o.at("samples").as_int64();
   // Checkpoints written before mixed precision have no loss-scaler state.
   if (o.contains("loss_scale")) p.loss_scale = o.at("loss_scale").to_number<double>();
-  if (o.contains("loss_scale_growth_tracker")) p.loss_scale_growth_tracker = o.at("loss_scale_growth_tracker").as_int64();
+  if (o.contains("loss_scale_growth_tracker"))
+    p.loss_scale_growth_tracker = o.at("loss_scale_growth_tracker").as_int64();
   if (o.contains("skipped_steps")) p.skipped_steps = o.at("skipped_steps").as_int64();
   p.epochs_json = compact_json(o.at("epochs"));
   return p;
@@ -422,38 +425,7 @@ void prune_checkpoints(const std::string& dir, std::int64_t keep) {
 }
 
 std::vector<std::string> unsafe_config_changes(const std::string& old_json, const std::string& new_json) {
-  // Keys that do not change what the remaining steps compute.
-  static const std::set<std::string> safe = {"train.epochs",           "train.max_steps",       "train.test_at_end",
-                                             "train.test_every_epoch", "train.eval_batch_size", "run.log_every",
-                                             "run.progress",           "run.threads",           "run.dir",
-                                             "data.verify_hashes",    "search.shards",         "search.shard",
-                                             // Where and in what precision the steps run: results then differ in
-                                             // the last bits from an uninterrupted run, but the run goes on.
-                                             "device.type", "device.cudnn_benchmark", "comm.backend", "precision.mode",
-                                             "precision.init_scale", "precision.growth_factor",
-                                             "precision.backoff_factor", "precision.growth_interval"};
-  std::map<std::string, std::string> a, b;
-  std::function<void(const json::object&, const std::string&, std::map<std::string, std::string>&)> flatten =
-      [&](const json::object& o, const std::string& prefix, std::map<std::string, std::string>& out) {
-        for (const auto& kv : o) {
-          const std::string key = prefix.empty() ? std::string(kv.key()) : prefix + "." + std::string(kv.key());
-          if (kv.value().is_object() && key != "search.space") {
-            flatten(kv.value().as_object(), key, out);
-          } else {
-            out[key] = compact_json(kv.value());
-          }
-        }
-      };
-  flatten(json::parse(old_json).as_object(), "", a);
-  flatten(json::parse(new_json).as_object(), "", b);
-  std::vector<std::string> changes;
-  for (const auto& [key, value] : b) {
-    if (safe.count(key) != 0 || key.rfind("checkpoint.", 0) == 0) continue;
-    auto it = a.find(key);
-    const std::string old = it == a.end() ? "(absent)" : it->second;
-    if (old != value) changes.push_back(key + ": " + old + " -> " + value);
-  }
-  return changes;
+  return resume_config_changes(old_json, new_json);
 }
 
 }  // namespace hpctrain

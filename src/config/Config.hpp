@@ -20,8 +20,8 @@ struct DataConfig {
 
 struct ModelConfig {
   std::string name = "cnn";
-  std::vector<std::int64_t> hidden;    // MLP hidden widths
-  std::vector<std::int64_t> channels;  // CNN conv channels per stage
+  std::vector<std::int64_t> hidden{256, 128};  // MLP hidden widths
+  std::vector<std::int64_t> channels{32, 64};  // CNN conv channels per stage
   std::int64_t fc_width = 128;
   double dropout = 0.0;
   bool batch_norm = true;

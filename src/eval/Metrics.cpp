@@ -50,6 +50,10 @@ std::int64_t LossSpec::outputs_per_target() const {
   return kind == LossKind::Quantile ? static_cast<std::int64_t>(quantiles.size()) : 1;
 }
 
+std::int64_t LossSpec::model_outputs(const DatasetMeta& meta) const {
+  return meta.num_classes > 0 ? meta.num_classes : meta.target_width * outputs_per_target();
+}
+
 const torch::Tensor& LossSpec::levels_tensor(const torch::TensorOptions& options) const {
   for (const auto& t : levels_) {
     if (t.device() == options.device() && t.dtype() == options.dtype()) return t;
@@ -151,7 +155,7 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
     auto out = forward(x);
     sums[0] += loss_sum(loss, out, data.to_target(y)).item<double>();
     if (classification) {
-      confusion.index_add_(0, y * k + out.argmax(1), torch::ones({len}, torch::kInt64));
+      confusion.index_add_(0, y * k + predicted_classes(out), torch::ones({len}, torch::kInt64));
     } else {
       // [len, S, outputs per value] in the original units.
       const auto pred = out.reshape({len, width, -1}).to(torch::kDouble) * data.target_std() + data.target_mean();

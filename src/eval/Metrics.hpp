@@ -22,6 +22,9 @@ struct LossSpec {
   std::vector<double> quantiles;  // Quantile: levels in (0, 1), ascending; one output each
   // Model outputs per regression target: one, or one per quantile level.
   std::int64_t outputs_per_target() const;
+  // The model's output width for a data set: its classes, or per target value one output
+  // per quantile level (one without quantiles).
+  std::int64_t model_outputs(const DatasetMeta& meta) const;
   // The output read as the point prediction: the quantile level nearest the median (or the only one).
   std::int64_t point_column() const;
   // The levels as a tensor of `options`' device and dtype, made once per device and dtype
@@ -32,6 +35,12 @@ struct LossSpec {
  private:
   mutable std::vector<torch::Tensor> levels_;
 };
+
+// The predicted class of each row of `scores` ([n, K]): the first highest (as
+// predicted_classes in eval/Scores.hpp for host values).
+inline torch::Tensor predicted_classes(const torch::Tensor& scores) {
+  return scores.argmax(1);
+}
 
 // train.loss (and its parameters) against the data's task ("auto": cross-entropy or MSE).
 // Throws ConfigError for a loss that does not fit the task or bad quantile levels.

@@ -382,6 +382,20 @@ Summary summarize(const std::vector<double>& values) {
   return s;
 }
 
+std::vector<std::int64_t> predicted_classes(const std::vector<double>& scores, std::int64_t classes) {
+  const auto k = static_cast<std::size_t>(classes);
+  std::vector<std::int64_t> out(k == 0 ? 0 : scores.size() / k);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const double* row = scores.data() + i * k;
+    std::size_t best = 0;
+    for (std::size_t c = 1; c < k; ++c) {
+      if (row[c] > row[best]) best = c;
+    }
+    out[i] = static_cast<std::int64_t>(best);
+  }
+  return out;
+}
+
 json::object to_json(const ClassificationScores& s) {
   json::array support;
   support.reserve(s.support.size());

@@ -32,6 +32,10 @@ struct ClassificationScores {
 // only: a class that is only predicted has undefined recall there and is dropped.
 // With no samples at all every average is NaN (scikit-learn refuses empty input).
 // Throws std::invalid_argument on a wrong size or a negative count.
+// The predicted class of each of the rows of `scores` (row-major, `classes` a row): the first
+// highest score, the rule LibTorch's argmax follows, so host and tensor paths agree on ties.
+std::vector<std::int64_t> predicted_classes(const std::vector<double>& scores, std::int64_t classes);
+
 ClassificationScores classification_scores(const std::vector<std::int64_t>& confusion, std::int64_t num_classes);
 
 struct RegressionScores {

@@ -12,15 +12,16 @@
 
 #include "checkpoint/Checkpoint.hpp"
 #include "config/Schema.hpp"
-#include "io/DatasetLayout.hpp"
-#include "io/Hdf5.hpp"
 #include "data/Sampling.hpp"
 #include "eval/Metrics.hpp"
+#include "eval/Scores.hpp"
+#include "io/DatasetLayout.hpp"
+#include "io/Hdf5.hpp"
 #include "models/Model.hpp"
-#include "util/Files.hpp"
-#include "util/SystemStats.hpp"
 #include "util/Error.hpp"
+#include "util/Files.hpp"
 #include "util/Json.hpp"
+#include "util/SystemStats.hpp"
 
 namespace hpctrain {
 namespace json = boost::json;
@@ -252,14 +253,10 @@ PredictResult predict_file(const std::string& model_dir, const std::string& inpu
     std::vector<std::int64_t> index(static_cast<std::size_t>(n));
     for (std::int64_t i = 0; i < n; ++i) index[static_cast<std::size_t>(i)] = i;
     std::vector<double> prediction(static_cast<std::size_t>(n * width));
+    const auto classes = classification ? predicted_classes(all_outputs, k) : std::vector<std::int64_t>();
     for (std::int64_t i = 0; i < n; ++i) {
       if (classification) {
-        std::int64_t best = 0;
-        for (std::int64_t c = 1; c < k; ++c) {
-          if (all_outputs[static_cast<std::size_t>(i * k + c)] > all_outputs[static_cast<std::size_t>(i * k + best)])
-            best = c;
-        }
-        prediction[static_cast<std::size_t>(i)] = static_cast<double>(best);
+        prediction[static_cast<std::size_t>(i)] = static_cast<double>(classes[static_cast<std::size_t>(i)]);
       } else {
         for (std::int64_t s = 0; s < width; ++s) {
           prediction[static_cast<std::size_t>(i * width + s)] =

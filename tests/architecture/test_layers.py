@@ -86,7 +86,6 @@ check(doc.returncode == 0, "docs/architecture.md shows the layer graph generated
 # the size it may not exceed, and goes when the file is split.
 FILE_LIMIT, FUNCTION_LIMIT = 500, 120
 FILE_EXCEPTIONS = {
-    "config/Schema.cpp": 707,  # the schema table: one declaration per key
     "app/BenchCommands.cpp": 637,
     "app/Commands.cpp": 781,
     "experiment/Experiment.cpp": 911,
@@ -94,7 +93,7 @@ FILE_EXCEPTIONS = {
     "train/Trainer.cpp": 613,
 }
 FUNCTION_EXCEPTIONS = {
-    "config/Schema.cpp:entries": 384,  # the schema table
+    "config/SchemaTable.cpp:schema_entries": 392,  # the schema table
     "experiment/Experiment.cpp:run_experiment": 365,
     "experiment/Experiment.cpp:merge_search_shards": 132,
     "run/Export.cpp:predict_file": 201,

@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "config/MetricCatalog.hpp"
 #include "eval/Scores.hpp"
 
 using namespace hpctrain;
@@ -345,4 +346,31 @@ TEST(StudentT, ClosedFormsAndLimits) {
   EXPECT_TRUE(std::isnan(student_t_quantile(1.5, 3)));
   EXPECT_TRUE(std::isnan(student_t_quantile(0.9, 0)));
   EXPECT_TRUE(std::isnan(student_t_quantile(std::nan(""), 3)));
+}
+
+// Every scorer metric of the catalog (config/MetricCatalog) is produced by the scorer for
+// its task, and the scorer produces no metric the catalog does not name.
+TEST(MetricCatalog, EveryScorerMetricIsProduced) {
+  const auto cls = to_json(classification_scores({3, 1, 0, 2}, 2));
+  const auto reg = to_json(regression_scores({1.0, 2.0, 3.0}, {1.5, 2.0, 2.0}));
+  for (const auto& m : metric_catalog()) {
+    if (!m.from_scorer) continue;
+    const auto& produced = m.task == MetricTask::Classification ? cls : reg;
+    EXPECT_TRUE(produced.contains(m.name)) << m.name << " is in the catalog but the scorer does not produce it";
+  }
+  for (const auto* produced : {&cls, &reg}) {
+    for (const auto& kv : *produced) {
+      const std::string key(kv.key());
+      if (key == "count" || key == "per_class") continue;
+      EXPECT_NO_THROW(metric_info(key)) << key << " is produced but missing from the metric catalog";
+    }
+  }
+}
+
+TEST(PredictedClasses, FirstHighestScoreWins) {
+  const std::vector<double> scores{0.1,  0.7,  0.7,  // tie: the first maximum
+                                   2.0,  -1.0, 0.5,  //
+                                   -3.0, -2.0, -1.0};
+  EXPECT_EQ(predicted_classes(scores, 3), (std::vector<std::int64_t>{1, 0, 2}));
+  EXPECT_TRUE(predicted_classes({}, 3).empty());
 }

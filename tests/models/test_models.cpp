@@ -3,6 +3,7 @@
 #include <set>
 #include <string>
 
+#include "config/Schema.hpp"
 #include "models/Model.hpp"
 #include "util/Error.hpp"
 
@@ -294,4 +295,14 @@ TEST(ModelRegistry, SequenceModelsReadTheWholeWindow) {
     EXPECT_FALSE(torch::allclose(m->forward(first), y)) << name << " ignores the first step";
     EXPECT_FALSE(torch::allclose(m->forward(last), y)) << name << " ignores the last step";
   }
+}
+
+TEST(ModelRegistry, SchemaChoicesAreTheRegisteredModels) {
+  // config/ sits below models/ and cannot ask the registry: this test holds the two lists together.
+  std::set<std::string> schema;
+  for (const auto& spec : config_schema()) {
+    if (spec.path == "model.name") schema.insert(spec.choices.begin(), spec.choices.end());
+  }
+  const auto names = registered_models();
+  EXPECT_EQ(schema, std::set<std::string>(names.begin(), names.end()));
 }
