@@ -7,7 +7,8 @@
 # Environment a caller may set:
 #   HPCTRAIN_HOME      the repository (default: the folder sbatch was called from); the job
 #                      works in the folder sbatch was called from either way
-#   HPCTRAIN           the executable (default: $HPCTRAIN_HOME/build/hpctrain)
+#   HPCTRAIN           the executable (default: $HPCTRAIN_HOME/build/hpctrain, or an
+#                      installed tree's PREFIX/bin/hpctrain, or hpctrain on PATH)
 #   HPCTRAIN_LAUNCHER  mpirun (default) or srun (srun --mpi=pmix)
 #   HPCTRAIN_PYTHON    Python for the analysis steps (default: $HPCTRAIN_HOME/.venv/bin/python,
 #                      else python3)
@@ -89,11 +90,21 @@ hpctrain_has_override() {
 HPCTRAIN_HOME=$(cd "${HPCTRAIN_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}" && pwd)
 export HPCTRAIN_HOME
 if [ ! -f "$HPCTRAIN_HOME/slurm/lib/job.sh" ]; then
-  echo "hpctrain: $HPCTRAIN_HOME is not the hpctrain repository: set HPCTRAIN_HOME" >&2
+  echo "hpctrain: $HPCTRAIN_HOME is not the hpctrain repository or an installed share/hpctrain: set HPCTRAIN_HOME" >&2
   exit 2
 fi
 cd "${SLURM_SUBMIT_DIR:-$PWD}" || exit 2
-HPCTRAIN=${HPCTRAIN:-$HPCTRAIN_HOME/build/hpctrain}
+# The executable: HPCTRAIN, else the repository's build, else an installed tree's
+# (HPCTRAIN_HOME is PREFIX/share/hpctrain there), else the one on PATH.
+if [ -z "${HPCTRAIN:-}" ]; then
+  for candidate in "$HPCTRAIN_HOME/build/hpctrain" "$HPCTRAIN_HOME/../../bin/hpctrain" "$(command -v hpctrain || true)"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+      HPCTRAIN=$candidate
+      break
+    fi
+  done
+  HPCTRAIN=${HPCTRAIN:-$HPCTRAIN_HOME/build/hpctrain}
+fi
 if [ ! -x "$HPCTRAIN" ]; then
   echo "hpctrain: $HPCTRAIN is not built: run scripts/setup.sh in $HPCTRAIN_HOME (or set HPCTRAIN)" >&2
   exit 2
