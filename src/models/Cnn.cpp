@@ -1,0 +1,56 @@
+#include "models/ModelParts.hpp"
+#include "util/Error.hpp"
+
+namespace hpctrain {
+namespace {
+
+// Convolution stages (3x3 conv, optional normalization, ReLU, 2x2 max pool; each a block for
+// checkpointing), then a fully connected layer, dropout and the classifier.
+struct CnnImpl : StagedModel {
+  CnnImpl(const ModelConfig& c, const InputSpec& in, const GroupSum& group) {
+    if (in.sample_shape.size() != 3) {
+      throw ConfigError("model.name: cnn needs image samples [C, H, W]; this data set has " +
+                        std::to_string(in.sample_shape.size()) + "-dimensional samples (use mlp)");
+    }
+    std::int64_t channels = in.sample_shape[0], h = in.sample_shape[1], w = in.sample_shape[2];
+    const auto norm = mlp_cnn_norm(c);
+    for (std::size_t i = 0; i < c.channels.size(); ++i) {
+      if (h < 2 || w < 2) {
+        throw ConfigError("model.channels: " + std::to_string(c.channels.size()) + " pooling stages shrink a " +
+                          std::to_string(in.sample_shape[1]) + "x" + std::to_string(in.sample_shape[2]) +
+                          " input below 1x1; use at most " + std::to_string(i) + " stages");
+      }
+      const auto begin = features->size();
+      features->push_back(
+          torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, c.channels[i], 3).padding(1).bias(norm == "none")));
+      if (norm != "none") features->push_back(norm_layer(norm, c.channels[i], 2, group));
+      features->push_back(torch::nn::ReLU());
+      features->push_back(torch::nn::MaxPool2d(2));
+      add_sequential_stage(*this, features, begin, features->size());
+      channels = c.channels[i];
+      h /= 2;
+      w /= 2;
+    }
+    head->push_back(torch::nn::Linear(channels * h * w, c.fc_width));
+    head->push_back(torch::nn::ReLU());
+    if (c.dropout > 0) head->push_back(torch::nn::Dropout(c.dropout));
+    head->push_back(torch::nn::Linear(c.fc_width, in.outputs));
+    register_module("features", features);
+    register_module("head", head);
+    plan_stages(c);
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    for (std::size_t i = 0; i < stages_.size(); ++i) x = stage(i, x);
+    return head->forward(x.flatten(1));
+  }
+  torch::nn::Sequential features;
+  torch::nn::Sequential head;
+};
+
+}  // namespace
+
+ModelPtr make_cnn(const ModelConfig& c, const InputSpec& in, const GroupSum& group) {
+  return std::make_shared<CnnImpl>(c, in, group);
+}
+
+}  // namespace hpctrain

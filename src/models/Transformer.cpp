@@ -1,0 +1,101 @@
+#include "models/ModelParts.hpp"
+#include "util/Error.hpp"
+
+namespace hpctrain {
+namespace {
+
+// A pre-norm Transformer encoder block: x + attention(LN(x)), then x + MLP(LN(x)), with
+// LibTorch's fused scaled-dot-product attention.
+struct EncoderBlock : BlockImpl {
+  EncoderBlock(std::int64_t dim, std::int64_t heads, double mlp_ratio, double dropout) : heads_(heads), p_(dropout) {
+    norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
+    qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
+    proj = register_module("proj", torch::nn::Linear(dim, dim));
+    norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
+    const auto hidden = static_cast<std::int64_t>(static_cast<double>(dim) * mlp_ratio);
+    fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
+    fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
+    drop = register_module("drop", torch::nn::Dropout(dropout));
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    const auto n = x.size(0), t = x.size(1), d = x.size(2);
+    // [n, t, 3, heads, d/heads] -> 3 x [n, heads, t, d/heads]
+    auto q_k_v = linear(qkv, norm1->forward(x)).view({n, t, 3, heads_, d / heads_}).permute({2, 0, 3, 1, 4});
+    auto attended = torch::scaled_dot_product_attention(q_k_v[0], q_k_v[1], q_k_v[2], {}, is_training() ? p_ : 0.0);
+    x = x + drop->forward(linear(proj, attended.transpose(1, 2).reshape({n, t, d})));
+    return x + drop->forward(linear(fc2, torch::gelu(linear(fc1, norm2->forward(x)))));
+  }
+  std::int64_t heads_;
+  double p_;
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr}, fc2{nullptr};
+  torch::nn::Dropout drop{nullptr};
+};
+
+// Transformer encoder over tokens: image patches ([C, H, W]: a strided convolution embeds
+// each patch), the steps of a series ([V, T]: a linear embedding of each step's V values) or the
+// features of a table ([F]: each feature value scales its own learned embedding). Learned
+// positional embeddings, pre-norm blocks, a final layer norm, mean pooling, the head.
+struct TransformerImpl : ModelImpl {
+  TransformerImpl(const ModelConfig& c, const InputSpec& in) : shape_(in.sample_shape) {
+    const std::int64_t d = c.embed_dim;
+    if (d % c.heads != 0) {
+      throw ConfigError("model.embed_dim: " + std::to_string(d) + " is not a multiple of model.heads (" +
+                        std::to_string(c.heads) + ")");
+    }
+    std::int64_t tokens = 0;
+    if (shape_.size() == 3) {
+      if (shape_[1] % c.patch_size != 0 || shape_[2] % c.patch_size != 0) {
+        throw ConfigError("model.patch_size: " + std::to_string(c.patch_size) + " does not divide the " +
+                          std::to_string(shape_[1]) + "x" + std::to_string(shape_[2]) + " images");
+      }
+      patch = register_module(
+          "patch", torch::nn::Conv2d(torch::nn::Conv2dOptions(shape_[0], d, c.patch_size).stride(c.patch_size)));
+      tokens = (shape_[1] / c.patch_size) * (shape_[2] / c.patch_size);
+    } else if (shape_.size() == 2) {
+      step = register_module("step", torch::nn::Linear(shape_[0], d));
+      tokens = shape_[1];
+    } else {
+      feature_embedding = register_parameter("feature_embedding", torch::randn({shape_[0], d}) * 0.02);
+      feature_bias = register_parameter("feature_bias", torch::zeros({shape_[0], d}));
+      tokens = shape_[0];
+    }
+    position = register_parameter("position", torch::randn({1, tokens, d}) * 0.02);
+    for (std::int64_t i = 0; i < c.layers; ++i) {
+      auto block = std::make_shared<EncoderBlock>(d, c.heads, c.mlp_ratio, c.dropout);
+      register_module("block" + std::to_string(i), block);
+      blocks.push_back(block);
+    }
+    plan = checkpoint_plan(c.layers, c.checkpoint_every, c.checkpoint_blocks);
+    norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+    head = register_module("head", torch::nn::Linear(d, in.outputs));
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    if (patch) {
+      x = patch->forward(x).flatten(2).transpose(1, 2);  // [n, tokens, d]
+    } else if (step) {
+      x = linear(step, x.transpose(1, 2));  // [n, T, V] -> [n, T, d]
+    } else {
+      x = x.unsqueeze(-1) * feature_embedding + feature_bias;
+    }
+    x = x + position;
+    for (std::size_t i = 0; i < blocks.size(); ++i) x = checkpointed_forward(*blocks[i], x, plan[i]);
+    return head->forward(norm->forward(x).mean(1));
+  }
+  std::vector<std::int64_t> shape_;
+  torch::nn::Conv2d patch{nullptr};
+  torch::nn::Linear step{nullptr};
+  torch::Tensor feature_embedding, feature_bias, position;
+  std::vector<std::shared_ptr<EncoderBlock>> blocks;
+  std::vector<bool> plan;
+  torch::nn::LayerNorm norm{nullptr};
+  torch::nn::Linear head{nullptr};
+};
+
+}  // namespace
+
+ModelPtr make_transformer(const ModelConfig& c, const InputSpec& in) {
+  return std::make_shared<TransformerImpl>(c, in);
+}
+
+}  // namespace hpctrain
