@@ -24,7 +24,7 @@ ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& 
 // under run_dir that hold a search_report.json; the merged search_report.json,
 // leaderboard.csv/.md and best_config.json go into run_dir, as one job would have written
 // them. Trials of a shard that left no report are listed as failed. One process; throws
-// DataError naming the file for anything inconsistent.
+// DataError naming the file for anything inconsistent. Defined in ShardMerge.cpp.
 ExperimentResult merge_search_shards(const std::string& run_dir);
 
 }  // namespace hpctrain

@@ -2,15 +2,12 @@
 // One task of a cross-validation or search: train one configuration on one group of
 // ranks on one split of the training data (a fold, or the validation holdout), then
 // predict the held-out rows and score them. Collective over the group.
-#include <boost/json.hpp>
-
 #include <cstdint>
-#include <string>
-#include <vector>
 
 #include "comm/Communicator.hpp"
 #include "config/Config.hpp"
 #include "data/Sampling.hpp"
+#include "experiment/TaskOutcome.hpp"
 
 namespace hpctrain {
 
@@ -27,11 +24,12 @@ struct FoldTask {
 };
 
 // Runs `task` with `config` on `group`, training on split.train and scoring split.validation.
-// Returns the outcome as JSON text on the group's leader (docs/cv-and-search.md, "task
-// outcome"); a failure that every rank of the group agrees on (a bad setting for this
-// trial, a diverging loss) becomes an outcome with status "failed" and its message. The
-// scheduler is polled between training steps.
-std::string run_fold_task(const FoldTask& task, const Config& config, ShardedDataset& data, const TrainValSplit& split,
+// Returns the outcome on the group's leader (docs/cv-and-search.md, "task outcome"; other
+// ranks get only the task's identity); a failure that every rank of the group agrees on (a
+// bad setting for this trial, a diverging loss) becomes an outcome with status failed and
+// its message, a preemption one with status preempted. The scheduler is polled between
+// training steps.
+TaskOutcome run_fold_task(const FoldTask& task, const Config& config, ShardedDataset& data, const TrainValSplit& split,
                           const Communicator& group, GroupScheduler& scheduler, int group_index);
 
 }  // namespace hpctrain

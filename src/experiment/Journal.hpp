@@ -1,0 +1,47 @@
+#pragma once
+// Rank 0's record of an experiment's finished tasks, one file each in RUN_DIR/tasks
+// (rungR_trialT_repeatP_foldF.json or rungR_trialT_holdout.json: the outcome's JSON, next to
+// config.json, the config they belong to), so a preempted or killed cross-validation or
+// search resumes without running them again (docs/cv-and-search.md, "Preemption and
+// resuming").
+#include <map>
+#include <string>
+#include <vector>
+
+#include "experiment/TaskOutcome.hpp"
+
+namespace hpctrain {
+
+class TaskJournal {
+ public:
+  explicit TaskJournal(std::string dir) : dir_(std::move(dir)) {}
+
+  // checkpoint.resume `mode`: none starts a fresh record (the folder is emptied); auto
+  // reuses one made for the same config (resume_identity). Returns the number of finished
+  // tasks loaded. A record that is not an ok or failed outcome (a file cut short by a crash)
+  // is left out: its task runs again. Throws ConfigError for another mode, or for a record of
+  // a different config.
+  std::size_t open(const std::string& mode, const std::string& resolved_json);
+
+  // The record of one task: "rung" R "_trial" T "_" split_name(repeat, fold).
+  static std::string key(int rung, int trial, int repeat, int fold);
+  // A finished task's outcome (as recorded: without a rung), or nullptr.
+  const TaskOutcome* find(const std::string& key) const;
+  // Writes the outcome of a task as it arrives (atomically): `text` as the group's leader sent
+  // it, so the record holds its bytes (JSON's -0 would read back as 0); `outcome` is that text
+  // parsed. A preempted task is not a result and is not written.
+  void record(const std::string& key, const TaskOutcome& outcome, const std::string& text);
+
+ private:
+  std::string dir_;
+  std::map<std::string, TaskOutcome> done_;
+};
+
+// The config a record belongs to: the resolved config without the sections a requeue onto
+// other hardware may change (resume_may_change_sections), as indented JSON text.
+std::string resume_identity(const std::string& resolved_json);
+// run, checkpoint, device, comm, precision: where and in what precision tasks run may change
+// between a job and its requeue (as for a checkpoint's resume); what they compute may not.
+const std::vector<std::string>& resume_may_change_sections();
+
+}  // namespace hpctrain
