@@ -16,32 +16,12 @@
 #include "data/ShardedDataset.hpp"
 #include "eval/Metrics.hpp"
 #include "train/MetricsLog.hpp"
-#include "util/Files.hpp"
-#include "train/PhaseTimer.hpp"
 #include "train/MixedPrecision.hpp"
+#include "train/PhaseTimer.hpp"
+#include "train/StepLog.hpp"
+#include "util/Files.hpp"
 
 namespace hpctrain {
-
-struct EpochRecord {
-  std::int64_t epoch = 0;
-  bool classification = true;  // accuracies are written for classification only
-  double train_loss = 0, train_accuracy = 0;
-  double val_loss = 0, val_accuracy = 0;
-  bool has_validation = false;
-  double test_loss = 0, test_accuracy = 0;  // with train.test_every_epoch
-  bool has_test = false;
-  double train_seconds_total = 0;  // training time up to the end of this epoch
-  double lr = 0;
-  double seconds = 0;        // training time of the epoch (without evaluation)
-  double samples_per_s = 0;  // global
-};
-
-// One epoch's figures as written to metrics.jsonl and report.json (docs/outputs.md).
-boost::json::object to_json(const EpochRecord& record);
-EpochRecord epoch_record_from_json(const boost::json::object& record);
-// A regression evaluation's figures beyond MSE and MAE, when it has them: PREFIXquantile_loss,
-// PREFIXquantile_coverage, PREFIXmae_per_step (metrics.jsonl's test line, report.json's final).
-void add_forecast_figures(boost::json::object& out, const EvalResult& result, const std::string& prefix);
 
 struct TrainResult {
   std::vector<EpochRecord> epochs;
@@ -70,6 +50,7 @@ struct TrainResult {
 class GradientReducer;
 struct ModelImpl;
 class LrSchedule;
+struct Batch;
 
 class Trainer {
  public:
@@ -110,6 +91,20 @@ class Trainer {
   std::string model_description() const;
 
  private:
+  struct Loop;   // one run()'s state (Trainer.cpp)
+  struct Epoch;  // the epoch in progress
+  LoopPosition start_run(RankState& mine);
+  EpochRecord train_epoch(Loop& loop, std::int64_t index);
+  void step_once(Loop& loop, Epoch& epoch, std::int64_t s);
+  void load_batch(Loop& loop, const Batch& batch);
+  void train_step(Loop& loop);
+  void checkpoint_if_due(Loop& loop, const Epoch& epoch, std::int64_t done);
+  void log_step(Loop& loop, const Epoch& epoch, std::int64_t done);
+  EpochRecord epoch_figures(Loop& loop, const Epoch& epoch);
+  void evaluate_epoch(Loop& loop, EpochRecord& record);
+  bool stop_early(Loop& loop, const EpochRecord& record);
+  std::string write_checkpoint(Loop& loop, std::int64_t epoch, std::int64_t done, double epoch_loss,
+                               std::int64_t epoch_correct, double train_seconds);
   EvalResult evaluate_split(const Samples& split);
   // The model's forward on the device under the configured autocast, output as fp32 on
   // the CPU (evaluation and prediction compute their metrics there).

@@ -1,0 +1,435 @@
+// Trainer::run: the training loop (epochs, steps, evaluation, early stopping, checkpoints,
+// final test). Trainer.cpp builds the trainer and evaluates; StepLog says what the loop
+// does, Checkpointer decides and writes its checkpoints.
+#include "train/Trainer.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <mutex>
+
+#include "comm/GradientReducer.hpp"
+#include "data/BatchPipeline.hpp"
+#include "data/Sampling.hpp"
+#include "models/Model.hpp"
+#include "train/Checkpointer.hpp"
+#include "train/Device.hpp"
+#include "train/Optimizers.hpp"
+#include "train/Profiler.hpp"
+#include "train/Schedule.hpp"
+#include "train/StepGraph.hpp"
+#include "train/StepLog.hpp"
+#include "util/Error.hpp"
+#include "util/Json.hpp"
+#include "util/Random.hpp"
+
+namespace hpctrain {
+namespace json = boost::json;
+
+namespace {
+// Eager steps before the capture of device.cuda_graphs (torch's examples use 3 to 11).
+constexpr int kGraphWarmupSteps = 3;
+
+// Every rank of the communicator sees the same reduced value, so all throw together.
+void check_finite(double loss, std::int64_t step) {
+  if (std::isfinite(loss)) return;
+  throw CollectiveError("training diverged: the loss is " + std::string(std::isnan(loss) ? "NaN" : "infinite") +
+                            " at step " + std::to_string(step) +
+                            " (lower optimizer.lr, set train.grad_clip_norm, or check the data)",
+                        0, 1);
+}
+}  // namespace
+
+// One run()'s state: where the loop started and where it stands, the figures it produced,
+// and what lives as long as the loop (log, checkpoints, input pipeline, clocks, profiler).
+struct Trainer::Loop {
+  Loop(Trainer& trainer, const LoopPosition& from, const RankState& resumed);
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  const LoopPosition at;  // where this run started: a checkpoint's position, or the beginning
+  const RankState mine;   // this rank's part of that checkpoint (the epoch's sums)
+  TrainResult result;
+  const Range slice;  // this rank's rows of each global batch
+  const double inv_batch;
+  BatchPipeline pipeline;
+  StepLog log;
+  const double start;
+  StepClock clock;    // on a GPU the phases are timed with events on the compute stream (no wait per phase)
+  CopyFences copied;  // the pipeline's two pinned input buffers: refilled only once their copy has run
+  StepProfiler profiler;
+  std::int64_t step;  // optimizer steps done
+  double best;        // early stopping
+  std::int64_t epochs_without_improvement;
+  double carried_seconds = 0;  // training time of the epoch in progress before the checkpoint
+  const bool same_ranks;       // as many ranks as wrote the resumed checkpoint (or not resumed)
+  Checkpointer checkpointer;
+  // With device.cuda_graphs every tensor the step touches lives across steps: the inputs
+  // are copied into fixed buffers, the outputs and the epoch's sums stay where they are.
+  std::unique_ptr<StepGraph> graph;
+  torch::Tensor input, targets, logits, local_sum;
+  torch::Tensor epoch_loss, correct;  // per-step figures stay on the device; .item() only at log steps
+};
+
+// The epoch in progress.
+struct Trainer::Epoch {
+  std::int64_t index = 0;
+  double start = 0;           // wall clock at its start
+  std::int64_t first = 0;     // its first step: after a resume, the steps the checkpoint had done
+  std::int64_t steps = 0;     // its steps (fewer than per epoch when train.max_steps ends it)
+  double seconds_before = 0;  // training time of the run before it
+  double lr = 0;              // the learning rate of its latest step
+};
+
+Trainer::Loop::Loop(Trainer& t, const LoopPosition& from, const RankState& resumed)
+    : at(from),
+      mine(resumed),
+      slice(batch_slice(t.config_.train.batch_size, t.comm_.size(), t.comm_.rank())),
+      inv_batch(1.0 / static_cast<double>(t.config_.train.batch_size)),
+      pipeline(t.data_, t.config_.data, static_cast<std::uint64_t>(t.config_.train.seed), slice.size(),
+               t.device_.is_cuda()),
+      log(t.log_, t.config_.run, t.comm_.rank() == 0, t.total_steps_, t.log_prefix_),
+      start(wall_seconds()),
+      clock(result.timer, t.device_),
+      copied(t.device_, 2),
+      profiler(t.config_.run.profile_start, t.profile_prefix_.empty() ? 0 : t.config_.run.profile_steps,
+               t.profile_prefix_ + "_rank" + std::to_string(t.comm_.rank()) + ".json", t.device_.is_cuda()),
+      step(from.step),
+      best(from.best),
+      epochs_without_improvement(from.epochs_without_improvement),
+      same_ranks(!t.resume_ || t.resume_->world_size == t.comm_.size()),
+      checkpointer(t.config_.checkpoint, t.comm_, t.checkpoint_dir_, t.resolved_json_,
+                   t.checkpoint_dir_.empty() ? std::string() : t.model_description(), t.stop_on_preemption_, from.step),
+      epoch_loss(torch::zeros({}, torch::dtype(torch::kDouble).device(t.device_))),
+      correct(torch::zeros({}, torch::dtype(torch::kLong).device(t.device_))) {
+  result.parameters = parameter_count(*t.model_);
+  result.buckets = t.reducer_->bucket_count();
+  result.backend = t.backend_;
+  result.overlap = t.reducer_->overlapping();
+  result.samples = from.samples;
+  const json::value past_records = json::parse(from.epochs_json);
+  for (const auto& e : past_records.as_array()) {
+    result.epochs.push_back(epoch_record_from_json(e.as_object()));
+    result.train_seconds += result.epochs.back().seconds;
+  }
+  carried_seconds = std::max(0.0, from.train_seconds - result.train_seconds);
+  result.stop_reason = "completed";
+  if (t.graphs_) graph = std::make_unique<StepGraph>(t.device_, kGraphWarmupSteps);
+}
+
+TrainResult Trainer::run() {
+  const TrainConfig& tc = config_.train;
+  RankState mine;
+  const LoopPosition at = start_run(mine);
+  Loop loop(*this, at, mine);
+  TrainResult& result = loop.result;
+  if (config_.device.cuda_graphs && !graphs_) {
+    loop.log.message("device.cuda_graphs: ignored, this run computes on the CPU");
+  }
+  for (std::int64_t epoch = at.epoch; epoch < tc.epochs && loop.step < total_steps_; ++epoch) {
+    EpochRecord record = train_epoch(loop, epoch);
+    evaluate_epoch(loop, record);
+    result.epochs.push_back(record);
+    loop.log.epoch(record);
+    if (step_callback_) step_callback_();
+    if (stop_early(loop, record)) {
+      result.stop_reason = "early_stopping";
+      break;
+    }
+  }
+  if (result.stop_reason == "completed" && loop.step < per_epoch_ * tc.epochs) result.stop_reason = "max_steps";
+  result.steps = loop.step;
+  if (loop.checkpointer.due_at_end(loop.step)) {
+    write_checkpoint(loop, static_cast<std::int64_t>(result.epochs.size()), 0, 0.0, 0, result.train_seconds);
+  }
+  result.checkpoints = loop.checkpointer.written();
+  result.checkpoint_seconds = loop.checkpointer.seconds();
+  result.comm = reducer_->times();
+  result.skipped_steps = scaler_.state().skipped_steps;
+  result.loss_scale = scaler_.scale();
+  result.cuda_graphs = loop.graph && loop.graph->captured();
+  loop.log.finish();
+
+  if (tc.test_at_end) {
+    result.timer.restart();
+    result.test = evaluate_split(data_.test());
+    result.has_test = true;
+    result.timer.mark(Phase::Eval);
+    loop.log.test(result.test, data_.classification());
+  }
+  result.total_seconds = wall_seconds() - loop.start;
+  return std::move(result);
+}
+
+// Before the first step: the NCCL reducer (made now that every rank has built its model),
+// the per-rank dropout streams, and the starting point, a checkpoint's state or rank 0's
+// parameters. Returns where the loop starts; `mine` receives this rank's part.
+LoopPosition Trainer::start_run(RankState& mine) {
+  if (!reducer_) {
+    nccl_ = std::make_unique<NcclCommunicator>(comm_, device_, config_.comm.nccl_timeout);
+    reducer_ =
+        std::make_unique<GradientReducer>(model_->parameters(), config_.comm.bucket_mb, comm_, overlap_, nccl_.get());
+  }
+  // Dropout draws differ per rank, reproducibly.
+  torch::manual_seed(stream_seed(static_cast<std::uint64_t>(config_.train.seed), Stream::Model,
+                                 static_cast<std::uint64_t>(comm_.rank()) + 1));
+  LoopPosition at;
+  if (resume_) {
+    // Every rank restores its own state: no broadcast, which would replace this rank's
+    // batch-norm statistics with rank 0's.
+    mine.rng = at::detail::getDefaultCPUGenerator().get_state();
+    restore_checkpoint(*resume_, *model_, *optimizer_, mine, comm_);
+    at = resume_->position;
+    if (scaler_.enabled() && at.loss_scale > 0) {
+      scaler_.restore(LossScalerState{at.loss_scale, at.loss_scale_growth_tracker, at.skipped_steps});
+    }
+    if (resume_->world_size == comm_.size()) {
+      at::Generator generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(mine.rng);
+    } else {
+      // Another rank count: this rank's share of each epoch's sums is unknown; the epoch in
+      // progress reports the figures of its steps after the resume.
+      mine.epoch_loss = 0;
+      mine.epoch_correct = 0;
+    }
+  } else {
+    // Same initial parameters everywhere: rank 0's, broadcast.
+    broadcast_module_state(*model_, comm_, 0);
+  }
+  model_->train();
+  return at;
+}
+
+// The epoch's steps, then its training figures summed over the ranks.
+EpochRecord Trainer::train_epoch(Loop& loop, std::int64_t index) {
+  Epoch epoch;
+  epoch.index = index;
+  epoch.start = wall_seconds();
+  loop.result.timer.restart();
+  std::vector<std::int64_t> indices;
+  Samples rows = data_.epoch(index, config_.train.batch_size, comm_, &indices);
+  epoch.first = index == loop.at.epoch ? loop.at.step_in_epoch : 0;
+  epoch.steps = std::min(per_epoch_, total_steps_ - (loop.step - epoch.first));
+  loop.pipeline.start_epoch(std::move(rows), std::move(indices), index, epoch.steps, epoch.first);
+  loop.result.timer.mark(Phase::Data);
+  loop.clock.start();
+
+  loop.epoch_loss.fill_(epoch.first > 0 ? loop.mine.epoch_loss : 0.0);
+  loop.correct.fill_(epoch.first > 0 ? loop.mine.epoch_correct : 0);
+  epoch.seconds_before = loop.result.train_seconds;
+  for (std::int64_t s = epoch.first; s < epoch.steps; ++s) step_once(loop, epoch, s);
+  // The epoch ends when the GPU has run its steps.
+  loop.clock.flush();
+  synchronize(device_);
+  return epoch_figures(loop, epoch);
+}
+
+// Step s of the epoch (counted from 0) and what follows it: checkpoint or preemption, step line.
+void Trainer::step_once(Loop& loop, Epoch& epoch, std::int64_t s) {
+  loop.profiler.before_step(loop.step);
+  // next() hands over buffer s % 2 and refills the other one, which step s - 1 read.
+  loop.copied.wait(static_cast<std::size_t>((s + 1) % 2));
+  const Batch host_batch = loop.pipeline.next();
+  load_batch(loop, host_batch);
+  loop.copied.record(static_cast<std::size_t>(s % 2));
+  epoch.lr = schedule_->at(loop.step);
+  set_learning_rate(*optimizer_, epoch.lr);
+  // A captured step keeps its gradient buffers: they are where its replays write.
+  if (!loop.graph || !loop.graph->captured()) reducer_->zero();
+  loop.clock.mark(Phase::Data);
+
+  if (loop.graph) {
+    loop.graph->run([&] { train_step(loop); });
+    loop.clock.mark(Phase::Forward);
+  } else {
+    train_step(loop);
+  }
+
+  const std::string trace = loop.profiler.after_step(loop.step);
+  if (!trace.empty()) loop.log.message("profile " + trace);
+  ++loop.step;
+  if (step_callback_) step_callback_();
+  checkpoint_if_due(loop, epoch, s + 1);
+  if (loop.step % config_.run.log_every == 0 || loop.step == total_steps_) log_step(loop, epoch, s + 1);
+  loop.clock.mark(Phase::Data);  // bookkeeping is charged to data
+}
+
+// Pinned host batches copy to the GPU asynchronously, ordered on the compute stream.
+void Trainer::load_batch(Loop& loop, const Batch& batch) {
+  if (!graphs_) {
+    loop.input = batch.input.to(device_, /*non_blocking=*/true);
+    loop.targets = batch.targets.to(device_, /*non_blocking=*/true);
+    return;
+  }
+  if (!loop.input.defined()) {
+    loop.input = torch::empty(batch.input.sizes(), batch.input.options().device(device_).pinned_memory(false));
+    loop.targets = torch::empty(batch.targets.sizes(), batch.targets.options().device(device_).pinned_memory(false));
+  }
+  if (batch.input.sizes() != loop.input.sizes() || batch.targets.sizes() != loop.targets.sizes()) {
+    throw RuntimeFailure("device.cuda_graphs: a batch of another shape at step " + std::to_string(loop.step) +
+                         " (a captured step needs equal batches)");
+  }
+  loop.input.copy_(batch.input, /*non_blocking=*/true);
+  loop.targets.copy_(batch.targets, /*non_blocking=*/true);
+}
+
+// Forward, backward, reduction, unscaling, clipping and the optimizer step. In a graph the
+// phase marks are left out (the replay is charged to forward).
+void Trainer::train_step(Loop& loop) {
+  auto mark_eager = [&](Phase phase) {
+    if (!graphs_) loop.clock.mark(phase);
+  };
+  GradientReducer& reducer = *reducer_;
+  const double clip = config_.train.grad_clip_norm;
+  {
+    AutocastScope autocast(config_.precision.mode, device_.type());
+    loop.logits = model_->forward(config_.model.channels_last ? loop.input.contiguous(torch::MemoryFormat::ChannelsLast)
+                                                              : loop.input);
+    // Sum over local samples / global batch: the reduced sum is the global mean. The
+    // loss is computed in fp32 whatever the autocast.
+    loop.local_sum = loss_sum(loss_, loop.logits.to(torch::kFloat), loop.targets);
+  }
+  auto loss = loop.local_sum * loop.inv_batch;
+  mark_eager(Phase::Forward);
+  scaler_.scale_loss(loss).backward();
+  mark_eager(Phase::Backward);
+  reducer.finish();
+  mark_eager(Phase::CommExposed);
+  // fp16: unscale the reduced gradients (equal on every rank, so every rank decides the
+  // same), skip the step on inf/NaN, then clip and step.
+  if (device_side_) {
+    // Decided on the device: the fused optimizer skips its update where the flag is set.
+    const auto found_inf = scaler_.unscale_to_flag(reducer.buckets());
+    if (clip > 0) reducer.clip_to_norm(clip);
+    if (found_inf.defined()) skip_next_step_on(*optimizer_, found_inf);
+    optimizer_->step();
+    if (found_inf.defined()) scaler_.update(found_inf);
+  } else {
+    const bool found_inf = scaler_.unscale(reducer.buckets());
+    if (!found_inf) {
+      if (clip > 0) reducer.clip_to_norm(clip);
+      optimizer_->step();
+    }
+    scaler_.update(found_inf);
+  }
+  mark_eager(Phase::Optimizer);
+  torch::NoGradGuard no_grad;
+  loop.epoch_loss += loop.local_sum.detach().to(torch::kDouble);
+  if (data_.classification()) loop.correct += loop.logits.argmax(1).eq(loop.targets).sum();
+}
+
+// After `done` steps of the epoch: a checkpoint when one is due, and the end of the run
+// when the ranks agreed on a preemption signal (after its checkpoint, when the run has them).
+void Trainer::checkpoint_if_due(Loop& loop, const Epoch& epoch, std::int64_t done) {
+  const CheckpointDecision due = loop.checkpointer.after_step(loop.step);
+  std::string path;
+  if (due.write) {
+    path = write_checkpoint(loop, epoch.index, done, loop.epoch_loss.item<double>(), loop.correct.item<std::int64_t>(),
+                            epoch.seconds_before + loop.carried_seconds + wall_seconds() - epoch.start);
+  }
+  if (due.stop()) {
+    loop.log.finish();
+    throw preemption_error(due.signal, loop.step, path);
+  }
+}
+
+// Writes a checkpoint of the loop standing at (epoch, steps of it done): collective.
+std::string Trainer::write_checkpoint(Loop& loop, std::int64_t epoch, std::int64_t done, double epoch_loss,
+                                      std::int64_t epoch_correct, double train_seconds) {
+  LoopPosition p;
+  p.epoch = epoch;
+  p.step_in_epoch = done;
+  p.step = loop.step;
+  p.best = loop.best;
+  p.epochs_without_improvement = loop.epochs_without_improvement;
+  p.train_seconds = train_seconds;
+  p.samples = loop.result.samples;
+  json::array records;
+  for (const auto& r : loop.result.epochs) records.push_back(to_json(r));
+  p.epochs_json = compact_json(records);
+  if (scaler_.enabled()) {
+    const LossScalerState scaling = scaler_.state();
+    p.loss_scale = scaling.scale;
+    p.loss_scale_growth_tracker = scaling.growth_tracker;
+    p.skipped_steps = scaling.skipped_steps;
+  }
+  const std::string path = loop.checkpointer.write(p, epoch_loss, epoch_correct, *model_, *optimizer_);
+  loop.log.checkpoint(path);
+  return path;
+}
+
+// The step line: the global batch's loss (one reduction) and the epoch's throughput so far.
+void Trainer::log_step(Loop& loop, const Epoch& epoch, std::int64_t done) {
+  double global_loss = loop.local_sum.item<double>();
+  comm_.allreduce_sum(&global_loss, 1);
+  global_loss *= loop.inv_batch;
+  check_finite(global_loss, loop.step);
+  const double elapsed = wall_seconds() - epoch.start;
+  StepFigures figures;
+  figures.step = loop.step;
+  figures.epoch = epoch.index;
+  figures.loss = global_loss;
+  figures.lr = epoch.lr;
+  figures.samples_per_s = static_cast<double>(done * config_.train.batch_size) / std::max(elapsed, 1e-9);
+  figures.elapsed_s = wall_seconds() - loop.start;
+  loop.log.step(figures);
+}
+
+// The epoch's training figures: its time, and its loss, accuracy and samples summed over the ranks.
+EpochRecord Trainer::epoch_figures(Loop& loop, const Epoch& epoch) {
+  EpochRecord rec;
+  rec.epoch = epoch.index;
+  rec.classification = data_.classification();
+  rec.lr = epoch.lr;
+  rec.seconds = wall_seconds() - epoch.start + (loop.same_ranks ? loop.carried_seconds : 0.0);
+  loop.carried_seconds = 0;
+  // Samples of the epoch's steps, including those before a resume (their sums came with it).
+  const std::int64_t steps = loop.same_ranks ? epoch.steps : epoch.steps - epoch.first;
+  const double seen = static_cast<double>(steps * loop.slice.size());
+  std::vector<double> sums{loop.epoch_loss.item<double>(), static_cast<double>(loop.correct.item<std::int64_t>()),
+                           seen};
+  comm_.allreduce_sum(sums.data(), sums.size());
+  rec.train_loss = sums[0] / std::max(1.0, sums[2]);
+  rec.train_accuracy = sums[1] / std::max(1.0, sums[2]);
+  check_finite(rec.train_loss, loop.step);
+  rec.samples_per_s = sums[2] / std::max(rec.seconds, 1e-9);
+  loop.result.samples += static_cast<std::int64_t>(sums[2]);
+  loop.result.train_seconds += rec.seconds;
+  return rec;
+}
+
+// Validation (and with train.test_every_epoch test) figures after an epoch.
+void Trainer::evaluate_epoch(Loop& loop, EpochRecord& rec) {
+  loop.result.timer.restart();
+  if (!data_.split().validation.empty()) {
+    const auto val = evaluate_split(data_.validation());
+    rec.val_loss = val.loss;
+    rec.val_accuracy = val.accuracy;
+    rec.has_validation = true;
+  }
+  if (config_.train.test_every_epoch) {
+    const auto test = evaluate_split(data_.test());
+    rec.test_loss = test.loss;
+    rec.test_accuracy = test.accuracy;
+    rec.has_test = true;
+  }
+  loop.result.timer.mark(Phase::Eval);
+  rec.train_seconds_total = loop.result.train_seconds;
+}
+
+// Early stopping (train.early_stop_*): true when the metric has not improved for `patience` epochs.
+bool Trainer::stop_early(Loop& loop, const EpochRecord& rec) {
+  const TrainConfig& tc = config_.train;
+  if (tc.early_stop_patience <= 0 || !rec.has_validation) return false;
+  // Lower is better: negate accuracy.
+  const double metric = tc.early_stop_metric == "val_accuracy" ? -rec.val_accuracy : rec.val_loss;
+  if (metric < loop.best - tc.early_stop_min_delta) {
+    loop.best = metric;
+    loop.epochs_without_improvement = 0;
+    return false;
+  }
+  return ++loop.epochs_without_improvement >= tc.early_stop_patience;
+}
+
+}  // namespace hpctrain
