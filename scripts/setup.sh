@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 APT_PACKAGES=(build-essential cmake ninja-build pkg-config git ccache python3 python3-venv
-  libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools libboost-json1.81-dev zlib1g-dev
+  libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools libboost-json1.81-dev zlib1g-dev libcli11-dev
   googletest libgtest-dev libgmock-dev dataset-fashion-mnist
   slurm-wlm munge shellcheck)
 

@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "app/Commands.hpp"
+#include "app/CommandLine.hpp"
 #include "comm/Communicator.hpp"
 #include "io/Hdf5.hpp"
 #include "launch/LaunchEnvironment.hpp"
@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     silence_hdf5_errors();
     try {
-      return run_command(args);
+      return run_command_line(args);
     } catch (const CollectiveError& e) {
       // Every rank agreed on this failure: the rank where it began reports it.
       if (rank == e.origin_rank()) {
@@ -37,7 +37,9 @@ int main(int argc, char** argv) {
       return e.exit_code();
     } catch (const UsageError& e) {
       // Same arguments on every rank, so the same error everywhere: rank 0 reports it.
-      if (rank == 0) std::fprintf(stderr, "hpctrain: %s\nRun `hpctrain --help` for usage.\n", e.what());
+      const auto* command = dynamic_cast<const CommandUsageError*>(&e);
+      const std::string help = command && !command->command().empty() ? command->command() + " --help" : "--help";
+      if (rank == 0) std::fprintf(stderr, "hpctrain: %s\nRun `hpctrain %s` for usage.\n", e.what(), help.c_str());
       return 2;
     } catch (const std::exception& e) {
       // A failure on this rank alone: report it and end the whole job so no rank waits.

@@ -29,6 +29,27 @@ std::int64_t chunk_rows(std::int64_t sample_bytes, std::int64_t total_rows) {
   return std::max<std::int64_t>(1, std::min(std::max<std::int64_t>(1, target), std::max<std::int64_t>(1, total_rows)));
 }
 
+std::string dataset_sha256(const H5File& file, const std::string& name,
+                           const std::function<void(const void* rows, std::int64_t count)>& visit) {
+  const DatasetInfo info = dataset_info(file, name);
+  std::int64_t row_bytes = static_cast<std::int64_t>(info.element_size);
+  for (std::size_t i = 1; i < info.shape.size(); ++i) row_bytes *= info.shape[i];
+  const std::int64_t rows = info.shape.empty() ? 0 : info.shape[0];
+  const std::int64_t block = std::max<std::int64_t>(1, (64 << 20) / std::max<std::int64_t>(1, row_bytes));
+  std::vector<std::uint8_t> buffer(static_cast<std::size_t>(std::min(block, rows) * row_bytes));
+  const hid_t mem = info.dtype == "int32"     ? H5T_NATIVE_INT32
+                    : info.dtype == "float32" ? H5T_NATIVE_FLOAT
+                                              : H5T_NATIVE_UINT8;
+  Sha256 hash;
+  for (std::int64_t r = 0; r < rows; r += block) {
+    const std::int64_t n = std::min(block, rows - r);
+    read_rows(file, name, r, n, mem, buffer.data());
+    hash.update(buffer.data(), static_cast<std::size_t>(n * row_bytes));
+    if (visit) visit(buffer.data(), n);
+  }
+  return hash.hex_digest();
+}
+
 DatasetMeta read_dataset_meta(const H5File& file) {
   const std::string& p = file.path();
   DatasetMeta m;

@@ -89,6 +89,14 @@ void write_float_split(H5File& file, const std::string& split, const std::vector
                        const std::vector<float>& features, const std::vector<float>& targets,
                        std::int64_t target_width = 1);
 
+// The SHA-256 of dataset `name` as its sha256 attribute records it (the bytes in C order),
+// read serially in blocks of whole rows (about 64 MiB). `visit`, when given, sees each block
+// as read: its first row's bytes and its row count (uint8, int32 or float32 elements, as
+// stored). What `hpctrain inspect` verifies; training verifies in parallel instead
+// (data/ShardedDataset, the chained hash over the ranks' shards).
+std::string dataset_sha256(const H5File& file, const std::string& name,
+                           const std::function<void(const void* rows, std::int64_t count)>& visit = {});
+
 // Rows per chunk for samples of `sample_bytes`: whole samples, about 1 MiB a chunk.
 std::int64_t chunk_rows(std::int64_t sample_bytes, std::int64_t total_rows);
 

@@ -22,6 +22,56 @@ for cmd in (["--help"], ["train", "--help"], ["import", "--help"], ["inspect", "
 r = run([BIN, "frobnicate"])
 c.check("unknown command is a usage error", r.rc == 2 and 'unknown command "frobnicate"' in r.err, r.text)
 
+# Every command's help comes from its definition: usage line, arguments and options.
+COMMANDS = (["train"], ["import"], ["import", "fashion-mnist"], ["import", "mnist"], ["import", "csv"],
+            ["import", "timeseries"], ["import", "synthetic"], ["inspect"], ["config"], ["export"], ["predict"],
+            ["search-merge"], ["plan"], ["bench"], ["bench", "allreduce"], ["bench", "io"], ["bench", "checkpoint"],
+            ["bench", "activations"], ["help"])
+for cmd in COMMANDS:
+    r = run([BIN] + cmd + ["--help"])
+    c.check(f"{' '.join(cmd)} --help: exit 0, its usage line on stdout",
+            r.rc == 0 and r.out.startswith("usage: hpctrain " + " ".join(cmd)) and r.err == "", r.text)
+    listed = cmd[-1] in run([BIN] + cmd[:-1] + ["--help"]).out
+    c.check(f"{' '.join(cmd)} is listed in its parent's help", listed, "")
+r = run([BIN, "help", "import", "csv"])
+c.check("help import csv is import csv --help", r.rc == 0 and r.out == run([BIN, "import", "csv", "--help"]).out,
+        r.text)
+r = mpirun(2, ["train", "--help"])
+c.check("help is printed once under mpirun", r.rc == 0 and r.out.count("usage: hpctrain train") == 1, r.text)
+
+# Usage errors: exit 2, one line naming the command and what is wrong, once per job.
+BAD = ((["train", "--frobnicate", "x.json"], "train: unknown option --frobnicate"),
+       (["train"], "train: CONFIG is required"),
+       (["inspect", "a.h5", "b.h5"], 'inspect: unexpected argument "b.h5"'),
+       (["import"], "import: name the data set kind"),
+       (["import", "weather"], 'import: unknown data set kind "weather"'),
+       (["import", "csv", "t.csv"], "import csv: --label is required"),
+       (["import", "csv", "t.csv", "--label", "y", "--test-fraction", "1.5"],
+        'import csv: --test-fraction expects a number in (0, 1), found "1.5"'),
+       (["import", "timeseries", "s.csv", "--target", "y", "--window", "0"],
+        'import timeseries: --window expects an integer >= 1, found "0"'),
+       (["import", "mnist", "--output"], "import mnist: --output"),
+       (["predict", "m", "x.h5", "--split", "valid"], 'predict: --split expects test or train, found "valid"'),
+       (["bench", "io"], "bench io: FILE is required"),
+       (["bench", "nothing"], 'bench: unknown benchmark "nothing"'),
+       (["bench", "allreduce", "--repeats", "0"], 'bench allreduce: --repeats expects an integer >= 1, found "0"'),
+       (["config", "--docs", "x.json"], "config: --docs excludes CONFIG"),
+       (["--frobnicate"], "unknown option --frobnicate"))
+for args, message in BAD:
+    r = mpirun(2, args)
+    lines = [line for line in r.err.splitlines() if line.startswith("hpctrain:")]
+    c.check(f"{' '.join(args)}: exit 2 with one message",
+            r.rc == 2 and len(lines) == 1 and message in lines[0] and r.out == "", r.text)
+for bare in (["plan"], ["bench"], ["config"]):
+    r = run([BIN] + bare)
+    c.check(f"{bare[0]} alone prints its usage and exits 2",
+            r.rc == 2 and r.out.startswith("usage: hpctrain " + bare[0]), r.text)
+r = run([BIN])
+c.check("hpctrain alone prints the usage and exits 2", r.rc == 2 and r.out.startswith("usage: hpctrain"), r.text)
+r = run([BIN, "help"])
+c.check("help prints the usage and exits 0",
+        r.rc == 0 and r.out.startswith("usage: hpctrain") and "search-merge" in r.out, r.text)
+
 r = run([BIN, "config", "--docs"])
 with open(os.path.join(SOURCE, "docs", "config.md")) as f:
     c.check("docs/config.md is generated from the schema", r.out == f.read(), "regenerate with config --docs")

@@ -1,0 +1,57 @@
+#include "app/Measurement.hpp"
+
+#include <malloc.h>
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "launch/ProcessLayout.hpp"
+#include "util/Error.hpp"
+#include "util/Json.hpp"
+#include "util/SystemStats.hpp"
+
+namespace hpctrain {
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+std::vector<double> time_per_op(const Communicator& comm, int repeats, int iters,
+                                const std::vector<std::function<void()>>& ops) {
+  std::vector<std::vector<double>> t(ops.size());
+  for (const auto& op : ops) op();  // warm-up
+  for (int r = 0; r < repeats; ++r) {
+    for (std::size_t k = 0; k < ops.size(); ++k) {
+      comm.barrier();
+      const double t0 = wall_seconds();
+      for (int i = 0; i < iters; ++i) ops[k]();
+      double dt = (wall_seconds() - t0) / iters;
+      comm.allreduce_max(&dt, 1);
+      t[k].push_back(dt);
+    }
+  }
+  std::vector<double> out;
+  for (auto& v : t) out.push_back(median(v));
+  return out;
+}
+
+std::int64_t heap_in_use() {
+  const struct mallinfo2 m = mallinfo2();
+  return static_cast<std::int64_t>(m.uordblks + m.hblkhd);
+}
+
+void use_default_threads() {
+  torch::set_num_threads(ProcessLayout::discover(MPI_COMM_WORLD).default_threads());
+}
+
+void write_json_file(const std::string& path, const boost::json::value& value) {
+  if (path.empty()) return;
+  std::ofstream out(path);
+  if (!out) throw RuntimeFailure(path + ": cannot write");
+  out << pretty_json(value);
+}
+
+}  // namespace hpctrain

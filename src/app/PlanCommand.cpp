@@ -1,0 +1,167 @@
+// `[mpirun -np N] hpctrain plan CONFIG [key=value ...] [--budget GiB] [--ranks N]`: the
+// per-rank memory of training CONFIG, activations measured on probe steps.
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+
+#include "app/Command.hpp"
+#include "app/Measurement.hpp"
+#include "comm/Communicator.hpp"
+#include "config/Schema.hpp"
+#include "io/DatasetLayout.hpp"
+#include "io/Hdf5.hpp"
+#include "launch/ProcessLayout.hpp"
+#include "models/Model.hpp"
+
+namespace hpctrain {
+
+namespace {
+
+struct PlanArguments {
+  std::string config;
+  std::vector<std::string> overrides;
+  double budget_gib = 0;
+  std::int64_t ranks = 0;  // 0: the launch's
+};
+
+// Activation bytes as a line in the per-rank batch: fixed + per_sample * batch.
+struct Line {
+  double per_sample, fixed;
+  double at(std::int64_t batch) const { return fixed + per_sample * static_cast<double>(batch); }
+};
+
+struct Plan {
+  std::int64_t parameters = 0, batch = 0;
+  double fixed = 0;  // parameters, gradient buckets, optimizer state
+  double optimizer_states = 0;
+  Line plain{}, checkpointed{};
+};
+
+// One process measures on the CPU: the model at per-rank batches 2 and 4, without and with
+// checkpointing of every block, extrapolated linearly.
+Plan measure(const Config& c, const DatasetMeta& meta, std::int64_t ranks) {
+  // As the trainer builds it: classes, or per target value one output (or one per quantile level).
+  const std::int64_t outputs =
+      meta.num_classes > 0
+          ? meta.num_classes
+          : meta.target_width * (c.train.loss == "quantile"
+                                     ? std::max<std::int64_t>(1, static_cast<std::int64_t>(c.train.quantiles.size()))
+                                     : 1);
+  // Activation bytes at per-rank batch b: the heap the forward leaves for backward.
+  auto probe = [&](std::int64_t every, std::int64_t b) {
+    ModelConfig mc = c.model;
+    mc.checkpoint_every = every;
+    if (every == 0) mc.checkpoint_blocks.clear();
+    torch::manual_seed(1);
+    auto model = build_model(mc, InputSpec{meta.sample_shape, outputs});
+    model->train();
+    std::vector<std::int64_t> shape{b};
+    shape.insert(shape.end(), meta.sample_shape.begin(), meta.sample_shape.end());
+    const auto x = torch::randn(shape);
+    const auto y = torch::randint(0, std::max<std::int64_t>(2, outputs), {b});
+    double bytes = 0;
+    for (int s = 0; s < 2; ++s) {  // the first step allocates the gradients
+      for (auto& p : model->parameters()) {
+        if (p.grad().defined()) p.mutable_grad().zero_();
+      }
+      const std::int64_t before = heap_in_use();
+      auto out = model->forward(x);
+      auto loss = outputs > 1 ? torch::nn::functional::cross_entropy(out, y) : out.pow(2).mean();
+      bytes = static_cast<double>(heap_in_use() - before);
+      loss.backward();
+    }
+    return std::make_pair(bytes, parameter_count(*model));
+  };
+  auto fit = [&](std::int64_t every) {
+    const auto a = probe(every, 2).first, b = probe(every, 4).first;
+    const double per = std::max(0.0, (b - a) / 2.0);
+    return Line{per, std::max(0.0, a - 2.0 * per)};
+  };
+  Plan plan;
+  plan.batch = (c.train.batch_size + ranks - 1) / ranks;
+  plan.parameters = probe(0, 1).second;
+  plan.optimizer_states = c.optimizer.name == "sgd" ? (c.optimizer.momentum > 0 ? 1.0 : 0.0) : 2.0;
+  plan.fixed = static_cast<double>(plan.parameters) * 4.0 * (2.0 + plan.optimizer_states);
+  plan.plain = fit(0);
+  plan.checkpointed = fit(1);
+  return plan;
+}
+
+void print_plan(const PlanArguments& a, const Config& c, const DatasetMeta& meta, std::int64_t ranks, const Plan& p) {
+  const double mib = 1048576.0, p_bytes = static_cast<double>(p.parameters) * 4.0;
+  std::printf("plan: %s, model %s, %lld parameters, %lld rank(s), per-rank batch %lld, sample shape [",
+              a.config.c_str(), c.model.name.c_str(), static_cast<long long>(p.parameters),
+              static_cast<long long>(ranks), static_cast<long long>(p.batch));
+  for (std::size_t i = 0; i < meta.sample_shape.size(); ++i) {
+    std::printf("%s%lld", i ? ", " : "", static_cast<long long>(meta.sample_shape[i]));
+  }
+  std::printf("]\n\n%-40s %12s\n", "per rank", "MiB");
+  std::printf("%-40s %12.1f\n", "parameters (fp32)", p_bytes / mib);
+  std::printf("%-40s %12.1f\n", "gradients (fp32 buckets)", p_bytes / mib);
+  std::printf("%-40s %12.1f\n", ("optimizer state (" + c.optimizer.name + ")").c_str(),
+              p_bytes * p.optimizer_states / mib);
+  std::printf("%-40s %12.1f\n", "activations, no checkpointing", p.plain.at(p.batch) / mib);
+  std::printf("%-40s %12.1f\n", "activations, checkpointing every block", p.checkpointed.at(p.batch) / mib);
+  std::printf("%-40s %12.1f\n", "total, no checkpointing", (p.fixed + p.plain.at(p.batch)) / mib);
+  std::printf("%-40s %12.1f\n", "total, checkpointing every block", (p.fixed + p.checkpointed.at(p.batch)) / mib);
+  std::printf("\nactivations per sample: %.2f MiB without, %.2f MiB with checkpointing (probe batches 2 and 4)\n",
+              p.plain.per_sample / mib, p.checkpointed.per_sample / mib);
+  if (a.budget_gib <= 0) return;
+  const double budget = a.budget_gib * 1024.0 * mib;
+  auto largest = [&](const Line& l) {
+    const double room = budget - p.fixed - l.fixed;
+    if (room <= 0) return std::int64_t{0};
+    return l.per_sample > 0 ? static_cast<std::int64_t>(room / l.per_sample) : std::int64_t{1} << 40;
+  };
+  std::printf("budget %.2f GiB per rank: largest per-rank batch %lld without, %lld with checkpointing\n", a.budget_gib,
+              static_cast<long long>(largest(p.plain)), static_cast<long long>(largest(p.checkpointed)));
+}
+
+void plan_on_this_rank(const PlanArguments& a, std::int64_t ranks) {
+  const ResolvedConfig rc = load_config(a.config, a.overrides);
+  DatasetMeta meta;
+  {
+    H5File file = H5File::open_read_serial(rc.config.data.path);
+    meta = read_dataset_meta(file);
+  }
+  torch::set_num_threads(std::max(1, ProcessLayout::discover(MPI_COMM_SELF).default_threads()));
+  print_plan(a, rc.config, meta, ranks, measure(rc.config, meta, ranks));
+}
+
+int run_plan(const PlanArguments& a) {
+  // One process measures; the others wait for it, and every rank exits with its error's code.
+  Communicator world = Communicator::world();
+  const std::int64_t ranks = a.ranks > 0 ? a.ranks : world.size();
+  collective_check(world, [&] {
+    if (world.rank() == 0) plan_on_this_rank(a, ranks);
+  });
+  return 0;
+}
+
+}  // namespace
+
+void add_plan_command(CLI::App& parent, Commands& commands) {
+  auto a = std::make_shared<PlanArguments>();
+  CLI::App* app =
+      parent.add_subcommand("plan", "per-rank memory: parameters, gradients, optimizer, activations (checkpointing)");
+  app->footer(
+      "Per-rank memory of training CONFIG: parameters, gradients, optimizer state, and the\n"
+      "activations at the per-rank batch (train.batch_size / ranks), without and with gradient\n"
+      "checkpointing of every block. Activations are measured on probe steps of the model at\n"
+      "per-rank batches of 2 and 4 (one process, CPU, random inputs of the data set's sample\n"
+      "shape) and extrapolated linearly. With --budget, the largest per-rank batch whose total\n"
+      "fits, with and without checkpointing. Run under mpirun -np N for N ranks.");
+  app->add_option("CONFIG", a->config, "the run's config file (JSON)")->required()->type_name("FILE.json");
+  app->add_option("OVERRIDES", a->overrides, "key.path=value: config keys set over the file's")->type_name("KEY=VALUE");
+  app->add_option("--budget", a->budget_gib, "memory per rank: also print the largest batch that fits")
+      ->check(positive_number())
+      ->type_name("GiB");
+  app->add_option("--ranks", a->ranks, "plan for N ranks (default: the launch's)")
+      ->check(integer_at_least(1))
+      ->type_name("N");
+  commands.push_back({app, [a] { return run_plan(*a); }, true});
+}
+
+}  // namespace hpctrain
