@@ -10,6 +10,7 @@
 #include "app/Measurement.hpp"
 #include "comm/Communicator.hpp"
 #include "config/Schema.hpp"
+#include "eval/Metrics.hpp"
 #include "io/DatasetLayout.hpp"
 #include "io/Hdf5.hpp"
 #include "launch/ProcessLayout.hpp"
@@ -42,13 +43,8 @@ struct Plan {
 // One process measures on the CPU: the model at per-rank batches 2 and 4, without and with
 // checkpointing of every block, extrapolated linearly.
 Plan measure(const Config& c, const DatasetMeta& meta, std::int64_t ranks) {
-  // As the trainer builds it: classes, or per target value one output (or one per quantile level).
-  const std::int64_t outputs =
-      meta.num_classes > 0
-          ? meta.num_classes
-          : meta.target_width * (c.train.loss == "quantile"
-                                     ? std::max<std::int64_t>(1, static_cast<std::int64_t>(c.train.quantiles.size()))
-                                     : 1);
+  // As the trainer builds it (eval/Metrics: LossSpec::model_outputs).
+  const std::int64_t outputs = resolve_loss(c.train, meta.num_classes > 0).model_outputs(meta);
   // Activation bytes at per-rank batch b: the heap the forward leaves for backward.
   auto probe = [&](std::int64_t every, std::int64_t b) {
     ModelConfig mc = c.model;

@@ -1,7 +1,5 @@
 #include "checkpoint/Checkpoint.hpp"
 
-#include "config/Resume.hpp"
-
 #include <dirent.h>
 
 #include <algorithm>
@@ -422,10 +420,6 @@ void prune_checkpoints(const std::string& dir, std::int64_t keep) {
   for (std::size_t i = static_cast<std::size_t>(std::max<std::int64_t>(keep, 1)); i < all.size(); ++i) {
     std::remove(all[i].c_str());
   }
-}
-
-std::vector<std::string> unsafe_config_changes(const std::string& old_json, const std::string& new_json) {
-  return resume_config_changes(old_json, new_json);
 }
 
 }  // namespace hpctrain

@@ -77,8 +77,4 @@ std::vector<std::string> list_checkpoints(const std::string& dir);
 void prune_checkpoints(const std::string& dir, std::int64_t keep);
 std::string checkpoint_file_name(std::int64_t step);
 
-// Keys of the resolved configs that differ, as "key: old -> new", leaving out the keys a
-// resume may change (docs/checkpoints.md).
-std::vector<std::string> unsafe_config_changes(const std::string& old_json, const std::string& new_json);
-
 }  // namespace hpctrain

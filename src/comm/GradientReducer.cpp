@@ -7,8 +7,8 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "util/SystemStats.hpp"
 #include "util/Error.hpp"
+#include "util/SystemStats.hpp"
 
 namespace hpctrain {
 namespace {

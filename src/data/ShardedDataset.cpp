@@ -5,9 +5,9 @@
 #include <cstring>
 
 #include "launch/Mpi.hpp"
-#include "util/SystemStats.hpp"
 #include "util/Error.hpp"
 #include "util/Sha256.hpp"
+#include "util/SystemStats.hpp"
 
 namespace hpctrain {
 namespace {

@@ -11,8 +11,8 @@
 
 #include "comm/Communicator.hpp"
 #include "config/Config.hpp"
-#include "io/DatasetLayout.hpp"
 #include "data/Sampling.hpp"
+#include "io/DatasetLayout.hpp"
 
 namespace hpctrain {
 

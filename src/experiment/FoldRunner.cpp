@@ -25,12 +25,9 @@ void score(const ShardedDataset& data, const std::vector<double>& targets, const
   if (data.classification()) {
     const std::int64_t k = data.meta().num_classes;
     std::vector<std::int64_t> confusion(static_cast<std::size_t>(k * k), 0);
+    const auto predicted = predicted_classes(outputs, k);
     for (std::int64_t i = 0; i < n; ++i) {
-      std::int64_t best = 0;
-      for (std::int64_t c = 1; c < k; ++c) {
-        if (outputs[i * k + c] > outputs[i * k + best]) best = c;
-      }
-      ++confusion[static_cast<std::size_t>(static_cast<std::int64_t>(targets[i]) * k + best)];
+      ++confusion[static_cast<std::size_t>(static_cast<std::int64_t>(targets[i]) * k + predicted[i])];
     }
     out.metrics = to_json(classification_scores(confusion, k));
     std::vector<std::vector<std::int64_t>> rows(static_cast<std::size_t>(k));

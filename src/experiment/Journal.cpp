@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "config/Resume.hpp"
 #include "util/Error.hpp"
 #include "util/Files.hpp"
 #include "util/Json.hpp"
@@ -27,19 +28,8 @@ void remove_records(const std::string& dir) {
 
 }  // namespace
 
-const std::vector<std::string>& resume_may_change_sections() {
-  static const std::vector<std::string> sections = {"run", "checkpoint", "device", "comm", "precision"};
-  return sections;
-}
-
-std::string resume_identity(const std::string& resolved_json) {
-  boost::json::object config = boost::json::parse(resolved_json).as_object();
-  for (const auto& section : resume_may_change_sections()) config.erase(section);
-  return pretty_json(config);
-}
-
 std::size_t TaskJournal::open(const std::string& mode, const std::string& resolved_json) {
-  const std::string identity = resume_identity(resolved_json);
+  const std::string identity = task_identity(resolved_json);
   const std::string identity_path = dir_ + "/config.json";
   if (mode != "none" && mode != "auto") {
     throw ConfigError(

@@ -17,7 +17,8 @@ class TaskJournal {
   explicit TaskJournal(std::string dir) : dir_(std::move(dir)) {}
 
   // checkpoint.resume `mode`: none starts a fresh record (the folder is emptied); auto
-  // reuses one made for the same config (resume_identity). Returns the number of finished
+  // reuses one made for the same config (config/Resume.hpp task_identity: the
+  // config less its keys that are free on resume). Returns the number of finished
   // tasks loaded. A record that is not an ok or failed outcome (a file cut short by a crash)
   // is left out: its task runs again. Throws ConfigError for another mode, or for a record of
   // a different config.
@@ -36,12 +37,5 @@ class TaskJournal {
   std::string dir_;
   std::map<std::string, TaskOutcome> done_;
 };
-
-// The config a record belongs to: the resolved config without the sections a requeue onto
-// other hardware may change (resume_may_change_sections), as indented JSON text.
-std::string resume_identity(const std::string& resolved_json);
-// run, checkpoint, device, comm, precision: where and in what precision tasks run may change
-// between a job and its requeue (as for a checkpoint's resume); what they compute may not.
-const std::vector<std::string>& resume_may_change_sections();
 
 }  // namespace hpctrain

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "eval/Scores.hpp"
 #include "experiment/ScoringMetric.hpp"
 #include "util/Files.hpp"
 #include "util/Json.hpp"
@@ -179,14 +180,11 @@ std::string predictions_csv(const HeldOutPredictions& p, std::int64_t num_classe
     out << "index,label,prediction,loss";
     for (std::size_t c = 0; c < k; ++c) out << ",score_" << c;
     out << "\n";
+    // The class the fold's confusion matrix counted (eval/Scores: predicted_classes).
+    const auto predicted = predicted_classes(p.outputs, num_classes);
     for (std::size_t i = 0; i < p.index.size(); ++i) {
-      // The first class of highest score, as the fold's confusion matrix counts it.
       const std::size_t base = i * k;
-      std::size_t best = 0;
-      for (std::size_t c = 1; c < k; ++c) {
-        if (p.outputs[base + c] > p.outputs[base + best]) best = c;
-      }
-      out << p.index[i] << "," << static_cast<std::int64_t>(p.target[i]) << "," << best << "," << p.loss[i];
+      out << p.index[i] << "," << static_cast<std::int64_t>(p.target[i]) << "," << predicted[i] << "," << p.loss[i];
       for (std::size_t c = 0; c < k; ++c) out << "," << p.outputs[base + c];
       out << "\n";
     }

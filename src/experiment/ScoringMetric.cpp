@@ -5,26 +5,17 @@
 namespace hpctrain {
 
 std::string resolve_search_metric(const std::string& configured, bool classification) {
-  const std::string metric = configured == "auto" ? (classification ? "accuracy" : "rmse") : configured;
-  const bool classification_metric = metric != "loss" && metric != "mse" && metric != "rmse" && metric != "mae" &&
-                                     metric != "r2" && metric != "pearson";
-  if (classification != classification_metric && metric != "loss") {
+  const std::string metric = configured == "auto" ? default_metric(classification) : configured;
+  const MetricTask task = metric_info(metric).task;
+  if (task != MetricTask::Any && (task == MetricTask::Classification) != classification) {
     throw ConfigError("search.metric: " + metric + " does not apply to " +
                       (classification ? "classification" : "regression") + " data");
   }
   return metric;
 }
 
-bool lower_is_better(const std::string& metric) {
-  return metric == "loss" || metric == "mse" || metric == "rmse" || metric == "mae";
-}
-
 std::vector<std::string> fold_table_metrics(bool classification) {
-  if (classification) {
-    return {"loss",     "accuracy",           "balanced_accuracy", "precision_macro", "recall_macro",
-            "f1_macro", "precision_weighted", "recall_weighted",   "f1_weighted"};
-  }
-  return {"loss", "mse", "rmse", "mae", "r2", "pearson"};
+  return metric_names(classification);
 }
 
 }  // namespace hpctrain

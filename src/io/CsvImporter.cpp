@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "io/DatasetLayout.hpp"
-#include "util/Random.hpp"
 #include "util/Error.hpp"
+#include "util/Random.hpp"
 
 namespace hpctrain {
 namespace {

@@ -18,21 +18,19 @@ int parse_int(const std::map<std::string, std::string>& vars, const char* name, 
 }  // namespace
 
 LaunchEnvironment LaunchEnvironment::detect() {
-  static const char* names[] = {// Slurm: the job, the step, this task, the allocation
-                                "SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID",
-                                "SLURM_ARRAY_TASK_COUNT", "SLURM_RESTART_COUNT", "SLURM_CLUSTER_NAME",
-                                "SLURM_JOB_PARTITION", "SLURM_SUBMIT_DIR", "SLURM_STEP_ID", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID",
-                                "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE",
-                                "SLURM_TASKS_PER_NODE", "SLURM_JOB_NODELIST", "SLURM_JOB_NUM_NODES",
-                                "SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE", "SLURM_MEM_PER_NODE", "SLURM_MEM_PER_CPU",
-                                "SLURM_GPUS_PER_TASK", "SLURM_GPUS_PER_NODE", "SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS",
-                                "SLURM_CPU_BIND", "SLURM_MPI_TYPE",
-                                // Open MPI's mpirun and PMIx
-                                "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK",
-                                "OMPI_COMM_WORLD_LOCAL_SIZE", "OMPI_COMM_WORLD_NODE_RANK", "PMIX_RANK", "PMI_RANK",
-                                "PMI_FD",
-                                // devices and threads
-                                "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS"};
+  static const char* names[] = {
+      // Slurm: the job, the step, this task, the allocation
+      "SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT",
+      "SLURM_RESTART_COUNT", "SLURM_CLUSTER_NAME", "SLURM_JOB_PARTITION", "SLURM_SUBMIT_DIR", "SLURM_STEP_ID",
+      "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE",
+      "SLURM_TASKS_PER_NODE", "SLURM_JOB_NODELIST", "SLURM_JOB_NUM_NODES", "SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE",
+      "SLURM_MEM_PER_NODE", "SLURM_MEM_PER_CPU", "SLURM_GPUS_PER_TASK", "SLURM_GPUS_PER_NODE", "SLURM_GPUS_ON_NODE",
+      "SLURM_JOB_GPUS", "SLURM_CPU_BIND", "SLURM_MPI_TYPE",
+      // Open MPI's mpirun and PMIx
+      "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE",
+      "OMPI_COMM_WORLD_NODE_RANK", "PMIX_RANK", "PMI_RANK", "PMI_FD",
+      // devices and threads
+      "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS"};
   LaunchEnvironment env;
   for (const char* n : names) {
     if (const char* v = std::getenv(n)) env.variables[n] = v;

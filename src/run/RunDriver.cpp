@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "checkpoint/Checkpoint.hpp"
+#include "config/Resume.hpp"
 #include "data/ShardedDataset.hpp"
 #include "experiment/Experiment.hpp"
 #include "launch/ProcessLayout.hpp"
@@ -60,7 +61,7 @@ std::optional<CheckpointInfo> choose_resume(const Config& config, const std::str
   CheckpointInfo info;
   collective_check(world, [&] {
     info = verify_checkpoint(path);
-    const auto changes = unsafe_config_changes(info.config_json, resolved);
+    const auto changes = resume_config_changes(info.config_json, resolved);
     if (!changes.empty()) {
       std::string list;
       for (const auto& c : changes) list += "\n  " + c;

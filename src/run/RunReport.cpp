@@ -10,10 +10,10 @@
 #include "comm/NcclCommunicator.hpp"
 #include "io/Hdf5.hpp"
 #include "launch/Mpi.hpp"
-#include "util/Files.hpp"
-#include "util/SystemStats.hpp"
 #include "train/Device.hpp"
+#include "util/Files.hpp"
 #include "util/Json.hpp"
+#include "util/SystemStats.hpp"
 
 namespace hpctrain {
 namespace json = boost::json;

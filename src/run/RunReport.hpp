@@ -16,10 +16,10 @@ namespace hpctrain {
 struct RunContext {
   std::string config_path;
   std::vector<std::string> overrides;
-  std::string started;       // ISO 8601 UTC
-  int threads = 1;           // this rank's intra-op threads
+  std::string started;         // ISO 8601 UTC
+  int threads = 1;             // this rank's intra-op threads
   std::string threads_source;  // what chose them: run.threads, SLURM_CPUS_PER_TASK or affinity
-  std::string resumed_from;  // checkpoint the run continued from (empty: a fresh start)
+  std::string resumed_from;    // checkpoint the run continued from (empty: a fresh start)
   ProcessLayout layout;
   LaunchEnvironment launch;
 };

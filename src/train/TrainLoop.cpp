@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "comm/GradientReducer.hpp"
+#include "config/MetricCatalog.hpp"
 #include "data/BatchPipeline.hpp"
 #include "data/Sampling.hpp"
 #include "models/Model.hpp"
@@ -316,7 +317,7 @@ void Trainer::train_step(Loop& loop) {
   mark_eager(Phase::Optimizer);
   torch::NoGradGuard no_grad;
   loop.epoch_loss += loop.local_sum.detach().to(torch::kDouble);
-  if (data_.classification()) loop.correct += loop.logits.argmax(1).eq(loop.targets).sum();
+  if (data_.classification()) loop.correct += predicted_classes(loop.logits).eq(loop.targets).sum();
 }
 
 // After `done` steps of the epoch: a checkpoint when one is due, and the end of the run
@@ -422,8 +423,11 @@ void Trainer::evaluate_epoch(Loop& loop, EpochRecord& rec) {
 bool Trainer::stop_early(Loop& loop, const EpochRecord& rec) {
   const TrainConfig& tc = config_.train;
   if (tc.early_stop_patience <= 0 || !rec.has_validation) return false;
-  // Lower is better: negate accuracy.
-  const double metric = tc.early_stop_metric == "val_accuracy" ? -rec.val_accuracy : rec.val_loss;
+  // train.early_stop_metric is val_ and a metric of the catalog, which says its direction;
+  // compared as lower-is-better.
+  const std::string name = tc.early_stop_metric.substr(std::string("val_").size());
+  const double value = name == "accuracy" ? rec.val_accuracy : rec.val_loss;
+  const double metric = lower_is_better(name) ? value : -value;
   if (metric < loop.best - tc.early_stop_min_delta) {
     loop.best = metric;
     loop.epochs_without_improvement = 0;

@@ -84,9 +84,7 @@ class Trainer {
   LocalPredictions predict_held_out();
   const LossSpec& loss() const { return loss_; }
   // Model outputs per sample: classes, or per regression target one value or one per quantile level.
-  std::int64_t output_size() const {
-    return data_.classification() ? data_.output_size() : data_.output_size() * loss_.outputs_per_target();
-  }
+  std::int64_t output_size() const { return loss_.model_outputs(data_.meta()); }
   // The model for export: architecture config, input spec, normalization (JSON text).
   std::string model_description() const;
 

@@ -7,8 +7,8 @@
 #include <cstdio>
 
 #include "comm/Communicator.hpp"
-#include "io/DatasetLayout.hpp"
 #include "data/ShardedDataset.hpp"
+#include "io/DatasetLayout.hpp"
 #include "util/Error.hpp"
 #include "util/Sha256.hpp"
 

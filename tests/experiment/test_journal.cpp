@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "config/Resume.hpp"
 #include "experiment/Journal.hpp"
 #include "util/Error.hpp"
 #include "util/Files.hpp"
@@ -167,9 +168,12 @@ TEST_F(JournalTest, NoneStartsOverAndOtherModesAreRefused) {
   EXPECT_THROW(latest.open("latest", kConfig), ConfigError);
 }
 
-TEST(ResumeIdentity, DropsOnlyTheSectionsARequeueMayChange) {
-  EXPECT_EQ(resume_identity(R"({"run":{"dir":"a"},"data":{"path":"d"},"precision":{"mode":"bf16"}})"),
-            "{\n  \"data\": {\n    \"path\": \"d\"\n  }\n}\n");
-  EXPECT_EQ(resume_may_change_sections(),
-            (std::vector<std::string>{"run", "checkpoint", "device", "comm", "precision"}));
+TEST(ResumeIdentity, AJournalOfAnotherDeviceOrPrecisionIsReused) {
+  // The rule is each key's on-resume rule in the schema (config/Resume.hpp): free keys
+  // (device, precision, comm, run, checkpoint) may change between a job and its requeue.
+  const std::string a = R"({"run":{"dir":"a"},"data":{"path":"d"},"precision":{"mode":"bf16"}})";
+  const std::string b = R"({"run":{"dir":"b"},"data":{"path":"d"},"precision":{"mode":"fp32"}})";
+  EXPECT_EQ(task_identity(a), "{\n  \"data\": {\n    \"path\": \"d\"\n  }\n}\n");
+  EXPECT_EQ(task_identity(a), task_identity(b));
+  EXPECT_NE(task_identity(a), task_identity(R"({"data":{"path":"e"}})"));
 }

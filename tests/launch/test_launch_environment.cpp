@@ -39,7 +39,9 @@ TEST(LaunchEnvironment, ThreadsFollowSlurmCpusPerTaskWithinTheAffinityMask) {
 
 TEST(LaunchEnvironment, LauncherRanksPreferMpirunsOverTheBatchStepsSlurmIds) {
   // mpirun inside sbatch: every rank inherits the batch step's SLURM_PROCID=0.
-  const auto e = env_of({{"SLURM_PROCID", "0"}, {"SLURM_LOCALID", "0"}, {"OMPI_COMM_WORLD_RANK", "3"},
+  const auto e = env_of({{"SLURM_PROCID", "0"},
+                         {"SLURM_LOCALID", "0"},
+                         {"OMPI_COMM_WORLD_RANK", "3"},
                          {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}});
   EXPECT_EQ(e.launcher_rank(), 3);
   EXPECT_EQ(e.launcher_local_rank(), 1);
