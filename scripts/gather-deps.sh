@@ -26,6 +26,8 @@ PACKAGES=(
   # Boost.JSON (headers and library)
   libboost1.81-dev libboost-json1.81-dev libboost-json1.81.0 libboost-container1.81-dev
   libboost-container1.81.0 libboost-system1.81-dev
+  # the command line (header-only)
+  libcli11-dev
   # the test suite
   googletest libgtest-dev
 )
@@ -81,7 +83,7 @@ export PMIX_INSTALL_PREFIX="$root/usr"
 export PMIX_MCA_mca_base_component_path="$lib/pmix2/lib/pmix"
 export HPCTRAIN_DEPS_CMAKE_ARGS="-DMPI_C_COMPILER=$root/usr/bin/mpicc -DHDF5_ROOT=$lib/hdf5/openmpi \
 -DHDF5_C_COMPILER_EXECUTABLE=HDF5_C_COMPILER_EXECUTABLE-NOTFOUND -DHDF5_INCLUDE_DIRS=$root/usr/include/hdf5/openmpi -DBoost_ROOT=$root/usr -DBoost_INCLUDE_DIR=$root/usr/include \
--DGTest_ROOT=$root/usr -DCMAKE_LIBRARY_PATH=$lib -DCMAKE_INCLUDE_PATH=$root/usr/include"
+-DGTest_ROOT=$root/usr -DCLI11_DIR=$root/usr/share/cmake/CLI11 -DCMAKE_LIBRARY_PATH=$lib -DCMAKE_INCLUDE_PATH=$root/usr/include"
 EOF
     echo "gather-deps: unpacked into $root; now: source $dir/env.sh" >&2
     ;;
