@@ -43,6 +43,200 @@ json::array to_int_array(const std::vector<double>& v) {
   return a;
 }
 
+// The figures each rank adds to the report, after its time per phase: one row per rank,
+// gathered to rank 0 in one call.
+enum class Figure : std::size_t {
+  TrainSeconds,
+  SamplesPerS,
+  PeakRss,
+  Threads,
+  ReadSeconds,
+  VerifySeconds,
+  BytesRead,
+  Load,
+  Node,
+  CommSeconds,
+  CommBytes,
+  LocalRank,
+  LauncherRank,
+  LauncherLocalRank,
+  GpuAllocated,
+  GpuReserved,
+  GpuPeak,
+  GpuIndex,
+  Count
+};
+constexpr std::size_t kPhases = static_cast<std::size_t>(Phase::Count);
+constexpr std::size_t kWidth = kPhases + static_cast<std::size_t>(Figure::Count);
+
+std::vector<double> rank_row(const Config& config, const RunContext& ctx, const ShardedDataset& data,
+                             const TrainResult& r, const Communicator& comm, const DeviceInfo& device) {
+  std::vector<double> row(kWidth, 0.0);
+  for (std::size_t i = 0; i < kPhases; ++i) row[i] = r.timer.all()[i];
+  auto set = [&](Figure f, double v) { row[kPhases + static_cast<std::size_t>(f)] = v; };
+  const double local_samples =
+      static_cast<double>(r.steps * batch_slice(config.train.batch_size, comm.size(), comm.rank()).size());
+  set(Figure::TrainSeconds, r.train_seconds);
+  set(Figure::SamplesPerS, local_samples / std::max(r.train_seconds, 1e-9));
+  set(Figure::PeakRss, static_cast<double>(peak_rss_bytes()));
+  set(Figure::Threads, static_cast<double>(ctx.threads));
+  set(Figure::ReadSeconds, data.load_stats().read_seconds);
+  set(Figure::VerifySeconds, data.load_stats().verify_seconds);
+  set(Figure::BytesRead, static_cast<double>(data.load_stats().bytes_read));
+  set(Figure::Load, load_average_1min());
+  set(Figure::Node, static_cast<double>(ctx.layout.node_index));
+  set(Figure::CommSeconds, r.comm.total_seconds);
+  set(Figure::CommBytes, static_cast<double>(r.comm.bytes));
+  set(Figure::LocalRank, static_cast<double>(ctx.layout.local_rank));
+  set(Figure::LauncherRank, static_cast<double>(ctx.launch.launcher_rank()));
+  set(Figure::LauncherLocalRank, static_cast<double>(ctx.launch.launcher_local_rank()));
+  const DeviceMemory gpu_memory = device_memory(device.device);
+  set(Figure::GpuAllocated, static_cast<double>(gpu_memory.allocated));
+  set(Figure::GpuReserved, static_cast<double>(gpu_memory.reserved));
+  set(Figure::GpuPeak, static_cast<double>(gpu_memory.peak));
+  set(Figure::GpuIndex, static_cast<double>(device.device.is_cuda() ? device.device.index() : -1));
+  return row;
+}
+
+// Rank 0's view of the gathered rows.
+struct Gathered {
+  std::vector<double> all;
+  int ranks = 0;
+  std::vector<double> column(std::size_t c) const {
+    std::vector<double> v;
+    for (int rank = 0; rank < ranks; ++rank) v.push_back(all[static_cast<std::size_t>(rank) * kWidth + c]);
+    return v;
+  }
+  std::vector<double> operator[](Figure f) const { return column(kPhases + static_cast<std::size_t>(f)); }
+};
+
+struct StepTimes {
+  json::object per_step_ms, totals;
+  double exposed_share = 0;
+};
+
+StepTimes step_times(const Gathered& g, std::int64_t step_count) {
+  StepTimes out;
+  const double steps = static_cast<double>(std::max<std::int64_t>(1, step_count));
+  double step_total = 0;
+  for (std::size_t i = 0; i < kPhases; ++i) {
+    const auto phase = static_cast<Phase>(i);
+    auto v = g.column(i);
+    out.totals[phase_name(phase)] = spread(v);
+    if (phase == Phase::Eval) continue;
+    for (auto& x : v) x = 1000.0 * x / steps;
+    step_total += std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+    out.per_step_ms[phase_name(phase)] = spread(v);
+  }
+  out.per_step_ms["total_mean"] = step_total;
+  // Duration of the reductions themselves, overlapped with backward or not.
+  auto v = g[Figure::CommSeconds];
+  out.totals["comm_total"] = spread(v);
+  for (auto& x : v) x = 1000.0 * x / steps;
+  out.per_step_ms["comm_total"] = spread(v);
+  out.exposed_share =
+      step_total > 0 ? out.per_step_ms["comm_exposed"].as_object()["mean"].as_double() / step_total : 0.0;
+  return out;
+}
+
+json::object final_metrics(const TrainResult& r, const ShardedDataset& data) {
+  json::object out;
+  if (!r.epochs.empty()) {
+    const auto& last = r.epochs.back();
+    out["train_loss"] = last.train_loss;
+    if (last.classification) out["train_accuracy"] = last.train_accuracy;
+    if (last.has_validation) {
+      out["val_loss"] = last.val_loss;
+      if (last.classification) out["val_accuracy"] = last.val_accuracy;
+    }
+  }
+  if (r.has_test && !data.classification()) {
+    out["test_loss"] = r.test.loss;
+    out["test_mse"] = r.test.mse;
+    out["test_rmse"] = std::sqrt(r.test.mse);
+    out["test_mae"] = r.test.mae;
+    add_forecast_figures(out, r.test, "test_");
+    out["test_samples"] = r.test.count;
+  }
+  if (r.has_test && data.classification()) {
+    out["test_loss"] = r.test.loss;
+    out["test_accuracy"] = r.test.accuracy;
+    out["test_samples"] = r.test.count;
+    json::array confusion;
+    for (std::int64_t i = 0; i < r.test.num_classes; ++i) {
+      json::array row;
+      for (std::int64_t j = 0; j < r.test.num_classes; ++j) row.push_back(r.test.confusion[i * r.test.num_classes + j]);
+      confusion.push_back(row);
+    }
+    out["test_confusion"] = confusion;
+  }
+  return out;
+}
+
+json::object world_section(const RunContext& ctx, const Gathered& g, const DeviceInfo& device) {
+  json::object launch_vars;
+  for (const auto& kv : ctx.launch.variables) launch_vars[kv.first] = kv.second;
+  const json::value gpu = device.device.is_cuda() ? json::value(json::object{{"name", device.name},
+                                                                             {"memory_bytes", device.memory_bytes},
+                                                                             {"driver", device.driver},
+                                                                             {"nvidia_driver", device.nvidia_driver},
+                                                                             {"visible", device.visible_gpus}})
+                                                  : json::value(nullptr);
+  return json::object{{"size", g.ranks},
+                      {"nodes", ctx.layout.node_count},
+                      {"hostname_rank0", ctx.layout.hostname},
+                      {"device", device.device.is_cuda() ? "cuda" : "cpu"},
+                      {"gpu_of_rank", to_int_array(g[Figure::GpuIndex])},
+                      {"gpu", gpu},
+                      {"threads_per_rank", to_int_array(g[Figure::Threads])},
+                      {"threads_source", ctx.threads_source},
+                      {"node_of_rank", to_int_array(g[Figure::Node])},
+                      {"local_rank_of_rank", to_int_array(g[Figure::LocalRank])},
+                      {"ranks_on_node_of_rank0", ctx.layout.local_size},
+                      {"launcher_rank_of_rank", to_int_array(g[Figure::LauncherRank])},
+                      {"launcher_local_rank_of_rank", to_int_array(g[Figure::LauncherLocalRank])},
+                      {"slurm_job", ctx.launch.slurm_job_tag()},
+                      {"launcher", ctx.launch.launcher},
+                      {"launch_environment", launch_vars}};
+}
+
+json::object data_section(const Config& config, const ShardedDataset& data, const Gathered& g) {
+  json::array class_names;
+  for (const auto& c : data.meta().class_names) class_names.push_back(json::string(c));
+  return json::object{{"path", data.meta().path},
+                      {"name", data.meta().name},
+                      {"task", task_name(data.meta().task)},
+                      {"num_classes", data.meta().num_classes},
+                      {"class_names", class_names},
+                      {"train_samples", data.train_count()},
+                      {"validation_samples", static_cast<std::int64_t>(data.split().validation.size())},
+                      {"test_samples", data.meta().test.count},
+                      {"normalization_mean", to_array(data.mean())},
+                      {"normalization_std", to_array(data.stddev())},
+                      {"hashes_verified", config.data.verify_hashes},
+                      {"shard_read_seconds", spread(g[Figure::ReadSeconds])},
+                      {"hash_verify_seconds", spread(g[Figure::VerifySeconds])},
+                      {"bytes_read", spread(g[Figure::BytesRead])}};
+}
+
+json::object training_section(const Config& config, const RunContext& ctx, const TrainResult& r, const Gathered& g) {
+  const std::vector<double> train_seconds = g[Figure::TrainSeconds];
+  const double train_wall = *std::max_element(train_seconds.begin(), train_seconds.end());
+  return json::object{{"epochs_run", static_cast<std::int64_t>(r.epochs.size())},
+                      {"steps", r.steps},
+                      {"global_batch", config.train.batch_size},
+                      {"samples", r.samples},
+                      {"stop_reason", r.stop_reason},
+                      {"cuda_graphs", r.cuda_graphs},
+                      {"checkpoints", r.checkpoints},
+                      {"checkpoint_seconds", r.checkpoint_seconds},
+                      {"resumed_from", ctx.resumed_from.empty() ? json::value(nullptr) : json::value(ctx.resumed_from)},
+                      {"train_seconds", train_wall},
+                      {"samples_per_s", static_cast<double>(r.samples) / std::max(train_wall, 1e-9)},
+                      {"samples_per_s_per_rank", spread(g[Figure::SamplesPerS])},
+                      {"total_seconds", r.total_seconds}};
+}
+
 }  // namespace
 
 std::string utc_timestamp() {
@@ -65,105 +259,16 @@ std::string software_versions_text() {
 
 std::string write_run_report(const std::string& path, const Config& config, const RunContext& ctx,
                              const ShardedDataset& data, const TrainResult& r, const Communicator& comm) {
-  // One row of figures per rank, gathered in one call.
-  constexpr std::size_t kPhases = static_cast<std::size_t>(Phase::Count);
-  std::vector<double> mine;
-  for (std::size_t i = 0; i < kPhases; ++i) mine.push_back(r.timer.all()[i]);
-  const double local_samples =
-      static_cast<double>(r.steps * batch_slice(config.train.batch_size, comm.size(), comm.rank()).size());
-  mine.push_back(r.train_seconds);
-  mine.push_back(local_samples / std::max(r.train_seconds, 1e-9));
-  mine.push_back(static_cast<double>(peak_rss_bytes()));
-  mine.push_back(static_cast<double>(ctx.threads));
-  mine.push_back(data.load_stats().read_seconds);
-  mine.push_back(data.load_stats().verify_seconds);
-  mine.push_back(static_cast<double>(data.load_stats().bytes_read));
-  mine.push_back(load_average_1min());
-  mine.push_back(static_cast<double>(ctx.layout.node_index));
-  mine.push_back(r.comm.total_seconds);
-  mine.push_back(static_cast<double>(r.comm.bytes));
-  mine.push_back(static_cast<double>(ctx.layout.local_rank));
-  mine.push_back(static_cast<double>(ctx.launch.launcher_rank()));
-  mine.push_back(static_cast<double>(ctx.launch.launcher_local_rank()));
   const DeviceInfo& device = compute_device();
-  const DeviceMemory gpu_memory = device_memory(device.device);
-  mine.push_back(static_cast<double>(gpu_memory.allocated));
-  mine.push_back(static_cast<double>(gpu_memory.reserved));
-  mine.push_back(static_cast<double>(gpu_memory.peak));
-  mine.push_back(static_cast<double>(device.device.is_cuda() ? device.device.index() : -1));
-  const std::size_t width = mine.size();
-  const std::vector<double> all = comm.gather(mine.data(), width, 0);
+  const std::vector<double> mine = rank_row(config, ctx, data, r, comm, device);
+  Gathered g{comm.gather(mine.data(), kWidth, 0), comm.size()};
   if (comm.rank() != 0) return "";
 
-  auto column = [&](std::size_t c) {
-    std::vector<double> v;
-    for (int rank = 0; rank < comm.size(); ++rank) v.push_back(all[rank * width + c]);
-    return v;
-  };
-  const double steps = static_cast<double>(std::max<std::int64_t>(1, r.steps));
-  json::object per_step_ms, totals;
-  double step_total = 0;
-  for (std::size_t i = 0; i < kPhases; ++i) {
-    const auto phase = static_cast<Phase>(i);
-    auto v = column(i);
-    totals[phase_name(phase)] = spread(v);
-    if (phase == Phase::Eval) continue;
-    for (auto& x : v) x = 1000.0 * x / steps;
-    step_total += std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
-    per_step_ms[phase_name(phase)] = spread(v);
-  }
-  per_step_ms["total_mean"] = step_total;
-  {
-    // Duration of the reductions themselves, overlapped with backward or not.
-    auto v = column(kPhases + 9);
-    totals["comm_total"] = spread(v);
-    for (auto& x : v) x = 1000.0 * x / steps;
-    per_step_ms["comm_total"] = spread(v);
-  }
-
-  const double exposed_share =
-      step_total > 0 ? per_step_ms["comm_exposed"].as_object()["mean"].as_double() / step_total : 0.0;
+  const StepTimes times = step_times(g, r.steps);
   json::array epochs;
   for (const auto& e : r.epochs) epochs.push_back(to_json(e));
-  json::object final_metrics;
-  if (!r.epochs.empty()) {
-    const auto& last = r.epochs.back();
-    final_metrics["train_loss"] = last.train_loss;
-    if (last.classification) final_metrics["train_accuracy"] = last.train_accuracy;
-    if (last.has_validation) {
-      final_metrics["val_loss"] = last.val_loss;
-      if (last.classification) final_metrics["val_accuracy"] = last.val_accuracy;
-    }
-  }
-  if (r.has_test && !data.classification()) {
-    final_metrics["test_loss"] = r.test.loss;
-    final_metrics["test_mse"] = r.test.mse;
-    final_metrics["test_rmse"] = std::sqrt(r.test.mse);
-    final_metrics["test_mae"] = r.test.mae;
-    add_forecast_figures(final_metrics, r.test, "test_");
-    final_metrics["test_samples"] = r.test.count;
-  }
-  if (r.has_test && data.classification()) {
-    final_metrics["test_loss"] = r.test.loss;
-    final_metrics["test_accuracy"] = r.test.accuracy;
-    final_metrics["test_samples"] = r.test.count;
-    json::array confusion;
-    for (std::int64_t i = 0; i < r.test.num_classes; ++i) {
-      json::array row;
-      for (std::int64_t j = 0; j < r.test.num_classes; ++j) row.push_back(r.test.confusion[i * r.test.num_classes + j]);
-      confusion.push_back(row);
-    }
-    final_metrics["test_confusion"] = confusion;
-  }
-  json::object launch_vars;
-  for (const auto& kv : ctx.launch.variables) launch_vars[kv.first] = kv.second;
   json::array overrides;
   for (const auto& o : ctx.overrides) overrides.push_back(json::string(o));
-  json::array class_names;
-  for (const auto& c : data.meta().class_names) class_names.push_back(json::string(c));
-
-  const std::vector<double> train_seconds = column(kPhases);
-  const double train_wall = *std::max_element(train_seconds.begin(), train_seconds.end());
   json::object report{
       {"format", "hpctrain-report"},
       {"format_version", 1},
@@ -177,42 +282,8 @@ std::string write_run_report(const std::string& path, const Config& config, cons
       {"finished", utc_timestamp()},
       {"config_file", ctx.config_path},
       {"overrides", overrides},
-      {"world",
-       json::object{{"size", comm.size()},
-                    {"nodes", ctx.layout.node_count},
-                    {"hostname_rank0", ctx.layout.hostname},
-                    {"device", device.device.is_cuda() ? "cuda" : "cpu"},
-                    {"gpu_of_rank", to_int_array(column(kPhases + 17))},
-                    {"gpu", device.device.is_cuda() ? json::value(json::object{{"name", device.name},
-                                                                               {"memory_bytes", device.memory_bytes},
-                                                                               {"driver", device.driver},
-                                                                               {"nvidia_driver", device.nvidia_driver},
-                                                                               {"visible", device.visible_gpus}})
-                                                    : json::value(nullptr)},
-                    {"threads_per_rank", to_int_array(column(kPhases + 3))},
-                    {"threads_source", ctx.threads_source},
-                    {"node_of_rank", to_int_array(column(kPhases + 8))},
-                    {"local_rank_of_rank", to_int_array(column(kPhases + 11))},
-                    {"ranks_on_node_of_rank0", ctx.layout.local_size},
-                    {"launcher_rank_of_rank", to_int_array(column(kPhases + 12))},
-                    {"launcher_local_rank_of_rank", to_int_array(column(kPhases + 13))},
-                    {"slurm_job", ctx.launch.slurm_job_tag()},
-                    {"launcher", ctx.launch.launcher},
-                    {"launch_environment", launch_vars}}},
-      {"data", json::object{{"path", data.meta().path},
-                            {"name", data.meta().name},
-                            {"task", task_name(data.meta().task)},
-                            {"num_classes", data.meta().num_classes},
-                            {"class_names", class_names},
-                            {"train_samples", data.train_count()},
-                            {"validation_samples", static_cast<std::int64_t>(data.split().validation.size())},
-                            {"test_samples", data.meta().test.count},
-                            {"normalization_mean", to_array(data.mean())},
-                            {"normalization_std", to_array(data.stddev())},
-                            {"hashes_verified", config.data.verify_hashes},
-                            {"shard_read_seconds", spread(column(kPhases + 4))},
-                            {"hash_verify_seconds", spread(column(kPhases + 5))},
-                            {"bytes_read", spread(column(kPhases + 6))}}},
+      {"world", world_section(ctx, g, device)},
+      {"data", data_section(config, data, g)},
       {"model", json::object{{"name", config.model.name},
                              {"parameters", r.parameters},
                              {"gradient_buckets", static_cast<std::int64_t>(r.buckets)},
@@ -220,35 +291,22 @@ std::string write_run_report(const std::string& path, const Config& config, cons
       {"communication", json::object{{"backend", r.backend},
                                      {"overlap", r.overlap},
                                      {"gradient_bytes_per_step", static_cast<double>(r.parameters) * 4.0},
-                                     {"bytes_reduced", spread(column(kPhases + 10))},
-                                     {"exposed_share_of_step", exposed_share}}},
-      {"training",
-       json::object{{"epochs_run", static_cast<std::int64_t>(r.epochs.size())},
-                    {"steps", r.steps},
-                    {"global_batch", config.train.batch_size},
-                    {"samples", r.samples},
-                    {"stop_reason", r.stop_reason},
-                    {"cuda_graphs", r.cuda_graphs},
-                    {"checkpoints", r.checkpoints},
-                    {"checkpoint_seconds", r.checkpoint_seconds},
-                    {"resumed_from", ctx.resumed_from.empty() ? json::value(nullptr) : json::value(ctx.resumed_from)},
-                    {"train_seconds", train_wall},
-                    {"samples_per_s", static_cast<double>(r.samples) / std::max(train_wall, 1e-9)},
-                    {"samples_per_s_per_rank", spread(column(kPhases + 1))},
-                    {"total_seconds", r.total_seconds}}},
+                                     {"bytes_reduced", spread(g[Figure::CommBytes])},
+                                     {"exposed_share_of_step", times.exposed_share}}},
+      {"training", training_section(config, ctx, r, g)},
       {"epochs", epochs},
-      {"final", final_metrics},
-      {"time_per_step_ms", per_step_ms},
-      {"time_total_s", totals},
-      {"memory", json::object{{"peak_rss_bytes", spread(column(kPhases + 2))},
-                              {"gpu_allocated_bytes", spread(column(kPhases + 14))},
-                              {"gpu_reserved_bytes", spread(column(kPhases + 15))},
-                              {"gpu_peak_allocated_bytes", spread(column(kPhases + 16))}}},
+      {"final", final_metrics(r, data)},
+      {"time_per_step_ms", times.per_step_ms},
+      {"time_total_s", times.totals},
+      {"memory", json::object{{"peak_rss_bytes", spread(g[Figure::PeakRss])},
+                              {"gpu_allocated_bytes", spread(g[Figure::GpuAllocated])},
+                              {"gpu_reserved_bytes", spread(g[Figure::GpuReserved])},
+                              {"gpu_peak_allocated_bytes", spread(g[Figure::GpuPeak])}}},
       {"precision", json::object{{"mode", config.precision.mode},
                                  {"loss_scaling", config.precision.mode == "fp16"},
                                  {"skipped_steps", r.skipped_steps},
                                  {"final_loss_scale", r.loss_scale}}},
-      {"system", json::object{{"load_average_1min", spread(column(kPhases + 7))}}},
+      {"system", json::object{{"load_average_1min", spread(g[Figure::Load])}}},
   };
   const std::string text = pretty_json(report);
   write_file_atomic(path, text);
