@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <mutex>
+#include <thread>
 
 #include "launch/Mpi.hpp"
 #include "util/Error.hpp"
@@ -20,11 +22,49 @@ void allreduce_chunked(MPI_Comm comm, T* data, std::size_t count, MPI_Datatype t
   }
 }
 
+// MPI runs MPI_THREAD_SERIALIZED: the gradient reducer's thread and the main thread may both
+// call it, never at once. Non-blocking calls and their tests take this lock, so a pipeline's
+// point-to-point traffic on the main thread can run while the reducer's thread reduces
+// buckets. Blocking collectives do not: the main thread calls them only while the reducer's
+// thread is idle, and the reducer's own blocking reductions run while the main thread waits
+// for it in finish().
+std::mutex& nonblocking_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+// Completes `request` by testing under the lock, never blocking inside MPI with it held.
+void wait_for(MPI_Request& request) {
+  while (request != MPI_REQUEST_NULL) {
+    int done = 0;
+    {
+      std::lock_guard<std::mutex> lock(nonblocking_mutex());
+      HPCTRAIN_MPI(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    }
+    if (done != 0) return;
+    std::this_thread::yield();
+  }
+}
+
+// The same for destructors: an MPI error ends the wait instead of throwing.
+void finish_quietly(MPI_Request& request) noexcept {
+  while (request != MPI_REQUEST_NULL) {
+    int done = 0;
+    int rc = MPI_SUCCESS;
+    {
+      std::lock_guard<std::mutex> lock(nonblocking_mutex());
+      rc = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    }
+    if (rc != MPI_SUCCESS || done != 0) return;
+    std::this_thread::yield();
+  }
+}
+
 }  // namespace
 
 Request& Request::operator=(Request&& o) noexcept {
   if (this != &o) {
-    if (request_ != MPI_REQUEST_NULL && MpiRuntime::initialized()) MPI_Wait(&request_, MPI_STATUS_IGNORE);
+    if (MpiRuntime::initialized()) finish_quietly(request_);
     request_ = o.request_;
     o.request_ = MPI_REQUEST_NULL;
   }
@@ -32,25 +72,50 @@ Request& Request::operator=(Request&& o) noexcept {
 }
 
 Request::~Request() {
-  if (request_ != MPI_REQUEST_NULL && MpiRuntime::initialized()) MPI_Wait(&request_, MPI_STATUS_IGNORE);
+  if (MpiRuntime::initialized()) finish_quietly(request_);
 }
 
 bool Request::test() {
   if (request_ == MPI_REQUEST_NULL) return true;
   int done = 0;
+  std::lock_guard<std::mutex> lock(nonblocking_mutex());
   HPCTRAIN_MPI(MPI_Test(&request_, &done, MPI_STATUS_IGNORE));
   return done != 0;
 }
 
 void Request::wait() {
-  if (request_ == MPI_REQUEST_NULL) return;
-  HPCTRAIN_MPI(MPI_Wait(&request_, MPI_STATUS_IGNORE));
+  wait_for(request_);
 }
 
 Request Communicator::iallreduce_sum(float* data, std::size_t count) const {
   if (count > static_cast<std::size_t>(INT_MAX)) throw RuntimeFailure("iallreduce_sum: bucket too large for one call");
   MPI_Request r = MPI_REQUEST_NULL;
+  std::lock_guard<std::mutex> lock(nonblocking_mutex());
   HPCTRAIN_MPI(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), MPI_FLOAT, MPI_SUM, comm_, &r));
+  return Request(r);
+}
+
+namespace {
+int byte_count(std::size_t bytes, const char* what) {
+  if (bytes > static_cast<std::size_t>(INT_MAX)) {
+    throw RuntimeFailure(std::string(what) + ": a message of " + std::to_string(bytes) +
+                         " bytes is over MPI's 2 GiB count limit (use more pipeline microbatches)");
+  }
+  return static_cast<int>(bytes);
+}
+}  // namespace
+
+Request Communicator::isend(const void* data, std::size_t bytes, int dest, int tag) const {
+  MPI_Request r = MPI_REQUEST_NULL;
+  std::lock_guard<std::mutex> lock(nonblocking_mutex());
+  HPCTRAIN_MPI(MPI_Isend(data, byte_count(bytes, "isend"), MPI_BYTE, dest, tag, comm_, &r));
+  return Request(r);
+}
+
+Request Communicator::irecv(void* data, std::size_t bytes, int source, int tag) const {
+  MPI_Request r = MPI_REQUEST_NULL;
+  std::lock_guard<std::mutex> lock(nonblocking_mutex());
+  HPCTRAIN_MPI(MPI_Irecv(data, byte_count(bytes, "irecv"), MPI_BYTE, source, tag, comm_, &r));
   return Request(r);
 }
 

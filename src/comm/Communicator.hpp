@@ -50,6 +50,11 @@ class Communicator {
   void allreduce_sum(float* data, std::size_t count) const;
   // Non-blocking sum in place; count must fit an int (buckets do).
   Request iallreduce_sum(float* data, std::size_t count) const;
+  // Non-blocking point-to-point bytes (pipeline activations and their gradients). Messages
+  // between two ranks with one tag arrive in the order they were sent. The buffer must live
+  // until the request completes.
+  Request isend(const void* data, std::size_t bytes, int dest, int tag) const;
+  Request irecv(void* data, std::size_t bytes, int source, int tag) const;
   void allreduce_sum(double* data, std::size_t count) const;
   void allreduce_sum(std::int64_t* data, std::size_t count) const;
   void allreduce_max(double* data, std::size_t count) const;

@@ -72,6 +72,7 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters, double b
   pending_.assign(buckets_.size(), 0);
   host_.assign(buckets_.size(), torch::Tensor());
   slot_ready_.assign(slots_.size(), false);
+  slot_held_.assign(slots_.size(), false);
   if (overlap_) {
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       torch::autograd::impl::set_post_acc_grad_hooks(slots_[i].parameter, std::make_unique<ReadyHook>(this, i));
@@ -117,8 +118,23 @@ void GradientReducer::begin_step() {
   std::lock_guard<std::mutex> lock(mutex_);
   for (std::size_t b = 0; b < buckets_.size(); ++b) pending_[b] = bucket_slots_[b];
   slot_ready_.assign(slots_.size(), false);
+  slot_held_.assign(slots_.size(), false);
   next_launch_ = done_ = 0;
   queue_.clear();
+}
+
+void GradientReducer::hold() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  slot_held_.assign(slots_.size(), true);
+}
+
+void GradientReducer::release(const std::vector<torch::Tensor>& parameters) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& p : parameters) {
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      if (slots_[i].parameter.unsafeGetTensorImpl() == p.unsafeGetTensorImpl()) slot_held_[i] = false;
+    }
+  }
 }
 
 void GradientReducer::on_gradient_ready(std::size_t slot) {
@@ -129,6 +145,7 @@ void GradientReducer::on_gradient_ready(std::size_t slot) {
     s.parameter.mutable_grad() = s.view;
   }
   std::lock_guard<std::mutex> lock(mutex_);
+  if (slot_held_[slot]) return;   // an earlier microbatch's gradient: accumulated, not ready
   if (slot_ready_[slot]) return;  // a parameter used twice fires twice; count it once
   slot_ready_[slot] = true;
   --pending_[s.bucket];

@@ -49,6 +49,13 @@ class GradientReducer {
   void zero();
   // Starts a step without zeroing (zero() does this too).
   void begin_step();
+  // Gradient accumulation over microbatches (pipelines, parallel.microbatches): after
+  // hold(), gradients accumulate into the buckets without counting as ready, so no bucket
+  // is reduced by the backward of an early microbatch. release(parameters), just before the
+  // last backward that touches them, lets their next accumulation count, and their buckets
+  // reduce while that backward runs. A step without hold() counts every gradient, as before.
+  void hold();
+  void release(const std::vector<torch::Tensor>& parameters);
   // After backward: starts any bucket not yet started and waits for all. Afterwards every
   // rank holds the summed gradients.
   void finish();
@@ -114,6 +121,7 @@ class GradientReducer {
   std::condition_variable cv_;
   std::vector<std::size_t> pending_;  // gradients not yet ready, per bucket
   std::vector<bool> slot_ready_;
+  std::vector<bool> slot_held_;  // hold(): ready events do not count yet
   std::size_t next_launch_ = 0;                    // buckets launch strictly in index order
   std::deque<Launch> queue_;                       // launched, not yet taken by the worker
   std::size_t done_ = 0;                           // buckets reduced this step

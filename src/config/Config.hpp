@@ -108,6 +108,17 @@ struct PrecisionConfig {
   std::int64_t growth_interval = 2000;
 };
 
+// Model parallelism: pipeline stages on a grid of ranks with data-parallel replicas
+// (docs/parallelism.md).
+struct ParallelConfig {
+  std::int64_t pipeline_stages = 1;
+  std::int64_t microbatches = 1;
+  std::string schedule = "1f1b";  // gpipe | 1f1b | interleaved
+  std::int64_t chunks = 2;        // model chunks per rank (interleaved)
+  std::vector<std::int64_t> stage_split;  // first block of each stage after the first; empty: balanced
+  std::string grid_order = "replicas_inner";  // replicas_inner | stages_inner
+};
+
 struct CvConfig {
   std::int64_t folds = 0;  // 0: no cross-validation
   bool stratified = true;
@@ -159,6 +170,7 @@ struct Config {
   CommConfig comm;
   DeviceConfig device;
   PrecisionConfig precision;
+  ParallelConfig parallel;
   CvConfig cv;
   SearchConfig search;
   CheckpointConfig checkpoint;

@@ -1,0 +1,16 @@
+#pragma once
+// The schema table's sections (SchemaTable.cpp and SchemaTableRun.cpp); schema_entries()
+// joins them in this order. Only config/ includes this header.
+#include <vector>
+
+#include "config/SchemaTable.hpp"
+
+namespace hpctrain {
+
+std::vector<SchemaEntry> data_and_model_entries();  // data, model
+std::vector<SchemaEntry> training_entries();        // optimizer, schedule, train
+std::vector<SchemaEntry> runtime_entries();         // comm, device, precision, parallel
+std::vector<SchemaEntry> experiment_entries();      // cv, search
+std::vector<SchemaEntry> output_entries();          // checkpoint, run
+
+}  // namespace hpctrain

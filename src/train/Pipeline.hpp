@@ -1,0 +1,133 @@
+#pragma once
+// Pipeline parallelism: one rank's part of a model split into stages, and the small
+// interpreter that runs its schedule (train/PipelineSchedule) for one optimizer step.
+//
+// The model is a chain of pieces (models/Model.hpp: stem, blocks, head). A stage plan cuts
+// the blocks into p x v consecutive virtual stages; rank s of the pipeline runs virtual
+// stages s, s + p, ... (its chunks). Every rank builds the whole model from the seed, so the
+// initial parameters equal a single rank's, then drops the pieces it does not run.
+//
+// Activations and their gradients travel point to point on the grid's pipeline axis with
+// non-blocking MPI: receives are posted ahead of the action that needs them (two per
+// direction), sends complete in the background and are waited for at the end of the step.
+// Shapes and dtypes at every stage boundary are agreed once, at construction, by running
+// each chunk on two samples of zeros; a message is then just its bytes. On GPUs the bytes
+// are staged through host memory (NCCL send/recv is the next step, docs/parallelism.md).
+//
+// Gradient accumulation: the caller's GradientReducer is held for the step and each chunk's
+// parameters are released just before that chunk's last backward, so the data-parallel
+// reduction of a stage's gradients starts inside its last backward, overlapped as without a
+// pipeline.
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/ProcessGrid.hpp"
+#include "train/PipelineSchedule.hpp"
+
+namespace hpctrain {
+
+struct ModelImpl;
+class GradientReducer;
+class Request;
+
+// Where the virtual stages start: pieces [begin(k), end(k)) of the model run on virtual
+// stage k (the stem with the first, the head with the last).
+struct StagePlan {
+  ScheduleKind kind = ScheduleKind::OneFOneB;
+  PipelineShape shape;
+  std::int64_t blocks = 0;
+  std::vector<std::int64_t> first_block;  // per virtual stage, first block (from 0); [0] == 0
+
+  int virtual_stages() const { return shape.stages * shape.chunks; }
+  std::int64_t piece_begin(int k) const { return k == 0 ? 0 : first_block[static_cast<std::size_t>(k)] + 1; }
+  std::int64_t piece_end(int k) const {
+    return k + 1 == virtual_stages() ? blocks + 2 : first_block[static_cast<std::size_t>(k) + 1] + 1;
+  }
+  // "blocks 0-3 | 4-7" (with the stem and head named on the first and last).
+  std::string describe() const;
+};
+
+// Time of this rank's pipeline steps, accumulated (seconds).
+struct PipelineTimes {
+  double forward = 0;   // forward pieces (and the loss on the last stage)
+  double backward = 0;  // backward pieces
+  double wait = 0;      // waiting for activations, gradients, and own sends at the step's end
+  double steps = 0;     // whole steps: what is neither compute nor wait is the interpreter
+  std::int64_t count = 0;
+};
+
+class PipelineEngine {
+ public:
+  // Loss sum of a microbatch from its fp32 outputs and targets (the last stage only).
+  using LossFn = std::function<torch::Tensor(const torch::Tensor& outputs, const torch::Tensor& targets)>;
+
+  // Collective over grid.pipeline(): agrees on the activation shapes. `sample_shape` is one
+  // input sample's; `precision` the autocast mode.
+  PipelineEngine(ModelImpl& model, const ProcessGrid& grid, StagePlan plan, torch::Device device,
+                 std::vector<std::int64_t> sample_shape, std::string precision, bool channels_last);
+  ~PipelineEngine();
+  PipelineEngine(const PipelineEngine&) = delete;
+  PipelineEngine& operator=(const PipelineEngine&) = delete;
+
+  // The parameters of this rank's chunks, in the model's order (what it optimizes and reduces).
+  const std::vector<torch::Tensor>& parameters() const { return owned_; }
+  // Frees the parameters and buffers of the pieces this rank does not run.
+  void drop_other_pieces();
+  bool runs_piece(std::int64_t piece) const;
+  bool last_stage() const;
+
+  struct StepOutput {
+    torch::Tensor outputs;   // last stage: the batch's fp32 outputs [n, ...] (detached); else undefined
+    torch::Tensor loss_sum;  // last stage: the batch's summed loss (fp32, unscaled); else undefined
+  };
+  // One step's forwards and backwards over this replica's batch, split into the plan's
+  // microbatches; gradients accumulate into the parameters' .grad. Each microbatch's loss sum
+  // is multiplied by `scale` (loss scale / global batch) before its backward. Every stage of
+  // a replica passes the same batch (the first reads the inputs, the last the targets).
+  StepOutput train_step(const torch::Tensor& input, const torch::Tensor& targets, const LossFn& loss, double scale,
+                        GradientReducer* reducer);
+  // Forward only (evaluation, prediction), no gradients: the last stage's fp32 outputs, undefined elsewhere.
+  torch::Tensor forward(const torch::Tensor& input);
+
+  const StagePlan& plan() const { return plan_; }
+  const PipelineTimes& times() const { return times_; }
+  const std::vector<PipeAction>& actions() const { return actions_; }
+
+ private:
+  struct Boundary {  // what virtual stage k receives: one sample's shape and the dtype
+    std::vector<std::int64_t> shape;
+    torch::ScalarType dtype = torch::kFloat;
+  };
+  struct Micro;    // one (microbatch, chunk)'s tensors during a step
+  struct Transit;  // messages in flight
+  void agree_shapes();
+  torch::Tensor run_chunk(int chunk, torch::Tensor x);
+  int virtual_of(int chunk) const { return chunk * plan_.shape.stages + grid_.stage(); }
+  int tag(int direction, int receiver_virtual, int microbatch) const;
+  torch::Tensor receive_buffer(int receiver_virtual, std::int64_t rows) const;
+
+  ModelImpl& model_;
+  const ProcessGrid& grid_;
+  StagePlan plan_;
+  torch::Device device_;
+  std::vector<std::int64_t> sample_shape_;
+  std::string precision_;
+  bool channels_last_;
+  std::vector<PipeAction> actions_;
+  std::vector<Boundary> inbound_;  // per virtual stage
+  std::vector<torch::Tensor> owned_;
+  std::vector<std::vector<torch::Tensor>> chunk_params_;
+  PipelineTimes times_;
+};
+
+// The plan for `model` on `stages` x `chunks` virtual stages: parallel.stage_split when
+// given, else balanced by `block_costs` (one per block). Throws ConfigError naming the key.
+StagePlan make_stage_plan(ScheduleKind kind, const PipelineShape& shape, std::int64_t blocks,
+                          const std::vector<std::int64_t>& explicit_split, const std::vector<double>& block_costs);
+
+}  // namespace hpctrain
