@@ -260,6 +260,7 @@ std::vector<SchemaEntry> output_entries() {
       {free(key("run.threads", K::Integer, "0", 0.0, 1024.0, {},
                 "Intra-op threads per rank (0: Slurm's CPUs per task when set, at most the rank's affinity mask; else "
                 "the cores of the rank's affinity mask, shared among the ranks on the node that overlap it).")),
+       bind(&Config::run, &RunConfig::threads)},
   };
 }
 

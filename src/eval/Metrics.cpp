@@ -203,6 +203,45 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
   return r;
 }
 
+void share_eval_result(EvalResult& r, const Communicator& comm, int root) {
+  if (comm.size() == 1) return;
+  // Scalars, then the three lists each preceded by its length, as doubles (counts below 2^53).
+  std::vector<double> packed{r.loss,
+                             static_cast<double>(r.count),
+                             r.accuracy,
+                             static_cast<double>(r.num_classes),
+                             r.mse,
+                             r.mae,
+                             r.quantile_loss};
+  auto pack = [&](const auto& values) {
+    packed.push_back(static_cast<double>(values.size()));
+    for (auto v : values) packed.push_back(static_cast<double>(v));
+  };
+  pack(r.confusion);
+  pack(r.quantile_coverage);
+  pack(r.mae_per_step);
+  std::int64_t size = static_cast<std::int64_t>(packed.size());
+  comm.broadcast(&size, sizeof(size), root);
+  packed.resize(static_cast<std::size_t>(size));
+  comm.broadcast(packed.data(), packed.size() * sizeof(double), root);
+  std::size_t at = 0;
+  auto next = [&] { return packed[at++]; };
+  r.loss = next();
+  r.count = static_cast<std::int64_t>(next());
+  r.accuracy = next();
+  r.num_classes = static_cast<std::int64_t>(next());
+  r.mse = next();
+  r.mae = next();
+  r.quantile_loss = next();
+  auto unpack = [&](auto& values) {
+    values.resize(static_cast<std::size_t>(next()));
+    for (auto& v : values) v = static_cast<std::remove_reference_t<decltype(v)>>(next());
+  };
+  unpack(r.confusion);
+  unpack(r.quantile_coverage);
+  unpack(r.mae_per_step);
+}
+
 LocalPredictions predict(torch::nn::Module& module, const Forward& forward, const Samples& samples,
                          const ShardedDataset& data, const LossSpec& loss, std::int64_t batch,
                          const std::function<void()>& between_batches) {

@@ -81,6 +81,9 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
                     const ShardedDataset& data, const LossSpec& loss, std::int64_t batch, const Communicator& comm,
                     const std::function<void()>& between_batches = {});
 
+// Copies `root`'s result to every rank of `comm` (a pipeline: the last stage computed it).
+void share_eval_result(EvalResult& result, const Communicator& comm, int root);
+
 // This rank's predictions on `samples`: per-sample loss (double [n]) and, for
 // classification, class probabilities (double [n, K], softmax in double precision);
 // for regression, point predictions in the original target units (double [n], or [n, S]

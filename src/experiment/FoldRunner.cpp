@@ -51,7 +51,9 @@ void train_and_score(const FoldTask& task, const Config& config, ShardedDataset&
   data.use_split(split, c.data, static_cast<std::uint64_t>(c.train.seed), group);
   MetricsLog no_log;
   std::unique_ptr<Trainer> trainer;
-  collective_check(group, [&] { trainer = std::make_unique<Trainer>(c, group, data, no_log); });
+  // Groups train data-parallel (RunDriver refuses pipeline stages in experiments).
+  ProcessGrid grid(group, 1, GridOrder::ReplicasInner);
+  collective_check(group, [&] { trainer = std::make_unique<Trainer>(c, grid, data, no_log); });
   trainer->stop_on_preemption();
   trainer->set_step_callback([&scheduler] { scheduler.poll(); });
   std::string prefix = task.fold >= 0 ? "fold " + std::to_string(task.fold) : std::string("holdout");

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "checkpoint/Checkpoint.hpp"
+#include "comm/ProcessGrid.hpp"
 #include "config/Resume.hpp"
 #include "data/ShardedDataset.hpp"
 #include "experiment/Experiment.hpp"
@@ -74,8 +75,9 @@ std::optional<CheckpointInfo> choose_resume(const Config& config, const std::str
   return info;
 }
 
-ShardedDataset load_data(const Config& config, const Communicator& world) {
-  ShardedDataset data = ShardedDataset::load(config.data, static_cast<std::uint64_t>(config.train.seed), world);
+// Collective over `shards` (the data-parallel axis), whose ranks each read one shard.
+ShardedDataset load_data(const Config& config, const Communicator& shards, const Communicator& world) {
+  ShardedDataset data = ShardedDataset::load(config.data, static_cast<std::uint64_t>(config.train.seed), shards);
   if (world.rank() == 0) {
     std::printf("data %s: %lld train / %zu validation / %lld test samples, shard read %.2f s, hashes %s\n",
                 config.data.path.c_str(), static_cast<long long>(data.train_count()), data.split().validation.size(),
@@ -104,11 +106,17 @@ void train_once(const ResolvedConfig& resolved, RunContext& context, const Commu
   context.resumed_from = resume ? resume->path : std::string();
   MetricsLog log;
   open_run_directory(run_dir, resolved.resolved_json, context, world, &log, resume.has_value());
-  ShardedDataset data = load_data(config, world);
+  // Pipeline stages x data-parallel replicas; each replica's stages read the same shard.
+  std::unique_ptr<ProcessGrid> grid;
+  collective_check(world, [&] {
+    grid = std::make_unique<ProcessGrid>(world, static_cast<int>(config.parallel.pipeline_stages),
+                                         parse_grid_order(config.parallel.grid_order));
+  });
+  ShardedDataset data = load_data(config, grid->data(), world);
 
   std::unique_ptr<Trainer> trainer;
   collective_check(world, [&] {
-    trainer = std::make_unique<Trainer>(config, world, data, log);
+    trainer = std::make_unique<Trainer>(config, *grid, data, log);
     trainer->enable_checkpoints(checkpoint_dir, resolved.resolved_json);
     trainer->set_profile_prefix(run_dir + "/profile");
     if (resume) trainer->resume_from(*resume);
@@ -130,6 +138,12 @@ void train_once(const ResolvedConfig& resolved, RunContext& context, const Commu
 void run_experiment_and_retrain(const ResolvedConfig& resolved, RunContext& context, const Communicator& world) {
   const Config& config = resolved.config;
   const std::string run_dir = config.run.dir;
+  if (config.parallel.pipeline_stages > 1) {
+    throw ConfigError(
+        "parallel.pipeline_stages: cross-validation and search groups train data-parallel; pipeline stages inside "
+        "groups are not supported yet (set parallel.pipeline_stages=1, or train once without cv.folds and "
+        "search.method)");
+  }
   open_run_directory(run_dir, resolved.resolved_json, context, world);
   // SIGTERM/SIGUSR1 stop the running tasks at their next step; finished ones are recorded.
   install_preemption_handlers();

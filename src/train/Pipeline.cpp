@@ -196,7 +196,8 @@ void PipelineEngine::agree_shapes() {
 }
 
 PipelineEngine::StepOutput PipelineEngine::train_step(const torch::Tensor& input, const torch::Tensor& targets,
-                                                      const LossFn& loss_fn, double scale, GradientReducer* reducer) {
+                                                      const LossFn& loss_fn, const ToBackward& to_backward,
+                                                      GradientReducer* reducer) {
   const double t0 = wall_seconds();
   const Communicator& pipe = grid_.pipeline();
   const int p = plan_.shape.stages, m = plan_.shape.microbatches, v = plan_.shape.chunks;
@@ -293,7 +294,7 @@ PipelineEngine::StepOutput PipelineEngine::train_step(const torch::Tensor& input
         auto& done = backwards_done[static_cast<std::size_t>(a.chunk)];
         if (reducer != nullptr && done + 1 == m) reducer->release(chunk_params_[static_cast<std::size_t>(a.chunk)]);
         if (k == last) {
-          (mc.loss * scale).backward();
+          to_backward(mc.loss).backward();
         } else {
           torch::autograd::backward({mc.output}, {mc.grad_buffer.to(device_)});
         }

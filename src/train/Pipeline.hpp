@@ -65,6 +65,9 @@ class PipelineEngine {
  public:
   // Loss sum of a microbatch from its fp32 outputs and targets (the last stage only).
   using LossFn = std::function<torch::Tensor(const torch::Tensor& outputs, const torch::Tensor& targets)>;
+  // What backward starts from, given a microbatch's loss sum (the sum / global batch, times
+  // the fp16 loss scale).
+  using ToBackward = std::function<torch::Tensor(const torch::Tensor& loss_sum)>;
 
   // Collective over grid.pipeline(): agrees on the activation shapes. `sample_shape` is one
   // input sample's; `precision` the autocast mode.
@@ -86,11 +89,11 @@ class PipelineEngine {
     torch::Tensor loss_sum;  // last stage: the batch's summed loss (fp32, unscaled); else undefined
   };
   // One step's forwards and backwards over this replica's batch, split into the plan's
-  // microbatches; gradients accumulate into the parameters' .grad. Each microbatch's loss sum
-  // is multiplied by `scale` (loss scale / global batch) before its backward. Every stage of
-  // a replica passes the same batch (the first reads the inputs, the last the targets).
-  StepOutput train_step(const torch::Tensor& input, const torch::Tensor& targets, const LossFn& loss, double scale,
-                        GradientReducer* reducer);
+  // microbatches; gradients accumulate into the parameters' .grad. Backward starts from
+  // to_backward(each microbatch's loss sum). Every stage of a replica passes the same batch
+  // (the first reads the inputs, the last the targets).
+  StepOutput train_step(const torch::Tensor& input, const torch::Tensor& targets, const LossFn& loss,
+                        const ToBackward& to_backward, GradientReducer* reducer);
   // Forward only (evaluation, prediction), no gradients: the last stage's fp32 outputs, undefined elsewhere.
   torch::Tensor forward(const torch::Tensor& input);
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <memory>
 #include <mutex>
+#include <tuple>
 
 #include "comm/GradientReducer.hpp"
 #include "config/MetricCatalog.hpp"
@@ -16,6 +17,7 @@
 #include "train/Checkpointer.hpp"
 #include "train/Device.hpp"
 #include "train/Optimizers.hpp"
+#include "train/Pipeline.hpp"
 #include "train/Profiler.hpp"
 #include "train/Schedule.hpp"
 #include "train/StepGraph.hpp"
@@ -98,8 +100,8 @@ Trainer::Loop::Loop(Trainer& t, const LoopPosition& from, const RankState& resum
       step(from.step),
       best(from.best),
       epochs_without_improvement(from.epochs_without_improvement),
-      same_ranks(!t.resume_ || t.resume_->world_size == t.comm_.size()),
-      checkpointer(t.config_.checkpoint, t.comm_, t.checkpoint_dir_, t.resolved_json_,
+      same_ranks(!t.resume_ || t.resume_->world_size == t.grid_.group().size()),
+      checkpointer(t.config_.checkpoint, t.grid_.group(), t.checkpoint_dir_, t.resolved_json_,
                    t.checkpoint_dir_.empty() ? std::string() : t.model_description(), t.stop_on_preemption_, from.step),
       epoch_loss(torch::zeros({}, torch::dtype(torch::kDouble).device(t.device_))),
       correct(torch::zeros({}, torch::dtype(torch::kLong).device(t.device_))) {
@@ -168,12 +170,12 @@ TrainResult Trainer::run() {
 LoopPosition Trainer::start_run(RankState& mine) {
   if (!reducer_) {
     nccl_ = std::make_unique<NcclCommunicator>(comm_, device_, config_.comm.nccl_timeout);
-    reducer_ =
-        std::make_unique<GradientReducer>(model_->parameters(), config_.comm.bucket_mb, comm_, overlap_, nccl_.get());
+    reducer_ = std::make_unique<GradientReducer>(pipeline_ ? pipeline_->parameters() : model_->parameters(),
+                                                 config_.comm.bucket_mb, comm_, overlap_, nccl_.get());
   }
   // Dropout draws differ per rank, reproducibly.
   torch::manual_seed(stream_seed(static_cast<std::uint64_t>(config_.train.seed), Stream::Model,
-                                 static_cast<std::uint64_t>(comm_.rank()) + 1));
+                                 static_cast<std::uint64_t>(grid_.group().rank()) + 1));
   LoopPosition at;
   if (resume_) {
     // Every rank restores its own state: no broadcast, which would replace this rank's
@@ -283,18 +285,25 @@ void Trainer::train_step(Loop& loop) {
   };
   GradientReducer& reducer = *reducer_;
   const double clip = config_.train.grad_clip_norm;
-  {
-    AutocastScope autocast(config_.precision.mode, device_.type());
-    loop.logits = model_->forward(config_.model.channels_last ? loop.input.contiguous(torch::MemoryFormat::ChannelsLast)
-                                                              : loop.input);
-    // Sum over local samples / global batch: the reduced sum is the global mean. The
-    // loss is computed in fp32 whatever the autocast.
-    loop.local_sum = loss_sum(loss_, loop.logits.to(torch::kFloat), loop.targets);
+  if (pipeline_ || config_.parallel.microbatches > 1) {
+    // Forwards and backwards of the microbatches interleave: charged to backward (the
+    // pipeline's own times split them, report.json "pipeline").
+    std::tie(loop.local_sum, loop.logits) = forward_backward_microbatches(loop.input, loop.targets, loop.inv_batch);
+    mark_eager(Phase::Backward);
+  } else {
+    {
+      AutocastScope autocast(config_.precision.mode, device_.type());
+      loop.logits = model_->forward(
+          config_.model.channels_last ? loop.input.contiguous(torch::MemoryFormat::ChannelsLast) : loop.input);
+      // Sum over local samples / global batch: the reduced sum is the global mean. The
+      // loss is computed in fp32 whatever the autocast.
+      loop.local_sum = loss_sum(loss_, loop.logits.to(torch::kFloat), loop.targets);
+    }
+    auto loss = loop.local_sum * loop.inv_batch;
+    mark_eager(Phase::Forward);
+    scaler_.scale_loss(loss).backward();
+    mark_eager(Phase::Backward);
   }
-  auto loss = loop.local_sum * loop.inv_batch;
-  mark_eager(Phase::Forward);
-  scaler_.scale_loss(loss).backward();
-  mark_eager(Phase::Backward);
   reducer.finish();
   mark_eager(Phase::CommExposed);
   // fp16: unscale the reduced gradients (equal on every rank, so every rank decides the
@@ -307,9 +316,15 @@ void Trainer::train_step(Loop& loop) {
     optimizer_->step();
     if (found_inf.defined()) scaler_.update(found_inf);
   } else {
-    const bool found_inf = scaler_.unscale(reducer.buckets());
+    bool found_inf = scaler_.unscale(reducer.buckets());
+    if (pipeline_ && scaler_.enabled()) {
+      // Every stage skips the step when any stage's gradients overflowed.
+      double any = found_inf ? 1.0 : 0.0;
+      grid_.pipeline().allreduce_max(&any, 1);
+      found_inf = any > 0;
+    }
     if (!found_inf) {
-      if (clip > 0) reducer.clip_to_norm(clip);
+      if (clip > 0) clip_gradients(clip);
       optimizer_->step();
     }
     scaler_.update(found_inf);
@@ -317,7 +332,10 @@ void Trainer::train_step(Loop& loop) {
   mark_eager(Phase::Optimizer);
   torch::NoGradGuard no_grad;
   loop.epoch_loss += loop.local_sum.detach().to(torch::kDouble);
-  if (data_.classification()) loop.correct += predicted_classes(loop.logits).eq(loop.targets).sum();
+  // Outputs exist on the last pipeline stage (every rank without a pipeline).
+  if (data_.classification() && loop.logits.defined()) {
+    loop.correct += predicted_classes(loop.logits).eq(loop.targets).sum();
+  }
 }
 
 // After `done` steps of the epoch: a checkpoint when one is due, and the end of the run
@@ -362,15 +380,16 @@ std::string Trainer::write_checkpoint(Loop& loop, std::int64_t epoch, std::int64
 
 // The step line: the global batch's loss (one reduction) and the epoch's throughput so far.
 void Trainer::log_step(Loop& loop, const Epoch& epoch, std::int64_t done) {
-  double global_loss = loop.local_sum.item<double>();
-  comm_.allreduce_sum(&global_loss, 1);
-  global_loss *= loop.inv_batch;
-  check_finite(global_loss, loop.step);
+  std::vector<double> global_loss{loop.local_sum.item<double>()};
+  comm_.allreduce_sum(global_loss.data(), 1);
+  from_last_stage(global_loss);
+  global_loss[0] *= loop.inv_batch;
+  check_finite(global_loss[0], loop.step);
   const double elapsed = wall_seconds() - epoch.start;
   StepFigures figures;
   figures.step = loop.step;
   figures.epoch = epoch.index;
-  figures.loss = global_loss;
+  figures.loss = global_loss[0];
   figures.lr = epoch.lr;
   figures.samples_per_s = static_cast<double>(done * config_.train.batch_size) / std::max(elapsed, 1e-9);
   figures.elapsed_s = wall_seconds() - loop.start;
@@ -391,6 +410,7 @@ EpochRecord Trainer::epoch_figures(Loop& loop, const Epoch& epoch) {
   std::vector<double> sums{loop.epoch_loss.item<double>(), static_cast<double>(loop.correct.item<std::int64_t>()),
                            seen};
   comm_.allreduce_sum(sums.data(), sums.size());
+  from_last_stage(sums);
   rec.train_loss = sums[0] / std::max(1.0, sums[2]);
   rec.train_accuracy = sums[1] / std::max(1.0, sums[2]);
   check_finite(rec.train_loss, loop.step);

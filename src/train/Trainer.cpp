@@ -8,6 +8,7 @@
 #include "models/Model.hpp"
 #include "train/Device.hpp"
 #include "train/Optimizers.hpp"
+#include "train/Pipeline.hpp"
 #include "train/Schedule.hpp"
 #include "util/Error.hpp"
 #include "util/Json.hpp"
@@ -16,9 +17,10 @@
 namespace hpctrain {
 namespace json = boost::json;
 
-Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDataset& data, MetricsLog& log)
+Trainer::Trainer(const Config& config, const ProcessGrid& grid, const ShardedDataset& data, MetricsLog& log)
     : config_(config),
-      comm_(comm),
+      grid_(grid),
+      comm_(grid.data()),
       data_(data),
       log_(log),
       device_(compute_device().device),
@@ -58,6 +60,9 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDa
   model_ = build_model(config_.model, InputSpec{data_.meta().sample_shape, output_size()}, group);
   model_->to(device_);
   if (config_.model.channels_last) to_channels_last(*model_);
+  build_pipeline();
+  // What this rank optimizes and reduces: the whole model, or its pipeline stage's part.
+  const std::vector<torch::Tensor> trained = pipeline_ ? pipeline_->parameters() : model_->parameters();
   // Overlap needs a second thread calling MPI (never at the same time as the main one).
   const bool overlap = config_.comm.overlap && MpiRuntime::thread_level() >= MPI_THREAD_SERIALIZED;
   // NCCL for GPU parameters when compiled in (auto), else MPI (GPU buckets staged through host memory).
@@ -74,18 +79,19 @@ Trainer::Trainer(const Config& config, const Communicator& comm, const ShardedDa
   // The NCCL communicator is made at the start of run(), after every rank has built its
   // model: a rank failing here must not leave the others inside NCCL's setup broadcast.
   if (backend_ == "mpi" || comm_.size() == 1) {
-    reducer_ = std::make_unique<GradientReducer>(model_->parameters(), config_.comm.bucket_mb, comm_, overlap,
+    reducer_ = std::make_unique<GradientReducer>(trained, config_.comm.bucket_mb, comm_, overlap,
                                                  /*nccl=*/nullptr, /*alone_without_buckets=*/true);
   }
   overlap_ = overlap;
-  optimizer_ = make_optimizer(config_.optimizer, model_->parameters(), use_fused_optimizer(config_.optimizer, device_));
+  // A pipeline decides the fp16 skip across its stages on the host: no device-side step.
+  optimizer_ = make_optimizer(config_.optimizer, trained, !pipeline_ && use_fused_optimizer(config_.optimizer, device_));
   device_side_ = is_fused(*optimizer_);
   if (device_side_) scaler_.keep_on_device(device_);
   graphs_ = config_.device.cuda_graphs && device_.is_cuda();
   if (graphs_) {
-    if (comm_.size() > 1) {
+    if (grid_.group().size() > 1) {
       throw ConfigError("device.cuda_graphs: a captured step runs on one rank per training run (this run has " +
-                        std::to_string(comm_.size()) + "); the gradient reduction is not captured");
+                        std::to_string(grid_.group().size()) + "); the gradient reduction is not captured");
     }
     if (!device_side_) {
       throw ConfigError(
@@ -112,12 +118,20 @@ Trainer::~Trainer() = default;
 EvalResult Trainer::evaluate_split(const Samples& split) {
   // Batch-norm statistics differ per rank after training: evaluate the averaged model.
   average_module_buffers(*model_, comm_);
-  return evaluate(
+  EvalResult result = evaluate(
       *model_, [&](torch::Tensor x) { return forward_to_cpu(x); }, split, data_, loss_, config_.train.eval_batch_size,
       comm_, step_callback_);
+  if (pipeline_) share_eval_result(result, grid_.pipeline(), grid_.stages() - 1);
+  return result;
 }
 
 torch::Tensor Trainer::forward_to_cpu(const torch::Tensor& input) {
+  if (pipeline_) {
+    // Outputs exist on the last stage; the others score placeholders that are then replaced
+    // by the last stage's figures (evaluate_split).
+    auto out = pipeline_->forward(input);
+    return out.defined() ? out.to(torch::kCPU) : torch::zeros({input.size(0), output_size()});
+  }
   auto x = input.to(device_, /*non_blocking=*/true);
   if (config_.model.channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
   AutocastScope autocast(config_.precision.mode, device_.type());

@@ -12,6 +12,7 @@
 #include "checkpoint/Checkpoint.hpp"
 #include "comm/Communicator.hpp"
 #include "comm/GradientReducer.hpp"
+#include "comm/ProcessGrid.hpp"
 #include "config/Config.hpp"
 #include "data/ShardedDataset.hpp"
 #include "eval/Metrics.hpp"
@@ -45,9 +46,19 @@ struct TrainResult {
   std::int64_t skipped_steps = 0;
   double loss_scale = 1.0;
   bool cuda_graphs = false;  // the steps were replayed from a captured CUDA graph
+  // Pipeline parallelism (parallel.pipeline_stages > 1): this rank's stage, its blocks and times.
+  GridLayout grid;
+  int stage = 0;
+  std::string stage_split;  // StagePlan::describe()
+  std::string schedule;     // parallel.schedule, or "" without a pipeline
+  std::int64_t microbatches = 1;
+  std::int64_t stage_parameters = 0;  // parameters this rank holds
+  double pipeline_forward = 0, pipeline_backward = 0, pipeline_wait = 0, pipeline_steps = 0;
+  double theoretical_bubble = 0;
 };
 
 class GradientReducer;
+class PipelineEngine;
 struct ModelImpl;
 class LrSchedule;
 struct Batch;
@@ -56,7 +67,10 @@ class Trainer {
  public:
   // Checks the config against the data and builds model, buckets and optimizer. Local:
   // throws the same ConfigError on every rank for a bad setting (wrap in collective_check).
-  Trainer(const Config& config, const Communicator& comm, const ShardedDataset& data, MetricsLog& log);
+  // `grid` lays out the run's ranks as pipeline stages x data-parallel replicas (one stage:
+  // plain data parallelism); `data` was loaded over grid.data(), so every stage of a replica
+  // holds the same shard.
+  Trainer(const Config& config, const ProcessGrid& grid, const ShardedDataset& data, MetricsLog& log);
   ~Trainer();
   // Collective over the communicator.
   TrainResult run();
@@ -107,8 +121,22 @@ class Trainer {
   // The model's forward on the device under the configured autocast, output as fp32 on
   // the CPU (evaluation and prediction compute their metrics there).
   torch::Tensor forward_to_cpu(const torch::Tensor& input);
+  // parallel.*: checks the shape against the batch and the model, plans the stages and
+  // builds this rank's engine (the model is whole until then).
+  void build_pipeline();
+  // A step's forward and backward over parallel.microbatches microbatches: the whole model,
+  // or this rank's pipeline stage. Returns the summed loss and the outputs (the last stage's
+  // only; undefined elsewhere). `inv_batch` is 1 / the global batch.
+  std::pair<torch::Tensor, torch::Tensor> forward_backward_microbatches(const torch::Tensor& input,
+                                                                        const torch::Tensor& targets, double inv_batch);
+  // Gradient clipping over the global norm of every stage's (reduced) gradients.
+  void clip_gradients(double max_norm);
+  // Figures only the last pipeline stage computes (loss, accuracy, evaluation), copied to
+  // every stage of its replica.
+  void from_last_stage(std::vector<double>& values) const;
   const Config& config_;
-  const Communicator& comm_;
+  const ProcessGrid& grid_;
+  const Communicator& comm_;  // data parallel: this stage's replicas (all ranks with one stage)
   const ShardedDataset& data_;
   MetricsLog& log_;
   std::int64_t per_epoch_ = 0;
@@ -117,6 +145,7 @@ class Trainer {
   std::string backend_ = "mpi";  // the gradient reduction: "mpi" or "nccl"
   bool overlap_ = false;
   std::unique_ptr<NcclCommunicator> nccl_;  // before reducer_: outlives it
+  std::unique_ptr<PipelineEngine> pipeline_;  // with parallel.pipeline_stages > 1
   std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<LrSchedule> schedule_;

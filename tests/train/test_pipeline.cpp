@@ -92,7 +92,7 @@ void expect_pipeline_matches(const Family& f, ScheduleKind kind, int stages, int
   const auto rows_x = x.narrow(0, grid.replica() * per, per), rows_y = y.narrow(0, grid.replica() * per, per);
   auto out = engine.train_step(
       rows_x, rows_y, [&](const torch::Tensor& o, const torch::Tensor& t) { return loss_sum(loss, o, t); },
-      1.0 / static_cast<double>(kBatch), nullptr);
+      [](const torch::Tensor& sum) { return sum / static_cast<double>(kBatch); }, nullptr);
   // Data parallel: the replicas' gradients sum to the global batch's.
   for (const auto& p : engine.parameters()) {
     ASSERT_TRUE(p.grad().defined());

@@ -1,0 +1,162 @@
+// The trainer's model parallelism: microbatches (gradient accumulation), pipeline stages
+// (train/Pipeline) and what a step then needs across stages (the global gradient norm, the
+// fp16 skip, figures that only the last stage computes).
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "comm/GradientReducer.hpp"
+#include "models/Model.hpp"
+#include "train/Device.hpp"
+#include "train/MixedPrecision.hpp"
+#include "train/Pipeline.hpp"
+#include "train/Trainer.hpp"
+#include "util/Error.hpp"
+#include "util/SystemStats.hpp"
+
+namespace hpctrain {
+namespace {
+
+// Forward + backward seconds of each block on `rows` samples of zeros (the stem's and the
+// head's added to the first and last block), the fastest of three rounds. In evaluation
+// mode, so no batch-norm statistics or dropout draws change: the measurement leaves the
+// model as it found it, and a run's results do not depend on it.
+std::vector<double> measure_block_costs(ModelImpl& model, const std::vector<std::int64_t>& sample, std::int64_t rows,
+                                        const torch::Device& device, const std::string& precision) {
+  const std::int64_t blocks = model.pipeline_blocks();
+  std::vector<double> piece(static_cast<std::size_t>(blocks + 2), 1e300);
+  const bool training = model.is_training();
+  model.eval();
+  std::vector<std::int64_t> shape{rows};
+  shape.insert(shape.end(), sample.begin(), sample.end());
+  for (int round = 0; round < 3; ++round) {
+    torch::Tensor x = torch::zeros(shape, torch::TensorOptions(device));
+    for (std::int64_t i = 0; i < blocks + 2; ++i) {
+      auto in = x.detach();
+      if (i > 0 && in.is_floating_point()) in.requires_grad_(true);
+      synchronize(device);
+      const double t0 = wall_seconds();
+      torch::Tensor y;
+      {
+        AutocastScope autocast(precision, device.type());
+        y = model.run_piece(i, in);
+      }
+      y.to(torch::kFloat).sum().backward();
+      synchronize(device);
+      auto& best = piece[static_cast<std::size_t>(i)];
+      best = std::min(best, wall_seconds() - t0);
+      x = y.detach();
+    }
+  }
+  for (auto& p : model.parameters()) p.mutable_grad().reset();
+  model.train(training);
+  std::vector<double> costs(piece.begin() + 1, piece.end() - 1);
+  costs.front() += piece.front();
+  costs.back() += piece.back();
+  return costs;
+}
+
+}  // namespace
+
+void Trainer::build_pipeline() {
+  const ParallelConfig& pc = config_.parallel;
+  const std::int64_t batch = config_.train.batch_size, replicas = comm_.size(), m = pc.microbatches;
+  if (pc.pipeline_stages != grid_.stages()) throw std::logic_error("Trainer: the grid has other stages than the config");
+  if (pc.pipeline_stages == 1 && m == 1) return;
+  if (batch % replicas != 0 || (batch / replicas) % m != 0) {
+    throw ConfigError("parallel.microbatches: " + std::to_string(m) + " microbatches do not divide the per-replica batch (" +
+                      "train.batch_size " + std::to_string(batch) + " over " + std::to_string(replicas) +
+                      " data-parallel replicas); use a train.batch_size that is a multiple of " +
+                      std::to_string(replicas * m));
+  }
+  if (config_.device.cuda_graphs && device_.is_cuda()) {
+    throw ConfigError("device.cuda_graphs: a captured step runs one forward and backward; parallel.microbatches and "
+                      "parallel.pipeline_stages need it off");
+  }
+  if (pc.pipeline_stages == 1) return;
+  const ScheduleKind kind = parse_schedule_kind(pc.schedule);
+  const PipelineShape shape{static_cast<int>(pc.pipeline_stages), static_cast<int>(m),
+                            kind == ScheduleKind::Interleaved ? static_cast<int>(pc.chunks) : 1};
+  check_pipeline_shape(kind, shape);
+  const std::int64_t blocks = model_->pipeline_blocks();
+  if (blocks == 0) {
+    throw ConfigError("parallel.pipeline_stages: model.name=" + config_.model.name +
+                      " is not a chain of blocks a pipeline can split (mlp, cnn, resnet and transformer are)");
+  }
+  const std::int64_t parts = static_cast<std::int64_t>(shape.stages) * shape.chunks;
+  if (blocks < parts) {
+    throw ConfigError("parallel.pipeline_stages: " + std::to_string(parts) + " stages" +
+                      (shape.chunks > 1 ? " x chunks" : "") + " are more than the model's " + std::to_string(blocks) +
+                      " blocks");
+  }
+  std::vector<double> costs;
+  if (pc.stage_split.empty()) {
+    // Measured on the group's first rank and shared, so every rank plans the same split.
+    costs.assign(static_cast<std::size_t>(blocks), 0.0);
+    if (grid_.group().rank() == 0) {
+      costs = measure_block_costs(*model_, data_.meta().sample_shape, batch / replicas / m, device_,
+                                  config_.precision.mode);
+    }
+    grid_.group().broadcast(costs.data(), costs.size() * sizeof(double), 0);
+  }
+  StagePlan plan = make_stage_plan(kind, shape, blocks, pc.stage_split, costs);
+  pipeline_ = std::make_unique<PipelineEngine>(*model_, grid_, std::move(plan), device_, data_.meta().sample_shape,
+                                               config_.precision.mode, config_.model.channels_last);
+  pipeline_->drop_other_pieces();
+}
+
+std::pair<torch::Tensor, torch::Tensor> Trainer::forward_backward_microbatches(const torch::Tensor& input,
+                                                                                const torch::Tensor& targets,
+                                                                                double inv_batch) {
+  auto sum_of = [&](const torch::Tensor& outputs, const torch::Tensor& t) { return loss_sum(loss_, outputs, t); };
+  auto to_backward = [&](const torch::Tensor& sum) { return scaler_.scale_loss(sum * inv_batch); };
+  if (pipeline_) {
+    auto out = pipeline_->train_step(input, targets, sum_of, to_backward, reducer_.get());
+    if (!out.loss_sum.defined()) out.loss_sum = torch::zeros({}, torch::TensorOptions(torch::kFloat).device(device_));
+    return {out.loss_sum, out.outputs};
+  }
+  // Gradient accumulation: the reducer starts with the last microbatch's backward.
+  const std::int64_t m = config_.parallel.microbatches, rows = input.size(0) / m;
+  reducer_->hold();
+  torch::Tensor total;
+  std::vector<torch::Tensor> outputs;
+  for (std::int64_t k = 0; k < m; ++k) {
+    auto x = input.narrow(0, k * rows, rows);
+    if (config_.model.channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    torch::Tensor out, sum;
+    {
+      AutocastScope autocast(config_.precision.mode, device_.type());
+      out = model_->forward(x).to(torch::kFloat);
+      sum = sum_of(out, targets.narrow(0, k * rows, rows));
+    }
+    if (k + 1 == m) reducer_->release(model_->parameters());
+    to_backward(sum).backward();
+    total = total.defined() ? total + sum.detach() : sum.detach();
+    outputs.push_back(out.detach());
+  }
+  return {total, torch::cat(outputs)};
+}
+
+void Trainer::clip_gradients(double max_norm) {
+  if (!pipeline_) {
+    reducer_->clip_to_norm(max_norm);
+    return;
+  }
+  // Every stage holds other parameters: the global norm sums their squares.
+  const auto& gradients = reducer_->buckets();
+  torch::NoGradGuard no_grad;
+  double squares = 0;
+  if (!gradients.empty()) {
+    squares = torch::stack(torch::_foreach_norm(gradients)).to(torch::kDouble).pow(2).sum().item<double>();
+  }
+  grid_.pipeline().allreduce_sum(&squares, 1);
+  const double factor = std::min(1.0, max_norm / (std::sqrt(squares) + 1e-6));
+  if (factor < 1.0) torch::_foreach_mul_(gradients, factor);
+}
+
+void Trainer::from_last_stage(std::vector<double>& values) const {
+  if (!pipeline_) return;
+  grid_.pipeline().broadcast(values.data(), values.size() * sizeof(double), grid_.stages() - 1);
+}
+
+}  // namespace hpctrain
