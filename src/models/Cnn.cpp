@@ -5,7 +5,8 @@ namespace hpctrain {
 namespace {
 
 // Convolution stages (3x3 conv, optional normalization, ReLU, 2x2 max pool; each a block for
-// checkpointing), then a fully connected layer, dropout and the classifier.
+// checkpointing and a pipeline piece), then a fully connected layer, dropout and the
+// classifier (the head piece, with the flattening). The stem piece passes the images on.
 struct CnnImpl : StagedModel {
   CnnImpl(const ModelConfig& c, const InputSpec& in, const GroupSum& group) {
     if (in.sample_shape.size() != 3) {
@@ -26,7 +27,7 @@ struct CnnImpl : StagedModel {
       if (norm != "none") features->push_back(norm_layer(norm, c.channels[i], 2, group));
       features->push_back(torch::nn::ReLU());
       features->push_back(torch::nn::MaxPool2d(2));
-      add_sequential_stage(*this, features, begin, features->size());
+      add_sequential_stage(features, "features", begin, features->size());
       channels = c.channels[i];
       h /= 2;
       w /= 2;
@@ -37,10 +38,15 @@ struct CnnImpl : StagedModel {
     head->push_back(torch::nn::Linear(c.fc_width, in.outputs));
     register_module("features", features);
     register_module("head", head);
+    assign_piece("head", pipeline_blocks() + 1);
     plan_stages(c);
   }
-  torch::Tensor forward(torch::Tensor x) override {
-    for (std::size_t i = 0; i < stages_.size(); ++i) x = stage(i, x);
+  torch::Tensor forward(torch::Tensor x) override { return run_pieces(std::move(x)); }
+  std::int64_t pipeline_blocks() const override { return static_cast<std::int64_t>(stages_.size()); }
+  torch::Tensor run_piece(std::int64_t piece, torch::Tensor x) override {
+    check_piece(piece);
+    if (piece == 0) return x;
+    if (piece <= pipeline_blocks()) return stage(static_cast<std::size_t>(piece - 1), x);
     return head->forward(x.flatten(1));
   }
   torch::nn::Sequential features;

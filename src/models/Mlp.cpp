@@ -5,7 +5,8 @@ namespace hpctrain {
 namespace {
 
 // Multilayer perceptron on flattened inputs; each hidden layer (linear, normalization,
-// ReLU, dropout) is a block for checkpointing.
+// ReLU, dropout) is a block for checkpointing and a pipeline piece. Stem: the flattening
+// (no parameters); head: the last linear layer.
 struct MlpImpl : StagedModel {
   MlpImpl(const ModelConfig& c, const InputSpec& in, const GroupSum& group) {
     std::int64_t width = 1;
@@ -17,16 +18,20 @@ struct MlpImpl : StagedModel {
       if (norm != "none") layers->push_back(norm_layer(norm, c.hidden[i], 0, group));
       layers->push_back(torch::nn::ReLU());
       if (c.dropout > 0) layers->push_back(torch::nn::Dropout(c.dropout));
-      add_sequential_stage(*this, layers, begin, layers->size());
+      add_sequential_stage(layers, "layers", begin, layers->size());
       width = c.hidden[i];
     }
+    assign_piece("layers." + std::to_string(layers->size()), pipeline_blocks() + 1);
     layers->push_back(torch::nn::Linear(width, in.outputs));
     register_module("layers", layers);
     plan_stages(c);
   }
-  torch::Tensor forward(torch::Tensor x) override {
-    x = x.flatten(1);
-    for (std::size_t i = 0; i < stages_.size(); ++i) x = stage(i, x);
+  torch::Tensor forward(torch::Tensor x) override { return run_pieces(std::move(x)); }
+  std::int64_t pipeline_blocks() const override { return static_cast<std::int64_t>(stages_.size()); }
+  torch::Tensor run_piece(std::int64_t piece, torch::Tensor x) override {
+    check_piece(piece);
+    if (piece == 0) return x.flatten(1);
+    if (piece <= pipeline_blocks()) return stage(static_cast<std::size_t>(piece - 1), x);
     return (layers->end() - 1)->forward(x);
   }
   torch::nn::Sequential layers;

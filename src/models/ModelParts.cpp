@@ -4,16 +4,19 @@
 
 namespace hpctrain {
 
-void add_sequential_stage(StagedModel& model, torch::nn::Sequential seq, std::size_t begin, std::size_t end) {
+void StagedModel::add_sequential_stage(torch::nn::Sequential seq, const std::string& name, std::size_t begin,
+                                       std::size_t end) {
   std::vector<std::shared_ptr<torch::nn::Module>> modules;
   for (std::size_t j = begin; j < end; ++j) modules.push_back(seq->ptr(j));
-  model.add_stage(
+  add_stage(
       [seq, begin, end](const torch::Tensor& x) mutable {
         torch::Tensor y = x;
         for (auto it = seq->begin() + begin; it != seq->begin() + end; ++it) y = it->forward(y);
         return y;
       },
       modules);
+  for (std::size_t j = begin; j < end; ++j)
+    assign_piece(name + "." + std::to_string(j), static_cast<std::int64_t>(stages_.size()));
 }
 
 std::string mlp_cnn_norm(const ModelConfig& c) {

@@ -33,6 +33,9 @@ struct StagedModel : ModelImpl {
   void plan_stages(const ModelConfig& c) {
     plan_ = checkpoint_plan(static_cast<std::int64_t>(stages_.size()), c.checkpoint_every, c.checkpoint_blocks);
   }
+  // Layers [begin, end) of `seq`, registered in the model as `name`, as one stage; for a
+  // model split into pipeline pieces, the stage is piece stages_.size() (1-based).
+  void add_sequential_stage(torch::nn::Sequential seq, const std::string& name, std::size_t begin, std::size_t end);
   torch::Tensor stage(std::size_t i, const torch::Tensor& x) { return checkpointed_forward(*stages_[i], x, plan_[i]); }
   void train(bool on) override {
     ModelImpl::train(on);
@@ -42,8 +45,6 @@ struct StagedModel : ModelImpl {
   std::vector<bool> plan_;
 };
 
-// Layers [begin, end) of a Sequential as one stage.
-void add_sequential_stage(StagedModel& model, torch::nn::Sequential seq, std::size_t begin, std::size_t end);
 // The normalization of MLP and CNN layers: model.norm, or none without model.batch_norm.
 std::string mlp_cnn_norm(const ModelConfig& c);
 // model.norm after a convolution over images.

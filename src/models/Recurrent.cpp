@@ -38,7 +38,7 @@ struct CnnBiLstmImpl : StagedModel {
           torch::nn::Conv1dOptions(channels, out, c.kernel_size).padding(c.kernel_size / 2).bias(c.norm == "none")));
       if (c.norm != "none") features->push_back(norm_layer(c.norm, out, 1, group));
       features->push_back(torch::nn::ReLU());
-      add_sequential_stage(*this, features, begin, features->size());
+      add_sequential_stage(features, "features", begin, features->size());
       channels = out;
     }
     lstm = register_module("lstm", make_lstm(channels, c, true));

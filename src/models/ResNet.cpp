@@ -44,7 +44,8 @@ struct ResidualBlock : BlockImpl {
 
 // ResNet (He et al.): a CIFAR (3x3) or ImageNet (7x7 stride 2 + max pool) stem, stages of
 // residual blocks (every stage after the first halves the resolution and doubles the
-// channels), global average pooling and the classifier.
+// channels), global average pooling and the classifier. Pipeline pieces: the stem, each
+// residual block, the head (pooling, dropout, classifier).
 struct ResNetImpl : ModelImpl {
   ResNetImpl(const ModelConfig& c, const InputSpec& in, const GroupSum& group) {
     if (in.sample_shape.size() != 3) {
@@ -63,6 +64,7 @@ struct ResNetImpl : ModelImpl {
       stem->push_back(torch::nn::ReLU());
     }
     register_module("stem", stem);
+    assign_piece("stem", 0);
     std::int64_t channels = c.width;
     for (std::size_t stage = 0; stage < c.blocks.size(); ++stage) {
       const std::int64_t planes = c.width << stage;
@@ -71,16 +73,25 @@ struct ResNetImpl : ModelImpl {
         auto block = std::make_shared<ResidualBlock>(channels, planes, stride, c.block == "bottleneck", c.norm, group);
         register_module("block" + std::to_string(blocks.size()), block);
         blocks.push_back(block);
+        assign_piece("block" + std::to_string(blocks.size() - 1), pipeline_blocks());
         channels = c.block == "bottleneck" ? planes * 4 : planes;
       }
     }
     plan = checkpoint_plan(static_cast<std::int64_t>(blocks.size()), c.checkpoint_every, c.checkpoint_blocks);
     if (c.dropout > 0) dropout = register_module("dropout", torch::nn::Dropout(c.dropout));
     fc = register_module("fc", torch::nn::Linear(channels, in.outputs));
+    assign_piece("dropout", pipeline_blocks() + 1);
+    assign_piece("fc", pipeline_blocks() + 1);
   }
-  torch::Tensor forward(torch::Tensor x) override {
-    x = stem->forward(x);
-    for (std::size_t i = 0; i < blocks.size(); ++i) x = checkpointed_forward(*blocks[i], x, plan[i]);
+  torch::Tensor forward(torch::Tensor x) override { return run_pieces(std::move(x)); }
+  std::int64_t pipeline_blocks() const override { return static_cast<std::int64_t>(blocks.size()); }
+  torch::Tensor run_piece(std::int64_t piece, torch::Tensor x) override {
+    check_piece(piece);
+    if (piece == 0) return stem->forward(x);
+    if (piece <= pipeline_blocks()) {
+      const auto i = static_cast<std::size_t>(piece - 1);
+      return checkpointed_forward(*blocks[i], x, plan[i]);
+    }
     x = x.mean({2, 3});
     if (dropout) x = dropout->forward(x);
     return fc->forward(x);

@@ -36,6 +36,8 @@ struct EncoderBlock : BlockImpl {
 // each patch), the steps of a series ([V, T]: a linear embedding of each step's V values) or the
 // features of a table ([F]: each feature value scales its own learned embedding). Learned
 // positional embeddings, pre-norm blocks, a final layer norm, mean pooling, the head.
+// Pipeline pieces: the stem (token embedding and positions), each block, the head (final
+// norm, pooling, head).
 struct TransformerImpl : ModelImpl {
   TransformerImpl(const ModelConfig& c, const InputSpec& in) : shape_(in.sample_shape) {
     const std::int64_t d = c.embed_dim;
@@ -61,16 +63,32 @@ struct TransformerImpl : ModelImpl {
       tokens = shape_[0];
     }
     position = register_parameter("position", torch::randn({1, tokens, d}) * 0.02);
+    for (const char* path : {"patch", "step", "feature_embedding", "feature_bias", "position"}) assign_piece(path, 0);
     for (std::int64_t i = 0; i < c.layers; ++i) {
       auto block = std::make_shared<EncoderBlock>(d, c.heads, c.mlp_ratio, c.dropout);
       register_module("block" + std::to_string(i), block);
       blocks.push_back(block);
+      assign_piece("block" + std::to_string(i), i + 1);
     }
     plan = checkpoint_plan(c.layers, c.checkpoint_every, c.checkpoint_blocks);
     norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
     head = register_module("head", torch::nn::Linear(d, in.outputs));
+    assign_piece("norm", c.layers + 1);
+    assign_piece("head", c.layers + 1);
   }
-  torch::Tensor forward(torch::Tensor x) override {
+  torch::Tensor forward(torch::Tensor x) override { return run_pieces(std::move(x)); }
+  std::int64_t pipeline_blocks() const override { return static_cast<std::int64_t>(blocks.size()); }
+  torch::Tensor run_piece(std::int64_t piece, torch::Tensor x) override {
+    check_piece(piece);
+    if (piece == 0) return embed(x);
+    if (piece <= pipeline_blocks()) {
+      const auto i = static_cast<std::size_t>(piece - 1);
+      return checkpointed_forward(*blocks[i], x, plan[i]);
+    }
+    return head->forward(norm->forward(x).mean(1));
+  }
+  // Samples -> tokens with positions [n, tokens, d].
+  torch::Tensor embed(torch::Tensor x) {
     if (patch) {
       x = patch->forward(x).flatten(2).transpose(1, 2);  // [n, tokens, d]
     } else if (step) {
@@ -78,9 +96,7 @@ struct TransformerImpl : ModelImpl {
     } else {
       x = x.unsqueeze(-1) * feature_embedding + feature_bias;
     }
-    x = x + position;
-    for (std::size_t i = 0; i < blocks.size(); ++i) x = checkpointed_forward(*blocks[i], x, plan[i]);
-    return head->forward(norm->forward(x).mean(1));
+    return x + position;
   }
   std::vector<std::int64_t> shape_;
   torch::nn::Conv2d patch{nullptr};
