@@ -1,6 +1,7 @@
 #pragma once
 // Checkpoints: everything the rest of a run depends on, in one HDF5 file that rank 0
-// writes atomically (temporary file, flush, rename) with a SHA-256 over its contents
+// writes atomically (temporary file, checked close, fsync, rename, fsync of the folder:
+// util/Files.hpp) with a SHA-256 over its contents
 // (docs/checkpoints.md). Parameters and optimizer state are the same on every rank of a
 // data-parallel group; batch-norm statistics, the dropout generator and the epoch's
 // running sums are per rank and are gathered.

@@ -115,7 +115,10 @@ void train_once(const ResolvedConfig& resolved, RunContext& context, const Commu
   });
   const TrainResult result = trainer->run();
 
-  collective_check(world, [&] { write_run_report(run_dir + "/report.json", config, context, data, result, world); });
+  collective_check(world, [&] {
+    log.close();
+    write_run_report(run_dir + "/report.json", config, context, data, result, world);
+  });
   // As in report.json: the slowest rank's training time.
   double train_seconds = result.train_seconds;
   world.allreduce_max(&train_seconds, 1);
