@@ -405,11 +405,21 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
   return names;
 }
 
-void prune_checkpoints(const std::string& dir, std::int64_t keep) {
-  const auto all = list_checkpoints(dir);
-  for (std::size_t i = static_cast<std::size_t>(std::max<std::int64_t>(keep, 1)); i < all.size(); ++i) {
-    std::remove(all[i].c_str());
+void prune_checkpoints(const std::string& dir, std::int64_t keep, const std::string& newest) {
+  try {
+    verify_checkpoint(newest);
+  } catch (const Error& e) {
+    throw RuntimeFailure(std::string(e.what()) + ": it was just written and does not read back; older checkpoints in " +
+                         dir + " are kept");
   }
+  const std::string newest_name = newest.substr(newest.find_last_of('/') + 1);
+  std::int64_t kept = 0;
+  for (const auto& path : list_checkpoints(dir)) {
+    if (path.substr(path.find_last_of('/') + 1) > newest_name) continue;  // newer steps: not ours to judge
+    if (++kept <= std::max<std::int64_t>(keep, 1)) continue;
+    remove_file(path);
+  }
+  sync_directory(dir);
 }
 
 }  // namespace hpctrain

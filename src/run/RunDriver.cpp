@@ -43,7 +43,8 @@ std::optional<CheckpointInfo> choose_resume(const Config& config, const std::str
       path = mode;
       return;
     }
-    for (const auto& candidate : list_checkpoints(dir)) {
+    const auto candidates = list_checkpoints(dir);
+    for (const auto& candidate : candidates) {
       try {
         verify_checkpoint(candidate);
         path = candidate;
@@ -51,6 +52,11 @@ std::optional<CheckpointInfo> choose_resume(const Config& config, const std::str
       } catch (const DataError& e) {
         std::fprintf(stderr, "hpctrain: warning: skipping checkpoint: %s\n", e.what());
       }
+    }
+    // Starting fresh beside checkpoints that exist but do not verify would hide lost work.
+    if (path.empty() && !candidates.empty()) {
+      throw DataError("checkpoint.resume=auto: none of the " + std::to_string(candidates.size()) + " checkpoints in " +
+                      dir + " verifies (warnings above); move them away or set checkpoint.resume=none to start over");
     }
   });
   world.broadcast(path, 0);
