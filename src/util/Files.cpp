@@ -140,13 +140,40 @@ void make_directories(const std::string& path) {
   if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) throw RuntimeFailure(path + ": not a folder");
 }
 
+namespace {
+
+// The length of the file up to and including its last newline: a log continued after a
+// crash drops a last line the crash cut short, instead of gluing the next line to it.
+off_t whole_lines_length(int fd, off_t end, const std::string& path) {
+  char block[4096];
+  for (off_t stop = end; stop > 0;) {
+    const off_t start = stop > static_cast<off_t>(sizeof(block)) ? stop - static_cast<off_t>(sizeof(block)) : 0;
+    const ssize_t n = ::pread(fd, block, static_cast<std::size_t>(stop - start), start);
+    if (n < 0) fail(path, "cannot read", errno);
+    for (ssize_t i = n - 1; i >= 0; --i) {
+      if (block[i] == '\n') return start + i + 1;
+    }
+    stop = start;
+  }
+  return 0;
+}
+
+}  // namespace
+
 AppendLog::AppendLog(const std::string& path, bool append) : path_(path) {
   // Not O_APPEND: a line cut short is cut off again at the last whole line (append()).
-  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (append ? 0 : O_TRUNC), 0644);
+  fd_ = ::open(path.c_str(), (append ? O_RDWR : O_WRONLY) | O_CREAT | O_CLOEXEC | (append ? 0 : O_TRUNC), 0644);
   if (fd_ < 0) fail(path, "cannot open for writing", errno);
   try {
-    const off_t end = ::lseek(fd_, 0, SEEK_END);
+    off_t end = ::lseek(fd_, 0, SEEK_END);
     if (end < 0) fail(path, "cannot seek", errno);
+    if (append && end > 0) {
+      const off_t whole = whole_lines_length(fd_, end, path);
+      if (whole != end && (::ftruncate(fd_, whole) != 0 || ::lseek(fd_, whole, SEEK_SET) < 0)) {
+        fail(path, "cannot cut off a partial last line", errno);
+      }
+      end = whole;
+    }
     size_ = static_cast<std::int64_t>(end);
     sync_directory(parent_directory(path));
   } catch (...) {

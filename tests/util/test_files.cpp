@@ -119,6 +119,19 @@ TEST(Files, AppendLogKeepsWholeLinesWhenTheDiskFills) {
   EXPECT_EQ(read_file(path), "{\"a\":1}\n{\"c\":3}\n");
 }
 
+TEST(Files, AppendLogContinuedAfterACrashDropsTheLineCutShort) {
+  const std::string dir = temp_dir(), path = dir + "/metrics.jsonl";
+  write_file_atomic(path, "{\"a\":1}\n{\"b\":");  // killed in the middle of a line
+  AppendLog log(path, true);
+  log.append("{\"c\":3}\n");
+  log.close();
+  EXPECT_EQ(read_file(path), "{\"a\":1}\n{\"c\":3}\n");
+  write_file_atomic(path, "no newline at all");
+  AppendLog again(path, true);
+  again.close();
+  EXPECT_EQ(read_file(path), "");
+}
+
 TEST(Files, ParentDirectory) {
   EXPECT_EQ(parent_directory("a/b/c.h5"), "a/b");
   EXPECT_EQ(parent_directory("c.h5"), ".");
