@@ -36,7 +36,7 @@ assert r.rc == 0, r.text
 COMMON = ["data.path=" + DATA, "model.hidden=[16]", "train.batch_size=16", "run.progress=none",
           "checkpoint.every_steps=4", "checkpoint.keep=2"]
 # Every rank reports its own exit status, so "non-zero on every rank" is checked, not assumed.
-RANK_EXIT = '"$@"; rc=$?; echo "rank-exit $OMPI_COMM_WORLD_RANK $rc" >&2; exit $rc'
+RANK_EXIT = '"$@"; rc=$?; echo "rank-exit ${OMPI_COMM_WORLD_RANK:-$PMI_RANK} $rc" >&2; exit $rc'
 
 
 def fault_env(path, op, after=0):
