@@ -54,7 +54,7 @@ static int tracked(int fd) {
   return fd >= 0 && fd < MAX_FDS && matching[fd];
 }
 
-#define REAL(name)                       \
+#define REAL(name)                      \
   static __typeof__(&name) real_##name; \
   if (!real_##name) real_##name = (__typeof__(&name))dlsym(RTLD_NEXT, #name)
 
@@ -73,13 +73,13 @@ static int open_common(const char* name, int dirfd, const char* path, int flags,
   return fd;
 }
 
-#define OPEN_MODE(flags, mode)                   \
-  mode_t mode = 0;                               \
-  if ((flags) & (O_CREAT | O_TMPFILE)) {         \
-    va_list ap;                                  \
-    va_start(ap, flags);                         \
-    mode = (mode_t)va_arg(ap, int);              \
-    va_end(ap);                                  \
+#define OPEN_MODE(flags, mode)           \
+  mode_t mode = 0;                       \
+  if ((flags) & (O_CREAT | O_TMPFILE)) { \
+    va_list ap;                          \
+    va_start(ap, flags);                 \
+    mode = (mode_t)va_arg(ap, int);      \
+    va_end(ap);                          \
   }
 
 int open(const char* path, int flags, ...) {
