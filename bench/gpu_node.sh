@@ -8,7 +8,9 @@
 #
 # HPCTRAIN_NODE_BUDGET (seconds, default 540) bounds the whole call: each step's timeout is
 # cut to what is left, so a device call under a 10-minute limit still returns its results.
-set -u
+# Ends with a pass/fail table (also OUTDIR/results.txt) and exits 1 when any step failed,
+# timed out, was skipped (a GPU node whose test sees no GPU) or did not run for lack of budget.
+set -u -o pipefail  # a step piped into tee keeps its own exit code
 cd "$(dirname "$0")/.." || exit 1
 root=$PWD
 carry=$(cd "${1:-.devcarry}" && pwd)
@@ -22,15 +24,30 @@ t0=$SECONDS
 step() { echo "=== [$((SECONDS - t0)) s] $*"; }
 budget=${HPCTRAIN_NODE_BUDGET:-540}
 # Runs the command after $1 with a timeout of $1 seconds or what the budget has left,
-# whichever is less; skips it when under 20 s are left.
+# whichever is less; skips it (status 200) when under 20 s are left.
 within() {
   local want=$1 left=$((budget - (SECONDS - t0)))
   shift
   if ((left < 20)); then
     echo "skipped, ${left} s of HPCTRAIN_NODE_BUDGET left: $*"
-    return 0
+    return 200
   fi
   timeout $((want < left ? want : left)) "$@"
+}
+results=()
+failed=0
+# record NAME STATUS: one row of the table printed at the end.
+record() {
+  local outcome
+  case $2 in
+    0) outcome=pass ;;
+    77) outcome="FAIL (skipped, exit 77: no GPU seen on a GPU node)" ;;
+    124) outcome="FAIL (timed out)" ;;
+    200) outcome="FAIL (not run: budget spent)" ;;
+    *) outcome="FAIL (exit $2)" ;;
+  esac
+  [ "$2" = 0 ] || failed=1
+  results+=("$(printf '%-44s %s' "$1" "$outcome")")
 }
 
 step "node"
@@ -67,24 +84,32 @@ ln -sf "$root/data/fashion-mnist.h5" build/test-data/fashion-mnist.h5
 if wants test; then
   step "gpu test"
   within 420 env HPCTRAIN_SOURCE_DIR="$root" python3 tests/train/test_gpu.py 2>&1 | tee "$out/test_gpu.txt"
+  record "test: tests/train/test_gpu.py" "$?"
 fi
 if wants bench; then
   step "hpctrain (eager and device.cuda_graphs) against PyTorch: CNN"
   within 300 python3 bench/gpu_peer.py --epochs 2 --repeats 3 --graphs --out "$out/gpu_peer.json"
+  record "bench: gpu_peer (CNN)" "$?"
   step "hpctrain against PyTorch: Transformer, model FLOPs utilization"
   for batch in 64 128; do
     within 120 python3 bench/transformer_mfu.py --batch "$batch" --out "$out/mfu_b$batch.json"
+    record "bench: transformer_mfu batch $batch" "$?"
     within 120 python3 bench/transformer_mfu.py --batch "$batch" --out "$out/mfu_b${batch}_graphs.json" \
       device.cuda_graphs=true
+    record "bench: transformer_mfu batch $batch graphs" "$?"
   done
   step "GPT-sized Transformer: 2048 wide, 8 blocks, 1024 tokens"
   within 180 python3 bench/transformer_mfu.py --embed 2048 --heads 16 --layers 8 --tokens 1024 --batch 8 \
     --steps 40 --out "$out/mfu_2048.json" device.cuda_graphs=true
+  record "bench: transformer_mfu 2048 wide" "$?"
 fi
 if wants profile; then
   step "profiles of both sides"
   within 120 python3 bench/transformer_mfu.py --profile /tmp/hpctrain-profile --out "$out/mfu_profiled.json" &&
     python3 analysis/profile_summary.py /tmp/hpctrain-profile/hpctrain.json /tmp/hpctrain-profile/pytorch.json \
       --steps 5 --top 30 | tee "$out/profile_summary.txt"
+  record "profile: both sides" "$?"
 fi
 step "done: $out"
+printf '%s\n' "--- results ---" "${results[@]}" | tee "$out/results.txt"
+exit "$failed"

@@ -26,23 +26,20 @@ struct CheckpointArguments {
   int repeats = 11;
 };
 
-// (a) Rank 0 alone: serial HDF5, SHA-256, fsync, rename.
+// (a) Rank 0 alone: serial HDF5, SHA-256, fsync, rename, fsync of the folder (as checkpoints).
 void write_serial(const std::string& path, const std::vector<float>& state) {
-  const std::string tmp = path + ".tmp";
-  {
-    H5File f = H5File::create(tmp);
+  write_hdf5_atomically(path, [&](H5File& f) {
+    const std::string& tmp = f.path();
     hsize_t dims[1] = {static_cast<hsize_t>(state.size())};
     H5Id space(h5_check(H5Screate_simple(1, dims, nullptr), tmp));
     H5Id ds(h5_check(H5Dcreate2(f.id(), "/state", H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), tmp));
     h5_check(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, state.data()), tmp);
     f.write_string_attr("/", "sha256", Sha256::hex(state.data(), state.size() * sizeof(float)));
-  }
-  sync_file(tmp);
-  std::rename(tmp.c_str(), path.c_str());
+  });
 }
 
 // (b) Every rank its 1/N of the bytes into one dataset, collective parallel HDF5 (MPI-IO),
-// hashes chained in rank order, fsync, rename.
+// hashes chained in rank order, fsync, rename, fsync of the folder.
 void write_parallel(const std::string& path, const std::vector<float>& state, const Communicator& world) {
   const std::string tmp = path + ".tmp";
   const std::int64_t n = static_cast<std::int64_t>(state.size());
@@ -51,24 +48,24 @@ void write_parallel(const std::string& path, const std::vector<float>& state, co
     H5Id fapl(h5_check(H5Pcreate(H5P_FILE_ACCESS), tmp));
     h5_check(H5Pset_fapl_mpio(fapl, world.raw(), MPI_INFO_NULL), tmp);
     H5Id file(h5_check(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), tmp));
-    hsize_t dims[1] = {static_cast<hsize_t>(n)};
-    H5Id space(h5_check(H5Screate_simple(1, dims, nullptr), tmp));
-    H5Id ds(h5_check(H5Dcreate2(file, "/state", H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), tmp));
-    hsize_t start[1] = {static_cast<hsize_t>(mine.begin)}, count[1] = {static_cast<hsize_t>(mine.size())};
-    h5_check(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr), tmp);
-    H5Id mem(h5_check(H5Screate_simple(1, count, nullptr), tmp));
-    H5Id dxpl(h5_check(H5Pcreate(H5P_DATASET_XFER), tmp));
-    h5_check(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE), tmp);
-    h5_check(H5Dwrite(ds, H5T_NATIVE_FLOAT, mem, space, dxpl, state.data() + mine.begin), tmp);
-    // The checksum chained through the ranks' slices, as the data loader verifies.
-    const std::string hex =
-        chained_sha256(state.data() + mine.begin, static_cast<std::size_t>(mine.size()) * sizeof(float), world);
-    (void)hex;
+    {
+      hsize_t dims[1] = {static_cast<hsize_t>(n)};
+      H5Id space(h5_check(H5Screate_simple(1, dims, nullptr), tmp));
+      H5Id ds(h5_check(H5Dcreate2(file, "/state", H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), tmp));
+      hsize_t start[1] = {static_cast<hsize_t>(mine.begin)}, count[1] = {static_cast<hsize_t>(mine.size())};
+      h5_check(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr), tmp);
+      H5Id mem(h5_check(H5Screate_simple(1, count, nullptr), tmp));
+      H5Id dxpl(h5_check(H5Pcreate(H5P_DATASET_XFER), tmp));
+      h5_check(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE), tmp);
+      h5_check(H5Dwrite(ds, H5T_NATIVE_FLOAT, mem, space, dxpl, state.data() + mine.begin), tmp);
+      // The checksum chained through the ranks' slices, as the data loader verifies.
+      const std::string hex =
+          chained_sha256(state.data() + mine.begin, static_cast<std::size_t>(mine.size()) * sizeof(float), world);
+      (void)hex;
+    }
+    file.close(tmp);  // collective; its objects closed above, as parallel HDF5 requires
   }
-  if (world.rank() == 0) {
-    sync_file(tmp);
-    std::rename(tmp.c_str(), path.c_str());
-  }
+  if (world.rank() == 0) publish_file(tmp, path);
   world.barrier();
 }
 
@@ -107,8 +104,8 @@ int bench_checkpoint(const CheckpointArguments& o) {
     std::printf("  (b) all ranks, parallel HDF5 + chained SHA-256 + fsync: %8.2f ms  %7.1f MB/s\n", 1e3 * t[1],
                 mb / t[1]);
     std::printf("  ratio (b)/(a): %.2f; files read back equal: %s\n", t[1] / t[0], same ? "yes" : "NO");
-    std::remove(serial_path.c_str());
-    std::remove(parallel_path.c_str());
+    remove_file(serial_path);
+    remove_file(parallel_path);
   }
   if (!same) throw RuntimeFailure("bench checkpoint: the files differ");
   return 0;

@@ -5,10 +5,10 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <fstream>
 
 #include "launch/ProcessLayout.hpp"
 #include "util/Error.hpp"
+#include "util/Files.hpp"
 #include "util/Json.hpp"
 #include "util/SystemStats.hpp"
 
@@ -49,9 +49,7 @@ void use_default_threads() {
 
 void write_json_file(const std::string& path, const boost::json::value& value) {
   if (path.empty()) return;
-  std::ofstream out(path);
-  if (!out) throw RuntimeFailure(path + ": cannot write");
-  out << pretty_json(value);
+  write_file_atomic(path, pretty_json(value));
 }
 
 }  // namespace hpctrain

@@ -247,60 +247,50 @@ void save_checkpoint(const std::string& path, const std::string& config_json, co
   const std::vector<double> local = flatten_rank(model, mine);
   const std::vector<double> all = comm.gatherv(local, 0);
   if (comm.rank() != 0) return;
-  const std::string tmp = path + ".tmp";
-  try {
-    {
-      H5File file = H5File::create(tmp);
-      char created[32] = {0};
-      const std::time_t now = std::time(nullptr);
-      std::strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-      file.write_string_attr("/", "format", kCheckpointFormat);
-      file.write_int_attr("/", "format_version", kCheckpointVersion);
-      file.write_int_attr("/", "step", position.step);
-      file.write_int_attr("/", "world_size", comm.size());
-      file.write_string_attr("/", "created", created);
-      Writer w(file);
-      w.text("/config_json", config_json);
-      w.text("/model_json", model_json);
-      w.text("/position_json", compact_json(position_to_json(position)));
-      const auto params = model.named_parameters();
-      for (std::size_t i = 0; i < params.size(); ++i) {
-        w.tensor("/model/parameters/" + index_name(i), params[i].value(), params[i].key());
-      }
-      for (std::size_t i = 0; i < params.size(); ++i) {
-        for (const auto& [key, t] : optimizer_tensors(optimizer, params[i].value())) {
-          w.tensor("/optimizer/" + index_name(i) + "/" + key, t);
-        }
-      }
-      // Per rank: buffers in module order, then the epoch sums and the generator state.
-      const auto buffers = model.named_buffers();
-      std::size_t offset = 0;
-      for (int r = 0; r < comm.size(); ++r) {
-        for (std::size_t i = 0; i < buffers.size(); ++i) {
-          const auto& b = buffers[i].value();
-          auto t =
-              torch::from_blob(const_cast<double*>(all.data() + offset), b.sizes(), torch::kDouble).to(b.scalar_type());
-          offset += static_cast<std::size_t>(b.numel());
-          w.tensor(rank_group(r) + "/buffers/" + index_name(i), t, buffers[i].key());
-        }
-        w.tensor(rank_group(r) + "/epoch_sums", torch::tensor({all[offset], all[offset + 1]}, torch::kDouble));
-        const auto n = static_cast<std::int64_t>(all[offset + 2]);
-        offset += 3;
-        auto rng = torch::empty({n}, torch::kByte);
-        for (std::int64_t k = 0; k < n; ++k)
-          rng[k] = static_cast<std::uint8_t>(all[offset + static_cast<std::size_t>(k)]);
-        offset += static_cast<std::size_t>(n);
-        w.tensor(rank_group(r) + "/rng", rng);
-      }
-      w.finish();
+  write_hdf5_atomically(path, [&](H5File& file) {
+    char created[32] = {0};
+    const std::time_t now = std::time(nullptr);
+    std::strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+    file.write_string_attr("/", "format", kCheckpointFormat);
+    file.write_int_attr("/", "format_version", kCheckpointVersion);
+    file.write_int_attr("/", "step", position.step);
+    file.write_int_attr("/", "world_size", comm.size());
+    file.write_string_attr("/", "created", created);
+    Writer w(file);
+    w.text("/config_json", config_json);
+    w.text("/model_json", model_json);
+    w.text("/position_json", compact_json(position_to_json(position)));
+    const auto params = model.named_parameters();
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      w.tensor("/model/parameters/" + index_name(i), params[i].value(), params[i].key());
     }
-    sync_file(tmp);
-    if (std::rename(tmp.c_str(), path.c_str()) != 0)
-      throw RuntimeFailure(path + ": cannot move the checkpoint into place");
-  } catch (...) {
-    std::remove(tmp.c_str());
-    throw;
-  }
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      for (const auto& [key, t] : optimizer_tensors(optimizer, params[i].value())) {
+        w.tensor("/optimizer/" + index_name(i) + "/" + key, t);
+      }
+    }
+    // Per rank: buffers in module order, then the epoch sums and the generator state.
+    const auto buffers = model.named_buffers();
+    std::size_t offset = 0;
+    for (int r = 0; r < comm.size(); ++r) {
+      for (std::size_t i = 0; i < buffers.size(); ++i) {
+        const auto& b = buffers[i].value();
+        auto t =
+            torch::from_blob(const_cast<double*>(all.data() + offset), b.sizes(), torch::kDouble).to(b.scalar_type());
+        offset += static_cast<std::size_t>(b.numel());
+        w.tensor(rank_group(r) + "/buffers/" + index_name(i), t, buffers[i].key());
+      }
+      w.tensor(rank_group(r) + "/epoch_sums", torch::tensor({all[offset], all[offset + 1]}, torch::kDouble));
+      const auto n = static_cast<std::int64_t>(all[offset + 2]);
+      offset += 3;
+      auto rng = torch::empty({n}, torch::kByte);
+      for (std::int64_t k = 0; k < n; ++k)
+        rng[k] = static_cast<std::uint8_t>(all[offset + static_cast<std::size_t>(k)]);
+      offset += static_cast<std::size_t>(n);
+      w.tensor(rank_group(r) + "/rng", rng);
+    }
+    w.finish();
+  });
 }
 
 CheckpointInfo verify_checkpoint(const std::string& path) {
@@ -415,11 +405,21 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
   return names;
 }
 
-void prune_checkpoints(const std::string& dir, std::int64_t keep) {
-  const auto all = list_checkpoints(dir);
-  for (std::size_t i = static_cast<std::size_t>(std::max<std::int64_t>(keep, 1)); i < all.size(); ++i) {
-    std::remove(all[i].c_str());
+void prune_checkpoints(const std::string& dir, std::int64_t keep, const std::string& newest) {
+  try {
+    verify_checkpoint(newest);
+  } catch (const Error& e) {
+    throw RuntimeFailure(std::string(e.what()) + ": it was just written and does not read back; older checkpoints in " +
+                         dir + " are kept");
   }
+  const std::string newest_name = newest.substr(newest.find_last_of('/') + 1);
+  std::int64_t kept = 0;
+  for (const auto& path : list_checkpoints(dir)) {
+    if (path.substr(path.find_last_of('/') + 1) > newest_name) continue;  // newer steps: not ours to judge
+    if (++kept <= std::max<std::int64_t>(keep, 1)) continue;
+    remove_file(path);
+  }
+  sync_directory(dir);
 }
 
 }  // namespace hpctrain

@@ -1,6 +1,7 @@
 #pragma once
 // Checkpoints: everything the rest of a run depends on, in one HDF5 file that rank 0
-// writes atomically (temporary file, flush, rename) with a SHA-256 over its contents
+// writes atomically (temporary file, checked close, fsync, rename, fsync of the folder:
+// util/Files.hpp) with a SHA-256 over its contents
 // (docs/checkpoints.md). Parameters and optimizer state are the same on every rank of a
 // data-parallel group; batch-norm statistics, the dropout generator and the epoch's
 // running sums are per rank and are gathered.
@@ -73,8 +74,13 @@ std::vector<std::pair<std::string, torch::Tensor>> checkpoint_state_dict(const C
 
 // Checkpoint files (step_NNNNNNNNNN.h5) in `dir`, newest first.
 std::vector<std::string> list_checkpoints(const std::string& dir);
-// Deletes all but the newest `keep` checkpoints in `dir`.
-void prune_checkpoints(const std::string& dir, std::int64_t keep);
+// After `newest` was written: reads it back and verifies its checksum (verify_checkpoint),
+// then deletes the checkpoints in `dir` older than it beyond the newest `keep` (counting
+// `newest`), each deletion checked, and fsyncs `dir`. When `newest` does not verify it
+// throws before deleting anything, so older good checkpoints stay. Files that sort after
+// `newest` (newer steps that a resume skipped as corrupt) are left alone: they never count
+// against `keep`, so a good checkpoint is never deleted in their favour.
+void prune_checkpoints(const std::string& dir, std::int64_t keep, const std::string& newest);
 std::string checkpoint_file_name(std::int64_t step);
 
 }  // namespace hpctrain

@@ -2,7 +2,6 @@
 
 #include <boost/json.hpp>
 
-#include <cstdio>
 #include <filesystem>
 #include <vector>
 
@@ -23,7 +22,7 @@ void remove_records(const std::string& dir) {
   if (!fs::is_directory(dir)) return;
   std::vector<std::string> files;
   for (const auto& entry : fs::directory_iterator(dir)) files.push_back(entry.path().string());
-  for (const auto& file : files) std::remove(file.c_str());
+  for (const auto& file : files) remove_file(file);
 }
 
 }  // namespace

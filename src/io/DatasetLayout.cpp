@@ -267,18 +267,7 @@ void write_float_split(H5File& file, const std::string& split, const std::vector
 }
 
 void write_dataset_atomically(const std::string& output, const std::function<void(H5File&)>& write) {
-  const std::string tmp = output + ".tmp";
-  try {
-    H5File out = H5File::create(tmp);
-    write(out);
-  } catch (...) {
-    std::remove(tmp.c_str());
-    throw;
-  }
-  if (std::rename(tmp.c_str(), output.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw DataError(output + ": cannot move the imported file into place");
-  }
+  write_hdf5_atomically(output, write);
 }
 
 }  // namespace hpctrain

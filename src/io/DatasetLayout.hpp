@@ -78,9 +78,9 @@ void write_tabular_split(H5File& file, const std::string& split, std::int64_t nu
                          const std::vector<float>& features, const std::vector<std::int32_t>* labels,
                          const std::vector<float>* targets);
 
-// Writes a data set file atomically: `write` fills a temporary file beside `output`, which
-// then replaces `output` by a rename; on any failure the temporary file is removed and
-// `output` is untouched.
+// Writes a data set file atomically and durably (write_hdf5_atomically): `write` fills a
+// temporary file beside `output`, which is closed checked, fsynced and renamed over
+// `output`; on any failure the temporary file is removed and `output` is untouched.
 void write_dataset_atomically(const std::string& output, const std::function<void(H5File&)>& write);
 
 // Float samples of any shape (a series' windows: [V, T]) with regression targets,

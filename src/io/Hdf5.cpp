@@ -2,44 +2,59 @@
 
 #include <sys/stat.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include "util/Error.hpp"
+#include "util/Files.hpp"
 
 namespace hpctrain {
 namespace {
 
+// HDF5's file-driver errors carry a long record (time, file descriptor, buffer address,
+// sizes); the operation and the OS error are what a user can act on.
+std::string concise(const std::string& desc) {
+  const auto record = desc.find(": time = ");
+  const auto os = desc.find("error message = '");
+  if (record == std::string::npos || os == std::string::npos) return desc;
+  const auto begin = os + 17;
+  return desc.substr(0, record) + ": " + desc.substr(begin, desc.find('\'', begin) - begin);
+}
+
 herr_t innermost(unsigned n, const H5E_error2_t* err, void* data) {
   auto* out = static_cast<std::string*>(data);
-  if (n == 0 && err->desc != nullptr) *out = err->desc;  // n == 0: where the error began
+  if (n == 0 && err->desc != nullptr) *out = concise(err->desc);  // n == 0: where the error began
   return 0;
 }
 
-void close_id(hid_t id) {
+herr_t close_id(hid_t id) {
   switch (H5Iget_type(id)) {
     case H5I_FILE:
-      H5Fclose(id);
-      break;
+      return H5Fclose(id);
     case H5I_GROUP:
-      H5Gclose(id);
-      break;
+      return H5Gclose(id);
     case H5I_DATASET:
-      H5Dclose(id);
-      break;
+      return H5Dclose(id);
     case H5I_DATASPACE:
-      H5Sclose(id);
-      break;
+      return H5Sclose(id);
     case H5I_DATATYPE:
-      H5Tclose(id);
-      break;
+      return H5Tclose(id);
     case H5I_ATTR:
-      H5Aclose(id);
-      break;
+      return H5Aclose(id);
     case H5I_GENPROP_LST:
-      H5Pclose(id);
-      break;
+      return H5Pclose(id);
     default:
-      H5Idec_ref(id);
-      break;
+      return H5Idec_ref(id) < 0 ? -1 : 0;
   }
+}
+
+// A failed write-side HDF5 call: the message names `context`, HDF5's innermost reason and
+// the OS error the call left in errno (the caller cleared errno before it).
+[[noreturn]] void throw_write_failure(const std::string& context, int error) {
+  const std::string reason = hdf5_error_reason();
+  const std::string os = error != 0 ? std::strerror(error) : "";
+  throw RuntimeFailure(context + (reason.empty() ? "" : " (HDF5: " + reason + ")") +
+                       (os.empty() || reason.find(os) != std::string::npos ? "" : ": " + os));
 }
 
 std::string dtype_name(hid_t type) {
@@ -67,6 +82,13 @@ H5Id& H5Id::operator=(H5Id&& o) noexcept {
 
 void H5Id::reset() {
   if (id_ >= 0 && H5Iis_valid(id_) > 0) close_id(id_);
+  id_ = H5I_INVALID_HID;
+}
+
+void H5Id::close(const std::string& context) {
+  if (id_ < 0) return;
+  errno = 0;
+  if (close_id(id_) < 0) throw_write_failure(context + ": cannot close", errno);
   id_ = H5I_INVALID_HID;
 }
 
@@ -123,9 +145,53 @@ H5File H5File::open_read_serial(const std::string& path) {
 H5File H5File::create(const std::string& path) {
   H5File f;
   f.path_ = path;
-  f.file_ = H5Id(
-      h5_check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), path + ": cannot create HDF5 file"));
+  errno = 0;
+  const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (id < 0) throw_write_failure(path + ": cannot create HDF5 file", errno);
+  f.file_ = H5Id(id);
   return f;
+}
+
+void H5File::close() {
+  if (!file_.valid()) return;
+  // The flush writes what HDF5 still caches (metadata, last chunks); H5Fclose of a file
+  // with objects still open would only drop the id and report nothing.
+  errno = 0;
+  if (H5Fflush(file_, H5F_SCOPE_GLOBAL) < 0) throw_write_failure(path_ + ": cannot write", errno);
+  file_.close(path_);
+}
+
+H5File H5File::create_in_memory(const std::string& name) {
+  H5File f;
+  f.path_ = name;
+  H5Id fapl(h5_check(H5Pcreate(H5P_FILE_ACCESS), name + ": cannot create file access list"));
+  // Grows by 16 MB; no backing store: the bytes leave through image() only.
+  h5_check(H5Pset_fapl_core(fapl, 16u << 20, 0), name + ": cannot set the in-memory driver");
+  // Not `name` itself: HDF5 refuses to truncate a name this process holds open (a
+  // checkpoint being rewritten while a reader has it); this name never reaches the disk.
+  const std::string memory_name = "memory:" + name;
+  f.file_ = H5Id(h5_check(H5Fcreate(memory_name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), name + ": cannot create"));
+  return f;
+}
+
+std::string H5File::image() {
+  h5_check(H5Fflush(file_, H5F_SCOPE_GLOBAL), path_ + ": cannot flush");
+  const ssize_t size = H5Fget_file_image(file_, nullptr, 0);
+  h5_check(size < 0 ? -1 : 0, path_ + ": cannot size the file image");
+  std::string bytes(static_cast<std::size_t>(size), '\0');
+  h5_check(H5Fget_file_image(file_, bytes.data(), bytes.size()) < 0 ? -1 : 0, path_ + ": cannot copy the file image");
+  return bytes;
+}
+
+void write_hdf5_atomically(const std::string& path, const std::function<void(H5File&)>& fill) {
+  std::string bytes;
+  {
+    H5File file = H5File::create_in_memory(path);
+    fill(file);
+    bytes = file.image();
+    file.close();
+  }
+  write_file_atomic(path, bytes);
 }
 
 bool H5File::has(const std::string& object) const {

@@ -5,6 +5,7 @@
 #include <hdf5.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -21,7 +22,11 @@ class H5Id {
   H5Id(const H5Id&) = delete;
   H5Id& operator=(const H5Id&) = delete;
   ~H5Id() { reset(); }
+  // Closes unchecked: for destructors and error paths, where a second error must not throw.
   void reset();
+  // Closes checked, on the success path of a write: throws RuntimeFailure naming `context`
+  // with HDF5's reason and the OS error when HDF5 reports a failure.
+  void close(const std::string& context);
   hid_t get() const { return id_; }
   operator hid_t() const { return id_; }
   bool valid() const { return id_ >= 0; }
@@ -45,7 +50,16 @@ class H5File {
   H5File() = default;
   static H5File open_read(const std::string& path, MPI_Comm comm);
   static H5File open_read_serial(const std::string& path);
-  static H5File create(const std::string& path);  // serial, truncates
+  static H5File create(const std::string& path);  // serial, truncates (tests; files use write_hdf5_atomically)
+  // A file held in memory (HDF5's core driver, nothing on disk); `name` is what messages
+  // and path() say. image() gives its bytes.
+  static H5File create_in_memory(const std::string& name);
+  // The whole file as it would be on disk (flushed first); only for create_in_memory files.
+  std::string image();
+  // Flushes and closes, checked (RuntimeFailure naming the path and the OS error). A file
+  // written must be closed with it: the destructor closes too, but cannot report a failed
+  // final flush.
+  void close();
 
   const std::string& path() const { return path_; }
   hid_t id() const { return file_.get(); }
@@ -68,6 +82,18 @@ class H5File {
   std::string path_;
   bool collective_ = false;
 };
+
+// Writes an HDF5 file durably: `fill` writes into a file built in memory, whose bytes then
+// go to disk through write_file_atomic (util/Files.hpp: temporary name, checked writes,
+// fsync, rename, fsync of the folder). On any failure `path` keeps what it held, no
+// temporary file stays, and the error names the file and the OS error.
+//
+// Why in memory: HDF5 (1.10 here) cannot recover from a failed close. When the disk fills
+// during its final flush, H5Fclose fails, the file id stays open, and a second close or the
+// library's clean-up at exit (MPI_Finalize) crashes in H5F__close_cb: measured with
+// RLIMIT_FSIZE. Built in memory, HDF5 never meets the disk; our one checked write does.
+// The cost is host memory of about twice the file while it is written.
+void write_hdf5_atomically(const std::string& path, const std::function<void(H5File&)>& fill);
 
 struct DatasetInfo {
   std::vector<std::int64_t> shape;

@@ -57,21 +57,14 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   header["__metadata__"] = meta;
   std::string text = compact_json(header);
   while (text.size() % 8 != 0) text += ' ';
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    if (!out) throw RuntimeFailure(tmp + ": cannot write");
-    const std::uint64_t n = text.size();
-    unsigned char length[8];
-    for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>((n >> (8 * i)) & 0xff);
-    out.write(reinterpret_cast<const char*>(length), 8);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const auto& t : data) {
-      out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.numel() * t.element_size()));
-    }
-    if (!out) throw RuntimeFailure(tmp + ": write failed");
+  const std::uint64_t n = text.size();
+  char length[8];
+  for (int i = 0; i < 8; ++i) length[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  std::vector<std::string_view> pieces{std::string_view(length, 8), text};
+  for (const auto& t : data) {
+    pieces.emplace_back(static_cast<const char*>(t.data_ptr()), static_cast<std::size_t>(t.numel() * t.element_size()));
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw RuntimeFailure(path + ": cannot move into place");
+  write_file_atomic(path, pieces);
 }
 
 std::map<std::string, torch::Tensor> read_safetensors(const std::string& path) {
@@ -299,9 +292,8 @@ void write_predictions_csv(const std::string& path, const OutputLayout& l, const
 
 void write_predictions_h5(const std::string& path, const std::string& model_dir, const std::string& input_name,
                           const OutputLayout& l, const Predictions& p) {
-  const std::string tmp = path + ".tmp";
-  {
-    H5File out = H5File::create(tmp);
+  write_hdf5_atomically(path, [&](H5File& out) {
+    const std::string& tmp = out.path();
     out.write_string_attr("/", "format", "hpctrain-predictions");
     out.write_int_attr("/", "format_version", 1);
     out.write_string_attr("/", "model", model_dir);
@@ -334,8 +326,7 @@ void write_predictions_h5(const std::string& path, const std::string& model_dir,
         write("/quantile_levels", H5T_IEEE_F64LE, {static_cast<hsize_t>(l.levels.size())}, l.levels.data());
       }
     }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw RuntimeFailure(path + ": cannot move into place");
+  });
 }
 
 }  // namespace

@@ -44,7 +44,8 @@ std::optional<CheckpointInfo> choose_resume(const Config& config, const std::str
       path = mode;
       return;
     }
-    for (const auto& candidate : list_checkpoints(dir)) {
+    const auto candidates = list_checkpoints(dir);
+    for (const auto& candidate : candidates) {
       try {
         verify_checkpoint(candidate);
         path = candidate;
@@ -52,6 +53,11 @@ std::optional<CheckpointInfo> choose_resume(const Config& config, const std::str
       } catch (const DataError& e) {
         std::fprintf(stderr, "hpctrain: warning: skipping checkpoint: %s\n", e.what());
       }
+    }
+    // Starting fresh beside checkpoints that exist but do not verify would hide lost work.
+    if (path.empty() && !candidates.empty()) {
+      throw DataError("checkpoint.resume=auto: none of the " + std::to_string(candidates.size()) + " checkpoints in " +
+                      dir + " verifies (warnings above); move them away or set checkpoint.resume=none to start over");
     }
   });
   world.broadcast(path, 0);
@@ -123,7 +129,10 @@ void train_once(const ResolvedConfig& resolved, RunContext& context, const Commu
   });
   const TrainResult result = trainer->run();
 
-  collective_check(world, [&] { write_run_report(run_dir + "/report.json", config, context, data, result, world); });
+  collective_check(world, [&] {
+    log.close();
+    write_run_report(run_dir + "/report.json", config, context, data, result, world);
+  });
   // As in report.json: the slowest rank's training time.
   double train_seconds = result.train_seconds;
   world.allreduce_max(&train_seconds, 1);

@@ -73,7 +73,7 @@ std::string Checkpointer::write(const LoopPosition& position, double epoch_loss,
   const double t0 = wall_seconds();
   collective_check(comm_, [&] {
     save_checkpoint(path, config_json_, model_json_, position, model, optimizer, mine, comm_);
-    if (comm_.rank() == 0) prune_checkpoints(dir_, keep_);
+    if (comm_.rank() == 0) prune_checkpoints(dir_, keep_, path);
   });
   last_ = wall_seconds();
   written_ += 1;

@@ -1,10 +1,13 @@
 #pragma once
-// metrics.jsonl: one JSON object a line, appended and flushed as training goes
-// (docs/outputs.md). Only rank 0 writes; other ranks hold a disabled log.
+// metrics.jsonl: one JSON object a line, appended as training goes (docs/outputs.md). Every
+// write is checked (a full disk is an error naming the file, and the line cut short is cut
+// off again); the lines are fsynced at epoch ends and on close. Only rank 0 writes; other
+// ranks hold a disabled log.
 #include <boost/json.hpp>
 
-#include <fstream>
 #include <string>
+
+#include "util/Files.hpp"
 
 namespace hpctrain {
 
@@ -14,10 +17,14 @@ class MetricsLog {
   // `append` continues the log of a resumed run.
   explicit MetricsLog(const std::string& path, bool append = false);
   void write(const boost::json::object& line);
+  // Makes the lines written so far durable (fsync).
+  void sync();
+  // fsync and close, checked; a disabled or closed log does nothing.
+  void close();
   bool enabled() const { return out_.is_open(); }
 
  private:
-  std::ofstream out_;
+  AppendLog out_;
 };
 
 }  // namespace hpctrain

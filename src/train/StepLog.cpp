@@ -116,11 +116,14 @@ void StepLog::step(const StepFigures& figures) {
 void StepLog::epoch(const EpochRecord& record) {
   if (!root_) return;
   metrics_.write(epoch_line(record));
+  metrics_.sync();  // an epoch's lines survive a crash of the next
   progress_.message(epoch_console_line(prefix_, record));
 }
 
 void StepLog::test(const EvalResult& test, bool classification) {
-  if (root_) metrics_.write(test_line(test, classification));
+  if (!root_) return;
+  metrics_.write(test_line(test, classification));
+  metrics_.sync();
 }
 
 void StepLog::checkpoint(const std::string& path) {

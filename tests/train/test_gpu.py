@@ -4,6 +4,7 @@ the CPU run's accuracy; two ranks sharing the GPU reduce through pinned host mem
 and agree with one rank; a checkpoint written on the GPU resumes there; NCCL on one rank;
 device.cuda_graphs captures the step and trains to the same accuracy in each precision, fp16's
 loss scaling skipping overflowing steps inside the graph, and resumes from a checkpoint."""
+import glob
 import json
 import os
 import subprocess
@@ -13,9 +14,21 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
 from hpctest import FASHION, SOURCE, Checks, mpirun  # noqa: E402
 
+# Skipped (77) only when there is positively no GPU: the probe ran and counted none, and no
+# NVIDIA device is present (or CUDA_VISIBLE_DEVICES hides them all on purpose). A probe that
+# cannot run, or a GPU device that torch cannot see, is a broken environment: a failure.
 probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
                        capture_output=True, text=True)
-gpus = int(probe.stdout.strip() or 0) if probe.returncode == 0 else 0
+if probe.returncode != 0 or not probe.stdout.strip().isdigit():
+    print(f"FAIL cannot probe for a GPU (exit {probe.returncode}); this is not the same as no GPU:\n"
+          f"{probe.stdout[-1000:]}{probe.stderr[-2000:]}")
+    sys.exit(1)
+gpus = int(probe.stdout.strip())
+hidden = os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1")
+devices = glob.glob("/dev/nvidia[0-9]*")
+if gpus == 0 and devices and not hidden:
+    print(f"FAIL {', '.join(devices)} present but torch counts no GPU: a broken driver or CUDA set-up")
+    sys.exit(1)
 if gpus == 0:
     print("no GPU visible: skipped")
     sys.exit(77)
