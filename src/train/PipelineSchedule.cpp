@@ -80,8 +80,11 @@ void write_1f1b(ActionWriter& w) {
 // Megatron's interleaved order. The k-th forward of a rank (k < m*v) takes, within its group
 // of p*v, chunk (k mod p*v) / p and microbatch (k / (p*v)) * p + k mod p: p microbatches
 // through chunk 0, the same p through chunk 1, ... The k-th backward takes the chunks in
-// reverse order. Warm-up: (v-1)*p forwards to fill the other chunks plus 2*(p-s-1), the
-// 1f1b offset counted in chunk-steps whose backward costs about two forwards.
+// reverse order. Warm-up: (v-1)*p forwards to fill the other chunks plus 2*(p-s-1), Megatron's
+// allowance for the first microbatch's trip to the last rank and its gradient's trip back,
+// counted in chunk-steps. Capped at m*v;
+// like current Megatron there is no special case for m == p (older releases ran all forwards
+// first there), and the simulated bubble equals the theory for m == p as for larger m.
 void write_interleaved(ActionWriter& w) {
   const int p = w.shape.stages, v = w.shape.chunks;
   const int total = w.shape.microbatches * v;
@@ -297,9 +300,13 @@ class Simulator {
         if (problem_.rfind("deadlock", 0) == 0) problem_ += " " + on_rank(rank, table_[rank][r.next]) + " waits;";
       }
     }
-    if (out.finished) {
-      for (const auto& box : mailbox_)
-        if (!box.empty()) problem_ = "a message was sent and never received";
+    const std::size_t vstages = static_cast<std::size_t>(shape_.stages) * shape_.chunks;
+    for (std::size_t i = 0; i < mailbox_.size() && out.finished && problem_.empty(); ++i) {
+      if (mailbox_[i].empty()) continue;
+      const std::size_t to = (i / shape_.microbatches) % vstages;
+      problem_ = std::string(i / shape_.microbatches >= vstages ? "a gradient" : "an activation") +
+                 " for virtual stage " + std::to_string(to) + " microbatch " + std::to_string(i % shape_.microbatches) +
+                 " was sent and never received";
     }
     out.problem = problem_;
     if (out.makespan > 0) out.bubble = 1 - busy_ / (shape_.stages * out.makespan);

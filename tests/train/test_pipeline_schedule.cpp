@@ -221,7 +221,7 @@ TEST(PipelineSchedule, ExtraSendAndWrongShapesAreReported) {
   Table table = pipeline_table(ScheduleKind::GPipe, shape);
   table[0].push_back({PipeOp::SendActivation, 1, 0});
   EXPECT_NE(check_table(table, shape), "");
-  EXPECT_NE(simulate(table, shape).problem, "");
+  EXPECT_NE(simulate(table, shape).problem.find("never received"), std::string::npos);
   table = pipeline_table(ScheduleKind::GPipe, shape);
   table[1].push_back({PipeOp::Forward, 5, 0});
   EXPECT_NE(check_table(table, shape).find("outside"), std::string::npos);
