@@ -121,7 +121,7 @@ class GradientReducer {
   std::condition_variable cv_;
   std::vector<std::size_t> pending_;  // gradients not yet ready, per bucket
   std::vector<bool> slot_ready_;
-  std::vector<bool> slot_held_;  // hold(): ready events do not count yet
+  std::vector<bool> slot_held_;                    // hold(): ready events do not count yet
   std::size_t next_launch_ = 0;                    // buckets launch strictly in index order
   std::deque<Launch> queue_;                       // launched, not yet taken by the worker
   std::size_t done_ = 0;                           // buckets reduced this step

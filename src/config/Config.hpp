@@ -113,9 +113,9 @@ struct PrecisionConfig {
 struct ParallelConfig {
   std::int64_t pipeline_stages = 1;
   std::int64_t microbatches = 1;
-  std::string schedule = "1f1b";  // gpipe | 1f1b | interleaved
-  std::int64_t chunks = 2;        // model chunks per rank (interleaved)
-  std::vector<std::int64_t> stage_split;  // first block of each stage after the first; empty: balanced
+  std::string schedule = "1f1b";              // gpipe | 1f1b | interleaved
+  std::int64_t chunks = 2;                    // model chunks per rank (interleaved)
+  std::vector<std::int64_t> stage_split;      // first block of each stage after the first; empty: balanced
   std::string grid_order = "replicas_inner";  // replicas_inner | stages_inner
 };
 

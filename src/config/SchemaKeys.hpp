@@ -44,8 +44,8 @@ Binding bind(Section Config::*section, Field Section::*field) {
   return b;
 }
 
-inline KeySpec key(std::string path, KeyType type, std::string def, std::optional<double> min, std::optional<double> max,
-            std::vector<std::string> choices, std::string doc) {
+inline KeySpec key(std::string path, KeyType type, std::string def, std::optional<double> min,
+                   std::optional<double> max, std::vector<std::string> choices, std::string doc) {
   return KeySpec{std::move(path), type, std::move(def), min, max, std::move(choices), std::move(doc), OnResume::Fixed};
 }
 

@@ -116,8 +116,7 @@ std::vector<SchemaEntry> runtime_entries() {
                 "ascending (p - 1 entries; p x chunks - 1 with the interleaved schedule). []: balanced by each "
                 "block's measured forward + backward time.")),
        bind(&Config::parallel, &ParallelConfig::stage_split)},
-      {free(key("parallel.grid_order", K::String, "\"replicas_inner\"", none, none,
-                {"replicas_inner", "stages_inner"},
+      {free(key("parallel.grid_order", K::String, "\"replicas_inner\"", none, none, {"replicas_inner", "stages_inner"},
                 "How ranks fill the grid. replicas_inner: the replicas of a stage are consecutive ranks (they "
                 "share a node and its fast gradient reductions; stages span nodes, which only pass activations). "
                 "stages_inner: a replica's stages are consecutive ranks.")),

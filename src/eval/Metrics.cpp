@@ -206,13 +206,9 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
 void share_eval_result(EvalResult& r, const Communicator& comm, int root) {
   if (comm.size() == 1) return;
   // Scalars, then the three lists each preceded by its length, as doubles (counts below 2^53).
-  std::vector<double> packed{r.loss,
-                             static_cast<double>(r.count),
-                             r.accuracy,
-                             static_cast<double>(r.num_classes),
-                             r.mse,
-                             r.mae,
-                             r.quantile_loss};
+  std::vector<double> packed{
+      r.loss,         static_cast<double>(r.count), r.accuracy, static_cast<double>(r.num_classes), r.mse, r.mae,
+      r.quantile_loss};
   auto pack = [&](const auto& values) {
     packed.push_back(static_cast<double>(values.size()));
     for (auto v : values) packed.push_back(static_cast<double>(v));

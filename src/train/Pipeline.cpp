@@ -16,7 +16,7 @@ namespace {
 constexpr int kActivation = 0, kGradient = 1;
 constexpr int kTagLimit = 32767;  // MPI guarantees tags up to here
 constexpr int kShapeTag = kTagLimit;
-constexpr std::size_t kShapeWords = 10;  // [dtype, dims, d0 ... d7]
+constexpr std::size_t kShapeWords = 10;    // [dtype, dims, d0 ... d7]
 constexpr std::size_t kReceivesAhead = 2;  // posted receives per direction
 
 torch::Tensor to_host_for_mpi(const torch::Tensor& t) {
@@ -188,8 +188,8 @@ void PipelineEngine::agree_shapes() {
     next.dtype = y.scalar_type();
     next.shape.assign(y.sizes().begin() + 1, y.sizes().end());
     sent.push_back(std::move(words));
-    sends.push_back(pipe.isend(sent.back().data(), kShapeWords * sizeof(std::int64_t), (grid_.stage() + 1) % p,
-                               kShapeTag));
+    sends.push_back(
+        pipe.isend(sent.back().data(), kShapeWords * sizeof(std::int64_t), (grid_.stage() + 1) % p, kShapeTag));
   }
   for (auto& s : sends) s.wait();
   model_.train(training);

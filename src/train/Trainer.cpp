@@ -84,7 +84,8 @@ Trainer::Trainer(const Config& config, const ProcessGrid& grid, const ShardedDat
   }
   overlap_ = overlap;
   // A pipeline decides the fp16 skip across its stages on the host: no device-side step.
-  optimizer_ = make_optimizer(config_.optimizer, trained, !pipeline_ && use_fused_optimizer(config_.optimizer, device_));
+  optimizer_ =
+      make_optimizer(config_.optimizer, trained, !pipeline_ && use_fused_optimizer(config_.optimizer, device_));
   device_side_ = is_fused(*optimizer_);
   if (device_side_) scaler_.keep_on_device(device_);
   graphs_ = config_.device.cuda_graphs && device_.is_cuda();

@@ -144,7 +144,7 @@ class Trainer {
   std::shared_ptr<ModelImpl> model_;
   std::string backend_ = "mpi";  // the gradient reduction: "mpi" or "nccl"
   bool overlap_ = false;
-  std::unique_ptr<NcclCommunicator> nccl_;  // before reducer_: outlives it
+  std::unique_ptr<NcclCommunicator> nccl_;    // before reducer_: outlives it
   std::unique_ptr<PipelineEngine> pipeline_;  // with parallel.pipeline_stages > 1
   std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;

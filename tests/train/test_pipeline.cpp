@@ -109,8 +109,7 @@ void expect_pipeline_matches(const Family& f, ScheduleKind kind, int stages, int
     if (params[i].numel() == 0) continue;  // another stage's
     ASSERT_TRUE(params[i].grad().defined()) << where << " parameter " << i;
     EXPECT_TRUE(torch::allclose(params[i].grad(), want.grads[i], 1e-5, 4e-5))
-        << where << " parameter " << i << " max diff "
-        << (params[i].grad() - want.grads[i]).abs().max().item<double>();
+        << where << " parameter " << i << " max diff " << (params[i].grad() - want.grads[i]).abs().max().item<double>();
     ++compared;
   }
   EXPECT_GT(compared, 0u) << where;
