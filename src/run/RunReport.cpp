@@ -64,6 +64,11 @@ enum class Figure : std::size_t {
   GpuReserved,
   GpuPeak,
   GpuIndex,
+  Stage,         // pipeline stage of the rank
+  PipeForward,   // pipeline seconds: forward pieces,
+  PipeBackward,  // backward pieces,
+  PipeWait,      // waiting for activations, gradients and sends,
+  PipeSteps,     // whole forward-backward passes of the steps
   Count
 };
 constexpr std::size_t kPhases = static_cast<std::size_t>(Phase::Count);
@@ -95,6 +100,11 @@ std::vector<double> rank_row(const Config& config, const RunContext& ctx, const 
   set(Figure::GpuReserved, static_cast<double>(gpu_memory.reserved));
   set(Figure::GpuPeak, static_cast<double>(gpu_memory.peak));
   set(Figure::GpuIndex, static_cast<double>(device.device.is_cuda() ? device.device.index() : -1));
+  set(Figure::Stage, static_cast<double>(r.stage));
+  set(Figure::PipeForward, r.pipeline_forward);
+  set(Figure::PipeBackward, r.pipeline_backward);
+  set(Figure::PipeWait, r.pipeline_wait);
+  set(Figure::PipeSteps, r.pipeline_steps);
   return row;
 }
 
@@ -237,6 +247,36 @@ json::object training_section(const Config& config, const RunContext& ctx, const
                       {"total_seconds", r.total_seconds}};
 }
 
+// The grid, the schedule and, with pipeline stages, each rank's compute, wait and idle
+// share of its forward-backward passes: the measured bubble beside the schedule's theory.
+json::object parallel_section(const Config& config, const TrainResult& r, const Gathered& g) {
+  json::object out{{"pipeline_stages", r.grid.stages},
+                   {"data_parallel_replicas", r.grid.replicas},
+                   {"grid_order", grid_order_name(r.grid.order)},
+                   {"microbatches", config.parallel.microbatches}};
+  if (r.schedule.empty()) return out;
+  const auto forward = g[Figure::PipeForward], backward = g[Figure::PipeBackward], wait = g[Figure::PipeWait],
+             steps = g[Figure::PipeSteps];
+  std::vector<double> idle;
+  double idle_sum = 0;
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    idle.push_back(steps[i] > 0 ? 1.0 - (forward[i] + backward[i]) / steps[i] : 0.0);
+    idle_sum += idle.back();
+  }
+  out["schedule"] = r.schedule;
+  out["chunks"] = config.parallel.schedule == "interleaved" ? config.parallel.chunks : 1;
+  out["stage_split"] = r.stage_split;
+  out["stage_of_rank"] = to_int_array(g[Figure::Stage]);
+  out["forward_seconds"] = to_array(forward);
+  out["backward_seconds"] = to_array(backward);
+  out["wait_seconds"] = to_array(wait);
+  out["pass_seconds"] = to_array(steps);
+  out["idle_share"] = to_array(idle);
+  out["bubble_measured"] = idle.empty() ? 0.0 : idle_sum / static_cast<double>(idle.size());
+  out["bubble_theory"] = r.theoretical_bubble;
+  return out;
+}
+
 }  // namespace
 
 std::string utc_timestamp() {
@@ -294,6 +334,7 @@ std::string write_run_report(const std::string& path, const Config& config, cons
                                      {"bytes_reduced", spread(g[Figure::CommBytes])},
                                      {"exposed_share_of_step", times.exposed_share}}},
       {"training", training_section(config, ctx, r, g)},
+      {"parallel", parallel_section(config, r, g)},
       {"epochs", epochs},
       {"final", final_metrics(r, data)},
       {"time_per_step_ms", times.per_step_ms},

@@ -195,6 +195,35 @@ void PipelineEngine::agree_shapes() {
   model_.train(training);
 }
 
+// Forward of one (microbatch, chunk): its input is the batch's rows on the first virtual
+// stage, else the received activation (a leaf with gradients); the last also takes the loss.
+void PipelineEngine::run_forward(const PipeAction& a, Micro& mc, const torch::Tensor& input,
+                                 const torch::Tensor& targets, std::int64_t rows, const LossFn& loss_fn,
+                                 std::vector<torch::Tensor>& outputs, torch::Tensor& loss_total) {
+  const double f0 = wall_seconds();
+  const int k = virtual_of(a.chunk);
+  torch::Tensor x;
+  if (k == 0) {
+    x = input.narrow(0, a.microbatch * rows, rows).to(device_, /*non_blocking=*/true);
+    if (channels_last_ && x.dim() == 4) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+  } else {
+    x = mc.act_buffer.to(device_).requires_grad_(true);
+    mc.act_buffer = torch::Tensor();
+    mc.input = x;
+  }
+  {
+    AutocastScope autocast(precision_, device_.type());
+    mc.output = run_chunk(a.chunk, x);
+  }
+  if (k == plan_.virtual_stages() - 1) {
+    const auto out = mc.output.to(torch::kFloat);
+    mc.loss = loss_fn(out, targets.narrow(0, a.microbatch * rows, rows).to(device_, /*non_blocking=*/true));
+    outputs[static_cast<std::size_t>(a.microbatch)] = out.detach();
+    loss_total = loss_total.defined() ? loss_total + mc.loss.detach() : mc.loss.detach();
+  }
+  times_.forward += wall_seconds() - f0;
+}
+
 PipelineEngine::StepOutput PipelineEngine::train_step(const torch::Tensor& input, const torch::Tensor& targets,
                                                       const LossFn& loss_fn, const ToBackward& to_backward,
                                                       GradientReducer* reducer) {
@@ -262,30 +291,9 @@ PipelineEngine::StepOutput PipelineEngine::train_step(const torch::Tensor& input
       case PipeOp::RecvGradient:
         wait_for(mc.grad_request, kGradient);
         break;
-      case PipeOp::Forward: {
-        const double f0 = wall_seconds();
-        torch::Tensor x;
-        if (k == 0) {
-          x = input.narrow(0, a.microbatch * rows, rows).to(device_, /*non_blocking=*/true);
-          if (channels_last_ && x.dim() == 4) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
-        } else {
-          x = mc.act_buffer.to(device_).requires_grad_(true);
-          mc.act_buffer = torch::Tensor();
-          mc.input = x;
-        }
-        {
-          AutocastScope autocast(precision_, device_.type());
-          mc.output = run_chunk(a.chunk, x);
-        }
-        if (k == last) {
-          const auto out = mc.output.to(torch::kFloat);
-          mc.loss = loss_fn(out, targets.narrow(0, a.microbatch * rows, rows).to(device_, /*non_blocking=*/true));
-          outputs[static_cast<std::size_t>(a.microbatch)] = out.detach();
-          loss_total = loss_total.defined() ? loss_total + mc.loss.detach() : mc.loss.detach();
-        }
-        times_.forward += wall_seconds() - f0;
+      case PipeOp::Forward:
+        run_forward(a, mc, input, targets, rows, loss_fn, outputs, loss_total);
         break;
-      }
       case PipeOp::SendActivation:
         send(mc.output.detach(), (grid_.stage() + 1) % p, tag(kActivation, k + 1, a.microbatch));
         break;

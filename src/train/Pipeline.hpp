@@ -110,6 +110,9 @@ class PipelineEngine {
   struct Transit;  // messages in flight
   void agree_shapes();
   torch::Tensor run_chunk(int chunk, torch::Tensor x);
+  void run_forward(const PipeAction& a, Micro& mc, const torch::Tensor& input, const torch::Tensor& targets,
+                   std::int64_t rows, const LossFn& loss_fn, std::vector<torch::Tensor>& outputs,
+                   torch::Tensor& loss_total);
   int virtual_of(int chunk) const { return chunk * plan_.shape.stages + grid_.stage(); }
   int tag(int direction, int receiver_virtual, int microbatch) const;
   torch::Tensor receive_buffer(int receiver_virtual, std::int64_t rows) const;

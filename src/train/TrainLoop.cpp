@@ -151,6 +151,7 @@ TrainResult Trainer::run() {
   result.skipped_steps = scaler_.state().skipped_steps;
   result.loss_scale = scaler_.scale();
   result.cuda_graphs = loop.graph && loop.graph->captured();
+  record_parallel_figures(result);
   loop.log.finish();
 
   if (tc.test_at_end) {

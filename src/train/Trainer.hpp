@@ -124,6 +124,8 @@ class Trainer {
   // parallel.*: checks the shape against the batch and the model, plans the stages and
   // builds this rank's engine (the model is whole until then).
   void build_pipeline();
+  // The grid, the schedule and this rank's pipeline times, for report.json.
+  void record_parallel_figures(TrainResult& result) const;
   // A step's forward and backward over parallel.microbatches microbatches: the whole model,
   // or this rank's pipeline stage. Returns the summed loss and the outputs (the last stage's
   // only; undefined elsewhere). `inv_batch` is 1 / the global batch.

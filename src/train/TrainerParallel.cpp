@@ -166,6 +166,23 @@ void Trainer::clip_gradients(double max_norm) {
   if (factor < 1.0) torch::_foreach_mul_(gradients, factor);
 }
 
+void Trainer::record_parallel_figures(TrainResult& result) const {
+  result.grid = grid_.layout();
+  result.stage = grid_.stage();
+  result.microbatches = config_.parallel.microbatches;
+  if (!pipeline_) return;
+  const StagePlan& plan = pipeline_->plan();
+  result.schedule = schedule_kind_name(plan.kind);
+  result.stage_split = plan.describe();
+  for (const auto& p : pipeline_->parameters()) result.stage_parameters += p.numel();
+  const PipelineTimes& t = pipeline_->times();
+  result.pipeline_forward = t.forward;
+  result.pipeline_backward = t.backward;
+  result.pipeline_wait = t.wait;
+  result.pipeline_steps = t.steps;
+  result.theoretical_bubble = theoretical_bubble(plan.kind, plan.shape);
+}
+
 void Trainer::from_last_stage(std::vector<double>& values) const {
   if (!pipeline_) return;
   grid_.pipeline().broadcast(values.data(), values.size() * sizeof(double), grid_.stages() - 1);
