@@ -63,5 +63,4 @@ refused("interleaved with microbatches not a multiple of the stages", 2, "parall
         "parallel.pipeline_stages=2", "parallel.microbatches=3", "parallel.schedule=interleaved")
 refused("a stage split out of range", 2, "parallel.stage_split", "parallel.pipeline_stages=2",
         "parallel.stage_split=[9]")
-refused("checkpoints of a pipeline", 2, "checkpoint.at_end", "parallel.pipeline_stages=2", "checkpoint.at_end=true")
 c.finish()
