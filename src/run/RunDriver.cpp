@@ -157,12 +157,6 @@ void train_once(const ResolvedConfig& resolved, RunContext& context, const Commu
 void run_experiment_and_retrain(const ResolvedConfig& resolved, RunContext& context, const Communicator& world) {
   const Config& config = resolved.config;
   const std::string run_dir = config.run.dir;
-  if (config.parallel.pipeline_stages > 1) {
-    throw ConfigError(
-        "parallel.pipeline_stages: cross-validation and search groups train data-parallel; pipeline stages inside "
-        "groups are not supported yet (set parallel.pipeline_stages=1, or train once without cv.folds and "
-        "search.method)");
-  }
   open_run_directory(run_dir, resolved.resolved_json, context, world);
   // SIGTERM/SIGUSR1 stop the running tasks at their next step; finished ones are recorded.
   install_preemption_handlers();
