@@ -1,5 +1,6 @@
 // `hpctrain bench allreduce`: hpctrain's bucketed gradient reduction next to one plain
-// MPI_Allreduce of the same bytes, per message size, with algorithm and bus bandwidth.
+// MPI_Allreduce of the same bytes and the hierarchical (node-aware) sum, per message size,
+// with algorithm and bus bandwidth.
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include "app/Measurement.hpp"
 #include "comm/Communicator.hpp"
 #include "comm/GradientReducer.hpp"
+#include "comm/HierarchicalSum.hpp"
 #include "util/Error.hpp"
 
 namespace hpctrain {
@@ -37,16 +39,19 @@ bool check_pattern(const float* p, std::int64_t n, int size) {
   return true;
 }
 
-void print_header(const AllreduceArguments& o, int ranks) {
-  std::printf("# hpctrain bench allreduce: %d ranks, buckets of %.3g MiB, median of %d repeats\n", ranks, o.bucket_mb,
-              o.repeats);
-  std::printf("# algbw = bytes / time; busbw = algbw * 2(P-1)/P; ratio = hpctrain busbw / MPI_Allreduce busbw\n");
-  std::printf("%12s %8s | %10s %9s %9s | %10s %9s %9s | %6s %5s\n", "bytes", "buckets", "mpi us", "algbw GB/s", "busbw",
-              "hpc us", "algbw GB/s", "busbw", "ratio", "check");
+void print_header(const AllreduceArguments& o, int ranks, const HierarchicalSum& hier) {
+  std::printf("# hpctrain bench allreduce: %d ranks (%s), buckets of %.3g MiB, median of %d repeats\n", ranks,
+              hier.describe().c_str(), o.bucket_mb, o.repeats);
+  std::printf(
+      "# algbw = bytes / time; busbw = algbw * 2(P-1)/P; ratio = busbw / MPI_Allreduce busbw; hier = reduce in the "
+      "node, allreduce among node leaders, broadcast in the node (comm.hierarchical)\n");
+  std::printf("%12s %8s | %10s %9s | %10s %9s %6s | %10s %9s %6s | %5s\n", "bytes", "buckets", "mpi us", "busbw",
+              "hpc us", "busbw", "ratio", "hier us", "busbw", "ratio", "check");
 }
 
 // One message size: both paths timed, then both checked. Returns the row for the JSON record.
-json::object measure_size(const AllreduceArguments& o, const Communicator& world, std::int64_t bytes, bool& ok) {
+json::object measure_size(const AllreduceArguments& o, const Communicator& world, const HierarchicalSum& hier,
+                          std::int64_t bytes, bool& ok) {
   const int p = world.size();
   const double bus_factor = p > 1 ? 2.0 * (p - 1) / p : 1.0;
   const std::int64_t n = bytes / 4;
@@ -68,11 +73,15 @@ json::object measure_size(const AllreduceArguments& o, const Communicator& world
                                   [&] {
                                     reducer.begin_step();
                                     reducer.finish();
-                                  }});
-  const double t_mpi = times[0], t_hpc = times[1];
+                                  },
+                                  [&] { hier.sum(buffer.data_ptr<float>(), static_cast<std::size_t>(n)); }});
+  const double t_mpi = times[0], t_hpc = times[1], t_hier = times[2];
   fill_pattern(buffer.data_ptr<float>(), n, world.rank());
   world.allreduce_sum(buffer.data_ptr<float>(), n);
   bool correct = check_pattern(buffer.data_ptr<float>(), n, p);
+  fill_pattern(buffer.data_ptr<float>(), n, world.rank());
+  hier.sum(buffer.data_ptr<float>(), static_cast<std::size_t>(n));
+  correct = correct && check_pattern(buffer.data_ptr<float>(), n, p);
   // Correctness through the same path.
   for (std::size_t b = 0; b < reducer.buckets().size(); ++b) {
     fill_pattern(reducer.buckets()[b].data_ptr<float>(), reducer.buckets()[b].numel(), world.rank());
@@ -85,11 +94,13 @@ json::object measure_size(const AllreduceArguments& o, const Communicator& world
   ok = fails == 0;
 
   const double alg_mpi = static_cast<double>(bytes) / t_mpi / 1e9, alg_hpc = static_cast<double>(bytes) / t_hpc / 1e9;
+  const double alg_hier = static_cast<double>(bytes) / t_hier / 1e9;
   const double ratio = alg_hpc / alg_mpi;
   if (world.rank() == 0) {
-    std::printf("%12lld %8zu | %10.1f %9.3f %9.3f | %10.1f %9.3f %9.3f | %6.3f %5s\n", static_cast<long long>(bytes),
-                reducer.bucket_count(), t_mpi * 1e6, alg_mpi, alg_mpi * bus_factor, t_hpc * 1e6, alg_hpc,
-                alg_hpc * bus_factor, ratio, ok ? "ok" : "FAIL");
+    std::printf("%12lld %8zu | %10.1f %9.3f | %10.1f %9.3f %6.3f | %10.1f %9.3f %6.3f | %5s\n",
+                static_cast<long long>(bytes), reducer.bucket_count(), t_mpi * 1e6, alg_mpi * bus_factor, t_hpc * 1e6,
+                alg_hpc * bus_factor, ratio, t_hier * 1e6, alg_hier * bus_factor, alg_hier / alg_mpi,
+                ok ? "ok" : "FAIL");
     std::fflush(stdout);
   }
   return json::object{{"bytes", bytes},
@@ -99,6 +110,9 @@ json::object measure_size(const AllreduceArguments& o, const Communicator& world
                       {"hpctrain_us", t_hpc * 1e6},
                       {"hpctrain_busbw_gbs", alg_hpc * bus_factor},
                       {"ratio", ratio},
+                      {"hierarchical_us", t_hier * 1e6},
+                      {"hierarchical_busbw_gbs", alg_hier * bus_factor},
+                      {"hierarchical_ratio", alg_hier / alg_mpi},
                       {"correct", ok}};
 }
 
@@ -106,17 +120,19 @@ int bench_allreduce(const AllreduceArguments& o) {
   if (o.min_bytes > o.max_bytes) throw UsageError("bench allreduce: --min-bytes exceeds --max-bytes");
   use_default_threads();
   Communicator world = Communicator::world();
-  if (world.rank() == 0) print_header(o, world.size());
+  const HierarchicalSum hier(world);
+  if (world.rank() == 0) print_header(o, world.size(), hier);
   json::array rows;
   bool all_ok = true;
   for (std::int64_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= 4) {
     bool ok = true;
-    rows.push_back(measure_size(o, world, bytes, ok));
+    rows.push_back(measure_size(o, world, hier, bytes, ok));
     all_ok = all_ok && ok;
   }
   if (world.rank() == 0) {
     write_json_file(o.json_path, json::object{{"benchmark", "allreduce"},
                                               {"ranks", world.size()},
+                                              {"nodes", hier.nodes()},
                                               {"bucket_mb", o.bucket_mb},
                                               {"repeats", o.repeats},
                                               {"rows", rows}});
@@ -134,7 +150,9 @@ void add_bench_allreduce(CLI::App& bench, Commands& commands) {
   app->footer(
       "For each message size (x4 steps), hpctrain's bucketed gradient path (the overlapping\n"
       "reducer: buckets of --bucket-mb, reduced on its communication thread) next to one plain\n"
-      "MPI_Allreduce of the same bytes, in the same run. Per size: median time per operation over\n"
+      "MPI_Allreduce of the same bytes and the hierarchical sum of comm.hierarchical (reduce in\n"
+      "each node, allreduce among node leaders, broadcast in the node), in the same run. Per size: median time per "
+      "operation over\n"
       "R repeats (slowest rank), algorithm bandwidth = bytes / time, bus bandwidth =\n"
       "algbw * 2 (P - 1) / P (as nccl-tests), and their ratio. Every size is checked: each rank\n"
       "contributes (rank + 1) * (i mod 7) and the sums are compared.");

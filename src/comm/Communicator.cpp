@@ -151,6 +151,35 @@ Communicator::~Communicator() {
   if (owned_ && comm_ != MPI_COMM_NULL && MpiRuntime::initialized()) MPI_Comm_free(&comm_);
 }
 
+Communicator Communicator::split_by_node() const {
+  MPI_Comm out = MPI_COMM_NULL;
+  HPCTRAIN_MPI(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &out));
+  MPI_Comm_set_errhandler(out, MPI_ERRORS_RETURN);
+  return Communicator(out, true);
+}
+
+void Communicator::reduce_sum(float* data, std::size_t count, int root) const {
+  if (count > static_cast<std::size_t>(INT_MAX)) throw RuntimeFailure("reduce_sum: too many values for one call");
+  const void* send = rank_ == root ? MPI_IN_PLACE : data;
+  HPCTRAIN_MPI(MPI_Reduce(send, data, static_cast<int>(count), MPI_FLOAT, MPI_SUM, root, comm_));
+}
+
+Request Communicator::ireduce_sum(float* data, std::size_t count, int root) const {
+  if (count > static_cast<std::size_t>(INT_MAX)) throw RuntimeFailure("ireduce_sum: too many values for one call");
+  MPI_Request r = MPI_REQUEST_NULL;
+  const void* send = rank_ == root ? MPI_IN_PLACE : data;
+  std::lock_guard<std::mutex> lock(nonblocking_mutex());
+  HPCTRAIN_MPI(MPI_Ireduce(send, data, static_cast<int>(count), MPI_FLOAT, MPI_SUM, root, comm_, &r));
+  return Request(r);
+}
+
+Request Communicator::ibroadcast(void* data, std::size_t bytes, int root) const {
+  MPI_Request r = MPI_REQUEST_NULL;
+  std::lock_guard<std::mutex> lock(nonblocking_mutex());
+  HPCTRAIN_MPI(MPI_Ibcast(data, byte_count(bytes, "ibroadcast"), MPI_BYTE, root, comm_, &r));
+  return Request(r);
+}
+
 Communicator Communicator::split(int color, int key) const {
   MPI_Comm out = MPI_COMM_NULL;
   HPCTRAIN_MPI(MPI_Comm_split(comm_, color, key, &out));

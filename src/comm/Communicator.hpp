@@ -45,11 +45,18 @@ class Communicator {
 
   // Ranks with the same color form one new communicator, ordered by key.
   Communicator split(int color, int key) const;
+  // The ranks that share this rank's node (MPI_COMM_TYPE_SHARED), in rank order.
+  Communicator split_by_node() const;
 
   void barrier() const;
   void allreduce_sum(float* data, std::size_t count) const;
   // Non-blocking sum in place; count must fit an int (buckets do).
   Request iallreduce_sum(float* data, std::size_t count) const;
+  // Sum onto `root` in place (its `data` receives the sum; others' is left as it was), and
+  // root's bytes to every rank: blocking and non-blocking. Counts must fit an int.
+  void reduce_sum(float* data, std::size_t count, int root) const;
+  Request ireduce_sum(float* data, std::size_t count, int root) const;
+  Request ibroadcast(void* data, std::size_t bytes, int root) const;
   // Non-blocking point-to-point bytes (pipeline activations and their gradients). Messages
   // between two ranks with one tag arrive in the order they were sent. The buffer must live
   // until the request completes.

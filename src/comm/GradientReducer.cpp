@@ -188,7 +188,20 @@ void GradientReducer::reduce(std::size_t bucket, bool blocking) {
   if (!overlap_ || blocking) {
     // Launched after backward (nothing left to overlap with): MPI's blocking allreduce
     // uses its fastest algorithm.
-    comm_.allreduce_sum(b.data_ptr<float>(), static_cast<std::size_t>(b.numel()));
+    if (hierarchical_) {
+      hierarchical_->sum(b.data_ptr<float>(), static_cast<std::size_t>(b.numel()));
+    } else {
+      comm_.allreduce_sum(b.data_ptr<float>(), static_cast<std::size_t>(b.numel()));
+    }
+  } else if (hierarchical_) {
+    auto op = hierarchical_->start(b.data_ptr<float>(), static_cast<std::size_t>(b.numel()));
+    while (!op.test()) {
+      if (main_waiting_.load(std::memory_order_relaxed)) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+    }
   } else {
     // Backward still runs and shares this core (ranks are bound to cores): instead of
     // MPI's busy wait, drive progress with MPI_Test and sleep briefly between tests; poll

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "comm/Communicator.hpp"
+#include "comm/HierarchicalSum.hpp"
 #include "comm/NcclCommunicator.hpp"
 
 namespace hpctrain {
@@ -76,6 +77,11 @@ class GradientReducer {
   // max_norm / (norm + 1e-6) when above), computed on their device: no host synchronization.
   void clip_to_norm(double max_norm);
 
+  // Reduce the buckets hierarchically (comm.hierarchical; MPI only, ignored with NCCL): within
+  // each node, among the node leaders, back within the node. Null: flat MPI_Allreduce.
+  void use_hierarchical(std::unique_ptr<HierarchicalSum> sum) { hierarchical_ = std::move(sum); }
+  const HierarchicalSum* hierarchical() const { return nccl_ == nullptr ? hierarchical_.get() : nullptr; }
+
   std::size_t bucket_count() const { return buckets_.size(); }
   std::int64_t element_count() const;
   // The gradients to unscale, clip and step: the buckets, or alone, the parameters' own.
@@ -105,6 +111,7 @@ class GradientReducer {
 
   const Communicator& comm_;
   NcclCommunicator* nccl_ = nullptr;
+  std::unique_ptr<HierarchicalSum> hierarchical_;
   bool overlap_;
   std::vector<torch::Tensor> buckets_;
   // Alone (one rank, `alone_without_buckets`): nothing to reduce, so no buckets. Gradients

@@ -92,6 +92,7 @@ struct CommConfig {
   bool overlap = true;
   std::string backend = "auto";  // auto | mpi | nccl
   double nccl_timeout = 600.0;   // seconds before a stuck NCCL operation aborts the job
+  std::string hierarchical = "auto";  // auto | on | off: node-aware MPI reduction
 };
 
 struct DeviceConfig {

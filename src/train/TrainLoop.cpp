@@ -108,6 +108,7 @@ Trainer::Loop::Loop(Trainer& t, const LoopPosition& from, const RankState& resum
   result.parameters = parameter_count(*t.model_);
   result.buckets = t.reducer_->bucket_count();
   result.backend = t.backend_;
+  if (const HierarchicalSum* h = t.reducer_->hierarchical()) result.hierarchical = h->describe();
   result.overlap = t.reducer_->overlapping();
   result.samples = from.samples;
   const json::value past_records = json::parse(from.epochs_json);

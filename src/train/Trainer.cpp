@@ -81,6 +81,7 @@ Trainer::Trainer(const Config& config, const ProcessGrid& grid, const ShardedDat
   if (backend_ == "mpi" || comm_.size() == 1) {
     reducer_ = std::make_unique<GradientReducer>(trained, config_.comm.bucket_mb, comm_, overlap,
                                                  /*nccl=*/nullptr, /*alone_without_buckets=*/true);
+    reducer_->use_hierarchical(make_hierarchical_sum(comm_, config_.comm.hierarchical));
   }
   overlap_ = overlap;
   // A pipeline decides the fp16 skip across its stages on the host: no device-side step.

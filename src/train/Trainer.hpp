@@ -39,6 +39,7 @@ struct TrainResult {
   ReducerTimes comm;              // this rank
   std::string stop_reason;        // "completed", "max_steps", "early_stopping"
   std::string backend = "mpi";    // gradient reduction: "mpi" or "nccl"
+  std::string hierarchical;       // the node-aware reduction's topology ("": flat)
   std::int64_t checkpoints = 0;   // written by this run
   double checkpoint_seconds = 0;  // their total time, gather and write (rank 0)
   // Mixed precision: fp16 steps skipped for inf/NaN gradients (in total, across resumes)

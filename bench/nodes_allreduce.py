@@ -1,0 +1,83 @@
+"""Flat against hierarchical gradient reduction across two nodes on one machine
+(tests/nodes/cluster.sh: network namespaces, a veth link, 2 ranks per node), with the link
+unlimited and limited by a tc token bucket.
+
+For each link rate it runs `hpctrain bench allreduce` over the 4 ranks (mpirun from node0,
+Open MPI's rsh launcher entering the nodes): per message size the plain MPI_Allreduce, the
+bucketed reducer (flat) and the hierarchical sum (reduce in the node, allreduce among the
+node leaders, broadcast in the node), medians of --repeats, all in the same run.
+
+Prediction: between the nodes a flat ring allreduce over 4 ranks (2 per node) moves
+2 x 2(P-1)/P = 3 message sizes over the link, the hierarchical sum 2 (one allreduce between
+the two leaders, each way); when the link is the bottleneck the hierarchical sum should
+approach 1.5x the flat one's bandwidth, and on an unlimited veth (memory speed) it should
+lose to the flat one, which keeps every rank busy.
+
+Usage (root): .venv/bin/python bench/nodes_allreduce.py [--rates off,1gbit,200mbit] [--repeats 5]
+Writes bench/results/<date>-nodes-allreduce.json."""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLUSTER = os.path.join(ROOT, "tests", "nodes", "cluster.sh")
+
+
+def read_env(path):
+    env = {}
+    for line in open(path):
+        k, _, v = line.strip().partition("=")
+        env[k] = v.strip("'")
+    return env
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rates", default="off,1gbit,200mbit")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--min-bytes", default="65536")
+    ap.add_argument("--max-bytes", default="16777216")
+    a = ap.parse_args()
+    env_file = tempfile.mktemp(prefix="hpctrain_nodes_bench_", suffix=".env")
+    subprocess.run(["bash", CLUSTER, "up", env_file], check=True)
+    runs = []
+    try:
+        env = read_env(env_file)
+        if "HPCTRAIN_NODES_SKIP" in env:
+            raise SystemExit("cannot build the two nodes: " + env["HPCTRAIN_NODES_SKIP"])
+        for rate in a.rates.split(","):
+            subprocess.run(["bash", CLUSTER, "rate", env_file, rate], check=True)
+            out_json = tempfile.mktemp(suffix=".json")
+            subnet = env["HPCTRAIN_NODES_SUBNET"]
+            cmd = ["mpirun", "--allow-run-as-root", "--hostfile", env["HPCTRAIN_NODES_HOSTFILE"], "-np", "4",
+                   "--mca", "plm_rsh_agent", env["HPCTRAIN_NODES_AGENT"], "--mca", "btl", "self,vader,tcp",
+                   "--mca", "btl_tcp_if_include", subnet, "--mca", "oob_tcp_if_include", subnet,
+                   os.path.join(ROOT, "build", "hpctrain"), "bench", "allreduce", "--min-bytes", a.min_bytes,
+                   "--max-bytes", a.max_bytes, "--repeats", str(a.repeats), "--json", out_json]
+            p = subprocess.run(["ip", "netns", "exec", env["HPCTRAIN_NODES_NS0"], "unshare", "--uts", "sh", "-c",
+                                'hostname node0; exec "$@"', "sh"] + cmd, capture_output=True, text=True, cwd=ROOT)
+            print(f"link {rate}:\n{p.stdout}{p.stderr[-2000:]}", flush=True)
+            p.check_returncode()
+            runs.append({"link_rate": rate, "result": json.load(open(out_json))})
+    finally:
+        subprocess.run(["bash", CLUSTER, "down", env_file])
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip()
+    result = {"benchmark": "nodes_allreduce", "date": datetime.date.today().isoformat(), "commit": commit,
+              "machine": {"host": platform.node(), "cpus": os.cpu_count(), "load_average": os.getloadavg()},
+              "command": "bench/nodes_allreduce.py --rates %s --repeats %d --min-bytes %s --max-bytes %s"
+                         % (a.rates, a.repeats, a.min_bytes, a.max_bytes),
+              "topology": "2 nodes (network namespaces) x 2 ranks, veth link, Open MPI vader inside a node, tcp "
+                          "between", "runs": runs}
+    path = os.path.join(ROOT, "bench", "results", f"{result['date']}-nodes-allreduce.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+// comm/HierarchicalSum on real ranks, with nodes pretended by a color (consecutive pairs of
+// ranks) and with the real topology (one node here): integer-valued sums equal a flat
+// MPI_Allreduce exactly, blocking and non-blocking; float sums agree within rounding; the
+// node count and comm.hierarchical's auto rule.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "comm/HierarchicalSum.hpp"
+#include "util/Error.hpp"
+
+using namespace hpctrain;
+
+namespace {
+
+std::vector<float> pattern(int rank, std::size_t n) {
+  std::vector<float> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<float>((rank + 1) * static_cast<int>(i % 13) - 5);
+  return v;
+}
+
+}  // namespace
+
+TEST(HierarchicalSum, IntegerSumsEqualTheFlatAllreduceExactly) {
+  const Communicator world = Communicator::world();
+  for (int pretend : {0, 1}) {
+    // Pairs of consecutive ranks as nodes, or the real topology.
+    const HierarchicalSum hier(world, pretend != 0 ? world.rank() / 2 : -1);
+    if (pretend != 0) {
+      EXPECT_EQ(hier.nodes(), (world.size() + 1) / 2);
+    }
+    for (std::size_t n : {std::size_t(1), std::size_t(1000), std::size_t(1) << 18}) {
+      auto flat = pattern(world.rank(), n);
+      world.allreduce_sum(flat.data(), n);
+      auto blocking = pattern(world.rank(), n);
+      hier.sum(blocking.data(), n);
+      EXPECT_EQ(blocking, flat) << n << " values";
+      auto overlapped = pattern(world.rank(), n);
+      auto op = hier.start(overlapped.data(), n);
+      while (!op.test()) {
+      }
+      EXPECT_EQ(overlapped, flat) << n << " values, non-blocking";
+    }
+  }
+}
+
+TEST(HierarchicalSum, FloatSumsAgreeWithinRounding) {
+  const Communicator world = Communicator::world();
+  const HierarchicalSum hier(world, world.rank() / 2);
+  std::vector<float> flat(4096), mine(4096);
+  for (std::size_t i = 0; i < flat.size(); ++i)
+    flat[i] = mine[i] = std::sin(0.37f * static_cast<float>(i + 1) * (world.rank() + 1));
+  world.allreduce_sum(flat.data(), flat.size());
+  hier.sum(mine.data(), mine.size());
+  for (std::size_t i = 0; i < flat.size(); ++i) EXPECT_NEAR(mine[i], flat[i], 1e-5f * (1.0f + std::fabs(flat[i])));
+}
+
+TEST(HierarchicalSum, AutoTurnsOnOnlyAcrossNodesWithSeveralRanksOnOne) {
+  const Communicator world = Communicator::world();
+  const HierarchicalSum pairs(world, world.rank() / 2);
+  // Pairs are worthwhile from 3 ranks on (2 nodes, one with 2 ranks); one rank per node is not.
+  EXPECT_EQ(pairs.worthwhile(), world.size() >= 3);
+  const HierarchicalSum singles(world, world.rank());
+  EXPECT_FALSE(singles.worthwhile());
+  // The real topology here is one node: auto leaves the flat allreduce.
+  EXPECT_EQ(make_hierarchical_sum(world, "auto"), nullptr);
+  EXPECT_EQ(make_hierarchical_sum(world, "off"), nullptr);
+  EXPECT_EQ(make_hierarchical_sum(world, "on") != nullptr, world.size() > 1);
+  EXPECT_THROW(make_hierarchical_sum(world, "sometimes"), ConfigError);
+}
