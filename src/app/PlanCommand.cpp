@@ -15,6 +15,7 @@
 #include "io/Hdf5.hpp"
 #include "launch/ProcessLayout.hpp"
 #include "models/Model.hpp"
+#include "util/SystemStats.hpp"
 
 namespace hpctrain {
 
