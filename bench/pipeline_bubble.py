@@ -84,7 +84,8 @@ def run_once(binary, schedule, m, a):
             "activation_peak_bytes": par["activation_peak_bytes"], "peak_rss_bytes": par["peak_rss_bytes"],
             "samples_per_s": rep["training"]["samples_per_s"], "steps": rep["training"].get("steps"),
             "final_train_loss": rep["epochs"][-1].get("train_loss") if rep["epochs"] else None,
-            "command": " ".join(cmd)}
+            "step_ms_per_rank": {k: v["per_rank"] for k, v in rep["time_per_step_ms"].items() if isinstance(v, dict)},
+            "run_dir": run_dir, "command": " ".join(cmd)}
 
 
 def main():
