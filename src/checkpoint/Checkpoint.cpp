@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 
+#include "checkpoint/CheckpointParts.hpp"
 #include "io/Hdf5.hpp"
 #include "util/Error.hpp"
 #include "util/Files.hpp"
@@ -120,70 +121,6 @@ std::string index_name(std::size_t i) {
   return buf;
 }
 
-// Optimizer state of one parameter as named tensors (empty before its first step).
-std::vector<std::pair<std::string, torch::Tensor>> optimizer_tensors(torch::optim::Optimizer& optimizer,
-                                                                     const torch::Tensor& p) {
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  auto& state = optimizer.state();
-  auto it = state.find(p.unsafeGetTensorImpl());
-  if (it == state.end()) return out;
-  if (auto* s = dynamic_cast<torch::optim::SGDParamState*>(it->second.get())) {
-    out.emplace_back("momentum_buffer", s->momentum_buffer());
-  } else if (auto* a = dynamic_cast<torch::optim::AdamParamState*>(it->second.get())) {
-    out.emplace_back("step", torch::tensor({a->step()}, torch::kLong));
-    out.emplace_back("exp_avg", a->exp_avg());
-    out.emplace_back("exp_avg_sq", a->exp_avg_sq());
-    if (a->max_exp_avg_sq().defined()) out.emplace_back("max_exp_avg_sq", a->max_exp_avg_sq());
-  } else if (auto* w = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get())) {
-    out.emplace_back("step", torch::tensor({w->step()}, torch::kLong));
-    out.emplace_back("exp_avg", w->exp_avg());
-    out.emplace_back("exp_avg_sq", w->exp_avg_sq());
-    if (w->max_exp_avg_sq().defined()) out.emplace_back("max_exp_avg_sq", w->max_exp_avg_sq());
-  } else {
-    throw RuntimeFailure("checkpoint: unsupported optimizer state");
-  }
-  return out;
-}
-
-void set_optimizer_tensors(torch::optim::Optimizer& optimizer, const torch::Tensor& p,
-                           const std::map<std::string, torch::Tensor>& values, const std::string& ctx) {
-  auto& state = optimizer.state();
-  if (values.empty()) {
-    state.erase(p.unsafeGetTensorImpl());
-    return;
-  }
-  auto get = [&](const std::string& key) {
-    auto it = values.find(key);
-    if (it == values.end()) throw DataError(ctx + ": optimizer state lacks " + key);
-    return it->second;
-  };
-  auto max_sq = [&]() {
-    auto it = values.find("max_exp_avg_sq");
-    return it == values.end() ? torch::Tensor() : it->second;
-  };
-  if (dynamic_cast<torch::optim::SGD*>(&optimizer) != nullptr) {
-    auto s = std::make_unique<torch::optim::SGDParamState>();
-    s->momentum_buffer(get("momentum_buffer"));
-    state[p.unsafeGetTensorImpl()] = std::move(s);
-  } else if (dynamic_cast<torch::optim::Adam*>(&optimizer) != nullptr) {
-    auto s = std::make_unique<torch::optim::AdamParamState>();
-    s->step(get("step").item<std::int64_t>());
-    s->exp_avg(get("exp_avg"));
-    s->exp_avg_sq(get("exp_avg_sq"));
-    if (max_sq().defined()) s->max_exp_avg_sq(max_sq());
-    state[p.unsafeGetTensorImpl()] = std::move(s);
-  } else if (dynamic_cast<torch::optim::AdamW*>(&optimizer) != nullptr) {
-    auto s = std::make_unique<torch::optim::AdamWParamState>();
-    s->step(get("step").item<std::int64_t>());
-    s->exp_avg(get("exp_avg"));
-    s->exp_avg_sq(get("exp_avg_sq"));
-    if (max_sq().defined()) s->max_exp_avg_sq(max_sq());
-    state[p.unsafeGetTensorImpl()] = std::move(s);
-  } else {
-    throw RuntimeFailure("checkpoint: unsupported optimizer");
-  }
-}
-
 json::object position_to_json(const LoopPosition& p) {
   return json::object{{"epoch", p.epoch},
                       {"step_in_epoch", p.step_in_epoch},
@@ -216,21 +153,95 @@ LoopPosition position_from_json(const json::object& o) {
   return p;
 }
 
-// Every buffer and this rank's RankState, flattened to doubles for one gather (float32,
-// int64 counters below 2^53 and bytes are exact in a double).
-std::vector<double> flatten_rank(torch::nn::Module& model, const RankState& mine) {
-  std::vector<double> out;
-  for (const auto& b : model.buffers()) {
-    auto d = b.detach().to(torch::kCPU, torch::kDouble).contiguous().reshape({-1});
-    out.insert(out.end(), d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
+// Where a rank's own state lives: /ranks/<replica> for the first stage (the layout of a
+// data-parallel run), /ranks/<replica>/stages/<s> for the others.
+std::string state_group(std::int64_t replica, std::int64_t stage) {
+  const std::string base = rank_group(static_cast<int>(replica));
+  return stage == 0 ? base : base + "/stages/" + std::to_string(stage);
+}
+
+// This rank's contribution: its stages' parameters and optimizer state when it is its
+// stage's first replica, its buffers, sums and generator always.
+CheckpointParts collect_parts(torch::nn::Module& model, torch::optim::Optimizer& optimizer, const RankState& mine,
+                              const CheckpointLayout& layout) {
+  CheckpointParts parts;
+  parts["place"] = torch::tensor({std::int64_t{layout.stage}, std::int64_t{layout.replica}}, torch::kLong);
+  if (layout.replica == 0) {
+    const auto params = model.parameters();
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      if (!layout.holds_parameter(i)) continue;
+      parts["p/" + index_name(i)] = params[i].detach();
+      for (const auto& [key, t] : optimizer_tensors(optimizer, params[i])) parts["o/" + index_name(i) + "/" + key] = t;
+    }
   }
-  out.push_back(mine.epoch_loss);
-  out.push_back(static_cast<double>(mine.epoch_correct));
-  const auto rng = mine.rng.contiguous();
-  const auto* bytes = rng.data_ptr<std::uint8_t>();
-  out.push_back(static_cast<double>(rng.numel()));
-  for (std::int64_t i = 0; i < rng.numel(); ++i) out.push_back(bytes[i]);
-  return out;
+  const auto buffers = model.buffers();
+  for (std::size_t i = 0; i < buffers.size(); ++i) {
+    if (layout.holds_buffer(i)) parts["b/" + index_name(i)] = buffers[i].detach();
+  }
+  parts["sums"] = torch::tensor({mine.epoch_loss, static_cast<double>(mine.epoch_correct)}, torch::kDouble);
+  parts["rng"] = mine.rng;
+  return parts;
+}
+
+// Every rank's parts on the group's rank 0, indexed by the rank's place in the grid.
+class GatheredParts {
+ public:
+  GatheredParts(CheckpointParts own, const std::vector<std::string>& bytes) {
+    ranks_.resize(bytes.size());
+    ranks_[0] = std::move(own);
+    for (std::size_t r = 1; r < bytes.size(); ++r) {
+      ranks_[r] = unpack_parts(bytes[r], "checkpoint: the part of rank " + std::to_string(r));
+    }
+  }
+  // The part `name` from the first rank (in rank order) of `replica` that has it.
+  const torch::Tensor* find(const std::string& name, std::int64_t replica) const {
+    for (const auto& parts : ranks_) {
+      auto it = parts.find(name);
+      if (it != parts.end() && parts.at("place")[1].item<std::int64_t>() == replica) return &it->second;
+    }
+    return nullptr;
+  }
+  // The part `name` of the rank at (stage, replica).
+  const torch::Tensor& at(const std::string& name, std::int64_t stage, std::int64_t replica) const {
+    for (const auto& parts : ranks_) {
+      const auto& place = parts.at("place");
+      if (place[0].item<std::int64_t>() == stage && place[1].item<std::int64_t>() == replica) return parts.at(name);
+    }
+    throw RuntimeFailure("checkpoint: no rank sent stage " + std::to_string(stage) + " of replica " +
+                         std::to_string(replica));
+  }
+
+ private:
+  std::vector<CheckpointParts> ranks_;
+};
+
+void write_parts(Writer& w, const GatheredParts& all, torch::nn::Module& model, const CheckpointLayout& layout) {
+  const auto params = model.named_parameters();
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const torch::Tensor* t = all.find("p/" + index_name(i), 0);
+    if (t == nullptr) throw RuntimeFailure("checkpoint: no stage sent parameter " + params[i].key());
+    w.tensor("/model/parameters/" + index_name(i), *t, params[i].key());
+  }
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    for (const auto& key : optimizer_state_keys()) {
+      if (const torch::Tensor* t = all.find("o/" + index_name(i) + "/" + key, 0)) {
+        w.tensor("/optimizer/" + index_name(i) + "/" + key, *t);
+      }
+    }
+  }
+  // Per replica: buffers in module order, then each stage's epoch sums and generator state.
+  const auto buffers = model.named_buffers();
+  for (int d = 0; d < layout.replicas; ++d) {
+    for (std::size_t i = 0; i < buffers.size(); ++i) {
+      const torch::Tensor* t = all.find("b/" + index_name(i), d);
+      if (t == nullptr) throw RuntimeFailure("checkpoint: no stage sent buffer " + buffers[i].key());
+      w.tensor(rank_group(d) + "/buffers/" + index_name(i), *t, buffers[i].key());
+    }
+    for (int s = 0; s < layout.stages; ++s) {
+      w.tensor(state_group(d, s) + "/epoch_sums", all.at("sums", s, d));
+      w.tensor(state_group(d, s) + "/rng", all.at("rng", s, d));
+    }
+  }
 }
 
 }  // namespace
@@ -241,12 +252,31 @@ std::string checkpoint_file_name(std::int64_t step) {
   return buf;
 }
 
+CheckpointLayout CheckpointLayout::data_parallel(const Communicator& comm) {
+  CheckpointLayout layout;
+  layout.replicas = comm.size();
+  layout.replica = comm.rank();
+  return layout;
+}
+
+std::string CheckpointInfo::describe_layout() const {
+  std::string text = std::to_string(world_size) + (world_size == 1 ? " rank" : " ranks");
+  if (stages > 1) text += " (" + std::to_string(stages) + " stages x " + std::to_string(replicas) + " replicas)";
+  return text;
+}
+
 void save_checkpoint(const std::string& path, const std::string& config_json, const std::string& model_json,
                      const LoopPosition& position, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
-                     const RankState& mine, const Communicator& comm) {
-  const std::vector<double> local = flatten_rank(model, mine);
-  const std::vector<double> all = comm.gatherv(local, 0);
-  if (comm.rank() != 0) return;
+                     const RankState& mine, const Communicator& group, const CheckpointLayout& layout) {
+  if (group.size() != layout.stages * layout.replicas) {
+    throw RuntimeFailure("checkpoint: a grid of " + std::to_string(layout.stages) + " x " +
+                         std::to_string(layout.replicas) + " over " + std::to_string(group.size()) + " ranks");
+  }
+  CheckpointParts own = collect_parts(model, optimizer, mine, layout);
+  // The first rank keeps its own tensors as they are; the others send theirs packed.
+  const std::vector<std::string> bytes = group.gather_bytes(group.rank() == 0 ? std::string() : pack_parts(own), 0);
+  if (group.rank() != 0) return;
+  const GatheredParts all(std::move(own), bytes);
   write_hdf5_atomically(path, [&](H5File& file) {
     char created[32] = {0};
     const std::time_t now = std::time(nullptr);
@@ -254,41 +284,18 @@ void save_checkpoint(const std::string& path, const std::string& config_json, co
     file.write_string_attr("/", "format", kCheckpointFormat);
     file.write_int_attr("/", "format_version", kCheckpointVersion);
     file.write_int_attr("/", "step", position.step);
-    file.write_int_attr("/", "world_size", comm.size());
+    file.write_int_attr("/", "world_size", group.size());
+    file.write_int_attr("/", "pipeline_stages", layout.stages);
+    file.write_int_attr("/", "replicas", layout.replicas);
     file.write_string_attr("/", "created", created);
     Writer w(file);
     w.text("/config_json", config_json);
     w.text("/model_json", model_json);
     w.text("/position_json", compact_json(position_to_json(position)));
-    const auto params = model.named_parameters();
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      w.tensor("/model/parameters/" + index_name(i), params[i].value(), params[i].key());
+    if (!layout.stage_split.empty()) {
+      w.tensor("/pipeline/stage_split", torch::tensor(layout.stage_split, torch::kLong));
     }
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      for (const auto& [key, t] : optimizer_tensors(optimizer, params[i].value())) {
-        w.tensor("/optimizer/" + index_name(i) + "/" + key, t);
-      }
-    }
-    // Per rank: buffers in module order, then the epoch sums and the generator state.
-    const auto buffers = model.named_buffers();
-    std::size_t offset = 0;
-    for (int r = 0; r < comm.size(); ++r) {
-      for (std::size_t i = 0; i < buffers.size(); ++i) {
-        const auto& b = buffers[i].value();
-        auto t =
-            torch::from_blob(const_cast<double*>(all.data() + offset), b.sizes(), torch::kDouble).to(b.scalar_type());
-        offset += static_cast<std::size_t>(b.numel());
-        w.tensor(rank_group(r) + "/buffers/" + index_name(i), t, buffers[i].key());
-      }
-      w.tensor(rank_group(r) + "/epoch_sums", torch::tensor({all[offset], all[offset + 1]}, torch::kDouble));
-      const auto n = static_cast<std::int64_t>(all[offset + 2]);
-      offset += 3;
-      auto rng = torch::empty({n}, torch::kByte);
-      for (std::int64_t k = 0; k < n; ++k)
-        rng[k] = static_cast<std::uint8_t>(all[offset + static_cast<std::size_t>(k)]);
-      offset += static_cast<std::size_t>(n);
-      w.tensor(rank_group(r) + "/rng", rng);
-    }
+    write_parts(w, all, model, layout);
     w.finish();
   });
 }
@@ -320,6 +327,13 @@ CheckpointInfo verify_checkpoint(const std::string& path) {
   info.path = path;
   info.step = file.read_int_attr("/", "step");
   info.world_size = file.read_int_attr("/", "world_size");
+  // Written before pipelines: one stage, every rank a replica.
+  info.stages = file.has_attr("/", "pipeline_stages") ? file.read_int_attr("/", "pipeline_stages") : 1;
+  info.replicas = file.has_attr("/", "replicas") ? file.read_int_attr("/", "replicas") : info.world_size;
+  if (file.has("/pipeline/stage_split")) {
+    const auto split = read_tensor(file, "/pipeline/stage_split");
+    info.stage_split.assign(split.data_ptr<std::int64_t>(), split.data_ptr<std::int64_t>() + split.numel());
+  }
   info.config_json = read_text(file, "/config_json");
   info.model_json = read_text(file, "/model_json");
   info.position = position_from_json(json::parse(read_text(file, "/position_json")).as_object());
@@ -327,40 +341,52 @@ CheckpointInfo verify_checkpoint(const std::string& path) {
 }
 
 void restore_checkpoint(const CheckpointInfo& info, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
-                        RankState& mine, const Communicator& comm) {
+                        RankState& mine, const CheckpointLayout& layout) {
   H5File file = H5File::open_read_serial(info.path);
   torch::NoGradGuard no_grad;
   const auto params = model.named_parameters();
+  const std::string changed = " (was the model changed?)";
+  const bool fewer = !params.is_empty() && !file.has("/model/parameters/" + index_name(params.size() - 1));
+  if (fewer || file.has("/model/parameters/" + index_name(params.size()))) {
+    throw ConfigError(info.path + ": the checkpoint holds another number of parameters than the model's " +
+                      std::to_string(params.size()) + changed);
+  }
   for (std::size_t i = 0; i < params.size(); ++i) {
+    if (!layout.holds_parameter(i)) continue;
     const std::string name = "/model/parameters/" + index_name(i);
+    const std::string stored = file.read_string_attr(name, "name");
+    if (stored != params[i].key()) {
+      throw ConfigError(info.path + ": parameter " + std::to_string(i) + " is " + stored + " in the checkpoint, " +
+                        params[i].key() + " in the model" + changed);
+    }
     const auto t = read_tensor(file, name);
     if (t.sizes() != params[i].value().sizes()) {
       throw ConfigError(info.path + ": parameter " + params[i].key() + " has shape " + std::to_string(t.numel()) +
                         " elements in the checkpoint, the model " + std::to_string(params[i].value().numel()) +
-                        " (was the model changed?)");
+                        changed);
     }
     params[i].value().copy_(t);
-  }
-  for (std::size_t i = 0; i < params.size(); ++i) {
     std::map<std::string, torch::Tensor> values;
-    for (const std::string key : {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer"}) {
-      const std::string name = "/optimizer/" + index_name(i) + "/" + key;
+    for (const auto& key : optimizer_state_keys()) {
+      const std::string state = "/optimizer/" + index_name(i) + "/" + key;
       // Optimizer state lives on the parameter's device.
-      if (file.has(name)) values[key] = read_tensor(file, name).to(params[i].value().device());
+      if (file.has(state)) values[key] = read_tensor(file, state).to(params[i].value().device());
     }
     set_optimizer_tensors(optimizer, params[i].value(), values, info.path);
   }
-  // Same world size: every rank its own part (exact). Otherwise rank 0's statistics.
-  const int source = info.world_size == comm.size() ? comm.rank() : 0;
+  // As many replicas: each its own statistics. Otherwise the first replica's.
+  const std::int64_t source = info.replicas == layout.replicas ? layout.replica : 0;
   const auto buffers = model.named_buffers();
   for (std::size_t i = 0; i < buffers.size(); ++i) {
-    buffers[i].value().copy_(read_tensor(file, rank_group(source) + "/buffers/" + index_name(i)));
+    if (!layout.holds_buffer(i)) continue;
+    buffers[i].value().copy_(read_tensor(file, rank_group(static_cast<int>(source)) + "/buffers/" + index_name(i)));
   }
-  if (source == comm.rank()) {
-    const auto sums = read_tensor(file, rank_group(source) + "/epoch_sums");
+  if (info.same_layout(layout)) {
+    const std::string own = state_group(layout.replica, layout.stage);
+    const auto sums = read_tensor(file, own + "/epoch_sums");
     mine.epoch_loss = sums[0].item<double>();
     mine.epoch_correct = static_cast<std::int64_t>(sums[1].item<double>());
-    mine.rng = read_tensor(file, rank_group(source) + "/rng");
+    mine.rng = read_tensor(file, own + "/rng");
   }
 }
 
@@ -378,10 +404,10 @@ std::vector<std::pair<std::string, torch::Tensor>> checkpoint_state_dict(const C
     torch::Tensor value = read_tensor(file, first);
     if (value.scalar_type() == torch::kFloat) {
       auto sum = value.to(torch::kDouble);
-      for (std::int64_t r = 1; r < info.world_size; ++r) {
+      for (std::int64_t r = 1; r < info.replicas; ++r) {
         sum += read_tensor(file, rank_group(static_cast<int>(r)) + "/buffers/" + index_name(i)).to(torch::kDouble);
       }
-      value = (sum / static_cast<double>(info.world_size)).to(torch::kFloat);
+      value = (sum / static_cast<double>(info.replicas)).to(torch::kFloat);
     }
     out.emplace_back(file.read_string_attr(first, "name"), value);
   }

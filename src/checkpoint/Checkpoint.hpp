@@ -1,10 +1,14 @@
 #pragma once
-// Checkpoints: everything the rest of a run depends on, in one HDF5 file that rank 0
-// writes atomically (temporary file, checked close, fsync, rename, fsync of the folder:
-// util/Files.hpp) with a SHA-256 over its contents
-// (docs/checkpoints.md). Parameters and optimizer state are the same on every rank of a
-// data-parallel group; batch-norm statistics, the dropout generator and the epoch's
-// running sums are per rank and are gathered.
+// Checkpoints: everything the rest of a run depends on, in one HDF5 file that the grid's
+// first rank writes atomically (temporary file, checked close, fsync, rename, fsync of the
+// folder: util/Files.hpp) with a SHA-256 over its contents (docs/checkpoints.md).
+//
+// The file holds the whole model whatever the layout that wrote it: parameters and
+// optimizer state are the same on every replica, so each pipeline stage's first replica
+// sends its pieces; batch-norm statistics are per replica, the dropout generator and the
+// epoch's running sums per rank, and are gathered. Any layout reads any file: on the
+// writer's grid every rank takes its own part (an exact resume), on another each takes its
+// pieces' parameters and the first replica's statistics.
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -42,34 +46,66 @@ struct RankState {
   std::int64_t epoch_correct = 0;
 };
 
+// Where a rank sits in the grid that writes or reads a checkpoint, and which of the model's
+// parameters and buffers (module order) it holds: all of them without a pipeline, its
+// stages' pieces with one.
+struct CheckpointLayout {
+  int stages = 1;
+  int replicas = 1;
+  int stage = 0;
+  int replica = 0;
+  std::vector<bool> parameters;  // empty: all
+  std::vector<bool> buffers;     // empty: all
+  // The pipeline's stage boundaries as parallel.stage_split lists them (empty: no pipeline).
+  std::vector<std::int64_t> stage_split;
+
+  bool holds_parameter(std::size_t i) const { return parameters.empty() || parameters[i]; }
+  bool holds_buffer(std::size_t i) const { return buffers.empty() || buffers[i]; }
+  // Plain data parallelism: one stage, each rank of `comm` a replica with the whole model.
+  static CheckpointLayout data_parallel(const Communicator& comm);
+};
+
 struct CheckpointInfo {
   std::string path;
   std::int64_t step = 0;
-  std::int64_t world_size = 0;
+  std::int64_t world_size = 0;  // ranks of the grid that wrote it = stages x replicas
+  std::int64_t stages = 1;
+  std::int64_t replicas = 0;
+  std::vector<std::int64_t> stage_split;  // the writer's pipeline boundaries (empty: none)
   std::string config_json;
   std::string model_json;
   LoopPosition position;
+
+  // Read on the writer's grid: every rank's own state is there.
+  bool same_layout(const CheckpointLayout& layout) const {
+    return stages == layout.stages && replicas == layout.replicas;
+  }
+  std::string describe_layout() const;  // "4 ranks (2 stages x 2 replicas)"
 };
 
-// Collective over `comm`: gathers every rank's buffers and RankState; rank 0 writes `path`.
-// `model_json` describes the model for export (docs/checkpoints.md, "Export").
+// Collective over `group`, every rank of the grid described by `layout`: gathers the
+// stages' parameters and optimizer state and every rank's buffers and RankState; the
+// group's rank 0 writes `path`. `model_json` describes the model for export
+// (docs/checkpoints.md, "Export").
 void save_checkpoint(const std::string& path, const std::string& config_json, const std::string& model_json,
                      const LoopPosition& position, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
-                     const RankState& mine, const Communicator& comm);
+                     const RankState& mine, const Communicator& group, const CheckpointLayout& layout);
 
 // Reads and verifies `path` (every dataset against the stored SHA-256); throws DataError
 // naming the file and what is wrong (missing, truncated, checksum mismatch).
 CheckpointInfo verify_checkpoint(const std::string& path);
 
-// Restores parameters, optimizer state and this rank's buffers and RankState from a
-// verified checkpoint. With the writer's world size every rank takes its own part (an exact
-// resume); with another, every rank takes rank 0's buffers and `mine.rng` is left as it is.
+// Restores the parameters and optimizer state `layout` holds, and this rank's buffers and
+// RankState, from a verified checkpoint. Throws ConfigError when the model differs. On the
+// writer's grid (same stages and replicas) every rank takes its own part: an exact resume.
+// With as many replicas, each takes its replica's buffers; otherwise the first replica's.
+// On another grid `mine` is left as it is.
 void restore_checkpoint(const CheckpointInfo& info, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
-                        RankState& mine, const Communicator& comm);
+                        RankState& mine, const CheckpointLayout& layout);
 
 // The model's parameters and buffers by name (module order, parameters first), for
-// export: float buffers are the mean over the ranks that wrote the checkpoint (as
-// evaluation averages them), others rank 0's.
+// export: float buffers are the mean over the replicas that wrote the checkpoint (as
+// evaluation averages them), others the first replica's.
 std::vector<std::pair<std::string, torch::Tensor>> checkpoint_state_dict(const CheckpointInfo& info);
 
 // Checkpoint files (step_NNNNNNNNNN.h5) in `dir`, newest first.

@@ -215,6 +215,35 @@ std::vector<double> Communicator::gatherv(const std::vector<double>& data, int r
   return out;
 }
 
+std::vector<std::string> Communicator::gather_bytes(const std::string& mine, int root) const {
+  const auto size = static_cast<std::int64_t>(mine.size());
+  std::vector<std::int64_t> sizes(rank_ == root ? size_ : 0);
+  HPCTRAIN_MPI(MPI_Gather(&size, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, root, comm_));
+  constexpr int kTag = 32001;  // only this exchange uses it on this communicator
+  std::vector<std::string> out;
+  if (rank_ != root) {
+    for (std::size_t off = 0; off < mine.size(); off += kMaxCount) {
+      const int n = static_cast<int>(std::min(kMaxCount, mine.size() - off));
+      HPCTRAIN_MPI(MPI_Send(mine.data() + off, n, MPI_BYTE, root, kTag, comm_));
+    }
+    return out;
+  }
+  out.resize(static_cast<std::size_t>(size_));
+  for (int r = 0; r < size_; ++r) {
+    if (r == root) {
+      out[static_cast<std::size_t>(r)] = mine;
+      continue;
+    }
+    std::string& buf = out[static_cast<std::size_t>(r)];
+    buf.resize(static_cast<std::size_t>(sizes[static_cast<std::size_t>(r)]));
+    for (std::size_t off = 0; off < buf.size(); off += kMaxCount) {
+      const int n = static_cast<int>(std::min(kMaxCount, buf.size() - off));
+      HPCTRAIN_MPI(MPI_Recv(buf.data() + off, n, MPI_BYTE, r, kTag, comm_, MPI_STATUS_IGNORE));
+    }
+  }
+  return out;
+}
+
 void Communicator::alltoallv(const void* send, const std::vector<std::int64_t>& send_counts, void* recv,
                              const std::vector<std::int64_t>& recv_counts) const {
   // MPI_Alltoallv takes int counts and displacements; every rank must pick the same path,

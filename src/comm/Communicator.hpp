@@ -65,6 +65,10 @@ class Communicator {
   std::vector<double> gather(const double* data, std::size_t count, int root) const;
   // Every rank's values (any count), concatenated by rank, on `root` (empty elsewhere).
   std::vector<double> gatherv(const std::vector<double>& data, int root) const;
+  // Every rank's bytes on `root`, one entry per rank (`mine` itself at root's index; empty
+  // elsewhere). Any size: large payloads go in 1 GiB pieces, one source at a time, so root
+  // holds the results and one piece in flight.
+  std::vector<std::string> gather_bytes(const std::string& mine, int root) const;
   // Byte exchange: send_counts[r] bytes to rank r from send (packed by rank order);
   // recv_counts must be known by the caller.
   void alltoallv(const void* send, const std::vector<std::int64_t>& send_counts, void* recv,

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "comm/ProcessGrid.hpp"
 #include "data/ShardedDataset.hpp"
 #include "experiment/ExperimentPlan.hpp"
 #include "experiment/FoldPlan.hpp"
@@ -86,6 +87,7 @@ class ExperimentRun {
 
   ExperimentPlan xp_;
   std::unique_ptr<GroupScheduler> scheduler_;
+  std::unique_ptr<ProcessGrid> grid_;  // the group as pipeline stages x replicas
   std::unique_ptr<ShardedDataset> data_;
   bool classification_ = true;
   std::string metric_;
@@ -113,13 +115,19 @@ void ExperimentRun::load() {
     xp_ = plan_experiment(base_);
     scheduler_ = std::make_unique<GroupScheduler>(world_, static_cast<int>(bc_.cv.ranks_per_group));
   });
-  // Each group holds the whole training split across its ranks.
+  // Each group is a grid of pipeline stages x data-parallel replicas (cv.ranks_per_group =
+  // stages x replicas); its replicas hold the whole training split, each replica's stages
+  // the same shard.
+  collective_check(world_, [&] {
+    grid_ = std::make_unique<ProcessGrid>(scheduler_->group(), static_cast<int>(bc_.parallel.pipeline_stages),
+                                          parse_grid_order(bc_.parallel.grid_order), "cv.ranks_per_group");
+  });
   collective_check(world_, [&] {
     data_ = std::make_unique<ShardedDataset>(
-        ShardedDataset::load_shards(bc_.data, static_cast<std::uint64_t>(bc_.train.seed), scheduler_->group()));
+        ShardedDataset::load_shards(bc_.data, static_cast<std::uint64_t>(bc_.train.seed), grid_->data()));
   });
   classification_ = data_->classification();
-  const std::vector<std::int32_t> labels = data_->all_train_labels(scheduler_->group());
+  const std::vector<std::int32_t> labels = data_->all_train_labels(grid_->data());
   collective_check(world_, [&] {
     metric_ = resolve_search_metric(bc_.search.metric, classification_);
     make_splits(labels);
@@ -188,8 +196,7 @@ TaskOutcome ExperimentRun::run_task(const RoundTask& task) {
   ft.epochs = halving_ ? epochs_ : tp.config.train.epochs;
   ft.in_search = searching_;
   ft.keep_predictions = bc_.cv.save_predictions;
-  return run_fold_task(ft, tp.config, *data_, splits_[task.split], scheduler_->group(), *scheduler_,
-                       scheduler_->group_index());
+  return run_fold_task(ft, tp.config, *data_, splits_[task.split], *grid_, *scheduler_, scheduler_->group_index());
 }
 
 // Runs the tasks not recorded as finished; returns every task's outcome on rank 0 (by task),
@@ -273,6 +280,7 @@ ReportHeader ExperimentRun::report_header(const OutcomeCounts& counts) const {
                       {"world_size", world_.size()},
                       {"groups", scheduler_->group_count()},
                       {"ranks_per_group", scheduler_->group().size()},
+                      {"pipeline_stages", grid_->stages()},
                       {"tasks_ok", counts.ok},
                       {"tasks_failed", counts.failed},
                       {"shards", bc_.search.shards},

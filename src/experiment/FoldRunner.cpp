@@ -1,7 +1,6 @@
 #include "experiment/FoldRunner.hpp"
 
 #include <cmath>
-#include <cstring>
 
 #include "data/ShardedDataset.hpp"
 #include "eval/Metrics.hpp"
@@ -42,17 +41,16 @@ void score(const ShardedDataset& data, const std::vector<double>& targets, const
 // Trains and scores the task; fills `out` on the group's leader. Throws CollectiveError for
 // a failure the group agrees on.
 void train_and_score(const FoldTask& task, const Config& config, ShardedDataset& data, const TrainValSplit& split,
-                     const Communicator& group, GroupScheduler& scheduler, int group_index, TaskOutcome& out) {
+                     const ProcessGrid& grid, GroupScheduler& scheduler, int group_index, TaskOutcome& out) {
+  const Communicator& group = grid.group();
   Config c = config;
   c.train.epochs = task.epochs;
   c.train.test_at_end = false;
   c.train.test_every_epoch = false;
   c.run.progress = "none";
-  data.use_split(split, c.data, static_cast<std::uint64_t>(c.train.seed), group);
+  data.use_split(split, c.data, static_cast<std::uint64_t>(c.train.seed), grid.data());
   MetricsLog no_log;
   std::unique_ptr<Trainer> trainer;
-  // Groups train data-parallel (RunDriver refuses pipeline stages in experiments).
-  ProcessGrid grid(group, 1, GridOrder::ReplicasInner);
   collective_check(group, [&] { trainer = std::make_unique<Trainer>(c, grid, data, no_log); });
   trainer->stop_on_preemption();
   trainer->set_step_callback([&scheduler] { scheduler.poll(); });
@@ -64,14 +62,17 @@ void train_and_score(const FoldTask& task, const Config& config, ShardedDataset&
   const LocalPredictions local = trainer->predict_held_out();
   scheduler.poll();
 
-  // This rank holds rows block_range(held-out count, group size, rank) of the sorted
-  // held-out list: gathering in rank order restores the list's order.
-  const auto y = data.validation().targets.to(torch::kDouble).contiguous();
-  std::vector<double> targets(static_cast<std::size_t>(y.numel())), loss(static_cast<std::size_t>(local.loss.size(0)));
-  std::memcpy(targets.data(), y.data_ptr<double>(), targets.size() * sizeof(double));
-  std::memcpy(loss.data(), local.loss.data_ptr<double>(), loss.size() * sizeof(double));
-  const auto o = local.outputs.contiguous();
-  std::vector<double> outputs(o.data_ptr<double>(), o.data_ptr<double>() + o.numel());
+  // Replica r holds rows block_range(held-out count, replicas, r) of the sorted held-out
+  // list, and its last stage the predictions. The last stage's ranks ascend with the
+  // replica in either grid order, so gathering theirs in rank order restores the list.
+  std::vector<double> targets, loss, outputs;
+  if (grid.last_stage()) {
+    const auto y = data.validation().targets.to(torch::kDouble).contiguous();
+    targets.assign(y.data_ptr<double>(), y.data_ptr<double>() + y.numel());
+    loss.assign(local.loss.data_ptr<double>(), local.loss.data_ptr<double>() + local.loss.numel());
+    const auto o = local.outputs.contiguous();
+    outputs.assign(o.data_ptr<double>(), o.data_ptr<double>() + o.numel());
+  }
   auto all_targets = group.gatherv(targets, 0);
   auto all_loss = group.gatherv(loss, 0);
   auto all_outputs = group.gatherv(outputs, 0);
@@ -96,7 +97,8 @@ void train_and_score(const FoldTask& task, const Config& config, ShardedDataset&
 }  // namespace
 
 TaskOutcome run_fold_task(const FoldTask& task, const Config& config, ShardedDataset& data, const TrainValSplit& split,
-                          const Communicator& group, GroupScheduler& scheduler, int group_index) {
+                          const ProcessGrid& grid, GroupScheduler& scheduler, int group_index) {
+  const Communicator& group = grid.group();
   TaskOutcome out;
   out.trial = task.trial;
   out.repeat = task.repeat;
@@ -117,7 +119,7 @@ TaskOutcome run_fold_task(const FoldTask& task, const Config& config, ShardedDat
     return out;
   }
   try {
-    train_and_score(task, config, data, split, group, scheduler, group_index, out);
+    train_and_score(task, config, data, split, grid, scheduler, group_index, out);
   } catch (const CollectiveError& e) {
     // Every rank of the group agreed on this failure: the other tasks go on. A preempted
     // task is neither ok nor failed: it runs again when the experiment resumes.

@@ -149,7 +149,7 @@ ReportHeader merged_header(const ShardSet& set, const OutcomeCounts& counts) {
   const json::object& first = set.found.begin()->second.report;
   ReportHeader header;
   for (const char* key : {"task", "data", "scoring", "folds", "repeats", "stratified", "scheme", "cv_seed",
-                          "world_size", "groups", "ranks_per_group"}) {
+                          "world_size", "groups", "ranks_per_group", "pipeline_stages"}) {
     if (first.contains(key)) header[key] = first.at(key);
   }
   json::array merged_from;

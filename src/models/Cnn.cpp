@@ -1,4 +1,5 @@
 #include "models/ModelParts.hpp"
+#include "models/Pooling.hpp"
 #include "util/Error.hpp"
 
 namespace hpctrain {
@@ -26,7 +27,7 @@ struct CnnImpl : StagedModel {
           torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, c.channels[i], 3).padding(1).bias(norm == "none")));
       if (norm != "none") features->push_back(norm_layer(norm, c.channels[i], 2, group));
       features->push_back(torch::nn::ReLU());
-      features->push_back(torch::nn::MaxPool2d(2));
+      features->push_back(MaxPool(2));
       add_sequential_stage(features, "features", begin, features->size());
       channels = c.channels[i];
       h /= 2;

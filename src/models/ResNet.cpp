@@ -1,4 +1,5 @@
 #include "models/ModelParts.hpp"
+#include "models/Pooling.hpp"
 #include "util/Error.hpp"
 
 namespace hpctrain {
@@ -57,7 +58,7 @@ struct ResNetImpl : ModelImpl {
       stem->push_back(conv(in.sample_shape[0], c.width, 7, 2, bias));
       stem->push_back(conv_norm(c.norm, group, c.width));
       stem->push_back(torch::nn::ReLU());
-      stem->push_back(torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(2).padding(1)));
+      stem->push_back(MaxPool(3, 2, 1));
     } else {
       stem->push_back(conv(in.sample_shape[0], c.width, 3, 1, bias));
       stem->push_back(conv_norm(c.norm, group, c.width));

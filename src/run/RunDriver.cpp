@@ -16,6 +16,7 @@
 #include "launch/ProcessLayout.hpp"
 #include "launch/Signals.hpp"
 #include "train/Device.hpp"
+#include "train/PipelineSchedule.hpp"
 #include "util/Error.hpp"
 #include "util/Files.hpp"
 
@@ -105,9 +106,9 @@ void train_once(const ResolvedConfig& resolved, RunContext& context, const Commu
   });
   const std::optional<CheckpointInfo> resume = choose_resume(config, checkpoint_dir, resolved.resolved_json, world);
   if (resume && world.rank() == 0) {
-    std::printf("resuming from %s (step %lld, epoch %lld, written by %lld ranks)\n", resume->path.c_str(),
+    std::printf("resuming from %s (step %lld, epoch %lld, written by %s)\n", resume->path.c_str(),
                 static_cast<long long>(resume->step), static_cast<long long>(resume->position.epoch),
-                static_cast<long long>(resume->world_size));
+                resume->describe_layout().c_str());
   }
   context.resumed_from = resume ? resume->path : std::string();
   MetricsLog log;
@@ -120,9 +121,18 @@ void train_once(const ResolvedConfig& resolved, RunContext& context, const Commu
   });
   ShardedDataset data = load_data(config, grid->data(), world);
 
+  // A resume keeps the checkpoint's stage split when parallel.stage_split is auto, so each
+  // block's dropout draws stay on the rank whose generator the checkpoint holds.
+  Config trainer_config = config;
+  ParallelConfig& pc = trainer_config.parallel;
+  const std::int64_t virtual_stages =
+      pc.pipeline_stages * (parse_schedule_kind(pc.schedule) == ScheduleKind::Interleaved ? pc.chunks : 1);
+  if (resume && pc.stage_split.empty() && static_cast<std::int64_t>(resume->stage_split.size()) == virtual_stages - 1) {
+    pc.stage_split = resume->stage_split;
+  }
   std::unique_ptr<Trainer> trainer;
   collective_check(world, [&] {
-    trainer = std::make_unique<Trainer>(config, *grid, data, log);
+    trainer = std::make_unique<Trainer>(trainer_config, *grid, data, log);
     trainer->enable_checkpoints(checkpoint_dir, resolved.resolved_json);
     trainer->set_profile_prefix(run_dir + "/profile");
     if (resume) trainer->resume_from(*resume);
@@ -147,12 +157,6 @@ void train_once(const ResolvedConfig& resolved, RunContext& context, const Commu
 void run_experiment_and_retrain(const ResolvedConfig& resolved, RunContext& context, const Communicator& world) {
   const Config& config = resolved.config;
   const std::string run_dir = config.run.dir;
-  if (config.parallel.pipeline_stages > 1) {
-    throw ConfigError(
-        "parallel.pipeline_stages: cross-validation and search groups train data-parallel; pipeline stages inside "
-        "groups are not supported yet (set parallel.pipeline_stages=1, or train once without cv.folds and "
-        "search.method)");
-  }
   open_run_directory(run_dir, resolved.resolved_json, context, world);
   // SIGTERM/SIGUSR1 stop the running tasks at their next step; finished ones are recorded.
   install_preemption_handlers();

@@ -41,11 +41,12 @@ CollectiveError preemption_error(int signal, std::int64_t step, const std::strin
   return CollectiveError(message, 0, kPreemptedExitCode);
 }
 
-Checkpointer::Checkpointer(const CheckpointConfig& config, const Communicator& comm, std::string dir,
-                           std::string config_json, std::string model_json, bool stops_on_preemption,
+Checkpointer::Checkpointer(const CheckpointConfig& config, const Communicator& group, CheckpointLayout layout,
+                           std::string dir, std::string config_json, std::string model_json, bool stops_on_preemption,
                            std::int64_t start_step)
     : schedule_(config, !dir.empty(), stops_on_preemption, start_step),
-      comm_(comm),
+      comm_(group),
+      layout_(std::move(layout)),
       dir_(std::move(dir)),
       config_json_(std::move(config_json)),
       model_json_(std::move(model_json)),
@@ -72,7 +73,7 @@ std::string Checkpointer::write(const LoopPosition& position, double epoch_loss,
   const std::string path = dir_ + "/" + checkpoint_file_name(position.step);
   const double t0 = wall_seconds();
   collective_check(comm_, [&] {
-    save_checkpoint(path, config_json_, model_json_, position, model, optimizer, mine, comm_);
+    save_checkpoint(path, config_json_, model_json_, position, model, optimizer, mine, comm_, layout_);
     if (comm_.rank() == 0) prune_checkpoints(dir_, keep_, path);
   });
   last_ = wall_seconds();

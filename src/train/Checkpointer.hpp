@@ -65,8 +65,9 @@ class Checkpointer {
  public:
   // Checkpoints go into `dir` ("": none) with the resolved config `config_json` and the model
   // description `model_json` (for export). Construction starts checkpoint.every_minutes' clock.
-  Checkpointer(const CheckpointConfig& config, const Communicator& comm, std::string dir, std::string config_json,
-               std::string model_json, bool stops_on_preemption, std::int64_t start_step);
+  // `group` is every rank of the grid, `layout` this rank's place in it and its pieces.
+  Checkpointer(const CheckpointConfig& config, const Communicator& group, CheckpointLayout layout, std::string dir,
+               std::string config_json, std::string model_json, bool stops_on_preemption, std::int64_t start_step);
   // Collective when armed (one 2-value MPI_Allreduce): call on every rank after every
   // optimizer step, with no communication in flight.
   CheckpointDecision after_step(std::int64_t step);
@@ -81,6 +82,7 @@ class Checkpointer {
  private:
   CheckpointSchedule schedule_;
   const Communicator& comm_;
+  CheckpointLayout layout_;
   std::string dir_;
   std::string config_json_;
   std::string model_json_;

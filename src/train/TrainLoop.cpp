@@ -65,7 +65,7 @@ struct Trainer::Loop {
   double best;        // early stopping
   std::int64_t epochs_without_improvement;
   double carried_seconds = 0;  // training time of the epoch in progress before the checkpoint
-  const bool same_ranks;       // as many ranks as wrote the resumed checkpoint (or not resumed)
+  const bool same_layout;      // on the grid that wrote the resumed checkpoint (or not resumed)
   Checkpointer checkpointer;
   // With device.cuda_graphs every tensor the step touches lives across steps: the inputs
   // are copied into fixed buffers, the outputs and the epoch's sums stay where they are.
@@ -91,7 +91,7 @@ Trainer::Loop::Loop(Trainer& t, const LoopPosition& from, const RankState& resum
       inv_batch(1.0 / static_cast<double>(t.config_.train.batch_size)),
       pipeline(t.data_, t.config_.data, static_cast<std::uint64_t>(t.config_.train.seed), slice.size(),
                t.device_.is_cuda()),
-      log(t.log_, t.config_.run, t.comm_.rank() == 0, t.total_steps_, t.log_prefix_),
+      log(t.log_, t.config_.run, t.grid_.group().rank() == 0, t.total_steps_, t.log_prefix_),
       start(wall_seconds()),
       clock(result.timer, t.device_),
       copied(t.device_, 2),
@@ -100,8 +100,8 @@ Trainer::Loop::Loop(Trainer& t, const LoopPosition& from, const RankState& resum
       step(from.step),
       best(from.best),
       epochs_without_improvement(from.epochs_without_improvement),
-      same_ranks(!t.resume_ || t.resume_->world_size == t.grid_.group().size()),
-      checkpointer(t.config_.checkpoint, t.grid_.group(), t.checkpoint_dir_, t.resolved_json_,
+      same_layout(!t.resume_ || t.resume_->same_layout(t.checkpoint_layout())),
+      checkpointer(t.config_.checkpoint, t.grid_.group(), t.checkpoint_layout(), t.checkpoint_dir_, t.resolved_json_,
                    t.checkpoint_dir_.empty() ? std::string() : t.model_description(), t.stop_on_preemption_, from.step),
       epoch_loss(torch::zeros({}, torch::dtype(torch::kDouble).device(t.device_))),
       correct(torch::zeros({}, torch::dtype(torch::kLong).device(t.device_))) {
@@ -182,17 +182,19 @@ LoopPosition Trainer::start_run(RankState& mine) {
     // Every rank restores its own state: no broadcast, which would replace this rank's
     // batch-norm statistics with rank 0's.
     mine.rng = at::detail::getDefaultCPUGenerator().get_state();
-    restore_checkpoint(*resume_, *model_, *optimizer_, mine, comm_);
+    // Checked together: with a pipeline, a changed model may show on some stages only.
+    collective_check(grid_.group(),
+                     [&] { restore_checkpoint(*resume_, *model_, *optimizer_, mine, checkpoint_layout()); });
     at = resume_->position;
     if (scaler_.enabled() && at.loss_scale > 0) {
       scaler_.restore(LossScalerState{at.loss_scale, at.loss_scale_growth_tracker, at.skipped_steps});
     }
-    if (resume_->world_size == comm_.size()) {
+    if (resume_->same_layout(checkpoint_layout())) {
       at::Generator generator = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(generator.mutex());
       generator.set_state(mine.rng);
     } else {
-      // Another rank count: this rank's share of each epoch's sums is unknown; the epoch in
+      // Another grid: this rank's share of each epoch's sums is unknown; the epoch in
       // progress reports the figures of its steps after the resume.
       mine.epoch_loss = 0;
       mine.epoch_correct = 0;
@@ -403,10 +405,10 @@ EpochRecord Trainer::epoch_figures(Loop& loop, const Epoch& epoch) {
   rec.epoch = epoch.index;
   rec.classification = data_.classification();
   rec.lr = epoch.lr;
-  rec.seconds = wall_seconds() - epoch.start + (loop.same_ranks ? loop.carried_seconds : 0.0);
+  rec.seconds = wall_seconds() - epoch.start + (loop.same_layout ? loop.carried_seconds : 0.0);
   loop.carried_seconds = 0;
   // Samples of the epoch's steps, including those before a resume (their sums came with it).
-  const std::int64_t steps = loop.same_ranks ? epoch.steps : epoch.steps - epoch.first;
+  const std::int64_t steps = loop.same_layout ? epoch.steps : epoch.steps - epoch.first;
   const double seen = static_cast<double>(steps * loop.slice.size());
   std::vector<double> sums{loop.epoch_loss.item<double>(), static_cast<double>(loop.correct.item<std::int64_t>()),
                            seen};

@@ -127,6 +127,8 @@ class Trainer {
   // parallel.*: checks the shape against the batch and the model, plans the stages and
   // builds this rank's engine (the model is whole until then).
   void build_pipeline();
+  // This rank's place in the grid and the parameters and buffers it holds, for checkpoints.
+  CheckpointLayout checkpoint_layout() const;
   // The grid, the schedule and this rank's pipeline times, for report.json.
   void record_parallel_figures(TrainResult& result) const;
   // A step's forward and backward over parallel.microbatches microbatches: the whole model,

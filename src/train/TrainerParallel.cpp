@@ -48,13 +48,6 @@ void Trainer::build_pipeline() {
                       (shape.chunks > 1 ? " x chunks" : "") + " are more than the model's " + std::to_string(blocks) +
                       " blocks");
   }
-  if (config_.checkpoint.every_steps > 0 || config_.checkpoint.every_minutes > 0 || config_.checkpoint.at_end) {
-    // Each stage holds only its pieces: a checkpoint must first gather them into the
-    // layout-independent whole-model form (docs/parallelism.md, not there yet).
-    throw ConfigError(
-        "parallel.pipeline_stages: checkpoints of a pipeline are not written yet; set checkpoint.at_end=false and "
-        "checkpoint.every_steps=0, checkpoint.every_minutes=0");
-  }
   std::vector<double> costs;
   if (pc.stage_split.empty()) {
     // Measured on the group's first rank and shared, so every rank plans the same split.
@@ -72,6 +65,21 @@ void Trainer::build_pipeline() {
   pipeline_ = std::make_unique<PipelineEngine>(*model_, grid_, std::move(plan), device_, data_.meta().sample_shape,
                                                config_.precision.mode, config_.model.channels_last);
   pipeline_->drop_other_pieces();
+}
+
+CheckpointLayout Trainer::checkpoint_layout() const {
+  CheckpointLayout layout;
+  layout.stages = grid_.stages();
+  layout.replicas = grid_.replicas();
+  layout.stage = grid_.stage();
+  layout.replica = grid_.replica();
+  if (pipeline_) {
+    for (auto piece : model_->parameter_pieces()) layout.parameters.push_back(pipeline_->runs_piece(piece));
+    for (auto piece : model_->buffer_pieces()) layout.buffers.push_back(pipeline_->runs_piece(piece));
+    const auto& first = pipeline_->plan().first_block;
+    layout.stage_split.assign(first.begin() + 1, first.end());
+  }
+  return layout;
 }
 
 std::pair<torch::Tensor, torch::Tensor> Trainer::forward_backward_microbatches(const torch::Tensor& input,

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
-from hpctest import BIN, FASHION, MPIEXEC, SOURCE, Checks, mpirun  # noqa: E402
+from hpctest import BIN, FASHION, MPIEXEC, SOURCE, Checks, kill_job, mpirun  # noqa: E402
 
 c = Checks()
 work = tempfile.mkdtemp(prefix="hpctrain_ckpt_")
@@ -70,10 +70,10 @@ ref_report = json.load(open(os.path.join(ref_dir, "report.json")))
 kill_dir = os.path.join(work, "killed")
 p = start(2, ["run.dir=" + kill_dir])
 seen = wait_for_checkpoint(kill_dir, 40, p)
-os.killpg(p.pid, signal.SIGKILL)
+gone = kill_job(p.pid)
 p.communicate()
 c.check("killed with SIGKILL after the step-40 checkpoint, before the end",
-        seen and not os.path.exists(os.path.join(kill_dir, "report.json")), "")
+        seen and gone and not os.path.exists(os.path.join(kill_dir, "report.json")), "")
 r = mpirun(2, ["train", CONFIG] + COMMON + ["run.dir=" + kill_dir, "checkpoint.resume=auto"], timeout=300)
 c.check("resume after SIGKILL", r.rc == 0 and "resuming from" in r.out, r.text[-2000:])
 path, got = final_state(kill_dir)

@@ -35,6 +35,39 @@ def mpirun(np, args, timeout=120, cwd=None):
     return run([MPIEXEC, "-n", str(np), "--oversubscribe", BIN] + list(args), timeout=timeout, cwd=cwd)
 
 
+def kill_job(pid, limit=30):
+    """SIGKILL a job started with start_new_session=True (pid: mpiexec's, its session id) and
+    every rank of it, and wait until they are gone. Open MPI gives each rank its own process
+    group, so killing mpiexec's group alone leaves the ranks running; they share its session."""
+    def members():
+        out = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            # After "(comm)": state, ppid, pgrp, session, ...
+            if int(stat[stat.rindex(")") + 2:].split()[3]) == pid and stat[stat.rindex(")") + 2] != "Z":
+                out.append(int(entry))
+        return out
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        alive = members()
+        if not alive:
+            return True
+        for victim in alive:
+            try:
+                os.kill(victim, 9)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    return False
+
+
 def write_idx(path, array_bytes, dims):
     header = bytes([0, 0, 8, len(dims)]) + b"".join(struct.pack(">i", d) for d in dims)
     with gzip.open(path, "wb") as f:

@@ -132,7 +132,7 @@ TEST(Checkpointer, WritesAndPrunes) {
   const Communicator world = Communicator::world();
   CheckpointConfig config = every(2);
   config.keep = 2;
-  Checkpointer checkpointer(config, world, dir, "{}", "{}", false, 0);
+  Checkpointer checkpointer(config, world, CheckpointLayout::data_parallel(world), dir, "{}", "{}", false, 0);
   torch::manual_seed(1);
   torch::nn::Linear model(3, 2);
   torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));

@@ -1,8 +1,9 @@
 """Pipeline stages and microbatches in whole training runs: the loss of every logged step
 over 50 steps agrees within 1e-4 relative on 1 rank, on 2 stages (1F1B), on 2 stages x 2
 replicas (interleaved) and with gradient accumulation on 1 rank (an MLP without dropout or
-batch norm); the final figures are the same quantities. Bad pipeline settings end every rank
-with one message naming the key, quickly."""
+batch norm); the final figures are the same quantities. Cross-validation groups of 2 stages
+and of 2 stages x 2 replicas score each fold as 1-rank groups do. Bad pipeline settings end
+every rank with one message naming the key, quickly."""
 import json
 import os
 import sys
@@ -48,6 +49,33 @@ for name, np, extra in layouts:
     c.check(f"{name}: test accuracy is the same quantity ({a} vs {b})", abs(a - b) < 1e-3, json.dumps(rep.get("final")))
 
 
+# Cross-validation groups are grids too: 2 folds on 4 ranks in groups of 2 stages x 1 replica
+# and of 2 stages x 2 replicas score every fold as groups of 1 rank do.
+cv_common = [c_ for c_ in common if not c_.startswith(("train.max_steps", "run.log_every"))] + [
+    "cv.folds=2", "train.max_steps=30", "data.limit_train=2000"]
+
+
+def cv(name, *extra):
+    run_dir = os.path.join(work, name)
+    r = mpirun(4, ["train", CONFIG, *cv_common, "run.dir=" + run_dir, *extra], timeout=300)
+    rows = json.load(open(os.path.join(run_dir, "cv_report.json")))["folds_detail"] if r.rc == 0 else []
+    return r, {f["fold"]: f["metrics"] for f in rows if f["status"] == "ok"}
+
+
+r0, plain_folds = cv("cv_plain", "cv.ranks_per_group=1")
+c.check("cv in groups of 1 rank scores 2 folds", r0.rc == 0 and len(plain_folds) == 2, r0.text[-1500:])
+for name, extra in (("cv groups of 2 stages", ["cv.ranks_per_group=2", "parallel.pipeline_stages=2",
+                                               "parallel.microbatches=4"]),
+                    ("cv groups of 2 stages x 2 replicas", ["cv.ranks_per_group=4", "parallel.pipeline_stages=2",
+                                                            "parallel.microbatches=2"])):
+    r, folds = cv(name.replace(" ", "_"), *extra)
+    worst = max((abs(folds[k]["loss"] - v["loss"]) / v["loss"] for k, v in plain_folds.items() if k in folds),
+                default=1.0)
+    same_acc = all(k in folds and abs(folds[k]["accuracy"] - v["accuracy"]) <= 2e-3 for k, v in plain_folds.items())
+    c.check(f"{name}: every fold's held-out loss within 1e-4 relative of 1-rank groups' (worst {worst:.1e}), "
+            f"accuracy within 2e-3", r.rc == 0 and len(folds) == 2 and worst < 1e-4 and same_acc, r.text[-1500:])
+
+
 def refused(what, np, key, *extra):
     r = mpirun(np, ["train", CONFIG, *common, "run.dir=" + os.path.join(work, "bad"), *extra], timeout=60)
     c.check(f"{what}: exit 2 with one message naming {key}",
@@ -63,5 +91,6 @@ refused("interleaved with microbatches not a multiple of the stages", 2, "parall
         "parallel.pipeline_stages=2", "parallel.microbatches=3", "parallel.schedule=interleaved")
 refused("a stage split out of range", 2, "parallel.stage_split", "parallel.pipeline_stages=2",
         "parallel.stage_split=[9]")
-refused("checkpoints of a pipeline", 2, "checkpoint.at_end", "parallel.pipeline_stages=2", "checkpoint.at_end=true")
+refused("cv groups that pipeline stages do not divide", 4, "cv.ranks_per_group", "cv.folds=2",
+        "cv.ranks_per_group=1", "parallel.pipeline_stages=2")
 c.finish()
