@@ -180,10 +180,10 @@ void print_pipeline_plan(const Config& c, const DatasetMeta& meta, std::int64_t 
   for (int s = 0; s < p; ++s) {
     const double t =
         total(stages[static_cast<std::size_t>(s)].parameters, stages[static_cast<std::size_t>(s)].activations);
-    std::printf(" stage %d %s (%.2f GiB);", s, t <= budget ? "fits" : "EXCEEDS", t / (1024.0 * kMiB));
+    std::printf(" stage %d %s (%.1f MiB);", s, t <= budget ? "fits" : "EXCEEDS", t / kMiB);
   }
   const double t = total(whole.parameters, whole.activations);
-  std::printf(" the whole model on one rank %s (%.2f GiB)\n", t <= budget ? "fits" : "EXCEEDS", t / (1024.0 * kMiB));
+  std::printf(" the whole model on one rank %s (%.1f MiB)\n", t <= budget ? "fits" : "EXCEEDS", t / kMiB);
 }
 
 }  // namespace hpctrain
