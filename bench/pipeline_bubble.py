@@ -13,7 +13,10 @@ forward-backward passes, 1 - (forward + backward) / pass time, averaged over ran
 bubble_theory, and stage 0's activation_peak_bytes, in_flight_peak, microbatch_activation_bytes.
 The rounds alternate the configurations; every configuration runs --repeats times and the
 medians are reported. Before each run the script waits (up to --max-wait s) for the 1-minute
-load average to fall below --max-load, and records the load it started at.
+load average to fall below --max-load, and records the load it started at. On a machine
+shared with other sessions, --autogroup-nice -10 gives this session's scheduler group
+priority (the kernel shares a core between sessions, whatever the ranks' own nice values);
+the JSON records the setting.
 
     .venv/bin/python bench/pipeline_bubble.py [--repeats 3] [--json bench/results/DATE-pipeline-bubble.json]
 
