@@ -1,7 +1,5 @@
 #include "app/Measurement.hpp"
 
-#include <malloc.h>
-
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -36,11 +34,6 @@ std::vector<double> time_per_op(const Communicator& comm, int repeats, int iters
   std::vector<double> out;
   for (auto& v : t) out.push_back(median(v));
   return out;
-}
-
-std::int64_t heap_in_use() {
-  const struct mallinfo2 m = mallinfo2();
-  return static_cast<std::int64_t>(m.uordblks + m.hblkhd);
 }
 
 void use_default_threads() {

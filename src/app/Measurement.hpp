@@ -1,6 +1,6 @@
 #pragma once
 // What `hpctrain bench` and `hpctrain plan` measure with: medians, operations timed in
-// alternation across ranks, the heap bytes in use, and the JSON record of a benchmark.
+// alternation across ranks, and the JSON record of a benchmark.
 #include <boost/json.hpp>
 
 #include <cstdint>
@@ -19,9 +19,6 @@ double median(std::vector<double> values);
 // iters), each repeat's time the slowest rank's. Collective over `comm`.
 std::vector<double> time_per_op(const Communicator& comm, int repeats, int iters,
                                 const std::vector<std::function<void()>>& ops);
-
-// Bytes in use on the heap (small blocks and mmapped ones): what LibTorch's CPU tensors hold.
-std::int64_t heap_in_use();
 
 // As in training: LibTorch's intra-op threads from the affinity mask, so idle OpenMP workers
 // do not spin on the cores the communication thread needs. Collective over MPI's world.

@@ -8,6 +8,7 @@
 
 #include "app/Command.hpp"
 #include "app/Measurement.hpp"
+#include "app/PlanPipeline.hpp"
 #include "comm/Communicator.hpp"
 #include "config/Schema.hpp"
 #include "eval/Metrics.hpp"
@@ -15,6 +16,7 @@
 #include "io/Hdf5.hpp"
 #include "launch/ProcessLayout.hpp"
 #include "models/Model.hpp"
+#include "util/SystemStats.hpp"
 
 namespace hpctrain {
 
@@ -123,7 +125,14 @@ void plan_on_this_rank(const PlanArguments& a, std::int64_t ranks) {
     meta = read_dataset_meta(file);
   }
   torch::set_num_threads(std::max(1, ProcessLayout::discover(MPI_COMM_SELF).default_threads()));
-  print_plan(a, rc.config, meta, ranks, measure(rc.config, meta, ranks));
+  const Plan plan = measure(rc.config, meta, ranks);
+  print_plan(a, rc.config, meta, ranks, plan);
+  const ParallelConfig& pc = rc.config.parallel;
+  if (pc.pipeline_stages <= 1) return;
+  const std::int64_t replicas = std::max<std::int64_t>(1, ranks / pc.pipeline_stages);
+  const WholeModelMemory whole{plan.parameters, plan.optimizer_states,
+                               plan.plain.at(rc.config.train.batch_size / replicas)};
+  print_pipeline_plan(rc.config, meta, ranks, a.budget_gib, whole);
 }
 
 int run_plan(const PlanArguments& a) {
@@ -148,7 +157,11 @@ void add_plan_command(CLI::App& parent, Commands& commands) {
       "checkpointing of every block. Activations are measured on probe steps of the model at\n"
       "per-rank batches of 2 and 4 (one process, CPU, random inputs of the data set's sample\n"
       "shape) and extrapolated linearly. With --budget, the largest per-rank batch whose total\n"
-      "fits, with and without checkpointing. Run under mpirun -np N for N ranks.");
+      "fits, with and without checkpointing. Run under mpirun -np N for N ranks.\n"
+      "With parallel.pipeline_stages > 1, also the trainer's stage split and per stage: parameters,\n"
+      "gradients, optimizer state, one microbatch's activations, the microbatches the schedule\n"
+      "holds at once (from its action list) and their bytes, the total, the predicted bubble; with\n"
+      "--budget, whether each stage and the whole model fit.");
   app->add_option("CONFIG", a->config, "the run's config file (JSON)")->required()->type_name("FILE.json");
   app->add_option("OVERRIDES", a->overrides, "key.path=value: config keys set over the file's")->type_name("KEY=VALUE");
   app->add_option("--budget", a->budget_gib, "memory per rank: also print the largest batch that fits")

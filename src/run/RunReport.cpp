@@ -64,11 +64,14 @@ enum class Figure : std::size_t {
   GpuReserved,
   GpuPeak,
   GpuIndex,
-  Stage,         // pipeline stage of the rank
-  PipeForward,   // pipeline seconds: forward pieces,
-  PipeBackward,  // backward pieces,
-  PipeWait,      // waiting for activations, gradients and sends,
-  PipeSteps,     // whole forward-backward passes of the steps
+  Stage,          // pipeline stage of the rank
+  PipeForward,    // pipeline seconds: forward pieces,
+  PipeBackward,   // backward pieces,
+  PipeWait,       // waiting for activations, gradients and sends,
+  PipeSteps,      // whole forward-backward passes of the steps
+  PipeHeldPeak,   // pipeline activations: most bytes held for backward,
+  PipeHeldMicro,  // one (microbatch, chunk)'s bytes (the last step's largest),
+  PipeInFlight,   // most (microbatch, chunk) pairs held
   Count
 };
 constexpr std::size_t kPhases = static_cast<std::size_t>(Phase::Count);
@@ -105,6 +108,9 @@ std::vector<double> rank_row(const Config& config, const RunContext& ctx, const 
   set(Figure::PipeBackward, r.pipeline_backward);
   set(Figure::PipeWait, r.pipeline_wait);
   set(Figure::PipeSteps, r.pipeline_steps);
+  set(Figure::PipeHeldPeak, static_cast<double>(r.activation_peak_bytes));
+  set(Figure::PipeHeldMicro, static_cast<double>(r.microbatch_activation_bytes));
+  set(Figure::PipeInFlight, static_cast<double>(r.in_flight_peak));
   return row;
 }
 
@@ -274,6 +280,13 @@ json::object parallel_section(const Config& config, const TrainResult& r, const 
   out["idle_share"] = to_array(idle);
   out["bubble_measured"] = idle.empty() ? 0.0 : idle_sum / static_cast<double>(idle.size());
   out["bubble_theory"] = r.theoretical_bubble;
+  // Memory per rank: what the pipeline held for backward (train/Pipeline.hpp
+  // PipelineMemory), and the process's high-water marks (host RSS; GPU: 0 on the CPU).
+  out["activation_peak_bytes"] = to_int_array(g[Figure::PipeHeldPeak]);
+  out["microbatch_activation_bytes"] = to_int_array(g[Figure::PipeHeldMicro]);
+  out["in_flight_peak"] = to_int_array(g[Figure::PipeInFlight]);
+  out["peak_rss_bytes"] = to_int_array(g[Figure::PeakRss]);
+  out["gpu_peak_allocated_bytes"] = to_int_array(g[Figure::GpuPeak]);
   return out;
 }
 

@@ -6,6 +6,7 @@
 
 #include "comm/GradientReducer.hpp"
 #include "models/Model.hpp"
+#include "train/Device.hpp"
 #include "train/MixedPrecision.hpp"
 #include "util/Error.hpp"
 #include "util/SystemStats.hpp"
@@ -36,6 +37,41 @@ std::string StagePlan::describe() const {
   return out;
 }
 
+std::vector<double> measure_block_costs(ModelImpl& model, const std::vector<std::int64_t>& sample, std::int64_t rows,
+                                        const torch::Device& device, const std::string& precision) {
+  const std::int64_t blocks = model.pipeline_blocks();
+  std::vector<double> piece(static_cast<std::size_t>(blocks + 2), 1e300);
+  const bool training = model.is_training();
+  model.eval();
+  std::vector<std::int64_t> shape{rows};
+  shape.insert(shape.end(), sample.begin(), sample.end());
+  for (int round = 0; round < 3; ++round) {
+    torch::Tensor x = torch::zeros(shape, torch::TensorOptions(device));
+    for (std::int64_t i = 0; i < blocks + 2; ++i) {
+      auto in = x.detach();
+      if (i > 0 && in.is_floating_point()) in.requires_grad_(true);
+      synchronize(device);
+      const double t0 = wall_seconds();
+      torch::Tensor y;
+      {
+        AutocastScope autocast(precision, device.type());
+        y = model.run_piece(i, in);
+      }
+      if (y.requires_grad()) y.to(torch::kFloat).sum().backward();  // a stem without parameters has none
+      synchronize(device);
+      auto& best = piece[static_cast<std::size_t>(i)];
+      best = std::min(best, wall_seconds() - t0);
+      x = y.detach();
+    }
+  }
+  for (auto& p : model.parameters()) p.mutable_grad().reset();
+  model.train(training);
+  std::vector<double> costs(piece.begin() + 1, piece.end() - 1);
+  costs.front() += piece.front();
+  costs.back() += piece.back();
+  return costs;
+}
+
 StagePlan make_stage_plan(ScheduleKind kind, const PipelineShape& shape, std::int64_t blocks,
                           const std::vector<std::int64_t>& explicit_list, const std::vector<double>& block_costs) {
   check_pipeline_shape(kind, shape);
@@ -54,6 +90,7 @@ StagePlan make_stage_plan(ScheduleKind kind, const PipelineShape& shape, std::in
 struct PipelineEngine::Micro {
   torch::Tensor input, output, loss;
   torch::Tensor act_buffer, grad_buffer;  // receive buffers (host on GPUs)
+  std::int64_t held = 0;                  // bytes its forward left for its backward (PipelineMemory)
   Request* act_request = nullptr;
   Request* grad_request = nullptr;
 };
@@ -120,6 +157,10 @@ void PipelineEngine::drop_other_pieces() {
   for (std::size_t i = 0; i < buffers.size(); ++i) {
     if (!runs_piece(buffer_pieces[i])) buffers[i].set_data(torch::empty({0}, buffers[i].options()));
   }
+}
+
+std::int64_t PipelineEngine::bytes_in_use() const {
+  return device_.is_cuda() ? device_memory(device_).allocated : heap_in_use();
 }
 
 torch::Tensor PipelineEngine::run_chunk(int chunk, torch::Tensor x) {
@@ -201,6 +242,7 @@ void PipelineEngine::run_forward(const PipeAction& a, Micro& mc, const torch::Te
                                  const torch::Tensor& targets, std::int64_t rows, const LossFn& loss_fn,
                                  std::vector<torch::Tensor>& outputs, torch::Tensor& loss_total) {
   const double f0 = wall_seconds();
+  const std::int64_t before = bytes_in_use();
   const int k = virtual_of(a.chunk);
   torch::Tensor x;
   if (k == 0) {
@@ -221,6 +263,14 @@ void PipelineEngine::run_forward(const PipeAction& a, Micro& mc, const torch::Te
     outputs[static_cast<std::size_t>(a.microbatch)] = out.detach();
     loss_total = loss_total.defined() ? loss_total + mc.loss.detach() : mc.loss.detach();
   }
+  // A received input on the CPU is the receive buffer itself, allocated before `before`.
+  mc.held = std::max<std::int64_t>(0, bytes_in_use() - before) +
+            (k > 0 && !x.is_cuda() ? static_cast<std::int64_t>(x.nbytes()) : 0);
+  held_ += mc.held;
+  ++held_pairs_;
+  memory_.activation_peak = std::max(memory_.activation_peak, held_);
+  memory_.in_flight_peak = std::max(memory_.in_flight_peak, held_pairs_);
+  memory_.microbatch_bytes = std::max(memory_.microbatch_bytes, mc.held);
   times_.forward += wall_seconds() - f0;
 }
 
@@ -241,6 +291,10 @@ PipelineEngine::StepOutput PipelineEngine::train_step(const torch::Tensor& input
   auto at = [&](const PipeAction& a) -> Micro& { return micro[static_cast<std::size_t>(a.microbatch * v + a.chunk)]; };
   Transit transit;
   std::vector<int> backwards_done(static_cast<std::size_t>(v), 0);
+  held_ = 0;
+  held_pairs_ = 0;
+  memory_.microbatch_bytes = 0;
+  if (times_.count == 1) memory_ = PipelineMemory{};  // the first step's figures hold one-time allocations
   if (reducer != nullptr) reducer->hold();
   std::vector<torch::Tensor> outputs(static_cast<std::size_t>(m));
   torch::Tensor loss_total;
@@ -308,6 +362,8 @@ PipelineEngine::StepOutput PipelineEngine::train_step(const torch::Tensor& input
         }
         ++done;
         mc.output = mc.loss = mc.grad_buffer = torch::Tensor();
+        held_ -= mc.held;
+        --held_pairs_;
         times_.backward += wall_seconds() - b0;
         break;
       }

@@ -61,6 +61,20 @@ struct PipelineTimes {
   std::int64_t count = 0;
 };
 
+// What this rank's forwards left allocated for their backwards (bytes): the allocator's bytes
+// in use after a forward (and the loss, on the last stage) less before it, plus the received
+// input it keeps for its gradient; held until that (microbatch, chunk)'s backward. The
+// allocator is the CUDA caching allocator's allocated bytes on a GPU, the C heap on the CPU
+// (heap_in_use), so the figure counts the saved tensors, the output and the loss, and
+// anything another thread allocates meanwhile (nothing of the reducer's while it is held).
+// The first step's forwards also allocate what LibTorch and MPI set up once, so from the
+// second step on the figures are over the steps after the first.
+struct PipelineMemory {
+  std::int64_t activation_peak = 0;   // most bytes held at once, over the steps (but the first)
+  int in_flight_peak = 0;             // most (microbatch, chunk) pairs held at once
+  std::int64_t microbatch_bytes = 0;  // the last step's largest single (microbatch, chunk)
+};
+
 class PipelineEngine {
  public:
   // Loss sum of a microbatch from its fp32 outputs and targets (the last stage only).
@@ -99,6 +113,7 @@ class PipelineEngine {
 
   const StagePlan& plan() const { return plan_; }
   const PipelineTimes& times() const { return times_; }
+  const PipelineMemory& memory() const { return memory_; }
   const std::vector<PipeAction>& actions() const { return actions_; }
 
  private:
@@ -110,6 +125,7 @@ class PipelineEngine {
   struct Transit;  // messages in flight
   void agree_shapes();
   torch::Tensor run_chunk(int chunk, torch::Tensor x);
+  std::int64_t bytes_in_use() const;  // the allocator PipelineMemory reads
   void run_forward(const PipeAction& a, Micro& mc, const torch::Tensor& input, const torch::Tensor& targets,
                    std::int64_t rows, const LossFn& loss_fn, std::vector<torch::Tensor>& outputs,
                    torch::Tensor& loss_total);
@@ -129,7 +145,17 @@ class PipelineEngine {
   std::vector<torch::Tensor> owned_;
   std::vector<std::vector<torch::Tensor>> chunk_params_;
   PipelineTimes times_;
+  PipelineMemory memory_;
+  std::int64_t held_ = 0;  // bytes held now (during a step)
+  int held_pairs_ = 0;
 };
+
+// Forward + backward seconds of each of the model's blocks on `rows` samples of zeros of
+// `sample` shape (the stem's and the head's added to the first and last block), the fastest
+// of three rounds, in evaluation mode (no batch-norm statistics or dropout draws change, so
+// a run's results do not depend on it): the costs parallel.stage_split = [] balances.
+std::vector<double> measure_block_costs(ModelImpl& model, const std::vector<std::int64_t>& sample, std::int64_t rows,
+                                        const torch::Device& device, const std::string& precision);
 
 // The plan for `model` on `stages` x `chunks` virtual stages: parallel.stage_split when
 // given, else balanced by `block_costs` (one per block). Throws ConfigError naming the key.

@@ -392,6 +392,16 @@ Simulation simulate(const std::vector<std::vector<PipeAction>>& table, const Pip
   return Simulator(table, shape, forward, backward).run();
 }
 
+double peak_held(const std::vector<PipeAction>& actions, const std::vector<double>& chunk_bytes) {
+  double held = 0, peak = 0;
+  for (const PipeAction& a : actions) {
+    const double w = chunk_bytes.at(static_cast<std::size_t>(a.chunk));
+    if (a.op == PipeOp::Forward) peak = std::max(peak, held += w);
+    if (a.op == PipeOp::Backward) held -= w;
+  }
+  return peak;
+}
+
 double theoretical_bubble(ScheduleKind kind, const PipelineShape& shape) {
   const double p = shape.stages, m = shape.microbatches;
   const double v = kind == ScheduleKind::Interleaved ? shape.chunks : 1;

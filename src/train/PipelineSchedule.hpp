@@ -86,6 +86,12 @@ struct Simulation {
 Simulation simulate(const std::vector<std::vector<PipeAction>>& table, const PipelineShape& shape, double forward = 1.0,
                     double backward = 2.0);
 
+// What a rank holds for backward at its fullest, walking its own list: chunk_bytes[c] is one
+// microbatch's activations on chunk c, held from its Forward to its Backward. With every
+// weight 1 it is Simulation::peak_in_flight of that rank: the peak depends on the order of a
+// rank's own list only, not on timing.
+double peak_held(const std::vector<PipeAction>& actions, const std::vector<double>& chunk_bytes);
+
 // Static check of a table: p lists; on each rank every (microbatch, chunk) has exactly one
 // Forward and one Backward, Forward first; exactly one Recv before the compute that needs it
 // and one Send after the compute that made it, where a peer exists, none where none does; so

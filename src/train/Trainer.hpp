@@ -56,6 +56,9 @@ struct TrainResult {
   std::int64_t stage_parameters = 0;  // parameters this rank holds
   double pipeline_forward = 0, pipeline_backward = 0, pipeline_wait = 0, pipeline_steps = 0;
   double theoretical_bubble = 0;
+  // Activations this rank's pipeline held for backward (train/Pipeline.hpp PipelineMemory).
+  std::int64_t activation_peak_bytes = 0, microbatch_activation_bytes = 0;
+  int in_flight_peak = 0;
 };
 
 class GradientReducer;

@@ -15,49 +15,6 @@
 #include "util/SystemStats.hpp"
 
 namespace hpctrain {
-namespace {
-
-// Forward + backward seconds of each block on `rows` samples of zeros (the stem's and the
-// head's added to the first and last block), the fastest of three rounds. In evaluation
-// mode, so no batch-norm statistics or dropout draws change: the measurement leaves the
-// model as it found it, and a run's results do not depend on it.
-std::vector<double> measure_block_costs(ModelImpl& model, const std::vector<std::int64_t>& sample, std::int64_t rows,
-                                        const torch::Device& device, const std::string& precision) {
-  const std::int64_t blocks = model.pipeline_blocks();
-  std::vector<double> piece(static_cast<std::size_t>(blocks + 2), 1e300);
-  const bool training = model.is_training();
-  model.eval();
-  std::vector<std::int64_t> shape{rows};
-  shape.insert(shape.end(), sample.begin(), sample.end());
-  for (int round = 0; round < 3; ++round) {
-    torch::Tensor x = torch::zeros(shape, torch::TensorOptions(device));
-    for (std::int64_t i = 0; i < blocks + 2; ++i) {
-      auto in = x.detach();
-      if (i > 0 && in.is_floating_point()) in.requires_grad_(true);
-      synchronize(device);
-      const double t0 = wall_seconds();
-      torch::Tensor y;
-      {
-        AutocastScope autocast(precision, device.type());
-        y = model.run_piece(i, in);
-      }
-      if (y.requires_grad()) y.to(torch::kFloat).sum().backward();  // a stem without parameters has none
-      synchronize(device);
-      auto& best = piece[static_cast<std::size_t>(i)];
-      best = std::min(best, wall_seconds() - t0);
-      x = y.detach();
-    }
-  }
-  for (auto& p : model.parameters()) p.mutable_grad().reset();
-  model.train(training);
-  std::vector<double> costs(piece.begin() + 1, piece.end() - 1);
-  costs.front() += piece.front();
-  costs.back() += piece.back();
-  return costs;
-}
-
-}  // namespace
-
 void Trainer::build_pipeline() {
   const ParallelConfig& pc = config_.parallel;
   const std::int64_t batch = config_.train.batch_size, replicas = comm_.size(), m = pc.microbatches;
@@ -189,6 +146,10 @@ void Trainer::record_parallel_figures(TrainResult& result) const {
   result.pipeline_wait = t.wait;
   result.pipeline_steps = t.steps;
   result.theoretical_bubble = theoretical_bubble(plan.kind, plan.shape);
+  const PipelineMemory& memory = pipeline_->memory();
+  result.activation_peak_bytes = memory.activation_peak;
+  result.microbatch_activation_bytes = memory.microbatch_bytes;
+  result.in_flight_peak = memory.in_flight_peak;
 }
 
 void Trainer::from_last_stage(std::vector<double>& values) const {

@@ -157,6 +157,25 @@ TEST(PipelineSchedule, OneFOneBHoldsAtMostPMicrobatchesAndGPipeHoldsAll) {
   });
 }
 
+// peak_held (what `hpctrain plan` multiplies by the measured bytes) agrees with the simulation
+// when every chunk weighs 1, and weighs chunks: with chunk 1 free, only chunk 0's pairs count.
+TEST(PipelineSchedule, PeakHeldWeighsTheSimulatedInFlightPairs) {
+  for_each_shape([](ScheduleKind kind, const PipelineShape& shape) {
+    const Table table = pipeline_table(kind, shape);
+    const Simulation sim = simulate(table, shape);
+    for (int s = 0; s < shape.stages; ++s) {
+      const std::vector<double> ones(static_cast<std::size_t>(shape.chunks), 1.0);
+      EXPECT_EQ(peak_held(table[static_cast<std::size_t>(s)], ones), sim.peak_in_flight[static_cast<std::size_t>(s)]);
+      std::vector<double> first_only(static_cast<std::size_t>(shape.chunks), 0.0);
+      first_only[0] = 3.0;
+      const double peak = peak_held(table[static_cast<std::size_t>(s)], first_only);
+      EXPECT_LE(peak, 3.0 * shape.microbatches);
+      EXPECT_GE(peak, 3.0);
+      if (shape.chunks == 1) EXPECT_EQ(peak, 3.0 * sim.peak_in_flight[static_cast<std::size_t>(s)]);
+    }
+  });
+}
+
 TEST(PipelineSchedule, FormatsOneFOneBForTwoStages) {
   const Table table = pipeline_table(ScheduleKind::OneFOneB, {2, 2, 1});
   EXPECT_EQ(format_actions(table[0]), "F0.0 SA0.0 F1.0 SA1.0 RG0.0 B0.0 RG1.0 B1.0");
