@@ -53,6 +53,12 @@ std::vector<SchemaEntry> runtime_entries() {
                 "Seconds an NCCL init or reduction may take before the communicator is aborted and the job ends with a "
                 "message (a dead or stuck peer) instead of hanging.")),
        bind(&Config::comm, &CommConfig::nccl_timeout)},
+      {free(key("comm.timeout", K::Number, "0.0", 0.0, 86400.0, {},
+                "Seconds a rank may make no progress during training (no step point reached, no evaluation batch) "
+                "before the job is ended with a message naming the rank(s) the others wait for, instead of hanging on "
+                "a stopped or stuck rank (0: off). Must exceed the longest step with its checkpoint and the epoch's "
+                "row exchange. Watched from the first training step on (docs/reliability.md).")),
+       bind(&Config::comm, &CommConfig::timeout)},
       // device
       {free(
            key("device.type", K::String, "\"auto\"", none, none, {"auto", "cpu", "cuda"},
