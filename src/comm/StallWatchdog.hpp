@@ -21,7 +21,7 @@
 // Rank 0 reports first; rank 1 (which sees rank 0's count) a few seconds later; any other
 // rank later still, naming only silent ranks of its node.
 //
-// A mark costs one put and flush of 8 bytes. Marks are made where the gradient reducer's
+// A mark costs one put and flush of 24 bytes. Marks are made where the gradient reducer's
 // thread calls MPI only non-blockingly (under the lock that serializes those calls), so the
 // library's MPI_THREAD_SERIALIZED contract holds.
 #include <mpi.h>
@@ -41,7 +41,7 @@ namespace hpctrain {
 
 class StallWatchdog {
  public:
-  // Collective over `comm` (creates the window). `timeout_seconds` > 0.
+  // Collective over `comm` (creates the windows and the node communicator). `timeout_seconds` > 0.
   StallWatchdog(const Communicator& comm, double timeout_seconds);
   // Collective when no exception is in flight (frees the window); otherwise the window is
   // left to MPI_Finalize, so an error on one rank cannot hang it here.
