@@ -5,6 +5,7 @@
 #include <mutex>
 #include <thread>
 
+#include "comm/MpiLock.hpp"
 #include "launch/Mpi.hpp"
 #include "util/Error.hpp"
 
@@ -22,6 +23,8 @@ void allreduce_chunked(MPI_Comm comm, T* data, std::size_t count, MPI_Datatype t
   }
 }
 
+}  // namespace
+
 // MPI runs MPI_THREAD_SERIALIZED: the gradient reducer's thread and the main thread may both
 // call it, never at once. Non-blocking calls and their tests take this lock, so a pipeline's
 // point-to-point traffic on the main thread can run while the reducer's thread reduces
@@ -32,6 +35,8 @@ std::mutex& nonblocking_mutex() {
   static std::mutex m;
   return m;
 }
+
+namespace {
 
 // Completes `request` by testing under the lock, never blocking inside MPI with it held.
 void wait_for(MPI_Request& request) {

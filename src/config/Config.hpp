@@ -85,6 +85,8 @@ struct TrainConfig {
   std::string loss = "auto";  // auto | cross_entropy | mse | mae | huber | quantile
   double huber_delta = 1.0;
   std::vector<std::int64_t> quantiles{10, 50, 90};  // quantile loss: levels in percent
+  std::string nonfinite = "abort";                  // abort | skip: a step with a NaN/Inf loss or gradient
+  std::int64_t nonfinite_limit = 10;                // skip: more skipped steps than this end the run
 };
 
 struct CommConfig {
@@ -93,6 +95,7 @@ struct CommConfig {
   std::string backend = "auto";  // auto | mpi | nccl
   double nccl_timeout = 600.0;   // seconds before a stuck NCCL operation aborts the job
   std::string hierarchical = "auto";  // auto | on | off: node-aware MPI reduction
+  double timeout = 0.0;          // seconds a rank may wait for the others in a step (0: off)
 };
 
 struct DeviceConfig {

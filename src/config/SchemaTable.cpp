@@ -226,6 +226,16 @@ std::vector<SchemaEntry> training_entries() {
            "Quantile loss: the quantile levels the model predicts, in percent, ascending and distinct "
            "([10, 50, 90]: an 80% prediction interval around the median)."),
        bind(&Config::train, &TrainConfig::quantiles)},
+      {free(key("train.nonfinite", K::String, "\"abort\"", none, none, {"abort", "skip"},
+                "A step whose loss or gradients hold NaN or Inf (fp32 and bf16; fp16 skips such steps through its "
+                "loss scaler). Every rank takes the same decision. abort: the run ends with an error naming the step, "
+                "before the step is applied. skip: the optimizer step is not taken on any rank, the step counts as "
+                "skipped (metrics.jsonl, report.json) and its samples are left out of the epoch's loss.")),
+       bind(&Config::train, &TrainConfig::nonfinite)},
+      {free(key("train.nonfinite_limit", K::Integer, "10", 0.0, none, {},
+                "train.nonfinite=skip: the run ends with an error when more steps than this have been skipped in "
+                "total (counted across resumes).")),
+       bind(&Config::train, &TrainConfig::nonfinite_limit)},
   };
 }
 

@@ -58,6 +58,12 @@ std::vector<SchemaEntry> runtime_entries() {
                 "leader per node, broadcast back within the node. auto: on when the ranks span several nodes and "
                 "some node holds more than one of them; off: one flat MPI_Allreduce. Not used with NCCL.")),
        bind(&Config::comm, &CommConfig::hierarchical)},
+      {free(key("comm.timeout", K::Number, "0.0", 0.0, 86400.0, {},
+                "Seconds a rank may make no progress during training (no step point reached, no evaluation batch) "
+                "before the job is ended with a message naming the rank(s) the others wait for, instead of hanging on "
+                "a stopped or stuck rank (0: off). Must exceed the longest step with its checkpoint and the epoch's "
+                "row exchange. Watched from the first training step on (docs/reliability.md).")),
+       bind(&Config::comm, &CommConfig::timeout)},
       // device
       {free(
            key("device.type", K::String, "\"auto\"", none, none, {"auto", "cpu", "cuda"},

@@ -362,6 +362,10 @@ std::string write_run_report(const std::string& path, const Config& config, cons
                                  {"loss_scaling", config.precision.mode == "fp16"},
                                  {"skipped_steps", r.skipped_steps},
                                  {"final_loss_scale", r.loss_scale}}},
+      {"nonfinite", json::object{{"policy", config.train.nonfinite},
+                                 {"limit", config.train.nonfinite_limit},
+                                 {"applies", config.precision.mode != "fp16"},
+                                 {"skipped_steps", r.nonfinite_skipped}}},
       {"system", json::object{{"load_average_1min", spread(g[Figure::Load])}}},
   };
   const std::string text = pretty_json(report);

@@ -61,9 +61,14 @@ void add_forecast_figures(json::object& out, const EvalResult& result, const std
 }
 
 json::object step_line(const StepFigures& f) {
-  return json::object{{"type", "step"},          {"step", f.step}, {"epoch", f.epoch},
-                      {"loss", f.loss},          {"lr", f.lr},     {"samples_per_s", f.samples_per_s},
-                      {"elapsed_s", f.elapsed_s}};
+  json::object line{{"type", "step"},          {"step", f.step}, {"epoch", f.epoch},
+                    {"loss", f.loss},          {"lr", f.lr},     {"samples_per_s", f.samples_per_s},
+                    {"elapsed_s", f.elapsed_s}};
+  // JSON has no NaN: a skipped step's loss is null.
+  if (f.skipped) line["loss"] = nullptr;
+  if (f.skipped) line["skipped"] = true;
+  if (f.nonfinite_skipped > 0) line["nonfinite_skipped"] = f.nonfinite_skipped;
+  return line;
 }
 
 json::object epoch_line(const EpochRecord& record) {

@@ -44,6 +44,10 @@ struct StepFigures {
   double lr = 0;             // the rate the step used
   double samples_per_s = 0;  // global, over the epoch's steps so far
   double elapsed_s = 0;      // since the start of the run
+  // train.nonfinite=skip: the step was skipped (its loss is not finite), and the steps
+  // skipped so far in total. Written only when there are any.
+  bool skipped = false;
+  std::int64_t nonfinite_skipped = 0;
 };
 
 // metrics.jsonl lines.

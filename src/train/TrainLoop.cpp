@@ -10,12 +10,14 @@
 #include <tuple>
 
 #include "comm/GradientReducer.hpp"
+#include "comm/StallWatchdog.hpp"
 #include "config/MetricCatalog.hpp"
 #include "data/BatchPipeline.hpp"
 #include "data/Sampling.hpp"
 #include "models/Model.hpp"
 #include "train/Checkpointer.hpp"
 #include "train/Device.hpp"
+#include "train/NonFinite.hpp"
 #include "train/Optimizers.hpp"
 #include "train/Pipeline.hpp"
 #include "train/Profiler.hpp"
@@ -72,6 +74,10 @@ struct Trainer::Loop {
   std::unique_ptr<StepGraph> graph;
   torch::Tensor input, targets, logits, local_sum;
   torch::Tensor epoch_loss, correct;  // per-step figures stay on the device; .item() only at log steps
+  // train.nonfinite (made at the first step): the policy, and the steps it skipped.
+  std::unique_ptr<NonFiniteGuard> nonfinite;
+  // comm.timeout: the watchdog stops watching when the loop ends, however it ends.
+  StallWatchdog::DisarmAtEnd watch_end;
 };
 
 // The epoch in progress.
@@ -82,6 +88,7 @@ struct Trainer::Epoch {
   std::int64_t steps = 0;     // its steps (fewer than per epoch when train.max_steps ends it)
   double seconds_before = 0;  // training time of the run before it
   double lr = 0;              // the learning rate of its latest step
+  std::int64_t skipped = 0;   // its steps skipped by train.nonfinite in this run
 };
 
 Trainer::Loop::Loop(Trainer& t, const LoopPosition& from, const RankState& resumed)
@@ -234,6 +241,18 @@ EpochRecord Trainer::train_epoch(Loop& loop, std::int64_t index) {
 
 // Step s of the epoch (counted from 0) and what follows it: checkpoint or preemption, step line.
 void Trainer::step_once(Loop& loop, Epoch& epoch, std::int64_t s) {
+  if (!loop.nonfinite) {
+    // fp16 skips through its loss scaler, whose count the checkpoint's skipped_steps then holds.
+    loop.nonfinite = std::make_unique<NonFiniteGuard>(config_.train, !scaler_.enabled(),
+                                                      scaler_.enabled() ? 0 : loop.at.skipped_steps, loop.at.step);
+    loop.result.nonfinite_skipped = loop.nonfinite->skipped_steps();
+  }
+  nonfinite_ = loop.nonfinite.get();
+  if (config_.comm.timeout > 0 && grid_.group().size() > 1 && !watchdog_) {
+    watchdog_ = std::make_unique<StallWatchdog>(grid_.group(), config_.comm.timeout);
+  }
+  loop.watch_end.watchdog = watchdog_.get();
+  watch(loop.step + 1, static_cast<int>(StallWatchdog::Point::Start));
   loop.profiler.before_step(loop.step);
   // next() hands over buffer s % 2 and refills the other one, which step s - 1 read.
   loop.copied.wait(static_cast<std::size_t>((s + 1) % 2));
@@ -246,12 +265,14 @@ void Trainer::step_once(Loop& loop, Epoch& epoch, std::int64_t s) {
   if (!loop.graph || !loop.graph->captured()) reducer_->zero();
   loop.clock.mark(Phase::Data);
 
+  const std::int64_t skipped_before = loop.nonfinite->skipped_steps();
   if (loop.graph) {
     loop.graph->run([&] { train_step(loop); });
     loop.clock.mark(Phase::Forward);
   } else {
     train_step(loop);
   }
+  epoch.skipped += loop.nonfinite->skipped_steps() - skipped_before;  // decided on the host
 
   const std::string trace = loop.profiler.after_step(loop.step);
   if (!trace.empty()) loop.log.message("profile " + trace);
@@ -287,8 +308,6 @@ void Trainer::train_step(Loop& loop) {
   auto mark_eager = [&](Phase phase) {
     if (!graphs_) loop.clock.mark(phase);
   };
-  GradientReducer& reducer = *reducer_;
-  const double clip = config_.train.grad_clip_norm;
   if (pipeline_ || config_.parallel.microbatches > 1) {
     // Forwards and backwards of the microbatches interleave: charged to backward (the
     // pipeline's own times split them, report.json "pipeline").
@@ -305,41 +324,42 @@ void Trainer::train_step(Loop& loop) {
     }
     auto loss = loop.local_sum * loop.inv_batch;
     mark_eager(Phase::Forward);
-    scaler_.scale_loss(loss).backward();
+    loop.nonfinite->mark_loss(scaler_.scale_loss(loss)).backward();
     mark_eager(Phase::Backward);
   }
-  reducer.finish();
+  watch(loop.step + 1, static_cast<int>(StallWatchdog::Point::Reduction));
+  reducer_->finish();
   mark_eager(Phase::CommExposed);
-  // fp16: unscale the reduced gradients (equal on every rank, so every rank decides the
-  // same), skip the step on inf/NaN, then clip and step.
-  if (device_side_) {
-    // Decided on the device: the fused optimizer skips its update where the flag is set.
-    const auto found_inf = scaler_.unscale_to_flag(reducer.buckets());
-    if (clip > 0) reducer.clip_to_norm(clip);
-    if (found_inf.defined()) skip_next_step_on(*optimizer_, found_inf);
-    optimizer_->step();
-    if (found_inf.defined()) scaler_.update(found_inf);
-  } else {
-    bool found_inf = scaler_.unscale(reducer.buckets());
-    if (pipeline_ && scaler_.enabled()) {
-      // Every stage skips the step when any stage's gradients overflowed.
-      double any = found_inf ? 1.0 : 0.0;
-      grid_.pipeline().allreduce_max(&any, 1);
-      found_inf = any > 0;
-    }
-    if (!found_inf) {
-      if (clip > 0) clip_gradients(clip);
-      optimizer_->step();
-    }
-    scaler_.update(found_inf);
-  }
+  const auto [skip, skipped] = optimizer_step(loop.step + 1);
   mark_eager(Phase::Optimizer);
+  accumulate_figures(loop, skip, skipped);
+}
+
+// The epoch's loss and correct predictions, without the steps train.nonfinite skipped.
+void Trainer::accumulate_figures(Loop& loop, bool skip, const torch::Tensor& skipped) {
+  if (skip) {
+    loop.result.nonfinite_skipped = loop.nonfinite->skipped_steps();
+    return;
+  }
   torch::NoGradGuard no_grad;
-  loop.epoch_loss += loop.local_sum.detach().to(torch::kDouble);
+  auto sum = loop.local_sum.detach().to(torch::kDouble);
+  if (skipped.defined()) sum = torch::where(skipped.reshape({}) > 0, torch::zeros_like(sum), sum);
+  loop.epoch_loss += sum;
   // Outputs exist on the last pipeline stage (every rank without a pipeline).
   if (data_.classification() && loop.logits.defined()) {
-    loop.correct += predicted_classes(loop.logits).eq(loop.targets).sum();
+    auto hits = predicted_classes(loop.logits).eq(loop.targets).sum();
+    if (skipped.defined()) hits = hits * (skipped.reshape({}) == 0);
+    loop.correct += hits;
   }
+}
+
+// Applies train.nonfinite to the steps the device flagged since the last call (a
+// synchronization: called where the loop reads the device anyway).
+void Trainer::settle_nonfinite(Loop& loop, Epoch* epoch) {
+  if (!loop.nonfinite) return;
+  const std::int64_t count = loop.nonfinite->settle(loop.step);
+  if (epoch) epoch->skipped += count;
+  loop.result.nonfinite_skipped = loop.nonfinite->skipped_steps();
 }
 
 // After `done` steps of the epoch: a checkpoint when one is due, and the end of the run
@@ -348,6 +368,8 @@ void Trainer::checkpoint_if_due(Loop& loop, const Epoch& epoch, std::int64_t don
   const CheckpointDecision due = loop.checkpointer.after_step(loop.step);
   std::string path;
   if (due.write) {
+    watch(loop.step, static_cast<int>(StallWatchdog::Point::Checkpoint));
+    settle_nonfinite(loop, nullptr);  // the checkpoint holds the count
     path = write_checkpoint(loop, epoch.index, done, loop.epoch_loss.item<double>(), loop.correct.item<std::int64_t>(),
                             epoch.seconds_before + loop.carried_seconds + wall_seconds() - epoch.start);
   }
@@ -376,6 +398,9 @@ std::string Trainer::write_checkpoint(Loop& loop, std::int64_t epoch, std::int64
     p.loss_scale = scaling.scale;
     p.loss_scale_growth_tracker = scaling.growth_tracker;
     p.skipped_steps = scaling.skipped_steps;
+  } else {
+    // Steps train.nonfinite skipped: they count towards the limit after a resume.
+    p.skipped_steps = loop.nonfinite ? loop.nonfinite->skipped_steps() : loop.at.skipped_steps;
   }
   const std::string path = loop.checkpointer.write(p, epoch_loss, epoch_correct, *model_, *optimizer_);
   loop.log.checkpoint(path);
@@ -383,14 +408,22 @@ std::string Trainer::write_checkpoint(Loop& loop, std::int64_t epoch, std::int64
 }
 
 // The step line: the global batch's loss (one reduction) and the epoch's throughput so far.
-void Trainer::log_step(Loop& loop, const Epoch& epoch, std::int64_t done) {
+void Trainer::log_step(Loop& loop, Epoch& epoch, std::int64_t done) {
+  watch(loop.step, static_cast<int>(StallWatchdog::Point::LogLine));
+  settle_nonfinite(loop, &epoch);
   std::vector<double> global_loss{loop.local_sum.item<double>()};
   comm_.allreduce_sum(global_loss.data(), 1);
   from_last_stage(global_loss);
   global_loss[0] *= loop.inv_batch;
-  check_finite(global_loss[0], loop.step);
-  const double elapsed = wall_seconds() - epoch.start;
   StepFigures figures;
+  // A non-finite loss flags its step (train/NonFinite.hpp): with skip it was skipped.
+  if (loop.nonfinite->active() && loop.nonfinite->skips()) {
+    figures.skipped = !std::isfinite(global_loss[0]);
+    figures.nonfinite_skipped = loop.nonfinite->skipped_steps();
+  } else {
+    check_finite(global_loss[0], loop.step);
+  }
+  const double elapsed = wall_seconds() - epoch.start;
   figures.step = loop.step;
   figures.epoch = epoch.index;
   figures.loss = global_loss[0];
@@ -401,7 +434,8 @@ void Trainer::log_step(Loop& loop, const Epoch& epoch, std::int64_t done) {
 }
 
 // The epoch's training figures: its time, and its loss, accuracy and samples summed over the ranks.
-EpochRecord Trainer::epoch_figures(Loop& loop, const Epoch& epoch) {
+EpochRecord Trainer::epoch_figures(Loop& loop, Epoch& epoch) {
+  settle_nonfinite(loop, &epoch);
   EpochRecord rec;
   rec.epoch = epoch.index;
   rec.classification = data_.classification();
@@ -411,12 +445,15 @@ EpochRecord Trainer::epoch_figures(Loop& loop, const Epoch& epoch) {
   // Samples of the epoch's steps, including those before a resume (their sums came with it).
   const std::int64_t steps = loop.same_layout ? epoch.steps : epoch.steps - epoch.first;
   const double seen = static_cast<double>(steps * loop.slice.size());
-  std::vector<double> sums{loop.epoch_loss.item<double>(), static_cast<double>(loop.correct.item<std::int64_t>()),
-                           seen};
+  // Skipped steps (train.nonfinite) add neither to the sums nor to the samples they average over.
+  const double skipped = static_cast<double>(epoch.skipped * loop.slice.size());
+  std::vector<double> sums{loop.epoch_loss.item<double>(), static_cast<double>(loop.correct.item<std::int64_t>()), seen,
+                           skipped};
   comm_.allreduce_sum(sums.data(), sums.size());
   from_last_stage(sums);
-  rec.train_loss = sums[0] / std::max(1.0, sums[2]);
-  rec.train_accuracy = sums[1] / std::max(1.0, sums[2]);
+  const double averaged = std::max(1.0, sums[2] - sums[3]);
+  rec.train_loss = sums[0] / averaged;
+  rec.train_accuracy = sums[1] / averaged;
   check_finite(rec.train_loss, loop.step);
   rec.samples_per_s = sums[2] / std::max(rec.seconds, 1e-9);
   loop.result.samples += static_cast<std::int64_t>(sums[2]);

@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "comm/GradientReducer.hpp"
+#include "comm/StallWatchdog.hpp"
 #include "data/Sampling.hpp"
 #include "launch/Mpi.hpp"
 #include "models/Model.hpp"
@@ -117,12 +118,21 @@ Trainer::Trainer(const Config& config, const ProcessGrid& grid, const ShardedDat
 
 Trainer::~Trainer() = default;
 
+void Trainer::watch(std::int64_t step, int point) {
+  if (watchdog_) watchdog_->mark(step, static_cast<StallWatchdog::Point>(point));
+}
+
 EvalResult Trainer::evaluate_split(const Samples& split) {
   // Batch-norm statistics differ per rank after training: evaluate the averaged model.
   average_module_buffers(*model_, comm_);
+  // Each batch shows comm.timeout's watchdog that this rank is alive.
+  const std::function<void()> between_batches = [this] {
+    if (step_callback_) step_callback_();
+    if (watchdog_) watchdog_->beat();
+  };
   EvalResult result = evaluate(
       *model_, [&](torch::Tensor x) { return forward_to_cpu(x); }, split, data_, loss_, config_.train.eval_batch_size,
-      comm_, step_callback_);
+      comm_, watchdog_ || step_callback_ ? between_batches : std::function<void()>());
   if (pipeline_) share_eval_result(result, grid_.pipeline(), grid_.stages() - 1);
   return result;
 }

@@ -46,6 +46,8 @@ struct TrainResult {
   // and the loss scale at the end (1 without loss scaling).
   std::int64_t skipped_steps = 0;
   double loss_scale = 1.0;
+  // fp32 and bf16: steps skipped by train.nonfinite=skip (in total, across resumes).
+  std::int64_t nonfinite_skipped = 0;
   bool cuda_graphs = false;  // the steps were replayed from a captured CUDA graph
   // Pipeline parallelism (parallel.pipeline_stages > 1): this rank's stage, its blocks and times.
   GridLayout grid;
@@ -63,6 +65,8 @@ struct TrainResult {
 
 class GradientReducer;
 class PipelineEngine;
+class StallWatchdog;
+class NonFiniteGuard;
 struct ModelImpl;
 class LrSchedule;
 struct Batch;
@@ -115,8 +119,12 @@ class Trainer {
   void load_batch(Loop& loop, const Batch& batch);
   void train_step(Loop& loop);
   void checkpoint_if_due(Loop& loop, const Epoch& epoch, std::int64_t done);
-  void log_step(Loop& loop, const Epoch& epoch, std::int64_t done);
-  EpochRecord epoch_figures(Loop& loop, const Epoch& epoch);
+  // train.nonfinite: the epoch's figures leave skipped steps out; the device's flags are
+  // read where the loop synchronizes anyway (`epoch` counts them, when given).
+  void accumulate_figures(Loop& loop, bool skip, const torch::Tensor& skipped);
+  void settle_nonfinite(Loop& loop, Epoch* epoch);
+  void log_step(Loop& loop, Epoch& epoch, std::int64_t done);
+  EpochRecord epoch_figures(Loop& loop, Epoch& epoch);
   void evaluate_epoch(Loop& loop, EpochRecord& record);
   bool stop_early(Loop& loop, const EpochRecord& record);
   std::string write_checkpoint(Loop& loop, std::int64_t epoch, std::int64_t done, double epoch_loss,
@@ -165,6 +173,15 @@ class Trainer {
   bool stop_on_preemption_ = false;
   torch::Device device_{torch::kCPU};  // compute_device() when constructed
   LossScaler scaler_;
+  NonFiniteGuard* nonfinite_ = nullptr;  // the running loop's (train.nonfinite)
+  // comm.timeout: made at the first step (collective), watching until the loop ends.
+  std::unique_ptr<StallWatchdog> watchdog_;
+  // Marks point `point` (StallWatchdog::Point) of step `step` for the watchdog, if any.
+  void watch(std::int64_t step, int point);
+  // After the gradient reduction, for step `step`: the fp16 unscale and skip,
+  // train.nonfinite's decision, clipping and the optimizer step. Returns whether the host
+  // skipped the step, and the device's skip flag (the fused optimizer; undefined otherwise).
+  std::pair<bool, torch::Tensor> optimizer_step(std::int64_t step);
   // The fused optimizer steps without host synchronization; loss scaling and clipping then
   // stay on the device too. device.cuda_graphs builds on it.
   bool device_side_ = false;

@@ -9,6 +9,8 @@
 #include "models/Model.hpp"
 #include "train/Device.hpp"
 #include "train/MixedPrecision.hpp"
+#include "train/NonFinite.hpp"
+#include "train/Optimizers.hpp"
 #include "train/Pipeline.hpp"
 #include "train/Trainer.hpp"
 #include "util/Error.hpp"
@@ -86,7 +88,10 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::forward_backward_microbatches(c
                                                                                const torch::Tensor& targets,
                                                                                double inv_batch) {
   auto sum_of = [&](const torch::Tensor& outputs, const torch::Tensor& t) { return loss_sum(loss_, outputs, t); };
-  auto to_backward = [&](const torch::Tensor& sum) { return scaler_.scale_loss(sum * inv_batch); };
+  auto to_backward = [&](const torch::Tensor& sum) {
+    auto scaled = scaler_.scale_loss(sum * inv_batch);
+    return nonfinite_ ? nonfinite_->mark_loss(scaled) : scaled;
+  };
   if (pipeline_) {
     auto out = pipeline_->train_step(input, targets, sum_of, to_backward, reducer_.get());
     if (!out.loss_sum.defined()) out.loss_sum = torch::zeros({}, torch::TensorOptions(torch::kFloat).device(device_));
@@ -112,6 +117,45 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::forward_backward_microbatches(c
     outputs.push_back(out.detach());
   }
   return {total, torch::cat(outputs)};
+}
+
+std::pair<bool, torch::Tensor> Trainer::optimizer_step(std::int64_t step) {
+  // The reduced gradients are equal on every rank of the data axis, so every rank decides
+  // the same: fp16 unscales them and skips a step with inf/NaN (the loss scaler), fp32 and
+  // bf16 apply train.nonfinite (train/NonFinite.hpp). Then clip and step.
+  GradientReducer& reducer = *reducer_;
+  NonFiniteGuard& nonfinite = *nonfinite_;
+  const double clip = config_.train.grad_clip_norm;
+  if (device_side_) {
+    // Decided on the device: the fused optimizer skips its update where the flag is set.
+    auto found_inf = scaler_.unscale_to_flag(reducer.buckets());
+    if (!scaler_.enabled()) found_inf = nonfinite.found_in(reducer.buckets());
+    if (clip > 0) reducer.clip_to_norm(clip);
+    if (found_inf.defined()) skip_next_step_on(*optimizer_, found_inf);
+    optimizer_->step();
+    if (scaler_.enabled() && found_inf.defined()) scaler_.update(found_inf);
+    nonfinite.add(found_inf);
+    return {false, nonfinite.active() ? found_inf : torch::Tensor()};
+  }
+  bool found_inf = scaler_.unscale(reducer.buckets());
+  if (nonfinite.active()) {
+    const auto flag = nonfinite.found_in(reducer.buckets());
+    found_inf = flag.defined() && flag.item<float>() != 0.0F;
+  }
+  if (pipeline_ && (scaler_.enabled() || nonfinite.active())) {
+    // Every stage skips the step when any stage's gradients overflowed.
+    double any = found_inf ? 1.0 : 0.0;
+    grid_.pipeline().allreduce_max(&any, 1);
+    found_inf = any > 0;
+  }
+  // Throws on every rank alike for abort, or past train.nonfinite_limit.
+  const bool skip = nonfinite.decide(found_inf, step);
+  if (!found_inf) {
+    if (clip > 0) clip_gradients(clip);
+    optimizer_->step();
+  }
+  scaler_.update(found_inf);
+  return {skip, torch::Tensor()};
 }
 
 void Trainer::clip_gradients(double max_norm) {

@@ -7,6 +7,8 @@
  *                             written to such files; a write crossing the limit is short
  *   HPCTRAIN_FAULT_OP=fsync   fsync/fdatasync fail (default EIO)
  *   HPCTRAIN_FAULT_OP=rename  rename/renameat with either name matching fails (default EIO)
+ *   HPCTRAIN_FAULT_OP=slow    write/pwrite/writev succeed, each after HPCTRAIN_FAULT_AFTER
+ *                             milliseconds (a slow disk: a test can kill a rank mid-write)
  *
  * Without HPCTRAIN_FAULT_PATH it passes every call through. */
 #define _GNU_SOURCE
@@ -19,6 +21,7 @@
 #include <string.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_FDS 65536
@@ -110,8 +113,14 @@ int close(int fd) {
 
 /* How many of `count` bytes may go through; -1 with errno set when none may. */
 static ssize_t allowed(int fd, size_t count) {
-  if (!tracked(fd) || !op_is("write")) return (ssize_t)count;
   const char* a = getenv("HPCTRAIN_FAULT_AFTER");
+  if (tracked(fd) && op_is("slow")) {
+    const long long ms = a ? atoll(a) : 0;
+    const struct timespec pause = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    nanosleep(&pause, NULL);
+    return (ssize_t)count;
+  }
+  if (!tracked(fd) || !op_is("write")) return (ssize_t)count;
   const long long limit = a ? atoll(a) : 0;
   if (written >= limit) {
     errno = fault_errno(ENOSPC);

@@ -1,5 +1,6 @@
 """Fault injection: what the user sees when the disk fills or fails under hpctrain's
-writes, and that nothing good is lost (docs/checkpoints.md, "Durability").
+writes, or a checkpoint or data set is corrupt, and that nothing good is lost
+(docs/checkpoints.md, "Durability"; docs/reliability.md).
 
 Faults are real where the machine allows: as root a small tmpfs is mounted and filled, so
 checkpoints, imports and exports meet a genuinely full file system (skipped with a message
@@ -211,6 +212,41 @@ def corrupt_cases(run_dir):
             rc == 3 and "none of the 1 checkpoints" in err and "starting fresh" not in out, (out + err)[-2000:])
 
 
+def data_corrupt_cases():
+    """A data set with a flipped bit (images, labels) or truncated: refused before training
+    with exit 3 on every rank, naming the file and what is wrong (data.verify_hashes)."""
+    def corrupt_copy(name, dataset, byte_at, bit):
+        path = os.path.join(work, name)
+        shutil.copy(DATA, path)
+        with h5py.File(DATA, "r") as f:  # where the dataset's first chunk lies in the file
+            offset = f[dataset].id.get_chunk_info(0).byte_offset
+        with open(path, "r+b") as f:  # one bit, as a failing disk or memory flips it
+            f.seek(offset + byte_at)
+            byte = f.read(1)[0]
+            f.seek(offset + byte_at)
+            f.write(bytes([byte ^ (1 << bit)]))
+        return path
+
+    # The label keeps a valid class (5 becomes 4): only the hash can tell.
+    for name, dataset, byte_at, bit in (("flipped_images.h5", "train/images", 21, 4),
+                                        ("flipped_labels.h5", "test/labels", 20, 0)):
+        bad = corrupt_copy(name, dataset, byte_at, bit)
+        rc, out, err, codes = mpirun2(["train", CONFIG] + COMMON + ["data.path=" + bad, "train.epochs=1",
+                                                                    "run.dir=" + os.path.join(work, "run_" + name)])
+        c.check(f"[data] a flipped bit in /{dataset}: exit 3 on every rank, one message naming file and dataset",
+                rc == 3 and codes == [3, 3] and err.count("hpctrain: error") == 1
+                and f"{bad}: /{dataset} does not match its sha256 attribute" in err, err[-2000:])
+    truncated = os.path.join(work, "truncated.h5")
+    shutil.copy(DATA, truncated)
+    with open(truncated, "r+b") as f:
+        f.truncate(os.path.getsize(DATA) * 2 // 3)
+    rc, out, err, codes = mpirun2(["train", CONFIG] + COMMON + ["data.path=" + truncated, "train.epochs=1",
+                                                                "run.dir=" + os.path.join(work, "run_truncated")])
+    c.check("[data] a truncated data set: exit 3 on every rank, one message naming the file",
+            rc == 3 and codes == [3, 3] and err.count("hpctrain: error") == 1
+            and f"{truncated}: cannot open HDF5 file" in err and "truncated" in err, err[-2000:])
+
+
 def other_write_cases():
     """metrics.jsonl, report.json, an import and an export meeting a full disk (shim)."""
     run_dir = os.path.join(work, "metrics_run")
@@ -255,5 +291,6 @@ if not SHIM or not os.path.exists(SHIM):
 disk_full_cases()
 shim_run = checkpoint_shim_cases()
 corrupt_cases(shim_run)
+data_corrupt_cases()
 other_write_cases()
 c.finish()

@@ -171,7 +171,9 @@ TEST(PipelineSchedule, PeakHeldWeighsTheSimulatedInFlightPairs) {
       const double peak = peak_held(table[static_cast<std::size_t>(s)], first_only);
       EXPECT_LE(peak, 3.0 * shape.microbatches);
       EXPECT_GE(peak, 3.0);
-      if (shape.chunks == 1) EXPECT_EQ(peak, 3.0 * sim.peak_in_flight[static_cast<std::size_t>(s)]);
+      if (shape.chunks == 1) {
+        EXPECT_EQ(peak, 3.0 * sim.peak_in_flight[static_cast<std::size_t>(s)]);
+      }
     }
   });
 }

@@ -90,8 +90,12 @@ void step_on(torch::optim::Optimizer& opt, torch::Tensor& w, const torch::Tensor
   opt.step();
 }
 
+// Adam's or AdamW's: their states are unrelated types (casting one to the other is undefined
+// behaviour, which UBSan reports).
 std::int64_t adam_step_count(torch::optim::Optimizer& opt, const torch::Tensor& p) {
-  return static_cast<torch::optim::AdamParamState&>(*opt.state().at(p.unsafeGetTensorImpl())).step();
+  auto& state = *opt.state().at(p.unsafeGetTensorImpl());
+  if (auto* adamw = dynamic_cast<torch::optim::AdamWParamState*>(&state)) return adamw->step();
+  return dynamic_cast<torch::optim::AdamParamState&>(state).step();
 }
 }  // namespace
 

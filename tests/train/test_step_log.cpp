@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -63,6 +64,18 @@ EpochRecord regression_epoch() {
 TEST(StepLogLines, StepLine) {
   EXPECT_EQ(compact_json(step_line(figures())),
             R"({"type":"step","step":10,"epoch":0,"loss":1.5,"lr":0.0002,"samples_per_s":1038.25,"elapsed_s":1.25})");
+}
+
+// train.nonfinite=skip: a skipped step's loss is null (JSON has no NaN); the count appears
+// once there is one.
+TEST(StepLogLines, StepLineOfASkippedStep) {
+  StepFigures f = figures();
+  f.loss = std::nan("");
+  f.skipped = true;
+  f.nonfinite_skipped = 2;
+  EXPECT_EQ(compact_json(step_line(f)),
+            R"({"type":"step","step":10,"epoch":0,"loss":null,"lr":0.0002,"samples_per_s":1038.25,"elapsed_s":1.25,)"
+            R"("skipped":true,"nonfinite_skipped":2})");
 }
 
 TEST(StepLogLines, EpochLineClassification) {
