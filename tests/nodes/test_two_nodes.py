@@ -93,9 +93,9 @@ params, steps = report["model"]["parameters"], report["training"]["steps"]
 c.check(f"the gradients crossed the link: {crossed / 1e6:.1f} MB over the veth pair (at least {steps} steps x "
         f"{params} parameters x 4 bytes)", steps > 0 and crossed >= steps * params * 4, "")
 
-# comm.hierarchical=auto turns the node-aware reduction on across 2 nodes: another
-# summation order, so equal within rounding.
-two, _ = compare("data parallel, hierarchical reduction (auto)", [], 1e-5)
+# comm.hierarchical=auto turns the node-aware reduction on across 2 nodes with 2 ranks each:
+# another summation order, so equal within rounding.
+two, _ = compare("data parallel, hierarchical reduction (auto)", ["comm.hierarchical=auto"], 1e-5)
 comm = json.load(open(os.path.join(two, "report.json")))["communication"]
 c.check(f"report.json names the hierarchical reduction's topology ({comm.get('hierarchical')})",
         comm.get("hierarchical") == "2 nodes, 2 ranks on the largest", json.dumps(comm))
