@@ -92,10 +92,10 @@ struct TrainConfig {
 struct CommConfig {
   double bucket_mb = 25.0;
   bool overlap = true;
-  std::string backend = "auto";  // auto | mpi | nccl
-  double nccl_timeout = 600.0;   // seconds before a stuck NCCL operation aborts the job
+  std::string backend = "auto";      // auto | mpi | nccl
+  double nccl_timeout = 600.0;       // seconds before a stuck NCCL operation aborts the job
   std::string hierarchical = "off";  // auto | on | off: node-aware MPI reduction
-  double timeout = 0.0;          // seconds a rank may wait for the others in a step (0: off)
+  double timeout = 0.0;              // seconds a rank may wait for the others in a step (0: off)
 };
 
 struct DeviceConfig {
