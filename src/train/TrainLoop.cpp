@@ -187,10 +187,9 @@ LoopPosition Trainer::start_run(RankState& mine) {
                                  static_cast<std::uint64_t>(grid_.group().rank()) + 1));
   LoopPosition at;
   if (resume_) {
-    // Every rank restores its own state: no broadcast, which would replace this rank's
-    // batch-norm statistics with rank 0's.
+    // Every rank restores its own state (a broadcast would replace its batch-norm statistics),
+    // checked together: with a pipeline, a changed model may show on some stages only.
     mine.rng = at::detail::getDefaultCPUGenerator().get_state();
-    // Checked together: with a pipeline, a changed model may show on some stages only.
     collective_check(grid_.group(),
                      [&] { restore_checkpoint(*resume_, *model_, *optimizer_, mine, checkpoint_layout()); });
     at = resume_->position;
