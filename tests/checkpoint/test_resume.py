@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
-from hpctest import BIN, FASHION, MPIEXEC, SOURCE, Checks, kill_job, mpirun  # noqa: E402
+from hpctest import BIN, FASHION, MPIEXEC, SOURCE, Checks, checkpoint_tensors, kill_job, mpirun, newest_checkpoint  # noqa: E402
 
 c = Checks()
 work = tempfile.mkdtemp(prefix="hpctrain_ckpt_")
@@ -28,15 +28,9 @@ COMMON = ["data.path=" + FASHION, "data.limit_train=6000", "data.verify_hashes=f
 
 
 def final_state(run_dir):
-    """Every stored tensor of the newest checkpoint except the per-rank generator state."""
-    path = sorted(glob.glob(os.path.join(run_dir, "checkpoints", "step_*.h5")))[-1]
-    out = {}
-    with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset) and name.startswith(("model/", "optimizer/", "ranks/")):
-                out[name] = obj[()]
-        f.visititems(visit)
-    return path, out
+    """The newest checkpoint's path and every tensor in it (model, optimizer, per-rank state)."""
+    path = newest_checkpoint(run_dir)
+    return path, checkpoint_tensors(path)
 
 
 def same(a, b):

@@ -17,11 +17,11 @@ import sys
 import tempfile
 import time
 
-import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
-from hpctest import BIN, MPIEXEC, SOURCE, Checks, make_idx_dir, read_jsonl, run  # noqa: E402
+from hpctest import (BIN, MPIEXEC, SOURCE, Checks, checkpoint_tensors, make_idx_dir, newest_checkpoint,  # noqa: E402
+                     read_jsonl, run)
 
 SHIM = os.environ.get("HPCTRAIN_FAULT_SHIM", "")
 c = Checks()
@@ -88,14 +88,8 @@ def ended(proc, t0):
 
 def final_state(run_dir):
     """Every stored tensor of the newest checkpoint (model, optimizer, per-rank state)."""
-    path = sorted(glob.glob(os.path.join(run_dir, "checkpoints", "step_*.h5")))[-1]
-    out = {}
-    with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset) and name.startswith(("model/", "optimizer/", "ranks/")):
-                out[name] = obj[()]
-        f.visititems(visit)
-    return os.path.basename(path), out
+    path = newest_checkpoint(run_dir)
+    return os.path.basename(path), checkpoint_tensors(path)
 
 
 def same(a, b):

@@ -35,6 +35,26 @@ def mpirun(np, args, timeout=120, cwd=None):
     return run([MPIEXEC, "-n", str(np), "--oversubscribe", BIN] + list(args), timeout=timeout, cwd=cwd)
 
 
+def newest_checkpoint(run_dir):
+    """The newest step_*.h5 in RUN_DIR/checkpoints ("" when there is none)."""
+    import glob
+    files = sorted(glob.glob(os.path.join(run_dir, "checkpoints", "step_*.h5")))
+    return files[-1] if files else ""
+
+
+def checkpoint_tensors(path, prefixes=("model/", "optimizer/", "ranks/")):
+    """Every dataset of a checkpoint whose name starts with one of `prefixes`, by name: by
+    default the parameters, optimizer state and every rank's own state (generators too)."""
+    import h5py
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and name.startswith(prefixes):
+                out[name] = obj[()]
+        f.visititems(visit)
+    return out
+
+
 def kill_job(pid, limit=30):
     """SIGKILL a job started with start_new_session=True (pid: mpiexec's, its session id) and
     every rank of it, and wait until they are gone. Open MPI gives each rank its own process

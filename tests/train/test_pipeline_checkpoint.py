@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
-from hpctest import BIN, FASHION, MPIEXEC, SOURCE, Checks, kill_job, mpirun, run  # noqa: E402
+from hpctest import BIN, FASHION, MPIEXEC, SOURCE, Checks, checkpoint_tensors, kill_job, mpirun, run  # noqa: E402
 
 c = Checks()
 CONFIG = os.path.join(SOURCE, "configs", "fashion_mnist_mlp.json")
@@ -40,16 +40,6 @@ def checkpoint(run_dir, step=None):
     return files[-1] if files else ""
 
 
-def tensors(path, prefixes=("model/", "optimizer/", "ranks/")):
-    out = {}
-    with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset) and name.startswith(prefixes):
-                out[name] = obj[()]
-        f.visititems(visit)
-    return out
-
-
 def train(name, np_, *extra, timeout=300):
     run_dir = os.path.join(work, name)
     r = mpirun(np_, ["train", CONFIG, *common, "run.dir=" + run_dir, *extra], timeout=timeout)
@@ -59,7 +49,7 @@ def train(name, np_, *extra, timeout=300):
 # Uninterrupted reference on the 2 x 2 grid (80 steps).
 r, ref_dir = train("ref", 4, *grid, *noisy)
 c.check("2 stages x 2 replicas with checkpoints trains", r.rc == 0, r.text[-2000:])
-ref = tensors(checkpoint(ref_dir))
+ref = checkpoint_tensors(checkpoint(ref_dir))
 with h5py.File(checkpoint(ref_dir), "r") as f:
     attrs = {k: f.attrs[k] for k in ("world_size", "pipeline_stages", "replicas")}
 c.check(f"the checkpoint records the grid ({attrs})",
@@ -70,8 +60,8 @@ c.check("it holds every rank's own state (2 replicas x 2 stages of generators an
 
 # The same tensors, names and shapes as a checkpoint written by 1 rank.
 r, one_dir = train("one_noisy", 1, "train.max_steps=10")
-one = tensors(checkpoint(one_dir, 10), ("model/", "optimizer/"))
-mine = tensors(checkpoint(ref_dir, 10), ("model/", "optimizer/"))
+one = checkpoint_tensors(checkpoint(one_dir, 10), ("model/", "optimizer/"))
+mine = checkpoint_tensors(checkpoint(ref_dir, 10), ("model/", "optimizer/"))
 c.check("a grid checkpoint has the whole model's parameters and optimizer state, as 1 rank's has",
         r.rc == 0 and one.keys() == mine.keys() and all(one[k].shape == mine[k].shape for k in one),
         str(sorted(set(one) ^ set(mine))[:10]))
@@ -92,7 +82,7 @@ c.check("killed with SIGKILL after the step-30 checkpoint, before the end",
         seen and gone and not os.path.exists(os.path.join(kill_dir, "report.json")), "")
 r, _ = train("killed", 4, *grid, *noisy, "checkpoint.resume=auto")
 c.check("resume=auto on the same grid", r.rc == 0 and "2 stages x 2 replicas" in r.out, r.text[-2000:])
-got = tensors(checkpoint(kill_dir))
+got = checkpoint_tensors(checkpoint(kill_dir))
 diff = [k for k in ref if k not in got or not np.array_equal(ref[k], got[k])]
 c.check("after the resume every tensor of the final checkpoint is bitwise equal to the uninterrupted run's",
         got.keys() == ref.keys() and not diff, str(diff[:10]))
@@ -120,12 +110,12 @@ c.check(f"the exported parameters are the checkpoint's ({len(stored)} tensors)",
 # the uninterrupted grid run does, within float tolerance (other summation orders).
 r, plain_dir = train("plain_ref", 4, *grid, *plain)
 c.check("plain 2 x 2 reference trains", r.rc == 0, r.text[-2000:])
-final = tensors(checkpoint(plain_dir), ("model/",))
+final = checkpoint_tensors(checkpoint(plain_dir), ("model/",))
 r, one_plain = train("plain_one", 1, *plain)
 c.check("plain 1-rank run", r.rc == 0, r.text[-2000:])
 c.check("which ends within 1e-3 relative of the grid run", r.rc == 0 and max(
     float(np.max(np.abs(v - final[k]) / (np.abs(final[k]) + 1e-3)))
-    for k, v in tensors(checkpoint(one_plain), ("model/",)).items()) < 1e-3, "")
+    for k, v in checkpoint_tensors(checkpoint(one_plain), ("model/",)).items()) < 1e-3, "")
 for name, np_, source, extra in (
         ("grid -> 1 rank", 1, checkpoint(plain_dir, 30), []),
         ("grid -> 1 stage x 4 replicas", 4, checkpoint(plain_dir, 30), []),
@@ -134,7 +124,7 @@ for name, np_, source, extra in (
          grid + ["parallel.grid_order=stages_inner"])):
     r, d = train("cross_" + name.split()[-1] + str(np_), np_, *plain, *extra, "checkpoint.resume=" + source)
     ok = r.rc == 0 and "resuming from" in r.out
-    end = tensors(checkpoint(d), ("model/",)) if ok else {}
+    end = checkpoint_tensors(checkpoint(d), ("model/",)) if ok else {}
     worst = max((float(np.max(np.abs(end[k] - v) / (np.abs(v) + 1e-3))) for k, v in final.items() if k in end),
                 default=1.0)
     c.check(f"{name}: resumes and ends within 1e-3 relative of the grid run (worst {worst:.1e})",
