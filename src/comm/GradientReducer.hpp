@@ -8,15 +8,27 @@
 // handed, in bucket order, to a communication thread that reduces it with MPI while
 // backward goes on. finish() waits only for what is still in flight: that wait is the
 // exposed communication time.
+//
+// Sharded (parallel.shard, ZeRO stages 1 and 2): each bucket is padded to a multiple of the
+// ranks and the parameters become views into one flat buffer per bucket, so rank r's shard
+// of a bucket is one contiguous chunk of parameters and gradients. A ready bucket is
+// reduce-scattered instead of allreduced (rank r receives the sum of its chunk), the
+// optimizer steps the chunks only, and gather_parameters() all-gathers the updated chunks:
+// the communication volume of an allreduce. Stage 1 keeps the full gradient buckets between
+// steps; stage 2 allocates a bucket when its first gradient arrives (autograd's gradient is
+// added into it and dropped) and frees it once reduce-scattered, so between steps a rank
+// holds only its gradient chunks.
 #include <torch/torch.h>
 
 #include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "comm/Communicator.hpp"
@@ -24,6 +36,25 @@
 #include "comm/NcclCommunicator.hpp"
 
 namespace hpctrain {
+
+enum class ShardStage { None = 0, Optimizer = 1, Gradients = 2 };
+
+// One bucket's shards: the flat buffer its parameters are views into, this rank's chunk of
+// it (what the optimizer steps) and that chunk's reduced gradients (the chunk's .grad).
+struct ShardBucket {
+  torch::Tensor flat;        // size() x chunk values, the tail past the parameters zero
+  torch::Tensor parameters;  // flat's chunk `rank`
+  torch::Tensor gradients;   // chunk values
+  std::int64_t chunk = 0;
+  std::vector<std::pair<torch::Tensor, std::int64_t>> members;  // each parameter and its offset in flat
+};
+
+// Bytes a rank holds for training, measured from the tensors.
+struct ReducerMemory {
+  std::int64_t parameters = 0;   // the trained parameters (flat buffers when sharded)
+  std::int64_t gradients = 0;    // gradient buffers held between steps (buckets, chunks)
+  std::int64_t bucket_peak = 0;  // stage 2: the most bytes of full buckets alive at once
+};
 
 struct ReducerTimes {
   double exposed_seconds = 0;  // main thread waiting for reductions after backward
@@ -40,7 +71,8 @@ class GradientReducer {
   // `alone_without_buckets`: with one rank (and no NCCL), keep no buckets at all; training
   // wants this, a benchmark of the buckets does not.
   GradientReducer(std::vector<torch::Tensor> parameters, double bucket_mb, const Communicator& comm, bool overlap,
-                  NcclCommunicator* nccl = nullptr, bool alone_without_buckets = false);
+                  NcclCommunicator* nccl = nullptr, bool alone_without_buckets = false,
+                  ShardStage shard = ShardStage::None);
   ~GradientReducer();
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
@@ -70,11 +102,21 @@ class GradientReducer {
   // the compute stream waits for it there: the host does not wait for the GPU.
   void sum_in_order(torch::Tensor& values);
 
-  // L2 norm over all gradients (identical on every rank after finish()).
-  double global_norm() const;
-  void scale(double factor);
+  // Sharded: the updated chunks to every rank, after the optimizer stepped them (blocking on
+  // the host with MPI; with NCCL the compute stream waits for them). Call with nothing in
+  // flight (after finish()). Without sharding it does nothing.
+  void gather_parameters();
+  ShardStage shard_stage() const { return shard_; }
+  bool sharded() const { return shard_ != ShardStage::None; }
+  const std::vector<ShardBucket>& shard_buckets() const { return shards_; }
+  // What the optimizer steps: the chunks when sharded (each with its gradient chunk as .grad),
+  // else `parameters` as given.
+  std::vector<torch::Tensor> stepped_parameters() const;
+  ReducerMemory memory() const;
+
   // Scales the gradients so that their global L2 norm is at most `max_norm` (by
   // max_norm / (norm + 1e-6) when above), computed on their device: no host synchronization.
+  // Sharded, the chunks' squares are summed over the ranks first.
   void clip_to_norm(double max_norm);
 
   // Reduce the buckets hierarchically (comm.hierarchical; MPI only, ignored with NCCL): within
@@ -84,7 +126,8 @@ class GradientReducer {
 
   std::size_t bucket_count() const { return buckets_.size(); }
   std::int64_t element_count() const;
-  // The gradients to unscale, clip and step: the buckets, or alone, the parameters' own.
+  // The gradients to unscale, clip and step: the buckets, alone the parameters' own, sharded
+  // this rank's chunks (their inf/NaN checks then need agreeing over the ranks).
   const std::vector<torch::Tensor>& buckets() const;
   bool overlapping() const { return overlap_; }
   // Cumulative since construction.
@@ -98,6 +141,7 @@ class GradientReducer {
     torch::Tensor parameter;
     torch::Tensor view;
     std::size_t bucket;
+    std::int64_t offset;  // in the bucket
   };
   struct Launch {
     std::size_t bucket;
@@ -108,6 +152,15 @@ class GradientReducer {
   void reduce(std::size_t bucket, bool blocking);
   void sum_now(torch::Tensor& values);  // on the thread that calls MPI or NCCL
   void worker_loop();
+  // Waits for a non-blocking operation by testing it, sleeping briefly between tests while
+  // backward shares the core, without sleeping once the main thread waits.
+  void drive(const std::function<bool()>& test);
+  // Sharded (GradientShards.cpp).
+  void make_shards();
+  void reduce_shard(std::size_t bucket, bool blocking);
+  void allocate_bucket(std::size_t bucket);  // requires mutex_ held
+  void release_bucket(std::size_t bucket);   // requires mutex_ held
+  void add_to_bucket(std::size_t slot);      // stage 2: autograd's gradient into the bucket
 
   const Communicator& comm_;
   NcclCommunicator* nccl_ = nullptr;
@@ -120,8 +173,16 @@ class GradientReducer {
   std::vector<torch::Tensor> direct_params_;
   mutable std::vector<torch::Tensor> direct_grads_;
   std::vector<torch::Tensor> host_;  // GPU buckets: page-locked staging for MPI
+  ShardStage shard_ = ShardStage::None;
+  std::vector<ShardBucket> shards_;
+  std::vector<torch::Tensor> shard_gradients_;       // shards_' gradients, what buckets() returns
+  std::vector<std::int64_t> padded_;                 // elements per bucket (padded when sharded)
+  std::vector<torch::Tensor> host_shard_;            // GPU chunks: staging for MPI
+  std::int64_t bucket_bytes_ = 0, bucket_peak_ = 0;  // stage 2: full buckets alive
   std::vector<Slot> slots_;
   std::vector<std::size_t> bucket_slots_;  // slots per bucket
+  std::vector<std::size_t> bucket_first_;  // a bucket's first slot (slots are in bucket order)
+  bool hooks_ = false;                     // ready hooks registered
 
   // Step state, guarded by mutex_.
   mutable std::mutex mutex_;

@@ -72,6 +72,10 @@ enum class Figure : std::size_t {
   PipeHeldPeak,   // pipeline activations: most bytes held for backward,
   PipeHeldMicro,  // one (microbatch, chunk)'s bytes (the last step's largest),
   PipeInFlight,   // most (microbatch, chunk) pairs held
+  ParamBytes,     // training memory (parallel.shard): parameters,
+  GradBytes,      // gradient buffers held between steps,
+  OptBytes,       // optimizer state,
+  BucketPeak,     // full gradient buckets alive at once (shard=gradients)
   Count
 };
 constexpr std::size_t kPhases = static_cast<std::size_t>(Phase::Count);
@@ -111,6 +115,10 @@ std::vector<double> rank_row(const Config& config, const RunContext& ctx, const 
   set(Figure::PipeHeldPeak, static_cast<double>(r.activation_peak_bytes));
   set(Figure::PipeHeldMicro, static_cast<double>(r.microbatch_activation_bytes));
   set(Figure::PipeInFlight, static_cast<double>(r.in_flight_peak));
+  set(Figure::ParamBytes, static_cast<double>(r.parameter_bytes));
+  set(Figure::GradBytes, static_cast<double>(r.gradient_bytes));
+  set(Figure::OptBytes, static_cast<double>(r.optimizer_state_bytes));
+  set(Figure::BucketPeak, static_cast<double>(r.gradient_bucket_peak_bytes));
   return row;
 }
 
@@ -260,6 +268,13 @@ json::object parallel_section(const Config& config, const TrainResult& r, const 
                    {"data_parallel_replicas", r.grid.replicas},
                    {"grid_order", grid_order_name(r.grid.order)},
                    {"microbatches", config.parallel.microbatches}};
+  // What each rank held for training, measured from its tensors at the end of the run.
+  out["shard"] = json::object{{"stage", r.shard},
+                              {"active", r.shard_active},
+                              {"parameter_bytes", to_int_array(g[Figure::ParamBytes])},
+                              {"gradient_bytes", to_int_array(g[Figure::GradBytes])},
+                              {"optimizer_state_bytes", to_int_array(g[Figure::OptBytes])},
+                              {"gradient_bucket_peak_bytes", to_int_array(g[Figure::BucketPeak])}};
   if (r.schedule.empty()) return out;
   const auto forward = g[Figure::PipeForward], backward = g[Figure::PipeBackward], wait = g[Figure::PipeWait],
              steps = g[Figure::PipeSteps];

@@ -61,6 +61,11 @@ struct TrainResult {
   // Activations this rank's pipeline held for backward (train/Pipeline.hpp PipelineMemory).
   std::int64_t activation_peak_bytes = 0, microbatch_activation_bytes = 0;
   int in_flight_peak = 0;
+  // parallel.shard and what this rank held for training, measured from the tensors at the end.
+  std::string shard = "none";
+  bool shard_active = false;  // more than one replica to shard over
+  std::int64_t parameter_bytes = 0, gradient_bytes = 0, optimizer_state_bytes = 0;
+  std::int64_t gradient_bucket_peak_bytes = 0;  // parallel.shard=gradients: full buckets alive at once
 };
 
 class GradientReducer;
@@ -145,6 +150,14 @@ class Trainer {
   // only; undefined elsewhere). `inv_batch` is 1 / the global batch.
   std::pair<torch::Tensor, torch::Tensor> forward_backward_microbatches(const torch::Tensor& input,
                                                                         const torch::Tensor& targets, double inv_batch);
+  // parallel.shard as the reducer's stage (checked against the other settings).
+  ShardStage shard_stage() const;
+  // The optimizer over what this rank steps: its stage's parameters, or their chunks.
+  void make_stepping_optimizer(const std::vector<torch::Tensor>& trained);
+  // The optimizer whose state a checkpoint stores: this one, or with sharding the whole state
+  // gathered on the data axis's first rank (collective; nullptr on the others, which write none).
+  torch::optim::Optimizer* optimizer_to_save(std::unique_ptr<torch::optim::Optimizer>& gathered);
+  void restore_from(const CheckpointInfo& info, RankState& mine);
   // Gradient clipping over the global norm of every stage's (reduced) gradients.
   void clip_gradients(double max_norm);
   // Figures only the last pipeline stage computes (loss, accuracy, evaluation), copied to
