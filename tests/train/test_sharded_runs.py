@@ -141,18 +141,26 @@ diff = [k for k in ref if k not in got or not np.array_equal(ref[k], got[k])]
 c.check("resumed on the same layout, every tensor of the final checkpoint is bitwise the uninterrupted run's",
         r.rc == 0 and got.keys() == ref.keys() and not diff, (r.text[-1500:] if r.rc else str(diff[:10])))
 
-# Another layout continues from the step-40 checkpoint and ends near the uninterrupted run.
-final = checkpoint_tensors(newest_checkpoint(ref_dir), ("model/",))
-source = os.path.join(ref_dir, "checkpoints", "step_%010d.h5" % 40)
+# Another layout continues a stage-2 checkpoint and ends where the uninterrupted run does,
+# within float tolerance (other summation orders). Without dropout and batch norm: their
+# per-rank draws and per-replica batch statistics make another layout another trajectory.
+flat = ["model.dropout=0", "model.batch_norm=false", "checkpoint.every_steps=20", "checkpoint.keep=100"]
+r, flat_dir = train("flat_ref", 4, *FAMILIES["cnn"], *flat, "parallel.shard=gradients")
+c.check("stage 2 on 4 ranks without dropout and batch norm trains", r.rc == 0, r.text[-2000:])
+final = checkpoint_tensors(newest_checkpoint(flat_dir), ("model/",)) if r.rc == 0 else {}
+source = os.path.join(flat_dir, "checkpoints", "step_%010d.h5" % 40)
 for name, np_, extra in (("4 -> 2 ranks, shard=gradients", 2, ["parallel.shard=gradients"]),
                          ("4 -> 1 rank", 1, []),
                          ("4 -> 4 ranks unsharded", 4, []),
                          ("4 -> 4 ranks, shard=optimizer", 4, ["parallel.shard=optimizer"])):
-    r, d = train("cross_" + name.replace(" ", "_").replace(">", ""), np_, *FAMILIES["cnn"], *ck, *extra,
-                 "model.dropout=0", "checkpoint.resume=" + source)
+    r, d = train("cross_" + name.replace(" ", "_").replace(">", "").replace(",", ""), np_, *FAMILIES["cnn"], *flat,
+                 *extra, "checkpoint.resume=" + source)
     end = checkpoint_tensors(newest_checkpoint(d), ("model/",)) if r.rc == 0 else {}
-    c.check(f"{name}: resumes from the sharded checkpoint and trains to step 100",
-            r.rc == 0 and "resuming from" in r.out and end.keys() == final.keys(), r.text[-2000:])
+    worst = max((float(np.max(np.abs(end[k] - v) / (np.abs(v) + 1e-3))) for k, v in final.items() if k in end),
+                default=float("inf"))
+    c.check(f"{name}: resumes from the sharded checkpoint and ends within 1e-3 relative of the uninterrupted run "
+            f"(worst {worst:.1e})", r.rc == 0 and "resuming from" in r.out and end.keys() == final.keys()
+            and worst < 1e-3, r.text[-2000:])
 
 # Bad settings: named, every rank exits non-zero, quickly.
 r, _ = train("bad_hier", 2, *FAMILIES["cnn"], "parallel.shard=optimizer", "comm.hierarchical=on")
