@@ -9,6 +9,7 @@
 #include "app/Command.hpp"
 #include "app/Measurement.hpp"
 #include "app/PlanPipeline.hpp"
+#include "app/PlanScaling.hpp"
 #include "comm/Communicator.hpp"
 #include "config/Schema.hpp"
 #include "eval/Metrics.hpp"
@@ -16,6 +17,7 @@
 #include "io/Hdf5.hpp"
 #include "launch/ProcessLayout.hpp"
 #include "models/Model.hpp"
+#include "util/Error.hpp"
 #include "util/SystemStats.hpp"
 
 namespace hpctrain {
@@ -26,7 +28,8 @@ struct PlanArguments {
   std::string config;
   std::vector<std::string> overrides;
   double budget_gib = 0;
-  std::int64_t ranks = 0;  // 0: the launch's
+  std::int64_t ranks = 0;    // 0: the launch's
+  ScalingArguments scaling;  // --nodes: the performance model instead of the memory plan
 };
 
 // Activation bytes as a line in the per-rank batch: fixed + per_sample * batch.
@@ -154,6 +157,14 @@ void print_shard_plan(const PlanArguments& a, const Config& c, std::int64_t rank
 
 void plan_on_this_rank(const PlanArguments& a, std::int64_t ranks) {
   const ResolvedConfig rc = load_config(a.config, a.overrides);
+  if (!a.scaling.nodes.empty()) {
+    ScalingArguments s = a.scaling;
+    if (s.profile.empty()) throw UsageError("plan --nodes: needs --profile REPORT (report.json of a measured run)");
+    s.bucket_mb = rc.config.comm.bucket_mb;
+    s.hierarchical = rc.config.comm.hierarchical == "on" ? "on" : "off";
+    print_scaling_plan(s);
+    return;
+  }
   DatasetMeta meta;
   {
     H5File file = H5File::open_read_serial(rc.config.data.path);
@@ -206,6 +217,34 @@ void add_plan_command(CLI::App& parent, Commands& commands) {
   app->add_option("--ranks", a->ranks, "plan for N ranks (default: the launch's)")
       ->check(integer_at_least(1))
       ->type_name("N");
+  ScalingArguments& m = a->scaling;
+  app->add_option("--nodes", m.nodes, "performance model: predict these node counts (1,2,4,...)")
+      ->delimiter(',')
+      ->check(integer_at_least(1))
+      ->type_name("N,...");
+  app->add_option("--ranks-per-node", m.ranks_per_node, "performance model: ranks per node")
+      ->check(integer_at_least(1))
+      ->type_name("R");
+  app->add_option("--profile", m.profile, "performance model: report.json of a measured run of CONFIG")
+      ->type_name("REPORT");
+  app->add_flag("--weak", m.weak, "performance model: weak scaling (the profile's per-rank batch on every count)");
+  app->add_option("--link-gbps", m.link_gbps, "performance model: bandwidth between nodes (default 10)")
+      ->check(positive_number())
+      ->type_name("Gbit/s");
+  app->add_option("--link-latency-us", m.link_latency_us, "performance model: latency between nodes (default 20)")
+      ->check(positive_number())
+      ->type_name("us");
+  app->add_option("--node-gbps", m.node_gbps, "performance model: bandwidth within a node (default 80)")
+      ->check(positive_number())
+      ->type_name("Gbit/s");
+  app->add_option("--node-latency-us", m.node_latency_us, "performance model: latency within a node (default 2)")
+      ->check(positive_number())
+      ->type_name("us");
+  app->add_option("--inter", m.inter_json, "performance model: fit the links between nodes to bench allreduce --json")
+      ->type_name("FILE");
+  app->add_option("--intra", m.intra_json, "performance model: fit the links within a node to bench allreduce --json")
+      ->type_name("FILE");
+  app->add_option("--json", m.json_path, "performance model: also write the predictions as JSON")->type_name("FILE");
   commands.push_back({app, [a] { return run_plan(*a); }, true});
 }
 
