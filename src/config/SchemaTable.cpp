@@ -207,6 +207,16 @@ std::vector<SchemaEntry> training_entries() {
       {key("train.early_stop_min_delta", K::Number, "0.0", 0.0, 1e9, {},
            "Smallest change of the metric that counts as an improvement."),
        bind(&Config::train, &TrainConfig::early_stop_min_delta)},
+      {extends(key("train.early_stop_restore_best", K::Boolean, "true", none, none, {},
+                   "When early stopping ends the run, restore the weights of the epoch with the best "
+                   "train.early_stop_metric before the final test (false: test the last epoch's weights).")),
+       bind(&Config::train, &TrainConfig::early_stop_restore_best)},
+      {extends(key("train.target", K::String, "\"\"", none, none, {},
+                   "Stop when a metric evaluated after an epoch reaches a value: \"SPLIT_METRIC>=VALUE\" (or <=, >, "
+                   "<), SPLIT val or test (test needs train.test_every_epoch), METRIC of the task's catalog, e.g. "
+                   "\"val_accuracy>=0.93\", \"test_rmse<=40\". report.json's time_to_target records the step, epoch "
+                   "and time (empty: no target).")),
+       bind(&Config::train, &TrainConfig::target)},
       {extends(key("train.test_at_end", K::Boolean, "true", none, none, {},
                    "Evaluate on the test split after the last epoch.")),
        bind(&Config::train, &TrainConfig::test_at_end)},
