@@ -378,7 +378,7 @@ void Trainer::checkpoint_if_due(Loop& loop, const Epoch& epoch, std::int64_t don
   }
 }
 
-// Writes a checkpoint of the loop standing at (epoch, steps of it done): collective.
+// Writes a checkpoint of the loop standing at (epoch, steps of it done), or best.h5: collective.
 std::string Trainer::write_checkpoint(Loop& loop, std::int64_t epoch, std::int64_t done, double epoch_loss,
                                       std::int64_t epoch_correct, double train_seconds, bool best) {
   LoopPosition p;
@@ -488,8 +488,7 @@ bool Trainer::after_epoch(Loop& loop, const EpochRecord& record) {
     write_checkpoint(loop, record.epoch + 1, 0, 0.0, 0, loop.result.train_seconds, /*best=*/true);
   }
   TrainResult& r = loop.result;
-  if (v.target_reached) {
-    r.target_reached = true;
+  if ((r.target_reached = v.target_reached)) {
     std::tie(r.target_epoch, r.target_step, r.target_value) = std::tuple(record.epoch, loop.step, v.target_value);
     std::tie(r.target_train_seconds, r.target_wall_seconds) = std::pair(r.train_seconds, wall_seconds() - loop.start);
   }

@@ -136,10 +136,8 @@ class Trainer {
   void log_step(Loop& loop, Epoch& epoch, std::int64_t done);
   EpochRecord epoch_figures(Loop& loop, Epoch& epoch);
   void evaluate_epoch(Loop& loop, EpochRecord& record);
-  // After an epoch's evaluation (train/Milestones): early stopping, checkpoint.keep_best's
-  // best.h5, train.target. True when the run stops.
+  // Early stopping, checkpoint.keep_best, train.target (train/Milestones); true: stop.
   bool after_epoch(Loop& loop, const EpochRecord& record);
-  // `best`: checkpoint.keep_best's best.h5 instead of a step checkpoint (never pruned).
   std::string write_checkpoint(Loop& loop, std::int64_t epoch, std::int64_t done, double epoch_loss,
                                std::int64_t epoch_correct, double train_seconds, bool best = false);
   EvalResult evaluate_split(const Samples& split);
