@@ -93,6 +93,8 @@ json::object test_line(const EvalResult& test, bool classification) {
   } else {
     line["mse"] = test.mse;
     line["mae"] = test.mae;
+    line["r2"] = std::isfinite(test.r2) ? json::value(test.r2) : json::value(nullptr);
+    line["pearson"] = std::isfinite(test.pearson) ? json::value(test.pearson) : json::value(nullptr);
     add_forecast_figures(line, test, "");
   }
   return line;

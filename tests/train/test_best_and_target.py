@@ -155,8 +155,9 @@ for bad, words in (("train.target=val_accuracy=0.9", "train.target"),
                    ("train.target=test_accuracy>=0.9", "test_every_epoch"),
                    ("train.target=val_r2>=0.9", "not a metric of classification"),
                    ("checkpoint.keep_best=val_nothing", "unknown metric"),
-                   ("checkpoint.keep_best=test_accuracy", "validation")):
-    _, r = train("bad", ["train.epochs=1", bad], np_=1)
+                   ("checkpoint.keep_best=test_accuracy", "validation"),
+                   ("train.target=val_accuracy>=0.5 cv.folds=2", "held-out fold")):
+    _, r = train("bad", ["train.epochs=1"] + bad.split(), np_=1)
     c.check(f"{bad}: exit 2 naming it", r.rc == 2 and words in r.err, r.text[-1500:])
 
 # --- regression report: R² and Pearson's r equal scikit-learn's and scipy's on predict ---------
@@ -175,5 +176,9 @@ pearson = stats.pearsonr(p["target"], p["prediction"]).statistic
 c.check(f"test_r2 {final.get('test_r2')} equals scikit-learn's {r2}", abs(final.get("test_r2", 9) - r2) < 1e-6, "")
 c.check(f"test_pearson {final.get('test_pearson')} equals scipy's {pearson}",
         abs(final.get("test_pearson", 9) - pearson) < 1e-6, "")
+test_line = [e for e in read_jsonl(os.path.join(d, "metrics.jsonl")) if e.get("type") == "test"]
+c.check("metrics.jsonl's test line has r2 and pearson as report.json", len(test_line) == 1 and
+        test_line[0].get("r2") == final.get("test_r2") and test_line[0].get("pearson") == final.get("test_pearson"),
+        json.dumps(test_line))
 c.check("best.h5 for val_r2", os.path.exists(os.path.join(d, "checkpoints", "best.h5")), "")
 c.finish()
