@@ -56,7 +56,7 @@ void add_export_command(CLI::App& parent, Commands& commands) {
   auto a = std::make_shared<ExportArguments>();
   CLI::App* app = parent.add_subcommand("export", "write the trained model as safetensors + JSON description");
   app->footer(
-      "Writes the trained model of RUN_DIR's newest checkpoint (or FILE) as DIR/model.safetensors\n"
+      "Writes the trained model of RUN_DIR's newest checkpoint (or best.h5, or FILE) as DIR/model.safetensors\n"
       "and DIR/model.json, a description from which it can be rebuilt. docs/checkpoints.md shows\n"
       "how to load it in Python.");
   app->add_option("RUN_DIR", a->run_dir, "the run's directory (its checkpoints/ folder)")->type_name("DIR");

@@ -145,7 +145,10 @@ void add_cifar_kind(CLI::App& import, const std::string& kind, Commands& command
         ->type_name("KIND")
         ->capture_default_str();
   }
-  app->add_option("--output", a->output, "HDF5 file to write (default: data/" + kind + ".h5)")->type_name("FILE.h5");
+  app->add_option("--output", a->output,
+                  "HDF5 file to write (default: data/" + kind + ".h5" +
+                      (hundred ? std::string(", data/cifar100-coarse.h5 with --labels coarse)") : std::string(")")))
+      ->type_name("FILE.h5");
   commands.push_back({app, [a] { return import_cifar_batches(*a); }});
 }
 
