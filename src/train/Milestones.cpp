@@ -1,8 +1,12 @@
 #include "train/Milestones.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <map>
 
+#include "checkpoint/Checkpoint.hpp"
 #include "util/Error.hpp"
 
 namespace hpctrain {
@@ -60,7 +64,8 @@ Milestones::Milestones(const Config& config, bool classification)
   }
 }
 
-void Milestones::resumed(const std::vector<EpochRecord>& past) {
+void Milestones::resumed(const std::vector<EpochRecord>& past, const std::string& best_file) {
+  if (restore_ && keep_best_ && keep_best_->key() == early_metric_ && !past.empty()) best_file_ = best_file;
   for (const auto& e : past) {
     if (!keep_best_) break;
     const double v = value_of(e, keep_best_->key());
@@ -129,8 +134,17 @@ EpochVerdict Milestones::after_epoch(const EpochRecord& rec, double& best, std::
 }
 
 std::int64_t Milestones::restore_best(torch::nn::Module& model) {
-  if (!restore_ || best_weights_.empty()) return -1;
+  if (!restore_) return -1;
   torch::NoGradGuard no_grad;
+  if (best_weights_.empty()) {
+    if (best_file_.empty() || access(best_file_.c_str(), F_OK) != 0) return -1;
+    const CheckpointInfo info = verify_checkpoint(best_file_);
+    std::map<std::string, torch::Tensor> stored;
+    for (auto& [name, tensor] : checkpoint_state_dict(info)) stored[name] = tensor;
+    for (auto& item : model.named_parameters()) item.value().copy_(stored.at(item.key()));
+    for (auto& item : model.named_buffers()) item.value().copy_(stored.at(item.key()));
+    return info.position.epoch - 1;
+  }
   std::size_t i = 0;
   for (auto& p : model.parameters()) p.copy_(best_weights_.at(i++));
   for (auto& b : model.buffers()) b.copy_(best_weights_.at(i++));

@@ -31,7 +31,10 @@ class Milestones {
   // Checks the metrics against the task (ConfigError naming the key).
   Milestones(const Config& config, bool classification);
   // The epochs a resumed run already did: checkpoint.keep_best's best so far is among them.
-  void resumed(const std::vector<EpochRecord>& past);
+  // `best_file`: checkpoint.keep_best's best.h5 of the run ("": none), whose weights an early
+  // stop restores when keep_best watches the early-stopping metric and no epoch since the
+  // resume improved on it (the in-memory copy did not survive the resume).
+  void resumed(const std::vector<EpochRecord>& past, const std::string& best_file);
   // The watched metrics beyond loss and accuracy, into `record.watched` from the epoch's
   // validation and test evaluations (null: not evaluated).
   void record_metrics(EpochRecord& record, const EvalResult* validation, const EvalResult* test) const;
@@ -42,7 +45,8 @@ class Milestones {
   EpochVerdict after_epoch(const EpochRecord& record, double& best, std::int64_t& epochs_without_improvement,
                            torch::nn::Module& model);
   // train.early_stop_restore_best after an early stop: copies the best epoch's weights back
-  // into `model`. Returns that epoch (-1 when no copy was kept: nothing restored).
+  // into `model` (from memory, or after a resume from best.h5). Returns that epoch (-1: none
+  // kept, nothing restored). Every rank reads best.h5 itself.
   std::int64_t restore_best(torch::nn::Module& model);
   // A metric of `record` by key ("val_loss", "test_accuracy", "val_f1_macro"); NaN when absent.
   static double value_of(const EpochRecord& record, const std::string& key);
@@ -59,6 +63,7 @@ class Milestones {
   bool restore_ = false;
   std::vector<torch::Tensor> best_weights_;  // parameters then buffers, module order
   std::int64_t best_epoch_ = -1;
+  std::string best_file_;  // after a resume: best.h5 when it holds the early-stopping metric's best
 };
 
 }  // namespace hpctrain

@@ -135,7 +135,7 @@ TrainResult Trainer::run() {
   const LoopPosition at = start_run(mine);
   Loop loop(*this, at, mine);
   TrainResult& result = loop.result;
-  milestones_->resumed(result.epochs);
+  milestones_->resumed(result.epochs, checkpoint_dir_.empty() ? "" : checkpoint_dir_ + "/" + kBestCheckpointName);
   if (config_.device.cuda_graphs && !graphs_) {
     loop.log.message("device.cuda_graphs: ignored, this run computes on the CPU");
   }

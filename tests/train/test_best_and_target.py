@@ -132,6 +132,23 @@ c.check("train.early_stop_restore_best=false tests the last epoch's weights",
         r.rc == 0 and report["training"]["restored_best_epoch"] is None and
         abs(report["final"]["test_accuracy"] - acc_last) < 1e-12, r.text[-2000:])
 
+# After a resume the in-memory copy is gone: with checkpoint.keep_best on the early-stopping
+# metric, the early stop restores best.h5 (epoch 0 written before the resume, or epoch 1 when
+# its val_loss is lower: keep_best counts any improvement, early stopping only min_delta's).
+d, r = train("early_resumed", ["train.epochs=1", "train.early_stop_patience=1", "train.early_stop_min_delta=100",
+                               "checkpoint.keep_best=val_loss"])
+c.check("first part (1 epoch, best.h5 of epoch 0) exits 0", r.rc == 0, r.text[-2000:])
+_, r = train("early_resumed", ["train.epochs=4", "train.early_stop_patience=1", "train.early_stop_min_delta=100",
+                               "checkpoint.keep_best=val_loss", "checkpoint.resume=auto"])
+report = json.load(open(os.path.join(d, "report.json"))) if r.rc == 0 else {"training": {}, "final": {}}
+best = predictions(d, FASHION, best=True) if r.rc == 0 else None
+best_epoch = position(os.path.join(d, "checkpoints", "best.h5"))["epoch"] - 1 if r.rc == 0 else None
+c.check(f"resumed, it stops early after epoch 1 and restores best.h5's epoch ({best_epoch})",
+        r.rc == 0 and report["training"]["stop_reason"] == "early_stopping" and report["training"]["epochs_run"] == 2
+        and report["training"]["restored_best_epoch"] == best_epoch and
+        abs(report["final"]["test_accuracy"] - float(np.mean(best["prediction"] == best["label"]))) < 1e-12,
+        r.text[-2000:] + json.dumps(report["training"])[:600])
+
 # --- train.target ----------------------------------------------------------------------------
 d, r = train("target", ["train.epochs=5", "train.target=val_accuracy>=0.3", "optimizer.lr=0.05"])
 c.check("target run exits 0", r.rc == 0, r.text[-3000:])
