@@ -1,4 +1,6 @@
-// `hpctrain export RUN_DIR [--checkpoint FILE] [--output DIR]`: a trained model as safetensors + JSON.
+// `hpctrain export RUN_DIR [--best | --checkpoint FILE] [--output DIR]`: a trained model as safetensors + JSON.
+#include <unistd.h>
+
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -7,6 +9,7 @@
 #include "checkpoint/Checkpoint.hpp"
 #include "comm/Communicator.hpp"
 #include "run/Export.hpp"
+#include "train/Checkpointer.hpp"
 #include "util/Error.hpp"
 
 namespace hpctrain {
@@ -15,6 +18,7 @@ namespace {
 
 struct ExportArguments {
   std::string run_dir, checkpoint, output;
+  bool best = false;
 };
 
 int run_export(ExportArguments a) {
@@ -24,6 +28,12 @@ int run_export(ExportArguments a) {
   ExportResult r;
   collective_check(world, [&] {
     if (world.rank() != 0) return;
+    if (a.best) {
+      a.checkpoint = a.run_dir + "/checkpoints/" + kBestCheckpointName;
+      if (access(a.checkpoint.c_str(), F_OK) != 0) {
+        throw DataError(a.checkpoint + ": no best checkpoint to export (train with checkpoint.keep_best=val_METRIC)");
+      }
+    }
     if (a.checkpoint.empty()) {
       const auto all = list_checkpoints(a.run_dir + "/checkpoints");
       if (all.empty()) {
@@ -46,11 +56,14 @@ void add_export_command(CLI::App& parent, Commands& commands) {
   auto a = std::make_shared<ExportArguments>();
   CLI::App* app = parent.add_subcommand("export", "write the trained model as safetensors + JSON description");
   app->footer(
-      "Writes the trained model of RUN_DIR's newest checkpoint (or FILE) as DIR/model.safetensors\n"
+      "Writes the trained model of RUN_DIR's newest checkpoint (or best.h5, or FILE) as DIR/model.safetensors\n"
       "and DIR/model.json, a description from which it can be rebuilt. docs/checkpoints.md shows\n"
       "how to load it in Python.");
   app->add_option("RUN_DIR", a->run_dir, "the run's directory (its checkpoints/ folder)")->type_name("DIR");
-  app->add_option("--checkpoint", a->checkpoint, "this checkpoint instead of the run's newest")->type_name("FILE.h5");
+  CLI::Option* file = app->add_option("--checkpoint", a->checkpoint, "this checkpoint instead of the run's newest")
+                          ->type_name("FILE.h5");
+  app->add_flag("--best", a->best, "the best epoch's checkpoint (RUN_DIR/checkpoints/best.h5, checkpoint.keep_best)")
+      ->excludes(file);
   app->add_option("--output", a->output, "folder to write (default: RUN_DIR/export)")->type_name("DIR");
   commands.push_back({app, [a] { return run_export(*a); }});
 }

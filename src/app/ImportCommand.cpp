@@ -1,4 +1,4 @@
-// `hpctrain import fashion-mnist|mnist|csv|timeseries|synthetic ...`: a data set into hpctrain's
+// `hpctrain import fashion-mnist|mnist|cifar10|cifar100|csv|timeseries|synthetic ...`: a data set into hpctrain's
 // HDF5 layout (docs/data-format.md). Rank 0 writes; every rank shares its outcome.
 #include <cstdio>
 #include <memory>
@@ -7,6 +7,7 @@
 
 #include "app/Command.hpp"
 #include "comm/Communicator.hpp"
+#include "io/CifarImporter.hpp"
 #include "io/CsvImporter.hpp"
 #include "io/Importer.hpp"
 #include "io/TimeSeries.hpp"
@@ -18,6 +19,10 @@ namespace {
 
 struct IdxArguments {
   std::string kind, source, output;
+};
+
+struct CifarArguments {
+  std::string kind, source, output, labels = "fine";
 };
 
 struct SeriesArguments {
@@ -48,6 +53,21 @@ int import_idx(const IdxArguments& a) {
   ImportResult result;
   collective_check(world, [&] {
     if (world.rank() == 0) result = import_idx_dataset(a.kind, a.source, output);
+  });
+  if (world.rank() == 0) {
+    std::printf("imported %s: %lld train and %lld test samples -> %s\n", a.kind.c_str(),
+                static_cast<long long>(result.train_count), static_cast<long long>(result.test_count), output.c_str());
+  }
+  return 0;
+}
+
+int import_cifar_batches(const CifarArguments& a) {
+  const std::string output =
+      output_or_default(a.output, a.kind + (a.kind == "cifar100" && a.labels == "coarse" ? "-coarse" : ""));
+  Communicator world = Communicator::world();
+  ImportResult result;
+  collective_check(world, [&] {
+    if (world.rank() == 0) result = import_cifar(a.kind, a.source, output, a.labels);
   });
   if (world.rank() == 0) {
     std::printf("imported %s: %lld train and %lld test samples -> %s\n", a.kind.c_str(),
@@ -105,6 +125,31 @@ void add_idx_kind(CLI::App& import, const std::string& kind, const std::string& 
       ->capture_default_str();
   app->add_option("--output", a->output, "HDF5 file to write (default: data/" + kind + ".h5)")->type_name("FILE.h5");
   commands.push_back({app, [a] { return import_idx(*a); }});
+}
+
+void add_cifar_kind(CLI::App& import, const std::string& kind, Commands& commands) {
+  auto a = std::make_shared<CifarArguments>();
+  a->kind = kind;
+  const bool hundred = kind == "cifar100";
+  CLI::App* app = import.add_subcommand(
+      kind, std::string(hundred ? "CIFAR-100" : "CIFAR-10") + " from the official binary batches");
+  app->group("Data set kinds");
+  app->footer(hundred ? "The unpacked cifar-100-binary folder: train.bin, test.bin and, when present,\n"
+                        "fine_label_names.txt / coarse_label_names.txt for the class names."
+                      : "The unpacked cifar-10-batches-bin folder: data_batch_1.bin .. data_batch_5.bin,\n"
+                        "test_batch.bin and, when present, batches.meta.txt for the class names.");
+  app->add_option("--source", a->source, "folder with the binary batches")->required()->type_name("DIR");
+  if (hundred) {
+    app->add_option("--labels", a->labels, "fine (100 classes) or coarse (20 superclasses)")
+        ->check(one_of({"fine", "coarse"}))
+        ->type_name("KIND")
+        ->capture_default_str();
+  }
+  app->add_option("--output", a->output,
+                  "HDF5 file to write (default: data/" + kind + ".h5" +
+                      (hundred ? std::string(", data/cifar100-coarse.h5 with --labels coarse)") : std::string(")")))
+      ->type_name("FILE.h5");
+  commands.push_back({app, [a] { return import_cifar_batches(*a); }});
 }
 
 void add_csv_kind(CLI::App& import, Commands& commands) {
@@ -207,11 +252,13 @@ void add_import_command(CLI::App& parent, Commands& commands) {
   commands.push_back({import, {}, false, "data set kind"});
   add_idx_kind(*import, "fashion-mnist", "Fashion-MNIST", commands);
   add_idx_kind(*import, "mnist", "MNIST", commands);
+  add_cifar_kind(*import, "cifar10", commands);
+  add_cifar_kind(*import, "cifar100", commands);
   add_csv_kind(*import, commands);
   add_series_kind(*import, "timeseries", commands);
   add_series_kind(*import, "synthetic", commands);
   import->footer(
-      "Converts idx files or a CSV table or series into hpctrain's HDF5 layout\n"
+      "Converts idx files, CIFAR binary batches or a CSV table or series into hpctrain's HDF5 layout\n"
       "(docs/data-format.md). `hpctrain import KIND --help` lists a kind's options.");
 }
 

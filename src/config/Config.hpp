@@ -80,6 +80,8 @@ struct TrainConfig {
   std::string early_stop_metric = "val_loss";  // val_loss | val_accuracy
   std::int64_t early_stop_patience = 0;        // epochs without improvement (0: off)
   double early_stop_min_delta = 0.0;
+  bool early_stop_restore_best = true;  // an early stop restores the best epoch's weights before the test
+  std::string target;                   // "METRIC>=VALUE" (or <=, >, <): stop once reached ("": none)
   bool test_at_end = true;
   bool test_every_epoch = false;
   std::string loss = "auto";  // auto | cross_entropy | mse | mae | huber | quantile
@@ -153,8 +155,9 @@ struct CheckpointConfig {
   double every_minutes = 0.0;    // 0: off
   bool at_end = true;
   std::int64_t keep = 3;
-  std::string resume = "none";  // none | auto | a checkpoint file
-  std::string dir;              // "": RUN_DIR/checkpoints
+  std::string keep_best = "none";  // none | val_METRIC: RUN_DIR/checkpoints/best.h5 at each best epoch
+  std::string resume = "none";     // none | auto | a checkpoint file
+  std::string dir;                 // "": RUN_DIR/checkpoints
 };
 
 struct RunConfig {

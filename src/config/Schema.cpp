@@ -6,6 +6,7 @@
 #include <map>
 #include <sstream>
 
+#include "config/MetricCatalog.hpp"
 #include "config/SchemaTable.hpp"
 #include "util/Error.hpp"
 #include "util/Json.hpp"
@@ -270,6 +271,11 @@ ResolvedConfig parse_config(const std::string& text, const std::string& origin,
   if (std::string(values["data.path"].get_string()).empty()) {
     throw ConfigError(origin + ": data.path: expected the path of an HDF5 data set, found an empty string");
   }
+
+  const std::string keep_best(values["checkpoint.keep_best"].get_string());
+  if (keep_best != "none") parse_split_metric(keep_best, origin + ": checkpoint.keep_best");
+  const std::string target(values["train.target"].get_string());
+  if (!target.empty()) parse_metric_target(target, origin + ": train.target");
 
   ResolvedConfig out;
   json::object nested;

@@ -198,15 +198,6 @@ std::vector<SchemaEntry> training_entries() {
       {key("train.grad_clip_norm", K::Number, "0.0", 0.0, 1e9, {},
            "Clip the global gradient norm to this value after averaging (0: off)."),
        bind(&Config::train, &TrainConfig::grad_clip_norm)},
-      {key("train.early_stop_metric", K::String, "\"val_loss\"", none, none, {"val_loss", "val_accuracy"},
-           "Validation metric watched by early stopping."),
-       bind(&Config::train, &TrainConfig::early_stop_metric)},
-      {key("train.early_stop_patience", K::Integer, "0", 0.0, 100000.0, {},
-           "Stop after this many epochs without improvement of the metric (0: off)."),
-       bind(&Config::train, &TrainConfig::early_stop_patience)},
-      {key("train.early_stop_min_delta", K::Number, "0.0", 0.0, 1e9, {},
-           "Smallest change of the metric that counts as an improvement."),
-       bind(&Config::train, &TrainConfig::early_stop_min_delta)},
       {extends(key("train.test_at_end", K::Boolean, "true", none, none, {},
                    "Evaluate on the test split after the last epoch.")),
        bind(&Config::train, &TrainConfig::test_at_end)},
@@ -239,10 +230,38 @@ std::vector<SchemaEntry> training_entries() {
   };
 }
 
+// train: when training stops before its epochs (early stopping, a target)
+std::vector<SchemaEntry> stopping_entries() {
+  using K = KeyType;
+  const std::optional<double> none;
+  return {
+      {key("train.early_stop_metric", K::String, "\"val_loss\"", none, none, {"val_loss", "val_accuracy"},
+           "Validation metric watched by early stopping."),
+       bind(&Config::train, &TrainConfig::early_stop_metric)},
+      {key("train.early_stop_patience", K::Integer, "0", 0.0, 100000.0, {},
+           "Stop after this many epochs without improvement of the metric (0: off)."),
+       bind(&Config::train, &TrainConfig::early_stop_patience)},
+      {key("train.early_stop_min_delta", K::Number, "0.0", 0.0, 1e9, {},
+           "Smallest change of the metric that counts as an improvement."),
+       bind(&Config::train, &TrainConfig::early_stop_min_delta)},
+      {extends(key("train.early_stop_restore_best", K::Boolean, "true", none, none, {},
+                   "When early stopping ends the run, restore the weights of the epoch with the best "
+                   "train.early_stop_metric before the final test (false: test the last epoch's weights).")),
+       bind(&Config::train, &TrainConfig::early_stop_restore_best)},
+      {extends(key("train.target", K::String, "\"\"", none, none, {},
+                   "Stop when a metric evaluated after an epoch reaches a value: \"SPLIT_METRIC>=VALUE\" (or <=, >, "
+                   "<), SPLIT val or test (test needs train.test_every_epoch), METRIC of the task's catalog, e.g. "
+                   "\"val_accuracy>=0.93\", \"test_rmse<=40\". report.json's time_to_target records the step, epoch "
+                   "and time (empty: no target).")),
+       bind(&Config::train, &TrainConfig::target)},
+  };
+}
+
 const std::vector<SchemaEntry>& schema_entries() {
   static const std::vector<SchemaEntry> table = [] {
     std::vector<SchemaEntry> all;
-    for (auto part : {data_and_model_entries, training_entries, runtime_entries, experiment_entries, output_entries}) {
+    for (auto part : {data_and_model_entries, training_entries, stopping_entries, runtime_entries, experiment_entries,
+                      output_entries}) {
       auto entries = part();
       all.insert(all.end(), std::make_move_iterator(entries.begin()), std::make_move_iterator(entries.end()));
     }

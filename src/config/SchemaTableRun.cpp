@@ -247,6 +247,12 @@ std::vector<SchemaEntry> output_entries() {
        bind(&Config::checkpoint, &CheckpointConfig::at_end)},
       {free(key("checkpoint.keep", K::Integer, "3", 1.0, 1000000.0, {}, "Keep the newest this many checkpoints.")),
        bind(&Config::checkpoint, &CheckpointConfig::keep)},
+      {free(key("checkpoint.keep_best", K::String, "\"none\"", none, none, {},
+                "none, or a validation metric \"val_METRIC\" (METRIC of the task's catalog: val_loss, "
+                "val_accuracy, val_f1_macro, val_rmse, val_r2, ...): after each epoch whose metric is the best so far, "
+                "the checkpoint best.h5 in checkpoint.dir is rewritten (atomically, like the others), never pruned "
+                "by checkpoint.keep; `hpctrain export RUN_DIR --best` exports it.")),
+       bind(&Config::checkpoint, &CheckpointConfig::keep_best)},
       {free(key(
            "checkpoint.resume", K::String, "\"none\"", none, none, {},
            "none: start fresh. auto: resume from the newest checkpoint in checkpoint.dir that verifies (a corrupt one "

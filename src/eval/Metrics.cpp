@@ -1,7 +1,10 @@
 #include "eval/Metrics.hpp"
 
 #include <algorithm>
+#include <cmath>
 
+#include "config/MetricCatalog.hpp"
+#include "eval/Scores.hpp"
 #include "util/Error.hpp"
 
 namespace hpctrain {
@@ -129,6 +132,51 @@ torch::Tensor loss_sum(const LossSpec& loss, const torch::Tensor& outputs, const
   return loss_per_sample(loss, outputs, targets).sum();
 }
 
+namespace {
+// R² and Pearson's r from n values' moments (sum y, y², p, p², p·y) and the mean squared
+// error, as eval/Scores defines them: R² = 1 − SS_res/SS_tot, 1 when SS_res is 0, 0 when
+// SS_tot is 0; r NaN when either side is constant; both NaN for fewer than two values.
+void correlation_scores(EvalResult& r, double n, const double* m) {
+  if (n < 2) return;
+  const double ss_tot = std::max(0.0, m[1] - m[0] * m[0] / n);
+  const double ss_res = r.mse * n;
+  r.r2 = ss_res == 0 ? 1.0 : ss_tot == 0 ? 0.0 : 1.0 - ss_res / ss_tot;
+  const double var_p = m[3] - m[2] * m[2] / n, cov = m[4] - m[0] * m[2] / n;
+  // A side is constant when its spread vanishes against its magnitude (rounding of the sums).
+  const double eps = 1e-12;
+  if (ss_tot <= eps * std::max(1.0, m[1]) || var_p <= eps * std::max(1.0, m[3])) return;
+  r.pearson = std::clamp(cov / std::sqrt(ss_tot * var_p), -1.0, 1.0);
+}
+}  // namespace
+
+double metric_value(const EvalResult& r, const std::string& name) {
+  const MetricInfo& info = metric_info(name);
+  const bool classification = r.num_classes > 0;
+  if ((info.task == MetricTask::Classification && !classification) ||
+      (info.task == MetricTask::Regression && classification)) {
+    throw ConfigError("metric " + name + " is not defined for " +
+                      std::string(classification ? "classification" : "regression") + " data");
+  }
+  if (name == "loss") return r.loss;
+  if (name == "accuracy") return r.accuracy;
+  if (classification) {
+    const ClassificationScores s = classification_scores(r.confusion, r.num_classes);
+    if (name == "balanced_accuracy") return s.balanced_accuracy;
+    if (name == "precision_macro") return s.precision_macro;
+    if (name == "recall_macro") return s.recall_macro;
+    if (name == "f1_macro") return s.f1_macro;
+    if (name == "precision_weighted") return s.precision_weighted;
+    if (name == "recall_weighted") return s.recall_weighted;
+    if (name == "f1_weighted") return s.f1_weighted;
+  }
+  if (name == "mse") return r.mse;
+  if (name == "rmse") return std::sqrt(r.mse);
+  if (name == "mae") return r.mae;
+  if (name == "r2") return r.r2;
+  if (name == "pearson") return r.pearson;
+  throw ConfigError("metric " + name + ": not computed from an evaluation");
+}
+
 EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Samples& samples,
                     const ShardedDataset& data, const LossSpec& loss, std::int64_t batch, const Communicator& comm,
                     const std::function<void()>& between_batches) {
@@ -145,7 +193,10 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
   const bool quantile = loss.kind == LossKind::Quantile;
   const std::int64_t width = classification ? 1 : data.output_size();
   const std::size_t levels = loss.quantiles.size(), steps_at = 5 + levels;
-  std::vector<double> sums(steps_at + static_cast<std::size_t>(width > 1 ? width : 0), 0.0);
+  // ... and last the moments of the point predictions p and targets y for R² and Pearson's r:
+  // sum y, y², p, p², p·y.
+  const std::size_t moments_at = steps_at + static_cast<std::size_t>(width > 1 ? width : 0);
+  std::vector<double> sums(moments_at + 5, 0.0);
   auto below = torch::zeros({static_cast<std::int64_t>(levels)}, torch::kDouble);
   auto step_error = torch::zeros({width}, torch::kDouble);
   for (std::int64_t start = 0; start < n; start += batch) {
@@ -160,7 +211,13 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
       // [len, S, outputs per value] in the original units.
       const auto pred = out.reshape({len, width, -1}).to(torch::kDouble) * data.target_std() + data.target_mean();
       const auto truth = y.reshape({len, width}).to(torch::kDouble);
-      auto err = pred.select(2, loss.point_column()) - truth;
+      const auto point = pred.select(2, loss.point_column());
+      auto err = point - truth;
+      sums[moments_at] += truth.sum().item<double>();
+      sums[moments_at + 1] += truth.pow(2).sum().item<double>();
+      sums[moments_at + 2] += point.sum().item<double>();
+      sums[moments_at + 3] += point.pow(2).sum().item<double>();
+      sums[moments_at + 4] += (point * truth).sum().item<double>();
       sums[1] += err.pow(2).sum().item<double>();
       sums[2] += err.abs().sum().item<double>();
       if (quantile) {
@@ -199,6 +256,7 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
     for (std::int64_t s = 0; width > 1 && s < width; ++s) {
       r.mae_per_step.push_back(sums[steps_at + static_cast<std::size_t>(s)] / count);
     }
+    correlation_scores(r, values, sums.data() + moments_at);
   }
   return r;
 }
@@ -206,9 +264,11 @@ EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Sam
 void share_eval_result(EvalResult& r, const Communicator& comm, int root) {
   if (comm.size() == 1) return;
   // Scalars, then the three lists each preceded by its length, as doubles (counts below 2^53).
-  std::vector<double> packed{
-      r.loss,         static_cast<double>(r.count), r.accuracy, static_cast<double>(r.num_classes), r.mse, r.mae,
-      r.quantile_loss};
+  std::vector<double> packed{r.loss,          static_cast<double>(r.count),
+                             r.accuracy,      static_cast<double>(r.num_classes),
+                             r.mse,           r.mae,
+                             r.quantile_loss, r.r2,
+                             r.pearson};
   auto pack = [&](const auto& values) {
     packed.push_back(static_cast<double>(values.size()));
     for (auto v : values) packed.push_back(static_cast<double>(v));
@@ -229,6 +289,8 @@ void share_eval_result(EvalResult& r, const Communicator& comm, int root) {
   r.mse = next();
   r.mae = next();
   r.quantile_loss = next();
+  r.r2 = next();
+  r.pearson = next();
   auto unpack = [&](auto& values) {
     values.resize(static_cast<std::size_t>(next()));
     for (auto& v : values) v = static_cast<std::remove_reference_t<decltype(v)>>(next());

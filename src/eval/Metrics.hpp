@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,9 @@ struct EvalResult {
   std::int64_t num_classes = 0;
   // Regression, in the original target units (of the point prediction).
   double mse = 0, mae = 0;
+  // R² and Pearson's r of the point predictions over all target values (eval/Scores'
+  // definitions, from sums over the ranks; NaN for fewer than two values).
+  double r2 = std::numeric_limits<double>::quiet_NaN(), pearson = std::numeric_limits<double>::quiet_NaN();
   // Quantile loss: the pinball loss in the original units, and per level the fraction of
   // targets at or below its prediction (ideally the level itself).
   double quantile_loss = 0;
@@ -80,6 +84,11 @@ using Forward = std::function<torch::Tensor(torch::Tensor)>;
 EvalResult evaluate(torch::nn::Module& module, const Forward& forward, const Samples& samples,
                     const ShardedDataset& data, const LossSpec& loss, std::int64_t batch, const Communicator& comm,
                     const std::function<void()>& between_batches = {});
+
+// Metric `name` of the catalog (config/MetricCatalog) from an evaluation: loss, accuracy and
+// the confusion-matrix scores (eval/Scores) for classification; mse, rmse, mae, r2 and
+// pearson for regression. Throws ConfigError for a metric the task does not define.
+double metric_value(const EvalResult& result, const std::string& name);
 
 // Copies `root`'s result to every rank of `comm` (a pipeline: the last stage computed it).
 void share_eval_result(EvalResult& result, const Communicator& comm, int root);

@@ -53,6 +53,14 @@ void check_shards(const Config& bc, std::size_t trial_count) {
   }
 }
 
+// train.target on validation metrics stops on the held-out fold under cross-validation.
+void check_target_outside_folds(bool use_cv, const Config& c, const std::string& origin) {
+  if (use_cv && c.train.target.rfind("val_", 0) == 0) {
+    throw ConfigError(origin + ": train.target: " + c.train.target +
+                      " would stop on the held-out fold's metrics; remove it for cross-validation");
+  }
+}
+
 }  // namespace
 
 ExperimentPlan plan_experiment(const ResolvedConfig& base) {
@@ -69,6 +77,7 @@ ExperimentPlan plan_experiment(const ResolvedConfig& base) {
         "train.early_stop_patience: early stopping would select epochs on the held-out fold; turn it off for "
         "cross-validation");
   }
+  check_target_outside_folds(p.use_cv, bc, "config");
   const json::object base_json = json::parse(base.resolved_json).as_object();
   for (auto& t : draw_trials(bc)) {
     TrialPlan plan;
@@ -82,6 +91,7 @@ ExperimentPlan plan_experiment(const ResolvedConfig& base) {
                         ": train.early_stop_patience: early stopping would select epochs on the held-out "
                         "fold; turn it off for cross-validation");
     }
+    check_target_outside_folds(p.use_cv, plan.config, origin);
     plan.trial = std::move(t);
     p.trials.push_back(std::move(plan));
   }

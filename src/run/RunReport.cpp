@@ -8,6 +8,8 @@
 #include <numeric>
 
 #include "comm/NcclCommunicator.hpp"
+#include "config/MetricCatalog.hpp"
+#include "eval/Scores.hpp"
 #include "io/Hdf5.hpp"
 #include "launch/Mpi.hpp"
 #include "train/Device.hpp"
@@ -179,6 +181,8 @@ json::object final_metrics(const TrainResult& r, const ShardedDataset& data) {
     out["test_mse"] = r.test.mse;
     out["test_rmse"] = std::sqrt(r.test.mse);
     out["test_mae"] = r.test.mae;
+    out["test_r2"] = std::isfinite(r.test.r2) ? json::value(r.test.r2) : json::value(nullptr);
+    out["test_pearson"] = std::isfinite(r.test.pearson) ? json::value(r.test.pearson) : json::value(nullptr);
     add_forecast_figures(out, r.test, "test_");
     out["test_samples"] = r.test.count;
   }
@@ -193,6 +197,13 @@ json::object final_metrics(const TrainResult& r, const ShardedDataset& data) {
       confusion.push_back(row);
     }
     out["test_confusion"] = confusion;
+    // The scores of a cross-validation fold (eval/Scores), from the confusion matrix.
+    const json::object scores = to_json(classification_scores(r.test.confusion, r.test.num_classes));
+    for (const char* name : {"balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
+                             "recall_weighted", "f1_weighted"}) {
+      out[std::string("test_") + name] = scores.at(name);
+    }
+    out["test_per_class"] = scores.at("per_class");
   }
   return out;
 }
@@ -243,22 +254,40 @@ json::object data_section(const Config& config, const ShardedDataset& data, cons
                       {"bytes_read", spread(g[Figure::BytesRead])}};
 }
 
+// train.target: null without one; else the target and, once reached, where and when.
+json::value time_to_target(const Config& config, const TrainResult& r) {
+  if (config.train.target.empty()) return json::value(nullptr);
+  json::object out{{"target", parse_metric_target(config.train.target, "train.target").describe()},
+                   {"reached", r.target_reached}};
+  if (r.target_reached) {
+    out["value"] = r.target_value;
+    out["epoch"] = r.target_epoch;
+    out["step"] = r.target_step;
+    out["train_seconds"] = r.target_train_seconds;
+    out["wall_seconds"] = r.target_wall_seconds;
+  }
+  return out;
+}
+
 json::object training_section(const Config& config, const RunContext& ctx, const TrainResult& r, const Gathered& g) {
   const std::vector<double> train_seconds = g[Figure::TrainSeconds];
   const double train_wall = *std::max_element(train_seconds.begin(), train_seconds.end());
-  return json::object{{"epochs_run", static_cast<std::int64_t>(r.epochs.size())},
-                      {"steps", r.steps},
-                      {"global_batch", config.train.batch_size},
-                      {"samples", r.samples},
-                      {"stop_reason", r.stop_reason},
-                      {"cuda_graphs", r.cuda_graphs},
-                      {"checkpoints", r.checkpoints},
-                      {"checkpoint_seconds", r.checkpoint_seconds},
-                      {"resumed_from", ctx.resumed_from.empty() ? json::value(nullptr) : json::value(ctx.resumed_from)},
-                      {"train_seconds", train_wall},
-                      {"samples_per_s", static_cast<double>(r.samples) / std::max(train_wall, 1e-9)},
-                      {"samples_per_s_per_rank", spread(g[Figure::SamplesPerS])},
-                      {"total_seconds", r.total_seconds}};
+  return json::object{
+      {"epochs_run", static_cast<std::int64_t>(r.epochs.size())},
+      {"steps", r.steps},
+      {"global_batch", config.train.batch_size},
+      {"samples", r.samples},
+      {"stop_reason", r.stop_reason},
+      {"cuda_graphs", r.cuda_graphs},
+      {"checkpoints", r.checkpoints},
+      {"checkpoint_seconds", r.checkpoint_seconds},
+      {"resumed_from", ctx.resumed_from.empty() ? json::value(nullptr) : json::value(ctx.resumed_from)},
+      {"train_seconds", train_wall},
+      {"samples_per_s", static_cast<double>(r.samples) / std::max(train_wall, 1e-9)},
+      {"samples_per_s_per_rank", spread(g[Figure::SamplesPerS])},
+      {"total_seconds", r.total_seconds},
+      {"restored_best_epoch", r.restored_epoch >= 0 ? json::value(r.restored_epoch) : json::value(nullptr)},
+      {"time_to_target", time_to_target(config, r)}};
 }
 
 // The grid, the schedule and, with pipeline stages, each rank's compute, wait and idle

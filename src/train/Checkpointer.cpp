@@ -64,17 +64,19 @@ CheckpointDecision Checkpointer::after_step(std::int64_t step) {
 }
 
 std::string Checkpointer::write(const LoopPosition& position, double epoch_loss, std::int64_t epoch_correct,
-                                torch::nn::Module& model, torch::optim::Optimizer* optimizer) {
+                                torch::nn::Module& model, torch::optim::Optimizer* optimizer, bool best) {
   if (optimizer != nullptr) synchronize_optimizer_state(*optimizer);  // step counts advanced on the device
   RankState mine;
   mine.rng = at::detail::getDefaultCPUGenerator().get_state();
   mine.epoch_loss = epoch_loss;
   mine.epoch_correct = epoch_correct;
-  const std::string path = dir_ + "/" + checkpoint_file_name(position.step);
+  const std::string path = dir_ + "/" + (best ? std::string(kBestCheckpointName) : checkpoint_file_name(position.step));
   const double t0 = wall_seconds();
   collective_check(comm_, [&] {
     save_checkpoint(path, config_json_, model_json_, position, model, optimizer, mine, comm_, layout_);
-    if (comm_.rank() == 0) prune_checkpoints(dir_, keep_, path);
+    // Read back and verified like the rolling ones (prune_checkpoints verifies before it deletes).
+    if (comm_.rank() == 0 && best) verify_checkpoint(path);
+    if (comm_.rank() == 0 && !best) prune_checkpoints(dir_, keep_, path);
   });
   last_ = wall_seconds();
   written_ += 1;

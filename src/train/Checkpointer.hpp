@@ -61,6 +61,10 @@ class CheckpointSchedule {
 // checkpoint).
 CollectiveError preemption_error(int signal, std::int64_t step, const std::string& checkpoint);
 
+// checkpoint.keep_best's file in the checkpoint folder: not a step_*.h5, so never pruned
+// nor taken by checkpoint.resume=auto.
+inline constexpr const char* kBestCheckpointName = "best.h5";
+
 class Checkpointer {
  public:
   // Checkpoints go into `dir` ("": none) with the resolved config `config_json` and the model
@@ -74,8 +78,9 @@ class Checkpointer {
   bool due_at_end(std::int64_t step) const { return schedule_.due_at_end(step); }
   // Collective: writes the checkpoint of the loop at `position` with this rank's epoch sums,
   // then prunes to checkpoint.keep. Returns its path. `optimizer` as save_checkpoint takes it.
+  // `best`: writes kBestCheckpointName (checkpoint.keep_best) the same way instead, and prunes nothing.
   std::string write(const LoopPosition& position, double epoch_loss, std::int64_t epoch_correct,
-                    torch::nn::Module& model, torch::optim::Optimizer* optimizer);
+                    torch::nn::Module& model, torch::optim::Optimizer* optimizer, bool best = false);
   std::int64_t written() const { return written_; }
   double seconds() const { return seconds_; }  // gather and write, rank 0's clock on rank 0
 

@@ -1,5 +1,6 @@
 #include "train/StepLog.hpp"
 
+#include <cmath>
 #include <cstdio>
 
 #include "util/Json.hpp"
@@ -24,6 +25,7 @@ json::object to_json(const EpochRecord& e) {
     o["test_loss"] = e.test_loss;
     if (e.classification) o["test_accuracy"] = e.test_accuracy;
   }
+  for (const auto& [key, value] : e.watched) o[key] = std::isfinite(value) ? json::value(value) : nullptr;
   return o;
 }
 
@@ -44,6 +46,13 @@ EpochRecord epoch_record_from_json(const json::object& o) {
   e.seconds = num("seconds");
   e.samples_per_s = num("samples_per_s");
   e.train_seconds_total = num("train_seconds_total");
+  for (const auto& kv : o) {
+    const std::string key(kv.key());
+    const bool split = key.rfind("val_", 0) == 0 || key.rfind("test_", 0) == 0;
+    if (split && key != "val_loss" && key != "val_accuracy" && key != "test_loss" && key != "test_accuracy") {
+      e.watched.emplace_back(key, kv.value().is_null() ? std::nan("") : kv.value().to_number<double>());
+    }
+  }
   return e;
 }
 
@@ -84,6 +93,8 @@ json::object test_line(const EvalResult& test, bool classification) {
   } else {
     line["mse"] = test.mse;
     line["mae"] = test.mae;
+    line["r2"] = std::isfinite(test.r2) ? json::value(test.r2) : json::value(nullptr);
+    line["pearson"] = std::isfinite(test.pearson) ? json::value(test.pearson) : json::value(nullptr);
     add_forecast_figures(line, test, "");
   }
   return line;

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "config/Config.hpp"
 #include "eval/Metrics.hpp"
@@ -27,6 +29,9 @@ struct EpochRecord {
   double lr = 0;
   double seconds = 0;        // training time of the epoch (without evaluation)
   double samples_per_s = 0;  // global
+  // Metrics of the catalog the run watches beyond the losses and accuracies above
+  // (checkpoint.keep_best, train.target, train.early_stop_metric): "val_f1_macro", "test_rmse" ...
+  std::vector<std::pair<std::string, double>> watched;
 };
 
 // One epoch's figures as written to metrics.jsonl and report.json (docs/outputs.md).

@@ -16,6 +16,7 @@
 #include "models/Model.hpp"
 #include "train/Checkpointer.hpp"
 #include "train/Device.hpp"
+#include "train/Milestones.hpp"
 #include "train/NonFinite.hpp"
 #include "train/Optimizers.hpp"
 #include "train/Pipeline.hpp"
@@ -133,6 +134,7 @@ TrainResult Trainer::run() {
   const LoopPosition at = start_run(mine);
   Loop loop(*this, at, mine);
   TrainResult& result = loop.result;
+  milestones_->resumed(result.epochs, checkpoint_dir_.empty() ? "" : checkpoint_dir_ + "/" + kBestCheckpointName);
   if (config_.device.cuda_graphs && !graphs_) {
     loop.log.message("device.cuda_graphs: ignored, this run computes on the CPU");
   }
@@ -142,10 +144,7 @@ TrainResult Trainer::run() {
     result.epochs.push_back(record);
     loop.log.epoch(record);
     if (step_callback_) step_callback_();
-    if (stop_early(loop, record)) {
-      result.stop_reason = "early_stopping";
-      break;
-    }
+    if (after_epoch(loop, record)) break;
   }
   if (result.stop_reason == "completed" && loop.step < per_epoch_ * tc.epochs) result.stop_reason = "max_steps";
   result.steps = loop.step;
@@ -160,6 +159,7 @@ TrainResult Trainer::run() {
   result.cuda_graphs = loop.graph && loop.graph->captured();
   record_parallel_figures(result);
   loop.log.finish();
+  if (result.stop_reason == "early_stopping") result.restored_epoch = milestones_->restore_best(*model_);
 
   if (tc.test_at_end) {
     result.timer.restart();
@@ -377,9 +377,9 @@ void Trainer::checkpoint_if_due(Loop& loop, const Epoch& epoch, std::int64_t don
   }
 }
 
-// Writes a checkpoint of the loop standing at (epoch, steps of it done): collective.
+// Writes a checkpoint of the loop standing at (epoch, steps of it done), or best.h5: collective.
 std::string Trainer::write_checkpoint(Loop& loop, std::int64_t epoch, std::int64_t done, double epoch_loss,
-                                      std::int64_t epoch_correct, double train_seconds) {
+                                      std::int64_t epoch_correct, double train_seconds, bool best) {
   LoopPosition p;
   p.epoch = epoch;
   p.step_in_epoch = done;
@@ -401,7 +401,8 @@ std::string Trainer::write_checkpoint(Loop& loop, std::int64_t epoch, std::int64
     p.skipped_steps = loop.nonfinite ? loop.nonfinite->skipped_steps() : loop.at.skipped_steps;
   }
   std::unique_ptr<torch::optim::Optimizer> gathered;  // sharded: the whole state, on the first replica
-  const std::string path = loop.checkpointer.write(p, epoch_loss, epoch_correct, *model_, optimizer_to_save(gathered));
+  const std::string path =
+      loop.checkpointer.write(p, epoch_loss, epoch_correct, *model_, optimizer_to_save(gathered), best);
   loop.log.checkpoint(path);
   return path;
 }
@@ -463,37 +464,37 @@ EpochRecord Trainer::epoch_figures(Loop& loop, Epoch& epoch) {
 // Validation (and with train.test_every_epoch test) figures after an epoch.
 void Trainer::evaluate_epoch(Loop& loop, EpochRecord& rec) {
   loop.result.timer.restart();
+  std::optional<EvalResult> val, test;
   if (!data_.split().validation.empty()) {
-    const auto val = evaluate_split(data_.validation());
-    rec.val_loss = val.loss;
-    rec.val_accuracy = val.accuracy;
+    val = evaluate_split(data_.validation());
+    rec.val_loss = val->loss;
+    rec.val_accuracy = val->accuracy;
     rec.has_validation = true;
   }
   if (config_.train.test_every_epoch) {
-    const auto test = evaluate_split(data_.test());
-    rec.test_loss = test.loss;
-    rec.test_accuracy = test.accuracy;
+    test = evaluate_split(data_.test());
+    rec.test_loss = test->loss;
+    rec.test_accuracy = test->accuracy;
     rec.has_test = true;
   }
+  milestones_->record_metrics(rec, val ? &*val : nullptr, test ? &*test : nullptr);
   loop.result.timer.mark(Phase::Eval);
   rec.train_seconds_total = loop.result.train_seconds;
 }
 
-// Early stopping (train.early_stop_*): true when the metric has not improved for `patience` epochs.
-bool Trainer::stop_early(Loop& loop, const EpochRecord& rec) {
-  const TrainConfig& tc = config_.train;
-  if (tc.early_stop_patience <= 0 || !rec.has_validation) return false;
-  // train.early_stop_metric is val_ and a metric of the catalog, which says its direction;
-  // compared as lower-is-better.
-  const std::string name = tc.early_stop_metric.substr(std::string("val_").size());
-  const double value = name == "accuracy" ? rec.val_accuracy : rec.val_loss;
-  const double metric = lower_is_better(name) ? value : -value;
-  if (metric < loop.best - tc.early_stop_min_delta) {
-    loop.best = metric;
-    loop.epochs_without_improvement = 0;
-    return false;
+// After an epoch: early stopping, the best epoch's checkpoint, train.target (train/Milestones).
+bool Trainer::after_epoch(Loop& loop, const EpochRecord& record) {
+  const EpochVerdict v = milestones_->after_epoch(record, loop.best, loop.epochs_without_improvement, *model_);
+  if (v.new_best && !checkpoint_dir_.empty()) {
+    write_checkpoint(loop, record.epoch + 1, 0, 0.0, 0, loop.result.train_seconds, /*best=*/true);
   }
-  return ++loop.epochs_without_improvement >= tc.early_stop_patience;
+  TrainResult& r = loop.result;
+  if ((r.target_reached = v.target_reached)) {
+    std::tie(r.target_epoch, r.target_step, r.target_value) = std::tuple(record.epoch, loop.step, v.target_value);
+    std::tie(r.target_train_seconds, r.target_wall_seconds) = std::pair(r.train_seconds, wall_seconds() - loop.start);
+  }
+  if (v.stop) r.stop_reason = v.reason;
+  return v.stop;
 }
 
 }  // namespace hpctrain

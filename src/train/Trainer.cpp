@@ -8,6 +8,7 @@
 #include "launch/Mpi.hpp"
 #include "models/Model.hpp"
 #include "train/Device.hpp"
+#include "train/Milestones.hpp"
 #include "train/Optimizers.hpp"
 #include "train/Pipeline.hpp"
 #include "train/Schedule.hpp"
@@ -43,6 +44,7 @@ Trainer::Trainer(const Config& config, const ProcessGrid& grid, const ShardedDat
   if (!data_.classification() && tc.early_stop_patience > 0 && tc.early_stop_metric == "val_accuracy") {
     throw ConfigError("train.early_stop_metric: val_accuracy needs classification data; use val_loss");
   }
+  milestones_ = std::make_unique<Milestones>(config_, data_.classification());  // checks keep_best and target
   torch::manual_seed(stream_seed(static_cast<std::uint64_t>(tc.seed), Stream::Model));
   // Synchronized batch norm sums its statistics over this run's ranks, in order with the
   // gradient buckets (the reducer exists before the first training forward).

@@ -36,8 +36,17 @@ struct TrainResult {
   std::int64_t parameters = 0;
   std::size_t buckets = 0;
   bool overlap = false;
-  ReducerTimes comm;              // this rank
-  std::string stop_reason;        // "completed", "max_steps", "early_stopping"
+  ReducerTimes comm;        // this rank
+  std::string stop_reason;  // "completed", "max_steps", "early_stopping", "target"
+  // train.early_stop_restore_best: the epoch (0-based) whose weights the test evaluated
+  // after an early stop (-1: the last epoch's).
+  std::int64_t restored_epoch = -1;
+  // train.target: reached at the end of epoch `target_epoch` (0-based), after `target_step`
+  // optimizer steps, `target_train_seconds` of training and `target_wall_seconds` since the
+  // loop started; `target_value` the metric's value then.
+  bool target_reached = false;
+  std::int64_t target_epoch = -1, target_step = 0;
+  double target_value = 0, target_train_seconds = 0, target_wall_seconds = 0;
   std::string backend = "mpi";    // gradient reduction: "mpi" or "nccl"
   std::string hierarchical;       // the node-aware reduction's topology ("": flat)
   std::int64_t checkpoints = 0;   // written by this run
@@ -74,6 +83,7 @@ class StallWatchdog;
 class NonFiniteGuard;
 struct ModelImpl;
 class LrSchedule;
+class Milestones;
 struct Batch;
 
 class Trainer {
@@ -127,9 +137,10 @@ class Trainer {
   void log_step(Loop& loop, Epoch& epoch, std::int64_t done);
   EpochRecord epoch_figures(Loop& loop, Epoch& epoch);
   void evaluate_epoch(Loop& loop, EpochRecord& record);
-  bool stop_early(Loop& loop, const EpochRecord& record);
+  // Early stopping, checkpoint.keep_best, train.target (train/Milestones); true: stop.
+  bool after_epoch(Loop& loop, const EpochRecord& record);
   std::string write_checkpoint(Loop& loop, std::int64_t epoch, std::int64_t done, double epoch_loss,
-                               std::int64_t epoch_correct, double train_seconds);
+                               std::int64_t epoch_correct, double train_seconds, bool best = false);
   EvalResult evaluate_split(const Samples& split);
   // The model's forward on the device under the configured autocast, output as fp32 on
   // the CPU (evaluation and prediction compute their metrics there).
@@ -172,6 +183,7 @@ class Trainer {
   std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<LrSchedule> schedule_;
+  std::unique_ptr<Milestones> milestones_;
   LossSpec loss_;
   std::function<void()> step_callback_;
   std::string log_prefix_;

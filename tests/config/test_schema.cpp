@@ -3,6 +3,7 @@
 #include <fstream>
 #include <set>
 
+#include "config/MetricCatalog.hpp"
 #include "config/Schema.hpp"
 #include "util/Error.hpp"
 
@@ -124,4 +125,32 @@ TEST(ConfigSchema, ShippedConfigsAreValid) {
   for (const char* name : {"fashion_mnist_cnn.json", "fashion_mnist_mlp.json", "fashion_mnist_fast.json"}) {
     EXPECT_NO_THROW(load_config(std::string(HPCTRAIN_SOURCE_DIR) + "/configs/" + name, {})) << name;
   }
+}
+
+TEST(ConfigSchema, TargetsAndBestMetricsParse) {
+  const MetricTarget t = parse_metric_target(" val_accuracy >= 0.93", "train.target");
+  EXPECT_EQ(t.metric.split, "val");
+  EXPECT_EQ(t.metric.name, "accuracy");
+  EXPECT_EQ(t.op, ">=");
+  EXPECT_DOUBLE_EQ(t.value, 0.93);
+  EXPECT_TRUE(t.reached(0.93));
+  EXPECT_FALSE(t.reached(0.9299));
+  EXPECT_EQ(t.describe(), "val_accuracy>=0.93");
+  const MetricTarget below = parse_metric_target("test_rmse<40", "train.target");
+  EXPECT_EQ(below.metric.key(), "test_rmse");
+  EXPECT_TRUE(below.reached(39.9));
+  EXPECT_FALSE(below.reached(40));
+  EXPECT_TRUE(parse_metric_target("val_r2>0.5", "t").reached(0.6));
+  EXPECT_TRUE(parse_metric_target("val_loss<=0.3", "t").reached(0.3));
+  EXPECT_EQ(parse_split_metric("val_f1_macro", "checkpoint.keep_best").name, "f1_macro");
+  for (const char* bad : {"val_accuracy=0.9", ">=0.9", "val_accuracy>=", "val_accuracy>=abc", "val_nope>=1",
+                          "accuracy>=0.9", "val_accuracy>=0.9x"}) {
+    EXPECT_THROW(parse_metric_target(bad, "train.target"), ConfigError) << bad;
+  }
+  EXPECT_NE(error_of(kMinimal, {"train.target=val_accuracy=0.9"}).find("train.target"), std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"checkpoint.keep_best=val_nothing"}).find("unknown metric"), std::string::npos);
+  const auto r =
+      parse_config(kMinimal, "test.json", {"train.target=val_accuracy>=0.5", "checkpoint.keep_best=val_loss"});
+  EXPECT_EQ(r.config.train.target, "val_accuracy>=0.5");
+  EXPECT_EQ(r.config.checkpoint.keep_best, "val_loss");
 }

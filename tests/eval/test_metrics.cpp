@@ -1,7 +1,8 @@
-// Training losses: the quantile (pinball) loss and its configuration.
+// Training losses: the quantile (pinball) loss and its configuration; catalog metrics of an evaluation.
 #include <gtest/gtest.h>
 
 #include "eval/Metrics.hpp"
+#include "eval/Scores.hpp"
 #include "util/Error.hpp"
 
 using namespace hpctrain;
@@ -53,4 +54,30 @@ TEST(QuantileLoss, ItsMinimumIsTheQuantile) {
     if (l < least) least = l, best = c;
   }
   EXPECT_NEAR(best, 20, 1);
+}
+
+TEST(MetricValue, CatalogMetricsOfAnEvaluation) {
+  EvalResult c;
+  c.num_classes = 3;
+  c.loss = 0.7;
+  c.accuracy = 0.6;
+  c.confusion = {3, 1, 0, 0, 2, 2, 1, 0, 1};  // row = true class
+  const ClassificationScores s = classification_scores(c.confusion, 3);
+  EXPECT_DOUBLE_EQ(metric_value(c, "loss"), 0.7);
+  EXPECT_DOUBLE_EQ(metric_value(c, "accuracy"), 0.6);
+  EXPECT_DOUBLE_EQ(metric_value(c, "f1_macro"), s.f1_macro);
+  EXPECT_DOUBLE_EQ(metric_value(c, "balanced_accuracy"), s.balanced_accuracy);
+  EXPECT_DOUBLE_EQ(metric_value(c, "recall_weighted"), s.recall_weighted);
+  EXPECT_THROW(metric_value(c, "rmse"), ConfigError);
+  EvalResult r;
+  r.mse = 4.0;
+  r.mae = 1.5;
+  r.r2 = 0.25;
+  r.pearson = 0.5;
+  EXPECT_DOUBLE_EQ(metric_value(r, "rmse"), 2.0);
+  EXPECT_DOUBLE_EQ(metric_value(r, "mae"), 1.5);
+  EXPECT_DOUBLE_EQ(metric_value(r, "r2"), 0.25);
+  EXPECT_DOUBLE_EQ(metric_value(r, "pearson"), 0.5);
+  EXPECT_THROW(metric_value(r, "accuracy"), ConfigError);
+  EXPECT_THROW(metric_value(r, "nope"), ConfigError);
 }

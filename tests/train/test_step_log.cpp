@@ -116,12 +116,16 @@ TEST(StepLogLines, TestLineRegressionWithForecastFigures) {
   test.count = 20;
   test.mse = 2.25;
   test.mae = 1.5;
-  EXPECT_EQ(compact_json(test_line(test, false)), R"({"type":"test","loss":0.5,"samples":20,"mse":2.25,"mae":1.5})");
+  EXPECT_EQ(compact_json(test_line(test, false)),
+            R"({"type":"test","loss":0.5,"samples":20,"mse":2.25,"mae":1.5,"r2":null,"pearson":null})");
+  test.r2 = 0.75;
+  test.pearson = 0.875;
   test.quantile_loss = 0.125;
   test.quantile_coverage = {0.25, 0.5, 0.75};
   test.mae_per_step = {1.25, 1.75};
   EXPECT_EQ(compact_json(test_line(test, false)),
-            R"({"type":"test","loss":0.5,"samples":20,"mse":2.25,"mae":1.5,"quantile_loss":0.125,)"
+            R"({"type":"test","loss":0.5,"samples":20,"mse":2.25,"mae":1.5,"r2":0.75,"pearson":0.875,)"
+            R"("quantile_loss":0.125,)"
             R"("quantile_coverage":[0.25,0.5,0.75],"mae_per_step":[1.25,1.75]})");
 }
 
