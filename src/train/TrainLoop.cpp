@@ -45,8 +45,7 @@ void check_finite(double loss, std::int64_t step) {
 }
 }  // namespace
 
-// One run()'s state: where the loop started and where it stands, the figures it produced,
-// and what lives as long as the loop (log, checkpoints, input pipeline, clocks, profiler).
+// One run()'s state: where it started and stands, its figures, what lives as long as the loop.
 struct Trainer::Loop {
   Loop(Trainer& trainer, const LoopPosition& from, const RankState& resumed);
   Loop(const Loop&) = delete;

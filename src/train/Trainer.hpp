@@ -130,8 +130,8 @@ class Trainer {
   void load_batch(Loop& loop, const Batch& batch);
   void train_step(Loop& loop);
   void checkpoint_if_due(Loop& loop, const Epoch& epoch, std::int64_t done);
-  // train.nonfinite: the epoch's figures leave skipped steps out; the device's flags are
-  // read where the loop synchronizes anyway (`epoch` counts them, when given).
+  // train.nonfinite: the epoch's figures leave skipped steps out; the device's flags are read where
+  // the loop synchronizes anyway (`epoch` counts them, when given).
   void accumulate_figures(Loop& loop, bool skip, const torch::Tensor& skipped);
   void settle_nonfinite(Loop& loop, Epoch* epoch);
   void log_step(Loop& loop, Epoch& epoch, std::int64_t done);
@@ -142,8 +142,7 @@ class Trainer {
   std::string write_checkpoint(Loop& loop, std::int64_t epoch, std::int64_t done, double epoch_loss,
                                std::int64_t epoch_correct, double train_seconds, bool best = false);
   EvalResult evaluate_split(const Samples& split);
-  // The model's forward on the device under the configured autocast, output as fp32 on
-  // the CPU (evaluation and prediction compute their metrics there).
+  // The forward on the device under the configured autocast, output as fp32 on the CPU (metrics).
   torch::Tensor forward_to_cpu(const torch::Tensor& input);
   // parallel.*: checks the shape against the batch and the model, plans the stages and
   // builds this rank's engine (the model is whole until then).
