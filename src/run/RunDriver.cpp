@@ -15,6 +15,7 @@
 #include "experiment/Experiment.hpp"
 #include "launch/ProcessLayout.hpp"
 #include "launch/Signals.hpp"
+#include "run/Recommendations.hpp"
 #include "train/Device.hpp"
 #include "train/PipelineSchedule.hpp"
 #include "util/Error.hpp"
@@ -139,15 +140,18 @@ void train_once(const ResolvedConfig& resolved, RunContext& context, const Commu
   });
   const TrainResult result = trainer->run();
 
+  std::string report;
   collective_check(world, [&] {
     log.close();
-    write_run_report(run_dir + "/report.json", config, context, data, result, world);
+    report = write_run_report(run_dir + "/report.json", config, context, data, result, world);
   });
   // As in report.json: the slowest rank's training time.
   double train_seconds = result.train_seconds;
   world.allreduce_max(&train_seconds, 1);
   if (world.rank() == 0) {
     std::printf("%s", training_summary(result, train_seconds, data.classification(), run_dir).c_str());
+    const boost::json::value parsed = boost::json::parse(report);
+    std::printf("%s", recommendations_text(parsed.at("recommendations").as_array()).c_str());
     std::fflush(stdout);
   }
 }

@@ -1,6 +1,7 @@
 #include "run/RunReport.hpp"
 
 #include <torch/version.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -10,6 +11,7 @@
 #include "comm/NcclCommunicator.hpp"
 #include "io/Hdf5.hpp"
 #include "launch/Mpi.hpp"
+#include "run/Recommendations.hpp"
 #include "train/Device.hpp"
 #include "util/Files.hpp"
 #include "util/Json.hpp"
@@ -72,6 +74,8 @@ enum class Figure : std::size_t {
   PipeHeldPeak,   // pipeline activations: most bytes held for backward,
   PipeHeldMicro,  // one (microbatch, chunk)'s bytes (the last step's largest),
   PipeInFlight,   // most (microbatch, chunk) pairs held
+  CpusOnline,     // the node's online CPUs, as this rank sees them
+  MemoryTotal,    // the node's physical memory
   Count
 };
 constexpr std::size_t kPhases = static_cast<std::size_t>(Phase::Count);
@@ -111,6 +115,9 @@ std::vector<double> rank_row(const Config& config, const RunContext& ctx, const 
   set(Figure::PipeHeldPeak, static_cast<double>(r.activation_peak_bytes));
   set(Figure::PipeHeldMicro, static_cast<double>(r.microbatch_activation_bytes));
   set(Figure::PipeInFlight, static_cast<double>(r.in_flight_peak));
+  set(Figure::CpusOnline, static_cast<double>(::sysconf(_SC_NPROCESSORS_ONLN)));
+  set(Figure::MemoryTotal,
+      static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE)));
   return row;
 }
 
@@ -290,6 +297,38 @@ json::object parallel_section(const Config& config, const TrainResult& r, const 
   return out;
 }
 
+// training.early_loss from the step lines of the run's metrics.jsonl (a resumed run's
+// file holds the lines of its earlier parts too).
+json::object early_loss(const std::string& metrics_path, std::int64_t steps, std::int64_t warmup_steps) {
+  std::vector<StepLoss> losses;
+  std::string text;
+  try {
+    text = read_file(metrics_path);
+  } catch (const std::exception&) {
+    text.clear();  // no log: no figure beyond the empty one
+  }
+  std::size_t begin = 0;
+  while (begin < text.size()) {
+    std::size_t end = text.find('\n', begin);
+    if (end == std::string::npos) end = text.size();
+    boost::system::error_code error;
+    const json::value line = json::parse(std::string_view(text).substr(begin, end - begin), error);
+    begin = end + 1;
+    const json::object* o = error ? nullptr : line.if_object();
+    if (!o || !o->contains("type") || o->at("type") != "step" || !o->contains("loss")) continue;
+    const json::value& loss = o->at("loss");
+    if (!loss.is_number() || !o->at("step").is_number()) continue;
+    losses.push_back({o->at("step").to_number<std::int64_t>(), loss.to_number<double>()});
+  }
+  return early_loss_figure(losses, steps, warmup_steps);
+}
+
+json::array to_json_array(const std::vector<std::int64_t>& v) {
+  json::array a;
+  for (auto x : v) a.push_back(x);
+  return a;
+}
+
 }  // namespace
 
 std::string utc_timestamp() {
@@ -340,7 +379,9 @@ std::string write_run_report(const std::string& path, const Config& config, cons
       {"model", json::object{{"name", config.model.name},
                              {"parameters", r.parameters},
                              {"gradient_buckets", static_cast<std::int64_t>(r.buckets)},
-                             {"bucket_mb", config.comm.bucket_mb}}},
+                             {"bucket_mb", config.comm.bucket_mb},
+                             {"checkpoint_every", config.model.checkpoint_every},
+                             {"checkpoint_blocks", to_json_array(config.model.checkpoint_blocks)}}},
       {"communication",
        json::object{{"backend", r.backend},
                     {"overlap", r.overlap},
@@ -366,8 +407,13 @@ std::string write_run_report(const std::string& path, const Config& config, cons
                                  {"limit", config.train.nonfinite_limit},
                                  {"applies", config.precision.mode != "fp16"},
                                  {"skipped_steps", r.nonfinite_skipped}}},
-      {"system", json::object{{"load_average_1min", spread(g[Figure::Load])}}},
+      {"system", json::object{{"load_average_1min", spread(g[Figure::Load])},
+                              {"cpus_online", spread(g[Figure::CpusOnline])},
+                              {"memory_bytes", spread(g[Figure::MemoryTotal])}}},
   };
+  report["training"].as_object()["early_loss"] =
+      early_loss(parent_directory(path) + "/metrics.jsonl", r.steps, config.schedule.warmup_steps);
+  report["recommendations"] = recommendations(report);
   const std::string text = pretty_json(report);
   write_file_atomic(path, text);
   return text;
