@@ -15,6 +15,7 @@
 #include "experiment/Experiment.hpp"
 #include "launch/ProcessLayout.hpp"
 #include "launch/Signals.hpp"
+#include "run/MonitorLog.hpp"
 #include "run/Recommendations.hpp"
 #include "train/Device.hpp"
 #include "train/PipelineSchedule.hpp"
@@ -138,7 +139,20 @@ void train_once(const ResolvedConfig& resolved, RunContext& context, const Commu
     trainer->set_profile_prefix(run_dir + "/profile");
     if (resume) trainer->resume_from(*resume);
   });
-  const TrainResult result = trainer->run();
+  const DeviceInfo& device = compute_device();
+  MonitorLog monitor(config.run.monitor_seconds, device.device.is_cuda() ? static_cast<int>(device.device.index()) : -1,
+                     world, &log);
+  if (monitor.enabled()) trainer->set_step_callback([&monitor] { monitor.on_callback(); });
+  TrainResult result;
+  try {
+    result = trainer->run();
+  } catch (const CollectiveError&) {
+    monitor.finish();  // every rank throws it (a preemption): nothing stays in flight
+    throw;
+  }
+  monitor.finish();
+  context.monitor_interval = monitor.interval();
+  context.monitor = monitor.summary();
 
   std::string report;
   collective_check(world, [&] {

@@ -76,6 +76,14 @@ enum class Figure : std::size_t {
   PipeInFlight,   // most (microbatch, chunk) pairs held
   CpusOnline,     // the node's online CPUs, as this rank sees them
   MemoryTotal,    // the node's physical memory
+  MonSamples,     // system monitor (run.monitor_seconds): samples taken,
+  MonCpu,         // mean CPU utilization,
+  MonRss,         // largest resident memory sampled,
+  MonGpuUtil,     // mean GPU utilization (-1: none),
+  MonGpuMemory,   // largest GPU memory in use (-1: none),
+  MonGpuPower,    // mean GPU power (-1: none),
+  MonMain,        // the main thread's seconds for the monitor,
+  MonSampler,     // the sampling thread's seconds
   Count
 };
 constexpr std::size_t kPhases = static_cast<std::size_t>(Phase::Count);
@@ -118,6 +126,15 @@ std::vector<double> rank_row(const Config& config, const RunContext& ctx, const 
   set(Figure::CpusOnline, static_cast<double>(::sysconf(_SC_NPROCESSORS_ONLN)));
   set(Figure::MemoryTotal,
       static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE)));
+  const MonitorSummary& m = ctx.monitor;
+  set(Figure::MonSamples, static_cast<double>(m.samples));
+  set(Figure::MonCpu, m.cpu_utilization_mean);
+  set(Figure::MonRss, m.rss_bytes_max);
+  set(Figure::MonGpuUtil, m.gpu_utilization_mean);
+  set(Figure::MonGpuMemory, m.gpu_memory_bytes_max);
+  set(Figure::MonGpuPower, m.gpu_power_w_mean);
+  set(Figure::MonMain, m.main_seconds);
+  set(Figure::MonSampler, m.sampler_seconds);
   return row;
 }
 
@@ -297,6 +314,30 @@ json::object parallel_section(const Config& config, const TrainResult& r, const 
   return out;
 }
 
+// system.monitor: the monitor's samples summarized per rank, and what it cost. GPU figures
+// only where some rank sampled its GPU through NVML.
+json::object monitor_section(const RunContext& ctx, const Gathered& g) {
+  json::object out{{"interval_s", ctx.monitor_interval},
+                   {"nvml", ctx.monitor.nvml},
+                   {"samples", spread(g[Figure::MonSamples])},
+                   {"cpu_utilization", spread(g[Figure::MonCpu])},
+                   {"rss_bytes", spread(g[Figure::MonRss])}};
+  const std::pair<const char*, Figure> gpu[] = {{"gpu_utilization", Figure::MonGpuUtil},
+                                                {"gpu_memory_bytes", Figure::MonGpuMemory},
+                                                {"gpu_power_w", Figure::MonGpuPower}};
+  for (const auto& [name, figure] : gpu) {
+    const auto v = g[figure];
+    if (*std::max_element(v.begin(), v.end()) >= 0) out[name] = spread(v);
+  }
+  const auto main = g[Figure::MonMain], train = g[Figure::TrainSeconds];
+  double share = 0;
+  for (std::size_t i = 0; i < main.size(); ++i) share = std::max(share, main[i] / std::max(train[i], 1e-9));
+  out["main_thread_seconds"] = spread(main);
+  out["sampler_seconds"] = spread(g[Figure::MonSampler]);
+  out["main_thread_share_of_training"] = share;
+  return out;
+}
+
 // training.early_loss from the step lines of the run's metrics.jsonl (a resumed run's
 // file holds the lines of its earlier parts too).
 json::object early_loss(const std::string& metrics_path, std::int64_t steps, std::int64_t warmup_steps) {
@@ -411,6 +452,7 @@ std::string write_run_report(const std::string& path, const Config& config, cons
                               {"cpus_online", spread(g[Figure::CpusOnline])},
                               {"memory_bytes", spread(g[Figure::MemoryTotal])}}},
   };
+  if (ctx.monitor_interval > 0) report["system"].as_object()["monitor"] = monitor_section(ctx, g);
   report["training"].as_object()["early_loss"] =
       early_loss(parent_directory(path) + "/metrics.jsonl", r.steps, config.schedule.warmup_steps);
   report["recommendations"] = recommendations(report);
