@@ -222,9 +222,29 @@ def system_timeline(lines):
         ax.legend(fontsize=7)
     fig.tight_layout()
     last = samples[-1]
-    note = (f"<p>{len(samples)} samples; NVML: {esc(last.get('nvml', 'n/a'))}; slowest rank at the last sample: "
-            f"{esc(last.get('slowest_rank', '-'))}</p>")
-    return png(fig) + note
+    rows = [(esc(label), num(last[k]["min"] * scale), num(last[k]["mean"] * scale), num(last[k]["max"] * scale),
+             esc(last[k].get("max_rank", "-"))) for k, label, scale in figures if k in last]
+    note = (f"<p>{len(samples)} lines, interval about {num(report_interval(samples))} s; NVML: "
+            f"{esc(last.get('nvml', 'n/a'))}. At the last line ({esc(last.get('ranks_sampled'))} ranks sampled):</p>")
+    return png(fig) + note + table(["figure", "min", "mean", "max", "rank of max"], rows)
+
+
+def report_interval(samples):
+    if len(samples) < 2:
+        return None
+    return (samples[-1]["elapsed_s"] - samples[0]["elapsed_s"]) / (len(samples) - 1)
+
+
+def monitor_summary(report):
+    m = report.get("system", {}).get("monitor")
+    if not m:
+        return ""
+    rows = [(esc(k), num(m[k].get("min")), num(m[k].get("mean")), num(m[k].get("max")))
+            for k in ("cpu_utilization", "rss_bytes", "gpu_utilization", "gpu_memory_bytes", "gpu_power_w",
+                      "main_thread_seconds", "sampler_seconds") if isinstance(m.get(k), dict)]
+    return (f"<h3>over the run (report.json system.monitor)</h3><p>the monitor's main-thread cost: "
+            f"{num(100 * m.get('main_thread_share_of_training', 0))}% of training time</p>" +
+            table(["figure", "min over ranks", "mean", "max"], rows))
 
 
 def run_sections(run_dir, tmp, prefix=""):
@@ -242,7 +262,8 @@ def run_sections(run_dir, tmp, prefix=""):
         parts.append(section(prefix + "confusion", "Confusion matrix (test)", confusion_plot(confusion, names)))
         parts.append(section(prefix + "per-class", "Per-class metrics (test)",
                              per_class_table(per_class_from_confusion(confusion), names)))
-    parts.append(section(prefix + "system", "System timeline", system_timeline(run["lines"])))
+    parts.append(section(prefix + "system", "System timeline",
+                         system_timeline(run["lines"]) + monitor_summary(report)))
     return parts
 
 

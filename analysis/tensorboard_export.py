@@ -11,7 +11,8 @@ fold and trial, under LOGDIR (default RUNS_DIR/tensorboard) at the same relative
   run             metrics.jsonl as it is: `step` lines as train/loss, train/lr,
                   train/samples_per_s at their step; `epoch` lines as epoch/<field> at the
                   epoch (1-based); the `test` line as test/<field> at the last step;
-                  `system` lines as system/<figure>/{min,mean,max} at their step
+                  `system` lines as system/<figure>/{min,mean,max} at their after_step
+                  (the last logged step before them)
   fold            <cv>/repeatR_foldF: the fold's epoch records as epoch/<field>, its
                   held-out metrics as fold/<metric> at step 0
   cross-validation <cv>/summary: cv/<metric>/{mean,std} at step 0
@@ -90,7 +91,7 @@ def export_run(run_dir, logdir):
                     if isinstance(value, dict):
                         for stat in ("min", "mean", "max"):
                             if is_number(value.get(stat)):
-                                w.add_scalar(f"system/{key}/{stat}", value[stat], line["step"])
+                                w.add_scalar(f"system/{key}/{stat}", value[stat], line.get("after_step", 0))
     return 1
 
 
