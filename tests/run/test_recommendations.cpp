@@ -30,7 +30,7 @@ json::value healthy() {
   })");
 }
 
-json::value& at(json::value& v, std::initializer_list<const char*> path) {
+json::value& field(json::value& v, std::initializer_list<const char*> path) {
   json::value* p = &v;
   for (const char* key : path) p = &p->as_object()[key];
   return *p;
@@ -62,138 +62,138 @@ TEST(Recommendations, HealthyReportDrawsNone) {
 
 TEST(Recommendations, InputBound) {
   json::value r = healthy();
-  at(r, {"time_per_step_ms", "data", "mean"}) = 3.0;
-  at(r, {"time_per_step_ms", "total_mean"}) = 12.0;
+  field(r, {"time_per_step_ms", "data", "mean"}) = 3.0;
+  field(r, {"time_per_step_ms", "total_mean"}) = 12.0;
   const json::value fired = rule(r, "input_bound");
   ASSERT_FALSE(fired.is_null());
   EXPECT_EQ(text(fired, "severity"), "warning");
   EXPECT_TRUE(has(text(fired, "evidence"), "3.00 of 12.00 ms")) << text(fired, "evidence");
   EXPECT_DOUBLE_EQ(fired.at("value").as_double(), 0.25);
-  at(r, {"training", "steps"}) = 5;  // too few steps to judge timings
+  field(r, {"training", "steps"}) = 5;  // too few steps to judge timings
   EXPECT_TRUE(rule(r, "input_bound").is_null());
-  at(r, {"training", "steps"}) = 100;
-  at(r, {"time_per_step_ms", "data", "mean"}) = 2.0;  // 2/12 = 17%
+  field(r, {"training", "steps"}) = 100;
+  field(r, {"time_per_step_ms", "data", "mean"}) = 2.0;  // 2/12 = 17%
   EXPECT_TRUE(rule(r, "input_bound").is_null());
 }
 
 TEST(Recommendations, CommunicationBound) {
   json::value r = healthy();
-  at(r, {"communication", "exposed_share_of_step"}) = 0.3;
-  at(r, {"communication", "overlap"}) = false;
+  field(r, {"communication", "exposed_share_of_step"}) = 0.3;
+  field(r, {"communication", "overlap"}) = false;
   json::value fired = rule(r, "communication_bound");
   ASSERT_FALSE(fired.is_null());
   EXPECT_TRUE(has(text(fired, "suggestion"), "comm.overlap=true"));
-  at(r, {"communication", "overlap"}) = true;
-  at(r, {"model", "gradient_buckets"}) = 1;
-  at(r, {"world", "nodes"}) = 2;
+  field(r, {"communication", "overlap"}) = true;
+  field(r, {"model", "gradient_buckets"}) = 1;
+  field(r, {"world", "nodes"}) = 2;
   fired = rule(r, "communication_bound");
   EXPECT_TRUE(has(text(fired, "suggestion"), "lower comm.bucket_mb")) << text(fired, "suggestion");
   EXPECT_TRUE(has(text(fired, "suggestion"), "comm.hierarchical=on"));
-  at(r, {"world", "size"}) = 1;  // one rank reduces nothing
+  field(r, {"world", "size"}) = 1;  // one rank reduces nothing
   EXPECT_TRUE(rule(r, "communication_bound").is_null());
-  at(r, {"world", "size"}) = 2;
-  at(r, {"communication", "exposed_share_of_step"}) = 0.1;
+  field(r, {"world", "size"}) = 2;
+  field(r, {"communication", "exposed_share_of_step"}) = 0.1;
   EXPECT_TRUE(rule(r, "communication_bound").is_null());
 }
 
 TEST(Recommendations, StragglerRank) {
   json::value r = healthy();
-  at(r, {"time_per_step_ms", "forward", "per_rank"}) = json::array{4, 8};  // rank 1: 13.5 ms, median 11.5
+  field(r, {"time_per_step_ms", "forward", "per_rank"}) = json::array{4, 8};  // rank 1: 13.5 ms, median 11.5
   const json::value fired = rule(r, "straggler_rank");
   ASSERT_FALSE(fired.is_null());
   EXPECT_TRUE(has(text(fired, "evidence"), "rank 1 computes 13.50 ms")) << text(fired, "evidence");
   EXPECT_TRUE(has(text(fired, "suggestion"), "node 0"));
-  at(r, {"time_per_step_ms", "forward", "per_rank"}) = json::array{4, 5};  // 10.5 / 10 ms
+  field(r, {"time_per_step_ms", "forward", "per_rank"}) = json::array{4, 5};  // 10.5 / 10 ms
   EXPECT_TRUE(rule(r, "straggler_rank").is_null());
 }
 
 TEST(Recommendations, MemoryHeadroomOnGpu) {
   json::value r = healthy();
-  at(r, {"world", "device"}) = "cuda";
-  at(r, {"world", "gpu"}) = json::object{{"memory_bytes", 80e9}};
-  at(r, {"memory", "gpu_peak_allocated_bytes", "max"}) = 75e9;
+  field(r, {"world", "device"}) = "cuda";
+  field(r, {"world", "gpu"}) = json::object{{"memory_bytes", 80e9}};
+  field(r, {"memory", "gpu_peak_allocated_bytes", "max"}) = 75e9;
   json::value fired = rule(r, "memory_headroom");
   ASSERT_FALSE(fired.is_null());
   EXPECT_EQ(text(fired, "severity"), "warning");
   EXPECT_TRUE(has(text(fired, "suggestion"), "train.batch_size"));
-  at(r, {"memory", "gpu_peak_allocated_bytes", "max"}) = 20e9;
+  field(r, {"memory", "gpu_peak_allocated_bytes", "max"}) = 20e9;
   fired = rule(r, "memory_headroom");
   ASSERT_FALSE(fired.is_null());
   EXPECT_EQ(text(fired, "severity"), "info");
   EXPECT_TRUE(has(text(fired, "suggestion"), "larger train.batch_size"));
-  at(r, {"memory", "gpu_peak_allocated_bytes", "max"}) = 50e9;
+  field(r, {"memory", "gpu_peak_allocated_bytes", "max"}) = 50e9;
   EXPECT_TRUE(rule(r, "memory_headroom").is_null());
 }
 
 TEST(Recommendations, MemoryHeadroomOnHost) {
   json::value r = healthy();  // 4 of 16 GB, but no recomputation to turn off: silent
   EXPECT_TRUE(rule(r, "memory_headroom").is_null());
-  at(r, {"model", "checkpoint_every"}) = 1;
+  field(r, {"model", "checkpoint_every"}) = 1;
   json::value fired = rule(r, "memory_headroom");
   ASSERT_FALSE(fired.is_null());
   EXPECT_TRUE(has(text(fired, "suggestion"), "model.checkpoint_every=0"));
-  at(r, {"memory", "peak_rss_bytes", "per_rank"}) = json::array{7.5e9, 7.5e9};  // 15 of 16 GB on the node
+  field(r, {"memory", "peak_rss_bytes", "per_rank"}) = json::array{7.5e9, 7.5e9};  // 15 of 16 GB on the node
   fired = rule(r, "memory_headroom");
   ASSERT_FALSE(fired.is_null());
   EXPECT_EQ(text(fired, "severity"), "warning");
-  at(r, {"world", "node_of_rank"}) = json::array{0, 1};  // on two nodes: 7.5 of 16 GB each
-  at(r, {"model", "checkpoint_every"}) = 0;
+  field(r, {"world", "node_of_rank"}) = json::array{0, 1};  // on two nodes: 7.5 of 16 GB each
+  field(r, {"model", "checkpoint_every"}) = 0;
   EXPECT_TRUE(rule(r, "memory_headroom").is_null());
 }
 
 TEST(Recommendations, ThreadsPerCore) {
   json::value r = healthy();
-  at(r, {"world", "threads_per_rank"}) = json::array{8, 8};
+  field(r, {"world", "threads_per_rank"}) = json::array{8, 8};
   const json::value fired = rule(r, "threads_per_core");
   ASSERT_FALSE(fired.is_null());
   EXPECT_TRUE(has(text(fired, "suggestion"), "run.threads=4")) << text(fired, "suggestion");
-  at(r, {"world", "threads_per_rank"}) = json::array{4, 4};
+  field(r, {"world", "threads_per_rank"}) = json::array{4, 4};
   EXPECT_TRUE(rule(r, "threads_per_core").is_null());
 }
 
 TEST(Recommendations, CheckpointCost) {
   json::value r = healthy();
-  at(r, {"training", "checkpoints"}) = 5;
-  at(r, {"training", "checkpoint_seconds"}) = 6.0;
+  field(r, {"training", "checkpoints"}) = 5;
+  field(r, {"training", "checkpoint_seconds"}) = 6.0;
   const json::value fired = rule(r, "checkpoint_cost");
   ASSERT_FALSE(fired.is_null());
   EXPECT_TRUE(has(text(fired, "suggestion"), "checkpoint.every_steps"));
-  at(r, {"training", "checkpoint_seconds"}) = 1.0;
+  field(r, {"training", "checkpoint_seconds"}) = 1.0;
   EXPECT_TRUE(rule(r, "checkpoint_cost").is_null());
 }
 
 TEST(Recommendations, LowGpuUtilization) {
   json::value r = healthy();
   EXPECT_TRUE(rule(r, "low_gpu_utilization").is_null());  // no monitor samples: no opinion
-  at(r, {"system", "monitor"}) = json::object{{"gpu_utilization", json::object{{"mean", 0.3}}}};
+  field(r, {"system", "monitor"}) = json::object{{"gpu_utilization", json::object{{"mean", 0.3}}}};
   EXPECT_FALSE(rule(r, "low_gpu_utilization").is_null());
-  at(r, {"system", "monitor", "gpu_utilization", "mean"}) = 0.9;
+  field(r, {"system", "monitor", "gpu_utilization", "mean"}) = 0.9;
   EXPECT_TRUE(rule(r, "low_gpu_utilization").is_null());
 }
 
 TEST(Recommendations, LossScaleThrash) {
   json::value r = healthy();
-  at(r, {"precision", "skipped_steps"}) = 10;
+  field(r, {"precision", "skipped_steps"}) = 10;
   EXPECT_TRUE(rule(r, "loss_scale_thrash").is_null());  // no loss scaling: not fp16's scaler
-  at(r, {"precision", "loss_scaling"}) = true;
+  field(r, {"precision", "loss_scaling"}) = true;
   const json::value fired = rule(r, "loss_scale_thrash");
   ASSERT_FALSE(fired.is_null());
   EXPECT_TRUE(has(text(fired, "suggestion"), "precision.growth_interval"));
-  at(r, {"precision", "skipped_steps"}) = 1;
+  field(r, {"precision", "skipped_steps"}) = 1;
   EXPECT_TRUE(rule(r, "loss_scale_thrash").is_null());
 }
 
 TEST(Recommendations, WarmupTooShort) {
   json::value r = healthy();
-  at(r, {"training", "early_loss", "max_rise"}) = 2.5;
-  at(r, {"training", "early_loss", "at_step"}) = 10;
+  field(r, {"training", "early_loss", "max_rise"}) = 2.5;
+  field(r, {"training", "early_loss", "at_step"}) = 10;
   const json::value fired = rule(r, "warmup_too_short");
   ASSERT_FALSE(fired.is_null());
   EXPECT_TRUE(has(text(fired, "suggestion"), "schedule.warmup_steps=20")) << text(fired, "suggestion");
-  at(r, {"training", "early_loss", "warmup_steps"}) = 100;  // the jump came early in a long warmup
+  field(r, {"training", "early_loss", "warmup_steps"}) = 100;  // the jump came early in a long warmup
   EXPECT_TRUE(rule(r, "warmup_too_short").is_null());
-  at(r, {"training", "early_loss", "warmup_steps"}) = 0;
-  at(r, {"training", "early_loss", "max_rise"}) = 1.2;
+  field(r, {"training", "early_loss", "warmup_steps"}) = 0;
+  field(r, {"training", "early_loss", "max_rise"}) = 1.2;
   EXPECT_TRUE(rule(r, "warmup_too_short").is_null());
 }
 
@@ -211,7 +211,7 @@ TEST(Recommendations, EarlyLossFigure) {
 
 TEST(Recommendations, ConsoleText) {
   json::value r = healthy();
-  at(r, {"world", "threads_per_rank"}) = json::array{8, 8};
+  field(r, {"world", "threads_per_rank"}) = json::array{8, 8};
   const std::string t = recommendations_text(recommendations(r));
   EXPECT_TRUE(has(t, "[warning] threads_per_core: node 0 runs 2 ranks")) << t;
 }
