@@ -26,7 +26,7 @@ import plot_run  # noqa: E402
 from plot_run import PHASES, plt  # noqa: E402
 
 STYLE = """
-body { font-family: sans-serif; margin: 2em auto; max-width: 1200px; color: #222; background: #fff; }
+body { font-family: sans-serif; margin: 1.5em auto; padding: 0 2em; max-width: 1200px; color: #222; background: #fff; }
 h1 { border-bottom: 2px solid #36c; padding-bottom: .2em; }
 h2 { color: #36c; margin-top: 1.6em; }
 table { border-collapse: collapse; margin: .5em 0; font-size: 90%; }
@@ -342,7 +342,7 @@ def render(run_dir):
             parts += run_sections(final, tmp, prefix="final-")
     title = f"hpctrain {kind}: {os.path.basename(os.path.normpath(run_dir))}"
     return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{esc(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1><p class=note>{esc(os.path.abspath(run_dir))}"
+            f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1><p class=note>{esc(run_dir)}"
             f"</p>{''.join(parts)}</body></html>\n")
 
 

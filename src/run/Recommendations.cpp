@@ -232,11 +232,19 @@ void threads_per_core(const json::value& r, json::array& out) {
     }
   }
   if (worst <= kThreadsPerCpu) return;
-  const double per_rank = std::max(1.0, std::floor(node_cpus[worst_node] / ranks[worst_node]));
+  const double node_cpu_count = node_cpus[worst_node], on_node = ranks[worst_node];
+  const double per_rank = std::max(1.0, std::floor(node_cpu_count / on_node));
+  const double threads_now = sum[worst_node] / on_node;
+  // Already one thread per rank: only fewer ranks help.
+  const std::string suggestion =
+      per_rank < threads_now
+          ? format("set run.threads=%g (CPUs / ranks on the node) or start fewer ranks per node", per_rank)
+          : format("start at most %g ranks per node (its CPUs / run.threads); more ranks take turns on the cores",
+                   std::max(1.0, std::floor(node_cpu_count / std::max(1.0, threads_now))));
   add(out, "threads_per_core", "warning", worst, kThreadsPerCpu,
       format("node %g runs %g ranks with %g intra-op threads in all on %g CPUs (%.2f per CPU, threshold %.2f)",
-             worst_node, ranks[worst_node], sum[worst_node], node_cpus[worst_node], worst, kThreadsPerCpu),
-      format("set run.threads=%g (CPUs / ranks on the node) or start fewer ranks per node", per_rank));
+             worst_node, on_node, sum[worst_node], node_cpu_count, worst, kThreadsPerCpu),
+      suggestion);
 }
 
 // Checkpoints that cost a noticeable share of the run.

@@ -149,6 +149,13 @@ TEST(Recommendations, ThreadsPerCore) {
   EXPECT_TRUE(has(text(fired, "suggestion"), "run.threads=4")) << text(fired, "suggestion");
   field(r, {"world", "threads_per_rank"}) = json::array{4, 4};
   EXPECT_TRUE(rule(r, "threads_per_core").is_null());
+  // One thread per rank already, 4 ranks on 2 CPUs: fewer ranks is the only change.
+  field(r, {"world", "threads_per_rank"}) = json::array{1, 1, 1, 1};
+  field(r, {"world", "node_of_rank"}) = json::array{0, 0, 0, 0};
+  field(r, {"system", "cpus_online", "per_rank"}) = json::array{2, 2, 2, 2};
+  const json::value fewer = rule(r, "threads_per_core");
+  ASSERT_FALSE(fewer.is_null());
+  EXPECT_TRUE(has(text(fewer, "suggestion"), "start at most 2 ranks per node")) << text(fewer, "suggestion");
 }
 
 TEST(Recommendations, CheckpointCost) {
