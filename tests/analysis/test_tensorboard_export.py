@@ -1,6 +1,7 @@
-"""analysis/tensorboard_export.py on a real run and a cross-validation made here with the
-built binary on the test data: TensorBoard's EventAccumulator reads back every scalar, equal
-(as 32-bit floats) to metrics.jsonl and cv_report.json; exporting again replaces the files.
+"""analysis/tensorboard_export.py on a real run, a cross-validation and a search made here
+with the built binary on the test data: TensorBoard's EventAccumulator reads back the
+scalars, equal (as 32-bit floats) to metrics.jsonl, cv_report.json and search_report.json;
+exporting again replaces the files.
 Skips (77) without the tensorboard package."""
 import json
 import os
@@ -51,6 +52,10 @@ c.check("the run finishes", r.rc == 0, r.text[-3000:])
 r = mpirun(2, ["train", os.path.join(SOURCE, "configs", "fashion_mnist_cnn_cv.json"),
                "run.dir=" + os.path.join(runs, "cv"), "cv.folds=2", "cv.final_retrain=false"] + QUICK, timeout=300)
 c.check("the cross-validation finishes", r.rc == 0, r.text[-3000:])
+r = mpirun(2, ["train", os.path.join(SOURCE, "configs", "fashion_mnist_search.json"),
+               "run.dir=" + os.path.join(runs, "search"), "cv.folds=2", "cv.final_retrain=false", "train.epochs=1"]
+           + QUICK[:3] + QUICK[4:], timeout=600)
+c.check("the search finishes", r.rc == 0, r.text[-3000:])
 export()
 tb = os.path.join(runs, "tensorboard")
 
@@ -85,6 +90,17 @@ got = scalars(os.path.join(tb, "cv", "summary"))
 c.check("cv summary: cv/accuracy/mean and std equal cv_report.json",
         same(got.get("cv/accuracy/mean", []), [(0, report["summary"]["accuracy"]["mean"])]) and
         same(got.get("cv/accuracy/std", []), [(0, report["summary"]["accuracy"]["std"])]), str(got))
+
+search = json.load(open(os.path.join(runs, "search", "search_report.json")))
+for b in search["leaderboard"]:
+    got = scalars(os.path.join(tb, "search", f"trial{b['trial']}"))
+    c.check(f"search trial {b['trial']}: trial/rank and trial/accuracy/mean equal the leaderboard",
+            same(got.get("trial/rank", []), [(0, b["rank"])]) and
+            same(got.get("trial/accuracy/mean", []), [(0, b["summary"]["accuracy"]["mean"])]), str(got)[:500])
+task = next(t for t in search["tasks"] if t["status"] == "ok")
+got = scalars(os.path.join(tb, "search", f"trial{task['trial']}", f"repeat{task['repeat']}_fold{task['fold']}"))
+c.check("a search task's fold/accuracy equals its outcome",
+        same(got.get("fold/accuracy", []), [(0, task["metrics"]["accuracy"])]), str(got.get("fold/accuracy")))
 
 # Exporting again replaces the event files: one value per step, not two.
 export()
