@@ -75,7 +75,8 @@ for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds
             f"{got.get(f'epoch/{key}')} vs {want}")
 if test:
     c.check("test/accuracy equals the test line at the last step",
-            same(got.get("test/accuracy", []), [(steps[-1]["step"], test[0]["accuracy"])]), str(got.get("test/accuracy")))
+            same(got.get("test/accuracy", []), [(steps[-1]["step"], test[0]["accuracy"])]),
+            str(got.get("test/accuracy")))
 
 report = json.load(open(os.path.join(runs, "cv", "cv_report.json")))
 for fold in report["folds_detail"]:
