@@ -155,7 +155,16 @@ def memory(report):
         ax.grid(alpha=0.3, axis="y")
         fig.tight_layout()
         plot = png(fig)
-    return table(["memory", "min MiB", "mean MiB", "max MiB", "imbalance"], rows) + note + plot
+    shard = report.get("parallel", {}).get("shard")
+    held = ""
+    if isinstance(shard, dict) and shard.get("parameter_bytes"):
+        keys = ("parameter_bytes", "gradient_bytes", "optimizer_state_bytes", "gradient_bucket_peak_bytes")
+        held = (f"<h3>training state per rank (parallel.shard={esc(shard.get('stage'))}"
+                f"{'' if shard.get('active') else ', inactive'}), MiB</h3>" +
+                table(["rank"] + [k.replace("_bytes", "").replace("_", " ") for k in keys],
+                      [[esc(i)] + [num(shard[k][i] / 2**20) if i < len(shard.get(k, [])) else "-" for k in keys]
+                       for i in range(len(shard["parameter_bytes"]))]))
+    return table(["memory", "min MiB", "mean MiB", "max MiB", "imbalance"], rows) + note + held + plot
 
 
 def confusion_plot(confusion, names):

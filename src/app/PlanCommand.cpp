@@ -117,6 +117,41 @@ void print_plan(const PlanArguments& a, const Config& c, const DatasetMeta& meta
               static_cast<long long>(largest(p.plain)), static_cast<long long>(largest(p.checkpointed)));
 }
 
+// parallel.shard: what each rank holds between steps for each sharding stage over the
+// replicas (docs/parallelism.md), and with --budget the most parameters that fit beside the
+// activations at this batch (activations held fixed: they grow with the model, so an upper bound).
+void print_shard_plan(const PlanArguments& a, const Config& c, std::int64_t ranks, const Plan& p) {
+  const double mib = 1048576.0, p_bytes = static_cast<double>(p.parameters) * 4.0;
+  const auto replicas = static_cast<double>(std::max<std::int64_t>(1, ranks / c.parallel.pipeline_stages));
+  const double bucket = c.comm.bucket_mb * mib, activations = p.plain.at(p.batch);
+  std::printf(
+      "\nsharded data parallelism over %.0f replica(s) (parallel.shard; with pipeline stages, of each stage's "
+      "share), per rank, MiB:\n%-12s %12s %12s %12s %12s %14s\n",
+      replicas, "shard", "parameters", "gradients", "optimizer", "total", "bytes/param");
+  struct Row {
+    const char* name;
+    double gradients, optimizer;  // per parameter, bytes
+    double transient;             // gradient buckets alive during backward only
+  };
+  const double k = p.optimizer_states;
+  const Row rows[] = {{"none", 4.0, 4.0 * k, 0.0},
+                      {"optimizer", 4.0 + 4.0 / replicas, 4.0 * k / replicas, 0.0},
+                      {"gradients", 4.0 / replicas, 4.0 * k / replicas, 2.0 * bucket}};
+  for (const Row& r : rows) {
+    const double per_param = 4.0 + r.gradients + r.optimizer;
+    std::printf("%-12s %12.3f %12.3f %12.3f %12.3f %14.2f%s\n", r.name, p_bytes / mib,
+                static_cast<double>(p.parameters) * r.gradients / mib,
+                static_cast<double>(p.parameters) * r.optimizer / mib,
+                (static_cast<double>(p.parameters) * per_param + r.transient) / mib, per_param,
+                r.transient > 0 ? " (+ ~2 buckets of comm.bucket_mb during backward)" : "");
+    if (a.budget_gib > 0) {
+      const double room = a.budget_gib * 1024.0 * mib - activations - r.transient;
+      std::printf("%-12s   largest model within %.2f GiB beside %.1f MiB of activations: %.0f parameters\n", "",
+                  a.budget_gib, activations / mib, room > 0 ? room / per_param : 0.0);
+    }
+  }
+}
+
 void plan_on_this_rank(const PlanArguments& a, std::int64_t ranks) {
   const ResolvedConfig rc = load_config(a.config, a.overrides);
   DatasetMeta meta;
@@ -127,6 +162,7 @@ void plan_on_this_rank(const PlanArguments& a, std::int64_t ranks) {
   torch::set_num_threads(std::max(1, ProcessLayout::discover(MPI_COMM_SELF).default_threads()));
   const Plan plan = measure(rc.config, meta, ranks);
   print_plan(a, rc.config, meta, ranks, plan);
+  print_shard_plan(a, rc.config, ranks, plan);
   const ParallelConfig& pc = rc.config.parallel;
   if (pc.pipeline_stages <= 1) return;
   const std::int64_t replicas = std::max<std::int64_t>(1, ranks / pc.pipeline_stages);

@@ -162,16 +162,17 @@ std::string state_group(std::int64_t replica, std::int64_t stage) {
 
 // This rank's contribution: its stages' parameters and optimizer state when it is its
 // stage's first replica, its buffers, sums and generator always.
-CheckpointParts collect_parts(torch::nn::Module& model, torch::optim::Optimizer& optimizer, const RankState& mine,
+CheckpointParts collect_parts(torch::nn::Module& model, torch::optim::Optimizer* optimizer, const RankState& mine,
                               const CheckpointLayout& layout) {
   CheckpointParts parts;
   parts["place"] = torch::tensor({std::int64_t{layout.stage}, std::int64_t{layout.replica}}, torch::kLong);
   if (layout.replica == 0) {
+    if (optimizer == nullptr) throw std::logic_error("save_checkpoint: a first replica without optimizer state");
     const auto params = model.parameters();
     for (std::size_t i = 0; i < params.size(); ++i) {
       if (!layout.holds_parameter(i)) continue;
       parts["p/" + index_name(i)] = params[i].detach();
-      for (const auto& [key, t] : optimizer_tensors(optimizer, params[i])) parts["o/" + index_name(i) + "/" + key] = t;
+      for (const auto& [key, t] : optimizer_tensors(*optimizer, params[i])) parts["o/" + index_name(i) + "/" + key] = t;
     }
   }
   const auto buffers = model.buffers();
@@ -266,7 +267,7 @@ std::string CheckpointInfo::describe_layout() const {
 }
 
 void save_checkpoint(const std::string& path, const std::string& config_json, const std::string& model_json,
-                     const LoopPosition& position, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                     const LoopPosition& position, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
                      const RankState& mine, const Communicator& group, const CheckpointLayout& layout) {
   if (group.size() != layout.stages * layout.replicas) {
     throw RuntimeFailure("checkpoint: a grid of " + std::to_string(layout.stages) + " x " +

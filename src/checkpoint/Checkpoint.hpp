@@ -86,9 +86,10 @@ struct CheckpointInfo {
 // Collective over `group`, every rank of the grid described by `layout`: gathers the
 // stages' parameters and optimizer state and every rank's buffers and RankState; the
 // group's rank 0 writes `path`. `model_json` describes the model for export
-// (docs/checkpoints.md, "Export").
+// (docs/checkpoints.md, "Export"). `optimizer` holds the state of the parameters `layout`
+// holds; only each stage's first replica sends it, the others may pass nullptr.
 void save_checkpoint(const std::string& path, const std::string& config_json, const std::string& model_json,
-                     const LoopPosition& position, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                     const LoopPosition& position, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
                      const RankState& mine, const Communicator& group, const CheckpointLayout& layout);
 
 // Reads and verifies `path` (every dataset against the stored SHA-256); throws DataError

@@ -178,6 +178,45 @@ Request Communicator::ireduce_sum(float* data, std::size_t count, int root) cons
   return Request(r);
 }
 
+namespace {
+int chunk_count(std::size_t chunk, const char* what) {
+  if (chunk > static_cast<std::size_t>(INT_MAX))
+    throw RuntimeFailure(std::string(what) + ": shard too large for one call");
+  return static_cast<int>(chunk);
+}
+}  // namespace
+
+void Communicator::reduce_scatter_sum(const float* send, float* recv, std::size_t chunk) const {
+  HPCTRAIN_MPI(
+      MPI_Reduce_scatter_block(send, recv, chunk_count(chunk, "reduce_scatter_sum"), MPI_FLOAT, MPI_SUM, comm_));
+}
+
+Request Communicator::ireduce_scatter_sum(const float* send, float* recv, std::size_t chunk) const {
+  MPI_Request r = MPI_REQUEST_NULL;
+  const int n = chunk_count(chunk, "ireduce_scatter_sum");
+  std::lock_guard<std::mutex> lock(nonblocking_mutex());
+  HPCTRAIN_MPI(MPI_Ireduce_scatter_block(send, recv, n, MPI_FLOAT, MPI_SUM, comm_, &r));
+  return Request(r);
+}
+
+void Communicator::allgather_in_place(float* data, std::size_t chunk) const {
+  HPCTRAIN_MPI(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, chunk_count(chunk, "allgather_in_place"),
+                             MPI_FLOAT, comm_));
+}
+
+Request Communicator::iallgather_in_place(float* data, std::size_t chunk) const {
+  MPI_Request r = MPI_REQUEST_NULL;
+  const int n = chunk_count(chunk, "iallgather_in_place");
+  std::lock_guard<std::mutex> lock(nonblocking_mutex());
+  HPCTRAIN_MPI(MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, n, MPI_FLOAT, comm_, &r));
+  return Request(r);
+}
+
+void Communicator::gather(const float* send, float* recv, std::size_t chunk, int root) const {
+  const int n = chunk_count(chunk, "gather");
+  HPCTRAIN_MPI(MPI_Gather(send, n, MPI_FLOAT, rank_ == root ? recv : nullptr, n, MPI_FLOAT, root, comm_));
+}
+
 Request Communicator::ibroadcast(void* data, std::size_t bytes, int root) const {
   MPI_Request r = MPI_REQUEST_NULL;
   std::lock_guard<std::mutex> lock(nonblocking_mutex());

@@ -57,6 +57,16 @@ class Communicator {
   void reduce_sum(float* data, std::size_t count, int root) const;
   Request ireduce_sum(float* data, std::size_t count, int root) const;
   Request ibroadcast(void* data, std::size_t bytes, int root) const;
+  // Sharded data parallelism (parallel.shard). `send` holds size() * chunk values; rank r
+  // receives the sum over ranks of send[r * chunk, (r + 1) * chunk) in `recv` (chunk values).
+  void reduce_scatter_sum(const float* send, float* recv, std::size_t chunk) const;
+  Request ireduce_scatter_sum(const float* send, float* recv, std::size_t chunk) const;
+  // `data` holds size() * chunk values; rank r's chunk r goes to every rank, in place.
+  void allgather_in_place(float* data, std::size_t chunk) const;
+  Request iallgather_in_place(float* data, std::size_t chunk) const;
+  // Every rank's `chunk` values, concatenated by rank, into `recv` on `root` (size() * chunk
+  // values there; ignored elsewhere).
+  void gather(const float* send, float* recv, std::size_t chunk, int root) const;
   // Non-blocking point-to-point bytes (pipeline activations and their gradients). Messages
   // between two ranks with one tag arrive in the order they were sent. The buffer must live
   // until the request completes.

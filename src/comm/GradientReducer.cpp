@@ -25,11 +25,12 @@ struct ReadyHook : torch::autograd::PostAccumulateGradHook {
 }  // namespace
 
 GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters, double bucket_mb, const Communicator& comm,
-                                 bool overlap, NcclCommunicator* nccl, bool alone_without_buckets)
+                                 bool overlap, NcclCommunicator* nccl, bool alone_without_buckets, ShardStage shard)
     : comm_(comm),
       nccl_(nccl),
       overlap_(overlap && comm.size() > 1),
-      direct_(alone_without_buckets && comm.size() == 1 && nccl == nullptr) {
+      direct_(alone_without_buckets && comm.size() == 1 && nccl == nullptr),
+      shard_(comm.size() > 1 ? shard : ShardStage::None) {
   if (direct_) {
     for (const auto& p : parameters) {
       if (p.requires_grad()) direct_params_.push_back(p);
@@ -52,33 +53,39 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters, double b
     groups.back().push_back(p);
     bytes += pbytes;
   }
+  const std::int64_t ranks = comm.size();
   for (const auto& group : groups) {
-    std::int64_t n = 0;
-    for (const auto& p : group) n += p.numel();
-    auto flat = torch::zeros({n}, group.front().options().requires_grad(false));
+    bucket_first_.push_back(slots_.size());
     std::int64_t off = 0;
     for (const auto& p : group) {
-      // Same strides as the parameter (contiguous or channels-last), so autograd
+      // Views with the parameter's strides (contiguous or channels-last), so autograd
       // accumulates in place and the optimizer sees matching layouts.
       if (!p.is_non_overlapping_and_dense()) throw RuntimeFailure("gradient buckets need dense parameters");
-      auto view = flat.narrow(0, off, p.numel()).as_strided(p.sizes(), p.strides());
-      p.mutable_grad() = view;
-      slots_.push_back(Slot{p, view, buckets_.size()});
+      slots_.push_back(Slot{p, torch::Tensor(), buckets_.size(), off});
       off += p.numel();
     }
+    // Sharded: a multiple of the ranks, so every rank's chunk has the same length.
+    padded_.push_back(sharded() ? (off + ranks - 1) / ranks * ranks : off);
     bucket_slots_.push_back(group.size());
-    buckets_.push_back(flat);
+    buckets_.emplace_back();
   }
   pending_.assign(buckets_.size(), 0);
   host_.assign(buckets_.size(), torch::Tensor());
   slot_ready_.assign(slots_.size(), false);
   slot_held_.assign(slots_.size(), false);
-  if (overlap_) {
+  if (sharded()) make_shards();
+  if (shard_ != ShardStage::Gradients) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (std::size_t b = 0; b < buckets_.size(); ++b) allocate_bucket(b);
+  }
+  // Stage 2 adds autograd's gradients into its buckets from the hook, overlapped or not.
+  hooks_ = overlap_ || shard_ == ShardStage::Gradients;
+  if (hooks_) {
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       torch::autograd::impl::set_post_acc_grad_hooks(slots_[i].parameter, std::make_unique<ReadyHook>(this, i));
     }
-    worker_ = std::thread([this] { worker_loop(); });
   }
+  if (overlap_) worker_ = std::thread([this] { worker_loop(); });
   zero();
 }
 
@@ -92,7 +99,7 @@ GradientReducer::~GradientReducer() {
     worker_.join();
   }
   for (auto& s : slots_) {
-    if (overlap_) torch::autograd::impl::set_post_acc_grad_hooks(s.parameter, nullptr);
+    if (hooks_) torch::autograd::impl::set_post_acc_grad_hooks(s.parameter, nullptr);
   }
 }
 
@@ -101,6 +108,18 @@ void GradientReducer::zero() {
     for (auto& p : direct_params_) {
       if (p.grad().defined()) p.mutable_grad().reset();
     }
+    return;
+  }
+  if (shard_ == ShardStage::Gradients) {
+    // Buckets come with the first gradient of the step; autograd's own are dropped.
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (std::size_t b = 0; b < buckets_.size(); ++b) release_bucket(b);
+    }
+    for (auto& s : slots_) {
+      if (s.parameter.grad().defined()) s.parameter.mutable_grad().reset();
+    }
+    begin_step();
     return;
   }
   for (auto& b : buckets_) b.zero_();
@@ -139,11 +158,16 @@ void GradientReducer::release(const std::vector<torch::Tensor>& parameters) {
 
 void GradientReducer::on_gradient_ready(std::size_t slot) {
   Slot& s = slots_[slot];
-  const auto& g = s.parameter.grad();
-  if (g.defined() && g.data_ptr() != s.view.data_ptr()) {
-    s.view.copy_(g);
-    s.parameter.mutable_grad() = s.view;
+  if (shard_ == ShardStage::Gradients) {
+    add_to_bucket(slot);
+  } else {
+    const auto& g = s.parameter.grad();
+    if (g.defined() && g.data_ptr() != s.view.data_ptr()) {
+      s.view.copy_(g);
+      s.parameter.mutable_grad() = s.view;
+    }
   }
+  if (!overlap_) return;  // finish() reduces every bucket
   std::lock_guard<std::mutex> lock(mutex_);
   if (slot_held_[slot]) return;   // an earlier microbatch's gradient: accumulated, not ready
   if (slot_ready_[slot]) return;  // a parameter used twice fires twice; count it once
@@ -164,7 +188,21 @@ void GradientReducer::launch_ready_in_order(bool from_finish) {
   if (any) cv_.notify_all();
 }
 
+void GradientReducer::drive(const std::function<bool()>& test) {
+  while (!test()) {
+    if (main_waiting_.load(std::memory_order_relaxed)) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+}
+
 void GradientReducer::reduce(std::size_t bucket, bool blocking) {
+  if (sharded()) {
+    reduce_shard(bucket, blocking);
+    return;
+  }
   const double t0 = wall_seconds();
   auto& gradients = buckets_[bucket];
   if (nccl_ != nullptr) {
@@ -195,25 +233,13 @@ void GradientReducer::reduce(std::size_t bucket, bool blocking) {
     }
   } else if (hierarchical_) {
     auto op = hierarchical_->start(b.data_ptr<float>(), static_cast<std::size_t>(b.numel()));
-    while (!op.test()) {
-      if (main_waiting_.load(std::memory_order_relaxed)) {
-        std::this_thread::yield();
-      } else {
-        std::this_thread::sleep_for(std::chrono::microseconds(50));
-      }
-    }
+    drive([&] { return op.test(); });
   } else {
     // Backward still runs and shares this core (ranks are bound to cores): instead of
     // MPI's busy wait, drive progress with MPI_Test and sleep briefly between tests; poll
     // without sleeping once the main thread waits.
     Request r = comm_.iallreduce_sum(b.data_ptr<float>(), static_cast<std::size_t>(b.numel()));
-    while (!r.test()) {
-      if (main_waiting_.load(std::memory_order_relaxed)) {
-        std::this_thread::yield();
-      } else {
-        std::this_thread::sleep_for(std::chrono::microseconds(50));
-      }
-    }
+    drive([&] { return r.test(); });
   }
   if (gradients.is_cuda()) gradients.copy_(b);
   const double dt = wall_seconds() - t0;
@@ -327,6 +353,7 @@ ReducerTimes GradientReducer::times() const {
 }
 
 const std::vector<torch::Tensor>& GradientReducer::buckets() const {
+  if (sharded()) return shard_gradients_;
   if (!direct_) return buckets_;
   direct_grads_.clear();
   for (const auto& p : direct_params_) {
@@ -335,24 +362,17 @@ const std::vector<torch::Tensor>& GradientReducer::buckets() const {
   return direct_grads_;
 }
 
-double GradientReducer::global_norm() const {
-  double sq = 0.0;
-  for (const auto& b : buckets()) {
-    const double n = b.norm().item<double>();
-    sq += n * n;
-  }
-  return std::sqrt(sq);
-}
-
-void GradientReducer::scale(double factor) {
-  for (const auto& b : buckets()) b.mul_(factor);
-}
-
 void GradientReducer::clip_to_norm(double max_norm) {
   const auto& gradients = buckets();
   if (gradients.empty()) return;
   torch::NoGradGuard no_grad;
-  const auto norm = torch::stack(torch::_foreach_norm(gradients)).norm();
+  auto norm = torch::stack(torch::_foreach_norm(gradients)).norm();
+  if (sharded()) {
+    // Each rank holds other elements: sum the squares over the ranks (padding adds zeros).
+    auto squares = norm.to(torch::kDouble).square().reshape({1});
+    sum_in_order(squares);
+    norm = squares.sqrt().reshape({}).to(torch::kFloat);
+  }
   // 1 when the norm is within the bound: the gradients are multiplied by exactly 1.
   const auto factor = norm.add(1e-6).reciprocal().mul(max_norm).clamp_max(1.0);
   torch::_foreach_mul_(gradients, factor);
@@ -360,7 +380,11 @@ void GradientReducer::clip_to_norm(double max_norm) {
 
 std::int64_t GradientReducer::element_count() const {
   std::int64_t n = 0;
-  for (const auto& b : direct_ ? direct_params_ : buckets_) n += b.numel();
+  if (direct_) {
+    for (const auto& p : direct_params_) n += p.numel();
+  } else {
+    for (auto count : padded_) n += count;
+  }
   return n;
 }
 

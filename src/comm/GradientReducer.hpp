@@ -8,15 +8,27 @@
 // handed, in bucket order, to a communication thread that reduces it with MPI while
 // backward goes on. finish() waits only for what is still in flight: that wait is the
 // exposed communication time.
+//
+// Sharded (parallel.shard, ZeRO stages 1 and 2): each bucket is padded to a multiple of the
+// ranks and the parameters become views into one flat buffer per bucket, so rank r's shard
+// of a bucket is one contiguous chunk of parameters and gradients. A ready bucket is
+// reduce-scattered instead of allreduced (rank r receives the sum of its chunk), the
+// optimizer steps the chunks only, and gather_parameters() all-gathers the updated chunks:
+// the communication volume of an allreduce. Stage 1 keeps the full gradient buckets between
+// steps; stage 2 allocates a bucket when its first gradient arrives (autograd's gradient is
+// added into it and dropped) and frees it once reduce-scattered, so between steps a rank
+// holds only its gradient chunks.
 #include <torch/torch.h>
 
 #include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "comm/Communicator.hpp"
@@ -24,6 +36,25 @@
 #include "comm/NcclCommunicator.hpp"
 
 namespace hpctrain {
+
+enum class ShardStage { None = 0, Optimizer = 1, Gradients = 2 };
+
+// One bucket's shards: the flat buffer its parameters are views into, this rank's chunk of
+// it (what the optimizer steps) and that chunk's reduced gradients (the chunk's .grad).
+struct ShardBucket {
+  torch::Tensor flat;        // size() x chunk values, the tail past the parameters zero
+  torch::Tensor parameters;  // flat's chunk `rank`
+  torch::Tensor gradients;   // chunk values
+  std::int64_t chunk = 0;
+  std::vector<std::pair<torch::Tensor, std::int64_t>> members;  // each parameter and its offset in flat
+};
+
+// Bytes a rank holds for training, measured from the tensors.
+struct ReducerMemory {
+  std::int64_t parameters = 0;   // the trained parameters (flat buffers when sharded)
+  std::int64_t gradients = 0;    // gradient buffers held between steps (buckets, chunks)
+  std::int64_t bucket_peak = 0;  // stage 2: the most bytes of full buckets alive at once
+};
 
 struct ReducerTimes {
   double exposed_seconds = 0;  // main thread waiting for reductions after backward
@@ -33,71 +64,68 @@ struct ReducerTimes {
 
 class GradientReducer {
  public:
-  // `overlap` false reduces every bucket after backward on the calling thread (the
-  // baseline); with one rank nothing is reduced.
-  // With `nccl` (GPU parameters) buckets are reduced by NCCL on its own stream instead of
-  // MPI; it must outlive the reducer.
-  // `alone_without_buckets`: with one rank (and no NCCL), keep no buckets at all; training
-  // wants this, a benchmark of the buckets does not.
+  // `overlap` false reduces every bucket after backward on the calling thread (the baseline);
+  // with one rank nothing is reduced. With `nccl` (GPU parameters, must outlive the reducer)
+  // NCCL reduces on its own stream instead of MPI. `alone_without_buckets`: with one rank (and
+  // no NCCL) no buckets at all (training; a benchmark of the buckets wants them). `shard`: above.
   GradientReducer(std::vector<torch::Tensor> parameters, double bucket_mb, const Communicator& comm, bool overlap,
-                  NcclCommunicator* nccl = nullptr, bool alone_without_buckets = false);
+                  NcclCommunicator* nccl = nullptr, bool alone_without_buckets = false,
+                  ShardStage shard = ShardStage::None);
   ~GradientReducer();
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
 
-  // Zeroes the buckets before a step (replaces optimizer.zero_grad(), which would drop the
-  // views). Gradients must be scaled so that their sum over ranks is the wanted average.
+  // Zeroes the buckets before a step (not optimizer.zero_grad(), which would drop the views).
+  // Gradients must be scaled so that their sum over ranks is the wanted average.
   void zero();
-  // Starts a step without zeroing (zero() does this too).
-  void begin_step();
-  // Gradient accumulation over microbatches (pipelines, parallel.microbatches): after
-  // hold(), gradients accumulate into the buckets without counting as ready, so no bucket
-  // is reduced by the backward of an early microbatch. release(parameters), just before the
-  // last backward that touches them, lets their next accumulation count, and their buckets
-  // reduce while that backward runs. A step without hold() counts every gradient, as before.
+  void begin_step();  // starts a step without zeroing (zero() does this too)
+  // Gradient accumulation over microbatches: after hold(), gradients accumulate without counting
+  // as ready, so no bucket is reduced by an early microbatch's backward. release(parameters), just
+  // before the last backward that touches them, lets their buckets reduce during that backward.
   void hold();
   void release(const std::vector<torch::Tensor>& parameters);
-  // After backward: starts any bucket not yet started and waits for all. Afterwards every
-  // rank holds the summed gradients.
+  // After backward: starts any bucket not yet started and waits for all (the sums, or chunks).
   void finish();
 
-  // Sums `values` (1-D, contiguous, float32 or float64) over the ranks in place, ordered with
-  // the bucket reductions (the model's own collectives during forward and backward:
-  // synchronized batch norm). With overlap it is queued on the communication thread after the
-  // buckets launched before it, so MPI (or NCCL) is never called from two threads at once;
-  // otherwise it runs here. Host tensors, and GPU tensors with MPI (staged through host
-  // memory), are summed when it returns. GPU tensors with NCCL are summed on NCCL's stream and
-  // the compute stream waits for it there: the host does not wait for the GPU.
+  // Sums `values` (1-D, contiguous, float32 or float64) over the ranks in place, in order with the
+  // bucket reductions (synchronized batch norm): with overlap queued on the communication thread,
+  // so MPI (or NCCL) is never called from two threads at once. Host tensors, and GPU tensors with
+  // MPI, are summed when it returns; with NCCL the compute stream waits for the sum on the device.
   void sum_in_order(torch::Tensor& values);
 
-  // L2 norm over all gradients (identical on every rank after finish()).
-  double global_norm() const;
-  void scale(double factor);
-  // Scales the gradients so that their global L2 norm is at most `max_norm` (by
-  // max_norm / (norm + 1e-6) when above), computed on their device: no host synchronization.
+  // Sharded, after the optimizer stepped the chunks (nothing in flight): every chunk to every rank
+  // (blocking with MPI; with NCCL the compute stream waits for it). Unsharded: nothing.
+  void gather_parameters();
+  bool sharded() const { return shard_ != ShardStage::None; }
+  const std::vector<ShardBucket>& shard_buckets() const { return shards_; }
+  // Sharded, what the optimizer steps: the chunks (each with its gradient chunk as .grad).
+  std::vector<torch::Tensor> stepped_parameters() const;
+  ReducerMemory memory() const;
+
+  // Scales the gradients to a global L2 norm of at most `max_norm` (by max_norm / (norm + 1e-6)
+  // when above) on their device, no host wait; sharded, the chunks' squares summed over the ranks.
   void clip_to_norm(double max_norm);
 
-  // Reduce the buckets hierarchically (comm.hierarchical; MPI only, ignored with NCCL): within
-  // each node, among the node leaders, back within the node. Null: flat MPI_Allreduce.
+  // comm.hierarchical (MPI only): within each node, among node leaders, back. Null: flat MPI_Allreduce.
   void use_hierarchical(std::unique_ptr<HierarchicalSum> sum) { hierarchical_ = std::move(sum); }
   const HierarchicalSum* hierarchical() const { return nccl_ == nullptr ? hierarchical_.get() : nullptr; }
 
   std::size_t bucket_count() const { return buckets_.size(); }
   std::int64_t element_count() const;
-  // The gradients to unscale, clip and step: the buckets, or alone, the parameters' own.
+  // The gradients to unscale, clip and step: the buckets, alone the parameters' own, sharded
+  // this rank's chunks (their inf/NaN checks then need agreeing over the ranks).
   const std::vector<torch::Tensor>& buckets() const;
   bool overlapping() const { return overlap_; }
-  // Cumulative since construction.
-  ReducerTimes times() const;
+  ReducerTimes times() const;  // cumulative since construction
 
-  // Called by the post-accumulate hook of parameter `slot`.
-  void on_gradient_ready(std::size_t slot);
+  void on_gradient_ready(std::size_t slot);  // the post-accumulate hook of parameter `slot`
 
  private:
   struct Slot {
     torch::Tensor parameter;
     torch::Tensor view;
     std::size_t bucket;
+    std::int64_t offset;  // in the bucket
   };
   struct Launch {
     std::size_t bucket;
@@ -108,20 +136,35 @@ class GradientReducer {
   void reduce(std::size_t bucket, bool blocking);
   void sum_now(torch::Tensor& values);  // on the thread that calls MPI or NCCL
   void worker_loop();
+  // Tests a non-blocking operation until done: sleeping briefly in between unless the main thread waits.
+  void drive(const std::function<bool()>& test);
+  // Sharded (GradientShards.cpp).
+  void make_shards();
+  void reduce_shard(std::size_t bucket, bool blocking);
+  void allocate_bucket(std::size_t bucket);  // requires mutex_ held
+  void release_bucket(std::size_t bucket);   // requires mutex_ held
+  void add_to_bucket(std::size_t slot);      // stage 2: autograd's gradient into the bucket
 
   const Communicator& comm_;
   NcclCommunicator* nccl_ = nullptr;
   std::unique_ptr<HierarchicalSum> hierarchical_;
   bool overlap_;
   std::vector<torch::Tensor> buckets_;
-  // Alone (one rank, `alone_without_buckets`): nothing to reduce, so no buckets. Gradients
-  // are dropped before each step and autograd hands its own buffers over (no fill, no add).
+  // Alone (`alone_without_buckets`): no buckets; gradients are dropped before each step and
+  // autograd hands its own buffers over (no fill, no add).
   bool direct_ = false;
   std::vector<torch::Tensor> direct_params_;
   mutable std::vector<torch::Tensor> direct_grads_;
   std::vector<torch::Tensor> host_;  // GPU buckets: page-locked staging for MPI
+  ShardStage shard_ = ShardStage::None;
+  std::vector<ShardBucket> shards_;
+  std::vector<torch::Tensor> shard_gradients_, host_shard_;  // the chunks' gradients; GPU staging
+  std::vector<std::int64_t> padded_;                         // elements per bucket (padded when sharded)
+  std::int64_t bucket_bytes_ = 0, bucket_peak_ = 0;          // stage 2: full buckets alive
   std::vector<Slot> slots_;
   std::vector<std::size_t> bucket_slots_;  // slots per bucket
+  std::vector<std::size_t> bucket_first_;  // a bucket's first slot (slots are in bucket order)
+  bool hooks_ = false;                     // ready hooks registered
 
   // Step state, guarded by mutex_.
   mutable std::mutex mutex_;

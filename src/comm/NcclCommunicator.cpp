@@ -106,40 +106,70 @@ void NcclCommunicator::capture_compute_stream() {
   impl_->compute = c10::cuda::getCurrentCUDAStream(impl_->device.index());
 }
 
-void NcclCommunicator::allreduce_sum_async(const torch::Tensor& tensor) {
+namespace {
+ncclDataType_t nccl_type(const torch::Tensor& t, const char* what) {
+  if (t.scalar_type() == torch::kDouble) return ncclDouble;
+  if (t.scalar_type() != torch::kFloat)
+    throw std::logic_error(std::string("NcclCommunicator::") + what + ": float32 or float64 tensors only");
+  return ncclFloat;
+}
+}  // namespace
+
+// Queues `call` on the communication stream after the captured compute work, and waits
+// with the deadline until NCCL has it on the stream. `tensors` are the buffers it uses.
+template <class Call>
+void NcclCommunicator::enqueue(const char* what, std::initializer_list<const torch::Tensor*> tensors, Call&& call) {
   Impl& m = *impl_;
   if (m.aborted) throw RuntimeFailure("NCCL: the communicator was aborted after an earlier error");
   c10::cuda::CUDAGuard guard(m.device.index());
-  // The gradients were queued on the compute stream: the reduction waits for them there.
+  // The inputs were queued on the compute stream: the collective waits for them there.
   m.compute_ready.record(m.compute);
   m.compute_ready.block(m.stream);
-  ncclDataType_t type = ncclFloat;
-  if (tensor.scalar_type() == torch::kDouble) {
-    type = ncclDouble;
-  } else if (tensor.scalar_type() != torch::kFloat) {
-    throw std::logic_error("NcclCommunicator::allreduce_sum_async: float32 or float64 tensors only");
-  }
-  nccl_check(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<std::size_t>(tensor.numel()), type,
-                           ncclSum, m.comm, m.stream.stream()),
-             "allreduce");
+  nccl_check(call(m.comm, m.stream.stream()), what);
   // A nonblocking communicator may return before the operation is on the stream (while it
   // connects): wait, with the deadline, until it is, so the events below order it.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(m.timeout_seconds);
   for (ncclResult_t state = ncclInProgress; state == ncclInProgress;) {
-    nccl_check(ncclCommGetAsyncError(m.comm, &state), "allreduce");
+    nccl_check(ncclCommGetAsyncError(m.comm, &state), what);
     if (state != ncclSuccess && state != ncclInProgress) {
       m.abort();
-      nccl_check(state, "allreduce");
+      nccl_check(state, what);
     }
     if (state == ncclInProgress && std::chrono::steady_clock::now() > deadline) {
       m.abort();
-      throw RuntimeFailure("NCCL allreduce was not enqueued within " + std::to_string(m.timeout_seconds) +
-                           " s (comm.nccl_timeout); the communicator was aborted");
+      throw RuntimeFailure(std::string("NCCL ") + what + " was not enqueued within " +
+                           std::to_string(m.timeout_seconds) + " s (comm.nccl_timeout); the communicator was aborted");
     }
   }
-  // The caching allocator must not reuse the bucket's memory before this stream is done.
-  c10::cuda::CUDACachingAllocator::recordStream(tensor.storage().data_ptr(), m.stream);
+  // The caching allocator must not reuse the buffers' memory before this stream is done.
+  for (const torch::Tensor* t : tensors)
+    c10::cuda::CUDACachingAllocator::recordStream(t->storage().data_ptr(), m.stream);
   m.pending = true;
+}
+
+void NcclCommunicator::allreduce_sum_async(const torch::Tensor& tensor) {
+  const ncclDataType_t type = nccl_type(tensor, "allreduce_sum_async");
+  enqueue("allreduce", {&tensor}, [&](ncclComm_t comm, cudaStream_t stream) {
+    return ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<std::size_t>(tensor.numel()), type, ncclSum,
+                         comm, stream);
+  });
+}
+
+void NcclCommunicator::reduce_scatter_sum_async(const torch::Tensor& full, const torch::Tensor& shard) {
+  const ncclDataType_t type = nccl_type(full, "reduce_scatter_sum_async");
+  enqueue("reduce-scatter", {&full, &shard}, [&](ncclComm_t comm, cudaStream_t stream) {
+    return ncclReduceScatter(full.data_ptr(), shard.data_ptr(), static_cast<std::size_t>(shard.numel()), type, ncclSum,
+                             comm, stream);
+  });
+}
+
+void NcclCommunicator::allgather_async(const torch::Tensor& flat, std::int64_t chunk, int rank) {
+  const ncclDataType_t type = nccl_type(flat, "allgather_async");
+  enqueue("all-gather", {&flat}, [&](ncclComm_t comm, cudaStream_t stream) {
+    // In place: this rank's chunk sits at its offset of the output.
+    const auto* mine = static_cast<const char*>(flat.data_ptr()) + flat.element_size() * chunk * rank;
+    return ncclAllGather(mine, flat.data_ptr(), static_cast<std::size_t>(chunk), type, comm, stream);
+  });
 }
 
 void NcclCommunicator::order_compute_after() {
@@ -193,6 +223,8 @@ NcclCommunicator::NcclCommunicator(const Communicator&, const torch::Device&, do
 NcclCommunicator::~NcclCommunicator() = default;
 void NcclCommunicator::capture_compute_stream() {}
 void NcclCommunicator::allreduce_sum_async(const torch::Tensor&) {}
+void NcclCommunicator::reduce_scatter_sum_async(const torch::Tensor&, const torch::Tensor&) {}
+void NcclCommunicator::allgather_async(const torch::Tensor&, std::int64_t, int) {}
 void NcclCommunicator::order_compute_after() {}
 void NcclCommunicator::wait() {}
 std::string NcclCommunicator::version() {

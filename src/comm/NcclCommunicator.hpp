@@ -8,6 +8,8 @@
 // (HPCTRAIN_WITH_NCCL); otherwise construction throws.
 #include <torch/torch.h>
 
+#include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 
@@ -29,6 +31,11 @@ class NcclCommunicator {
   // Sums `tensor` (float32 or float64, contiguous, on the device) over the ranks in place, on
   // the communication stream after the captured compute work. Returns at once.
   void allreduce_sum_async(const torch::Tensor& tensor);
+  // Sharded data parallelism: rank r receives in `shard` the sum of `full`'s r-th slice of
+  // shard.numel() values; and `flat` (size x chunk values) receives every rank's chunk,
+  // this rank's (`rank`) read in place. Same stream and ordering as allreduce_sum_async.
+  void reduce_scatter_sum_async(const torch::Tensor& full, const torch::Tensor& shard);
+  void allgather_async(const torch::Tensor& flat, std::int64_t chunk, int rank);
   // Makes the compute stream's later work wait for every reduction queued so far, on the
   // device (the host goes on; wait() still checks them against the deadline).
   void order_compute_after();
@@ -42,6 +49,8 @@ class NcclCommunicator {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  template <class Call>
+  void enqueue(const char* what, std::initializer_list<const torch::Tensor*> tensors, Call&& call);
 };
 
 }  // namespace hpctrain

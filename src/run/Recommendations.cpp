@@ -196,10 +196,17 @@ void memory_headroom(const json::value& r, json::array& out) {
   const std::string evidence = format("peak %.2f GiB of %.2f GiB %s: %.0f%%", peak / 1073741824.0,
                                       capacity / 1073741824.0, what.c_str(), 100 * share);
   if (share > kMemoryHighShare) {
+    std::string suggestion =
+        "close to the limit: lower train.batch_size or recompute activations in backward (model.checkpoint_every=1)";
+    const json::value* shard = find(r, {"parallel", "shard", "stage"});
+    if (number(r, {"world", "size"}).value_or(1) > 1 && shard && shard->is_string() && shard->as_string() == "none") {
+      suggestion +=
+          "; parallel.shard=optimizer (or gradients) keeps only a share of the optimizer state (and "
+          "gradients) on each replica";
+    }
     add(out, "memory_headroom", "warning", share, kMemoryHighShare,
         evidence + format(" (threshold %.0f%%)", 100 * kMemoryHighShare),
-        "close to the limit: lower train.batch_size or recompute activations in backward (model.checkpoint_every=1); "
-        "`hpctrain plan CONFIG key=value` estimates a setting's memory before running it");
+        suggestion + "; `hpctrain plan CONFIG key=value` estimates a setting's memory before running it");
   } else if (share < kMemoryLowShare && (gpu || recomputes)) {
     std::string suggestion =
         recomputes ? "gradient checkpointing is on and memory is plentiful: turn it off (model.checkpoint_every=0, "

@@ -74,6 +74,10 @@ enum class Figure : std::size_t {
   PipeHeldPeak,   // pipeline activations: most bytes held for backward,
   PipeHeldMicro,  // one (microbatch, chunk)'s bytes (the last step's largest),
   PipeInFlight,   // most (microbatch, chunk) pairs held
+  ParamBytes,     // training memory (parallel.shard): parameters,
+  GradBytes,      // gradient buffers held between steps,
+  OptBytes,       // optimizer state,
+  BucketPeak,     // full gradient buckets alive at once (shard=gradients)
   CpusOnline,     // the node's online CPUs, as this rank sees them
   MemoryTotal,    // the node's physical memory
   MonSamples,     // system monitor (run.monitor_seconds): samples taken,
@@ -123,6 +127,10 @@ std::vector<double> rank_row(const Config& config, const RunContext& ctx, const 
   set(Figure::PipeHeldPeak, static_cast<double>(r.activation_peak_bytes));
   set(Figure::PipeHeldMicro, static_cast<double>(r.microbatch_activation_bytes));
   set(Figure::PipeInFlight, static_cast<double>(r.in_flight_peak));
+  set(Figure::ParamBytes, static_cast<double>(r.parameter_bytes));
+  set(Figure::GradBytes, static_cast<double>(r.gradient_bytes));
+  set(Figure::OptBytes, static_cast<double>(r.optimizer_state_bytes));
+  set(Figure::BucketPeak, static_cast<double>(r.gradient_bucket_peak_bytes));
   set(Figure::CpusOnline, static_cast<double>(::sysconf(_SC_NPROCESSORS_ONLN)));
   set(Figure::MemoryTotal,
       static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE)));
@@ -284,6 +292,13 @@ json::object parallel_section(const Config& config, const TrainResult& r, const 
                    {"data_parallel_replicas", r.grid.replicas},
                    {"grid_order", grid_order_name(r.grid.order)},
                    {"microbatches", config.parallel.microbatches}};
+  // What each rank held for training, measured from its tensors at the end of the run.
+  out["shard"] = json::object{{"stage", r.shard},
+                              {"active", r.shard_active},
+                              {"parameter_bytes", to_int_array(g[Figure::ParamBytes])},
+                              {"gradient_bytes", to_int_array(g[Figure::GradBytes])},
+                              {"optimizer_state_bytes", to_int_array(g[Figure::OptBytes])},
+                              {"gradient_bucket_peak_bytes", to_int_array(g[Figure::BucketPeak])}};
   if (r.schedule.empty()) return out;
   const auto forward = g[Figure::PipeForward], backward = g[Figure::PipeBackward], wait = g[Figure::PipeWait],
              steps = g[Figure::PipeSteps];

@@ -64,8 +64,8 @@ CheckpointDecision Checkpointer::after_step(std::int64_t step) {
 }
 
 std::string Checkpointer::write(const LoopPosition& position, double epoch_loss, std::int64_t epoch_correct,
-                                torch::nn::Module& model, torch::optim::Optimizer& optimizer) {
-  synchronize_optimizer_state(optimizer);  // step counts advanced on the device
+                                torch::nn::Module& model, torch::optim::Optimizer* optimizer) {
+  if (optimizer != nullptr) synchronize_optimizer_state(*optimizer);  // step counts advanced on the device
   RankState mine;
   mine.rng = at::detail::getDefaultCPUGenerator().get_state();
   mine.epoch_loss = epoch_loss;

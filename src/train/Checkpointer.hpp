@@ -73,9 +73,9 @@ class Checkpointer {
   CheckpointDecision after_step(std::int64_t step);
   bool due_at_end(std::int64_t step) const { return schedule_.due_at_end(step); }
   // Collective: writes the checkpoint of the loop at `position` with this rank's epoch sums,
-  // then prunes to checkpoint.keep. Returns its path.
+  // then prunes to checkpoint.keep. Returns its path. `optimizer` as save_checkpoint takes it.
   std::string write(const LoopPosition& position, double epoch_loss, std::int64_t epoch_correct,
-                    torch::nn::Module& model, torch::optim::Optimizer& optimizer);
+                    torch::nn::Module& model, torch::optim::Optimizer* optimizer);
   std::int64_t written() const { return written_; }
   double seconds() const { return seconds_; }  // gather and write, rank 0's clock on rank 0
 

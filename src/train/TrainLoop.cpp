@@ -1,6 +1,5 @@
-// Trainer::run: the training loop (epochs, steps, evaluation, early stopping, checkpoints,
-// final test). Trainer.cpp builds the trainer and evaluates; StepLog says what the loop
-// does, Checkpointer decides and writes its checkpoints.
+// Trainer::run: the training loop (epochs, steps, evaluation, early stopping, checkpoints, final test).
+// Trainer.cpp builds the trainer and evaluates; StepLog logs, Checkpointer decides and writes checkpoints.
 #include "train/Trainer.hpp"
 
 #include <algorithm>
@@ -173,14 +172,16 @@ TrainResult Trainer::run() {
   return std::move(result);
 }
 
-// Before the first step: the NCCL reducer (made now that every rank has built its model),
-// the per-rank dropout streams, and the starting point, a checkpoint's state or rank 0's
-// parameters. Returns where the loop starts; `mine` receives this rank's part.
+// Before the first step: the NCCL reducer (now that every rank has built its model), the per-rank
+// dropout streams, and the starting point, a checkpoint's state or rank 0's parameters. Returns
+// where the loop starts; `mine` receives this rank's part.
 LoopPosition Trainer::start_run(RankState& mine) {
   if (!reducer_) {
     nccl_ = std::make_unique<NcclCommunicator>(comm_, device_, config_.comm.nccl_timeout);
-    reducer_ = std::make_unique<GradientReducer>(pipeline_ ? pipeline_->parameters() : model_->parameters(),
-                                                 config_.comm.bucket_mb, comm_, overlap_, nccl_.get());
+    const auto trained = pipeline_ ? pipeline_->parameters() : model_->parameters();
+    reducer_ = std::make_unique<GradientReducer>(trained, config_.comm.bucket_mb, comm_, overlap_, nccl_.get(), false,
+                                                 shard_stage());
+    if (reducer_->sharded()) make_stepping_optimizer(trained);  // over the chunks now
   }
   // Dropout draws differ per rank, reproducibly.
   torch::manual_seed(stream_seed(static_cast<std::uint64_t>(config_.train.seed), Stream::Model,
@@ -190,8 +191,7 @@ LoopPosition Trainer::start_run(RankState& mine) {
     // Every rank restores its own state (a broadcast would replace its batch-norm statistics),
     // checked together: with a pipeline, a changed model may show on some stages only.
     mine.rng = at::detail::getDefaultCPUGenerator().get_state();
-    collective_check(grid_.group(),
-                     [&] { restore_checkpoint(*resume_, *model_, *optimizer_, mine, checkpoint_layout()); });
+    collective_check(grid_.group(), [&] { restore_from(*resume_, mine); });
     at = resume_->position;
     if (scaler_.enabled() && at.loss_scale > 0) {
       scaler_.restore(LossScalerState{at.loss_scale, at.loss_scale_growth_tracker, at.skipped_steps});
@@ -201,8 +201,7 @@ LoopPosition Trainer::start_run(RankState& mine) {
       std::lock_guard<std::mutex> lock(generator.mutex());
       generator.set_state(mine.rng);
     } else {
-      // Another grid: this rank's share of each epoch's sums is unknown; the epoch in
-      // progress reports the figures of its steps after the resume.
+      // Another grid: this rank's share of the epoch's sums is unknown; the epoch reports its steps since.
       mine.epoch_loss = 0;
       mine.epoch_correct = 0;
     }
@@ -401,7 +400,8 @@ std::string Trainer::write_checkpoint(Loop& loop, std::int64_t epoch, std::int64
     // Steps train.nonfinite skipped: they count towards the limit after a resume.
     p.skipped_steps = loop.nonfinite ? loop.nonfinite->skipped_steps() : loop.at.skipped_steps;
   }
-  const std::string path = loop.checkpointer.write(p, epoch_loss, epoch_correct, *model_, *optimizer_);
+  std::unique_ptr<torch::optim::Optimizer> gathered;  // sharded: the whole state, on the first replica
+  const std::string path = loop.checkpointer.write(p, epoch_loss, epoch_correct, *model_, optimizer_to_save(gathered));
   loop.log.checkpoint(path);
   return path;
 }

@@ -79,17 +79,15 @@ Trainer::Trainer(const Config& config, const ProcessGrid& grid, const ShardedDat
                  : "mpi";
   // The NCCL communicator is made at the start of run(), after every rank has built its
   // model: a rank failing here must not leave the others inside NCCL's setup broadcast.
+  const ShardStage shard = shard_stage();
   if (backend_ == "mpi" || comm_.size() == 1) {
     reducer_ = std::make_unique<GradientReducer>(trained, config_.comm.bucket_mb, comm_, overlap,
-                                                 /*nccl=*/nullptr, /*alone_without_buckets=*/true);
-    reducer_->use_hierarchical(make_hierarchical_sum(comm_, config_.comm.hierarchical));
+                                                 /*nccl=*/nullptr, /*alone_without_buckets=*/true, shard);
+    // The sharded path reduce-scatters: no hierarchical allreduce (shard_stage() refused "on").
+    if (!reducer_->sharded()) reducer_->use_hierarchical(make_hierarchical_sum(comm_, config_.comm.hierarchical));
   }
   overlap_ = overlap;
-  // A pipeline decides the fp16 skip across its stages on the host: no device-side step.
-  optimizer_ =
-      make_optimizer(config_.optimizer, trained, !pipeline_ && use_fused_optimizer(config_.optimizer, device_));
-  device_side_ = is_fused(*optimizer_);
-  if (device_side_) scaler_.keep_on_device(device_);
+  make_stepping_optimizer(trained);
   graphs_ = config_.device.cuda_graphs && device_.is_cuda();
   if (graphs_) {
     if (grid_.group().size() > 1) {

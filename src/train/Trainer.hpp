@@ -61,6 +61,11 @@ struct TrainResult {
   // Activations this rank's pipeline held for backward (train/Pipeline.hpp PipelineMemory).
   std::int64_t activation_peak_bytes = 0, microbatch_activation_bytes = 0;
   int in_flight_peak = 0;
+  // parallel.shard and what this rank held for training, measured from the tensors at the end.
+  std::string shard = "none";
+  bool shard_active = false;  // more than one replica to shard over
+  std::int64_t parameter_bytes = 0, gradient_bytes = 0, optimizer_state_bytes = 0;
+  std::int64_t gradient_bucket_peak_bytes = 0;  // parallel.shard=gradients: full buckets alive at once
 };
 
 class GradientReducer;
@@ -73,11 +78,9 @@ struct Batch;
 
 class Trainer {
  public:
-  // Checks the config against the data and builds model, buckets and optimizer. Local:
-  // throws the same ConfigError on every rank for a bad setting (wrap in collective_check).
-  // `grid` lays out the run's ranks as pipeline stages x data-parallel replicas (one stage:
-  // plain data parallelism); `data` was loaded over grid.data(), so every stage of a replica
-  // holds the same shard.
+  // Checks the config against the data and builds model, buckets and optimizer. Local: throws the
+  // same ConfigError on every rank for a bad setting (wrap in collective_check). `grid`: the ranks
+  // as pipeline stages x data-parallel replicas; `data` was loaded over grid.data().
   Trainer(const Config& config, const ProcessGrid& grid, const ShardedDataset& data, MetricsLog& log);
   ~Trainer();
   // Collective over the communicator.
@@ -85,16 +88,14 @@ class Trainer {
   // Called on every rank after every optimizer step, with no communication in flight (a
   // scheduler serves requests from it). Must not call collectives on this communicator.
   void set_step_callback(std::function<void()> callback) { step_callback_ = std::move(callback); }
-  // Checkpoints into `dir` (config.checkpoint says when); `resolved_json` is stored in
-  // them. Also arms preemption: a SIGTERM or SIGUSR1 writes a checkpoint at the next step
-  // and ends run() with exit code kPreemptedExitCode.
+  // Checkpoints into `dir` (config.checkpoint says when), storing `resolved_json`. Arms preemption:
+  // SIGTERM or SIGUSR1 writes a checkpoint at the next step and ends run() with kPreemptedExitCode.
   void enable_checkpoints(std::string dir, std::string resolved_json) {
     checkpoint_dir_ = std::move(dir);
     resolved_json_ = std::move(resolved_json);
   }
-  // Without checkpoints: a SIGTERM or SIGUSR1 (agreed over the communicator at the next
-  // step) ends run() with a CollectiveError of exit code kPreemptedExitCode. Cross-validation
-  // and search tasks use it; their finished tasks are what survives (cv/Experiment).
+  // Without checkpoints: SIGTERM or SIGUSR1 (agreed at the next step) ends run() with a
+  // CollectiveError of kPreemptedExitCode (cross-validation and search tasks).
   void stop_on_preemption() { stop_on_preemption_ = true; }
   // run.profile_steps writes PREFIX_rank<R>.json.
   void set_profile_prefix(std::string prefix) { profile_prefix_ = std::move(prefix); }
@@ -145,10 +146,16 @@ class Trainer {
   // only; undefined elsewhere). `inv_batch` is 1 / the global batch.
   std::pair<torch::Tensor, torch::Tensor> forward_backward_microbatches(const torch::Tensor& input,
                                                                         const torch::Tensor& targets, double inv_batch);
+  // parallel.shard (checked against other keys); the optimizer over `trained`, or their chunks;
+  // the optimizer a checkpoint saves (sharded: the whole state gathered into `gathered` on the
+  // first replica, collective, nullptr elsewhere); a resume of the model and that state.
+  ShardStage shard_stage() const;
+  void make_stepping_optimizer(const std::vector<torch::Tensor>& trained);
+  torch::optim::Optimizer* optimizer_to_save(std::unique_ptr<torch::optim::Optimizer>& gathered);
+  void restore_from(const CheckpointInfo& info, RankState& mine);
   // Gradient clipping over the global norm of every stage's (reduced) gradients.
   void clip_gradients(double max_norm);
-  // Figures only the last pipeline stage computes (loss, accuracy, evaluation), copied to
-  // every stage of its replica.
+  // Figures only the last stage computes (loss, accuracy, evaluation), copied to its replica's stages.
   void from_last_stage(std::vector<double>& values) const;
   const Config& config_;
   const ProcessGrid& grid_;
@@ -182,8 +189,7 @@ class Trainer {
   // train.nonfinite's decision, clipping and the optimizer step. Returns whether the host
   // skipped the step, and the device's skip flag (the fused optimizer; undefined otherwise).
   std::pair<bool, torch::Tensor> optimizer_step(std::int64_t step);
-  // The fused optimizer steps without host synchronization; loss scaling and clipping then
-  // stay on the device too. device.cuda_graphs builds on it.
+  // The fused optimizer steps without host waits; loss scaling and clipping stay on the device too.
   bool device_side_ = false;
   bool graphs_ = false;
   std::string resolved_json_;

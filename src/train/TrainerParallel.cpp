@@ -12,6 +12,7 @@
 #include "train/NonFinite.hpp"
 #include "train/Optimizers.hpp"
 #include "train/Pipeline.hpp"
+#include "train/ShardedState.hpp"
 #include "train/Trainer.hpp"
 #include "util/Error.hpp"
 #include "util/SystemStats.hpp"
@@ -67,6 +68,47 @@ void Trainer::build_pipeline() {
   pipeline_ = std::make_unique<PipelineEngine>(*model_, grid_, std::move(plan), device_, data_.meta().sample_shape,
                                                config_.precision.mode, config_.model.channels_last);
   pipeline_->drop_other_pieces();
+}
+
+ShardStage Trainer::shard_stage() const {
+  const std::string& shard = config_.parallel.shard;
+  if (shard == "none") return ShardStage::None;
+  if (config_.comm.hierarchical == "on") {
+    throw ConfigError("parallel.shard=" + shard +
+                      ": sharded gradients are reduce-scattered, which comm.hierarchical=on does not do; set "
+                      "comm.hierarchical to auto or off");
+  }
+  return shard == "optimizer" ? ShardStage::Optimizer : ShardStage::Gradients;
+}
+
+void Trainer::make_stepping_optimizer(const std::vector<torch::Tensor>& trained) {
+  // The reducer exists (made here with MPI, in start_run with NCCL): sharded, the optimizer
+  // steps its chunks. A pipeline, or sharding, decides the fp16 skip across ranks on the
+  // host: no device-side step.
+  const bool sharded = shard_stage() != ShardStage::None && comm_.size() > 1;
+  const bool fused = !pipeline_ && !sharded && use_fused_optimizer(config_.optimizer, device_);
+  const bool chunks = reducer_ && reducer_->sharded();
+  optimizer_ = make_optimizer(config_.optimizer, chunks ? reducer_->stepped_parameters() : trained, fused);
+  device_side_ = is_fused(*optimizer_);
+  if (device_side_) scaler_.keep_on_device(device_);
+}
+
+torch::optim::Optimizer* Trainer::optimizer_to_save(std::unique_ptr<torch::optim::Optimizer>& gathered) {
+  if (!reducer_->sharded()) return optimizer_.get();
+  synchronize_optimizer_state(*optimizer_);
+  gathered = gather_sharded_state(*reducer_, *optimizer_, config_.optimizer, comm_);
+  return gathered.get();
+}
+
+void Trainer::restore_from(const CheckpointInfo& info, RankState& mine) {
+  if (!reducer_->sharded()) {
+    restore_checkpoint(info, *model_, *optimizer_, mine, checkpoint_layout());
+    return;
+  }
+  // The file holds whole per-parameter state: read it as an unsharded run would, keep the chunks.
+  auto whole = make_optimizer(config_.optimizer, sharded_parameters(*reducer_));
+  restore_checkpoint(info, *model_, *whole, mine, checkpoint_layout());
+  scatter_sharded_state(*reducer_, *whole, *optimizer_);
 }
 
 CheckpointLayout Trainer::checkpoint_layout() const {
@@ -142,10 +184,10 @@ std::pair<bool, torch::Tensor> Trainer::optimizer_step(std::int64_t step) {
     const auto flag = nonfinite.found_in(reducer.buckets());
     found_inf = flag.defined() && flag.item<float>() != 0.0F;
   }
-  if (pipeline_ && (scaler_.enabled() || nonfinite.active())) {
-    // Every stage skips the step when any stage's gradients overflowed.
+  if ((pipeline_ || reducer.sharded()) && (scaler_.enabled() || nonfinite.active())) {
+    // Every stage (every replica's chunk, when sharded) skips the step when any overflowed.
     double any = found_inf ? 1.0 : 0.0;
-    grid_.pipeline().allreduce_max(&any, 1);
+    (reducer.sharded() ? grid_.group() : grid_.pipeline()).allreduce_max(&any, 1);
     found_inf = any > 0;
   }
   // Throws on every rank alike for abort, or past train.nonfinite_limit.
@@ -153,6 +195,7 @@ std::pair<bool, torch::Tensor> Trainer::optimizer_step(std::int64_t step) {
   if (!found_inf) {
     if (clip > 0) clip_gradients(clip);
     optimizer_->step();
+    reducer.gather_parameters();  // sharded: the updated chunks to every replica
   }
   scaler_.update(found_inf);
   return {skip, torch::Tensor()};
@@ -163,19 +206,27 @@ void Trainer::clip_gradients(double max_norm) {
     reducer_->clip_to_norm(max_norm);
     return;
   }
-  // Every stage holds other parameters: the global norm sums their squares.
+  // Every stage holds other parameters (and, sharded, every replica other chunks of them):
+  // the global norm sums their squares.
   const auto& gradients = reducer_->buckets();
   torch::NoGradGuard no_grad;
   double squares = 0;
   if (!gradients.empty()) {
     squares = torch::stack(torch::_foreach_norm(gradients)).to(torch::kDouble).pow(2).sum().item<double>();
   }
-  grid_.pipeline().allreduce_sum(&squares, 1);
+  (reducer_->sharded() ? grid_.group() : grid_.pipeline()).allreduce_sum(&squares, 1);
   const double factor = std::min(1.0, max_norm / (std::sqrt(squares) + 1e-6));
   if (factor < 1.0) torch::_foreach_mul_(gradients, factor);
 }
 
 void Trainer::record_parallel_figures(TrainResult& result) const {
+  result.shard = config_.parallel.shard;
+  result.shard_active = reducer_->sharded();
+  const ReducerMemory held = reducer_->memory();
+  result.parameter_bytes = held.parameters;
+  result.gradient_bytes = held.gradients;
+  result.gradient_bucket_peak_bytes = held.bucket_peak;
+  result.optimizer_state_bytes = optimizer_state_bytes(*optimizer_);
   result.grid = grid_.layout();
   result.stage = grid_.stage();
   result.microbatches = config_.parallel.microbatches;

@@ -41,7 +41,7 @@ struct Fixture {
     RankState mine;
     mine.rng = at::detail::getDefaultCPUGenerator().get_state();
     const std::string path = dir + "/" + checkpoint_file_name(step);
-    save_checkpoint(path, "{}", "{}", position, *model, optimizer, mine, comm, CheckpointLayout::data_parallel(comm));
+    save_checkpoint(path, "{}", "{}", position, *model, &optimizer, mine, comm, CheckpointLayout::data_parallel(comm));
     return path;
   }
 };

@@ -116,6 +116,10 @@ TEST(Recommendations, MemoryHeadroomOnGpu) {
   ASSERT_FALSE(fired.is_null());
   EXPECT_EQ(text(fired, "severity"), "warning");
   EXPECT_TRUE(has(text(fired, "suggestion"), "train.batch_size"));
+  EXPECT_FALSE(has(text(fired, "suggestion"), "parallel.shard"));  // the report says nothing of sharding
+  field(r, {"parallel"}) = json::object{{"shard", json::object{{"stage", "none"}}}};
+  fired = rule(r, "memory_headroom");
+  EXPECT_TRUE(has(text(fired, "suggestion"), "parallel.shard=optimizer")) << text(fired, "suggestion");
   field(r, {"memory", "gpu_peak_allocated_bytes", "max"}) = 20e9;
   fired = rule(r, "memory_headroom");
   ASSERT_FALSE(fired.is_null());

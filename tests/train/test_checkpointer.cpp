@@ -146,7 +146,7 @@ TEST(Checkpointer, WritesAndPrunes) {
     at.step = step;
     at.epoch = 1;
     at.step_in_epoch = step - 1;
-    last = checkpointer.write(at, 1.5 * static_cast<double>(step), step, *model, optimizer);
+    last = checkpointer.write(at, 1.5 * static_cast<double>(step), step, *model, &optimizer);
   }
   EXPECT_EQ(checkpointer.written(), 3);
   EXPECT_GE(checkpointer.seconds(), 0.0);

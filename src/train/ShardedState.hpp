@@ -1,0 +1,35 @@
+#pragma once
+// Optimizer state under parallel.shard: each replica's optimizer steps its chunks of the flat
+// gradient buckets (comm/GradientReducer.hpp ShardBucket). Checkpoints hold the whole model's
+// state per parameter, as an unsharded run writes it, so any layout reads them: these turn
+// chunks into that form and back.
+#include <torch/torch.h>
+
+#include <memory>
+
+#include "comm/Communicator.hpp"
+#include "comm/GradientReducer.hpp"
+#include "config/Config.hpp"
+
+namespace hpctrain {
+
+// Collective over `data` (the reducer's ranks): on its rank 0, a new optimizer (`config`'s
+// kind) over the reducer's parameters holding each parameter's whole state, gathered from
+// every rank's chunks of `shards`; nullptr elsewhere.
+std::unique_ptr<torch::optim::Optimizer> gather_sharded_state(const GradientReducer& reducer,
+                                                              torch::optim::Optimizer& shards,
+                                                              const OptimizerConfig& config, const Communicator& data);
+
+// Local: sets `shards`' state of this rank's chunks from `whole`, an optimizer over the
+// reducer's parameters (restored from a checkpoint). Parameters without state leave their
+// chunk's state empty.
+void scatter_sharded_state(const GradientReducer& reducer, torch::optim::Optimizer& whole,
+                           torch::optim::Optimizer& shards);
+
+// The reducer's parameters (every parameter in its buckets), for the optimizer `whole`.
+std::vector<torch::Tensor> sharded_parameters(const GradientReducer& reducer);
+
+// Bytes of optimizer state `optimizer` holds, measured from its tensors.
+std::int64_t optimizer_state_bytes(torch::optim::Optimizer& optimizer);
+
+}  // namespace hpctrain
