@@ -8,6 +8,9 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <string_view>
+
+#include "util/Files.hpp"
 
 namespace hpctrain {
 namespace json = boost::json;
@@ -360,6 +363,30 @@ json::object early_loss_figure(const std::vector<StepLoss>& losses, std::int64_t
   }
   return json::object{
       {"window_steps", window}, {"lines", lines}, {"max_rise", rise}, {"at_step", at}, {"warmup_steps", warmup_steps}};
+}
+
+json::object early_loss_from_log(const std::string& metrics_path, std::int64_t total_steps, std::int64_t warmup_steps) {
+  std::vector<StepLoss> losses;
+  std::string text;
+  try {
+    text = read_file(metrics_path);
+  } catch (const std::exception&) {
+    text.clear();  // no log: the figure of no losses
+  }
+  std::size_t begin = 0;
+  while (begin < text.size()) {
+    std::size_t end = text.find('\n', begin);
+    if (end == std::string::npos) end = text.size();
+    boost::system::error_code error;
+    const json::value line = json::parse(std::string_view(text).substr(begin, end - begin), error);
+    begin = end + 1;
+    const json::object* o = error ? nullptr : line.if_object();
+    if (!o || !o->contains("type") || o->at("type") != "step" || !o->contains("loss")) continue;
+    const json::value& loss = o->at("loss");
+    if (!loss.is_number() || !o->contains("step") || !o->at("step").is_number()) continue;
+    losses.push_back({o->at("step").to_number<std::int64_t>(), loss.to_number<double>()});
+  }
+  return early_loss_figure(losses, total_steps, warmup_steps);
 }
 
 }  // namespace hpctrain

@@ -42,5 +42,9 @@ struct StepLoss {
 };
 boost::json::object early_loss_figure(const std::vector<StepLoss>& losses, std::int64_t total_steps,
                                       std::int64_t warmup_steps);
+// The same from the step lines of a metrics.jsonl (a resumed run's file holds the lines of
+// its earlier parts too); a missing file or unreadable lines give no losses.
+boost::json::object early_loss_from_log(const std::string& metrics_path, std::int64_t total_steps,
+                                        std::int64_t warmup_steps);
 
 }  // namespace hpctrain

@@ -353,32 +353,6 @@ json::object monitor_section(const RunContext& ctx, const Gathered& g) {
   return out;
 }
 
-// training.early_loss from the step lines of the run's metrics.jsonl (a resumed run's
-// file holds the lines of its earlier parts too).
-json::object early_loss(const std::string& metrics_path, std::int64_t steps, std::int64_t warmup_steps) {
-  std::vector<StepLoss> losses;
-  std::string text;
-  try {
-    text = read_file(metrics_path);
-  } catch (const std::exception&) {
-    text.clear();  // no log: no figure beyond the empty one
-  }
-  std::size_t begin = 0;
-  while (begin < text.size()) {
-    std::size_t end = text.find('\n', begin);
-    if (end == std::string::npos) end = text.size();
-    boost::system::error_code error;
-    const json::value line = json::parse(std::string_view(text).substr(begin, end - begin), error);
-    begin = end + 1;
-    const json::object* o = error ? nullptr : line.if_object();
-    if (!o || !o->contains("type") || o->at("type") != "step" || !o->contains("loss")) continue;
-    const json::value& loss = o->at("loss");
-    if (!loss.is_number() || !o->at("step").is_number()) continue;
-    losses.push_back({o->at("step").to_number<std::int64_t>(), loss.to_number<double>()});
-  }
-  return early_loss_figure(losses, steps, warmup_steps);
-}
-
 json::array to_json_array(const std::vector<std::int64_t>& v) {
   json::array a;
   for (auto x : v) a.push_back(x);
@@ -469,7 +443,7 @@ std::string write_run_report(const std::string& path, const Config& config, cons
   };
   if (ctx.monitor_interval > 0) report["system"].as_object()["monitor"] = monitor_section(ctx, g);
   report["training"].as_object()["early_loss"] =
-      early_loss(parent_directory(path) + "/metrics.jsonl", r.steps, config.schedule.warmup_steps);
+      early_loss_from_log(parent_directory(path) + "/metrics.jsonl", r.steps, config.schedule.warmup_steps);
   report["recommendations"] = recommendations(report);
   const std::string text = pretty_json(report);
   write_file_atomic(path, text);

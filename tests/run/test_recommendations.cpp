@@ -1,6 +1,9 @@
 // The recommendation rules (run/Recommendations) on constructed reports: a healthy report
 // draws none, and each rule fires on its figure past the threshold and stays silent short of it.
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
 
 #include <string>
 
@@ -218,6 +221,24 @@ TEST(Recommendations, EarlyLossFigure) {
   EXPECT_EQ(f.at("warmup_steps").as_int64(), 7);
   const json::object steady = early_loss_figure({{1, 2.0}, {2, 1.5}, {3, 1.0}}, 10, 0);
   EXPECT_DOUBLE_EQ(steady.at("max_rise").as_double(), 1.0);
+}
+
+TEST(Recommendations, EarlyLossFromLog) {
+  char path[] = "/tmp/hpctrain_early_loss_XXXXXX";
+  const int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  const std::string text =
+      "{\"type\":\"step\",\"step\":2,\"loss\":2.0}\n{\"type\":\"system\",\"after_step\":2}\n"
+      "{\"type\":\"step\",\"step\":4,\"loss\":null,\"skipped\":true}\nnot json\n"
+      "{\"type\":\"step\",\"step\":6,\"loss\":5.0}\n";
+  ASSERT_EQ(::write(fd, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  ::close(fd);
+  const json::object f = early_loss_from_log(path, 100, 3);
+  ::unlink(path);
+  EXPECT_EQ(f.at("lines").as_int64(), 2);  // the null loss, the system line and the bad line left out
+  EXPECT_DOUBLE_EQ(f.at("max_rise").as_double(), 2.5);
+  EXPECT_EQ(f.at("at_step").as_int64(), 6);
+  EXPECT_EQ(early_loss_from_log("/nonexistent/metrics.jsonl", 100, 0).at("lines").as_int64(), 0);
 }
 
 TEST(Recommendations, ConsoleText) {
