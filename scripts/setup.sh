@@ -5,8 +5,9 @@
 #                    ccache, the Fashion-MNIST data set, and Slurm with munge and
 #                    ShellCheck for the `slurm` tests (no daemon is started or configured:
 #                    the tests run their own throwaway cluster), iproute2 for the `nodes`
-#                    tests' two-node cluster of network namespaces.
-#   .venv:           the pinned torch wheel (LibTorch), h5py, numpy, matplotlib.
+#                    tests' two-node cluster of network namespaces, Chromium to open the
+#                    HTML report headless in its test.
+#   .venv:           the pinned torch wheel (LibTorch), h5py, numpy, matplotlib, tensorboard.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 APT_PACKAGES=(build-essential cmake ninja-build pkg-config git ccache python3 python3-venv
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools libboost-json1.81-dev zlib1g-dev libcli11-dev
   googletest libgtest-dev libgmock-dev dataset-fashion-mnist
-  slurm-wlm munge shellcheck iproute2)
+  slurm-wlm munge shellcheck iproute2 chromium)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

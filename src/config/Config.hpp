@@ -167,6 +167,7 @@ struct RunConfig {
   std::int64_t threads = 0;         // intra-op threads per rank (0: from the affinity mask)
   std::int64_t profile_steps = 0;   // Kineto trace of this many steps (0: none)
   std::int64_t profile_start = 10;  // ... from this step of the run on
+  double monitor_seconds = 10.0;    // system monitor's sampling interval (0: off)
 };
 
 struct Config {

@@ -272,6 +272,13 @@ std::vector<SchemaEntry> output_entries() {
       {free(key("run.log_every", K::Integer, "50", 1.0, none, {},
                 "Steps between step lines in metrics.jsonl and between progress lines in batch jobs.")),
        bind(&Config::run, &RunConfig::log_every)},
+      {free(
+           key("run.monitor_seconds", K::Number, "10.0", 0.0, 86400.0, {},
+               "Seconds between a rank's system samples (CPU utilization, resident memory; on GPUs utilization, "
+               "memory and power through NVML), taken on a background thread. About as often, rank 0 writes the latest "
+               "sample of every rank as a `system` line of metrics.jsonl; their summary and the monitor's cost go to "
+               "report.json (`system.monitor`). 0: off.")),
+       bind(&Config::run, &RunConfig::monitor_seconds)},
       {free(key("run.profile_steps", K::Integer, "0", 0.0, 10000.0, {},
                 "Trace this many training steps with LibTorch's profiler (Kineto: operators on the CPU, kernels and "
                 "copies on the GPU) into RUN_DIR/profile_rank<R>.json (Chrome trace format: Perfetto, "

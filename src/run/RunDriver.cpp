@@ -15,6 +15,8 @@
 #include "experiment/Experiment.hpp"
 #include "launch/ProcessLayout.hpp"
 #include "launch/Signals.hpp"
+#include "run/MonitorLog.hpp"
+#include "run/Recommendations.hpp"
 #include "train/Device.hpp"
 #include "train/PipelineSchedule.hpp"
 #include "util/Error.hpp"
@@ -137,17 +139,33 @@ void train_once(const ResolvedConfig& resolved, RunContext& context, const Commu
     trainer->set_profile_prefix(run_dir + "/profile");
     if (resume) trainer->resume_from(*resume);
   });
-  const TrainResult result = trainer->run();
+  const DeviceInfo& device = compute_device();
+  MonitorLog monitor(config.run.monitor_seconds, device.device.is_cuda() ? static_cast<int>(device.device.index()) : -1,
+                     world, &log);
+  if (monitor.enabled()) trainer->set_step_callback([&monitor] { monitor.on_callback(); });
+  TrainResult result;
+  try {
+    result = trainer->run();
+  } catch (const CollectiveError&) {
+    monitor.finish();  // every rank throws it (a preemption): nothing stays in flight
+    throw;
+  }
+  monitor.finish();
+  context.monitor_interval = monitor.interval();
+  context.monitor = monitor.summary();
 
+  std::string report;
   collective_check(world, [&] {
     log.close();
-    write_run_report(run_dir + "/report.json", config, context, data, result, world);
+    report = write_run_report(run_dir + "/report.json", config, context, data, result, world);
   });
   // As in report.json: the slowest rank's training time.
   double train_seconds = result.train_seconds;
   world.allreduce_max(&train_seconds, 1);
   if (world.rank() == 0) {
     std::printf("%s", training_summary(result, train_seconds, data.classification(), run_dir).c_str());
+    const boost::json::value parsed = boost::json::parse(report);
+    std::printf("%s", recommendations_text(parsed.at("recommendations").as_array()).c_str());
     std::fflush(stdout);
   }
 }

@@ -1,6 +1,7 @@
 #include "run/RunReport.hpp"
 
 #include <torch/version.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -12,6 +13,7 @@
 #include "eval/Scores.hpp"
 #include "io/Hdf5.hpp"
 #include "launch/Mpi.hpp"
+#include "run/Recommendations.hpp"
 #include "train/Device.hpp"
 #include "util/Files.hpp"
 #include "util/Json.hpp"
@@ -78,6 +80,16 @@ enum class Figure : std::size_t {
   GradBytes,      // gradient buffers held between steps,
   OptBytes,       // optimizer state,
   BucketPeak,     // full gradient buckets alive at once (shard=gradients)
+  CpusOnline,     // the node's online CPUs, as this rank sees them
+  MemoryTotal,    // the node's physical memory
+  MonSamples,     // system monitor (run.monitor_seconds): samples taken,
+  MonCpu,         // mean CPU utilization,
+  MonRss,         // largest resident memory sampled,
+  MonGpuUtil,     // mean GPU utilization (-1: none),
+  MonGpuMemory,   // largest GPU memory in use (-1: none),
+  MonGpuPower,    // mean GPU power (-1: none),
+  MonMain,        // the main thread's seconds for the monitor,
+  MonSampler,     // the sampling thread's seconds
   Count
 };
 constexpr std::size_t kPhases = static_cast<std::size_t>(Phase::Count);
@@ -121,6 +133,18 @@ std::vector<double> rank_row(const Config& config, const RunContext& ctx, const 
   set(Figure::GradBytes, static_cast<double>(r.gradient_bytes));
   set(Figure::OptBytes, static_cast<double>(r.optimizer_state_bytes));
   set(Figure::BucketPeak, static_cast<double>(r.gradient_bucket_peak_bytes));
+  set(Figure::CpusOnline, static_cast<double>(::sysconf(_SC_NPROCESSORS_ONLN)));
+  set(Figure::MemoryTotal,
+      static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE)));
+  const MonitorSummary& m = ctx.monitor;
+  set(Figure::MonSamples, static_cast<double>(m.samples));
+  set(Figure::MonCpu, m.cpu_utilization_mean);
+  set(Figure::MonRss, m.rss_bytes_max);
+  set(Figure::MonGpuUtil, m.gpu_utilization_mean);
+  set(Figure::MonGpuMemory, m.gpu_memory_bytes_max);
+  set(Figure::MonGpuPower, m.gpu_power_w_mean);
+  set(Figure::MonMain, m.main_seconds);
+  set(Figure::MonSampler, m.sampler_seconds);
   return row;
 }
 
@@ -334,6 +358,36 @@ json::object parallel_section(const Config& config, const TrainResult& r, const 
   return out;
 }
 
+// system.monitor: the monitor's samples summarized per rank, and what it cost. GPU figures
+// only where some rank sampled its GPU through NVML.
+json::object monitor_section(const RunContext& ctx, const Gathered& g) {
+  json::object out{{"interval_s", ctx.monitor_interval},
+                   {"nvml", ctx.monitor.nvml},
+                   {"samples", spread(g[Figure::MonSamples])},
+                   {"cpu_utilization", spread(g[Figure::MonCpu])},
+                   {"rss_bytes", spread(g[Figure::MonRss])}};
+  const std::pair<const char*, Figure> gpu[] = {{"gpu_utilization", Figure::MonGpuUtil},
+                                                {"gpu_memory_bytes", Figure::MonGpuMemory},
+                                                {"gpu_power_w", Figure::MonGpuPower}};
+  for (const auto& [name, figure] : gpu) {
+    const auto v = g[figure];
+    if (*std::max_element(v.begin(), v.end()) >= 0) out[name] = spread(v);
+  }
+  const auto main = g[Figure::MonMain], train = g[Figure::TrainSeconds];
+  double share = 0;
+  for (std::size_t i = 0; i < main.size(); ++i) share = std::max(share, main[i] / std::max(train[i], 1e-9));
+  out["main_thread_seconds"] = spread(main);
+  out["sampler_seconds"] = spread(g[Figure::MonSampler]);
+  out["main_thread_share_of_training"] = share;
+  return out;
+}
+
+json::array to_json_array(const std::vector<std::int64_t>& v) {
+  json::array a;
+  for (auto x : v) a.push_back(x);
+  return a;
+}
+
 }  // namespace
 
 std::string utc_timestamp() {
@@ -384,7 +438,9 @@ std::string write_run_report(const std::string& path, const Config& config, cons
       {"model", json::object{{"name", config.model.name},
                              {"parameters", r.parameters},
                              {"gradient_buckets", static_cast<std::int64_t>(r.buckets)},
-                             {"bucket_mb", config.comm.bucket_mb}}},
+                             {"bucket_mb", config.comm.bucket_mb},
+                             {"checkpoint_every", config.model.checkpoint_every},
+                             {"checkpoint_blocks", to_json_array(config.model.checkpoint_blocks)}}},
       {"communication",
        json::object{{"backend", r.backend},
                     {"overlap", r.overlap},
@@ -410,8 +466,14 @@ std::string write_run_report(const std::string& path, const Config& config, cons
                                  {"limit", config.train.nonfinite_limit},
                                  {"applies", config.precision.mode != "fp16"},
                                  {"skipped_steps", r.nonfinite_skipped}}},
-      {"system", json::object{{"load_average_1min", spread(g[Figure::Load])}}},
+      {"system", json::object{{"load_average_1min", spread(g[Figure::Load])},
+                              {"cpus_online", spread(g[Figure::CpusOnline])},
+                              {"memory_bytes", spread(g[Figure::MemoryTotal])}}},
   };
+  if (ctx.monitor_interval > 0) report["system"].as_object()["monitor"] = monitor_section(ctx, g);
+  report["training"].as_object()["early_loss"] =
+      early_loss_from_log(parent_directory(path) + "/metrics.jsonl", r.steps, config.schedule.warmup_steps);
+  report["recommendations"] = recommendations(report);
   const std::string text = pretty_json(report);
   write_file_atomic(path, text);
   return text;

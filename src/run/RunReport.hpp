@@ -9,6 +9,7 @@
 #include "data/ShardedDataset.hpp"
 #include "launch/LaunchEnvironment.hpp"
 #include "launch/ProcessLayout.hpp"
+#include "run/SystemMonitor.hpp"
 #include "train/Trainer.hpp"
 
 namespace hpctrain {
@@ -22,6 +23,8 @@ struct RunContext {
   std::string resumed_from;    // checkpoint the run continued from (empty: a fresh start)
   ProcessLayout layout;
   LaunchEnvironment launch;
+  double monitor_interval = 0;  // run.monitor_seconds of the run (0: no monitor)
+  MonitorSummary monitor;       // this rank's monitor samples, summarized
 };
 
 // Returns the report text on rank 0 (empty elsewhere) and writes it to RUN_DIR/report.json.

@@ -5,6 +5,7 @@
 // ranks hold a disabled log.
 #include <boost/json.hpp>
 
+#include <cstdint>
 #include <string>
 
 #include "util/Files.hpp"
@@ -22,9 +23,13 @@ class MetricsLog {
   // fsync and close, checked; a disabled or closed log does nothing.
   void close();
   bool enabled() const { return out_.is_open(); }
+  // The `step` of the last step line written (0 before the first): where other lines
+  // written between them (the system monitor's) stand in the run.
+  std::int64_t last_step() const { return last_step_; }
 
  private:
   AppendLog out_;
+  std::int64_t last_step_ = 0;
 };
 
 }  // namespace hpctrain
