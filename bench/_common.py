@@ -25,3 +25,31 @@ def provenance():
             "commit": commit,
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, {platform.platform()}",
             "command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])}
+
+
+def init_gloo(port):
+    """The PyTorch peers' set-up under mpiexec: rank and size from Open MPI's environment, a gloo
+    process group on 127.0.0.1:PORT, one intra-op thread. Returns (rank, world)."""
+    import torch
+    import torch.distributed as dist
+    rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("RANK", "0")))
+    world = int(os.environ.get("OMPI_COMM_WORLD_SIZE", os.environ.get("WORLD_SIZE", "2")))
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    return rank, world
+
+
+def fashion_tensors(path, n, seed):
+    """The first N training images of an hpctrain Fashion-MNIST HDF5 file, standardized, their
+    labels, and a seeded sample order: (x, y, order) as torch tensors."""
+    import h5py
+    import numpy as np
+    import torch
+    with h5py.File(path, "r") as f:
+        images = f["train/images"][:n].astype(np.float32) / 255.0
+        labels = f["train/labels"][:n].astype(np.int64)
+    x = torch.from_numpy((images - images.mean()) / images.std())
+    y = torch.from_numpy(labels)
+    return x, y, torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))

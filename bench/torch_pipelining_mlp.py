@@ -13,13 +13,13 @@ import json
 import os
 import time
 
-import h5py
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B
+
+from _common import fashion_tensors, init_gloo
 
 
 def stages(width, classes=10):
@@ -41,22 +41,11 @@ def main():
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", required=True)
     a = p.parse_args()
-    rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("RANK", "0")))
-    world = int(os.environ.get("OMPI_COMM_WORLD_SIZE", os.environ.get("WORLD_SIZE", "2")))
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29533")
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    rank, world = init_gloo(29533)
     torch.manual_seed(a.seed)
     module = stages(a.width)[rank]  # both build both from the seed; each keeps its own
     batch = a.rows * a.microbatches
-    with h5py.File(a.data, "r") as f:
-        images = f["train/images"][: batch * a.steps].astype(np.float32) / 255.0
-        labels = f["train/labels"][: batch * a.steps].astype(np.int64)
-    mean, std = images.mean(), images.std()
-    x_all = torch.from_numpy((images - mean) / std)
-    y_all = torch.from_numpy(labels)
-    order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(a.seed))
+    x_all, y_all, order = fashion_tensors(a.data, batch * a.steps, a.seed)
     stage = PipelineStage(module, rank, world, torch.device("cpu"))
     schedule = Schedule1F1B(stage, n_microbatches=a.microbatches, loss_fn=lambda out, y: F.cross_entropy(out, y))
     opt = torch.optim.AdamW(module.parameters(), lr=a.lr, weight_decay=a.weight_decay)

@@ -20,12 +20,12 @@ import os
 import resource
 import time
 
-import h5py
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+
+from _common import fashion_tensors, init_gloo
 
 
 def mlp(width, layers, classes=10):
@@ -54,12 +54,7 @@ def main():
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", required=True)
     a = p.parse_args()
-    rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("RANK", "0")))
-    world = int(os.environ.get("OMPI_COMM_WORLD_SIZE", os.environ.get("WORLD_SIZE", "2")))
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29541")
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    rank, world = init_gloo(29541)
     torch.manual_seed(a.seed)
     model = mlp(a.width, a.layers)
     if a.mode == "fsdp2":
@@ -81,13 +76,7 @@ def main():
             opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
             state = lambda: opt.state  # noqa: E731
     batch = a.rows * world
-    with h5py.File(a.data, "r") as f:
-        images = f["train/images"][: batch * a.steps].astype(np.float32) / 255.0
-        labels = f["train/labels"][: batch * a.steps].astype(np.int64)
-    mean, std = images.mean(), images.std()
-    x_all = torch.from_numpy((images - mean) / std)
-    y_all = torch.from_numpy(labels)
-    order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(a.seed))
+    x_all, y_all, order = fashion_tensors(a.data, batch * a.steps, a.seed)
     losses = []
     dist.barrier()
     t0 = time.perf_counter()

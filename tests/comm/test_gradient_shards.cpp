@@ -30,6 +30,29 @@ torch::Tensor coefficient(const torch::Tensor& p, std::size_t i, int rank, int s
          static_cast<double>(i);
 }
 
+// Backward of sum_i (parameter i * its coefficient) on rank `rank`: each gradient is the coefficient.
+void backward_with_coefficients(const std::vector<torch::Tensor>& params, int rank, int step) {
+  torch::Tensor loss = torch::zeros({});
+  for (std::size_t i = 0; i < params.size(); ++i)
+    loss = loss + (params[i] * coefficient(params[i], i, rank, step)).sum();
+  loss.backward();
+}
+
+// What rank `rank`'s chunk of `shard` should hold: each member parameter's gradient summed over
+// `ranks` ranks at `step`, times `times` (microbatches), at its offset; zero in the padding.
+torch::Tensor expected_chunk(const ShardBucket& shard, const std::vector<torch::Tensor>& params, int ranks, int rank,
+                             int step, double times = 1.0) {
+  auto full = torch::zeros({shard.flat.numel()});
+  for (const auto& [p, offset] : shard.members) {
+    std::size_t i = 0;
+    while (params[i].unsafeGetTensorImpl() != p.unsafeGetTensorImpl()) ++i;
+    auto sum = torch::zeros(p.sizes());
+    for (int r = 0; r < ranks; ++r) sum += coefficient(p, i, r, step) * times;
+    full.narrow(0, offset, p.numel()).as_strided(p.sizes(), p.strides()).copy_(sum);
+  }
+  return full.narrow(0, rank * shard.chunk, shard.chunk);
+}
+
 void check_sharded(ShardStage stage, bool overlap, double bucket_mb) {
   Communicator world = Communicator::world();
   const int ranks = world.size();
@@ -46,25 +69,14 @@ void check_sharded(ShardStage stage, bool overlap, double bucket_mb) {
   std::vector<torch::Tensor> expected = initial;
   for (int step = 1; step <= 3; ++step) {
     reducer.zero();
-    torch::Tensor loss = torch::zeros({});
-    for (std::size_t i = 0; i < params.size(); ++i)
-      loss = loss + (params[i] * coefficient(params[i], i, world.rank(), step)).sum();
-    loss.backward();
+    backward_with_coefficients(params, world.rank(), step);
     reducer.finish();
     if (stage == ShardStage::Gradients) {
       for (const auto& p : params) EXPECT_FALSE(p.grad().defined()) << "stage 2 keeps no full gradients";
     }
     // Each chunk holds the sum over ranks of its elements; the padding past the parameters is zero.
     for (const ShardBucket& shard : reducer.shard_buckets()) {
-      auto full = torch::zeros({shard.flat.numel()});
-      for (const auto& [p, offset] : shard.members) {
-        std::size_t i = 0;
-        while (params[i].unsafeGetTensorImpl() != p.unsafeGetTensorImpl()) ++i;
-        auto sum = torch::zeros(p.sizes());
-        for (int r = 0; r < ranks; ++r) sum += coefficient(p, i, r, step);
-        full.narrow(0, offset, p.numel()).as_strided(p.sizes(), p.strides()).copy_(sum);
-      }
-      const auto mine = full.narrow(0, world.rank() * shard.chunk, shard.chunk);
+      const auto mine = expected_chunk(shard, params, ranks, world.rank(), step);
       EXPECT_TRUE(torch::equal(shard.gradients, mine)) << "step " << step << ", chunk of rank " << world.rank();
       EXPECT_EQ(shard.flat.numel() % ranks, 0);
       torch::NoGradGuard no_grad;
@@ -119,22 +131,11 @@ TEST(GradientShards, GradientStageAccumulatesHeldMicrobatches) {
   reducer.hold();
   for (int k = 0; k < 3; ++k) {
     if (k == 2) reducer.release(params);
-    torch::Tensor loss = torch::zeros({});
-    for (std::size_t i = 0; i < params.size(); ++i)
-      loss = loss + (params[i] * coefficient(params[i], i, world.rank(), 1)).sum();
-    loss.backward();
+    backward_with_coefficients(params, world.rank(), 1);
   }
   reducer.finish();
   for (const ShardBucket& shard : reducer.shard_buckets()) {
-    auto full = torch::zeros({shard.flat.numel()});
-    for (const auto& [p, offset] : shard.members) {
-      std::size_t i = 0;
-      while (params[i].unsafeGetTensorImpl() != p.unsafeGetTensorImpl()) ++i;
-      auto sum = torch::zeros(p.sizes());
-      for (int r = 0; r < world.size(); ++r) sum += coefficient(p, i, r, 1) * 3;
-      full.narrow(0, offset, p.numel()).as_strided(p.sizes(), p.strides()).copy_(sum);
-    }
-    EXPECT_TRUE(torch::equal(shard.gradients, full.narrow(0, world.rank() * shard.chunk, shard.chunk)));
+    EXPECT_TRUE(torch::equal(shard.gradients, expected_chunk(shard, params, world.size(), world.rank(), 1, 3.0)));
   }
 }
 
@@ -145,10 +146,7 @@ TEST(GradientShards, ClipUsesTheGlobalNorm) {
   GradientReducer reducer(params, 1e-6, world, false, nullptr, false, ShardStage::Optimizer);
   if (!reducer.sharded()) return;
   reducer.zero();
-  torch::Tensor loss = torch::zeros({});
-  for (std::size_t i = 0; i < params.size(); ++i)
-    loss = loss + (params[i] * coefficient(params[i], i, world.rank(), 1)).sum();
-  loss.backward();
+  backward_with_coefficients(params, world.rank(), 1);
   reducer.finish();
   double squares = 0;
   for (std::size_t i = 0; i < params.size(); ++i) {

@@ -88,6 +88,22 @@ def kill_job(pid, limit=30):
     return False
 
 
+def kill_once_written(cmd, path, limit=240):
+    """Starts CMD (an mpiexec command line) in its own session, waits until PATH exists (or the
+    job ends, or LIMIT s pass), then SIGKILLs the whole job (kill_job). Returns (seen, gone):
+    whether PATH was there at the kill, and whether every process of the job is gone."""
+    import subprocess
+    p = subprocess.Popen(cmd, cwd=SOURCE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and p.poll() is None and not os.path.exists(path):
+        time.sleep(0.02)
+    seen = os.path.exists(path)
+    gone = kill_job(p.pid)
+    p.communicate()
+    return seen, gone
+
+
 def write_idx(path, array_bytes, dims):
     header = bytes([0, 0, 8, len(dims)]) + b"".join(struct.pack(">i", d) for d in dims)
     with gzip.open(path, "wb") as f:

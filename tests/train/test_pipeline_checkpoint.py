@@ -8,16 +8,15 @@ within float tolerance; export writes the whole model."""
 import glob
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 
 import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
-from hpctest import BIN, FASHION, MPIEXEC, SOURCE, Checks, checkpoint_tensors, kill_job, mpirun, run  # noqa: E402
+from hpctest import (BIN, FASHION, MPIEXEC, SOURCE, Checks, checkpoint_tensors, kill_once_written,  # noqa: E402
+                     mpirun, run)
 
 c = Checks()
 CONFIG = os.path.join(SOURCE, "configs", "fashion_mnist_mlp.json")
@@ -69,15 +68,8 @@ c.check("a grid checkpoint has the whole model's parameters and optimizer state,
 # SIGKILL after the step-30 checkpoint, resume=auto on the same grid: bitwise equal.
 kill_dir = os.path.join(work, "killed")
 cmd = [MPIEXEC, "-n", "4", "--oversubscribe", BIN, "train", CONFIG, *common, *grid, *noisy, "run.dir=" + kill_dir]
-p = subprocess.Popen(cmd, cwd=SOURCE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                     start_new_session=True)
 want = checkpoint(kill_dir, 30)
-deadline = time.monotonic() + 240
-while time.monotonic() < deadline and p.poll() is None and not os.path.exists(want):
-    time.sleep(0.02)
-seen = os.path.exists(want)
-gone = kill_job(p.pid)
-p.communicate()
+seen, gone = kill_once_written(cmd, want)
 c.check("killed with SIGKILL after the step-30 checkpoint, before the end",
         seen and gone and not os.path.exists(os.path.join(kill_dir, "report.json")), "")
 r, _ = train("killed", 4, *grid, *noisy, "checkpoint.resume=auto")

@@ -9,16 +9,14 @@ settings fail on every rank with the key named."""
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
-from hpctest import (BIN, FASHION, MPIEXEC, SOURCE, Checks, checkpoint_tensors, kill_job, mpirun,  # noqa: E402
-                     newest_checkpoint, read_jsonl, run)
+from hpctest import (BIN, FASHION, MPIEXEC, SOURCE, Checks, checkpoint_tensors,  # noqa: E402
+                     kill_once_written, mpirun, newest_checkpoint, read_jsonl, run)
 
 c = Checks()
 CONFIG = os.path.join(SOURCE, "configs", "fashion_mnist_cnn.json")
@@ -124,15 +122,8 @@ c.check(f"its checkpoint holds the whole per-parameter state an unsharded run wr
 kill_dir = os.path.join(work, "ck_killed")
 cmd = [MPIEXEC, "-n", "4", "--oversubscribe", BIN, "train", CONFIG, *common, *FAMILIES["cnn"], *ck,
        "parallel.shard=gradients", "run.dir=" + kill_dir]
-p = subprocess.Popen(cmd, cwd=SOURCE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                     start_new_session=True)
 want = os.path.join(kill_dir, "checkpoints", "step_%010d.h5" % 40)
-deadline = time.monotonic() + 240
-while time.monotonic() < deadline and p.poll() is None and not os.path.exists(want):
-    time.sleep(0.02)
-seen = os.path.exists(want)
-gone = kill_job(p.pid)
-p.communicate()
+seen, gone = kill_once_written(cmd, want)
 c.check("killed with SIGKILL after the step-40 checkpoint, before the end",
         seen and gone and not os.path.exists(os.path.join(kill_dir, "report.json")), "")
 r, _ = train("ck_killed", 4, *FAMILIES["cnn"], *ck, "parallel.shard=gradients", "checkpoint.resume=auto")
