@@ -335,7 +335,10 @@ json::array recommendations(const json::value& report) {
 }
 
 std::string recommendations_text(const json::array& recommendations) {
-  if (recommendations.empty()) return "";
+  if (recommendations.empty()) {
+    return "recommendations: none, no rule fired on this run's figures (rules and thresholds: docs/outputs.md, "
+           "\"Recommendations\")\n";
+  }
   std::string text = "recommendations (report.json \"recommendations\"):\n";
   for (const auto& v : recommendations) {
     const json::object& o = v.as_object();

@@ -30,7 +30,7 @@ constexpr double kEarlyLossRise = 1.5;        // early loss / lowest loss logged
 // order of the rules. Figures a report lacks (older formats, CPU runs) silence their rule.
 boost::json::array recommendations(const boost::json::value& report);
 
-// The console's lines for them, "" when there are none.
+// The console's lines for them; with none, one line saying that no rule fired.
 std::string recommendations_text(const boost::json::array& recommendations);
 
 // training.early_loss: over the logged step losses ({step, loss} in order; null losses

@@ -59,7 +59,9 @@ bool has(const std::string& s, const std::string& part) {
 
 TEST(Recommendations, HealthyReportDrawsNone) {
   EXPECT_TRUE(recommendations(healthy()).empty());
-  EXPECT_EQ(recommendations_text(recommendations(healthy())), "");
+  EXPECT_EQ(recommendations_text(recommendations(healthy())),
+            "recommendations: none, no rule fired on this run's figures (rules and thresholds: docs/outputs.md, "
+            "\"Recommendations\")\n");
   EXPECT_TRUE(recommendations(json::object{}).empty());  // an empty report: every rule silent
 }
 
