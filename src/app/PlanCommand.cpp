@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <tuple>
 
 #include "app/Command.hpp"
 #include "app/Measurement.hpp"
@@ -42,6 +43,7 @@ struct Plan {
   std::int64_t parameters = 0, batch = 0;
   double fixed = 0;  // parameters, gradient buckets, optimizer state
   double optimizer_states = 0;
+  std::int64_t window = 0;  // parameters of the two largest pieces (parallel.shard=parameters)
   Line plain{}, checkpointed{};
 };
 
@@ -73,16 +75,19 @@ Plan measure(const Config& c, const DatasetMeta& meta, std::int64_t ranks) {
       bytes = static_cast<double>(heap_in_use() - before);
       loss.backward();
     }
-    return std::make_pair(bytes, parameter_count(*model));
+    auto pieces = piece_parameter_counts(*model);
+    std::sort(pieces.rbegin(), pieces.rend());
+    const std::int64_t window = pieces[0] + (pieces.size() > 1 ? pieces[1] : 0);
+    return std::make_tuple(bytes, parameter_count(*model), window);
   };
   auto fit = [&](std::int64_t every) {
-    const auto a = probe(every, 2).first, b = probe(every, 4).first;
+    const auto a = std::get<0>(probe(every, 2)), b = std::get<0>(probe(every, 4));
     const double per = std::max(0.0, (b - a) / 2.0);
     return Line{per, std::max(0.0, a - 2.0 * per)};
   };
   Plan plan;
   plan.batch = (c.train.batch_size + ranks - 1) / ranks;
-  plan.parameters = probe(0, 1).second;
+  std::tie(std::ignore, plan.parameters, plan.window) = probe(0, 1);
   plan.optimizer_states = c.optimizer.name == "sgd" ? (c.optimizer.momentum > 0 ? 1.0 : 0.0) : 2.0;
   plan.fixed = static_cast<double>(plan.parameters) * 4.0 * (2.0 + plan.optimizer_states);
   plan.plain = fit(0);
@@ -124,7 +129,7 @@ void print_plan(const PlanArguments& a, const Config& c, const DatasetMeta& meta
 // replicas (docs/parallelism.md), and with --budget the most parameters that fit beside the
 // activations at this batch (activations held fixed: they grow with the model, so an upper bound).
 void print_shard_plan(const PlanArguments& a, const Config& c, std::int64_t ranks, const Plan& p) {
-  const double mib = 1048576.0, p_bytes = static_cast<double>(p.parameters) * 4.0;
+  const double mib = 1048576.0;
   const auto replicas = static_cast<double>(std::max<std::int64_t>(1, ranks / c.parallel.pipeline_stages));
   const double bucket = c.comm.bucket_mb * mib, activations = p.plain.at(p.batch);
   std::printf(
@@ -133,20 +138,23 @@ void print_shard_plan(const PlanArguments& a, const Config& c, std::int64_t rank
       replicas, "shard", "parameters", "gradients", "optimizer", "total", "bytes/param");
   struct Row {
     const char* name;
-    double gradients, optimizer;  // per parameter, bytes
-    double transient;             // gradient buckets alive during backward only
+    double parameters, gradients, optimizer;  // per parameter, bytes
+    double transient;  // gradient buckets alive during backward, gathered parameters during a step
   };
-  const double k = p.optimizer_states;
-  const Row rows[] = {{"none", 4.0, 4.0 * k, 0.0},
-                      {"optimizer", 4.0 + 4.0 / replicas, 4.0 * k / replicas, 0.0},
-                      {"gradients", 4.0 / replicas, 4.0 * k / replicas, 2.0 * bucket}};
+  const double k = p.optimizer_states, n = static_cast<double>(p.parameters);
+  const double window = 4.0 * static_cast<double>(p.window);
+  const Row rows[] = {{"none", 4.0, 4.0, 4.0 * k, 0.0},
+                      {"optimizer", 4.0, 4.0 + 4.0 / replicas, 4.0 * k / replicas, 0.0},
+                      {"gradients", 4.0, 4.0 / replicas, 4.0 * k / replicas, 2.0 * bucket},
+                      {"parameters", 4.0 / replicas, 4.0 / replicas, 4.0 * k / replicas, 2.0 * bucket + window}};
   for (const Row& r : rows) {
-    const double per_param = 4.0 + r.gradients + r.optimizer;
-    std::printf("%-12s %12.3f %12.3f %12.3f %12.3f %14.2f%s\n", r.name, p_bytes / mib,
-                static_cast<double>(p.parameters) * r.gradients / mib,
-                static_cast<double>(p.parameters) * r.optimizer / mib,
-                (static_cast<double>(p.parameters) * per_param + r.transient) / mib, per_param,
-                r.transient > 0 ? " (+ ~2 buckets of comm.bucket_mb during backward)" : "");
+    const double per_param = r.parameters + r.gradients + r.optimizer;
+    std::printf("%-12s %12.3f %12.3f %12.3f %12.3f %14.2f%s\n", r.name, n * r.parameters / mib, n * r.gradients / mib,
+                n * r.optimizer / mib, (n * per_param + r.transient) / mib, per_param,
+                r.transient == 0 ? ""
+                : r.transient > 2.0 * bucket
+                    ? " (+ ~2 buckets during backward, + the 2 largest blocks' parameters gathered)"
+                    : " (+ ~2 buckets of comm.bucket_mb during backward)");
     if (a.budget_gib > 0) {
       const double room = a.budget_gib * 1024.0 * mib - activations - r.transient;
       std::printf("%-12s   largest model within %.2f GiB beside %.1f MiB of activations: %.0f parameters\n", "",

@@ -3,6 +3,7 @@
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <stdexcept>
@@ -25,7 +26,8 @@ struct ReadyHook : torch::autograd::PostAccumulateGradHook {
 }  // namespace
 
 GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters, double bucket_mb, const Communicator& comm,
-                                 bool overlap, NcclCommunicator* nccl, bool alone_without_buckets, ShardStage shard)
+                                 bool overlap, NcclCommunicator* nccl, bool alone_without_buckets, ShardStage shard,
+                                 const std::vector<std::int64_t>& groups)
     : comm_(comm),
       nccl_(nccl),
       overlap_(overlap && comm.size() > 1),
@@ -39,22 +41,25 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters, double b
     return;
   }
   const auto limit = static_cast<std::int64_t>(bucket_mb * 1024.0 * 1024.0);
-  std::vector<std::vector<torch::Tensor>> groups;
+  std::vector<std::vector<torch::Tensor>> buckets;
   std::int64_t bytes = 0;
-  for (auto it = parameters.rbegin(); it != parameters.rend(); ++it) {
-    const auto& p = *it;
+  for (std::size_t i = parameters.size(); i-- > 0;) {
+    const auto& p = parameters[i];
     if (!p.requires_grad()) continue;
     if (p.scalar_type() != torch::kFloat) throw RuntimeFailure("gradient buckets hold float32 parameters only");
     const std::int64_t pbytes = p.numel() * static_cast<std::int64_t>(sizeof(float));
-    if (groups.empty() || (bytes + pbytes > limit && bytes > 0)) {
-      groups.emplace_back();
+    // A bucket never spans two groups (stage 3 gathers a group's buckets).
+    const bool new_group = !groups.empty() && (bucket_group_.empty() || bucket_group_.back() != groups[i]);
+    if (buckets.empty() || (bytes + pbytes > limit && bytes > 0) || new_group) {
+      buckets.emplace_back();
+      if (!groups.empty()) bucket_group_.push_back(groups[i]);
       bytes = 0;
     }
-    groups.back().push_back(p);
+    buckets.back().push_back(p);
     bytes += pbytes;
   }
   const std::int64_t ranks = comm.size();
-  for (const auto& group : groups) {
+  for (const auto& group : buckets) {
     bucket_first_.push_back(slots_.size());
     std::int64_t off = 0;
     for (const auto& p : group) {
@@ -74,12 +79,12 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters, double b
   slot_ready_.assign(slots_.size(), false);
   slot_held_.assign(slots_.size(), false);
   if (sharded()) make_shards();
-  if (shard_ != ShardStage::Gradients) {
+  if (shard_ < ShardStage::Gradients) {
     std::lock_guard<std::mutex> lock(mutex_);
     for (std::size_t b = 0; b < buckets_.size(); ++b) allocate_bucket(b);
   }
   // Stage 2 adds autograd's gradients into its buckets from the hook, overlapped or not.
-  hooks_ = overlap_ || shard_ == ShardStage::Gradients;
+  hooks_ = overlap_ || shard_ >= ShardStage::Gradients;
   if (hooks_) {
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       torch::autograd::impl::set_post_acc_grad_hooks(slots_[i].parameter, std::make_unique<ReadyHook>(this, i));
@@ -110,7 +115,7 @@ void GradientReducer::zero() {
     }
     return;
   }
-  if (shard_ == ShardStage::Gradients) {
+  if (shard_ >= ShardStage::Gradients) {
     // Buckets come with the first gradient of the step; autograd's own are dropped.
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -139,7 +144,9 @@ void GradientReducer::begin_step() {
   slot_ready_.assign(slots_.size(), false);
   slot_held_.assign(slots_.size(), false);
   next_launch_ = done_ = 0;
-  queue_.clear();
+  // A window's gathers stay queued: their waiters expect them.
+  queue_.erase(std::remove_if(queue_.begin(), queue_.end(), [](const Launch& l) { return !l.task; }), queue_.end());
+  if (window_) window_->new_step();
 }
 
 void GradientReducer::hold() {
@@ -158,8 +165,9 @@ void GradientReducer::release(const std::vector<torch::Tensor>& parameters) {
 
 void GradientReducer::on_gradient_ready(std::size_t slot) {
   Slot& s = slots_[slot];
-  if (shard_ == ShardStage::Gradients) {
+  if (shard_ >= ShardStage::Gradients) {
     add_to_bucket(slot);
+    if (window_) window_->gradient_arrived(s.bucket, slot - bucket_first_[s.bucket]);
   } else {
     const auto& g = s.parameter.grad();
     if (g.defined() && g.data_ptr() != s.view.data_ptr()) {
@@ -182,7 +190,7 @@ void GradientReducer::launch_ready_in_order(bool from_finish) {
   // backward hook or finish()), which depends on the model, not on timing.
   bool any = false;
   while (next_launch_ < buckets_.size() && pending_[next_launch_] == 0) {
-    queue_.push_back(Launch{next_launch_++, from_finish, {}});
+    queue_.push_back(Launch{next_launch_++, from_finish, {}, {}});
     any = true;
   }
   if (any) cv_.notify_all();
@@ -259,7 +267,10 @@ void GradientReducer::worker_loop() {
       queue_.pop_front();
     }
     try {
-      if (job.values.defined()) {
+      if (job.task) {
+        job.task();
+        continue;  // a window's gather: it signals its own completion
+      } else if (job.values.defined()) {
         sum_now(job.values);
       } else {
         reduce(job.bucket, job.blocking);
@@ -306,7 +317,7 @@ void GradientReducer::sum_in_order(torch::Tensor& values) {
   } else {
     std::unique_lock<std::mutex> lock(mutex_);
     const auto ticket = ++sums_queued_;
-    queue_.push_back(Launch{0, true, work});
+    queue_.push_back(Launch{0, true, work, {}});
     cv_.notify_all();
     main_waiting_ = true;  // the worker polls a bucket still in flight without sleeping
     cv_.wait(lock, [&] { return sums_done_ >= ticket || error_; });

@@ -17,7 +17,8 @@
 // the communication volume of an allreduce. Stage 1 keeps the full gradient buckets between
 // steps; stage 2 allocates a bucket when its first gradient arrives (autograd's gradient is
 // added into it and dropped) and frees it once reduce-scattered, so between steps a rank
-// holds only its gradient chunks.
+// holds only its gradient chunks. Stage 3 also frees the flat parameter buffers between uses
+// (comm/ParameterWindow.hpp): a rank keeps its parameter chunks, stepped in their own storage.
 #include <torch/torch.h>
 
 #include <atomic>
@@ -34,18 +35,20 @@
 #include "comm/Communicator.hpp"
 #include "comm/HierarchicalSum.hpp"
 #include "comm/NcclCommunicator.hpp"
+#include "comm/ParameterWindow.hpp"
 
 namespace hpctrain {
 
-enum class ShardStage { None = 0, Optimizer = 1, Gradients = 2 };
+enum class ShardStage { None = 0, Optimizer = 1, Gradients = 2, Parameters = 3 };
 
 // One bucket's shards: the flat buffer its parameters are views into, this rank's chunk of
 // it (what the optimizer steps) and that chunk's reduced gradients (the chunk's .grad).
 struct ShardBucket {
   torch::Tensor flat;        // size() x chunk values, the tail past the parameters zero
-  torch::Tensor parameters;  // flat's chunk `rank`
+  torch::Tensor parameters;  // flat's chunk `rank` (stage 3: a copy, in its own storage)
   torch::Tensor gradients;   // chunk values
   std::int64_t chunk = 0;
+  std::int64_t offset = 0;  // of the chunk in flat: rank x chunk
   std::vector<std::pair<torch::Tensor, std::int64_t>> members;  // each parameter and its offset in flat
 };
 
@@ -53,7 +56,8 @@ struct ShardBucket {
 struct ReducerMemory {
   std::int64_t parameters = 0;   // the trained parameters (flat buffers when sharded)
   std::int64_t gradients = 0;    // gradient buffers held between steps (buckets, chunks)
-  std::int64_t bucket_peak = 0;  // stage 2: the most bytes of full buckets alive at once
+  std::int64_t bucket_peak = 0;  // stages 2, 3: the most bytes of full buckets alive at once
+  std::int64_t window_peak = 0;  // stage 3: the most bytes of gathered parameters at once
 };
 
 struct ReducerTimes {
@@ -68,9 +72,11 @@ class GradientReducer {
   // with one rank nothing is reduced. With `nccl` (GPU parameters, must outlive the reducer)
   // NCCL reduces on its own stream instead of MPI. `alone_without_buckets`: with one rank (and
   // no NCCL) no buckets at all (training; a benchmark of the buckets wants them). `shard`: above.
+  // `groups` (empty, or one per parameter): buckets never span two groups; stage 3's window
+  // gathers and frees by group.
   GradientReducer(std::vector<torch::Tensor> parameters, double bucket_mb, const Communicator& comm, bool overlap,
                   NcclCommunicator* nccl = nullptr, bool alone_without_buckets = false,
-                  ShardStage shard = ShardStage::None);
+                  ShardStage shard = ShardStage::None, const std::vector<std::int64_t>& groups = {});
   ~GradientReducer();
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
@@ -94,8 +100,10 @@ class GradientReducer {
   void sum_in_order(torch::Tensor& values);
 
   // Sharded, after the optimizer stepped the chunks (nothing in flight): every chunk to every rank
-  // (blocking with MPI; with NCCL the compute stream waits for it). Unsharded: nothing.
+  // (blocking with MPI; with NCCL the compute stream waits for it); stage 3 frees what is still
+  // gathered instead. Unsharded: nothing.
   void gather_parameters();
+  ParameterWindow* window() const { return window_.get(); }  // stage 3 with more than one rank
   bool sharded() const { return shard_ != ShardStage::None; }
   const std::vector<ShardBucket>& shard_buckets() const { return shards_; }
   // Sharded, what the optimizer steps: the chunks (each with its gradient chunk as .grad).
@@ -131,6 +139,7 @@ class GradientReducer {
     std::size_t bucket;
     bool blocking;
     torch::Tensor values;  // a sum_in_order job instead of a bucket (host, or GPU with NCCL)
+    std::function<void()> task = {};  // or a window's gather
   };
   void launch_ready_in_order(bool from_finish);  // requires mutex_ held
   void reduce(std::size_t bucket, bool blocking);
@@ -144,6 +153,8 @@ class GradientReducer {
   void allocate_bucket(std::size_t bucket);  // requires mutex_ held
   void release_bucket(std::size_t bucket);   // requires mutex_ held
   void add_to_bucket(std::size_t slot);      // stage 2: autograd's gradient into the bucket
+  void make_window();                        // stage 3
+  void gather_bucket(std::size_t bucket);    // stage 3: the communication thread's part
 
   const Communicator& comm_;
   NcclCommunicator* nccl_ = nullptr;
@@ -158,6 +169,8 @@ class GradientReducer {
   std::vector<torch::Tensor> host_;  // GPU buckets: page-locked staging for MPI
   ShardStage shard_ = ShardStage::None;
   std::vector<ShardBucket> shards_;
+  std::vector<std::int64_t> bucket_group_;
+  std::unique_ptr<ParameterWindow> window_;
   std::vector<torch::Tensor> shard_gradients_, host_shard_;  // the chunks' gradients; GPU staging
   std::vector<std::int64_t> padded_;                         // elements per bucket (padded when sharded)
   std::int64_t bucket_bytes_ = 0, bucket_peak_ = 0;          // stage 2: full buckets alive

@@ -39,12 +39,59 @@ void GradientReducer::make_shards() {
       s.parameter.set_data(view);
       shard.members.emplace_back(s.parameter, s.offset);
     }
-    shard.parameters = shard.flat.narrow(0, rank * shard.chunk, shard.chunk);
+    shard.offset = rank * shard.chunk;
+    shard.parameters = shard.flat.narrow(0, shard.offset, shard.chunk);
+    // Stage 3 frees the flat buffer between uses: the chunk lives in storage of its own.
+    if (shard_ == ShardStage::Parameters) shard.parameters = shard.parameters.clone();
     shard.parameters.set_requires_grad(true);
     shard.gradients = torch::zeros({shard.chunk}, options);
     shard.parameters.mutable_grad() = shard.gradients;
     shard_gradients_.push_back(shard.gradients);
   }
+  if (shard_ == ShardStage::Parameters) make_window();
+}
+
+void GradientReducer::make_window() {
+  if (bucket_group_.empty()) bucket_group_.assign(shards_.size(), 0);  // no groups: one
+  WindowIo io;
+  io.enqueue = [this](std::function<void()> task) {
+    if (!worker_.joinable()) {
+      task();
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back(Launch{0, true, {}, std::move(task)});
+    }
+    cv_.notify_all();
+  };
+  io.gather = [this](std::size_t b) { gather_bucket(b); };
+  io.waiting = [this](bool on) { main_waiting_ = on; };
+  window_ = std::make_unique<ParameterWindow>(shards_, bucket_group_, bucket_slots_, std::move(io));
+  window_->free_gathered();  // each rank now holds its chunks only
+}
+
+void GradientReducer::gather_bucket(std::size_t b) {
+  const double t0 = wall_seconds();
+  ShardBucket& shard = shards_[b];
+  const auto chunk = static_cast<std::size_t>(shard.chunk);
+  if (nccl_ != nullptr) {
+    nccl_->allgather_async(shard.flat, shard.chunk, comm_.rank());
+    nccl_->order_compute_after();
+  } else if (shard.flat.is_cuda()) {
+    auto host = shard.flat.to(torch::kCPU);  // this rank's chunk in place; a blocking gather
+    comm_.allgather_in_place(host.data_ptr<float>(), chunk);
+    shard.flat.copy_(host);
+  } else if (!worker_.joinable()) {
+    comm_.allgather_in_place(shard.flat.data_ptr<float>(), chunk);
+  } else {
+    Request r = comm_.iallgather_in_place(shard.flat.data_ptr<float>(), chunk);
+    drive([&] { return r.test(); });
+  }
+  const double dt = wall_seconds() - t0;
+  std::lock_guard<std::mutex> lock(mutex_);
+  times_.total_seconds += dt;
+  times_.bytes += padded_[b] * static_cast<std::int64_t>(sizeof(float));
 }
 
 void GradientReducer::allocate_bucket(std::size_t b) {
@@ -56,9 +103,9 @@ void GradientReducer::allocate_bucket(std::size_t b) {
     s.view =
         buckets_[b].narrow(0, s.offset, s.parameter.numel()).as_strided(s.parameter.sizes(), s.parameter.strides());
     // Stages 0 and 1: autograd accumulates into the bucket directly.
-    if (shard_ != ShardStage::Gradients) s.parameter.mutable_grad() = s.view;
+    if (shard_ < ShardStage::Gradients) s.parameter.mutable_grad() = s.view;
   }
-  if (shard_ == ShardStage::Gradients) {
+  if (shard_ >= ShardStage::Gradients) {
     bucket_bytes_ += padded_[b] * static_cast<std::int64_t>(sizeof(float));
     bucket_peak_ = std::max(bucket_peak_, bucket_bytes_);
   }
@@ -118,13 +165,17 @@ void GradientReducer::reduce_shard(std::size_t b, bool blocking) {
   }
   const double dt = wall_seconds() - t0;
   std::lock_guard<std::mutex> lock(mutex_);
-  if (shard_ == ShardStage::Gradients) release_bucket(b);
+  if (shard_ >= ShardStage::Gradients) release_bucket(b);
   times_.total_seconds += dt;
   times_.bytes += padded_[b] * static_cast<std::int64_t>(sizeof(float));
 }
 
 void GradientReducer::gather_parameters() {
   if (!sharded()) return;
+  if (window_) {
+    window_->free_gathered();  // stale now: the next use gathers the stepped chunks
+    return;
+  }
   const double t0 = wall_seconds();
   torch::NoGradGuard no_grad;
   const int rank = comm_.rank();
@@ -175,8 +226,15 @@ std::vector<torch::Tensor> GradientReducer::stepped_parameters() const {
 ReducerMemory GradientReducer::memory() const {
   ReducerMemory m;
   const auto bytes = [](const torch::Tensor& t) { return t.defined() ? t.numel() * t.element_size() : 0; };
+  if (window_) {  // before mutex_: the window takes its lock first
+    m.parameters = window_->gathered_bytes();
+    m.window_peak = window_->peak_bytes();
+  }
   std::lock_guard<std::mutex> lock(mutex_);
-  if (sharded()) {
+  if (window_) {
+    for (const auto& shard : shards_) m.parameters += bytes(shard.parameters);
+    for (const auto& g : shard_gradients_) m.gradients += bytes(g);
+  } else if (sharded()) {
     for (const auto& shard : shards_) m.parameters += bytes(shard.flat);
     for (const auto& g : shard_gradients_) m.gradients += bytes(g);
   } else if (direct_) {

@@ -133,12 +133,14 @@ std::vector<SchemaEntry> runtime_entries() {
                 "share a node and its fast gradient reductions; stages span nodes, which only pass activations). "
                 "stages_inner: a replica's stages are consecutive ranks.")),
        bind(&Config::parallel, &ParallelConfig::grid_order)},
-      {free(key("parallel.shard", K::String, "\"none\"", none, none, {"none", "optimizer", "gradients"},
+      {free(key("parallel.shard", K::String, "\"none\"", none, none, {"none", "optimizer", "gradients", "parameters"},
                 "Sharded data parallelism (ZeRO) over the data-parallel replicas (of each pipeline stage). "
                 "none: every replica holds all optimizer state and gradients. optimizer (stage 1): each replica "
                 "keeps and updates the optimizer state of 1/replicas of the parameters; gradients are "
                 "reduce-scattered and the updated parameters all-gathered (an allreduce's volume). gradients "
-                "(stage 2): also only that share of the reduced gradients is kept between steps. With one "
+                "(stage 2): also only that share of the reduced gradients is kept between steps. parameters "
+                "(stage 3): also only that share of the parameters; a block's parameters are all-gathered "
+                "before its forward and its backward and freed after (models built of blocks). With one "
                 "replica it changes nothing (reported as inactive). Checkpoints hold the whole state, so any "
                 "layout resumes them (docs/parallelism.md).")),
        bind(&Config::parallel, &ParallelConfig::shard)},

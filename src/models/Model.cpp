@@ -14,6 +14,23 @@ std::vector<std::int64_t> pieces_of(const ModelImpl& model, const Named& named) 
   return pieces;
 }
 
+// Identity in forward; its backward, which autograd runs before the backward of what produced
+// the input, calls before_backward.
+struct BeforeBackward : torch::autograd::Function<BeforeBackward> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, PieceHooks* hooks,
+                               std::int64_t piece) {
+    ctx->saved_data["hooks"] = static_cast<std::int64_t>(reinterpret_cast<std::intptr_t>(hooks));
+    ctx->saved_data["piece"] = piece;
+    return x;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* hooks = reinterpret_cast<PieceHooks*>(static_cast<std::intptr_t>(ctx->saved_data["hooks"].toInt()));
+    hooks->before_backward(ctx->saved_data["piece"].toInt());
+    return {grads[0], torch::Tensor(), torch::Tensor()};
+  }
+};
+
 }  // namespace
 
 torch::Tensor ModelImpl::run_piece(std::int64_t piece, torch::Tensor x) {
@@ -48,8 +65,18 @@ void ModelImpl::assign_piece(const std::string& path, std::int64_t piece) {
 
 torch::Tensor ModelImpl::run_pieces(torch::Tensor x) {
   const auto last = pipeline_blocks() + 1;
-  for (std::int64_t piece = 0; piece <= last; ++piece) x = run_piece(piece, std::move(x));
+  for (std::int64_t piece = 0; piece <= last; ++piece) x = run_hooked(piece, std::move(x));
   return x;
+}
+
+torch::Tensor ModelImpl::run_hooked(std::int64_t piece, torch::Tensor x) {
+  if (!hooks_) return run_piece(piece, std::move(x));
+  hooks_->before_forward(piece);
+  auto y = run_piece(piece, std::move(x));
+  hooks_->after_forward(piece);
+  // The hooks outlive the graph: the trainer that set them outlives its steps.
+  if (torch::GradMode::is_enabled() && y.requires_grad()) y = BeforeBackward::apply(y, hooks_.get(), piece);
+  return y;
 }
 
 void ModelImpl::check_piece(std::int64_t piece) const {

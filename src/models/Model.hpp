@@ -20,6 +20,16 @@ struct InputSpec {
   std::int64_t outputs = 0;                // classes, or 1 for regression
 };
 
+// Called around each piece when set (parallel.shard=parameters gathers a piece's parameters
+// before it runs, forward and backward, and frees them after its forward).
+struct PieceHooks {
+  virtual ~PieceHooks() = default;
+  virtual void before_forward(std::int64_t piece) = 0;
+  virtual void after_forward(std::int64_t piece) = 0;
+  // On autograd's thread, before the piece's backward (recording forwards only).
+  virtual void before_backward(std::int64_t piece) = 0;
+};
+
 struct ModelImpl : torch::nn::Module {
   virtual torch::Tensor forward(torch::Tensor x) = 0;
 
@@ -41,6 +51,9 @@ struct ModelImpl : torch::nn::Module {
   // The piece of the parameter or buffer `name` as named_parameters()/named_buffers() name it
   // ("block3.fc1.weight"); std::logic_error for a name no piece holds.
   std::int64_t piece_of(const std::string& name) const;
+  // run_piece with the piece hooks around it (run_pieces and the pipeline run pieces so).
+  torch::Tensor run_hooked(std::int64_t piece, torch::Tensor x);
+  void set_piece_hooks(std::shared_ptr<PieceHooks> hooks) { hooks_ = std::move(hooks); }
 
  protected:
   // `path` (a module or a parameter of this model: "stem", "block3", "layers.4", "position")
@@ -53,6 +66,7 @@ struct ModelImpl : torch::nn::Module {
 
  private:
   std::map<std::string, std::int64_t> piece_paths_;
+  std::shared_ptr<PieceHooks> hooks_;
 };
 using ModelPtr = std::shared_ptr<ModelImpl>;
 

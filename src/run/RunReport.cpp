@@ -80,6 +80,7 @@ enum class Figure : std::size_t {
   GradBytes,      // gradient buffers held between steps,
   OptBytes,       // optimizer state,
   BucketPeak,     // full gradient buckets alive at once (shard=gradients)
+  WindowPeak,     // gathered parameters alive at once (shard=parameters)
   CpusOnline,     // the node's online CPUs, as this rank sees them
   MemoryTotal,    // the node's physical memory
   MonSamples,     // system monitor (run.monitor_seconds): samples taken,
@@ -133,6 +134,7 @@ std::vector<double> rank_row(const Config& config, const RunContext& ctx, const 
   set(Figure::GradBytes, static_cast<double>(r.gradient_bytes));
   set(Figure::OptBytes, static_cast<double>(r.optimizer_state_bytes));
   set(Figure::BucketPeak, static_cast<double>(r.gradient_bucket_peak_bytes));
+  set(Figure::WindowPeak, static_cast<double>(r.parameter_window_peak_bytes));
   set(Figure::CpusOnline, static_cast<double>(::sysconf(_SC_NPROCESSORS_ONLN)));
   set(Figure::MemoryTotal,
       static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE)));
@@ -327,7 +329,8 @@ json::object parallel_section(const Config& config, const TrainResult& r, const 
                               {"parameter_bytes", to_int_array(g[Figure::ParamBytes])},
                               {"gradient_bytes", to_int_array(g[Figure::GradBytes])},
                               {"optimizer_state_bytes", to_int_array(g[Figure::OptBytes])},
-                              {"gradient_bucket_peak_bytes", to_int_array(g[Figure::BucketPeak])}};
+                              {"gradient_bucket_peak_bytes", to_int_array(g[Figure::BucketPeak])},
+                              {"parameter_window_peak_bytes", to_int_array(g[Figure::WindowPeak])}};
   if (r.schedule.empty()) return out;
   const auto forward = g[Figure::PipeForward], backward = g[Figure::PipeBackward], wait = g[Figure::PipeWait],
              steps = g[Figure::PipeSteps];

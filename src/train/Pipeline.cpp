@@ -165,7 +165,7 @@ std::int64_t PipelineEngine::bytes_in_use() const {
 
 torch::Tensor PipelineEngine::run_chunk(int chunk, torch::Tensor x) {
   const int k = virtual_of(chunk);
-  for (auto piece = plan_.piece_begin(k); piece < plan_.piece_end(k); ++piece) x = model_.run_piece(piece, x);
+  for (auto piece = plan_.piece_begin(k); piece < plan_.piece_end(k); ++piece) x = model_.run_hooked(piece, x);
   return x;
 }
 

@@ -1,5 +1,6 @@
 #include "train/ShardedState.hpp"
 
+#include <algorithm>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -16,7 +17,41 @@ torch::Tensor member_view(const torch::Tensor& flat, const torch::Tensor& p, std
   return flat.narrow(0, offset, p.numel()).as_strided(p.sizes(), p.strides());
 }
 
+struct WindowHooks : PieceHooks {
+  WindowHooks(ParameterWindow& w, std::int64_t n) : window(w), pieces(n) {}
+  void before_forward(std::int64_t piece) override {
+    window.gather(piece);
+    if (piece + 1 < pieces) window.prefetch(piece + 1);
+  }
+  void after_forward(std::int64_t piece) override {
+    if (!(torch::GradMode::is_enabled() && piece + 1 == pieces)) window.free(piece);
+  }
+  void before_backward(std::int64_t piece) override {
+    window.gather(piece);
+    if (piece > 0) window.prefetch(piece - 1);
+  }
+  ParameterWindow& window;
+  std::int64_t pieces;
+};
+
 }  // namespace
+
+std::vector<std::int64_t> piece_groups(const ModelImpl& model, const std::vector<torch::Tensor>& trained) {
+  const auto all = model.parameters();
+  const auto pieces = model.parameter_pieces();
+  std::vector<std::int64_t> groups;
+  for (const auto& p : trained) {
+    const auto it = std::find_if(all.begin(), all.end(),
+                                 [&](const torch::Tensor& q) { return q.unsafeGetTensorImpl() == p.unsafeGetTensorImpl(); });
+    if (it == all.end()) throw std::logic_error("piece_groups: a trained parameter is not the model's");
+    groups.push_back(pieces[static_cast<std::size_t>(it - all.begin())]);
+  }
+  return groups;
+}
+
+std::shared_ptr<PieceHooks> window_hooks(ParameterWindow& window, std::int64_t pieces) {
+  return std::make_shared<WindowHooks>(window, pieces);
+}
 
 std::vector<torch::Tensor> sharded_parameters(const GradientReducer& reducer) {
   std::vector<torch::Tensor> out;
@@ -66,7 +101,7 @@ void scatter_sharded_state(const GradientReducer& reducer, torch::optim::Optimiz
                            torch::optim::Optimizer& shards) {
   torch::NoGradGuard no_grad;
   for (const auto& shard : reducer.shard_buckets()) {
-    const std::int64_t start = shard.parameters.storage_offset() - shard.flat.storage_offset();
+    const std::int64_t start = shard.offset;
     std::map<std::string, torch::Tensor> full;
     std::map<std::string, torch::Tensor> values;
     for (const auto& [p, offset] : shard.members) {

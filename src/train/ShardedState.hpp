@@ -10,6 +10,7 @@
 #include "comm/Communicator.hpp"
 #include "comm/GradientReducer.hpp"
 #include "config/Config.hpp"
+#include "models/Model.hpp"
 
 namespace hpctrain {
 
@@ -28,6 +29,15 @@ void scatter_sharded_state(const GradientReducer& reducer, torch::optim::Optimiz
 
 // The reducer's parameters (every parameter in its buckets), for the optimizer `whole`.
 std::vector<torch::Tensor> sharded_parameters(const GradientReducer& reducer);
+
+// parallel.shard=parameters: the reducer's groups for `trained` (a subset of the model's
+// parameters), each one's model piece.
+std::vector<std::int64_t> piece_groups(const ModelImpl& model, const std::vector<torch::Tensor>& trained);
+// The piece hooks that gather each piece's parameters through `window` before its forward
+// (prefetching the next piece) and its backward (prefetching the one before) and free them
+// after its forward (the last piece's stay for its backward, which follows). `pieces`: how
+// many the model has.
+std::shared_ptr<PieceHooks> window_hooks(ParameterWindow& window, std::int64_t pieces);
 
 // Bytes of optimizer state `optimizer` holds, measured from its tensors.
 std::int64_t optimizer_state_bytes(torch::optim::Optimizer& optimizer);

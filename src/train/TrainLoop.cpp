@@ -158,7 +158,10 @@ TrainResult Trainer::run() {
   result.cuda_graphs = loop.graph && loop.graph->captured();
   record_parallel_figures(result);
   loop.log.finish();
-  if (result.stop_reason == "early_stopping") result.restored_epoch = milestones_->restore_best(*model_);
+  if (result.stop_reason == "early_stopping") {
+    WholeParameters whole(reducer_->window(), /*write_back=*/true);
+    result.restored_epoch = milestones_->restore_best(*model_);
+  }
 
   if (tc.test_at_end) {
     result.timer.restart();
@@ -169,47 +172,6 @@ TrainResult Trainer::run() {
   }
   result.total_seconds = wall_seconds() - loop.start;
   return std::move(result);
-}
-
-// Before the first step: the NCCL reducer (now that every rank has built its model), the per-rank
-// dropout streams, and the starting point, a checkpoint's state or rank 0's parameters. Returns
-// where the loop starts; `mine` receives this rank's part.
-LoopPosition Trainer::start_run(RankState& mine) {
-  if (!reducer_) {
-    nccl_ = std::make_unique<NcclCommunicator>(comm_, device_, config_.comm.nccl_timeout);
-    const auto trained = pipeline_ ? pipeline_->parameters() : model_->parameters();
-    reducer_ = std::make_unique<GradientReducer>(trained, config_.comm.bucket_mb, comm_, overlap_, nccl_.get(), false,
-                                                 shard_stage());
-    if (reducer_->sharded()) make_stepping_optimizer(trained);  // over the chunks now
-  }
-  // Dropout draws differ per rank, reproducibly.
-  torch::manual_seed(stream_seed(static_cast<std::uint64_t>(config_.train.seed), Stream::Model,
-                                 static_cast<std::uint64_t>(grid_.group().rank()) + 1));
-  LoopPosition at;
-  if (resume_) {
-    // Every rank restores its own state (a broadcast would replace its batch-norm statistics),
-    // checked together: with a pipeline, a changed model may show on some stages only.
-    mine.rng = at::detail::getDefaultCPUGenerator().get_state();
-    collective_check(grid_.group(), [&] { restore_from(*resume_, mine); });
-    at = resume_->position;
-    if (scaler_.enabled() && at.loss_scale > 0) {
-      scaler_.restore(LossScalerState{at.loss_scale, at.loss_scale_growth_tracker, at.skipped_steps});
-    }
-    if (resume_->same_layout(checkpoint_layout())) {
-      at::Generator generator = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      generator.set_state(mine.rng);
-    } else {
-      // Another grid: this rank's share of the epoch's sums is unknown; the epoch reports its steps since.
-      mine.epoch_loss = 0;
-      mine.epoch_correct = 0;
-    }
-  } else {
-    // Same initial parameters everywhere: rank 0's, broadcast.
-    broadcast_module_state(*model_, comm_, 0);
-  }
-  model_->train();
-  return at;
 }
 
 // The epoch's steps, then its training figures summed over the ranks.
@@ -379,6 +341,7 @@ void Trainer::checkpoint_if_due(Loop& loop, const Epoch& epoch, std::int64_t don
 // Writes a checkpoint of the loop standing at (epoch, steps of it done), or best.h5: collective.
 std::string Trainer::write_checkpoint(Loop& loop, std::int64_t epoch, std::int64_t done, double epoch_loss,
                                       std::int64_t epoch_correct, double train_seconds, bool best) {
+  WholeParameters whole(reducer_->window(), /*write_back=*/false);  // stage 3: saved whole
   LoopPosition p;
   p.epoch = epoch;
   p.step_in_epoch = done;
@@ -483,6 +446,7 @@ void Trainer::evaluate_epoch(Loop& loop, EpochRecord& rec) {
 
 // After an epoch: early stopping, the best epoch's checkpoint, train.target (train/Milestones).
 bool Trainer::after_epoch(Loop& loop, const EpochRecord& record) {
+  WholeParameters whole(reducer_->window(), /*write_back=*/false);  // the best weights are copied whole
   const EpochVerdict v = milestones_->after_epoch(record, loop.best, loop.epochs_without_improvement, *model_);
   if (v.new_best && !checkpoint_dir_.empty()) {
     write_checkpoint(loop, record.epoch + 1, 0, 0.0, 0, loop.result.train_seconds, /*best=*/true);

@@ -1,5 +1,6 @@
 #include "train/Trainer.hpp"
 
+#include <mutex>
 #include <stdexcept>
 
 #include "comm/GradientReducer.hpp"
@@ -81,10 +82,8 @@ Trainer::Trainer(const Config& config, const ProcessGrid& grid, const ShardedDat
                  : "mpi";
   // The NCCL communicator is made at the start of run(), after every rank has built its
   // model: a rank failing here must not leave the others inside NCCL's setup broadcast.
-  const ShardStage shard = shard_stage();
   if (backend_ == "mpi" || comm_.size() == 1) {
-    reducer_ = std::make_unique<GradientReducer>(trained, config_.comm.bucket_mb, comm_, overlap,
-                                                 /*nccl=*/nullptr, /*alone_without_buckets=*/true, shard);
+    reducer_ = make_reducer(trained, /*nccl=*/nullptr, overlap);
     // The sharded path reduce-scatters: no hierarchical allreduce (shard_stage() refused "on").
     if (!reducer_->sharded()) reducer_->use_hierarchical(make_hierarchical_sum(comm_, config_.comm.hierarchical));
   }
@@ -182,6 +181,47 @@ LocalPredictions Trainer::predict_held_out() {
   return predict(
       *model_, [&](torch::Tensor x) { return forward_to_cpu(x); }, data_.validation(), data_, loss_,
       config_.train.eval_batch_size, step_callback_);
+}
+
+// Before the first step: the NCCL reducer (now that every rank has built its model), the per-rank
+// dropout streams, and the starting point, a checkpoint's state or rank 0's parameters. Returns
+// where the loop starts; `mine` receives this rank's part.
+LoopPosition Trainer::start_run(RankState& mine) {
+  if (!reducer_) {
+    nccl_ = std::make_unique<NcclCommunicator>(comm_, device_, config_.comm.nccl_timeout);
+    const auto trained = pipeline_ ? pipeline_->parameters() : model_->parameters();
+    reducer_ = make_reducer(trained, nccl_.get(), overlap_);
+    if (reducer_->sharded()) make_stepping_optimizer(trained);  // over the chunks now
+  }
+  // Dropout draws differ per rank, reproducibly.
+  torch::manual_seed(stream_seed(static_cast<std::uint64_t>(config_.train.seed), Stream::Model,
+                                 static_cast<std::uint64_t>(grid_.group().rank()) + 1));
+  LoopPosition at;
+  WholeParameters whole(reducer_->window(), /*write_back=*/true);  // stage 3: written whole, kept as chunks
+  if (resume_) {
+    // Every rank restores its own state (a broadcast would replace its batch-norm statistics),
+    // checked together: with a pipeline, a changed model may show on some stages only.
+    mine.rng = at::detail::getDefaultCPUGenerator().get_state();
+    collective_check(grid_.group(), [&] { restore_from(*resume_, mine); });
+    at = resume_->position;
+    if (scaler_.enabled() && at.loss_scale > 0) {
+      scaler_.restore(LossScalerState{at.loss_scale, at.loss_scale_growth_tracker, at.skipped_steps});
+    }
+    if (resume_->same_layout(checkpoint_layout())) {
+      at::Generator generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(mine.rng);
+    } else {
+      // Another grid: this rank's share of the epoch's sums is unknown; the epoch reports its steps since.
+      mine.epoch_loss = 0;
+      mine.epoch_correct = 0;
+    }
+  } else {
+    // Same initial parameters everywhere: rank 0's, broadcast.
+    broadcast_module_state(*model_, comm_, 0);
+  }
+  model_->train();
+  return at;
 }
 
 }  // namespace hpctrain

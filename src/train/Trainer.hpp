@@ -74,7 +74,8 @@ struct TrainResult {
   std::string shard = "none";
   bool shard_active = false;  // more than one replica to shard over
   std::int64_t parameter_bytes = 0, gradient_bytes = 0, optimizer_state_bytes = 0;
-  std::int64_t gradient_bucket_peak_bytes = 0;  // parallel.shard=gradients: full buckets alive at once
+  std::int64_t gradient_bucket_peak_bytes = 0;   // parallel.shard=gradients|parameters: full buckets alive at once
+  std::int64_t parameter_window_peak_bytes = 0;  // parallel.shard=parameters: gathered parameters alive at once
 };
 
 class GradientReducer;
@@ -160,6 +161,8 @@ class Trainer {
   // the optimizer a checkpoint saves (sharded: the whole state gathered into `gathered` on the
   // first replica, collective, nullptr elsewhere); a resume of the model and that state.
   ShardStage shard_stage() const;
+  std::unique_ptr<GradientReducer> make_reducer(const std::vector<torch::Tensor>& trained, NcclCommunicator* nccl,
+                                                bool overlap);  // with stage 3's piece hooks
   void make_stepping_optimizer(const std::vector<torch::Tensor>& trained);
   torch::optim::Optimizer* optimizer_to_save(std::unique_ptr<torch::optim::Optimizer>& gathered);
   void restore_from(const CheckpointInfo& info, RankState& mine);

@@ -78,7 +78,25 @@ ShardStage Trainer::shard_stage() const {
                       ": sharded gradients are reduce-scattered, which comm.hierarchical=on does not do; set "
                       "comm.hierarchical to auto or off");
   }
+  if (shard == "parameters" && model_->pipeline_blocks() == 0) {
+    throw ConfigError("parallel.shard=parameters gathers a model's parameters block by block, and model.name=" +
+                      config_.model.name + " is not built of blocks; use mlp, cnn, resnet or transformer, or "
+                      "parallel.shard=gradients");
+  }
+  if (shard == "parameters") return ShardStage::Parameters;
   return shard == "optimizer" ? ShardStage::Optimizer : ShardStage::Gradients;
+}
+
+std::unique_ptr<GradientReducer> Trainer::make_reducer(const std::vector<torch::Tensor>& trained,
+                                                       NcclCommunicator* nccl, bool overlap) {
+  const ShardStage shard = shard_stage();
+  const auto groups = shard == ShardStage::Parameters ? piece_groups(*model_, trained) : std::vector<std::int64_t>{};
+  auto reducer = std::make_unique<GradientReducer>(trained, config_.comm.bucket_mb, comm_, overlap, nccl,
+                                                   /*alone_without_buckets=*/nccl == nullptr, shard, groups);
+  if (reducer->window() != nullptr) {
+    model_->set_piece_hooks(window_hooks(*reducer->window(), model_->pipeline_blocks() + 2));
+  }
+  return reducer;
 }
 
 void Trainer::make_stepping_optimizer(const std::vector<torch::Tensor>& trained) {
@@ -226,6 +244,7 @@ void Trainer::record_parallel_figures(TrainResult& result) const {
   result.parameter_bytes = held.parameters;
   result.gradient_bytes = held.gradients;
   result.gradient_bucket_peak_bytes = held.bucket_peak;
+  result.parameter_window_peak_bytes = held.window_peak;
   result.optimizer_state_bytes = optimizer_state_bytes(*optimizer_);
   result.grid = grid_.layout();
   result.stage = grid_.stage();

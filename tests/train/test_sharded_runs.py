@@ -1,11 +1,13 @@
-"""parallel.shard (ZeRO stages 1 and 2) trains what unsharded data parallelism trains: the
+"""parallel.shard (ZeRO stages 1, 2 and 3) trains what unsharded data parallelism trains: the
 same losses within 1e-5 relative over 100 steps for the CNN, ResNet and Transformer families
 on 2 ranks and the CNN on 4 (uneven shards: padded buckets), with gradient clipping over the
 shards, gradient checkpointing and pipeline stages; each rank's optimizer state is 1/N of
-the unsharded total (+-5%), measured from its tensors. Checkpoints hold the whole state, as
+the unsharded total (+-5%), measured from its tensors, and with stage 3 so are its parameters
+(a block's gathered window apart). Checkpoints hold the whole state, as
 an unsharded run writes it: a stage-2 run on 4 ranks killed with SIGKILL resumes bitwise,
 and its checkpoint continues on 2 ranks sharded, on 1 rank and unsharded on 4. Bad
-settings fail on every rank with the key named."""
+settings fail on every rank with the key named. Stage 3 writes the same checkpoints as stage 2,
+bit for bit, and resumes its own bitwise."""
 import json
 import os
 import re
@@ -61,7 +63,8 @@ for family, args in FAMILIES.items():
         c.check(f"[{family}, {np_} ranks] unsharded reference trains", ok, r.text[-2000:])
         ref = losses(base) if ok else np.array([])
         whole = shard_report(base)["optimizer_state_bytes"] if ok else [0]
-        for stage in ("optimizer", "gradients"):
+        whole_params = shard_report(base)["parameter_bytes"][0] if ok else 0
+        for stage in ("optimizer", "gradients", "parameters"):
             r, d = train(f"{family}_{stage}_{np_}", np_, *args, "parallel.shard=" + stage)
             got = losses(d) if r.rc == 0 else np.array([])
             worst = worst_relative(got, ref)
@@ -75,6 +78,13 @@ for family, args in FAMILIES.items():
             c.check(f"[{family}, {np_} ranks] shard={stage}: each rank's optimizer state is 1/{np_} of "
                     f"{whole[0]} bytes (ratios {[round(s, 3) for s in share]})",
                     rep["active"] and all(abs(s - 1) <= 0.05 for s in share), json.dumps(rep))
+            if stage == "parameters":
+                share = [b / (whole_params / np_) for b in rep["parameter_bytes"]]
+                window = rep["parameter_window_peak_bytes"]
+                c.check(f"[{family}, {np_} ranks] shard=parameters: each rank holds 1/{np_} of the {whole_params} "
+                        f"parameter bytes between steps (ratios {[round(x, 3) for x in share]}), gathering at most "
+                        f"{max(window)} at once", all(abs(x - 1) <= 0.05 for x in share)
+                        and all(0 < w < whole_params for w in window), json.dumps(rep))
             if stage == "gradients":
                 flat = rep["parameter_bytes"][0]
                 c.check(f"[{family}, {np_} ranks] shard=gradients keeps only gradient chunks between steps "
@@ -85,15 +95,16 @@ for family, args in FAMILIES.items():
 # within 5% of what the 4-rank CNN runs measured.
 r = run([BIN, "plan", CONFIG, *common, *FAMILIES["cnn"], "--ranks", "4"], timeout=300)
 table = {m.group(1): [float(x) for x in m.group(2, 3, 4)] for m in
-         re.finditer(r"^(none|optimizer|gradients)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)", r.out, re.M)}
-for stage in ("none", "optimizer", "gradients"):
+         re.finditer(r"^(none|optimizer|gradients|parameters)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)", r.out, re.M)}
+for stage in ("none", "optimizer", "gradients", "parameters"):
     rep = shard_report(os.path.join(work, f"cnn_{stage}_4"))
-    measured = [max(rep["optimizer_state_bytes"]) / 2**20, max(rep["gradient_bytes"]) / 2**20]
+    measured = [max(rep["optimizer_state_bytes"]) / 2**20, max(rep["gradient_bytes"]) / 2**20,
+                max(rep["parameter_bytes"]) / 2**20]
     predicted = table.get(stage, [0, 0, 0])
-    c.check(f"plan, shard={stage} on 4 ranks: optimizer state {predicted[2]} MiB, gradients {predicted[1]} MiB per "
-            f"rank predicted; measured {measured[0]:.2f}, {measured[1]:.2f}",
-            r.rc == 0 and abs(predicted[2] - measured[0]) <= 0.05 * measured[0] + 0.002
-            and abs(predicted[1] - measured[1]) <= 0.05 * measured[1] + 0.002, r.text[-2000:])
+    c.check(f"plan, shard={stage} on 4 ranks: optimizer state {predicted[2]} MiB, gradients {predicted[1]} MiB, "
+            f"parameters {predicted[0]} MiB per rank predicted; measured {measured[0]:.3f}, {measured[1]:.3f}, "
+            f"{measured[2]:.3f}", r.rc == 0 and all(abs(predicted[2 - i] - measured[i]) <= 0.05 * measured[i] + 0.002
+                                                   for i in range(3)), r.text[-2000:])
 
 # Pipeline stages x sharded replicas: 2 stages x 2 replicas.
 grid = ["parallel.pipeline_stages=2", "parallel.microbatches=2", "parallel.stage_split=[1]"]
@@ -143,7 +154,8 @@ source = os.path.join(flat_dir, "checkpoints", "step_%010d.h5" % 40)
 for name, np_, extra in (("4 -> 2 ranks, shard=gradients", 2, ["parallel.shard=gradients"]),
                          ("4 -> 1 rank", 1, []),
                          ("4 -> 4 ranks unsharded", 4, []),
-                         ("4 -> 4 ranks, shard=optimizer", 4, ["parallel.shard=optimizer"])):
+                         ("4 -> 4 ranks, shard=optimizer", 4, ["parallel.shard=optimizer"]),
+                         ("4 -> 2 ranks, shard=parameters", 2, ["parallel.shard=parameters"])):
     r, d = train("cross_" + name.replace(" ", "_").replace(">", "").replace(",", ""), np_, *FAMILIES["cnn"], *flat,
                  *extra, "checkpoint.resume=" + source)
     end = checkpoint_tensors(newest_checkpoint(d), ("model/",)) if r.rc == 0 else {}
@@ -152,6 +164,21 @@ for name, np_, extra in (("4 -> 2 ranks, shard=gradients", 2, ["parallel.shard=g
     c.check(f"{name}: resumes from the sharded checkpoint and ends within 1e-3 relative of the uninterrupted run "
             f"(worst {worst:.1e})", r.rc == 0 and "resuming from" in r.out and end.keys() == final.keys()
             and worst < 1e-3, r.text[-2000:])
+
+# Stage 3 computes what stage 2 computes: the same checkpoints, bit for bit; and a resume of its
+# own step-40 checkpoint ends bitwise where it ends.
+r, p3_dir = train("p3_ref", 4, *FAMILIES["cnn"], *flat, "parallel.shard=parameters")
+p3 = checkpoint_tensors(newest_checkpoint(p3_dir)) if r.rc == 0 else {}
+p2 = checkpoint_tensors(newest_checkpoint(flat_dir))
+diff = [k for k in p2 if k not in p3 or not np.array_equal(p2[k], p3[k])]
+c.check(f"stage 3 on 4 ranks writes stage 2's final checkpoint bit for bit ({len(p3)} datasets; differ: {diff[:5]})",
+        r.rc == 0 and p3.keys() == p2.keys() and not diff, r.text[-2000:])
+r, d = train("p3_resumed", 4, *FAMILIES["cnn"], *flat, "parallel.shard=parameters",
+             "checkpoint.resume=" + os.path.join(p3_dir, "checkpoints", "step_%010d.h5" % 40))
+got = checkpoint_tensors(newest_checkpoint(d)) if r.rc == 0 else {}
+diff = [k for k in p3 if k not in got or not np.array_equal(p3[k], got[k])]
+c.check("stage 3 resumed from its step-40 checkpoint ends bitwise where it ended",
+        r.rc == 0 and got.keys() == p3.keys() and not diff, (r.text[-1500:] if r.rc else str(diff[:10])))
 
 # Bad settings: named, every rank exits non-zero, quickly.
 r, _ = train("bad_hier", 2, *FAMILIES["cnn"], "parallel.shard=optimizer", "comm.hierarchical=on")
