@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Sharded data parallelism (issue 20): hpctrain's parallel.shard none / optimizer / gradients
-against each other (target: stages 1 and 2 within 5% of unsharded step time at 2 ranks) and
+"""Sharded data parallelism (issue 20): hpctrain's parallel.shard none / optimizer / gradients /
+parameters against each other (target: stages 1 and 2 within 5% of unsharded step time at 2 ranks) and
 against PyTorch's DDP, DDP + ZeroRedundancyOptimizer (ZeRO-1) and FSDP2 fully_shard (ZeRO-3)
 on CPU with gloo (target: >= 1.3x their samples/s at <= their peak memory per rank), the
 same MLP, batch, AdamW and one intra-op thread per rank, alternating the order every repeat:
@@ -51,6 +51,8 @@ def run_hpctrain(a, shard):
             "losses": losses, "peak_rss_bytes": rep["memory"]["peak_rss_bytes"]["per_rank"],
             "optimizer_state_bytes": rep["parallel"]["shard"]["optimizer_state_bytes"],
             "gradient_bytes": rep["parallel"]["shard"]["gradient_bytes"],
+            "parameter_bytes": rep["parallel"]["shard"]["parameter_bytes"],
+            "parameter_window_peak_bytes": rep["parallel"]["shard"].get("parameter_window_peak_bytes"),
             "exposed_comm_share": rep.get("communication", {}).get("exposed_share_of_step"),
             "command": " ".join(cmd)}
 
@@ -85,7 +87,8 @@ def main():
     info = provenance()
     print("\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
     sides = [("hpctrain none", run_hpctrain, "none"), ("hpctrain optimizer", run_hpctrain, "optimizer"),
-             ("hpctrain gradients", run_hpctrain, "gradients"), ("torch ddp", run_torch, "ddp"),
+             ("hpctrain gradients", run_hpctrain, "gradients"), ("hpctrain parameters", run_hpctrain, "parameters"),
+             ("torch ddp", run_torch, "ddp"),
              ("torch zero1", run_torch, "zero1"), ("torch fsdp2", run_torch, "fsdp2")]
     runs = {name: [] for name, _, _ in sides}
     for i in range(a.repeats):
@@ -109,6 +112,7 @@ def main():
             opt[name] = statistics.median(max(r["optimizer_state_bytes"]) for r in ok)
     ratios = {}
     for mine, peer in (("hpctrain optimizer", "hpctrain none"), ("hpctrain gradients", "hpctrain none"),
+                       ("hpctrain parameters", "hpctrain none"), ("hpctrain parameters", "torch fsdp2"),
                        ("hpctrain none", "torch ddp"), ("hpctrain optimizer", "torch zero1"),
                        ("hpctrain gradients", "torch zero1"), ("hpctrain gradients", "torch fsdp2")):
         if mine in med and peer in med:

@@ -68,12 +68,10 @@ struct ReducerTimes {
 
 class GradientReducer {
  public:
-  // `overlap` false reduces every bucket after backward on the calling thread (the baseline);
-  // with one rank nothing is reduced. With `nccl` (GPU parameters, must outlive the reducer)
-  // NCCL reduces on its own stream instead of MPI. `alone_without_buckets`: with one rank (and
-  // no NCCL) no buckets at all (training; a benchmark of the buckets wants them). `shard`: above.
-  // `groups` (empty, or one per parameter): buckets never span two groups; stage 3's window
-  // gathers and frees by group.
+  // `overlap` false reduces every bucket after backward on the calling thread (the baseline); with
+  // one rank nothing is reduced. With `nccl` (GPU parameters, outliving the reducer) NCCL reduces on
+  // its own stream. `alone_without_buckets`: with one rank (no NCCL) no buckets at all (training; a
+  // benchmark wants them). `shard`: above. `groups` (none, or one per parameter): no bucket spans two.
   GradientReducer(std::vector<torch::Tensor> parameters, double bucket_mb, const Communicator& comm, bool overlap,
                   NcclCommunicator* nccl = nullptr, bool alone_without_buckets = false,
                   ShardStage shard = ShardStage::None, const std::vector<std::int64_t>& groups = {});
@@ -81,27 +79,24 @@ class GradientReducer {
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
 
-  // Zeroes the buckets before a step (not optimizer.zero_grad(), which would drop the views).
-  // Gradients must be scaled so that their sum over ranks is the wanted average.
+  // Zeroes the buckets before a step (not zero_grad(), which drops the views). Gradients are scaled
+  // so that their sum over ranks is the wanted average.
   void zero();
   void begin_step();  // starts a step without zeroing (zero() does this too)
-  // Gradient accumulation over microbatches: after hold(), gradients accumulate without counting
-  // as ready, so no bucket is reduced by an early microbatch's backward. release(parameters), just
-  // before the last backward that touches them, lets their buckets reduce during that backward.
+  // Accumulation over microbatches: after hold(), gradients accumulate without counting as ready;
+  // release(parameters), before the last backward that touches them, lets their buckets reduce in it.
   void hold();
   void release(const std::vector<torch::Tensor>& parameters);
   // After backward: starts any bucket not yet started and waits for all (the sums, or chunks).
   void finish();
 
-  // Sums `values` (1-D, contiguous, float32 or float64) over the ranks in place, in order with the
-  // bucket reductions (synchronized batch norm): with overlap queued on the communication thread,
-  // so MPI (or NCCL) is never called from two threads at once. Host tensors, and GPU tensors with
-  // MPI, are summed when it returns; with NCCL the compute stream waits for the sum on the device.
+  // Sums `values` (1-D, contiguous, float32/64) over the ranks in place, in order with the buckets
+  // (synchronized batch norm; with overlap queued on the communication thread: MPI is never called
+  // from two threads at once). Summed on return; with NCCL the compute stream waits for the sum.
   void sum_in_order(torch::Tensor& values);
 
-  // Sharded, after the optimizer stepped the chunks (nothing in flight): every chunk to every rank
-  // (blocking with MPI; with NCCL the compute stream waits for it); stage 3 frees what is still
-  // gathered instead. Unsharded: nothing.
+  // Sharded, after the optimizer stepped the chunks (nothing in flight): every chunk to every rank (with
+  // NCCL the compute stream waits for it); stage 3 frees what is still gathered instead.
   void gather_parameters();
   ParameterWindow* window() const { return window_.get(); }  // stage 3 with more than one rank
   bool sharded() const { return shard_ != ShardStage::None; }
@@ -120,8 +115,7 @@ class GradientReducer {
 
   std::size_t bucket_count() const { return buckets_.size(); }
   std::int64_t element_count() const;
-  // The gradients to unscale, clip and step: the buckets, alone the parameters' own, sharded
-  // this rank's chunks (their inf/NaN checks then need agreeing over the ranks).
+  // What to unscale, clip and step: the buckets; alone the parameters' own; sharded the chunks.
   const std::vector<torch::Tensor>& buckets() const;
   bool overlapping() const { return overlap_; }
   ReducerTimes times() const;  // cumulative since construction
@@ -130,16 +124,16 @@ class GradientReducer {
 
  private:
   struct Slot {
-    torch::Tensor parameter;
-    torch::Tensor view;
+    torch::Tensor parameter, view;
     std::size_t bucket;
     std::int64_t offset;  // in the bucket
   };
+  // A bucket's reduction; or a sum_in_order job (`values`: host, or GPU with NCCL); or a window's gather.
   struct Launch {
     std::size_t bucket;
     bool blocking;
-    torch::Tensor values;  // a sum_in_order job instead of a bucket (host, or GPU with NCCL)
-    std::function<void()> task = {};  // or a window's gather
+    torch::Tensor values;
+    std::function<void()> task = {};
   };
   void launch_ready_in_order(bool from_finish);  // requires mutex_ held
   void reduce(std::size_t bucket, bool blocking);
@@ -147,8 +141,7 @@ class GradientReducer {
   void worker_loop();
   // Tests a non-blocking operation until done: sleeping briefly in between unless the main thread waits.
   void drive(const std::function<bool()>& test);
-  // Sharded (GradientShards.cpp).
-  void make_shards();
+  void make_shards();  // sharded (GradientShards.cpp)
   void reduce_shard(std::size_t bucket, bool blocking);
   void allocate_bucket(std::size_t bucket);  // requires mutex_ held
   void release_bucket(std::size_t bucket);   // requires mutex_ held
@@ -161,23 +154,21 @@ class GradientReducer {
   std::unique_ptr<HierarchicalSum> hierarchical_;
   bool overlap_;
   std::vector<torch::Tensor> buckets_;
-  // Alone (`alone_without_buckets`): no buckets; gradients are dropped before each step and
-  // autograd hands its own buffers over (no fill, no add).
+  // Alone (`alone_without_buckets`): no buckets; autograd's own gradients, dropped before each step.
   bool direct_ = false;
   std::vector<torch::Tensor> direct_params_;
   mutable std::vector<torch::Tensor> direct_grads_;
   std::vector<torch::Tensor> host_;  // GPU buckets: page-locked staging for MPI
   ShardStage shard_ = ShardStage::None;
   std::vector<ShardBucket> shards_;
-  std::vector<std::int64_t> bucket_group_;
-  std::unique_ptr<ParameterWindow> window_;
+  std::vector<std::int64_t> bucket_group_;   // stage 3: each bucket's group
+  std::unique_ptr<ParameterWindow> window_;  // stage 3
   std::vector<torch::Tensor> shard_gradients_, host_shard_;  // the chunks' gradients; GPU staging
   std::vector<std::int64_t> padded_;                         // elements per bucket (padded when sharded)
   std::int64_t bucket_bytes_ = 0, bucket_peak_ = 0;          // stage 2: full buckets alive
   std::vector<Slot> slots_;
-  std::vector<std::size_t> bucket_slots_;  // slots per bucket
-  std::vector<std::size_t> bucket_first_;  // a bucket's first slot (slots are in bucket order)
-  bool hooks_ = false;                     // ready hooks registered
+  std::vector<std::size_t> bucket_slots_, bucket_first_;  // per bucket: slots, first slot (in bucket order)
+  bool hooks_ = false;                                     // ready hooks registered
 
   // Step state, guarded by mutex_.
   mutable std::mutex mutex_;

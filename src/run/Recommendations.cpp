@@ -113,12 +113,12 @@ void communication_bound(const json::value& r, json::array& out) {
     suggestion = format(
         "all gradients fit one bucket of comm.bucket_mb=%g, which can only start after backward: lower comm.bucket_mb "
         "(e.g. %g) so reductions start earlier",
-        bucket_mb, std::max(0.25, bucket_mb / 4));
+        bucket_mb, bucket_mb / 4);
   } else {
     suggestion = format(
         "with %g buckets of comm.bucket_mb=%g: try a larger bucket (fewer calls, %g) or a smaller one "
         "(earlier start, %g) and compare",
-        buckets, bucket_mb, bucket_mb * 2, std::max(0.25, bucket_mb / 2));
+        buckets, bucket_mb, bucket_mb * 2, bucket_mb / 2);
   }
   if (nodes > 1 && (!hier || hier->is_null())) suggestion += "; across nodes, try comm.hierarchical=on";
   suggestion += "; a larger train.batch_size per rank spreads the same reduction over more samples";

@@ -152,9 +152,8 @@ class Trainer {
   CheckpointLayout checkpoint_layout() const;
   // The grid, the schedule and this rank's pipeline times, for report.json.
   void record_parallel_figures(TrainResult& result) const;
-  // A step's forward and backward over parallel.microbatches microbatches: the whole model,
-  // or this rank's pipeline stage. Returns the summed loss and the outputs (the last stage's
-  // only; undefined elsewhere). `inv_batch` is 1 / the global batch.
+  // A step's forward and backward over parallel.microbatches microbatches (whole model or stage):
+  // the summed loss and the outputs (the last stage's; undefined elsewhere); inv_batch: 1 / batch.
   std::pair<torch::Tensor, torch::Tensor> forward_backward_microbatches(const torch::Tensor& input,
                                                                         const torch::Tensor& targets, double inv_batch);
   // parallel.shard (checked against other keys); the optimizer over `trained`, or their chunks;
@@ -199,9 +198,8 @@ class Trainer {
   std::unique_ptr<StallWatchdog> watchdog_;
   // Marks point `point` (StallWatchdog::Point) of step `step` for the watchdog, if any.
   void watch(std::int64_t step, int point);
-  // After the gradient reduction, for step `step`: the fp16 unscale and skip,
-  // train.nonfinite's decision, clipping and the optimizer step. Returns whether the host
-  // skipped the step, and the device's skip flag (the fused optimizer; undefined otherwise).
+  // After the gradient reduction: the fp16 unscale and skip, train.nonfinite, clipping, the step.
+  // Returns whether the host skipped it, and the device's skip flag (fused optimizer; else undefined).
   std::pair<bool, torch::Tensor> optimizer_step(std::int64_t step);
   // The fused optimizer steps without host waits; loss scaling and clipping stay on the device too.
   bool device_side_ = false;

@@ -114,6 +114,10 @@ r3, base_clip = train("grid_none_clip", 4, *FAMILIES["cnn"], *grid, "train.grad_
 worst = worst_relative(losses(d), losses(base_clip)) if r2.rc == 0 and r3.rc == 0 else float("inf")
 c.check(f"2 stages x 2 sharded replicas with clipping match the unsharded grid (worst {worst:.1e})",
         r.rc == 0 and worst <= 1e-5, r2.text[-2000:])
+r4, d = train("grid_parameters", 4, *FAMILIES["cnn"], *grid, "parallel.shard=parameters", "train.grad_clip_norm=0.5")
+worst = worst_relative(losses(d), losses(base_clip)) if r4.rc == 0 and r3.rc == 0 else float("inf")
+c.check(f"2 stages x 2 replicas with shard=parameters and clipping match the unsharded grid (worst {worst:.1e})",
+        r4.rc == 0 and worst <= 1e-5, r4.text[-2000:])
 
 # Checkpoints: stage 2 on 4 ranks, killed after the step-40 checkpoint, resumed bitwise.
 ck = ["checkpoint.every_steps=20", "checkpoint.keep=100", "model.dropout=0.25"]
