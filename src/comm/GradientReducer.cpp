@@ -405,29 +405,40 @@ void broadcast_module_state(torch::nn::Module& module, const Communicator& comm,
   for (auto& p : module.parameters()) tensors.push_back(p);
   for (auto& b : module.buffers()) tensors.push_back(b);
   torch::NoGradGuard no_grad;
-  // Fuse float tensors into one buffer; other dtypes (BatchNorm's counter) go one by one.
-  std::int64_t n = 0;
-  for (const auto& t : tensors) {
-    if (t.scalar_type() == torch::kFloat) n += t.numel();
-  }
-  auto flat = torch::empty({n}, torch::kFloat);
-  std::int64_t off = 0;
-  for (const auto& t : tensors) {
-    if (t.scalar_type() != torch::kFloat) continue;
-    flat.narrow(0, off, t.numel()).copy_(t.reshape({-1}));
-    off += t.numel();
-  }
-  comm.broadcast(flat.data_ptr<float>(), static_cast<std::size_t>(n) * sizeof(float), root);
-  off = 0;
-  for (auto& t : tensors) {
-    if (t.scalar_type() == torch::kFloat) {
-      t.copy_(flat.narrow(0, off, t.numel()).view(t.sizes()));
-      off += t.numel();
-    } else {
-      auto c = t.to(torch::kCPU).contiguous();
-      comm.broadcast(c.data_ptr(), static_cast<std::size_t>(c.numel() * c.element_size()), root);
-      t.copy_(c);
+  // Float tensors fused into broadcasts of at most kPiece elements (a tensor past that alone),
+  // so the staging buffer stays small beside a large model; other dtypes (BatchNorm's counter)
+  // go one by one.
+  constexpr std::int64_t kPiece = std::int64_t{16} << 20;
+  std::size_t begin = 0;
+  while (begin < tensors.size()) {
+    std::size_t end = begin;
+    std::int64_t n = 0;
+    while (end < tensors.size() && (end == begin || tensors[end].scalar_type() != torch::kFloat ||
+                                    n + tensors[end].numel() <= kPiece)) {
+      if (tensors[end].scalar_type() == torch::kFloat) n += tensors[end].numel();
+      ++end;
     }
+    auto flat = torch::empty({n}, torch::kFloat);
+    std::int64_t off = 0;
+    for (std::size_t i = begin; i < end; ++i) {
+      if (tensors[i].scalar_type() != torch::kFloat) continue;
+      flat.narrow(0, off, tensors[i].numel()).copy_(tensors[i].reshape({-1}));
+      off += tensors[i].numel();
+    }
+    comm.broadcast(flat.data_ptr<float>(), static_cast<std::size_t>(n) * sizeof(float), root);
+    off = 0;
+    for (std::size_t i = begin; i < end; ++i) {
+      auto& t = tensors[i];
+      if (t.scalar_type() == torch::kFloat) {
+        t.copy_(flat.narrow(0, off, t.numel()).view(t.sizes()));
+        off += t.numel();
+      } else {
+        auto c = t.to(torch::kCPU).contiguous();
+        comm.broadcast(c.data_ptr(), static_cast<std::size_t>(c.numel() * c.element_size()), root);
+        t.copy_(c);
+      }
+    }
+    begin = end;
   }
 }
 

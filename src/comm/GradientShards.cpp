@@ -67,8 +67,9 @@ void GradientReducer::make_window() {
   };
   io.gather = [this](std::size_t b) { gather_bucket(b); };
   io.waiting = [this](bool on) { main_waiting_ = on; };
+  // Whole until the trainer's first scope ends (the initial broadcast or a resume writes them
+  // whole, then each rank keeps its chunks) or the first step's gather_parameters().
   window_ = std::make_unique<ParameterWindow>(shards_, bucket_group_, bucket_slots_, std::move(io));
-  window_->free_gathered();  // each rank now holds its chunks only
 }
 
 void GradientReducer::gather_bucket(std::size_t b) {
@@ -97,7 +98,9 @@ void GradientReducer::gather_bucket(std::size_t b) {
 void GradientReducer::allocate_bucket(std::size_t b) {
   if (buckets_[b].defined()) return;
   const std::size_t first = bucket_first_[b];
-  buckets_[b] = torch::zeros({padded_[b]}, slots_[first].parameter.options().requires_grad(false));
+  const auto options = slots_[first].parameter.options().requires_grad(false);
+  // Stages 2 and 3 free it every step: pages from the OS, so freeing it lowers the resident size.
+  buckets_[b] = shard_ >= ShardStage::Gradients ? zeros_from_os(padded_[b], options) : torch::zeros({padded_[b]}, options);
   for (std::size_t i = first; i < first + bucket_slots_[b]; ++i) {
     Slot& s = slots_[i];
     s.view =

@@ -1,20 +1,30 @@
 #include "comm/ParameterWindow.hpp"
 
+#include <c10/core/Allocator.h>
 #include <c10/core/StorageImpl.h>
+#include <sys/mman.h>
 
 #include <algorithm>
+#include <string>
+
+#include "util/Error.hpp"
 
 #include "comm/GradientReducer.hpp"
 
 namespace hpctrain {
 namespace {
 
-// Gives `t`'s storage `bytes` bytes from its own allocator (contents undefined), or none. Every
-// view of the storage (the parameters) keeps its shape, strides and identity.
+// Gives `t`'s storage `bytes` bytes (contents undefined), or none: on the CPU pages of the OS's,
+// on a GPU from the storage's allocator. Every view of the storage (the parameters) keeps its
+// shape, strides and identity.
 void set_storage_bytes(const torch::Tensor& t, std::size_t bytes) {
   c10::StorageImpl* storage = t.storage().unsafeGetStorageImpl();
   if (storage->nbytes() == bytes) return;
-  storage->set_data_ptr_noswap(storage->allocator()->allocate(bytes));
+  if (t.is_cpu()) {
+    storage->set_data_ptr_noswap(os_pages(bytes));
+  } else {
+    storage->set_data_ptr_noswap(storage->allocator()->allocate(bytes));
+  }
   storage->set_nbytes(bytes);
 }
 
@@ -23,6 +33,24 @@ std::size_t flat_bytes(const ShardBucket& shard) {
 }
 
 }  // namespace
+
+c10::DataPtr os_pages(std::size_t bytes) {
+  if (bytes == 0) return c10::DataPtr(nullptr, c10::Device(c10::kCPU));
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    throw RuntimeFailure("out of memory: " + std::to_string(bytes >> 20) +
+                         " MiB for sharded parameters or gradients could not be mapped");
+  }
+  return c10::InefficientStdFunctionContext::makeDataPtr(
+      p, [bytes](void* q) { ::munmap(q, bytes); }, c10::Device(c10::kCPU));
+}
+
+torch::Tensor zeros_from_os(std::int64_t n, const torch::TensorOptions& options) {
+  if (!options.device().is_cpu() || n == 0) return torch::zeros({n}, options);
+  const auto bytes = static_cast<std::size_t>(n) * c10::elementSize(c10::typeMetaToScalarType(options.dtype()));
+  c10::Storage storage(c10::Storage::use_byte_size_t(), bytes, os_pages(bytes), nullptr, false);
+  return torch::empty({0}, options).set_(storage, 0, {n}, {1});  // fresh anonymous pages read as zeros
+}
 
 ParameterWindow::ParameterWindow(std::vector<ShardBucket>& shards, std::vector<std::int64_t> groups,
                                  std::vector<std::size_t> slots, WindowIo io)

@@ -21,6 +21,13 @@ namespace hpctrain {
 
 struct ShardBucket;
 
+// CPU memory straight from the OS (mmap), returned to it on free (munmap): the buffers stage 2
+// and 3 allocate and free every step would otherwise stay in the C library's per-thread caches
+// (they are freed on other threads than the ones that allocated them), so the resident size
+// would not fall when they are freed. zeros_from_os: n zeros; on a GPU plain torch::zeros.
+c10::DataPtr os_pages(std::size_t bytes);
+torch::Tensor zeros_from_os(std::int64_t n, const torch::TensorOptions& options);
+
 // How the window reaches the communicator, provided by the gradient reducer.
 struct WindowIo {
   // Runs a task on the thread that calls MPI or NCCL, in order with the reductions (or at once).
@@ -34,7 +41,8 @@ struct WindowIo {
 class ParameterWindow {
  public:
   // `groups`: each bucket's group; `slots`: each bucket's parameter count. Starts with every
-  // bucket gathered (the flat buffers as built); free_gathered() frees them.
+  // bucket gathered (the flat buffers as built, no collective): free_gathered() or the end of a
+  // WholeParameters scope (with write-back, after the parameters were set) frees them.
   ParameterWindow(std::vector<ShardBucket>& shards, std::vector<std::int64_t> groups, std::vector<std::size_t> slots,
                   WindowIo io);
   ParameterWindow(const ParameterWindow&) = delete;

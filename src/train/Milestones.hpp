@@ -51,6 +51,8 @@ class Milestones {
   // A metric of `record` by key ("val_loss", "test_accuracy", "val_f1_macro"); NaN when absent.
   static double value_of(const EpochRecord& record, const std::string& key);
   bool keeps_best() const { return keep_best_.has_value(); }
+  // after_epoch copies the model's weights when an epoch is the best so far (whole parameters needed).
+  bool copies_weights() const { return restore_ && patience_ > 0; }
 
  private:
   std::vector<std::string> watched_;  // keys recorded into EpochRecord::watched

@@ -446,7 +446,7 @@ void Trainer::evaluate_epoch(Loop& loop, EpochRecord& rec) {
 
 // After an epoch: early stopping, the best epoch's checkpoint, train.target (train/Milestones).
 bool Trainer::after_epoch(Loop& loop, const EpochRecord& record) {
-  WholeParameters whole(reducer_->window(), /*write_back=*/false);  // the best weights are copied whole
+  WholeParameters whole(milestones_->copies_weights() ? reducer_->window() : nullptr, false);  // stage 3
   const EpochVerdict v = milestones_->after_epoch(record, loop.best, loop.epochs_without_improvement, *model_);
   if (v.new_best && !checkpoint_dir_.empty()) {
     write_checkpoint(loop, record.epoch + 1, 0, 0.0, 0, loop.result.train_seconds, /*best=*/true);

@@ -51,6 +51,8 @@ void check_window(bool overlap) {
   }
   ParameterWindow& window = *reducer.window();
   ASSERT_EQ(reducer.shard_buckets().size(), 2U) << "one bucket per group, never spanning two";
+  EXPECT_GT(window.gathered_bytes(), 0) << "whole as built, until freed";
+  window.free_gathered();
   EXPECT_EQ(window.gathered_bytes(), 0);
   for (const auto& p : f.params) EXPECT_EQ(storage_bytes(p), 0U) << "only the chunks are held";
 
