@@ -29,6 +29,7 @@ struct PlanArguments {
   std::string config;
   std::vector<std::string> overrides;
   double budget_gib = 0;
+  double baseline_mib = -1;  // --baseline; < 0: measured
   std::int64_t ranks = 0;    // 0: the launch's
   ScalingArguments scaling;  // --nodes: the performance model instead of the memory plan
 };
@@ -44,6 +45,7 @@ struct Plan {
   double fixed = 0;  // parameters, gradient buckets, optimizer state
   double optimizer_states = 0;
   std::int64_t window = 0;  // parameters of the two largest pieces (parallel.shard=parameters)
+  double baseline = 0;      // anonymous bytes this process held before any model (libraries' data, MPI)
   Line plain{}, checkpointed{};
 };
 
@@ -86,6 +88,7 @@ Plan measure(const Config& c, const DatasetMeta& meta, std::int64_t ranks) {
     return Line{per, std::max(0.0, a - 2.0 * per)};
   };
   Plan plan;
+  plan.baseline = static_cast<double>(anonymous_rss_bytes());
   plan.batch = (c.train.batch_size + ranks - 1) / ranks;
   std::tie(std::ignore, plan.parameters, plan.window) = probe(0, 1);
   plan.optimizer_states = c.optimizer.name == "sgd" ? (c.optimizer.momentum > 0 ? 1.0 : 0.0) : 2.0;
@@ -156,9 +159,11 @@ void print_shard_plan(const PlanArguments& a, const Config& c, std::int64_t rank
                     ? " (+ ~2 buckets during backward, + the 2 largest blocks' parameters gathered)"
                     : " (+ ~2 buckets of comm.bucket_mb during backward)");
     if (a.budget_gib > 0) {
-      const double room = a.budget_gib * 1024.0 * mib - activations - r.transient;
-      std::printf("%-12s   largest model within %.2f GiB beside %.1f MiB of activations: %.0f parameters\n", "",
-                  a.budget_gib, activations / mib, room > 0 ? room / per_param : 0.0);
+      const double budget = a.budget_gib * 1024.0 * mib, need = n * per_param + r.transient + activations + p.baseline;
+      const double room = budget - activations - r.transient - p.baseline;
+      std::printf("%-12s   %s: %.1f MiB with the activations and the %.1f MiB of memory a rank holds before any model; "
+                  "largest model that fits: %.0f parameters\n",
+                  "", need <= budget ? "fits" : "EXCEEDS", need / mib, p.baseline / mib, room > 0 ? room / per_param : 0.0);
     }
   }
 }
@@ -179,14 +184,15 @@ void plan_on_this_rank(const PlanArguments& a, std::int64_t ranks) {
     meta = read_dataset_meta(file);
   }
   torch::set_num_threads(std::max(1, ProcessLayout::discover(MPI_COMM_SELF).default_threads()));
-  const Plan plan = measure(rc.config, meta, ranks);
+  Plan plan = measure(rc.config, meta, ranks);
+  if (a.baseline_mib >= 0) plan.baseline = a.baseline_mib * 1048576.0;
   print_plan(a, rc.config, meta, ranks, plan);
   print_shard_plan(a, rc.config, ranks, plan);
   const ParallelConfig& pc = rc.config.parallel;
   if (pc.pipeline_stages <= 1) return;
   const std::int64_t replicas = std::max<std::int64_t>(1, ranks / pc.pipeline_stages);
   const WholeModelMemory whole{plan.parameters, plan.optimizer_states,
-                               plan.plain.at(rc.config.train.batch_size / replicas)};
+                               plan.plain.at(rc.config.train.batch_size / replicas), plan.baseline};
   print_pipeline_plan(rc.config, meta, ranks, a.budget_gib, whole);
 }
 
@@ -216,12 +222,18 @@ void add_plan_command(CLI::App& parent, Commands& commands) {
       "With parallel.pipeline_stages > 1, also the trainer's stage split and per stage: parameters,\n"
       "gradients, optimizer state, one microbatch's activations, the microbatches the schedule\n"
       "holds at once (from its action list) and their bytes, the total, the predicted bubble; with\n"
-      "--budget, whether each stage and the whole model fit.");
+      "--budget, whether each stage and the whole model fit. Every --budget verdict counts the\n"
+      "memory a rank holds before any model (--baseline).");
   app->add_option("CONFIG", a->config, "the run's config file (JSON)")->required()->type_name("FILE.json");
   app->add_option("OVERRIDES", a->overrides, "key.path=value: config keys set over the file's")->type_name("KEY=VALUE");
   app->add_option("--budget", a->budget_gib, "memory per rank: also print the largest batch that fits")
       ->check(positive_number())
       ->type_name("GiB");
+  app->add_option("--baseline", a->baseline_mib,
+                  "memory a rank holds before any model, counted in every --budget verdict (default: this "
+                  "process's resident anonymous memory before it builds one)")
+      ->check(CLI::NonNegativeNumber)
+      ->type_name("MiB");
   app->add_option("--ranks", a->ranks, "plan for N ranks (default: the launch's)")
       ->check(integer_at_least(1))
       ->type_name("N");

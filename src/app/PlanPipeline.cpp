@@ -176,13 +176,14 @@ void print_pipeline_plan(const Config& c, const DatasetMeta& meta, std::int64_t 
     return;
   }
   const double budget = budget_gib * 1024.0 * kMiB;
-  std::printf("budget %.2f GiB per rank:", budget_gib);
+  std::printf("budget %.2f GiB per rank, with the %.1f MiB a rank holds before any model:", budget_gib,
+              whole.baseline / kMiB);
   for (int s = 0; s < p; ++s) {
-    const double t =
-        total(stages[static_cast<std::size_t>(s)].parameters, stages[static_cast<std::size_t>(s)].activations);
+    const double t = whole.baseline + total(stages[static_cast<std::size_t>(s)].parameters,
+                                            stages[static_cast<std::size_t>(s)].activations);
     std::printf(" stage %d %s (%.1f MiB);", s, t <= budget ? "fits" : "EXCEEDS", t / kMiB);
   }
-  const double t = total(whole.parameters, whole.activations);
+  const double t = whole.baseline + total(whole.parameters, whole.activations);
   std::printf(" the whole model on one rank %s (%.1f MiB)\n", t <= budget ? "fits" : "EXCEEDS", t / kMiB);
 }
 

@@ -14,6 +14,7 @@ struct WholeModelMemory {
   std::int64_t parameters = 0;
   double optimizer_states = 0;  // fp32 copies of the parameters the optimizer keeps
   double activations = 0;       // bytes, the per-replica batch in one pass
+  double baseline = 0;          // bytes a rank holds before any model (in every budget verdict)
 };
 
 // Measures on this process's CPU (fp32) and prints. `ranks`: the launch's (or --ranks);

@@ -25,6 +25,18 @@ std::int64_t current_rss_bytes() {
   return n == 2 ? static_cast<std::int64_t>(resident) * sysconf(_SC_PAGESIZE) : 0;
 }
 
+std::int64_t anonymous_rss_bytes() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  long kib = 0;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::sscanf(line, "RssAnon: %ld kB", &kib) == 1) break;
+  }
+  std::fclose(f);
+  return static_cast<std::int64_t>(kib) * 1024;
+}
+
 std::int64_t heap_in_use() {
   const struct mallinfo2 m = mallinfo2();
   return static_cast<std::int64_t>(m.uordblks + m.hblkhd);

@@ -80,7 +80,7 @@ if ("1f1b", 4) in results and ("gpipe", 4) in results and ("1f1b", 8) in results
 if ("1f1b", 4) in results and "whole" in results[("1f1b", 4)]:
     t = results[("1f1b", 4)]
     budget = (max(t["0"]["total"], t["1"]["total"]) + t["whole"]["total"]) / 2 / 1024
-    r = plan("1f1b", 4, "--budget", f"{budget:.6f}")
+    r = plan("1f1b", 4, "--budget", f"{budget:.6f}", "--baseline", "0")
     c.check("--budget between the largest stage and the whole model: stages fit, the whole model does not",
             r.rc == 0 and "stage 0 fits" in r.out and "stage 1 fits" in r.out and "whole model on one rank EXCEEDS"
             in r.out, r.out[-1500:])
