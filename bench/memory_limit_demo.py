@@ -14,7 +14,8 @@ is trained for a few steps on 2 ranks:
 
 and `hpctrain plan --budget` is asked beforehand whether each fits. Recorded per case: exit
 status, whether the kernel killed a rank for memory (the cgroup's failcnt / OOM count), each
-rank's peak charged memory (memory.max_usage_in_bytes) and report.json's peak RSS.
+rank's peak charged memory (memory.max_usage_in_bytes) and report.json's peak RSS, and the
+peak RSS of the same run without the limit.
 
 Needs root and the cgroup v1 memory controller at /sys/fs/cgroup/memory. Removes only the
 cgroups it creates.
@@ -88,6 +89,20 @@ def remove_cgroup(cg):
         except OSError:
             time.sleep(0.1)
     os.rmdir(cg)
+
+
+def run_unconfined(a, extra):
+    """The case without a limit: what each rank peaks at (report.json, resident set incl. libraries)."""
+    run_dir = tempfile.mkdtemp(prefix="hpctrain_memdemo_")
+    cmd = ["mpiexec", "-n", "2", "--oversubscribe", a.binary, "train", a.config, *model_args(a), *extra,
+           "run.dir=" + run_dir]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=a.timeout)
+    out = {"rc": r.returncode, "command": " ".join(cmd)}
+    if r.returncode == 0:
+        rep = json.load(open(os.path.join(run_dir, "report.json")))
+        out["peak_rss_mib"] = [x >> 20 for x in rep["memory"]["peak_rss_bytes"]["per_rank"]]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return out
 
 
 def run_case(a, name, extra, base_cg, wrapper):
@@ -170,12 +185,14 @@ def main():
         for name, extra in CASES.items():
             plans[name] = plan(a, name, extra)
             res = run_case(a, name, extra, base_cg, wrapper)
+            res["unconfined"] = run_unconfined(a, extra)
             results.append(res)
             verdict = "trained" if res["rc"] == 0 else ("killed for memory" if res["killed_for_memory"]
                                                          else f"failed (rc {res['rc']})")
             print(f"{name:12s}: plan {plans[name].get('verdict')} ({plans[name].get('predicted_mib')} MiB); {verdict}; "
                   f"peak charged per rank {[x['max_usage_mib'] for x in res['ranks']]} MiB of {a.limit_mib}; "
-                  f"report peak RSS {res.get('peak_rss_mib')}", flush=True)
+                  f"report peak RSS {res.get('peak_rss_mib')}; without the limit "
+                  f"{res['unconfined'].get('peak_rss_mib')}", flush=True)
     finally:
         for r in range(2):
             remove_cgroup(os.path.join(base_cg, f"rank{r}"))

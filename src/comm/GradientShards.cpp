@@ -98,9 +98,7 @@ void GradientReducer::gather_bucket(std::size_t b) {
 void GradientReducer::allocate_bucket(std::size_t b) {
   if (buckets_[b].defined()) return;
   const std::size_t first = bucket_first_[b];
-  const auto options = slots_[first].parameter.options().requires_grad(false);
-  // Stages 2 and 3 free it every step: pages from the OS, so freeing it lowers the resident size.
-  buckets_[b] = shard_ >= ShardStage::Gradients ? zeros_from_os(padded_[b], options) : torch::zeros({padded_[b]}, options);
+  buckets_[b] = torch::zeros({padded_[b]}, slots_[first].parameter.options().requires_grad(false));
   for (std::size_t i = first; i < first + bucket_slots_[b]; ++i) {
     Slot& s = slots_[i];
     s.view =

@@ -45,13 +45,6 @@ c10::DataPtr os_pages(std::size_t bytes) {
       p, [bytes](void* q) { ::munmap(q, bytes); }, c10::Device(c10::kCPU));
 }
 
-torch::Tensor zeros_from_os(std::int64_t n, const torch::TensorOptions& options) {
-  if (!options.device().is_cpu() || n == 0) return torch::zeros({n}, options);
-  const auto bytes = static_cast<std::size_t>(n) * c10::elementSize(c10::typeMetaToScalarType(options.dtype()));
-  c10::Storage storage(c10::Storage::use_byte_size_t(), bytes, os_pages(bytes), nullptr, false);
-  return torch::empty({0}, options).set_(storage, 0, {n}, {1});  // fresh anonymous pages read as zeros
-}
-
 ParameterWindow::ParameterWindow(std::vector<ShardBucket>& shards, std::vector<std::int64_t> groups,
                                  std::vector<std::size_t> slots, WindowIo io)
     : shards_(shards), groups_(std::move(groups)), io_(std::move(io)), state_(shards.size(), State::Gathered) {
@@ -71,12 +64,13 @@ bool ParameterWindow::mark(std::size_t b) {
 void ParameterWindow::launch(const std::vector<std::size_t>& buckets) {
   // Outside mutex_: without a communication thread the task runs here.
   for (const std::size_t b : buckets) {
+    // Allocated here, so an allocation failure shows on the thread that runs the model.
+    set_storage_bytes(shards_[b].flat, flat_bytes(shards_[b]));
     io_.enqueue([this, b] {
       std::exception_ptr error;
       try {
         torch::NoGradGuard no_grad;
         ShardBucket& s = shards_[b];
-        set_storage_bytes(s.flat, flat_bytes(s));
         s.flat.narrow(0, s.offset, s.chunk).copy_(s.parameters);
         io_.gather(b);
       } catch (...) {

@@ -21,12 +21,12 @@ namespace hpctrain {
 
 struct ShardBucket;
 
-// CPU memory straight from the OS (mmap), returned to it on free (munmap): the buffers stage 2
-// and 3 allocate and free every step would otherwise stay in the C library's per-thread caches
-// (they are freed on other threads than the ones that allocated them), so the resident size
-// would not fall when they are freed. zeros_from_os: n zeros; on a GPU plain torch::zeros.
+// CPU memory straight from the OS (mmap), returned to it on free (munmap), for the gathered
+// parameter buffers: through the C library's allocator, buffers that large and freed every step
+// stayed cached in it and the resident size did not fall with them (docs/benchmarks.md, "A
+// model that does not fit one rank"). The price is fresh pages (page faults, zeroing) at every
+// gather.
 c10::DataPtr os_pages(std::size_t bytes);
-torch::Tensor zeros_from_os(std::int64_t n, const torch::TensorOptions& options);
 
 // How the window reaches the communicator, provided by the gradient reducer.
 struct WindowIo {

@@ -69,6 +69,16 @@ torch::Tensor ModelImpl::run_pieces(torch::Tensor x) {
   return x;
 }
 
+void ModelImpl::run_hooks_only() {
+  if (!hooks_) return;
+  torch::NoGradGuard no_grad;
+  const auto last = pipeline_blocks() == 0 ? 0 : pipeline_blocks() + 1;
+  for (std::int64_t piece = 0; piece <= last; ++piece) {
+    hooks_->before_forward(piece);
+    hooks_->after_forward(piece);
+  }
+}
+
 torch::Tensor ModelImpl::run_hooked(std::int64_t piece, torch::Tensor x) {
   if (!hooks_) return run_piece(piece, std::move(x));
   hooks_->before_forward(piece);

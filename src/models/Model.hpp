@@ -54,6 +54,9 @@ struct ModelImpl : torch::nn::Module {
   // run_piece with the piece hooks around it (run_pieces and the pipeline run pieces so).
   torch::Tensor run_hooked(std::int64_t piece, torch::Tensor x);
   void set_piece_hooks(std::shared_ptr<PieceHooks> hooks) { hooks_ = std::move(hooks); }
+  // Every piece's forward hooks in order without computing: what another rank's forward does to
+  // the hooks' collectives, for a rank with fewer batches to evaluate.
+  void run_hooks_only();
 
  protected:
   // `path` (a module or a parameter of this model: "stem", "block3", "layers.4", "position")

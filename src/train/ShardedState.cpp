@@ -53,6 +53,15 @@ std::shared_ptr<PieceHooks> window_hooks(ParameterWindow& window, std::int64_t p
   return std::make_shared<WindowHooks>(window, pieces);
 }
 
+void match_window_gathers(ModelImpl& model, const ParameterWindow* window, const Communicator& data,
+                          std::int64_t rows, std::int64_t batch) {
+  if (window == nullptr || data.size() == 1) return;
+  const std::int64_t mine = (rows + batch - 1) / batch;
+  double most = static_cast<double>(mine);
+  data.allreduce_max(&most, 1);
+  for (auto k = mine; k < static_cast<std::int64_t>(most); ++k) model.run_hooks_only();
+}
+
 std::vector<torch::Tensor> sharded_parameters(const GradientReducer& reducer) {
   std::vector<torch::Tensor> out;
   for (const auto& shard : reducer.shard_buckets()) {

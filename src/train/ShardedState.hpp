@@ -38,6 +38,12 @@ std::vector<std::int64_t> piece_groups(const ModelImpl& model, const std::vector
 // after its forward (the last piece's stay for its backward, which follows). `pieces`: how
 // many the model has.
 std::shared_ptr<PieceHooks> window_hooks(ParameterWindow& window, std::int64_t pieces);
+// Before a rank evaluates `rows` rows in batches of `batch` with stage 3's window: every
+// forward gathers pieces collectively, and the replicas' shares of a split may take different
+// numbers of batches. Agrees on the most (one reduction over `data`) and runs the missing
+// forwards' gathers first, so every replica issues the same gathers. No window: nothing.
+void match_window_gathers(ModelImpl& model, const ParameterWindow* window, const Communicator& data,
+                          std::int64_t rows, std::int64_t batch);
 
 // Bytes of optimizer state `optimizer` holds, measured from its tensors.
 std::int64_t optimizer_state_bytes(torch::optim::Optimizer& optimizer);

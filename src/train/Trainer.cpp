@@ -13,6 +13,7 @@
 #include "train/Optimizers.hpp"
 #include "train/Pipeline.hpp"
 #include "train/Schedule.hpp"
+#include "train/ShardedState.hpp"
 #include "util/Error.hpp"
 #include "util/Json.hpp"
 #include "util/Random.hpp"
@@ -124,6 +125,7 @@ void Trainer::watch(std::int64_t step, int point) {
 EvalResult Trainer::evaluate_split(const Samples& split) {
   // Batch-norm statistics differ per rank after training: evaluate the averaged model.
   average_module_buffers(*model_, comm_);
+  match_window_gathers(*model_, reducer_->window(), comm_, split.size(), config_.train.eval_batch_size);
   // Each batch shows comm.timeout's watchdog that this rank is alive.
   const std::function<void()> between_batches = [this] {
     if (step_callback_) step_callback_();
@@ -178,6 +180,7 @@ std::string Trainer::model_description() const {
 
 LocalPredictions Trainer::predict_held_out() {
   average_module_buffers(*model_, comm_);
+  match_window_gathers(*model_, reducer_->window(), comm_, data_.validation().size(), config_.train.eval_batch_size);
   return predict(
       *model_, [&](torch::Tensor x) { return forward_to_cpu(x); }, data_.validation(), data_, loss_,
       config_.train.eval_batch_size, step_callback_);

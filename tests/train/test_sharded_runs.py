@@ -184,6 +184,19 @@ diff = [k for k in p3 if k not in got or not np.array_equal(p3[k], got[k])]
 c.check("stage 3 resumed from its step-40 checkpoint ends bitwise where it ended",
         r.rc == 0 and got.keys() == p3.keys() and not diff, (r.text[-1500:] if r.rc else str(diff[:10])))
 
+# Stage 3 gathers pieces collectively in every forward, evaluation included, where the replicas'
+# shares of a split may take different numbers of batches: 10000 test rows over 3 ranks in
+# batches of 3333 are 2, 1 and 1 batches. Without matching the gathers this hangs (the watchdog
+# would end it); with it the test figures equal the unsharded run's.
+uneven = ["train.max_steps=10", "train.eval_batch_size=3333", "comm.timeout=60"]
+r, d3 = train("uneven_parameters", 3, *FAMILIES["cnn"], *uneven, "parallel.shard=parameters", timeout=200)
+r0, d0 = train("uneven_none", 3, *FAMILIES["cnn"], *uneven, timeout=200)
+tests = [json.load(open(os.path.join(d, "report.json")))["final"].get("test_loss") if rc == 0 else None
+         for d, rc in ((d3, r.rc), (d0, r0.rc))]
+c.check(f"3 replicas evaluating 2, 1 and 1 batches with shard=parameters: test loss {tests[0]} equals unsharded "
+        f"{tests[1]} within 1e-6", None not in tests and abs(tests[0] - tests[1]) <= 1e-6 * abs(tests[1]),
+        r.text[-2000:])
+
 # Bad settings: named, every rank exits non-zero, quickly.
 r, _ = train("bad_hier", 2, *FAMILIES["cnn"], "parallel.shard=optimizer", "comm.hierarchical=on")
 c.check("shard with comm.hierarchical=on: refused naming both keys",
