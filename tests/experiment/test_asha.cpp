@@ -210,3 +210,29 @@ TEST(AsyncSearch, AResumeRunsTheInterruptedTasksFirstAndGoesOnAlike) {
   AsyncSearch c(setup("tpe"));
   EXPECT_THROW(c.replay(bad, [](const SearchTask&) { return nullptr; }), std::exception);
 }
+
+TEST(AsyncSearch, ATrialIsScoredWhenItsLastSplitArrives) {
+  AsyncSearchSetup s = setup("tpe");
+  s.split_count = 2;
+  s.tpe_trials = 2;
+  AsyncSearch search(s);
+  SearchTask a, b, c;
+  ASSERT_EQ(search.next(a), AsyncSearch::Next::Task);
+  ASSERT_EQ(search.next(b), AsyncSearch::Next::Task);
+  EXPECT_EQ(a.trial, 0);  // both splits of trial 0 before trial 1
+  EXPECT_EQ(b.trial, 0);
+  EXPECT_EQ(b.split, 1u);
+  search.arrive(b, outcome(b, 0.5));
+  EXPECT_TRUE(search.scored().empty());
+  ASSERT_EQ(search.next(c), AsyncSearch::Next::Task);
+  EXPECT_EQ(c.trial, 1);
+  search.arrive(a, outcome(a, 0.7));
+  ASSERT_EQ(search.scored().size(), 1u);
+  EXPECT_NEAR(search.scored()[0].second.score, 0.6, 1e-12);  // the mean over the splits
+  SearchTask d;
+  ASSERT_EQ(search.next(d), AsyncSearch::Next::Task);  // trial 1's second split
+  EXPECT_EQ(search.next(a), AsyncSearch::Next::Wait);  // the budget is spent, two tasks run
+  search.arrive(c, outcome(c, 0.1));
+  search.arrive(d, outcome(d, 0.1));
+  EXPECT_EQ(search.next(a), AsyncSearch::Next::Done);
+}
