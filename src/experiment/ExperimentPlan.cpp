@@ -43,9 +43,15 @@ void check_shards(const Config& bc, std::size_t trial_count) {
   }
   if (bc.search.shards <= 1) return;
   if (bc.search.method == "none") throw ConfigError("search.shards: only a search (search.method) splits into shards");
-  if (bc.search.method == "halving" || bc.search.method == "asha" || bc.search.method == "tpe") {
+  if (bc.search.method == "halving") {
+    throw ConfigError(
+        "search.shards: successive halving ranks every trial between rungs, so it runs as one job; split grid "
+        "or random searches");
+  }
+  if (bc.search.method == "asha" || bc.search.method == "tpe") {
     throw ConfigError("search.shards: search.method=" + bc.search.method +
-                      " decides from every result so far, so it runs as one job; split grid or random searches");
+                      " decides each task from every result so far, so it runs as one job; split grid or random "
+                      "searches");
   }
   if (static_cast<std::int64_t>(trial_count) <= bc.search.shard) {
     throw ConfigError("search.shard: shard " + std::to_string(bc.search.shard) + " of " +
