@@ -104,7 +104,7 @@ void ExperimentRun::open_journal_and_announce() {
     if (root_) recorded = journal_.open(bc_.checkpoint.resume, base_.resolved_json);
   });
   if (!root_) return;
-  if (recorded > 0) {
+  if (recorded > 0 && !async_) {  // asha, tpe: the replay says what it reuses
     std::printf("resuming: %zu finished task(s) recorded in %s/tasks are not run again\n", recorded, run_dir_.c_str());
   }
   make_directories(run_dir_);

@@ -64,10 +64,10 @@ void ExperimentRun::replay_journal() {
     if (done) keep_one(*done, t.rung);
     return done;
   });
+  const std::size_t again = search_->running();
   search_->resume();
   journal_.rewrite_events(search_->events());
-  std::printf("resuming: %zu of %zu recorded event(s) replayed; %zu task(s) run again\n", n, recorded.size(),
-              search_->running());
+  std::printf("resuming: %zu of %zu recorded event(s) replayed; %zu task(s) run again\n", n, recorded.size(), again);
   std::fflush(stdout);
 }
 
