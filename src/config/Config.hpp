@@ -138,7 +138,7 @@ struct CvConfig {
 };
 
 struct SearchConfig {
-  std::string method = "none";    // none | grid | random | halving
+  std::string method = "none";    // none | grid | random | halving | asha | tpe
   std::string space_json = "{}";  // key path -> values (docs/cv-and-search.md); validated by the search
   std::int64_t trials = 8;        // random: trials drawn; halving: initial trials when the space is not a grid
   std::int64_t seed = 0;
@@ -146,6 +146,9 @@ struct SearchConfig {
   std::string scoring = "auto";  // auto | cv | holdout
   std::int64_t halving_eta = 2;
   std::int64_t halving_min_epochs = 1;
+  std::int64_t tpe_startup = 10;     // tpe: random proposals until this many trials finished
+  double tpe_gamma = 0.1;            // tpe: fraction of the finished trials that are "good" (at most 25)
+  std::int64_t tpe_candidates = 24;  // tpe: draws from the good trials' estimator compared per proposal
   std::int64_t shards = 1;  // job-array split: this job runs trials with index % shards == shard
   std::int64_t shard = 0;
 };

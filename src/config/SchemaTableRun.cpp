@@ -187,9 +187,12 @@ std::vector<SchemaEntry> experiment_entries() {
            "RUN_DIR/predictions/."),
        bind(&Config::cv, &CvConfig::save_predictions)},
       // search
-      {key("search.method", K::String, "\"none\"", none, none, {"none", "grid", "random", "halving"},
-           "Hyperparameter search over search.space: every combination (grid), search.trials random draws, or "
-           "successive halving (growing epoch budgets; the better 1/eta of the trials go on)."),
+      {key("search.method", K::String, "\"none\"", none, none, {"none", "grid", "random", "halving", "asha", "tpe"},
+           "Hyperparameter search over search.space: every combination (grid), search.trials random draws, "
+           "successive halving (growing epoch budgets; the better 1/eta of the trials go on), asynchronous "
+           "successive halving (asha: a trial goes on as soon as it is among the better 1/eta of its rung's results "
+           "so far), or a tree-structured Parzen estimator (tpe: search.trials trials, each proposed from the "
+           "results so far when a group frees up)."),
        bind(&Config::search, &SearchConfig::method)},
       {key("search.space", K::Object, "{}", none, none, {},
            "Object from config key paths to values: a list of values ([0.1, 0.01]), or {\"uniform\": [lo, hi]}, "
@@ -198,8 +201,8 @@ std::vector<SchemaEntry> experiment_entries() {
            "searches draw from every form; grid needs lists or ranges."),
        bind(&Config::search, &SearchConfig::space_json)},
       {key("search.trials", K::Integer, "8", 1.0, 100000.0, {},
-           "Random search: trials drawn. Halving: initial trials drawn when the space is not all lists and ranges "
-           "(otherwise the whole grid starts)."),
+           "Random search: trials drawn. Halving and asha: initial trials drawn when the space is not all lists and "
+           "ranges (otherwise the whole grid starts). Tpe: trials proposed."),
        bind(&Config::search, &SearchConfig::trials)},
       {key("search.seed", K::Integer, "0", 0.0, 9007199254740991.0, {}, "Seed of random draws from search.space."),
        bind(&Config::search, &SearchConfig::seed)},
@@ -213,11 +216,24 @@ std::vector<SchemaEntry> experiment_entries() {
            "auto: cv when cv.folds >= 2."),
        bind(&Config::search, &SearchConfig::scoring)},
       {key("search.halving_eta", K::Integer, "2", 2.0, 100.0, {},
-           "Successive halving: keep the best 1/eta of the trials each rung and multiply their epochs by eta."),
+           "Successive halving (and asha): keep the best 1/eta of the trials each rung and multiply their epochs by "
+           "eta."),
        bind(&Config::search, &SearchConfig::halving_eta)},
       {key("search.halving_min_epochs", K::Integer, "1", 1.0, 100000.0, {},
-           "Successive halving: epochs of the first rung (train.epochs caps the last)."),
+           "Successive halving (and asha): epochs of the first rung (train.epochs caps the last)."),
        bind(&Config::search, &SearchConfig::halving_min_epochs)},
+      {key("search.tpe_startup", K::Integer, "10", 1.0, 100000.0, {},
+           "Tpe: proposals are the random search's draws until this many trials have finished (Optuna's "
+           "n_startup_trials)."),
+       bind(&Config::search, &SearchConfig::tpe_startup)},
+      {key("search.tpe_gamma", K::Number, "0.1", 0.0, 1.0, {},
+           "Tpe: the finished trials whose score is among the best ceil(gamma * n) (at most 25) are the good ones "
+           "the proposals are drawn near (0: the best one alone)."),
+       bind(&Config::search, &SearchConfig::tpe_gamma)},
+      {key("search.tpe_candidates", K::Integer, "24", 1.0, 10000.0, {},
+           "Tpe: draws from the good trials' estimator per proposal; the one with the highest ratio of good to "
+           "bad density is proposed (Optuna's n_ei_candidates)."),
+       bind(&Config::search, &SearchConfig::tpe_candidates)},
       {free(key("search.shards", K::Integer, "1", 1.0, 100000.0, {},
                 "Split the trials of a grid or random search over this many jobs (a Slurm job array): each runs the "
                 "trials whose index modulo search.shards is search.shard, and `hpctrain search-merge` joins their "

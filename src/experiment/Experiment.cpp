@@ -8,15 +8,10 @@
 #include <cstdio>
 #include <memory>
 
-#include "comm/ProcessGrid.hpp"
 #include "data/ShardedDataset.hpp"
-#include "experiment/ExperimentPlan.hpp"
-#include "experiment/FoldPlan.hpp"
+#include "experiment/ExperimentRun.hpp"
 #include "experiment/FoldRunner.hpp"
-#include "experiment/GroupScheduler.hpp"
 #include "experiment/Halving.hpp"
-#include "experiment/Journal.hpp"
-#include "experiment/Reports.hpp"
 #include "experiment/ScoringMetric.hpp"
 #include "launch/LaunchEnvironment.hpp"
 #include "launch/Signals.hpp"
@@ -37,13 +32,6 @@ void broadcast_ints(const Communicator& world, std::vector<std::int32_t>& values
   if (count > 0) world.broadcast(values.data(), values.size() * sizeof(std::int32_t), 0);
 }
 
-// What rank 0 decides after a round, for every rank to act on alike.
-struct RoundDecision {
-  std::int32_t preempted = 0;          // tasks a preemption signal stopped: end with exit code 75
-  bool stop = true;                    // no further rung
-  std::vector<std::int32_t> promoted;  // the trials of the next rung (successive halving)
-};
-
 void broadcast_decision(const Communicator& world, RoundDecision& d) {
   std::vector<std::int32_t> wire{d.preempted, d.stop ? 1 : 0};
   wire.insert(wire.end(), d.promoted.begin(), d.promoted.end());
@@ -53,60 +41,7 @@ void broadcast_decision(const Communicator& world, RoundDecision& d) {
   d.promoted.assign(wire.begin() + 2, wire.end());
 }
 
-struct RoundTask {
-  int trial;          // index into the plan's trials
-  std::size_t split;  // index into the splits
-};
-
-class ExperimentRun {
- public:
-  ExperimentRun(const ResolvedConfig& base, const Communicator& world, const std::string& run_dir)
-      : base_(base), bc_(base.config), world_(world), run_dir_(run_dir), journal_(run_dir + "/tasks") {}
-  ExperimentResult run();
-
- private:
-  void load();
-  void make_splits(const std::vector<std::int32_t>& labels);
-  void open_journal_and_announce();
-  std::vector<TaskOutcome> run_round(const std::vector<RoundTask>& tasks);
-  TaskOutcome run_task(const RoundTask& task);
-  std::string task_key(const RoundTask& task) const;
-  RoundDecision decide(const std::vector<TaskOutcome>& outcomes);
-  void keep(std::vector<TaskOutcome> outcomes);
-  ReportHeader report_header(const OutcomeCounts& counts) const;
-  ExperimentResult write_reports();
-
-  const ResolvedConfig& base_;
-  const Config& bc_;
-  const Communicator& world_;
-  const std::string run_dir_;
-  const bool root_ = world_.rank() == 0;
-  const bool searching_ = bc_.search.method != "none";
-  const bool halving_ = bc_.search.method == "halving";
-  const double start_ = wall_seconds();
-
-  ExperimentPlan xp_;
-  std::unique_ptr<GroupScheduler> scheduler_;
-  std::unique_ptr<ProcessGrid> grid_;  // the group as pipeline stages x replicas
-  std::unique_ptr<ShardedDataset> data_;
-  bool classification_ = true;
-  std::string metric_;
-  FoldPlan folds_;
-  std::vector<TrainValSplit> splits_;
-  std::vector<std::pair<int, int>> split_ids_;  // (repeat, fold); fold -1: the holdout
-  TaskJournal journal_;
-
-  // Rounds: one for grid, random and plain CV; successive halving runs rungs of growing
-  // epoch budgets over the surviving trials.
-  std::vector<int> members_;    // the trials this job reports on (a shard's, or all)
-  std::vector<int> survivors_;  // the trials of the current round
-  int rung_ = 0;
-  std::int64_t epochs_ = 0;  // halving: the rung's epochs
-  // Rank 0 only.
-  std::vector<TaskOutcome> outcomes_;     // every outcome, last rung last, without predictions
-  std::vector<TrialStanding> standings_;  // by trial
-  json::array rungs_;                     // halving: the rungs record
-};
+}  // namespace
 
 // Everything up to the data is the same computation on every rank, so a bad setting throws
 // the same ConfigError everywhere; collective_check only adds agreement.
@@ -169,16 +104,17 @@ void ExperimentRun::open_journal_and_announce() {
     if (root_) recorded = journal_.open(bc_.checkpoint.resume, base_.resolved_json);
   });
   if (!root_) return;
-  if (recorded > 0) {
+  if (recorded > 0 && !async_) {  // asha, tpe: the replay says what it reuses
     std::printf("resuming: %zu finished task(s) recorded in %s/tasks are not run again\n", recorded, run_dir_.c_str());
   }
   make_directories(run_dir_);
   if (xp_.use_cv)
     write_file_atomic(run_dir_ + "/folds.json", folds_json(folds_, bc_.cv.seed, data_->available_train()));
+  const std::size_t trials =
+      bc_.search.method == "tpe" ? static_cast<std::size_t>(bc_.search.trials) : xp_.trials.size();
   std::printf("%s: %zu trial(s) x %zu %s on %d group(s) of %d rank(s)\n",
-              searching_ ? ("search (" + bc_.search.method + ")").c_str() : "cross-validation", xp_.trials.size(),
-              splits_.size(), xp_.use_cv ? "fold(s)" : "holdout split", scheduler_->group_count(),
-              scheduler_->group().size());
+              searching_ ? ("search (" + bc_.search.method + ")").c_str() : "cross-validation", trials, splits_.size(),
+              xp_.use_cv ? "fold(s)" : "holdout split", scheduler_->group_count(), scheduler_->group().size());
   std::fflush(stdout);
 }
 
@@ -250,18 +186,21 @@ RoundDecision ExperimentRun::decide(const std::vector<TaskOutcome>& outcomes) {
 // Rank 0: predictions go to their files now and are not kept (a search holds many); a later
 // rung's file replaces an earlier one's, so the files follow the rung each trial reached.
 void ExperimentRun::keep(std::vector<TaskOutcome> outcomes) {
-  const std::int64_t num_classes = classification_ ? data_->meta().num_classes : 0;
   if (bc_.cv.save_predictions) make_directories(run_dir_ + "/predictions");
-  for (auto& o : outcomes) {
-    o.rung = rung_;
-    if (bc_.cv.save_predictions && o.ok() && o.predictions) {
-      write_file_atomic(run_dir_ + "/predictions/" + predictions_file_name(o, searching_),
-                        predictions_csv(*o.predictions, num_classes));
-    }
-    o.predictions_dropped = o.predictions.has_value();
-    o.predictions.reset();
-    outcomes_.push_back(std::move(o));
+  for (auto& o : outcomes) keep_one(std::move(o), rung_);
+}
+
+void ExperimentRun::keep_one(TaskOutcome o, int rung) {
+  const std::int64_t num_classes = classification_ ? data_->meta().num_classes : 0;
+  o.rung = rung;
+  if (bc_.cv.save_predictions && o.ok() && o.predictions) {
+    make_directories(run_dir_ + "/predictions");
+    write_file_atomic(run_dir_ + "/predictions/" + predictions_file_name(o, searching_),
+                      predictions_csv(*o.predictions, num_classes));
   }
+  o.predictions_dropped = o.predictions.has_value();
+  o.predictions.reset();
+  outcomes_.push_back(std::move(o));
 }
 
 ReportHeader ExperimentRun::report_header(const OutcomeCounts& counts) const {
@@ -321,9 +260,10 @@ ExperimentResult ExperimentRun::write_reports() {
       in.lower_is_better = lower_is_better(metric_);
       in.use_cv = xp_.use_cv;
       in.folds = bc_.cv.folds;
-      in.halving = halving_;
+      in.halving = halving_ || bc_.search.method == "asha";
       in.header = report_header(counts);
       in.rungs = rungs_;
+      in.schedule = schedule_;
       const SearchReports reports = render_search_reports(in, xp_.trials, members_, outcomes_, standings_);
       write_search_reports(run_dir_, reports);
       chosen = reports.best_config_json;
@@ -345,6 +285,10 @@ ExperimentResult ExperimentRun::run() {
   survivors_ = members_;
   epochs_ = halving_ ? std::min(bc_.search.halving_min_epochs, bc_.train.epochs) : 0;
   if (root_) standings_.assign(xp_.trials.size(), TrialStanding{});
+  if (async_) {
+    run_async();
+    return write_reports();
+  }
   while (true) {
     std::vector<RoundTask> tasks;
     for (int t : survivors_) {
@@ -370,8 +314,6 @@ ExperimentResult ExperimentRun::run() {
   }
   return write_reports();
 }
-
-}  // namespace
 
 ExperimentResult run_experiment(const ResolvedConfig& base, const Communicator& world, const std::string& run_dir) {
   return ExperimentRun(base, world, run_dir).run();

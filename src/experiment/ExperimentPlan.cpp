@@ -16,10 +16,11 @@ void check_space(const SearchSpace& space, const Config& bc) {
     if (d.key == "data" || d.key == "data.val_fraction") {
       throw ConfigError("search.space." + d.key + ": every trial is scored on the same split of the same data");
     }
-    if (d.key == "train" || (bc.search.method == "halving" && d.key == "train.epochs")) {
+    const bool rungs = bc.search.method == "halving" || bc.search.method == "asha";
+    if (d.key == "train" || (rungs && d.key == "train.epochs")) {
       throw ConfigError("search.space." + d.key +
-                        ": successive halving sets the epochs of each rung (search.halving_min_epochs, "
-                        "train.epochs); search other train keys one by one");
+                        ": successive halving (halving, asha) sets the epochs of each rung "
+                        "(search.halving_min_epochs, train.epochs); search other train keys one by one");
     }
   }
 }
@@ -31,6 +32,7 @@ std::vector<Trial> draw_trials(const Config& bc) {
   const auto seed = static_cast<std::uint64_t>(bc.search.seed);
   if (bc.search.method == "grid") return grid_trials(space);
   if (bc.search.method == "random") return random_trials(space, bc.search.trials, seed);
+  if (bc.search.method == "tpe") return {};  // proposed as groups free up (AsyncSearch)
   return space.is_grid() ? grid_trials(space) : random_trials(space, bc.search.trials, seed);
 }
 
@@ -45,6 +47,11 @@ void check_shards(const Config& bc, std::size_t trial_count) {
     throw ConfigError(
         "search.shards: successive halving ranks every trial between rungs, so it runs as one job; split grid "
         "or random searches");
+  }
+  if (bc.search.method == "asha" || bc.search.method == "tpe") {
+    throw ConfigError("search.shards: search.method=" + bc.search.method +
+                      " decides each task from every result so far, so it runs as one job; split grid or random "
+                      "searches");
   }
   if (static_cast<std::int64_t>(trial_count) <= bc.search.shard) {
     throw ConfigError("search.shard: shard " + std::to_string(bc.search.shard) + " of " +
@@ -61,7 +68,46 @@ void check_target_outside_folds(bool use_cv, const Config& c, const std::string&
   }
 }
 
+// A tpe search's trials are proposed while it runs: each value a proposal can take is checked
+// now, one dimension at a time with the others at trial 0's random draw, so a value the schema
+// refuses stops the launch instead of failing trials.
+void check_tpe_values(const ExperimentPlan& p, const json::object& base_json, const Config& bc) {
+  const SearchSpace space = parse_search_space(bc.search.space_json);
+  const json::object first = random_assignments(space, static_cast<std::uint64_t>(bc.search.seed), 0);
+  for (const auto& d : space.dimensions) {
+    std::vector<json::value> values = d.values;
+    if (values.size() > 64) values = {d.values.front(), d.values.back()};
+    if (d.distribution == "int_uniform") {
+      values = {static_cast<std::int64_t>(d.low), static_cast<std::int64_t>(d.high)};
+    } else if (!d.distribution.empty()) {
+      values = {d.low, d.high};
+    }
+    for (const auto& v : values) {
+      Trial t{0, first};
+      t.assignments[d.key] = v;
+      make_trial_plan(base_json, std::move(t), true, p.use_cv);
+    }
+  }
+}
+
 }  // namespace
+
+TrialPlan make_trial_plan(const json::object& base_json, Trial trial, bool searching, bool use_cv) {
+  TrialPlan plan;
+  plan.config_json = trial_config(base_json, trial.assignments);
+  const std::string origin =
+      searching ? "search trial " + std::to_string(trial.id) + " (" + describe_assignments(trial.assignments) + ")"
+                : "config";
+  plan.config = parse_config(compact_json(plan.config_json), origin, {}).config;
+  if (use_cv && plan.config.train.early_stop_patience > 0) {
+    throw ConfigError(origin +
+                      ": train.early_stop_patience: early stopping would select epochs on the held-out "
+                      "fold; turn it off for cross-validation");
+  }
+  check_target_outside_folds(use_cv, plan.config, origin);
+  plan.trial = std::move(trial);
+  return plan;
+}
 
 ExperimentPlan plan_experiment(const ResolvedConfig& base) {
   const Config& bc = base.config;
@@ -79,22 +125,8 @@ ExperimentPlan plan_experiment(const ResolvedConfig& base) {
   }
   check_target_outside_folds(p.use_cv, bc, "config");
   const json::object base_json = json::parse(base.resolved_json).as_object();
-  for (auto& t : draw_trials(bc)) {
-    TrialPlan plan;
-    plan.config_json = trial_config(base_json, t.assignments);
-    const std::string origin =
-        searching ? "search trial " + std::to_string(t.id) + " (" + describe_assignments(t.assignments) + ")"
-                  : "config";
-    plan.config = parse_config(compact_json(plan.config_json), origin, {}).config;
-    if (p.use_cv && plan.config.train.early_stop_patience > 0) {
-      throw ConfigError(origin +
-                        ": train.early_stop_patience: early stopping would select epochs on the held-out "
-                        "fold; turn it off for cross-validation");
-    }
-    check_target_outside_folds(p.use_cv, plan.config, origin);
-    plan.trial = std::move(t);
-    p.trials.push_back(std::move(plan));
-  }
+  for (auto& t : draw_trials(bc)) p.trials.push_back(make_trial_plan(base_json, std::move(t), searching, p.use_cv));
+  if (bc.search.method == "tpe") check_tpe_values(p, base_json, bc);
   check_shards(bc, p.trials.size());
   p.split_count = p.use_cv ? static_cast<std::size_t>(bc.cv.folds * bc.cv.repeats) : 1;
   return p;

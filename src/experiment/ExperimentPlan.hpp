@@ -26,7 +26,13 @@ struct ExperimentPlan {
 };
 
 // Throws ConfigError naming the key (or the trial and key) for a setting that cannot run.
+// search.method=tpe plans no trials (they are proposed as the search runs) but checks every
+// value the space offers.
 ExperimentPlan plan_experiment(const ResolvedConfig& base);
+
+// One trial's config from the resolved base config (as a JSON object) and its assignments,
+// checked as plan_experiment checks it.
+TrialPlan make_trial_plan(const boost::json::object& base_json, Trial trial, bool searching, bool use_cv);
 
 // The indices of the trials this job runs: those whose index modulo search.shards is
 // search.shard (all of them for one job).

@@ -25,6 +25,22 @@ void remove_records(const std::string& dir) {
   for (const auto& file : files) remove_file(file);
 }
 
+// The events up to the first line that is not a whole JSON object.
+boost::json::array read_events(const std::string& text) {
+  boost::json::array events;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    const std::size_t end = text.find('\n', start);
+    if (end == std::string::npos) break;  // no newline: cut short
+    boost::system::error_code ec;
+    boost::json::value v = boost::json::parse(text.substr(start, end - start), ec);
+    if (ec || !v.is_object()) break;
+    events.push_back(std::move(v));
+    start = end + 1;
+  }
+  return events;
+}
+
 }  // namespace
 
 std::size_t TaskJournal::open(const std::string& mode, const std::string& resolved_json) {
@@ -36,7 +52,10 @@ std::size_t TaskJournal::open(const std::string& mode, const std::string& resolv
         "directory; use auto (or none to start over)");
   }
   done_.clear();
+  events_.clear();
+  events_log_.close();
   if (mode == "auto" && fs::is_regular_file(identity_path)) {
+    if (fs::is_regular_file(dir_ + "/events.jsonl")) events_ = read_events(read_file(dir_ + "/events.jsonl"));
     if (read_file(identity_path) != identity) {
       throw ConfigError(dir_ +
                         ": holds the finished tasks of a different config; use another run.dir, or "
@@ -67,6 +86,19 @@ std::string TaskJournal::key(int rung, int trial, int repeat, int fold) {
 const TaskOutcome* TaskJournal::find(const std::string& key) const {
   const auto it = done_.find(key);
   return it == done_.end() ? nullptr : &it->second;
+}
+
+void TaskJournal::append_event(const boost::json::object& event) {
+  if (!events_log_.is_open()) events_log_ = AppendLog(dir_ + "/events.jsonl", true);
+  events_log_.append(compact_json(event) + "\n");
+  events_log_.sync();
+}
+
+void TaskJournal::rewrite_events(const boost::json::array& events) {
+  events_log_.close();
+  std::string text;
+  for (const auto& e : events) text += compact_json(e) + "\n";
+  write_file_atomic(dir_ + "/events.jsonl", text);
 }
 
 void TaskJournal::record(const std::string& key, const TaskOutcome& outcome, const std::string& text) {

@@ -4,11 +4,14 @@
 // config.json, the config they belong to), so a preempted or killed cross-validation or
 // search resumes without running them again (docs/cv-and-search.md, "Preemption and
 // resuming").
+#include <boost/json.hpp>
+
 #include <map>
 #include <string>
 #include <vector>
 
 #include "experiment/TaskOutcome.hpp"
+#include "util/Files.hpp"
 
 namespace hpctrain {
 
@@ -33,9 +36,18 @@ class TaskJournal {
   // parsed. A preempted task is not a result and is not written.
   void record(const std::string& key, const TaskOutcome& outcome, const std::string& text);
 
+  // asha and tpe: the order of hand-outs and results (AsyncSearch's events), one JSON object
+  // a line in events.jsonl. events() is what open() loaded (a line cut short by a crash ends
+  // it); append_event adds one line as it happens; rewrite_events replaces the file.
+  const boost::json::array& events() const { return events_; }
+  void append_event(const boost::json::object& event);
+  void rewrite_events(const boost::json::array& events);
+
  private:
   std::string dir_;
   std::map<std::string, TaskOutcome> done_;
+  boost::json::array events_;
+  AppendLog events_log_;
 };
 
 }  // namespace hpctrain

@@ -292,6 +292,7 @@ SearchReports render_search_reports(const SearchReportInput& in, const std::vect
   report["lower_is_better"] = in.lower_is_better;
   report["leaderboard"] = std::move(board);
   if (in.halving) report["rungs"] = in.rungs;
+  for (const auto& kv : in.schedule) report[kv.key()] = kv.value();
   report["tasks"] = outcome_rows(outcomes);
   report["best_trial"] = trials[static_cast<std::size_t>(out.best_trial)].trial.id;
   out.report_json = pretty_json(report);

@@ -64,9 +64,11 @@ struct SearchReportInput {
   bool lower_is_better = false;
   bool use_cv = false;
   std::int64_t folds = 0;  // cv.folds
-  bool halving = false;
+  bool halving = false;    // halving or asha: the rungs record
   ReportHeader header;
-  boost::json::array rungs;  // halving: rung_record of each rung
+  boost::json::array rungs;  // halving, asha: rung_record of each rung
+  // asha, tpe: "promotions" (asha), "proposals" (tpe) and "events", written after the rungs.
+  boost::json::object schedule;
 };
 struct SearchReports {
   std::string report_json;       // search_report.json

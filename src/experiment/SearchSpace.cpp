@@ -155,26 +155,32 @@ std::vector<Trial> grid_trials(const SearchSpace& space) {
   return trials;
 }
 
+json::object random_assignments(const SearchSpace& space, std::uint64_t seed, int trial) {
+  json::object assignments;
+  SplitMix64 g(stream_seed(seed, Stream::Search, static_cast<std::uint64_t>(trial)));
+  for (const auto& d : space.dimensions) {
+    json::value v;
+    if (d.distribution.empty()) {
+      v = d.values[static_cast<std::size_t>(g.below(d.values.size()))];
+    } else if (d.distribution == "uniform") {
+      v = d.low + (d.high - d.low) * g.uniform();
+    } else if (d.distribution == "log_uniform") {
+      v = std::exp(std::log(d.low) + (std::log(d.high) - std::log(d.low)) * g.uniform());
+    } else {
+      const auto span = static_cast<std::uint64_t>(d.high - d.low) + 1;
+      v = static_cast<std::int64_t>(d.low) + static_cast<std::int64_t>(g.below(span));
+    }
+    assignments[d.key] = v;
+  }
+  return assignments;
+}
+
 std::vector<Trial> random_trials(const SearchSpace& space, std::int64_t count, std::uint64_t seed) {
   std::vector<Trial> trials;
   for (std::int64_t t = 0; t < count; ++t) {
     Trial trial;
     trial.id = static_cast<int>(t);
-    SplitMix64 g(stream_seed(seed, Stream::Search, static_cast<std::uint64_t>(t)));
-    for (const auto& d : space.dimensions) {
-      json::value v;
-      if (d.distribution.empty()) {
-        v = d.values[static_cast<std::size_t>(g.below(d.values.size()))];
-      } else if (d.distribution == "uniform") {
-        v = d.low + (d.high - d.low) * g.uniform();
-      } else if (d.distribution == "log_uniform") {
-        v = std::exp(std::log(d.low) + (std::log(d.high) - std::log(d.low)) * g.uniform());
-      } else {
-        const auto span = static_cast<std::uint64_t>(d.high - d.low) + 1;
-        v = static_cast<std::int64_t>(d.low) + static_cast<std::int64_t>(g.below(span));
-      }
-      trial.assignments[d.key] = v;
-    }
+    trial.assignments = random_assignments(space, seed, static_cast<int>(t));
     trials.push_back(std::move(trial));
   }
   return trials;

@@ -35,6 +35,8 @@ SearchSpace parse_search_space(const std::string& space_json);
 std::vector<Trial> grid_trials(const SearchSpace& space);
 // `count` draws, trial t from stream (seed, t): the same trials for any rank count.
 std::vector<Trial> random_trials(const SearchSpace& space, std::int64_t count, std::uint64_t seed);
+// Trial t of random_trials (also the startup proposals of search.method=tpe).
+boost::json::object random_assignments(const SearchSpace& space, std::uint64_t seed, int trial);
 
 // The trial's config: `base` (a resolved config object) with the assignments applied (a
 // section value replaces that whole section, unset keys taking their defaults), and

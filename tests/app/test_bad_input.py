@@ -140,6 +140,15 @@ expect_failure("more shards than trials", ["train", CONFIG, "data.path=" + good]
 expect_failure("successive halving split into shards", ["train", CONFIG, "data.path=" + good, "search.method=halving",
                'search.space={"optimizer.lr": [0.1, 0.2]}', "search.shards=2"] + small,
                "search.shards: successive halving ranks every trial between rungs", 2)
+expect_failure("tpe split into shards", ["train", CONFIG, "data.path=" + good, "search.method=tpe",
+               'search.space={"optimizer.lr": [0.1, 0.2]}', "search.shards=2"] + small,
+               "search.shards: search.method=tpe decides each task from every result so far", 2)
+expect_failure("tpe gamma out of range", ["train", CONFIG, "data.path=" + good, "search.method=tpe",
+               'search.space={"optimizer.lr": [0.1, 0.2]}', "search.tpe_gamma=1.5"] + small,
+               "search.tpe_gamma: expected number in [0, 1]", 2)
+expect_failure("a tpe space offering a value the schema refuses", ["train", CONFIG, "data.path=" + good,
+               "search.method=tpe", 'search.space={"model.dropout": {"uniform": [0, 0.99]}}'] + small,
+               "model.dropout: expected number in [0, 0.95], found number 0.99", 2)
 expect_failure("shards without a search", ["train", CONFIG, "data.path=" + good, "cv.folds=2", "search.shards=2"] + small,
                "search.shards: only a search (search.method) splits into shards", 2)
 os.makedirs(os.path.join(work, "no_shards", "x"), exist_ok=True)

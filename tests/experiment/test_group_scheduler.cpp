@@ -98,3 +98,29 @@ TEST(GroupScheduler, GroupSizeThatDoesNotDivideFailsEverywhere) {
     EXPECT_NE(std::string(e.what()).find("cv.ranks_per_group"), std::string::npos) << e.what();
   }
 }
+
+// run_dynamic: rank 0 decides each task when a group asks. Here task i+1 exists only once
+// task i's outcome is in, so every other group is told to wait (and asked again when an
+// outcome arrives); the chain still runs to the end, in order, on whichever groups ask.
+TEST(GroupScheduler, DynamicHandOutWaitsForOutcomes) {
+  Communicator world = Communicator::world();
+  GroupScheduler s(world, 1);
+  const int count = 7;
+  int handed = 0, arrived = 0;
+  std::vector<std::string> order;
+  s.run_dynamic(
+      [&](int) {
+        if (handed == count) return Handout{Handout::Done, {}};
+        if (handed > arrived) return Handout{Handout::Wait, {}};
+        return Handout{Handout::Task, std::to_string(handed++)};
+      },
+      [&](const std::string& spec) { return "done " + spec; },
+      [&](const std::string&, const std::string& outcome) {
+        order.push_back(outcome);
+        ++arrived;
+      });
+  if (world.rank() == 0) {
+    ASSERT_EQ(order.size(), static_cast<std::size_t>(count));
+    for (int t = 0; t < count; ++t) EXPECT_EQ(order[static_cast<std::size_t>(t)], "done " + std::to_string(t));
+  }
+}

@@ -1,7 +1,9 @@
 """Hyperparameter search over rank groups: a grid comparing models and learning rates
 (one trial fails and is reported, the others complete), the leaderboard and the best
 configuration as a runnable file, the final retrain; then successive halving scored by
-2-fold cross-validation."""
+2-fold cross-validation; then the searches that decide tasks as groups free up (tpe, asha)
+on 2 groups, their recorded arrival order and promotions, and a tpe search resumed from a
+cut record that replays it."""
 import csv
 import json
 import os
@@ -79,4 +81,84 @@ c.check("each rung-0 trial scored over 2 folds",
 c.check("the winner reached the last rung", report["leaderboard"][0]["rung"] == 1, json.dumps(report["leaderboard"][0]))
 lrs = [b["parameters"]["optimizer.lr"] for b in report["leaderboard"]]
 c.check("log-uniform draws inside the range", all(1e-4 <= x <= 1e-2 for x in lrs) and len(set(lrs)) == 4, str(lrs))
+
+# --- tpe and asha on 2 groups (2 ranks, 1 rank per group), holdout scoring ---------------
+small = ["data.path=" + FASHION, "data.limit_train=1000", "data.verify_hashes=false", "train.batch_size=50",
+         "run.progress=none", "model.name=mlp", "model.hidden=[16]"]
+space = {"optimizer.lr": {"log_uniform": [1e-4, 1e-1]}, "optimizer.name": ["sgd", "adam"]}
+
+
+def events_of(report, kind):
+    return [(e["trial"], e["rung"]) for e in report["events"] if e["event"] == kind]
+
+
+run_dir = tempfile.mkdtemp(prefix="hpctrain_tpe_")
+tpe = ["train", base, *small, "train.epochs=1", "search.method=tpe", "search.trials=6", "search.tpe_startup=2",
+       "search.seed=3", "search.space=" + json.dumps(space), "run.dir=" + run_dir]
+r = mpirun(2, tpe, timeout=600)
+c.check("tpe search exits 0", r.rc == 0, r.text[-3000:])
+report = json.load(open(os.path.join(run_dir, "search_report.json")))
+proposals = report["proposals"]
+c.check("tpe: 6 trials proposed, random draws until 2 results were in, then from the results",
+        report["method"] == "tpe" and len(report["leaderboard"]) == 6 and len(proposals) == 6
+        and all(p["startup"] == (p["results_seen"] < 2) for p in proposals)
+        and proposals[0]["startup"] and not proposals[-1]["startup"], json.dumps(proposals))
+c.check("tpe: the arrival order is recorded, one start and one result per trial, each start before its result",
+        sorted(events_of(report, "start")) == [(t, 0) for t in range(6)]
+        and sorted(events_of(report, "result")) == [(t, 0) for t in range(6)]
+        and all(report["events"].index({"event": "start", "trial": t, "rung": 0, "split": 0})
+                < report["events"].index({"event": "result", "trial": t, "rung": 0, "split": 0}) for t in range(6)),
+        json.dumps(report["events"]))
+groups = {t["group"] for t in report["tasks"]}
+c.check("tpe: both groups ran trials", groups == {0, 1}, str(groups))
+
+# Resume: cut the record after the third result (what finished later is forgotten) and go
+# on; the replayed part is the same, then a resume mark, then the rest.
+tasks_dir = os.path.join(run_dir, "tasks")
+lines = open(os.path.join(tasks_dir, "events.jsonl")).read().splitlines()
+results = [i for i, line in enumerate(lines) if json.loads(line)["event"] == "result"]
+kept = lines[:results[2] + 1]
+for line in lines[results[2] + 1:]:
+    e = json.loads(line)
+    if e["event"] == "result":
+        os.remove(os.path.join(tasks_dir, "rung0_trial%d_holdout.json" % e["trial"]))
+open(os.path.join(tasks_dir, "events.jsonl"), "w").write("\n".join(kept) + "\n")
+first = report
+r = mpirun(2, tpe + ["checkpoint.resume=auto"], timeout=600)
+c.check("tpe resume exits 0 and says it replayed", r.rc == 0 and "recorded event(s) replayed" in r.text, r.text[-3000:])
+report = json.load(open(os.path.join(run_dir, "search_report.json")))
+replayed = [json.loads(line) for line in kept]
+c.check("tpe resume: the recorded events replay, then a resume mark",
+        report["events"][:len(kept)] == replayed and report["events"][len(kept)] == {"event": "resume"},
+        json.dumps(report["events"]))
+started = {e["trial"] for e in replayed if e["event"] == "start"}
+params = {b["trial"]: b["parameters"] for b in first["leaderboard"]}
+again = {b["trial"]: b["parameters"] for b in report["leaderboard"]}
+c.check("tpe resume: the trials proposed before the cut are the same",
+        all(params[t] == again[t] for t in started) and len(again) == 6, json.dumps([params, again]))
+
+run_dir = tempfile.mkdtemp(prefix="hpctrain_asha_")
+r = mpirun(2, ["train", base, *small, "train.epochs=2", "search.method=asha", "search.trials=4",
+               "search.halving_eta=2", "search.space=" + json.dumps(space), "run.dir=" + run_dir], timeout=600)
+c.check("asha search exits 0", r.rc == 0, r.text[-3000:])
+report = json.load(open(os.path.join(run_dir, "search_report.json")))
+rungs, promotions = report.get("rungs", []), report.get("promotions", [])
+# At least floor(4/2) go on; an early promotion can take a trial that the later results
+# leave outside the better half, so up to 3.
+c.check("asha: 4 trials at 1 epoch, 2 or 3 promoted to 2 epochs",
+        report["method"] == "asha" and len(rungs) == 2 and len(rungs[0]["trials"]) == 4
+        and [x["epochs"] for x in rungs] == [1, 2] and 2 <= len(promotions) <= 3
+        and len(rungs[1]["trials"]) == len(promotions), json.dumps([rungs, promotions]))
+# Each promotion was one of the best floor(n/2) of the first n rung-0 results, in arrival order.
+arrived = [t["trial"] for t in rungs[0]["trials"]]
+score = {t["trial"]: t["score"] for t in rungs[0]["trials"]}
+ok = True
+for p in promotions:
+    seen = sorted(arrived[:p["rung_results"]], key=lambda t: (-score[t], t))
+    ok = ok and p["from_rung"] == 0 and p["trial"] in seen[:p["rung_results"] // 2]
+c.check("asha: each promotion among the better half of the results so far", ok, json.dumps([rungs, promotions]))
+c.check("asha: promoted trials ran at rung 1",
+        sorted(t["trial"] for t in report["tasks"] if t["rung"] == 1) == sorted(p["trial"] for p in promotions),
+        json.dumps(report["tasks"])[:1000])
+c.check("asha: the winner reached rung 1", report["leaderboard"][0]["rung"] == 1, json.dumps(report["leaderboard"][0]))
 c.finish()

@@ -1,0 +1,153 @@
+"""hpctrain's TPE (search.method=tpe) against Optuna's TPESampler on the same space, budget and
+objective, and asynchronous successive halving against synchronous halving on 2 groups
+(docs/benchmarks.md, "Search: TPE against Optuna, ASHA against halving").
+
+TPE part. Objective: the holdout validation accuracy of a Fashion-MNIST MLP trained by hpctrain
+(CONFIG with OVERRIDES; every trial scored on the same validation split). Space: optimizer.lr
+log-uniform [1e-4, 0.3], model.dropout uniform [0, 0.5], optimizer.name in {sgd, adam, adamw}.
+Budget: --trials trials, the first --startup random. For each seed in --seeds:
+  hpctrain: hpctrain train CONFIG search.method=tpe search.trials=N search.tpe_startup=S
+            search.seed=SEED (one rank: one group, so each proposal sees every result before it,
+            as Optuna's sequential study does)
+  optuna:   optuna.create_study(direction="maximize", sampler=TPESampler(seed=SEED,
+            n_startup_trials=S)); each trial's parameters are scored by the same hpctrain
+            code path, a one-trial grid search (search.method=grid, one value per key), so
+            only the sampler differs.
+The figure is each side's best score per seed and their medians over the seeds.
+
+ASHA part. mpirun -np 2 hpctrain train CONFIG search.method=asha|halving (2 groups of 1 rank),
+the same search.trials random draws, eta and rungs; wall time of the search (search_report.json
+wall_seconds) and the best score, alternating the two methods, --repeats times; medians.
+
+Usage: .venv/bin/python bench/search_tpe_optuna.py [--seeds 0 1 2 3 4] [--trials 12] [--startup 4]
+       [--repeats 2] [--bin build/hpctrain] [--skip-tpe] [--skip-asha] [--out FILE.json] [overrides ...]"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import ROOT, provenance, wait_for_quiet  # noqa: E402
+
+BIN = os.path.join(ROOT, "build", "hpctrain")
+CONFIG = os.path.join(ROOT, "configs", "fashion_mnist_cnn.json")
+SPACE = {"optimizer.lr": {"log_uniform": [1e-4, 0.3]}, "model.dropout": {"uniform": [0.0, 0.5]},
+         "optimizer.name": ["sgd", "adam", "adamw"]}
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+
+
+def hpctrain(args, np_=1):
+    out = tempfile.mkdtemp(prefix="hpctrain_searchbench_")
+    cmd = [BIN, "train", CONFIG, *args, "run.progress=none", "run.dir=" + out]
+    if np_ > 1:
+        cmd = ["mpirun", "--oversubscribe", "-np", str(np_)] + cmd
+    t0 = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV)
+    wall = time.time() - t0
+    if p.returncode != 0:
+        raise RuntimeError(" ".join(cmd) + "\n" + p.stdout[-2000:] + p.stderr[-2000:])
+    return json.load(open(os.path.join(out, "search_report.json"))), wall, " ".join(cmd)
+
+
+def best_of(report):
+    means = [b["mean"] for b in report["leaderboard"] if b["mean"] is not None]
+    return max(means) if means else float("nan")
+
+
+def optuna_side(seed, a):
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=a.startup))
+
+    def objective(trial):
+        values = {"optimizer.lr": [trial.suggest_float("optimizer.lr", 1e-4, 0.3, log=True)],
+                  "model.dropout": [trial.suggest_float("model.dropout", 0.0, 0.5)],
+                  "optimizer.name": [trial.suggest_categorical("optimizer.name", ["sgd", "adam", "adamw"])]}
+        report, _, _ = hpctrain([*a.overrides, "search.method=grid", "search.space=" + json.dumps(values)])
+        score = report["leaderboard"][0]["mean"]
+        return score if score is not None else 0.0
+
+    study.optimize(objective, n_trials=a.trials)
+    return study.best_value, [t.value for t in study.trials]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--trials", type=int, default=16)
+    ap.add_argument("--startup", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--max-load", type=float, default=1.5)
+    ap.add_argument("--out", default="")
+    ap.add_argument("--bin", default="", help="the hpctrain binary (default build/hpctrain)")
+    ap.add_argument("--skip-asha", action="store_true")
+    ap.add_argument("--skip-tpe", action="store_true")
+    ap.add_argument("overrides", nargs="*",
+                    default=["data.limit_train=8000", "data.verify_hashes=false", "train.epochs=2",
+                             "model.name=mlp", "model.hidden=[64]", "train.batch_size=64", "run.threads=1"])
+    a = ap.parse_args()
+    global BIN
+    BIN = os.path.abspath(a.bin) if a.bin else BIN
+    result = {**provenance(), "space": SPACE, "trials": a.trials, "startup": a.startup, "overrides": a.overrides,
+              "tpe": [], "asha": []}
+
+    for seed in [] if a.skip_tpe else a.seeds:
+        load = os.getloadavg()[0]  # scores, not times: no wait
+        report, wall, cmd = hpctrain([*a.overrides, "search.method=tpe", "search.trials=%d" % a.trials,
+                                      "search.tpe_startup=%d" % a.startup, "search.seed=%d" % seed,
+                                      "search.space=" + json.dumps(SPACE)])
+        ours = best_of(report)
+        theirs, values = optuna_side(seed, a)
+        result["tpe"].append({"seed": seed, "hpctrain_best": ours, "optuna_best": theirs, "load_before": load,
+                              "hpctrain_scores": [b["mean"] for b in sorted(report["leaderboard"],
+                                                                            key=lambda b: b["trial"])],
+                              "optuna_scores": values, "hpctrain_command": cmd})
+        print(f"seed {seed}: best validation accuracy hpctrain TPE {ours:.4f}, Optuna TPE {theirs:.4f}", flush=True)
+
+    asha_args = [*a.overrides, "train.epochs=4", "search.trials=8", "search.halving_eta=2",
+                 "search.halving_min_epochs=1", "search.seed=0",
+                 "search.space=" + json.dumps({"optimizer.lr": {"log_uniform": [1e-4, 0.3]},
+                                               "model.hidden": [[32], [512]]})]
+    result["asha_space_and_budget"] = asha_args
+    for i in range(0 if a.skip_asha else a.repeats):
+        for method in ("asha", "halving"):
+            load = wait_for_quiet(a.max_load, 120)
+            report, wall, cmd = hpctrain([*asha_args, "search.method=" + method], np_=2)
+            result["asha"].append({"repeat": i, "method": method, "wall_seconds": report["wall_seconds"],
+                                   "command_seconds": wall, "best": best_of(report), "load_before": load,
+                                   "tasks": len(report["tasks"]), "command": cmd})
+            print(f"repeat {i} {method}: search {report['wall_seconds']:.2f} s, best {best_of(report):.4f}, "
+                  f"{len(report['tasks'])} tasks", flush=True)
+
+    def med(values):
+        return statistics.median(values) if values else None
+
+    def of(method, key):
+        return [r[key] for r in result["asha"] if r["method"] == method]
+
+    result["figures"] = {
+        "tpe_hpctrain_best_median": med([r["hpctrain_best"] for r in result["tpe"]]),
+        "tpe_optuna_best_median": med([r["optuna_best"] for r in result["tpe"]]),
+        "seeds_hpctrain_at_least_optuna": sum(r["hpctrain_best"] >= r["optuna_best"] for r in result["tpe"]),
+        "asha_wall_median": med(of("asha", "wall_seconds")),
+        "halving_wall_median": med(of("halving", "wall_seconds")),
+        "asha_best_median": med(of("asha", "best")),
+        "halving_best_median": med(of("halving", "best")),
+        "asha_tasks": of("asha", "tasks"),
+        "halving_tasks": of("halving", "tasks"),
+    }
+    print(json.dumps(result["figures"], indent=2))
+    print(f"machine: {result['machine']}")
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
