@@ -154,6 +154,12 @@ def configurations(a, raw):
     return out
 
 
+def phases(reports):
+    """Median over REPORTS of each phase's per-step mean (ms)."""
+    names = ("data", "forward", "backward", "comm_exposed", "optimizer")
+    return {n: statistics.median(r["time_per_step_ms"][n]["mean"] for r in reports) for n in names}
+
+
 def evaluate(a, raw):
     rows = []
     for label, prefix, (profiles, nodes, per_node, flag, link) in configurations(a, raw):
@@ -172,6 +178,10 @@ def evaluate(a, raw):
                "measured_exposed_ms": statistics.median(exposed), "error": first["step_ms"] / m - 1,
                "links": {"inter": pred["inter"], "intra": pred["intra"]},
                "load_before_runs": [r.get("bench_load_before") for r in reports],
+               "measured_phases_ms": phases(reports),
+               "profile_phases_ms": phases([json.load(open(os.path.join(raw, profiles[-1] + ".json")))]),
+               "bench_rows": [{k: b[k] for k in ("bytes", "buckets", "mpi_us", "hpctrain_us")}
+                              for b in json.load(open(os.path.join(raw, link + ".json")))["rows"]],
                "ablation_1rank_profile_error": only_1r["predictions"][0]["step_ms"] / m - 1,
                "ablation_mpi_allreduce_column_error": mpi_col["predictions"][0]["step_ms"] / m - 1}
         rows.append(row)
@@ -206,7 +216,8 @@ def main():
     if not a.source:
         os.makedirs(raw, exist_ok=True)
         measure(a, raw)
-        json.dump(dict(info, measured_with=a.bin), open(os.path.join(raw, "provenance.json"), "w"), indent=1)
+        json.dump(dict(info, measured_with=a.bin, repeats=a.repeats, max_load=a.max_load),
+                  open(os.path.join(raw, "provenance.json"), "w"), indent=1)
     if a.measure_only:
         return print(f"measurements in {raw}")
     rows = evaluate(a, raw)
@@ -214,8 +225,10 @@ def main():
     print(f"\nworst |error| {worst * 100:.1f}% (target 15%); measurements in {raw}")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(dict(info, width=a.width, batch=a.batch, steps=a.steps, repeats=a.repeats, raw=raw,
-                           measured_with=a.bin, worst_abs_error=worst, rows=rows), f, indent=2)
+            measured = os.path.join(raw, "provenance.json")
+            json.dump(dict(info, width=a.width, batch=a.batch, steps=a.steps, raw=raw,
+                           measurement=json.load(open(measured)) if os.path.exists(measured) else None,
+                           worst_abs_error=worst, rows=rows), f, indent=2)
         print(f"wrote {a.json}")
 
 
