@@ -119,8 +119,9 @@ def validation_plot(results, source, path):
            ylabel="predicted step time (ms)", title="performance model against measurements")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left")
-    caption = (f"{os.path.basename(source)}: {results.get('date', '?')}, commit {str(results.get('commit', '?'))[:10]}, "
-               f"{results.get('machine', '?')}\nprofiles: report.json of measured runs per ranks-per-node; links "
+    when = results.get("measurement") or results  # measured then, re-predicted later with --from
+    caption = (f"{os.path.basename(source)}: measured {when.get('date', '?')}, commit {str(when.get('commit', '?'))[:10]}, "
+               f"{when.get('machine', '?')}\nprofiles: report.json of measured runs per ranks-per-node; links "
                "fitted to bench allreduce at the run's bucket size; ring allreduce, buckets overlapped with backward")
     fig.text(0.01, 0.01, caption, fontsize=6.5, va="bottom")
     fig.tight_layout(rect=(0, 0.08, 1, 1))

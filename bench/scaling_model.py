@@ -179,7 +179,7 @@ def evaluate(a, raw):
                "links": {"inter": pred["inter"], "intra": pred["intra"]},
                "load_before_runs": [r.get("bench_load_before") for r in reports],
                "measured_phases_ms": phases(reports),
-               "profile_phases_ms": phases([json.load(open(os.path.join(raw, profiles[-1] + ".json")))]),
+               "profile_phases_ms": {p: phases([json.load(open(os.path.join(raw, p + ".json")))]) for p in profiles},
                "bench_rows": [{k: b[k] for k in ("bytes", "buckets", "mpi_us", "hpctrain_us")}
                               for b in json.load(open(os.path.join(raw, link + ".json")))["rows"]],
                "ablation_1rank_profile_error": only_1r["predictions"][0]["step_ms"] / m - 1,
