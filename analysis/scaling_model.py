@@ -120,7 +120,8 @@ def validation_plot(results, source, path):
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left")
     when = results.get("measurement") or results  # measured then, re-predicted later with --from
-    caption = (f"{os.path.basename(source)}: measured {when.get('date', '?')}, commit {str(when.get('commit', '?'))[:10]}, "
+    commit = str(when.get("commit", "?"))[:10]
+    caption = (f"{os.path.basename(source)}: measured {when.get('date', '?')}, commit {commit}, "
                f"{when.get('machine', '?')}\nprofiles: report.json of measured runs per ranks-per-node; links "
                "fitted to bench allreduce at the run's bucket size; ring allreduce, buckets overlapped with backward")
     fig.text(0.01, 0.01, caption, fontsize=6.5, va="bottom")
@@ -155,10 +156,12 @@ def extrapolation_plot(plans, measured, path):
         one_rank = q0["samples_per_s"] / (q0["efficiency"] * q0["ranks"])
         pts = sorted(measured)
         rate.plot(pts, [measured[n][1] for n in pts], "k^", ms=7, label="measured (median)")
-        eff.plot(pts, [measured[n][1] / (measured[n][2] * one_rank) for n in pts], "k^", ms=7,
-                 label="measured / (ranks x model's 1-rank rate)")
+        measured_eff = [measured[n][1] / (measured[n][2] * one_rank) for n in pts]
+        eff.plot(pts, measured_eff, "k^", ms=7, label="measured / (ranks x model's 1-rank rate)")
+        top = max([1.1] + [e * 1.05 for e in measured_eff])
     eff.axhline(1.0, color="k", ls="--", lw=1)
-    eff.set(ylim=(0, 1.1), ylabel="predicted parallel efficiency (vs one rank alone)", title="efficiency")
+    eff.set(ylim=(0, top if measured else 1.1), ylabel="parallel efficiency (vs one rank alone)",
+            title="efficiency")
     rate.set(ylim=(0, None), ylabel="samples/s", title="throughput")
     for ax in (eff, rate):
         ax.set_xscale("log", base=2)

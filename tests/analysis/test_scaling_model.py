@@ -41,7 +41,8 @@ c.check("validation and plans alone: exit 0", p.returncode == 0, p.stdout + p.st
 c.check("model_validation.png and model_extrapolation.png written",
         png(os.path.join(out, "model_validation.png")) and png(os.path.join(out, "model_extrapolation.png")))
 rows = rows_of(out)
-want = {r["configuration"]: (r["predicted_step_ms"], r["measured_step_ms"]) for r in json.load(open(validation))["rows"]}
+want = {r["configuration"]: (r["predicted_step_ms"], r["measured_step_ms"])
+        for r in json.load(open(validation))["rows"]}
 got = {r["configuration"]: (float(r["predicted_step_ms"]), float(r["measured_step_ms"]))
        for r in rows if r["source"] == validation}
 c.check("model.csv: the validation's predicted and measured step of every configuration", got == want, f"{got}\n{want}")
