@@ -1,6 +1,8 @@
-"""Collects the runs of a scaling study into a table of throughput, speed-up and efficiency.
+"""Collects the runs of a scaling study into a table of throughput, speed-up and efficiency,
+and sets the performance model's predictions beside them.
 
-    python analysis/scaling.py RUN_DIR_OR_ROOT [RUN_DIR_OR_ROOT ...] [--out DIR] [--baseline N]
+    python analysis/scaling.py [RUN_DIR_OR_ROOT ...] [--out DIR] [--baseline N]
+                               [--plan PLAN.json ...] [--validation RESULTS.json]
 
 Each argument is an hpctrain run directory (it holds report.json) or a folder searched
 recursively for run directories. Runs are grouped by ranks (report world.size) and nodes
@@ -18,7 +20,10 @@ scaling-out):
   efficiency.png       parallel efficiency against ranks, with the 1.0 reference
   phases.png           stacked per-step ms by phase per group
   learning_curves.png  validation (or train) loss per epoch of every run, coloured by ranks
-and prints the Markdown table. Formats: docs/outputs.md. Bad input exits with code 2.
+and prints the Markdown table. With --plan (`hpctrain plan --nodes --json`, one per scaling
+mode) and --validation (bench/scaling_model.py --json), also model_extrapolation.png,
+model_validation.png and model.csv (analysis/scaling_model.py; without run directories only
+those). Formats: docs/outputs.md. Bad input exits with code 2.
 """
 import argparse
 import csv
@@ -33,6 +38,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+
+import scaling_model  # noqa: E402  (analysis/, beside this file)
 
 PHASES = ("data", "forward", "backward", "comm_exposed", "optimizer")
 # Final metrics reported when at least one run has them (report.json `final`).
@@ -377,14 +384,32 @@ def curves_plot(runs, key, path):
     plt.close(fig)
 
 
+def write_model(out, validation, plans, rows):
+    try:
+        written = scaling_model.write(out, validation, plans, rows)
+    except scaling_model.ModelInputError as e:
+        fail(str(e))
+    return written
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("paths", nargs="+", metavar="RUN_DIR_OR_ROOT", help="run directories or folders of runs")
+    ap.add_argument("paths", nargs="*", metavar="RUN_DIR_OR_ROOT", help="run directories or folders of runs")
     ap.add_argument("--out", help="output folder")
     ap.add_argument("--baseline", type=int, metavar="N", help="baseline rank count (default: the smallest present)")
+    ap.add_argument("--plan", action="append", default=[], metavar="PLAN.json",
+                    help="hpctrain plan --nodes --json: predictions to extrapolate and compare (repeatable)")
+    ap.add_argument("--validation", metavar="RESULTS.json", help="bench/scaling_model.py --json: predicted vs measured")
     args = ap.parse_args()
     if args.baseline is not None and args.baseline < 1:
         fail(f"--baseline {args.baseline}: expected a positive rank count")
+    if not args.paths:
+        if not args.plan and not args.validation:
+            ap.error("give run directories, --plan or --validation")
+        out = args.out or "scaling-out"
+        os.makedirs(out, exist_ok=True)
+        print(f"scaling: wrote {out}/" + ", ".join(write_model(out, args.validation, args.plan, [])))
+        return
     run_dirs, incomplete = find_runs(args.paths)
     if not run_dirs:
         extra = (f" ({directories(len(incomplete))} with metrics.jsonl but no report.json: incomplete runs)"
@@ -406,6 +431,8 @@ def main():
     scaling_plot(rows, base_key[0], "efficiency", os.path.join(out, "efficiency.png"))
     phases_plot(rows, os.path.join(out, "phases.png"))
     curves_plot(runs, key, os.path.join(out, "learning_curves.png"))
+    if args.plan or args.validation:
+        write_model(out, args.validation, args.plan, rows)
     print(f"scaling: {plural(len(runs), 'run')} in {plural(len(rows), 'group')}"
           + (f", {len(incomplete)} incomplete (no report.json)" if incomplete else "")
           + f"; wrote {out}/scaling.csv, scaling.md, speedup.png, efficiency.png, phases.png, learning_curves.png")

@@ -6,6 +6,11 @@ Two kinds of definition (docs/cluster.md describes every key):
   scaling  one config trained on several rank (or node) counts, each repeated; one sbatch job
            per run, then an analysis job (--dependency=afterany on all of them) that runs
            analysis/scaling.py: speed-up, parallel efficiency, step-time split, learning curves.
+           "mode": "strong" keeps the global batch (global_batch, else the config's), "weak"
+           the per-rank batch (batch_per_rank x ranks). With "model" (node studies), a bench
+           allreduce job across bench_nodes nodes, and the analysis job first predicts every
+           size and predict_nodes with `hpctrain plan --nodes` (the smallest size's run as the
+           profile) and plots the predictions beside the measurements.
   sweep    a grid or random search split over a job array (slurm/search-array.sbatch), then
            a merge job (--dependency=afterany on the array) that writes one leaderboard.
 --local runs the same thing on this machine through mpirun, one run after another.
@@ -22,10 +27,14 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMON = {"name": str, "kind": str, "description": str, "config": str, "overrides": list, "slurm": dict}
 KINDS = {
-    "scaling": {"ranks": list, "nodes": list, "ranks_per_node": int, "repetitions": int},
+    "scaling": {"ranks": list, "nodes": list, "ranks_per_node": int, "repetitions": int, "mode": str,
+                "global_batch": int, "batch_per_rank": int, "model": dict},
     "sweep": {"shards": int, "ranks": int},
 }
 SLURM_KEYS = {"script": str, "options": list, "serialize": bool, "analysis_options": list}
+MODEL_KEYS = {"bench_nodes": int, "predict_nodes": list}
+# The bench allreduce sizes of a model's link fit: the plan fits near the run's bucket size.
+BENCH_BYTES = ("65536", str(256 << 20))
 
 
 def fail(path, message):
@@ -79,10 +88,41 @@ def load(path):
             fail(path, "repetitions: expected >= 1")
         if spec.setdefault("ranks_per_node", 1) < 1:
             fail(path, "ranks_per_node: expected >= 1")
+        check_batch_and_model(path, spec, has_nodes)
     else:
         if spec.setdefault("shards", 2) < 1 or spec.setdefault("ranks", 1) < 1:
             fail(path, "shards and ranks: expected >= 1")
     return spec
+
+
+def check_batch_and_model(path, spec, has_nodes):
+    mode = spec.setdefault("mode", "strong")
+    if mode not in ("strong", "weak"):
+        fail(path, f"mode: expected \"strong\" (fixed global batch) or \"weak\" (fixed per-rank batch), found "
+                   f"{json.dumps(mode)}")
+    wrong = "global_batch" if mode == "weak" else "batch_per_rank"
+    if wrong in spec:
+        fail(path, f"{wrong}: not for a {mode} study (strong: global_batch, weak: batch_per_rank)")
+    if mode == "weak" and "batch_per_rank" not in spec:
+        fail(path, "a weak study needs batch_per_rank (each run trains on batch_per_rank x ranks)")
+    for key in ("global_batch", "batch_per_rank"):
+        if key in spec and spec[key] < 1:
+            fail(path, f"{key}: expected >= 1")
+    if "model" not in spec:
+        return
+    if not has_nodes:
+        fail(path, "model: needs a study over \"nodes\" (the plan predicts node counts)")
+    model = spec["model"]
+    for key, value in model.items():
+        if key not in MODEL_KEYS:
+            fail(path, f"model: unknown key \"{key}\" (known: {', '.join(MODEL_KEYS)})")
+        if not isinstance(value, MODEL_KEYS[key]) or isinstance(value, bool):
+            fail(path, f"model.{key}: expected {MODEL_KEYS[key].__name__}")
+    model.setdefault("bench_nodes", min(2, max(spec["nodes"])))
+    model.setdefault("predict_nodes", [1 << i for i in range(8)])
+    if model["bench_nodes"] < 1 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+                                           for n in model["predict_nodes"]):
+        fail(path, "model: bench_nodes and predict_nodes: expected positive integers")
 
 
 class Runner:
@@ -114,6 +154,35 @@ class Runner:
         return p.stdout.strip().split(";")[0]
 
 
+def batch(spec, ranks):
+    """The batch override of one run: strong keeps the global batch, weak the per-rank batch."""
+    if spec["mode"] == "weak":
+        return [f"train.batch_size={spec['batch_per_rank'] * ranks}"]
+    return [f"train.batch_size={spec['global_batch']}"] if "global_batch" in spec else []
+
+
+def model_commands(spec, out, extra, binary, python):
+    """The bench allreduce arguments and the analysis's shell line with the plan before it."""
+    bench_json = os.path.join(out, "bench-allreduce.json")
+    bench = [binary, "bench", "allreduce", "--min-bytes", BENCH_BYTES[0], "--max-bytes", BENCH_BYTES[1], "--json",
+             bench_json]
+    first = min(spec["nodes"])
+    profile = os.path.join(out, f"{first}n-0", "report.json")
+    plan_json = os.path.join(out, "analysis", "plan.json")
+    nodes = sorted(set(spec["nodes"]) | set(spec["model"]["predict_nodes"]))
+    plan = ([binary, "plan", spec["config"]] + spec.get("overrides", []) +
+            batch(spec, first * spec["ranks_per_node"]) + extra +
+            ["--profile", profile, "--nodes", ",".join(map(str, nodes)), "--ranks-per-node",
+             str(spec["ranks_per_node"]), "--inter", bench_json, "--json", plan_json] +
+            (["--weak"] if spec["mode"] == "weak" else []))
+    analysis = [python, os.path.join(ROOT, "analysis", "scaling.py"), out, "--out", os.path.join(out, "analysis")]
+    # The plan may fail (its profile run or the bench failed): the measured analysis still runs.
+    line = (f"mkdir -p {shlex.quote(os.path.join(out, 'analysis'))}; {shlex.join(plan)}; "
+            f"if [ -f {shlex.quote(plan_json)} ]; then {shlex.join(analysis + ['--plan', plan_json])}; "
+            f"else {shlex.join(analysis)}; fi")
+    return bench, line
+
+
 def mpirun(ranks):
     root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
     return ["mpirun", "-np", str(ranks), "--oversubscribe", "--bind-to", "none"] + root
@@ -135,7 +204,7 @@ def scaling(spec, out, extra, local, run):
             tag = f"{size}n-{rep}" if by_nodes else f"{size}r-{rep}"
             run_dir = os.path.join(out, tag)
             runs.append(run_dir)
-            train = [spec["config"], "run.dir=" + run_dir] + spec.get("overrides", []) + extra
+            train = [spec["config"], "run.dir=" + run_dir] + spec.get("overrides", []) + batch(spec, ranks) + extra
             if local:
                 run.call(mpirun(ranks) + [binary, "train"] + train, what=run_dir)
                 continue
@@ -146,14 +215,27 @@ def scaling(spec, out, extra, local, run):
                                   options + [script] + train, env))
     python = os.path.join(ROOT, ".venv", "bin", "python")
     python = python if os.path.isfile(python) else sys.executable
-    analysis = [python, os.path.join(ROOT, "analysis", "scaling.py"), out, "--out", os.path.join(out, "analysis")]
+    analysis = shlex.join([python, os.path.join(ROOT, "analysis", "scaling.py"), out, "--out",
+                           os.path.join(out, "analysis")])
+    submitted = {"runs": dict(zip(runs, ids))}
+    if "model" in spec:
+        bench, analysis = model_commands(spec, out, extra, binary, python)
+        per_node, bench_nodes = spec["ranks_per_node"], spec["model"]["bench_nodes"]
+        if local:
+            run.call(mpirun(bench_nodes * per_node) + bench, what="bench allreduce")
+        else:
+            dep = [f"--dependency=afterany:{ids[-1]}"] if spec["slurm"].get("serialize") and ids else []
+            ids.append(run.sbatch([f"--job-name={spec['name']}-bench", f"--output={out}/bench-allreduce-%j.out",
+                                   f"--nodes={bench_nodes}", f"--ntasks-per-node={per_node}"] + dep + options +
+                                  [os.path.join(ROOT, "slurm", "bench-allreduce.sbatch")] + bench[3:], env))
+            submitted["bench"] = ids[-1]
     if local:
-        run.call(analysis, what="analysis/scaling.py")
+        run.call(["sh", "-c", analysis], what="analysis")
         return {}
-    final = run.sbatch([f"--job-name={spec['name']}-analysis", "--dependency=afterany:" + ":".join(ids),
-                        "--ntasks=1", f"--output={os.path.join(out, 'analysis')}-%j.out"] +
-                       spec["slurm"].get("analysis_options", []) + ["--wrap", shlex.join(analysis)], env)
-    return {"runs": dict(zip(runs, ids)), "analysis": final}
+    submitted["analysis"] = run.sbatch([f"--job-name={spec['name']}-analysis", "--dependency=afterany:" +
+                                        ":".join(ids), "--ntasks=1", f"--output={os.path.join(out, 'analysis')}-%j.out"]
+                                       + spec["slurm"].get("analysis_options", []) + ["--wrap", analysis], env)
+    return submitted
 
 
 def sweep(spec, out, extra, local, run):

@@ -172,7 +172,7 @@ void plan_on_this_rank(const PlanArguments& a, std::int64_t ranks) {
   const ResolvedConfig rc = load_config(a.config, a.overrides);
   if (!a.scaling.nodes.empty()) {
     ScalingArguments s = a.scaling;
-    if (s.profile.empty()) throw UsageError("plan --nodes: needs --profile REPORT (report.json of a measured run)");
+    if (s.profiles.empty()) throw UsageError("plan --nodes: needs --profile REPORT (report.json of a measured run)");
     s.bucket_mb = rc.config.comm.bucket_mb;
     s.hierarchical = rc.config.comm.hierarchical == "on" ? "on" : "off";
     print_scaling_plan(s);
@@ -245,8 +245,11 @@ void add_plan_command(CLI::App& parent, Commands& commands) {
   app->add_option("--ranks-per-node", m.ranks_per_node, "performance model: ranks per node")
       ->check(integer_at_least(1))
       ->type_name("R");
-  app->add_option("--profile", m.profile, "performance model: report.json of a measured run of CONFIG")
-      ->type_name("REPORT");
+  app->add_option("--profile", m.profiles,
+                  "performance model: report.json of measured runs of CONFIG, one per ranks-per-node count "
+                  "(the matching one is used)")
+      ->delimiter(',')
+      ->type_name("REPORT,...");
   app->add_flag("--weak", m.weak, "performance model: weak scaling (the profile's per-rank batch on every count)");
   app->add_option("--link-gbps", m.link_gbps, "performance model: bandwidth between nodes (default 10)")
       ->check(positive_number())

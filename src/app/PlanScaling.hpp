@@ -1,10 +1,12 @@
 #pragma once
 // `hpctrain plan --nodes ...`: a performance model of data-parallel training across nodes
-// (docs/cluster.md, "Predicting scaling"). From a measured step profile (a run's report.json:
-// data, forward, backward and optimizer time per step, global batch, parameters, buckets) and
-// an alpha-beta model of the links (latency alpha, bandwidth beta within a node and between
-// nodes, given or fitted from `hpctrain bench allreduce --json` on the target), it predicts
-// per node count the step time, the exposed communication, samples/s, and the strong or weak
+// (docs/cluster.md, "Predicting scaling"). From measured step profiles (runs' report.json:
+// data, forward, backward and optimizer time per step, global batch, parameters, buckets; one
+// per ranks-per-node count, because ranks that share a node's cores and memory bandwidth each
+// compute more slowly than one rank alone) and an alpha-beta model of the links (latency
+// alpha, bandwidth beta within a node and between nodes, given or fitted from `hpctrain bench
+// allreduce --json` on the target at the sizes of the run's gradient buckets), it predicts per
+// node count the step time, the exposed communication, samples/s, and the strong or weak
 // scaling efficiency.
 #include <string>
 #include <vector>
@@ -12,8 +14,8 @@
 namespace hpctrain {
 
 struct ScalingArguments {
-  std::string profile;     // report.json of the measured run
-  std::vector<int> nodes;  // node counts to predict
+  std::vector<std::string> profiles;  // report.json of measured runs (the one whose ranks per node match is used)
+  std::vector<int> nodes;             // node counts to predict
   int ranks_per_node = 1;
   bool weak = false;                            // weak scaling: the per-rank batch of the profile on every count
   std::string hierarchical = "off";             // the reduction modelled: off (flat ring) or on

@@ -2,7 +2,9 @@
 profile on one rank predicts its own step; alpha and beta fitted from a bench allreduce JSON
 that follows the ring formula exactly come back; more nodes over a slow link expose more
 communication and lower the efficiency, which a faster link restores; weak scaling keeps the
-per-rank batch; the JSON output matches the table; bad input names what is wrong."""
+per-rank batch; the JSON output matches the table; with a profile per ranks-per-node count the
+matching one sets the compute; alpha and beta are fitted at the run's bucket size from the
+reducer's column, whatever the other sizes do; bad input names what is wrong."""
 import json
 import os
 import re
@@ -64,6 +66,36 @@ c.check("weak scaling keeps the profile's per-rank batch (64) on every count",
 r = run(base + ["--nodes", "2", "--ranks-per-node", "2", "comm.hierarchical=on"], timeout=120)
 c.check("comm.hierarchical=on models the hierarchical reduction", r.rc == 0 and "reduction hierarchical" in r.out,
         r.text[-800:])
+# A profile of 2 ranks on one node, each slower per sample (shared cores): 8 data, 16 forward,
+# 30 backward at 32 rows per rank, optimizer 3.
+prof2 = os.path.join(work, "report2.json")
+json.dump(dict(profile, time_per_step_ms={k: {"mean": v} for k, v in (("data", 8.0), ("forward", 16.0),
+                                                                     ("backward", 30.0), ("optimizer", 3.0))},
+               world={"size": 2, "nodes": 1}), open(prof2, "w"))
+both = [BIN, "plan", CONFIG, "data.path=" + FASHION, "--profile", prof + "," + prof2]
+r1 = run(both + ["--nodes", "1", "--ranks-per-node", "1"], timeout=120)
+r2 = run(both + ["--nodes", "1,2", "--ranks-per-node", "2", "--json", out], timeout=120)
+t1, t2 = table(r1.out), table(r2.out)
+pred = json.load(open(out)) if r2.rc == 0 else {}
+c.check("two profiles: 1 rank per node computes from the 1-rank profile (36 ms)",
+        r1.rc == 0 and abs(t1.get(1, [0] * 7)[1] - 36.0) < 1e-6, r1.text[-1500:])
+c.check("two profiles: 2 ranks per node compute from the 2-rank profile (57 ms at 32 rows, 30 at 16)",
+        r2.rc == 0 and abs(t2.get(1, [0] * 7)[1] - 57.0) < 0.01 and abs(t2.get(2, [0] * 7)[1] - 30.0) < 0.01
+        and all(q["profile"] == prof2 for q in pred.get("predictions", [])), r2.text[-1500:])
+# bench allreduce whose reducer column follows alpha 50 us, beta 1.25 GB/s near the run's
+# buckets (25 MiB: 4 of them) and nothing like it far below (a token bucket's burst), and
+# whose MPI_Allreduce column is twice as slow: the fit takes the reducer near 25 MiB.
+ring = lambda s: 2 * (p - 1) * alpha + 2 * (p - 1) / p * s / beta  # noqa: E731
+rows = [{"bytes": s, "buckets": 1, "hpctrain_us": 1e-3 * s / 1e6, "mpi_us": 1e-3 * s / 1e6} for s in (4096, 65536)]
+rows += [{"bytes": s, "buckets": k, "hpctrain_us": k * ring(s / k) * 1e6, "mpi_us": 2 * ring(s) * 1e6}
+         for s, k in ((1 << 22, 1), (1 << 24, 1), (1 << 26, 3), (1 << 28, 11))]
+burst = os.path.join(work, "burst.json")
+json.dump({"benchmark": "allreduce", "ranks": p, "nodes": 2, "rows": rows}, open(burst, "w"))
+r = run(base + ["--nodes", "2", "--ranks-per-node", "2", "--inter", burst], timeout=120)
+m = re.search(r"between nodes alpha ([0-9.]+) us, beta ([0-9.]+) GB/s", r.out)
+c.check("the fit at the bucket size, from the reducer's column, recovers 50 us and 1.25 GB/s",
+        r.rc == 0 and m and abs(float(m.group(1)) - 50) < 0.5 and abs(float(m.group(2)) - 1.25) < 0.01
+        and "fitted on 3 sizes" in r.out, r.text[-1500:])
 for args, rc, needle in ((["--nodes", "2"], 2, "--profile"),
                          (["--nodes", "2", "--profile", "/nonexistent.json"], 3, "/nonexistent.json"),
                          (["--nodes", "2", "--profile", prof, "--inter", prof], 3, "ranks")):

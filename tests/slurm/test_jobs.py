@@ -1,6 +1,8 @@
 """jobs/submit.py: a scaling study run locally through mpirun over 1, 2 and 4 ranks, whose
-analysis writes the table and plots; bad definitions are refused with a message naming the
-key. With --slurm (the slurm_jobs test): the same tool submits a scaling study and a sweep to
+analysis writes the table and plots; strong and weak studies over nodes with the performance
+model, as the sbatch commands of --dry-run (geometry, batch per run, the bench allreduce job,
+the plan and the analysis after all of them); bad definitions are refused with a message
+naming the key. With --slurm (the slurm_jobs test): the same tool submits a scaling study and a sweep to
 the test cluster, with the analysis and merge jobs depending on the runs."""
 import json
 import os
@@ -50,8 +52,35 @@ def check_scaling(out, ranks, label):
     c.check(f"{label}: Markdown summary", os.path.isfile(os.path.join(out, "analysis", "scaling.md")))
 
 
+def check_model_study(work, mode, batch_key, batch_value, batches):
+    """--dry-run of a study over 1, 2 and 4 nodes of 4 ranks with "model": the sbatch lines."""
+    spec = definition(work, name=f"{mode}_model", kind="scaling", config="configs/fashion_mnist_cnn.json",
+                      nodes=[1, 2, 4], ranks_per_node=4, mode=mode, model={},
+                      slurm={"options": ["--time=00:10:00"]}, **{batch_key: batch_value})
+    p = submit([spec, "--dry-run", "--out", os.path.join(work, mode)], work)
+    lines = [line for line in p.stdout.splitlines() if line.startswith("$ ")]
+    runs = [line for line in lines if "train-gpu.sbatch" in line]
+    c.check(f"{mode}: one job per node count, --nodes=N --ntasks-per-node=4, train.batch_size {batches}",
+            p.returncode == 0 and len(runs) == 3 and all(
+                f"--nodes={n} --ntasks-per-node=4" in line and f"train.batch_size={b} " in line + " "
+                for n, b, line in zip((1, 2, 4), batches, runs)), p.stdout + p.stderr)
+    bench = [line for line in lines if "bench-allreduce.sbatch" in line]
+    c.check(f"{mode}: a bench allreduce job on 2 nodes of 4 ranks writing bench-allreduce.json",
+            len(bench) == 1 and "--nodes=2 --ntasks-per-node=4" in bench[0] and
+            f"--json {os.path.join(work, mode, 'bench-allreduce.json')}" in bench[0], "\n".join(lines))
+    analysis = lines[-1] if lines else ""
+    c.check(f"{mode}: the analysis job after the runs and the bench, with the plan's predictions",
+            "--dependency=afterany:1001:1002:1003:1004" in analysis and " plan " in analysis and
+            f"--profile {os.path.join(work, mode, '1n-0', 'report.json')}" in analysis and
+            "--nodes 1,2,4,8,16,32,64,128 --ranks-per-node 4" in analysis and
+            ("--weak" in analysis) == (mode == "weak") and "--plan" in analysis and "scaling.py" in analysis,
+            analysis)
+
+
 work = tempfile.mkdtemp(prefix="hpctrain_jobs_")
 if not slurm:
+    check_model_study(work, "strong", "global_batch", 256, (256, 256, 256))
+    check_model_study(work, "weak", "batch_per_rank", 32, (128, 256, 512))
     spec = definition(work, name="local_scaling", kind="scaling", config="configs/fashion_mnist_fast.json",
                       ranks=[1, 2, 4], repetitions=1, overrides=SMALL)
     p = submit([spec, "--local"], work)
@@ -61,7 +90,10 @@ if not slurm:
     for name, bad, needle in (("unknown_key", {"ranks": [1], "rank": 2}, 'unknown key "rank"'),
                               ("no_config", {"ranks": [1], "config": "configs/none.json"}, "does not exist"),
                               ("both_sizes", {"ranks": [1], "nodes": [1]}, "either"),
-                              ("bad_ranks", {"ranks": [0]}, "positive integers")):
+                              ("bad_ranks", {"ranks": [0]}, "positive integers"),
+                              ("bad_mode", {"ranks": [1], "mode": "medium"}, "mode"),
+                              ("weak_no_batch", {"ranks": [1], "mode": "weak"}, "batch_per_rank"),
+                              ("model_ranks", {"ranks": [1], "model": {}}, "model: needs")):
         spec = dict({"name": name, "kind": "scaling", "config": "configs/fashion_mnist_fast.json"}, **bad)
         p = submit([definition(work, **spec)], work)
         c.check(f"bad definition ({name}) refused naming the problem", p.returncode != 0 and needle in p.stderr,
