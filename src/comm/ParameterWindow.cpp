@@ -39,7 +39,7 @@ c10::DataPtr os_pages(std::size_t bytes) {
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
     throw RuntimeFailure("out of memory: " + std::to_string(bytes >> 20) +
-                         " MiB for sharded parameters or gradients could not be mapped");
+                         " MiB for gathered parameters (parallel.shard=parameters) could not be mapped");
   }
   return c10::InefficientStdFunctionContext::makeDataPtr(
       p, [bytes](void* q) { ::munmap(q, bytes); }, c10::Device(c10::kCPU));

@@ -73,6 +73,13 @@ r, two = train("gpu_mpi2", "comm.backend=mpi", np=2)
 c.check("two ranks on the GPU, MPI through pinned memory: trains to the same accuracy",
         r.rc == 0 and two["communication"]["backend"] == "mpi"
         and abs(two["final"]["test_accuracy"] - acc_cpu) < 0.03, r.text[-2000:])
+for stage in ("gradients", "parameters"):
+    # Sharded on the GPU over MPI (buckets and gathered parameters staged through host memory).
+    r, sh = train("gpu_mpi2_" + stage, "comm.backend=mpi", "parallel.shard=" + stage, np=2)
+    c.check(f"two ranks on the GPU, parallel.shard={stage}: the same test loss as unsharded within 1e-4 relative",
+            r.rc == 0 and "final" in two and sh["parallel"]["shard"]["active"]
+            and abs(sh["final"]["test_loss"] - two["final"]["test_loss"]) <= 1e-4 * two["final"]["test_loss"],
+            r.text[-2000:])
 r, one = train("gpu_nccl1", "comm.backend=nccl")
 c.check("comm.backend=nccl on one rank", r.rc == 0 and one["communication"]["backend"] == "nccl", r.text[-2000:])
 ck = ["checkpoint.at_end=true", "train.test_every_epoch=false", "schedule.name=constant"]

@@ -197,6 +197,22 @@ c.check(f"3 replicas evaluating 2, 1 and 1 batches with shard=parameters: test l
         f"{tests[1]} within 1e-6", None not in tests and abs(tests[0] - tests[1]) <= 1e-6 * abs(tests[1]),
         r.text[-2000:])
 
+# Stage 3 through the paths that read or write whole parameters mid-run: the best epoch's
+# checkpoint (checkpoint.keep_best), early stopping that puts the best weights back before the
+# test, microbatches without a pipeline and channels-last CNN parameters.
+mixed = ["data.limit_train=1600", "train.epochs=4", "train.max_steps=0", "parallel.microbatches=2",
+         "model.channels_last=true", "train.early_stop_patience=1", "train.early_stop_min_delta=0.05",
+         "train.early_stop_restore_best=true", "checkpoint.keep_best=val_loss", "optimizer.lr=0.01"]
+finals = []
+for stage in ("none", "parameters"):
+    r, d = train("mixed_" + stage, 2, *FAMILIES["cnn"], *mixed, "parallel.shard=" + stage)
+    rep = json.load(open(os.path.join(d, "report.json"))) if r.rc == 0 else {}
+    finals.append((r.rc, rep.get("training", {}).get("stop_reason"), rep.get("final", {}).get("test_loss"),
+                   os.path.exists(os.path.join(d, "checkpoints", "best.h5"))))
+c.check(f"shard=parameters with keep_best, early stopping restoring the best weights, microbatches and "
+        f"channels-last ends exactly as unsharded: {finals[1]} vs {finals[0]}",
+        finals[0][0] == 0 and finals[0] == finals[1] and finals[0][1] == "early_stopping" and finals[0][3], "")
+
 # Bad settings: named, every rank exits non-zero, quickly.
 r, _ = train("bad_hier", 2, *FAMILIES["cnn"], "parallel.shard=optimizer", "comm.hierarchical=on")
 c.check("shard with comm.hierarchical=on: refused naming both keys",
