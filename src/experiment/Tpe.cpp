@@ -149,6 +149,13 @@ void draw_dimension(const SearchDimension& d, const std::vector<const json::obje
 // (categorical; K, the number of values, when it lacks the key or holds another value).
 using JointPoint = std::vector<double>;
 
+// A kernel's categorical part: its trial's value with probability 1 - kSpread, a uniform draw
+// over the values otherwise. With 0 (the trial's value alone) a proposal copies the good
+// trials' choices and tries another one only through the prior kernel: on the 4-key test
+// problem of test_tpe.cpp, over 20 seeds and 60 trials, 0 put the best choice in a median 18
+// of the last 30 proposals (12 at worst), 0.2 in 24 (21 at worst), 0.5 in 27 (1 at worst).
+constexpr double kSpread = 0.2;
+
 bool categorical(const SearchDimension& d) {
   return d.distribution.empty();
 }
@@ -216,7 +223,8 @@ double joint_log_pdf(const SearchSpace& space, const std::vector<NumericScale>& 
       const double c = e.centre[j][k], sigma = e.sigma[j][k];
       if (categorical(d)) {
         const auto values = static_cast<double>(d.values.size());
-        terms[j] += c >= values ? -std::log(values) : (c == x[k] ? 0.0 : kNone);
+        const double own = c >= values ? 0.0 : 1.0 - kSpread;
+        terms[j] += std::log((c == x[k] ? own : 0.0) + (1.0 - own) / values);
       } else if (s.integer) {
         terms[j] += std::log(std::max(truncated_mass(x[k] - 0.5, x[k] + 0.5, c, sigma, s.low, s.high), 1e-300));
       } else {
@@ -239,7 +247,8 @@ JointPoint joint_sample(const SearchSpace& space, const std::vector<NumericScale
     const double c = e.centre[j][k];
     if (categorical(d)) {
       const std::size_t values = d.values.size();
-      x[k] = c < static_cast<double>(values) ? c : static_cast<double>(sample_index(fit_categorical({}, values), g));
+      const bool own = c < static_cast<double>(values) && g.uniform() >= kSpread;
+      x[k] = own ? c : static_cast<double>(sample_index(fit_categorical({}, values), g));
     } else {
       x[k] = truncated_sample(c, e.sigma[j][k], s.low, s.high, g);
       if (s.integer) x[k] = std::clamp(std::round(x[k]), d.low, d.high);

@@ -20,10 +20,11 @@
 // and g(x) are each one joint Parzen estimator over all dimensions, a kernel per good (bad)
 // trial that is the product over dimensions of a truncated Gaussian centred on the trial's
 // value (bandwidth 0.2 * width * n^(-1/(D+4)), Scott's rule for D dimensions) or, for a
-// categorical dimension, the trial's value itself; plus one prior kernel (the middle of each
-// range with its width as bandwidth, uniform over each categorical). A candidate is drawn
-// from one kernel as a whole, so values that went well together are proposed together;
-// the candidate with the highest log l(x) - log g(x) is the proposal.
+// categorical dimension, the trial's value with probability 0.8 and a uniform draw over the
+// values otherwise; plus one prior kernel (the middle of each range with its width as
+// bandwidth, uniform over each categorical). A candidate is drawn from one kernel as a whole,
+// so values that went well together are proposed together; the candidate with the highest
+// log l(x) - log g(x) is the proposal.
 #include <boost/json.hpp>
 
 #include <cstdint>
