@@ -16,8 +16,9 @@
 // integer weighted by the mixture's mass over its unit interval) and lists or ranges
 // (categorical: each value's count in the set plus a prior of 1/K per value).
 //
-// Multivariate (search.tpe_multivariate, the default; Optuna 5's TPESampler default too): l(x)
-// and g(x) are each one joint Parzen estimator over all dimensions, a kernel per good (bad)
+// Multivariate (search.tpe_multivariate=true; Optuna 5's TPESampler default but not ours: on
+// the search of docs/benchmarks.md it found no better best score than the univariate one):
+// l(x) and g(x) are each one joint Parzen estimator over all dimensions, a kernel per good (bad)
 // trial that is the product over dimensions of a truncated Gaussian centred on the trial's
 // value (bandwidth 0.2 * width * n^(-1/(D+4)), Scott's rule for D dimensions) or, for a
 // categorical dimension, the trial's value with probability 0.8 and a uniform draw over the
@@ -39,7 +40,7 @@ struct TpeSettings {
   std::int64_t startup = 10;     // search.tpe_startup: random proposals until this many trials finished
   double gamma = 0.1;            // search.tpe_gamma: the good fraction (at most 25 trials)
   std::int64_t candidates = 24;  // search.tpe_candidates: draws from l(x) compared by l/g
-  bool multivariate = true;      // search.tpe_multivariate: one joint estimator, not one per dimension
+  bool multivariate = false;     // search.tpe_multivariate: one joint estimator, not one per dimension
 };
 
 // One finished trial: its assignments and its score, oriented so that lower is better
