@@ -7,12 +7,14 @@ TPE part. Objective: the holdout validation accuracy of a Fashion-MNIST MLP trai
 log-uniform [1e-4, 0.3], model.dropout uniform [0, 0.5], optimizer.name in {sgd, adam, adamw}.
 Budget: --trials trials, the first --startup random. For each seed in --seeds:
   hpctrain: hpctrain train CONFIG search.method=tpe search.trials=N search.tpe_startup=S
-            search.seed=SEED (one rank: one group, so each proposal sees every result before it,
-            as Optuna's sequential study does)
+            search.seed=SEED [--hpctrain-tpe overrides] (one rank: one group, so each proposal
+            sees every result before it, as Optuna's sequential study does); its other TPE
+            settings are the schema's defaults (search.tpe_multivariate, _gamma, _candidates)
   optuna:   optuna.create_study(direction="maximize", sampler=TPESampler(seed=SEED,
             n_startup_trials=S)); each trial's parameters are scored by the same hpctrain
             code path, a one-trial grid search (search.method=grid, one value per key), so
-            only the sampler differs.
+            only the sampler differs. Its other settings are the defaults; the JSON records the
+            ones it resolved (multivariate, gamma, candidates, prior weight).
 The figure is each side's best score per seed and their medians over the seeds.
 
 ASHA part. mpirun -np 2 hpctrain train CONFIG search.method=asha|halving (2 groups of 1 rank),
@@ -20,7 +22,7 @@ the same search.trials random draws, eta and rungs; wall time of the search (sea
 wall_seconds) and the best score, alternating the two methods, --repeats times; medians.
 
 Usage: .venv/bin/python bench/search_tpe_optuna.py [--seeds 0 1 2 3 4] [--trials 12] [--startup 4]
-       [--repeats 2] [--bin build/hpctrain] [--skip-tpe] [--skip-asha] [--out FILE.json] [overrides ...]"""
+       [--repeats 2] [--bin build/hpctrain] [--hpctrain-tpe KEY=VALUE ...] [--skip-tpe] [--skip-asha] [--out FILE.json] [overrides ...]"""
 import argparse
 import json
 import os
@@ -73,7 +75,14 @@ def optuna_side(seed, a):
         return score if score is not None else 0.0
 
     study.optimize(objective, n_trials=a.trials)
-    return study.best_value, [t.value for t in study.trials]
+    sampler = study.sampler
+    settings = {"optuna": optuna.__version__, "multivariate": sampler._is_multivariate(study),
+                "n_startup_trials": sampler._n_startup_trials, "n_ei_candidates": sampler._n_ei_candidates,
+                "gamma": "min(ceil(0.1 n), 25)" if sampler._gamma is optuna.samplers._tpe.sampler.default_gamma
+                else repr(sampler._gamma),
+                "parzen_estimator": repr(sampler._parzen_estimator_parameters),
+                "constant_liar": sampler._constant_liar}
+    return study.best_value, [t.value for t in study.trials], settings
 
 
 def main():
@@ -85,6 +94,8 @@ def main():
     ap.add_argument("--max-load", type=float, default=1.5)
     ap.add_argument("--out", default="")
     ap.add_argument("--bin", default="", help="the hpctrain binary (default build/hpctrain)")
+    ap.add_argument("--hpctrain-tpe", nargs="*", default=[],
+                    help="extra overrides for hpctrain's TPE side (default: none, the schema's defaults)")
     ap.add_argument("--skip-asha", action="store_true")
     ap.add_argument("--skip-tpe", action="store_true")
     ap.add_argument("overrides", nargs="*",
@@ -100,9 +111,11 @@ def main():
         load = os.getloadavg()[0]  # scores, not times: no wait
         report, wall, cmd = hpctrain([*a.overrides, "search.method=tpe", "search.trials=%d" % a.trials,
                                       "search.tpe_startup=%d" % a.startup, "search.seed=%d" % seed,
-                                      "search.space=" + json.dumps(SPACE)])
+                                      "search.space=" + json.dumps(SPACE), *a.hpctrain_tpe])
         ours = best_of(report)
-        theirs, values = optuna_side(seed, a)
+        theirs, values, optuna_settings = optuna_side(seed, a)
+        result["optuna_settings"] = optuna_settings
+        result["hpctrain_tpe_overrides"] = a.hpctrain_tpe
         result["tpe"].append({"seed": seed, "hpctrain_best": ours, "optuna_best": theirs, "load_before": load,
                               "hpctrain_scores": [b["mean"] for b in sorted(report["leaderboard"],
                                                                             key=lambda b: b["trial"])],

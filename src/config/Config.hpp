@@ -149,7 +149,8 @@ struct SearchConfig {
   std::int64_t tpe_startup = 10;     // tpe: random proposals until this many trials finished
   double tpe_gamma = 0.1;            // tpe: fraction of the finished trials that are "good" (at most 25)
   std::int64_t tpe_candidates = 24;  // tpe: draws from the good trials' estimator compared per proposal
-  std::int64_t shards = 1;  // job-array split: this job runs trials with index % shards == shard
+  bool tpe_multivariate = false;     // tpe: one joint estimator over all dimensions, not one per dimension
+  std::int64_t shards = 1;           // job-array split: this job runs trials with index % shards == shard
   std::int64_t shard = 0;
 };
 

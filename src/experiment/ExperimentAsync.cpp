@@ -42,7 +42,8 @@ AsyncSearchSetup ExperimentRun::async_setup() const {
   s.method = bc_.search.method;
   s.space = parse_search_space(bc_.search.space_json);
   s.tpe_trials = bc_.search.trials;
-  s.tpe = TpeSettings{bc_.search.tpe_startup, bc_.search.tpe_gamma, bc_.search.tpe_candidates};
+  s.tpe =
+      TpeSettings{bc_.search.tpe_startup, bc_.search.tpe_gamma, bc_.search.tpe_candidates, bc_.search.tpe_multivariate};
   for (const auto& tp : xp_.trials) s.trials.push_back(tp.trial);
   s.eta = bc_.search.halving_eta;
   s.epochs = asha_rung_epochs(bc_.search.halving_min_epochs, bc_.search.halving_eta, bc_.train.epochs);

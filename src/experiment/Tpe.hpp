@@ -15,6 +15,17 @@
 // on [ln low, ln high]), int_uniform (the mixture on [low - 0.5, high + 0.5], rounded, each
 // integer weighted by the mixture's mass over its unit interval) and lists or ranges
 // (categorical: each value's count in the set plus a prior of 1/K per value).
+//
+// Multivariate (search.tpe_multivariate=true; Optuna 5's TPESampler default but not ours: on
+// the search of docs/benchmarks.md it found no better best score than the univariate one):
+// l(x) and g(x) are each one joint Parzen estimator over all dimensions, a kernel per good (bad)
+// trial that is the product over dimensions of a truncated Gaussian centred on the trial's
+// value (bandwidth 0.2 * width * n^(-1/(D+4)), Scott's rule for D dimensions) or, for a
+// categorical dimension, the trial's value with probability 0.8 and a uniform draw over the
+// values otherwise; plus one prior kernel (the middle of each range with its width as
+// bandwidth, uniform over each categorical). A candidate is drawn from one kernel as a whole,
+// so values that went well together are proposed together; the candidate with the highest
+// log l(x) - log g(x) is the proposal.
 #include <boost/json.hpp>
 
 #include <cstdint>
@@ -29,6 +40,7 @@ struct TpeSettings {
   std::int64_t startup = 10;     // search.tpe_startup: random proposals until this many trials finished
   double gamma = 0.1;            // search.tpe_gamma: the good fraction (at most 25 trials)
   std::int64_t candidates = 24;  // search.tpe_candidates: draws from l(x) compared by l/g
+  bool multivariate = false;     // search.tpe_multivariate: one joint estimator, not one per dimension
 };
 
 // One finished trial: its assignments and its score, oriented so that lower is better
