@@ -41,7 +41,9 @@ def plan(schedule, m, *extra):
 
 results = {}
 for schedule, m in (("1f1b", 4), ("gpipe", 4), ("1f1b", 8), ("interleaved", 4)):
-    r = plan(schedule, m)
+    # One split for the schedules compared below: an auto split follows measured block times,
+    # which a busy machine can tip from one run to the next.
+    r = plan(schedule, m, *([] if schedule == "interleaved" else ["parallel.stage_split=[2]"]))
     t = table(r.out)
     results[(schedule, m)] = t
     ok = r.rc == 0 and set(t) == {"0", "1", "whole"}
