@@ -7,9 +7,8 @@
 #include <algorithm>
 #include <string>
 
-#include "util/Error.hpp"
-
 #include "comm/GradientReducer.hpp"
+#include "util/Error.hpp"
 
 namespace hpctrain {
 namespace {
@@ -122,6 +121,10 @@ void ParameterWindow::release(std::size_t b, bool write_back) {
   set_storage_bytes(shard.flat, 0);
   state_[b] = State::Freed;
   bytes_ -= static_cast<std::int64_t>(flat_bytes(shard));
+  forget_arrivals(b);
+}
+
+void ParameterWindow::forget_arrivals(std::size_t b) {
   arrived_count_[b] = 0;
   std::fill(arrived_[b].begin(), arrived_[b].end(), false);
 }
@@ -178,14 +181,7 @@ void ParameterWindow::gradient_arrived(std::size_t bucket, std::size_t slot) {
 
 void ParameterWindow::new_step() {
   std::lock_guard<std::mutex> lock(mutex_);
-  for (std::size_t b = 0; b < shards_.size(); ++b) {
-    arrived_count_[b] = 0;
-    std::fill(arrived_[b].begin(), arrived_[b].end(), false);
-  }
-}
-
-bool ParameterWindow::has_group(std::int64_t group) const {
-  return std::find(groups_.begin(), groups_.end(), group) != groups_.end();
+  for (std::size_t b = 0; b < shards_.size(); ++b) forget_arrivals(b);
 }
 
 std::int64_t ParameterWindow::gathered_bytes() const {

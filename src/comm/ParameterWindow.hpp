@@ -63,7 +63,6 @@ class ParameterWindow {
   void gradient_arrived(std::size_t bucket, std::size_t slot);
   void new_step();  // forgets the gradients counted so far
 
-  bool has_group(std::int64_t group) const;
   std::int64_t gathered_bytes() const;
   std::int64_t peak_bytes() const;  // the most gathered at once outside gather_all
 
@@ -76,6 +75,7 @@ class ParameterWindow {
   void wait_for(std::size_t bucket, std::unique_lock<std::mutex>& lock);
   void release(std::size_t bucket, bool write_back);  // requires mutex_ held, not Pending
   void release_every(bool write_back, std::unique_lock<std::mutex>& lock);
+  void forget_arrivals(std::size_t bucket);  // requires mutex_ held
 
   std::vector<ShardBucket>& shards_;
   std::vector<std::int64_t> groups_;
