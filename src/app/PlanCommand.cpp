@@ -161,9 +161,10 @@ void print_shard_plan(const PlanArguments& a, const Config& c, std::int64_t rank
     if (a.budget_gib > 0) {
       const double budget = a.budget_gib * 1024.0 * mib, need = n * per_param + r.transient + activations + p.baseline;
       const double room = budget - activations - r.transient - p.baseline;
-      std::printf("%-12s   %s: %.1f MiB with the activations and the %.1f MiB of memory a rank holds before any model; "
-                  "largest model that fits: %.0f parameters\n",
-                  "", need <= budget ? "fits" : "EXCEEDS", need / mib, p.baseline / mib, room > 0 ? room / per_param : 0.0);
+      std::printf(
+          "%-12s   %s: %.1f MiB with the activations and the %.1f MiB of memory a rank holds before any model; "
+          "largest model that fits: %.0f parameters\n",
+          "", need <= budget ? "fits" : "EXCEEDS", need / mib, p.baseline / mib, room > 0 ? room / per_param : 0.0);
     }
   }
 }

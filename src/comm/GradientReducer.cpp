@@ -413,8 +413,8 @@ void broadcast_module_state(torch::nn::Module& module, const Communicator& comm,
   while (begin < tensors.size()) {
     std::size_t end = begin;
     std::int64_t n = 0;
-    while (end < tensors.size() && (end == begin || tensors[end].scalar_type() != torch::kFloat ||
-                                    n + tensors[end].numel() <= kPiece)) {
+    while (end < tensors.size() &&
+           (end == begin || tensors[end].scalar_type() != torch::kFloat || n + tensors[end].numel() <= kPiece)) {
       if (tensors[end].scalar_type() == torch::kFloat) n += tensors[end].numel();
       ++end;
     }

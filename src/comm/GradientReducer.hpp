@@ -48,7 +48,7 @@ struct ShardBucket {
   torch::Tensor parameters;  // flat's chunk `rank` (stage 3: a copy, in its own storage)
   torch::Tensor gradients;   // chunk values
   std::int64_t chunk = 0;
-  std::int64_t offset = 0;  // of the chunk in flat: rank x chunk
+  std::int64_t offset = 0;                                      // of the chunk in flat: rank x chunk
   std::vector<std::pair<torch::Tensor, std::int64_t>> members;  // each parameter and its offset in flat
 };
 
@@ -161,14 +161,14 @@ class GradientReducer {
   std::vector<torch::Tensor> host_;  // GPU buckets: page-locked staging for MPI
   ShardStage shard_ = ShardStage::None;
   std::vector<ShardBucket> shards_;
-  std::vector<std::int64_t> bucket_group_;   // stage 3: each bucket's group
-  std::unique_ptr<ParameterWindow> window_;  // stage 3
+  std::vector<std::int64_t> bucket_group_;                   // stage 3: each bucket's group
+  std::unique_ptr<ParameterWindow> window_;                  // stage 3
   std::vector<torch::Tensor> shard_gradients_, host_shard_;  // the chunks' gradients; GPU staging
   std::vector<std::int64_t> padded_;                         // elements per bucket (padded when sharded)
   std::int64_t bucket_bytes_ = 0, bucket_peak_ = 0;          // stage 2: full buckets alive
   std::vector<Slot> slots_;
   std::vector<std::size_t> bucket_slots_, bucket_first_;  // per bucket: slots, first slot (in bucket order)
-  bool hooks_ = false;                                     // ready hooks registered
+  bool hooks_ = false;                                    // ready hooks registered
 
   // Step state, guarded by mutex_.
   mutable std::mutex mutex_;

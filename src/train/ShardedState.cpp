@@ -41,8 +41,9 @@ std::vector<std::int64_t> piece_groups(const ModelImpl& model, const std::vector
   const auto pieces = model.parameter_pieces();
   std::vector<std::int64_t> groups;
   for (const auto& p : trained) {
-    const auto it = std::find_if(all.begin(), all.end(),
-                                 [&](const torch::Tensor& q) { return q.unsafeGetTensorImpl() == p.unsafeGetTensorImpl(); });
+    const auto it = std::find_if(all.begin(), all.end(), [&](const torch::Tensor& q) {
+      return q.unsafeGetTensorImpl() == p.unsafeGetTensorImpl();
+    });
     if (it == all.end()) throw std::logic_error("piece_groups: a trained parameter is not the model's");
     groups.push_back(pieces[static_cast<std::size_t>(it - all.begin())]);
   }
@@ -53,8 +54,8 @@ std::shared_ptr<PieceHooks> window_hooks(ParameterWindow& window, std::int64_t p
   return std::make_shared<WindowHooks>(window, pieces);
 }
 
-void match_window_gathers(ModelImpl& model, const ParameterWindow* window, const Communicator& data,
-                          std::int64_t rows, std::int64_t batch) {
+void match_window_gathers(ModelImpl& model, const ParameterWindow* window, const Communicator& data, std::int64_t rows,
+                          std::int64_t batch) {
   if (window == nullptr || data.size() == 1) return;
   const std::int64_t mine = (rows + batch - 1) / batch;
   double most = static_cast<double>(mine);

@@ -42,8 +42,8 @@ std::shared_ptr<PieceHooks> window_hooks(ParameterWindow& window, std::int64_t p
 // forward gathers pieces collectively, and the replicas' shares of a split may take different
 // numbers of batches. Agrees on the most (one reduction over `data`) and runs the missing
 // forwards' gathers first, so every replica issues the same gathers. No window: nothing.
-void match_window_gathers(ModelImpl& model, const ParameterWindow* window, const Communicator& data,
-                          std::int64_t rows, std::int64_t batch);
+void match_window_gathers(ModelImpl& model, const ParameterWindow* window, const Communicator& data, std::int64_t rows,
+                          std::int64_t batch);
 
 // Bytes of optimizer state `optimizer` holds, measured from its tensors.
 std::int64_t optimizer_state_bytes(torch::optim::Optimizer& optimizer);

@@ -79,9 +79,10 @@ ShardStage Trainer::shard_stage() const {
                       "comm.hierarchical to auto or off");
   }
   if (shard == "parameters" && model_->pipeline_blocks() == 0) {
-    throw ConfigError("parallel.shard=parameters gathers a model's parameters block by block, and model.name=" +
-                      config_.model.name + " is not built of blocks; use mlp, cnn, resnet or transformer, or "
-                      "parallel.shard=gradients");
+    throw ConfigError(
+        "parallel.shard=parameters gathers a model's parameters block by block, and model.name=" + config_.model.name +
+        " is not built of blocks; use mlp, cnn, resnet or transformer, or "
+        "parallel.shard=gradients");
   }
   if (shard == "parameters") return ShardStage::Parameters;
   return shard == "optimizer" ? ShardStage::Optimizer : ShardStage::Gradients;
