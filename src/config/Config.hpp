@@ -26,6 +26,7 @@ struct ModelConfig {
   double dropout = 0.0;
   bool batch_norm = true;
   bool channels_last = false;
+  bool fused_kernels = true;  // hpctrain's fused CPU operators where a model has them
   // ResNet
   std::vector<std::int64_t> blocks{2, 2, 2, 2};  // residual blocks per stage
   std::string block = "basic";                   // basic | bottleneck

@@ -64,6 +64,12 @@ std::vector<SchemaEntry> data_and_model_entries() {
            "agree with the default layout within floating-point rounding; for the default CNN on CPU it measured "
            "within noise of the default (docs/benchmarks.md)."),
        bind(&Config::model, &ModelConfig::channels_last)},
+      {key("model.fused_kernels", K::Boolean, "true", none, none, {},
+           "Run hpctrain's fused CPU operators where the model has them: a CNN stage's batch norm, ReLU and 2x2 max "
+           "pool as one operator in training (models/NormPool.hpp; 1.5x the default CNN's step on one core, "
+           "docs/benchmarks.md). Results agree with LibTorch's layers within float rounding of the batch "
+           "statistics; false runs the layers one by one (LibTorch's exact rounding, and the benchmarks' baseline)."),
+       bind(&Config::model, &ModelConfig::fused_kernels)},
       {key("model.blocks", K::IntegerList, "[2, 2, 2, 2]", 1.0, 1000.0, {},
            "ResNet: residual blocks in each stage; each stage after the first halves the resolution and doubles the "
            "channels ([2,2,2,2] with basic blocks is ResNet-18, [3,4,6,3] with bottlenecks ResNet-50)."),

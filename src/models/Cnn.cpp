@@ -1,4 +1,5 @@
 #include "models/ModelParts.hpp"
+#include "models/NormPool.hpp"
 #include "models/Pooling.hpp"
 #include "util/Error.hpp"
 
@@ -23,12 +24,13 @@ struct CnnImpl : StagedModel {
                           " input below 1x1; use at most " + std::to_string(i) + " stages");
       }
       const auto begin = features->size();
-      features->push_back(
-          torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, c.channels[i], 3).padding(1).bias(norm == "none")));
+      torch::nn::Conv2d conv(torch::nn::Conv2dOptions(channels, c.channels[i], 3).padding(1).bias(norm == "none"));
+      features->push_back(conv);
       if (norm != "none") features->push_back(norm_layer(norm, c.channels[i], 2, group));
       features->push_back(torch::nn::ReLU());
       features->push_back(MaxPool(2));
-      add_sequential_stage(features, "features", begin, features->size());
+      add_sequential_stage(features, "features", begin, features->size(),
+                           c.fused_kernels ? fused_stage(conv, begin) : StageBlock::Run{});
       channels = c.channels[i];
       h /= 2;
       w /= 2;
@@ -52,6 +54,21 @@ struct CnnImpl : StagedModel {
   }
   torch::nn::Sequential features;
   torch::nn::Sequential head;
+
+ private:
+  // With batch norm, the stage conv -> norm -> ReLU -> pool runs the last three as one
+  // operator where that applies (models/NormPool.hpp), the layers as they are elsewhere.
+  StageBlock::Run fused_stage(torch::nn::Conv2d conv, std::size_t begin) {
+    auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(features->ptr(begin + 1));
+    if (!bn) return {};
+    auto seq = features;
+    return [conv, bn, seq, begin](const torch::Tensor& x) mutable {
+      auto y = conv->forward(x);
+      if (fused_norm_pool_applies(y, *bn)) return batch_norm_relu_pool(y, *bn);
+      for (auto it = seq->begin() + begin + 1; it != seq->begin() + begin + 4; ++it) y = it->forward(y);
+      return y;
+    };
+  }
 };
 
 }  // namespace

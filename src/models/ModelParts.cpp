@@ -5,16 +5,17 @@
 namespace hpctrain {
 
 void StagedModel::add_sequential_stage(torch::nn::Sequential seq, const std::string& name, std::size_t begin,
-                                       std::size_t end) {
+                                       std::size_t end, StageBlock::Run run) {
   std::vector<std::shared_ptr<torch::nn::Module>> modules;
   for (std::size_t j = begin; j < end; ++j) modules.push_back(seq->ptr(j));
-  add_stage(
-      [seq, begin, end](const torch::Tensor& x) mutable {
-        torch::Tensor y = x;
-        for (auto it = seq->begin() + begin; it != seq->begin() + end; ++it) y = it->forward(y);
-        return y;
-      },
-      modules);
+  if (!run) {
+    run = [seq, begin, end](const torch::Tensor& x) mutable {
+      torch::Tensor y = x;
+      for (auto it = seq->begin() + begin; it != seq->begin() + end; ++it) y = it->forward(y);
+      return y;
+    };
+  }
+  add_stage(std::move(run), modules);
   for (std::size_t j = begin; j < end; ++j)
     assign_piece(name + "." + std::to_string(j), static_cast<std::int64_t>(stages_.size()));
 }

@@ -34,8 +34,10 @@ struct StagedModel : ModelImpl {
     plan_ = checkpoint_plan(static_cast<std::int64_t>(stages_.size()), c.checkpoint_every, c.checkpoint_blocks);
   }
   // Layers [begin, end) of `seq`, registered in the model as `name`, as one stage; for a
-  // model split into pipeline pieces, the stage is piece stages_.size() (1-based).
-  void add_sequential_stage(torch::nn::Sequential seq, const std::string& name, std::size_t begin, std::size_t end);
+  // model split into pipeline pieces, the stage is piece stages_.size() (1-based). `run`, when
+  // given, computes what the layers in order compute (a fused form of them).
+  void add_sequential_stage(torch::nn::Sequential seq, const std::string& name, std::size_t begin, std::size_t end,
+                            StageBlock::Run run = {});
   torch::Tensor stage(std::size_t i, const torch::Tensor& x) { return checkpointed_forward(*stages_[i], x, plan_[i]); }
   void train(bool on) override {
     ModelImpl::train(on);

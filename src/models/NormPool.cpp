@@ -1,0 +1,117 @@
+#include "models/NormPool.hpp"
+
+#include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
+
+#include <cmath>
+
+#include "models/NormPoolKernels.hpp"
+
+namespace hpctrain {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+kernels::Planes planes(const torch::Tensor& x) { return {x.size(0), x.size(1), x.size(2), x.size(3)}; }
+
+// Runs f(c0, c1) over channel ranges on LibTorch's intra-op threads.
+template <typename F>
+void over_channels(std::int64_t channels, F&& f) {
+  at::parallel_for(0, channels, 1, [&](std::int64_t c0, std::int64_t c1) { f(c0, c1); });
+}
+
+torch::Tensor f64(std::int64_t n) { return torch::empty({n}, torch::kDouble); }
+
+struct NormReluPool : torch::autograd::Function<NormReluPool> {
+  // x [N, C, H, W] -> [N, C, H/2, W/2]; running statistics updated in place when defined.
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& bias, torch::Tensor running_mean, torch::Tensor running_var,
+                               double momentum, double eps) {
+    const auto s = planes(x);
+    const auto count = static_cast<double>(s.n * s.plane());
+    auto mean = f64(s.c), squares = f64(s.c);
+    over_channels(s.c, [&](std::int64_t c0, std::int64_t c1) {
+      kernels::channel_moments(x.data_ptr<float>(), s, c0, c1, mean.data_ptr<double>(), squares.data_ptr<double>());
+    });
+    const auto var = squares / count;
+    const auto invstd = (var + eps).rsqrt().to(torch::kFloat);
+    const auto mean32 = mean.to(torch::kFloat);
+    const auto alpha = (invstd * weight).contiguous();  // LibTorch's order: x * alpha + beta
+    const auto beta = (bias - mean32 * alpha).contiguous();
+    auto out = torch::empty({s.n, s.c, s.h / 2, s.w / 2}, x.options());
+    auto where = torch::empty(out.sizes(), x.options().dtype(torch::kUInt8));
+    auto at = torch::empty_like(out);
+    over_channels(s.c, [&](std::int64_t c0, std::int64_t c1) {
+      kernels::norm_relu_pool(x.data_ptr<float>(), s, c0, c1, alpha.data_ptr<float>(), beta.data_ptr<float>(),
+                              out.data_ptr<float>(), where.data_ptr<std::uint8_t>(), at.data_ptr<float>());
+    });
+    if (running_mean.defined()) {
+      running_mean.mul_(1 - momentum).add_(mean32, momentum);
+      running_var.mul_(1 - momentum).add_((squares / std::max(count - 1, 1.0)).to(torch::kFloat), momentum);
+    }
+    ctx->save_for_backward({x, weight, out});
+    ctx->saved_data["where"] = where;
+    ctx->saved_data["at"] = at;
+    ctx->saved_data["mean"] = mean32;
+    ctx->saved_data["invstd"] = invstd;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &weight = saved[1], &out = saved[2];
+    const auto g = grads[0].contiguous();
+    const auto where = ctx->saved_data["where"].toTensor(), at = ctx->saved_data["at"].toTensor();
+    const auto mean = ctx->saved_data["mean"].toTensor(), invstd = ctx->saved_data["invstd"].toTensor();
+    const auto s = planes(x);
+    const auto count = static_cast<double>(s.n * s.plane());
+    auto sum_g = f64(s.c), sum_gx = f64(s.c);
+    over_channels(s.c, [&](std::int64_t c0, std::int64_t c1) {
+      kernels::norm_relu_pool_sums(g.data_ptr<float>(), out.data_ptr<float>(), at.data_ptr<float>(), s, c0, c1,
+                                   mean.data_ptr<float>(), sum_g.data_ptr<double>(), sum_gx.data_ptr<double>());
+    });
+    const auto dot = sum_gx.to(torch::kFloat), total = sum_g.to(torch::kFloat);
+    torch::Tensor dx;
+    if (ctx->needs_input_grad(0)) {
+      // LibTorch's batch-norm backward: dx = (dy - (x - mean) * k - mean(dy)) * invstd * w.
+      const auto k = (dot * invstd * invstd / count).contiguous();
+      const auto mean_g = (total / count).contiguous();
+      const auto scale = (invstd * weight).contiguous();
+      dx = torch::empty_like(x);
+      over_channels(s.c, [&](std::int64_t c0, std::int64_t c1) {
+        kernels::norm_relu_pool_input_grad(x.data_ptr<float>(), g.data_ptr<float>(), out.data_ptr<float>(),
+                                           where.data_ptr<std::uint8_t>(), s, c0, c1, mean.data_ptr<float>(),
+                                           mean_g.data_ptr<float>(), k.data_ptr<float>(), scale.data_ptr<float>(),
+                                           dx.data_ptr<float>());
+      });
+    }
+    const auto dweight = ctx->needs_input_grad(1) ? dot * invstd : torch::Tensor();
+    const auto dbias = ctx->needs_input_grad(2) ? total : torch::Tensor();
+    return {dx, dweight, dbias, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+bool fused_norm_pool_applies(const torch::Tensor& x, const torch::nn::BatchNorm2dImpl& bn) {
+  return bn.is_training() && bn.options.affine() && x.device().is_cpu() && x.scalar_type() == torch::kFloat &&
+         x.dim() == 4 && x.is_contiguous() && x.size(2) >= 2 && x.size(3) >= 2 &&
+         !at::autocast::is_autocast_enabled(at::kCPU) && bn.weight.scalar_type() == torch::kFloat;
+}
+
+torch::Tensor batch_norm_relu_pool(const torch::Tensor& x, torch::nn::BatchNorm2dImpl& bn) {
+  double momentum = 0;
+  torch::Tensor running_mean, running_var;
+  if (bn.options.track_running_stats()) {
+    torch::NoGradGuard no_grad;
+    bn.num_batches_tracked += 1;
+    const auto& m = bn.options.momentum();
+    momentum = m ? *m : 1.0 / static_cast<double>(bn.num_batches_tracked.item<std::int64_t>());
+    running_mean = bn.running_mean;
+    running_var = bn.running_var;
+  }
+  return NormReluPool::apply(x, bn.weight, bn.bias, running_mean, running_var, momentum, bn.options.eps());
+}
+
+}  // namespace hpctrain

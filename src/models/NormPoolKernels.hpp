@@ -1,0 +1,46 @@
+#pragma once
+// The loops behind models/NormPool.hpp: batch norm with the batch's statistics, ReLU and a
+// 2x2 stride-2 max pool over NCHW float planes, forward and backward, each over a range of
+// channels (the caller spreads channels over threads). No LibTorch here: the file is compiled
+// at -O3 with a clone per instruction set (AVX-512, AVX2, baseline) chosen at load time.
+//
+// Forward reads the input three times (mean, squared deviations, then normalize, ReLU and
+// pool in one pass) and writes only the pooled output, the position of each window's maximum
+// and the input value there; backward reads the quarter-size arrays once for its two sums and
+// the input once more while it writes the input gradient. The unfused layers read and write
+// the full-size tensors about twenty times between them (docs/benchmarks.md, "CPU step").
+#include <cstdint>
+
+namespace hpctrain::kernels {
+
+struct Planes {
+  std::int64_t n, c, h, w;  // input [n, c, h, w]; output [n, c, h / 2, w / 2]
+  std::int64_t plane() const { return h * w; }
+  std::int64_t out_plane() const { return (h / 2) * (w / 2); }
+};
+
+// mean[c] and the sum of squared deviations from it, over every sample and position of
+// channel c, for c in [c0, c1). Two passes: no E[x²] - E[x]² cancellation.
+void channel_moments(const float* x, const Planes& s, std::int64_t c0, std::int64_t c1, double* mean,
+                     double* squares);
+
+// out = max over each 2x2 window of relu(x * alpha[c] + beta[c]), the first maximum in
+// row-major order winning ties and NaN winning over numbers (LibTorch's CPU kernel's rule);
+// where[i] (0..3, row-major within the window) is its position, at[i] the input there.
+void norm_relu_pool(const float* x, const Planes& s, std::int64_t c0, std::int64_t c1, const float* alpha,
+                    const float* beta, float* out, std::uint8_t* where, float* at);
+
+// Backward, first pass: with g = grad_out where out > 0 (ReLU's gradient; zero elsewhere),
+// sum_g[c] = Σ g and sum_gx[c] = Σ g * (at - mean[c]) over channel c's windows.
+void norm_relu_pool_sums(const float* grad_out, const float* out, const float* at, const Planes& s,
+                         std::int64_t c0, std::int64_t c1, const float* mean, double* sum_g, double* sum_gx);
+
+// Backward, second pass: batch norm's input gradient
+//   dx = (g - mean_g[c] - (x - mean[c]) * k[c]) * scale[c]
+// with g the window's gradient at its maximum's position and zero at every other position
+// (also in a last row or column that no window covers).
+void norm_relu_pool_input_grad(const float* x, const float* grad_out, const float* out, const std::uint8_t* where,
+                               const Planes& s, std::int64_t c0, std::int64_t c1, const float* mean,
+                               const float* mean_g, const float* k, const float* scale, float* dx);
+
+}  // namespace hpctrain::kernels
