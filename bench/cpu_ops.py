@@ -1,0 +1,193 @@
+"""Per-operator CPU profile of each model family's training step against this machine's peaks
+(issue 26; docs/benchmarks.md, "Per-operator CPU profile").
+
+1. Peaks, with the .venv's torch (the LibTorch hpctrain links, same oneDNN/MKL kernels), at
+   each thread count: sgemm GFLOP/s of a --gemm-n square float32 matmul (2n^3 per call), and
+   memory bandwidth of 256 MiB float32 arrays: copy (b.copy_(a); read + write, 2 x 256 MiB
+   per call) and triad (a = b + s*c; 3 x 256 MiB). Medians of --peak-repeats.
+2. Runs `hpctrain train` per family and thread count with run.profile_start=--warmup and
+   run.profile_steps=--steps (a Kineto trace of those steps), the run cut to the steps it
+   needs; analysis/op_profile.py turns the trace into a per-operator table (phase, calls,
+   self and inclusive ms per step, FLOPs or bytes, GFLOP/s or GB/s, % of the sgemm or copy
+   peak at that thread count). Families: cnn (configs/fashion_mnist_cnn.json, batch 64), fast
+   (configs/fashion_mnist_fast.json), mlp (configs/fashion_mnist_mlp.json), resnet and
+   transformer (small ones on Fashion-MNIST, overrides in FAMILIES), lstm
+   (configs/forecast_lstm.json on a series from `hpctrain import synthetic cpu`).
+3. Writes --out (default bench/results/<date>-cpu-ops.json): provenance, peaks, and per
+   family and thread count the command, report.json's time_per_step_ms means and samples/s
+   (the whole run, profiled steps included), the traced steps' phase times and the op rows.
+   Prints the top operators of each run.
+
+The profiler records shapes, which costs time per operator: the traced steps run slower than
+the report's averages, most for families with many small operators (phase_ms against
+report_phase_ms in the JSON shows by how much).
+
+Usage: .venv/bin/python bench/cpu_ops.py --binary /work/main/build/hpctrain
+           [--families cnn,fast,mlp,resnet,transformer,lstm] [--threads 1,2] [--steps 10]
+           [--warmup 15] [--top 12] [--out FILE] [--max-load 0.5]
+About 5 minutes on 2 cores with the defaults."""
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "analysis"))
+from _common import ROOT, provenance, wait_for_quiet  # noqa: E402
+import op_profile  # noqa: E402
+
+FASHION_COMMON = ["data.val_fraction=0", "train.test_every_epoch=false"]
+FAMILIES = {  # name -> (config, overrides); batch sizes are the configs' unless given
+    "cnn": ("configs/fashion_mnist_cnn.json", ["train.batch_size=64"]),
+    "fast": ("configs/fashion_mnist_fast.json", []),
+    "mlp": ("configs/fashion_mnist_mlp.json", []),
+    "resnet": ("configs/fashion_mnist_cnn.json", ["model.name=resnet", "model.blocks=[1,1,1]", "model.width=16",
+                                                  "train.batch_size=64"]),
+    "transformer": ("configs/fashion_mnist_cnn.json", ["model.name=transformer", "model.embed_dim=96",
+                                                       "model.heads=3", "model.layers=2", "model.patch_size=4",
+                                                       "model.dropout=0.1", "train.batch_size=64"]),
+    "lstm": ("configs/forecast_lstm.json", []),
+}
+
+
+def median_s(f, repeats):
+    f()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peaks(threads, gemm_n, repeats):
+    """sgemm GFLOP/s and copy/triad GB/s at `threads` intra-op threads."""
+    import torch
+    torch.set_num_threads(threads)
+    a, b = torch.randn(gemm_n, gemm_n), torch.randn(gemm_n, gemm_n)
+    c = torch.empty(gemm_n, gemm_n)
+    sgemm = 2 * gemm_n ** 3 / median_s(lambda: torch.mm(a, b, out=c), repeats) / 1e9
+    n = 64 * 2 ** 20  # 256 MiB of float32
+    x, y, z = torch.rand(n), torch.empty(n), torch.rand(n)
+    copy = 2 * 4 * n / median_s(lambda: y.copy_(x), repeats) / 1e9
+    triad = 3 * 4 * n / median_s(lambda: torch.add(x, z, alpha=3.0, out=y), repeats) / 1e9
+    return {"threads": threads, "sgemm_gflops": sgemm, "copy_gbs": copy, "triad_gbs": triad,
+            "gemm_n": gemm_n, "array_mib": 4 * n / 2 ** 20, "repeats": repeats, "torch": torch.__version__}
+
+
+def synthetic_series(binary, work):
+    path = os.path.join(work, "synthetic-cpu.h5")
+    cmd = [binary, "import", "synthetic", "cpu", "--length", "3000", "--window", "24", "--seed", "2", "--output", path]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    return path
+
+
+def family_command(binary, family, threads, a, data, series):
+    config, extra = FAMILIES[family]
+    run_dir = tempfile.mkdtemp(prefix=f"hpctrain_ops_{family}_{threads}t_")
+    path = series if family == "lstm" else data
+    batch = next((int(o.split("=")[1]) for o in extra if o.startswith("train.batch_size=")), None)
+    if batch is None:
+        batch = json.load(open(os.path.join(ROOT, config)))["train"]["batch_size"]
+    limit = batch * (a.warmup + a.steps + 2)  # the run ends soon after the traced steps
+    common = [] if family == "lstm" else FASHION_COMMON
+    overrides = (common + extra + [f"data.path={path}", f"run.threads={threads}", "run.progress=none",
+                 "data.verify_hashes=false", "train.epochs=1", "train.test_at_end=false",
+                 f"data.limit_train={limit}", f"run.profile_start={a.warmup}", f"run.profile_steps={a.steps}",
+                 f"run.dir={run_dir}"])
+    return [binary, "train", os.path.join(ROOT, config)] + overrides, run_dir
+
+
+def run_family(binary, family, threads, a, data, series, peak):
+    cmd, run_dir = family_command(binary, family, threads, a, data, series)
+    load = wait_for_quiet(a.max_load, a.max_wait)
+    t0 = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    try:
+        return _entry(family, threads, cmd, run_dir, p, a, peak, load, time.time() - t0)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _entry(family, threads, cmd, run_dir, p, a, peak, load, seconds):
+    if p.returncode != 0:
+        return {"family": family, "threads": threads, "error": (p.stdout + p.stderr)[-2000:], "command": " ".join(cmd)}
+    report = json.load(open(os.path.join(run_dir, "report.json")))
+    prof = op_profile.profile(os.path.join(run_dir, "profile_rank0.json"), a.steps, peak["sgemm_gflops"],
+                              peak["copy_gbs"])
+    phases = {k: v["mean"] for k, v in report["time_per_step_ms"].items() if isinstance(v, dict) and "mean" in v}
+    return {"family": family, "threads": threads, "command": " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT)
+                                                                     else c for c in cmd),
+            "load_before": load, "seconds": seconds, "model": report.get("model"),
+            "global_batch": report["training"]["global_batch"], "samples_per_s": report["training"]["samples_per_s"],
+            "report_phase_ms": phases, "traced_steps": prof["steps"], "steps_detected": prof["steps_detected"],
+            "phase_method": prof["phase_method"], "phase_ms": prof["phase_ms"],
+            "phase_wall_ms": prof["phase_wall_ms"], "ops": prof["ops"]}
+
+
+def summary(entry, top):
+    head = (f"\n== {entry['family']}, {entry['threads']} thread(s): batch {entry['global_batch']}, "
+            f"{entry['samples_per_s']:.0f} samples/s; report ms/step "
+            + ", ".join(f"{k} {v:.1f}" for k, v in entry["report_phase_ms"].items()
+                        if k in ("data", "forward", "backward", "optimizer")))
+    return head + "\n" + op_profile.table({"steps": entry["traced_steps"], "phase_ms": entry["phase_ms"],
+                                           "phase_wall_ms": entry["phase_wall_ms"], "ops": entry["ops"]}, top)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--binary", default="build/hpctrain", help="relative to the repository root, or absolute")
+    ap.add_argument("--data", default="data/fashion-mnist.h5", help="Fashion-MNIST HDF5 (relative to the root)")
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--steps", type=int, default=10, help="traced steps per run")
+    ap.add_argument("--warmup", type=int, default=15, help="steps before the trace starts")
+    ap.add_argument("--gemm-n", type=int, default=2048)
+    ap.add_argument("--peak-repeats", type=int, default=10)
+    ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--max-load", type=float, default=0.5)
+    ap.add_argument("--max-wait", type=float, default=120)
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results",
+                                                  datetime.date.today().isoformat() + "-cpu-ops.json"))
+    a = ap.parse_args()
+    binary = a.binary if os.path.isabs(a.binary) else os.path.join(ROOT, a.binary)
+    data = a.data if os.path.isabs(a.data) else os.path.join(ROOT, a.data)
+    families = [f for f in a.families.split(",") if f]
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or not os.path.exists(binary):
+        sys.exit(f"cpu_ops: unknown families {unknown}" if unknown else f"cpu_ops: no binary {binary}")
+    threads = [int(t) for t in a.threads.split(",")]
+    st = os.stat(binary)
+    result = {**provenance(), "benchmark": "cpu-ops",
+              "binary": {"path": binary, "bytes": st.st_size, "modified": datetime.datetime.fromtimestamp(
+                  st.st_mtime, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}, "steps": a.steps, "warmup": a.warmup, "peaks": {}, "runs": []}
+    for t in threads:
+        wait_for_quiet(a.max_load, a.max_wait)
+        result["peaks"][str(t)] = peaks(t, a.gemm_n, a.peak_repeats)
+        print(f"peaks at {t} thread(s): {json.dumps(result['peaks'][str(t)])}", flush=True)
+    work = tempfile.mkdtemp(prefix="hpctrain_ops_")
+    try:
+        series = synthetic_series(binary, work) if "lstm" in families else None
+        for family in families:
+            for t in threads:
+                entry = run_family(binary, family, t, a, data, series, result["peaks"][str(t)])
+                result["runs"].append(entry)
+                print(f"\n== {family}, {t} thread(s): FAILED\n{entry['error']}" if "error" in entry
+                      else summary(entry, a.top), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"\nwrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
