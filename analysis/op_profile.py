@@ -29,8 +29,8 @@ Work is counted once per call tree and kind (FLOPs, bytes), at the innermost ope
 rule that does at least half of the work its ancestors' rules of that kind estimate
 (aten::copy_ inside clone, addmm inside linear; but mul over a scalar's copy); the rate is that
 work over that operator's inclusive time. FLOPs and bytes do not displace each other: the
-layout copies inside convolution_backward keep their bytes and their own row. Small tensors stay in cache, so memory-bound rates above the
-stream-copy peak are possible.
+layout copies inside convolution_backward keep their bytes and their own row. Small tensors
+stay in cache, so memory-bound rates above the stream-copy peak are possible.
 Compute operators are compared with the sgemm peak (--peak-gflops), memory-bound ones with
 the stream-copy peak (--peak-gbs, bytes read plus written)."""
 import argparse
@@ -115,7 +115,8 @@ def label_main(top, flows):
     if not flows:
         for n in top:
             n.phase = "backward" if n.name.startswith(BACKWARD_PREFIX) else "other"
-        return sum(1 for a, b in zip([None] + top, top) if b.phase == "backward" and (a is None or a.phase != "backward"))
+        return sum(1 for a, b in zip([None] + top, top)
+                   if b.phase == "backward" and (a is None or a.phase != "backward"))
     state, steps, k, pending = "data", 0, 0, []
     for i, n in enumerate(top):
         while k < len(flows) and flows[k] < n.ts - EPS_US:
@@ -241,7 +242,8 @@ def profile(trace, steps=None, peak_gflops=None, peak_gbs=None):
     rows.sort(key=lambda r: -r["self_ms"])
     return {"steps": steps, "steps_detected": counted, "main_tid": main, "threads_with_events": len(trees),
             "phase_method": "fwdbwd flows" if flows.get(main) else "backward nesting only",
-            "phase_ms": phase_ms, "phase_wall_ms": wall_ms, "peaks": {"gflops": peak_gflops, "gbs": peak_gbs}, "ops": rows}
+            "phase_ms": phase_ms, "phase_wall_ms": wall_ms, "peaks": {"gflops": peak_gflops, "gbs": peak_gbs},
+            "ops": rows}
 
 
 def _phase_times(top, steps):

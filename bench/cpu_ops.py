@@ -43,7 +43,6 @@ sys.path.insert(0, os.path.join(HERE, "..", "analysis"))
 from _common import ROOT, provenance, wait_for_quiet  # noqa: E402
 import op_profile  # noqa: E402
 
-FASHION_COMMON = ["data.val_fraction=0", "train.test_every_epoch=false"]
 FAMILIES = {  # name -> (config, overrides); batch sizes are the configs' unless given
     "cnn": ("configs/fashion_mnist_cnn.json", ["train.batch_size=64"]),
     "fast": ("configs/fashion_mnist_fast.json", []),
@@ -82,9 +81,14 @@ def peaks(threads, gemm_n, repeats):
             "gemm_n": gemm_n, "array_mib": 4 * n / 2 ** 20, "repeats": repeats, "torch": torch.__version__}
 
 
-def synthetic_series(binary, work):
+def synthetic_series(binary, work, a):
+    """A synthetic server-load series long enough for the lstm run's steps (the import keeps
+    about 80% of the windows for training)."""
     path = os.path.join(work, "synthetic-cpu.h5")
-    cmd = [binary, "import", "synthetic", "cpu", "--length", "3000", "--window", "24", "--seed", "2", "--output", path]
+    batch = json.load(open(os.path.join(ROOT, FAMILIES["lstm"][0])))["train"]["batch_size"]
+    length = int(batch * (a.warmup + a.steps + 2) / 0.75) + 100
+    cmd = [binary, "import", "synthetic", "cpu", "--length", str(length), "--window", "24", "--seed", "2",
+           "--output", path]
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
     return path
 
@@ -97,11 +101,11 @@ def family_command(binary, family, threads, a, data, series):
     if batch is None:
         batch = json.load(open(os.path.join(ROOT, config)))["train"]["batch_size"]
     limit = batch * (a.warmup + a.steps + 2)  # the run ends soon after the traced steps
-    common = [] if family == "lstm" else FASHION_COMMON
-    overrides = (common + extra + [f"data.path={path}", f"run.threads={threads}", "run.progress=none",
-                 "data.verify_hashes=false", "train.epochs=1", "train.test_at_end=false",
-                 f"data.limit_train={limit}", f"run.profile_start={a.warmup}", f"run.profile_steps={a.steps}",
-                 f"run.dir={run_dir}"])
+    run = [f"run.threads={threads}", "run.progress=none", f"run.profile_start={a.warmup}",
+           f"run.profile_steps={a.steps}", f"run.dir={run_dir}"]
+    short = ["train.epochs=1", "train.test_at_end=false", "train.test_every_epoch=false", "data.val_fraction=0",
+             f"data.limit_train={limit}", "data.verify_hashes=false", f"data.path={path}"]
+    overrides = extra + short + run
     return [binary, "train", os.path.join(ROOT, config)] + overrides, run_dir
 
 
@@ -117,10 +121,13 @@ def run_family(binary, family, threads, a, data, series, peak):
 
 
 def _entry(family, threads, cmd, run_dir, p, a, peak, load, seconds):
-    if p.returncode != 0:
-        return {"family": family, "threads": threads, "error": (p.stdout + p.stderr)[-2000:], "command": " ".join(cmd)}
+    trace = os.path.join(run_dir, "profile_rank0.json")
+    if p.returncode != 0 or not os.path.exists(trace):
+        why = "" if p.returncode else "no profile_rank0.json (fewer steps than --warmup + --steps?)\n"
+        return {"family": family, "threads": threads, "error": why + (p.stdout + p.stderr)[-2000:],
+                "command": " ".join(cmd)}
     report = json.load(open(os.path.join(run_dir, "report.json")))
-    prof = op_profile.profile(os.path.join(run_dir, "profile_rank0.json"), a.steps, peak["sgemm_gflops"],
+    prof = op_profile.profile(trace, a.steps, peak["sgemm_gflops"],
                               peak["copy_gbs"])
     phases = {k: v["mean"] for k, v in report["time_per_step_ms"].items() if isinstance(v, dict) and "mean" in v}
     return {"family": family, "threads": threads, "command": " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT)
@@ -165,16 +172,17 @@ def main():
         sys.exit(f"cpu_ops: unknown families {unknown}" if unknown else f"cpu_ops: no binary {binary}")
     threads = [int(t) for t in a.threads.split(",")]
     st = os.stat(binary)
-    result = {**provenance(), "benchmark": "cpu-ops",
-              "binary": {"path": binary, "bytes": st.st_size, "modified": datetime.datetime.fromtimestamp(
-                  st.st_mtime, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}, "steps": a.steps, "warmup": a.warmup, "peaks": {}, "runs": []}
+    modified = datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = {**provenance(), "benchmark": "cpu-ops", "binary": {"path": binary, "bytes": st.st_size,
+                                                                 "modified": modified},
+              "steps": a.steps, "warmup": a.warmup, "peaks": {}, "runs": []}
     for t in threads:
         wait_for_quiet(a.max_load, a.max_wait)
         result["peaks"][str(t)] = peaks(t, a.gemm_n, a.peak_repeats)
         print(f"peaks at {t} thread(s): {json.dumps(result['peaks'][str(t)])}", flush=True)
     work = tempfile.mkdtemp(prefix="hpctrain_ops_")
     try:
-        series = synthetic_series(binary, work) if "lstm" in families else None
+        series = synthetic_series(binary, work, a) if "lstm" in families else None
         for family in families:
             for t in threads:
                 entry = run_family(binary, family, t, a, data, series, result["peaks"][str(t)])
