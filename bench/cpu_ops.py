@@ -13,23 +13,27 @@
    (configs/fashion_mnist_fast.json), mlp (configs/fashion_mnist_mlp.json), resnet and
    transformer (small ones on Fashion-MNIST, overrides in FAMILIES), lstm
    (configs/forecast_lstm.json on a series from `hpctrain import synthetic cpu`).
-3. Writes --out (default bench/results/<date>-cpu-ops.json): provenance, peaks, and per
-   family and thread count the command, report.json's time_per_step_ms means and samples/s
-   (the whole run, profiled steps included), the traced steps' phase times and the op rows.
-   Prints the top operators of each run.
+3. Writes --out (default bench/results/<date>-cpu-ops.json): provenance, the binary's size and
+   time, peaks, and per family and thread count the command, report.json's time_per_step_ms
+   means and samples/s (the whole run, warm-up included), the traced steps' phase times (in
+   operators, and wall), the op rows, and how quiet the machine was (busy share before the
+   run, CPU seconds other processes used during it). Prints the top operators of each run.
 
-The profiler records shapes, which costs time per operator: the traced steps run slower than
-the report's averages, most for families with many small operators (phase_ms against
-report_phase_ms in the JSON shows by how much).
+Before the peaks the script waits for the 1-minute load to fall below --max-load, before each
+measurement for a second with at most --max-busy of the CPUs busy (up to --max-wait s each).
+The profiler records shapes, which costs time per operator; phase_wall_ms against
+report_phase_ms shows how much. Time outside any operator (a custom autograd function's own
+kernels) is the difference between phase_wall_ms and phase_ms.
 
 Usage: .venv/bin/python bench/cpu_ops.py --binary /work/main/build/hpctrain
            [--families cnn,fast,mlp,resnet,transformer,lstm] [--threads 1,2] [--steps 10]
-           [--warmup 15] [--top 12] [--out FILE] [--max-load 0.5]
+           [--warmup 15] [--top 12] [--out FILE] [--max-load 0.5] [--max-busy 0.1]
 About 5 minutes on 2 cores with the defaults."""
 import argparse
 import datetime
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -54,6 +58,29 @@ FAMILIES = {  # name -> (config, overrides); batch sizes are the configs' unless
                                                        "model.dropout=0.1", "train.batch_size=64"]),
     "lstm": ("configs/forecast_lstm.json", []),
 }
+
+
+def cpu_busy_s():
+    """CPU seconds this machine has been busy (all CPUs, /proc/stat), and this process's
+    children's CPU seconds: their difference over a run is what other processes used."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), children.ru_utime + children.ru_stime
+
+
+def wait_until_idle(max_busy, max_wait):
+    """Waits up to max_wait s for a second in which at most max_busy of all CPUs were busy (our
+    own previous run's load average does not count, unlike wait_for_quiet's); returns the last
+    second's share."""
+    t0 = time.time()
+    while True:
+        b0, _ = cpu_busy_s()
+        time.sleep(1)
+        share = (cpu_busy_s()[0] - b0) / os.cpu_count()
+        if share <= max_busy or time.time() - t0 > max_wait:
+            return share
 
 
 def median_s(f, repeats):
@@ -111,16 +138,19 @@ def family_command(binary, family, threads, a, data, series):
 
 def run_family(binary, family, threads, a, data, series, peak):
     cmd, run_dir = family_command(binary, family, threads, a, data, series)
-    load = wait_for_quiet(a.max_load, a.max_wait)
-    t0 = time.time()
+    busy, load = wait_until_idle(a.max_busy, a.max_wait), os.getloadavg()[0]
+    t0, (b0, c0) = time.time(), cpu_busy_s()
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    b1, c1 = cpu_busy_s()
+    quiet = {"busy_share_before": busy, "load_1min_before": load,
+             "other_cpu_s": max(0.0, (b1 - b0) - (c1 - c0)), "run_cpu_s": c1 - c0}
     try:
-        return _entry(family, threads, cmd, run_dir, p, a, peak, load, time.time() - t0)
+        return _entry(family, threads, cmd, run_dir, p, a, peak, quiet, time.time() - t0)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _entry(family, threads, cmd, run_dir, p, a, peak, load, seconds):
+def _entry(family, threads, cmd, run_dir, p, a, peak, quiet, seconds):
     trace = os.path.join(run_dir, "profile_rank0.json")
     if p.returncode != 0 or not os.path.exists(trace):
         why = "" if p.returncode else "no profile_rank0.json (fewer steps than --warmup + --steps?)\n"
@@ -132,7 +162,7 @@ def _entry(family, threads, cmd, run_dir, p, a, peak, load, seconds):
     phases = {k: v["mean"] for k, v in report["time_per_step_ms"].items() if isinstance(v, dict) and "mean" in v}
     return {"family": family, "threads": threads, "command": " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT)
                                                                      else c for c in cmd),
-            "load_before": load, "seconds": seconds, "model": report.get("model"),
+            "seconds": seconds, "quiet": quiet, "model": report.get("model"),
             "global_batch": report["training"]["global_batch"], "samples_per_s": report["training"]["samples_per_s"],
             "report_phase_ms": phases, "traced_steps": prof["steps"], "steps_detected": prof["steps_detected"],
             "phase_method": prof["phase_method"], "phase_ms": prof["phase_ms"],
@@ -141,7 +171,8 @@ def _entry(family, threads, cmd, run_dir, p, a, peak, load, seconds):
 
 def summary(entry, top):
     head = (f"\n== {entry['family']}, {entry['threads']} thread(s): batch {entry['global_batch']}, "
-            f"{entry['samples_per_s']:.0f} samples/s; report ms/step "
+            f"{entry['samples_per_s']:.0f} samples/s, other processes {entry['quiet']['other_cpu_s']:.1f} CPU s "
+            f"during the run; report ms/step "
             + ", ".join(f"{k} {v:.1f}" for k, v in entry["report_phase_ms"].items()
                         if k in ("data", "forward", "backward", "optimizer")))
     return head + "\n" + op_profile.table({"steps": entry["traced_steps"], "phase_ms": entry["phase_ms"],
@@ -159,8 +190,10 @@ def main():
     ap.add_argument("--gemm-n", type=int, default=2048)
     ap.add_argument("--peak-repeats", type=int, default=10)
     ap.add_argument("--top", type=int, default=12)
-    ap.add_argument("--max-load", type=float, default=0.5)
-    ap.add_argument("--max-wait", type=float, default=120)
+    ap.add_argument("--max-load", type=float, default=0.5, help="1-minute load to wait for before the peaks")
+    ap.add_argument("--max-busy", type=float, default=0.1,
+                    help="before each run, wait for a second with at most this share of the CPUs busy")
+    ap.add_argument("--max-wait", type=float, default=120, help="seconds to wait for either")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results",
                                                   datetime.date.today().isoformat() + "-cpu-ops.json"))
     a = ap.parse_args()
@@ -176,8 +209,9 @@ def main():
     result = {**provenance(), "benchmark": "cpu-ops", "binary": {"path": binary, "bytes": st.st_size,
                                                                  "modified": modified},
               "steps": a.steps, "warmup": a.warmup, "peaks": {}, "runs": []}
+    result["load_1min_at_start"] = wait_for_quiet(a.max_load, a.max_wait)
     for t in threads:
-        wait_for_quiet(a.max_load, a.max_wait)
+        wait_until_idle(a.max_busy, a.max_wait)
         result["peaks"][str(t)] = peaks(t, a.gemm_n, a.peak_repeats)
         print(f"peaks at {t} thread(s): {json.dumps(result['peaks'][str(t)])}", flush=True)
     work = tempfile.mkdtemp(prefix="hpctrain_ops_")
