@@ -169,6 +169,24 @@ def _entry(family, threads, cmd, run_dir, p, a, peak, quiet, seconds):
             "phase_wall_ms": prof["phase_wall_ms"], "ops": prof["ops"]}
 
 
+def dumps(result):
+    """The results JSON, indented, with one operator row per line and its times and rates to 6
+    significant digits."""
+    def rounded(row):
+        return {k: float(f"{v:.6g}") if isinstance(v, float) and k not in ("flops", "bytes") else v
+                for k, v in row.items()}
+    rows = {}
+    for i, run in enumerate(result["runs"]):
+        if "ops" in run:
+            rows[i], run["ops"] = run["ops"], f"@ops{i}@"
+    text = json.dumps(result, indent=1)
+    for i, ops in rows.items():
+        lines = ",\n".join("   " + json.dumps(rounded(o), separators=(",", ":")) for o in ops)
+        text = text.replace(f'"@ops{i}@"', "[\n" + lines + "\n  ]")
+        result["runs"][i]["ops"] = ops
+    return text + "\n"
+
+
 def summary(entry, top):
     head = (f"\n== {entry['family']}, {entry['threads']} thread(s): batch {entry['global_batch']}, "
             f"{entry['samples_per_s']:.0f} samples/s, other processes {entry['quiet']['other_cpu_s']:.1f} CPU s "
@@ -227,7 +245,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
-        json.dump(result, f, indent=1)
+        f.write(dumps(result))
     print(f"\nwrote {a.out}")
 
 
