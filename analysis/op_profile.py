@@ -118,7 +118,7 @@ def label_main(top, flows):
         return sum(1 for a, b in zip([None] + top, top)
                    if b.phase == "backward" and (a is None or a.phase != "backward"))
     state, steps, k, pending = "data", 0, 0, []
-    for i, n in enumerate(top):
+    for n in top:
         while k < len(flows) and flows[k] < n.ts - EPS_US:
             k += 1
         is_bwd = n.name.startswith(BACKWARD_PREFIX)

@@ -4,7 +4,8 @@
 1. Peaks, with the .venv's torch (the LibTorch hpctrain links, same oneDNN/MKL kernels), at
    each thread count: sgemm GFLOP/s of a --gemm-n square float32 matmul (2n^3 per call), and
    memory bandwidth of 256 MiB float32 arrays: copy (b.copy_(a); read + write, 2 x 256 MiB
-   per call) and triad (a = b + s*c; 3 x 256 MiB). Medians of --peak-repeats.
+   per call) and triad (a = b + s*c; 3 x 256 MiB). Medians of --peak-repeats, measured
+   before and after the runs; the better of the two is the peak (a busy machine only lowers it).
 2. Runs `hpctrain train` per family and thread count with run.profile_start=--warmup and
    run.profile_steps=--steps (a Kineto trace of those steps), the run cut to the steps it
    needs; analysis/op_profile.py turns the trace into a per-operator table (phase, calls,
@@ -108,6 +109,22 @@ def peaks(threads, gemm_n, repeats):
             "gemm_n": gemm_n, "array_mib": 4 * n / 2 ** 20, "repeats": repeats, "torch": torch.__version__}
 
 
+def measure_peaks(threads, a):
+    out = {}
+    for t in threads:
+        wait_until_idle(a.max_busy, a.max_wait)
+        out[str(t)] = peaks(t, a.gemm_n, a.peak_repeats)
+    return out
+
+
+def apply_peaks(rows, peak):
+    """% of peak for op rows: GFLOP/s against sgemm, GB/s against copy."""
+    for r in rows:
+        rate, top = ((r["gflops"], peak["sgemm_gflops"]) if r["gflops"] is not None
+                     else (r["gbs"], peak["copy_gbs"]))
+        r["pct_of_peak"] = None if rate is None else 100 * rate / top
+
+
 def synthetic_series(binary, work, a):
     """A synthetic server-load series long enough for the lstm run's steps (the import keeps
     about 80% of the windows for training)."""
@@ -136,7 +153,7 @@ def family_command(binary, family, threads, a, data, series):
     return [binary, "train", os.path.join(ROOT, config)] + overrides, run_dir
 
 
-def run_family(binary, family, threads, a, data, series, peak):
+def run_family(binary, family, threads, a, data, series):
     cmd, run_dir = family_command(binary, family, threads, a, data, series)
     busy, load = wait_until_idle(a.max_busy, a.max_wait), os.getloadavg()[0]
     t0, (b0, c0) = time.time(), cpu_busy_s()
@@ -145,20 +162,19 @@ def run_family(binary, family, threads, a, data, series, peak):
     quiet = {"busy_share_before": busy, "load_1min_before": load,
              "other_cpu_s": max(0.0, (b1 - b0) - (c1 - c0)), "run_cpu_s": c1 - c0}
     try:
-        return _entry(family, threads, cmd, run_dir, p, a, peak, quiet, time.time() - t0)
+        return _entry(family, threads, cmd, run_dir, p, a, quiet, time.time() - t0)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _entry(family, threads, cmd, run_dir, p, a, peak, quiet, seconds):
+def _entry(family, threads, cmd, run_dir, p, a, quiet, seconds):
     trace = os.path.join(run_dir, "profile_rank0.json")
     if p.returncode != 0 or not os.path.exists(trace):
         why = "" if p.returncode else "no profile_rank0.json (fewer steps than --warmup + --steps?)\n"
         return {"family": family, "threads": threads, "error": why + (p.stdout + p.stderr)[-2000:],
                 "command": " ".join(cmd)}
     report = json.load(open(os.path.join(run_dir, "report.json")))
-    prof = op_profile.profile(trace, a.steps, peak["sgemm_gflops"],
-                              peak["copy_gbs"])
+    prof = op_profile.profile(trace, a.steps)
     phases = {k: v["mean"] for k, v in report["time_per_step_ms"].items() if isinstance(v, dict) and "mean" in v}
     return {"family": family, "threads": threads, "command": " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT)
                                                                      else c for c in cmd),
@@ -228,21 +244,30 @@ def main():
                                                                  "modified": modified},
               "steps": a.steps, "warmup": a.warmup, "peaks": {}, "runs": []}
     result["load_1min_at_start"] = wait_for_quiet(a.max_load, a.max_wait)
-    for t in threads:
-        wait_until_idle(a.max_busy, a.max_wait)
-        result["peaks"][str(t)] = peaks(t, a.gemm_n, a.peak_repeats)
-        print(f"peaks at {t} thread(s): {json.dumps(result['peaks'][str(t)])}", flush=True)
+    first = measure_peaks(threads, a)
     work = tempfile.mkdtemp(prefix="hpctrain_ops_")
     try:
         series = synthetic_series(binary, work, a) if "lstm" in families else None
         for family in families:
             for t in threads:
-                entry = run_family(binary, family, t, a, data, series, result["peaks"][str(t)])
+                entry = run_family(binary, family, t, a, data, series)
                 result["runs"].append(entry)
-                print(f"\n== {family}, {t} thread(s): FAILED\n{entry['error']}" if "error" in entry
-                      else summary(entry, a.top), flush=True)
+                print(f"{family}, {t} thread(s): " + ("FAILED" if "error" in entry else "done"), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    last = measure_peaks(threads, a)
+    result["peak_measurements"] = {"start": first, "end": last}
+    result["peaks"] = {t: {k: max(v, last[t][k]) if k.endswith(("gflops", "gbs")) else v for k, v in p.items()}
+                       for t, p in first.items()}
+    for entry in result["runs"]:
+        if "error" in entry:
+            print(f"\n== {entry['family']}, {entry['threads']} thread(s): FAILED\n{entry['error']}")
+            continue
+        apply_peaks(entry["ops"], result["peaks"][str(entry["threads"])])
+        print(summary(entry, a.top), flush=True)
+    print("\npeaks (the better of the measurements before and after the runs): "
+          + "; ".join(f"{t} thread(s) sgemm {p['sgemm_gflops']:.1f} GFLOP/s, copy {p['copy_gbs']:.2f} GB/s, "
+                      f"triad {p['triad_gbs']:.2f} GB/s" for t, p in result["peaks"].items()))
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         f.write(dumps(result))
