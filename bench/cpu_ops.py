@@ -176,8 +176,7 @@ def _entry(family, threads, cmd, run_dir, p, a, quiet, seconds):
     report = json.load(open(os.path.join(run_dir, "report.json")))
     prof = op_profile.profile(trace, a.steps)
     phases = {k: v["mean"] for k, v in report["time_per_step_ms"].items() if isinstance(v, dict) and "mean" in v}
-    return {"family": family, "threads": threads, "command": " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT)
-                                                                     else c for c in cmd),
+    return {"family": family, "threads": threads, "command": " ".join(cmd).replace(ROOT + os.sep, ""),
             "seconds": seconds, "quiet": quiet, "model": report.get("model"),
             "global_batch": report["training"]["global_batch"], "samples_per_s": report["training"]["samples_per_s"],
             "report_phase_ms": phases, "traced_steps": prof["steps"], "steps_detected": prof["steps_detected"],
