@@ -2,7 +2,8 @@
 forward, backward, optimizer) with nesting on one thread and one event on a second thread;
 the phases, self and inclusive times, and the FLOPs and bytes of a convolution, its backward
 (output_mask honoured), addmm, mm, clamp_min and add_ against numbers worked out by hand; the
-same trace without flow events; the command line."""
+byte rules of pooling, batch norm and fill_ and the LSTM layer's FLOPs on their own; the same
+trace without flow events; the command line."""
 import json
 import os
 import subprocess
@@ -117,6 +118,39 @@ c.check("add_ in place: two inputs read, one written", add.get("bytes") == 3 * 4
 c.check("phase times: forward covers 170 us per step in operators",
         close(res["phase_ms"].get("forward"), 0.17) and close(res["phase_ms"].get("backward"), 0.26),
         json.dumps(res["phase_ms"]))
+
+# Rules of analysis/op_work.py on their own, worked out by hand (a [2,4,8,8] float tensor is 2048 bytes).
+W = op_profile.work
+POOL = ["", "[2, 2]", "[2, 2]", "[0, 0]", "[1, 1]", "False"]
+expected = {
+    "max_pool2d_with_indices: input, output and int64 indices": (
+        W("aten::max_pool2d_with_indices", {"Input Dims": [[2, 4, 8, 8], [], [], [], [], []],
+                                            "Input type": ["float"] + ["ScalarList"] * 4 + ["Scalar"],
+                                            "Concrete Inputs": POOL}), ("byte", 2048 + 128 * (4 + 8))),
+    "max_pool2d_with_indices_backward: grad_output, indices, grad_input zeroed and written": (
+        W("aten::max_pool2d_with_indices_backward",
+          {"Input Dims": [[2, 4, 4, 4], [2, 4, 8, 8], [], [], [], [], [], [2, 4, 4, 4]],
+           "Input type": ["float", "float"] + ["ScalarList"] * 4 + ["Scalar", "long int"]}),
+        ("byte", 512 + 2 * 2048 + 1024)),
+    "native_batch_norm training: the input read twice and written once": (
+        W("aten::native_batch_norm", {"Input Dims": [[2, 4, 8, 8], [4], [4], [4], [4], [], [], []],
+                                      "Input type": ["float"] * 5 + ["Scalar"] * 3,
+                                      "Concrete Inputs": ["", "", "", "", "", "True", "0.1", "1e-05"]}),
+        ("byte", 3 * 2048)),
+    "native_batch_norm_backward with grad_input: 5x the input": (
+        W("aten::native_batch_norm_backward", {"Input Dims": [[2, 4, 8, 8], [2, 4, 8, 8]] + [[4]] * 5 + [[]] * 3,
+                                               "Input type": ["float"] * 7 + ["Scalar"] * 2 + ["ScalarList"],
+                                               "Concrete Inputs": [""] * 7 + ["True", "1e-05", "[True, True, True]"]}),
+        ("byte", 5 * 2048)),
+    "fill_: the tensor written": (W("aten::fill_", {"Input Dims": [[10, 10], []], "Input type": ["float", "Scalar"]}),
+                                  ("byte", 400)),
+    "mkldnn_rnn_layer: 2*T*N*(4H*I + 4H*H)": (
+        W("aten::mkldnn_rnn_layer", {"Input Dims": [[24, 128, 5], [256, 5], [256, 64], [256], [256]],
+                                     "Input type": ["float"] * 5}), ("flop", 2 * 24 * 128 * (256 * 5 + 256 * 64))),
+    "a view has no work": (W("aten::view", {"Input Dims": [[2, 4]], "Input type": ["float"]}), None),
+}
+for name, (got, want) in expected.items():
+    c.check(name, got == want, f"{got} != {want}")
 
 flowless = op_profile.profile({"traceEvents": [e for e in events if e["ph"] == "X"]})
 names = {(x["phase"], x["name"]) for x in flowless["ops"]}
