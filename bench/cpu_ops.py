@@ -226,7 +226,7 @@ def main():
     ap.add_argument("--max-load", type=float, default=0.5, help="1-minute load to wait for before the peaks")
     ap.add_argument("--max-busy", type=float, default=0.1,
                     help="before each run, wait for a second with at most this share of the CPUs busy")
-    ap.add_argument("--max-wait", type=float, default=120, help="seconds to wait for either")
+    ap.add_argument("--max-wait", type=float, default=60, help="seconds to wait for either")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results",
                                                   datetime.date.today().isoformat() + "-cpu-ops.json"))
     a = ap.parse_args()
