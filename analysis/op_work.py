@@ -40,6 +40,12 @@ Bytes (every tensor argument read once, the output written once, unless listed):
   _foreach_* and _amp_foreach_non_finite_check_and_unscale_ (in place on a tensor list): the
     list read and written, 4-byte elements assumed (traces give no dtype per list entry);
     _foreach_norm: read once.
+  hpctrain::batch_norm_relu_pool (models/NormPool.hpp; recorded with its input x): x read three
+    times (mean, squared deviations, normalize and pool), the quarter-size output and input-at-
+    maximum written (float) and the window positions (1 byte): 3.5625x the input.
+  hpctrain::batch_norm_relu_pool_backward (recorded with grad_output g, a quarter of the input):
+    g, the output and the input-at-maximum read for the sums (3g), then the input (4g), g, the
+    output and the positions (g/4) read and the input gradient written (4g): 13.25x g.
 Anything else (views, allocations, RNG such as bernoulli_, indexing) has no work estimate."""
 import ast
 import math
@@ -56,6 +62,7 @@ ELEMENTWISE = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "addc
                "leaky_relu", "leaky_relu_backward", "eq", "ne", "isfinite", "isneginf", "masked_fill_"}
 REDUCTIONS = {"sum", "mean", "norm", "linalg_vector_norm", "argmax", "amax", "max", "min", "all", "any",
               "mse_loss", "mse_loss_backward", "nll_loss_forward", "nll_loss_backward", "_foreach_norm"}
+HPCTRAIN_BYTES = {"hpctrain::batch_norm_relu_pool": 3.5625, "hpctrain::batch_norm_relu_pool_backward": 13.25}
 CONV_FORWARD = {  # name -> (stride, padding, dilation, transposed, groups) argument indices (None: absent)
     "conv1d": (3, 4, 5, None, 6), "conv2d": (3, 4, 5, None, 6), "conv3d": (3, 4, 5, None, 6),
     "convolution": (3, 4, 5, 6, 8), "_convolution": (3, 4, 5, 6, 8),
@@ -279,6 +286,9 @@ def nbytes(name, args):
 def work(name, args):
     """("flop", n), ("byte", n) or None for one operator event (name with or without "aten::")."""
     short = name[6:] if name.startswith("aten::") else name
+    if name in HPCTRAIN_BYTES:
+        tensors = _tensors(args)
+        return ("byte", int(HPCTRAIN_BYTES[name] * _nbytes(*tensors[0]))) if tensors else None
     if not name.startswith("aten::"):
         return None
     try:

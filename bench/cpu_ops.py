@@ -149,7 +149,7 @@ def family_command(binary, family, threads, a, data, series):
            f"run.profile_steps={a.steps}", f"run.dir={run_dir}"]
     short = ["train.epochs=1", "train.test_at_end=false", "train.test_every_epoch=false", "data.val_fraction=0",
              f"data.limit_train={limit}", "data.verify_hashes=false", f"data.path={path}"]
-    overrides = extra + short + run
+    overrides = extra + short + run + a.set
     return [binary, "train", os.path.join(ROOT, config)] + overrides, run_dir
 
 
@@ -227,6 +227,9 @@ def main():
     ap.add_argument("--max-busy", type=float, default=0.1,
                     help="before each run, wait for a second with at most this share of the CPUs busy")
     ap.add_argument("--max-wait", type=float, default=60, help="seconds to wait for either")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every run (repeatable), e.g. model.fused_kernels=false "
+                         "optimizer.fused=off for LibTorch's layers and loop optimizer as the baseline")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results",
                                                   datetime.date.today().isoformat() + "-cpu-ops.json"))
     a = ap.parse_args()
@@ -241,7 +244,7 @@ def main():
     modified = datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     result = {**provenance(), "benchmark": "cpu-ops", "binary": {"path": binary, "bytes": st.st_size,
                                                                  "modified": modified},
-              "steps": a.steps, "warmup": a.warmup, "peaks": {}, "runs": []}
+              "steps": a.steps, "warmup": a.warmup, "overrides": a.set, "peaks": {}, "runs": []}
     result["load_1min_at_start"] = wait_for_quiet(a.max_load, a.max_wait)
     first = measure_peaks(threads, a)
     work = tempfile.mkdtemp(prefix="hpctrain_ops_")

@@ -153,8 +153,9 @@ std::vector<SchemaEntry> training_entries() {
        bind(&Config::optimizer, &OptimizerConfig::eps)},
       {key("optimizer.fused", K::String, "\"auto\"", none, none, {"auto", "on", "off"},
            "Adam/AdamW through ATen's fused multi-tensor kernel (one launch for all parameters) instead of "
-           "LibTorch's per-parameter loop (about ten launches each); auto: fused on a GPU. Same state, so "
-           "checkpoints move between the two."),
+           "LibTorch's per-parameter loop (about ten operations each); auto: fused (on CPUs and GPUs alike: on CPUs "
+           "ATen's fused kernel made the default CNN's AdamW step 2.5x faster). Same state, so checkpoints move "
+           "between the two."),
        bind(&Config::optimizer, &OptimizerConfig::fused)},
       // schedule
       {key("schedule.name", K::String, "\"constant\"", none, none, {"constant", "step", "cosine", "onecycle"},

@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/record_function.h>
 
 #include <cmath>
 
@@ -28,6 +29,8 @@ struct NormReluPool : torch::autograd::Function<NormReluPool> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
                                const torch::Tensor& bias, torch::Tensor running_mean, torch::Tensor running_var,
                                double momentum, double eps) {
+    // Named in profiles (run.profile_steps, analysis/op_profile.py): its loops are no ATen operator.
+    RECORD_FUNCTION("hpctrain::batch_norm_relu_pool", std::vector<c10::IValue>({x}));
     const auto s = planes(x);
     const auto count = static_cast<double>(s.n * s.plane());
     auto mean = f64(s.c), squares = f64(s.c);
@@ -59,6 +62,7 @@ struct NormReluPool : torch::autograd::Function<NormReluPool> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    RECORD_FUNCTION("hpctrain::batch_norm_relu_pool_backward", std::vector<c10::IValue>({grads[0]}));
     const auto saved = ctx->get_saved_variables();
     const auto &x = saved[0], &weight = saved[1], &out = saved[2];
     const auto g = grads[0].contiguous();

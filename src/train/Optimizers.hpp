@@ -10,8 +10,8 @@ namespace hpctrain {
 // `fused`: Adam and AdamW step through ATen's fused multi-tensor kernel (SGD always loops).
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimizerConfig& config,
                                                         std::vector<torch::Tensor> parameters, bool fused = false);
-// optimizer.fused resolved for a device: on, off, or auto (fused on a GPU).
-bool use_fused_optimizer(const OptimizerConfig& config, const torch::Device& device);
+// optimizer.fused resolved: on or auto (fused, on CPUs and GPUs alike), or off.
+bool use_fused_optimizer(const OptimizerConfig& config);
 // Sets every group's rate (and the fused optimizer's rate tensor, when it reads one).
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
 

@@ -105,7 +105,7 @@ void Trainer::make_stepping_optimizer(const std::vector<torch::Tensor>& trained)
   // steps its chunks. A pipeline, or sharding, decides the fp16 skip across ranks on the
   // host: no device-side step.
   const bool sharded = shard_stage() != ShardStage::None && comm_.size() > 1;
-  const bool fused = !pipeline_ && !sharded && use_fused_optimizer(config_.optimizer, device_);
+  const bool fused = !pipeline_ && !sharded && use_fused_optimizer(config_.optimizer);
   const bool chunks = reducer_ && reducer_->sharded();
   optimizer_ = make_optimizer(config_.optimizer, chunks ? reducer_->stepped_parameters() : trained, fused);
   device_side_ = is_fused(*optimizer_);

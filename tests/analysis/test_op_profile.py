@@ -147,6 +147,12 @@ expected = {
     "mkldnn_rnn_layer: 2*T*N*(4H*I + 4H*H)": (
         W("aten::mkldnn_rnn_layer", {"Input Dims": [[24, 128, 5], [256, 5], [256, 64], [256], [256]],
                                      "Input type": ["float"] * 5}), ("flop", 2 * 24 * 128 * (256 * 5 + 256 * 64))),
+    "hpctrain's fused batch norm, ReLU and pool: the input read 3x, quarter-size outputs written": (
+        W("hpctrain::batch_norm_relu_pool", {"Input Dims": [[2, 4, 8, 8]], "Input type": ["float"]}),
+        ("byte", 3 * 2048 + 512 + 512 + 128)),
+    "its backward: 13.25x the quarter-size gradient": (
+        W("hpctrain::batch_norm_relu_pool_backward", {"Input Dims": [[2, 4, 4, 4]], "Input type": ["float"]}),
+        ("byte", 13 * 512 + 128)),
     "a view has no work": (W("aten::view", {"Input Dims": [[2, 4]], "Input type": ["float"]}), None),
 }
 for name, (got, want) in expected.items():
