@@ -1,6 +1,7 @@
 """hpctrain's fused CPU operators against LibTorch's layers, in one binary: the same training
-run with model.fused_kernels=true (the default) and false, alternating, for each recipe and
-rank count; samples/s over the training loop and the per-step phases from report.json,
+run with the defaults (model.fused_kernels=true, optimizer.fused=auto: the fused batch norm,
+ReLU and pooling and ATen's fused AdamW) and with both off (LibTorch's layers one by one and its
+per-parameter AdamW loop, what hpctrain ran before), alternating, for each recipe and rank count; samples/s over the training loop and the per-step phases from report.json,
 medians of --repeats pairs (docs/benchmarks.md, "CPU step: fused batch norm, ReLU and pooling").
 
     .venv/bin/python bench/cpu_fused.py --repeats 5
@@ -31,9 +32,11 @@ def train(binary, recipe, ranks, fused, samples):
     config, batch = RECIPES[recipe]
     run_dir = tempfile.mkdtemp(prefix="hpctrain_fusedbench_")
     cmd = [binary, "train", os.path.join(ROOT, config), "run.threads=1", "run.progress=none", "run.dir=" + run_dir,
-           f"model.fused_kernels={'true' if fused else 'false'}", f"train.batch_size={batch * ranks}",
+           f"train.batch_size={batch * ranks}",
            "data.verify_hashes=false", f"data.limit_train={samples}", "data.val_fraction=0", "train.epochs=1",
            "train.test_at_end=false", "train.test_every_epoch=false"]
+    if not fused:
+        cmd += ["model.fused_kernels=false", "optimizer.fused=off"]
     if ranks > 1:
         cmd = ["mpiexec", "-n", str(ranks), "--oversubscribe", "--bind-to", "none"] + cmd
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")

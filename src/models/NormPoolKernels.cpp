@@ -1,6 +1,7 @@
 #include "models/NormPoolKernels.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -20,6 +21,7 @@ namespace hpctrain::kernels {
 namespace {
 
 constexpr int kLanes = 16;
+std::atomic<bool> scalar_only{false};
 
 // Sums over one plane run in kLanes float partial sums (a plane is short: a few dozen values
 // per lane) and return in double, where the planes of a channel are added up.
@@ -87,24 +89,22 @@ void pool_row_scalar(const float* __restrict r0, const float* __restrict r1, std
 }
 
 // The ReLU-masked gradient of one plane's windows summed, plain and times (at - mean).
-HPCTRAIN_CLONES PlaneSums plane_grad_sums(const float* g, const float* out, const float* at, std::int64_t n,
-                                          float mean) {
-  float s[kLanes] = {}, sx[kLanes] = {};
-  std::int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) {
-      const float gi = out[i + j] > 0.f ? g[i + j] : 0.f;
-      s[j] += gi;
-      sx[j] += gi * (at[i + j] - mean);
-    }
+// Lane j sums the values j, j + kLanes, ... (the last, short block too); lanes are added in
+// double in order. The AVX-512 form below keeps the same lanes: the same bits.
+PlaneSums add_lanes(const float* s, const float* sx) {
   PlaneSums r;
-  for (; i < n; ++i) {
-    const double gi = out[i] > 0.f ? g[i] : 0.f;
-    r.sum += gi;
-    r.weighted += gi * (static_cast<double>(at[i]) - mean);
-  }
   for (int j = 0; j < kLanes; ++j) r.sum += s[j], r.weighted += sx[j];
   return r;
+}
+
+PlaneSums plane_grad_sums_scalar(const float* g, const float* out, const float* at, std::int64_t n, float mean) {
+  float s[kLanes] = {}, sx[kLanes] = {};
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float gi = out[i] > 0.f ? g[i] : 0.f;
+    s[i % kLanes] += gi;
+    sx[i % kLanes] += gi * (at[i] - mean);
+  }
+  return add_lanes(s, sx);
 }
 
 struct GradConstants {
@@ -220,10 +220,27 @@ HPCTRAIN_AVX512_TARGET void grad_row_avx512(const float* r0, const float* r1, co
   }
 }
 
+HPCTRAIN_AVX512_TARGET PlaneSums plane_grad_sums_avx512(const float* g, const float* out, const float* at,
+                                                        std::int64_t n, float mean) {
+  const __m512 zero = _mm512_setzero_ps(), vmean = _mm512_set1_ps(mean);
+  __m512 s = zero, sx = zero;
+  for (std::int64_t i = 0; i < n; i += kLanes) {
+    const auto m = static_cast<__mmask16>(n - i >= kLanes ? 0xFFFFu : (1u << (n - i)) - 1);
+    const __m512 o = _mm512_maskz_loadu_ps(m, out + i);
+    const __m512 gi = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(o, zero, _CMP_GT_OQ), _mm512_maskz_loadu_ps(m, g + i));
+    s = _mm512_add_ps(s, gi);
+    sx = _mm512_add_ps(sx, _mm512_mul_ps(gi, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, at + i), vmean)));
+  }
+  alignas(64) float ls[kLanes], lsx[kLanes];
+  _mm512_store_ps(ls, s);
+  _mm512_store_ps(lsx, sx);
+  return add_lanes(ls, lsx);
+}
+
 bool has_avx512() {
   static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  return yes;
+  return yes && !scalar_only.load(std::memory_order_relaxed);
 }
 #endif
 
@@ -235,6 +252,13 @@ void pool_row(const float* r0, const float* r1, std::int64_t wo, float a, float 
   pool_row_scalar(r0, r1, wo, a, b, out, where, at);
 }
 
+PlaneSums plane_grad_sums(const float* g, const float* out, const float* at, std::int64_t n, float mean) {
+#ifdef HPCTRAIN_AVX512
+  if (has_avx512()) return plane_grad_sums_avx512(g, out, at, n, mean);
+#endif
+  return plane_grad_sums_scalar(g, out, at, n, mean);
+}
+
 void grad_row(const float* r0, const float* r1, const float* g, const float* out, const std::uint8_t* where,
               std::int64_t wo, const GradConstants& c, float* d0, float* d1) {
 #ifdef HPCTRAIN_AVX512
@@ -244,6 +268,8 @@ void grad_row(const float* r0, const float* r1, const float* g, const float* out
 }
 
 }  // namespace
+
+void use_scalar_loops(bool on) { scalar_only.store(on, std::memory_order_relaxed); }
 
 void channel_moments(const float* x, const Planes& s, std::int64_t c0, std::int64_t c1, double* mean,
                      double* squares) {

@@ -43,4 +43,8 @@ void norm_relu_pool_input_grad(const float* x, const float* grad_out, const floa
                                const Planes& s, std::int64_t c0, std::int64_t c1, const float* mean,
                                const float* mean_g, const float* k, const float* scale, float* dx);
 
+// Tests: the portable loops instead of the AVX-512 ones on a machine that has AVX-512 (both
+// give the same bits).
+void use_scalar_loops(bool on);
+
 }  // namespace hpctrain::kernels

@@ -7,6 +7,7 @@
 
 #include "models/Model.hpp"
 #include "models/NormPool.hpp"
+#include "models/NormPoolKernels.hpp"
 
 namespace hpctrain {
 namespace {
@@ -98,6 +99,25 @@ TEST(NormPool, GradientReachesOnlyTheWindowMaxima) {
   batch_norm_relu_pool(x, *bn).backward(g);
   torch::max_pool2d(torch::relu(plain->forward(plain_x)), {2, 2}).backward(g);
   expect_close(x.grad(), plain_x.grad(), 1e-4, 1e-5, "input gradient");
+}
+
+TEST(NormPool, PortableLoopsGiveTheSameBits) {
+  // The AVX-512 window loops and sums (where the CPU has them) against the portable ones.
+  torch::manual_seed(5);
+  const auto input = torch::cat({torch::randn({3, 6, 29, 35}), torch::zeros({1, 6, 29, 35})});  // ties at zero too
+  const auto g = torch::randn({4, 6, 14, 17});
+  std::vector<torch::Tensor> got[2];
+  for (int scalar = 0; scalar < 2; ++scalar) {
+    kernels::use_scalar_loops(scalar == 1);
+    torch::manual_seed(6);
+    auto bn = make_bn(6, 0.1);
+    auto x = input.clone().requires_grad_();
+    const auto out = batch_norm_relu_pool(x, *bn);
+    out.backward(g);
+    got[scalar] = {out, x.grad(), bn->weight.grad(), bn->bias.grad(), bn->running_mean, bn->running_var};
+  }
+  kernels::use_scalar_loops(false);
+  for (std::size_t i = 0; i < got[0].size(); ++i) EXPECT_TRUE(torch::equal(got[0][i], got[1][i])) << "tensor " << i;
 }
 
 TEST(NormPool, DoesNotApplyOutsideFloatTrainingOnCpu) {
