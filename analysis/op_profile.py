@@ -246,6 +246,21 @@ def profile(trace, steps=None, peak_gflops=None, peak_gbs=None):
             "ops": rows}
 
 
+def phase_bounds(ops, phase_wall_ms, peak_gflops, peak_gbs):
+    """Per phase, how close the step is to this machine's limit (a roofline over the phase):
+    the time its operators' work needs at the peaks (FLOPs at the sgemm peak plus bytes at the
+    copy peak; operators without a work rule, such as RNG, count as needing none) against its
+    wall time. {phase: {"flops", "bytes", "bound_ms", "wall_ms", "efficiency"}}, per step."""
+    out = {}
+    for phase, wall in phase_wall_ms.items():
+        flops = sum(o.get("flops") or 0 for o in ops if o["phase"] == phase)
+        nbytes = sum(o.get("bytes") or 0 for o in ops if o["phase"] == phase)
+        bound = flops / (peak_gflops * 1e6) + nbytes / (peak_gbs * 1e6)
+        out[phase] = {"flops": flops, "bytes": nbytes, "bound_ms": bound, "wall_ms": wall,
+                      "efficiency": bound / wall if wall > 0 else None}
+    return out
+
+
 def _phase_times(top, steps):
     """Per phase and step: the time top-level operators cover, and the wall time from each
     top-level operator to the next (work outside any operator, such as a custom autograd

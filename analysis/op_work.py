@@ -37,6 +37,8 @@ Bytes (every tensor argument read once, the output written once, unless listed):
   native_batch_norm_backward: grad_output and input read for the channel sums, both again for
     grad_input, grad_input written: 5x the input (without grad_input: 2x).
   native_layer_norm: 2x the input; native_layer_norm_backward: 3x the input.
+  _fused_adamw_, _fused_adam_: parameters, first and second moments read and written, gradients
+    read: 7x the parameter list (4-byte elements assumed).
   _foreach_* and _amp_foreach_non_finite_check_and_unscale_ (in place on a tensor list): the
     list read and written, 4-byte elements assumed (traces give no dtype per list entry);
     _foreach_norm: read once.
@@ -262,6 +264,9 @@ def _special_bytes(name, args, tensors):
         return 2 * first
     if name == "native_layer_norm_backward":
         return 3 * first
+    if name in ("_fused_adamw_", "_fused_adam_"):  # params, grads, exp_avgs, exp_avg_sqs, ...
+        lists = [d for d, k in zip(_dims(args), _types(args)) if k == "TensorList"]
+        return 7 * sum(_prod(d) * 4 for d in (lists[0] if lists else []) if isinstance(d, list))
     if name.startswith("_foreach_") or name == "_amp_foreach_non_finite_check_and_unscale_":
         lists = [d for d, k in zip(_dims(args), _types(args)) if k == "TensorList"]
         read = sum(_prod(d) * 4 for d in (lists[0] if lists else []) if isinstance(d, list))

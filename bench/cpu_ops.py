@@ -212,6 +212,22 @@ def summary(entry, top):
                                            "phase_wall_ms": entry["phase_wall_ms"], "ops": entry["ops"]}, top)
 
 
+def bounds_table(path):
+    """--summarize: each run's phases against the roofline of the peaks its file records."""
+    with open(path) as f:
+        result = json.load(f)
+    print(f"{path}: commit {result['commit'][:10]}, {result['date']}; phase: wall ms, bound ms (FLOPs at the sgemm "
+          "peak + bytes at the copy peak), efficiency = bound / wall")
+    for entry in result["runs"]:
+        if "error" in entry:
+            continue
+        peak = result["peaks"][str(entry["threads"])]
+        b = op_profile.phase_bounds(entry["ops"], entry["phase_wall_ms"], peak["sgemm_gflops"], peak["copy_gbs"])
+        print(f"{entry['family']:12s} {entry['threads']} thread(s): " + "; ".join(
+            f"{k} {v['wall_ms']:.2f} / {v['bound_ms']:.2f} ms ({100 * v['efficiency']:.0f}%)"
+            for k, v in b.items() if k in ("forward", "backward", "optimizer")))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--binary", default="build/hpctrain", help="relative to the repository root, or absolute")
@@ -232,7 +248,11 @@ def main():
                          "optimizer.fused=off for LibTorch's layers and loop optimizer as the baseline")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results",
                                                   datetime.date.today().isoformat() + "-cpu-ops.json"))
+    ap.add_argument("--summarize", metavar="RESULTS_JSON",
+                    help="print each run's phases against the peaks' roofline from a results file, and exit")
     a = ap.parse_args()
+    if a.summarize:
+        return bounds_table(a.summarize)
     binary = a.binary if os.path.isabs(a.binary) else os.path.join(ROOT, a.binary)
     data = a.data if os.path.isabs(a.data) else os.path.join(ROOT, a.data)
     families = [f for f in a.families.split(",") if f]

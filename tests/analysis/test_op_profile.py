@@ -153,10 +153,22 @@ expected = {
     "its backward: 13.25x the quarter-size gradient": (
         W("hpctrain::batch_norm_relu_pool_backward", {"Input Dims": [[2, 4, 4, 4]], "Input type": ["float"]}),
         ("byte", 13 * 512 + 128)),
+    "_fused_adamw_: parameters and both moments read and written, gradients read": (
+        W("aten::_fused_adamw_", {"Input Dims": [[[10, 4], [3]], [[10, 4], [3]], [[10, 4], [3]], [[10, 4], [3]], [],
+                                                 [[], []]] + [[]] * 6,
+                                  "Input type": ["TensorList"] * 6 + ["Scalar"] * 6}), ("byte", 7 * 43 * 4)),
     "a view has no work": (W("aten::view", {"Input Dims": [[2, 4]], "Input type": ["float"]}), None),
 }
 for name, (got, want) in expected.items():
     c.check(name, got == want, f"{got} != {want}")
+
+pb = op_profile.phase_bounds([{"phase": "forward", "flops": 2e9, "bytes": None},
+                              {"phase": "forward", "flops": None, "bytes": 1e9},
+                              {"phase": "backward", "flops": None, "bytes": None}],
+                             {"forward": 40.0, "backward": 5.0}, 100.0, 50.0)
+c.check("phase bounds: 2 GFLOP at 100 GFLOP/s + 1 GB at 50 GB/s = 40 ms, all of a 40 ms phase; no work: 0",
+        close(pb["forward"]["bound_ms"], 40.0) and close(pb["forward"]["efficiency"], 1.0)
+        and pb["backward"]["efficiency"] == 0, json.dumps(pb))
 
 flowless = op_profile.profile({"traceEvents": [e for e in events if e["ph"] == "X"]})
 names = {(x["phase"], x["name"]) for x in flowless["ops"]}
