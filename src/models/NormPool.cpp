@@ -1,10 +1,10 @@
 #include "models/NormPool.hpp"
 
 #include <ATen/Parallel.h>
-#include <ATen/autocast_mode.h>
 #include <ATen/record_function.h>
 
 #include <cmath>
+#include <type_traits>
 
 #include "models/NormPoolKernels.hpp"
 
@@ -24,6 +24,26 @@ void over_channels(std::int64_t channels, F&& f) {
 
 torch::Tensor f64(std::int64_t n) { return torch::empty({n}, torch::kDouble); }
 
+// The kernels' element pointer: float, or bfloat16 as its 16 bits.
+template <typename T>
+T* ptr(const torch::Tensor& t) {
+  if constexpr (std::is_same_v<T, float>) {
+    return t.data_ptr<float>();
+  } else {
+    return reinterpret_cast<T*>(t.data_ptr<at::BFloat16>());
+  }
+}
+
+// f.template operator()<T>() with T the kernels' element type for `t`'s dtype.
+template <typename F>
+void with_element(const torch::Tensor& t, F&& f) {
+  if (t.scalar_type() == torch::kBFloat16) {
+    f(kernels::Bf16{});
+  } else {
+    f(float{});
+  }
+}
+
 struct NormReluPool : torch::autograd::Function<NormReluPool> {
   // x [N, C, H, W] -> [N, C, H/2, W/2]; running statistics updated in place when defined.
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
@@ -34,8 +54,11 @@ struct NormReluPool : torch::autograd::Function<NormReluPool> {
     const auto s = planes(x);
     const auto count = static_cast<double>(s.n * s.plane());
     auto mean = f64(s.c), squares = f64(s.c);
-    over_channels(s.c, [&](std::int64_t c0, std::int64_t c1) {
-      kernels::channel_moments(x.data_ptr<float>(), s, c0, c1, mean.data_ptr<double>(), squares.data_ptr<double>());
+    with_element(x, [&](auto element) {
+      using T = decltype(element);
+      over_channels(s.c, [&](std::int64_t c0, std::int64_t c1) {
+        kernels::channel_moments(ptr<T>(x), s, c0, c1, mean.data_ptr<double>(), squares.data_ptr<double>());
+      });
     });
     const auto var = squares / count;
     const auto invstd = (var + eps).rsqrt().to(torch::kFloat);
@@ -44,10 +67,13 @@ struct NormReluPool : torch::autograd::Function<NormReluPool> {
     const auto beta = (bias - mean32 * alpha).contiguous();
     auto out = torch::empty({s.n, s.c, s.h / 2, s.w / 2}, x.options());
     auto where = torch::empty(out.sizes(), x.options().dtype(torch::kUInt8));
-    auto at = torch::empty_like(out);
-    over_channels(s.c, [&](std::int64_t c0, std::int64_t c1) {
-      kernels::norm_relu_pool(x.data_ptr<float>(), s, c0, c1, alpha.data_ptr<float>(), beta.data_ptr<float>(),
-                              out.data_ptr<float>(), where.data_ptr<std::uint8_t>(), at.data_ptr<float>());
+    auto at = torch::empty(out.sizes(), x.options().dtype(torch::kFloat));
+    with_element(x, [&](auto element) {
+      using T = decltype(element);
+      over_channels(s.c, [&](std::int64_t c0, std::int64_t c1) {
+        kernels::norm_relu_pool(ptr<T>(x), s, c0, c1, alpha.data_ptr<float>(), beta.data_ptr<float>(), ptr<T>(out),
+                                where.data_ptr<std::uint8_t>(), at.data_ptr<float>());
+      });
     });
     if (running_mean.defined()) {
       running_mean.mul_(1 - momentum).add_(mean32, momentum);
@@ -65,15 +91,18 @@ struct NormReluPool : torch::autograd::Function<NormReluPool> {
     RECORD_FUNCTION("hpctrain::batch_norm_relu_pool_backward", std::vector<c10::IValue>({grads[0]}));
     const auto saved = ctx->get_saved_variables();
     const auto &x = saved[0], &weight = saved[1], &out = saved[2];
-    const auto g = grads[0].contiguous();
+    const auto g = grads[0].to(x.scalar_type()).contiguous();
     const auto where = ctx->saved_data["where"].toTensor(), at = ctx->saved_data["at"].toTensor();
     const auto mean = ctx->saved_data["mean"].toTensor(), invstd = ctx->saved_data["invstd"].toTensor();
     const auto s = planes(x);
     const auto count = static_cast<double>(s.n * s.plane());
     auto sum_g = f64(s.c), sum_gx = f64(s.c);
-    over_channels(s.c, [&](std::int64_t c0, std::int64_t c1) {
-      kernels::norm_relu_pool_sums(g.data_ptr<float>(), out.data_ptr<float>(), at.data_ptr<float>(), s, c0, c1,
-                                   mean.data_ptr<float>(), sum_g.data_ptr<double>(), sum_gx.data_ptr<double>());
+    with_element(x, [&](auto element) {
+      using T = decltype(element);
+      over_channels(s.c, [&](std::int64_t c0, std::int64_t c1) {
+        kernels::norm_relu_pool_sums(ptr<T>(g), ptr<T>(out), at.data_ptr<float>(), s, c0, c1, mean.data_ptr<float>(),
+                                     sum_g.data_ptr<double>(), sum_gx.data_ptr<double>());
+      });
     });
     const auto dot = sum_gx.to(torch::kFloat), total = sum_g.to(torch::kFloat);
     torch::Tensor dx;
@@ -83,11 +112,13 @@ struct NormReluPool : torch::autograd::Function<NormReluPool> {
       const auto mean_g = (total / count).contiguous();
       const auto scale = (invstd * weight).contiguous();
       dx = torch::empty_like(x);
-      over_channels(s.c, [&](std::int64_t c0, std::int64_t c1) {
-        kernels::norm_relu_pool_input_grad(x.data_ptr<float>(), g.data_ptr<float>(), out.data_ptr<float>(),
-                                           where.data_ptr<std::uint8_t>(), s, c0, c1, mean.data_ptr<float>(),
-                                           mean_g.data_ptr<float>(), k.data_ptr<float>(), scale.data_ptr<float>(),
-                                           dx.data_ptr<float>());
+      with_element(x, [&](auto element) {
+        using T = decltype(element);
+        over_channels(s.c, [&](std::int64_t c0, std::int64_t c1) {
+          kernels::norm_relu_pool_input_grad(ptr<T>(x), ptr<T>(g), ptr<T>(out), where.data_ptr<std::uint8_t>(), s, c0,
+                                             c1, mean.data_ptr<float>(), mean_g.data_ptr<float>(), k.data_ptr<float>(),
+                                             scale.data_ptr<float>(), ptr<T>(dx));
+        });
       });
     }
     const auto dweight = ctx->needs_input_grad(1) ? dot * invstd : torch::Tensor();
@@ -99,9 +130,12 @@ struct NormReluPool : torch::autograd::Function<NormReluPool> {
 }  // namespace
 
 bool fused_norm_pool_applies(const torch::Tensor& x, const torch::nn::BatchNorm2dImpl& bn) {
-  return bn.is_training() && bn.options.affine() && x.device().is_cpu() && x.scalar_type() == torch::kFloat &&
-         x.dim() == 4 && x.is_contiguous() && x.size(2) >= 2 && x.size(3) >= 2 &&
-         !at::autocast::is_autocast_enabled(at::kCPU) && bn.weight.scalar_type() == torch::kFloat;
+  // bfloat16 inputs are what a convolution gives under CPU autocast (precision.mode=bf16);
+  // the layers then normalize in float with float parameters and return bfloat16, as here.
+  const auto dtype = x.scalar_type();
+  return bn.is_training() && bn.options.affine() && x.device().is_cpu() &&
+         (dtype == torch::kFloat || dtype == torch::kBFloat16) && x.dim() == 4 && x.is_contiguous() &&
+         x.size(2) >= 2 && x.size(3) >= 2 && bn.weight.scalar_type() == torch::kFloat;
 }
 
 torch::Tensor batch_norm_relu_pool(const torch::Tensor& x, torch::nn::BatchNorm2dImpl& bn) {

@@ -11,8 +11,10 @@
 // What it computes is what the layers compute: the same statistics (within float rounding;
 // summed in another order), the same normalized values and window maxima (ties to the first
 // position, as LibTorch's kernel), gradients through the same positions, running statistics
-// updated as BatchNorm2d's forward updates them (tests/models/test_norm_pool.cpp). Elsewhere
-// (evaluation, GPUs, other dtypes, autocast, channels-last inputs) the layers run as they are.
+// updated as BatchNorm2d's forward updates them (tests/models/test_norm_pool.cpp). float32 and
+// bfloat16 inputs (the latter from convolutions under CPU autocast, precision.mode=bf16: computed
+// in float, rounded back to bfloat16 as the layers do). Elsewhere (evaluation, GPUs, other dtypes,
+// channels-last inputs) the layers run as they are.
 #include <torch/torch.h>
 
 namespace hpctrain {

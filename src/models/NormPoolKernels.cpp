@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstring>
+#include <type_traits>
+#include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -59,15 +62,34 @@ HPCTRAIN_CLONES double plane_squares(const float* p, std::int64_t n, float shift
 
 inline float relu(float v) { return v < 0.f ? 0.f : v; }  // NaN passes, as in LibTorch's relu
 
+// `v` rounded to the nearest bfloat16 (ties to even; NaN stays NaN), kept as a float.
+inline float round_bf16(float v) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  bits = (bits + ((bits >> 16) & 1u) + 0x7FFFu) & 0xFFFF0000u;
+  float r;
+  std::memcpy(&r, &bits, sizeof r);
+  return v != v ? v : r;
+}
+
+// Batch norm's output, x * alpha + beta; for bfloat16 tensors rounded as the layer's output is,
+// so that the pool compares (and ties) what the layers' pool compares.
+inline float normalized(float x, float a, float b, bool bf16) {
+  const float v = x * a + b;
+  return bf16 ? round_bf16(v) : v;
+}
+
 // The pooled row `oh` of one plane.
 // Written so that it vectorizes: `!(v <= m)` is LibTorch's `v > m || isnan(v)` wherever m
 // is a number, and m is NaN only where the whole channel is (its statistics include every
 // value), so that all four are NaN and both rules pick the last.
 void pool_row_scalar(const float* __restrict r0, const float* __restrict r1, std::int64_t wo, float a,
-                              float b, float* __restrict out, std::uint8_t* __restrict where, float* __restrict at) {
+                              float b, float* __restrict out, std::uint8_t* __restrict where, float* __restrict at,
+                     bool bf16) {
   for (std::int64_t ow = 0; ow < wo; ++ow) {
     const float x0 = r0[2 * ow], x1 = r0[2 * ow + 1], x2 = r1[2 * ow], x3 = r1[2 * ow + 1];
-    const float v0 = relu(x0 * a + b), v1 = relu(x1 * a + b), v2 = relu(x2 * a + b), v3 = relu(x3 * a + b);
+    const float v0 = relu(normalized(x0, a, b, bf16)), v1 = relu(normalized(x1, a, b, bf16)),
+                v2 = relu(normalized(x2, a, b, bf16)), v3 = relu(normalized(x3, a, b, bf16));
     float m = v0, xm = x0;
     std::uint8_t k = 0;
     bool t = !(v1 <= m);
@@ -166,8 +188,16 @@ HPCTRAIN_AVX512_TARGET inline void store_pairs(float* row, const WindowMasks& m,
   _mm512_mask_storeu_ps(row + 16, m.hi, _mm512_permutex2var_ps(even, d.hi, odd));
 }
 
+HPCTRAIN_AVX512_TARGET inline __m512 round_bf16(__m512 v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_maskz_srli_epi32(0xFFFF, bits, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(bits, lsb), _mm512_set1_epi32(0x7FFF)),
+                                           _mm512_set1_epi32(static_cast<int>(0xFFFF0000u)));
+  return _mm512_mask_mov_ps(_mm512_castsi512_ps(rounded), _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), v);
+}
+
 HPCTRAIN_AVX512_TARGET void pool_row_avx512(const float* r0, const float* r1, std::int64_t wo, float a, float b,
-                                            float* out, std::uint8_t* where, float* at) {
+                                            float* out, std::uint8_t* where, float* at, bool bf16) {
   const Deinterleave d;
   const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b), zero = _mm512_setzero_ps();
   for (std::int64_t ow = 0; ow < wo; ow += 16) {
@@ -179,6 +209,7 @@ HPCTRAIN_AVX512_TARGET void pool_row_avx512(const float* r0, const float* r1, st
     __m512i k = _mm512_setzero_si512();
     for (int j = 0; j < 4; ++j) {
       __m512 v = _mm512_add_ps(_mm512_mul_ps(x[j], va), vb);
+      if (bf16) v = round_bf16(v);
       v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);  // relu, NaN passes
       if (j == 0) {
         best = v;
@@ -245,11 +276,11 @@ bool has_avx512() {
 #endif
 
 void pool_row(const float* r0, const float* r1, std::int64_t wo, float a, float b, float* out, std::uint8_t* where,
-              float* at) {
+              float* at, bool bf16) {
 #ifdef HPCTRAIN_AVX512
-  if (has_avx512()) return pool_row_avx512(r0, r1, wo, a, b, out, where, at);
+  if (has_avx512()) return pool_row_avx512(r0, r1, wo, a, b, out, where, at, bf16);
 #endif
-  pool_row_scalar(r0, r1, wo, a, b, out, where, at);
+  pool_row_scalar(r0, r1, wo, a, b, out, where, at, bf16);
 }
 
 PlaneSums plane_grad_sums(const float* g, const float* out, const float* at, std::int64_t n, float mean) {
@@ -267,79 +298,168 @@ void grad_row(const float* r0, const float* r1, const float* g, const float* out
   grad_row_scalar(r0, r1, g, out, where, wo, c, d0, d1);
 }
 
+// bfloat16 planes are widened to float in per-thread scratch planes, computed on as float, and
+// rounded back (to nearest even, as LibTorch's at::BFloat16): the loops above stay one.
+HPCTRAIN_CLONES void widen(const Bf16* in, std::int64_t n, float* out) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint32_t bits = static_cast<std::uint32_t>(in[i]) << 16;
+    std::memcpy(out + i, &bits, sizeof bits);
+  }
+}
+
+HPCTRAIN_CLONES void narrow(const float* in, std::int64_t n, Bf16* out) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::uint32_t bits;
+    std::memcpy(&bits, in + i, sizeof bits);
+    const std::uint32_t rounded = (bits + ((bits >> 16) & 1u) + 0x7FFFu) >> 16;
+    out[i] = in[i] != in[i] ? Bf16{0x7FC0} : static_cast<Bf16>(rounded);
+  }
+}
+
+struct Scratch {
+  std::vector<float> a, b, c, d;
+};
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+// `p` as float: itself, or widened into `buffer`.
+template <typename T>
+const float* as_float(const T* p, std::int64_t n, std::vector<float>& buffer) {
+  if constexpr (std::is_same_v<T, float>) {
+    return p;
+  } else {
+    buffer.resize(static_cast<std::size_t>(n));
+    widen(p, n, buffer.data());
+    return buffer.data();
+  }
+}
+
+// Where a plane of float results goes: `p` itself, or `buffer` until store() rounds it into p.
+template <typename T>
+float* float_target(T* p, std::int64_t n, std::vector<float>& buffer) {
+  if constexpr (std::is_same_v<T, float>) {
+    return p;
+  } else {
+    buffer.resize(static_cast<std::size_t>(n));
+    return buffer.data();
+  }
+}
+
+template <typename T>
+void store(const float* result, std::int64_t n, T* p) {
+  if constexpr (!std::is_same_v<T, float>) narrow(result, n, p);
+}
+
+void pool_plane(const float* p, const Planes& s, float a, float b, float* out, std::uint8_t* where, float* at,
+                bool bf16) {
+  const std::int64_t wo = s.w / 2;
+  for (std::int64_t oh = 0; oh < s.h / 2; ++oh) {
+    const float* r0 = p + 2 * oh * s.w;
+    pool_row(r0, r0 + s.w, wo, a, b, out + oh * wo, where + oh * wo, at + oh * wo, bf16);
+  }
+}
+
+void grad_plane(const float* x, const float* g, const float* out, const std::uint8_t* where, const Planes& s,
+                const GradConstants& gc, float* dx) {
+  const std::int64_t wo = s.w / 2;
+  for (std::int64_t oh = 0; oh < s.h / 2; ++oh) {
+    const std::int64_t r = 2 * oh * s.w;
+    grad_row(x + r, x + r + s.w, g + oh * wo, out + oh * wo, where + oh * wo, wo, gc, dx + r, dx + r + s.w);
+    if (s.w % 2 != 0) {  // the last column, in no window
+      dx[r + s.w - 1] = gc(0.f, x[r + s.w - 1]);
+      dx[r + 2 * s.w - 1] = gc(0.f, x[r + 2 * s.w - 1]);
+    }
+  }
+  if (s.h % 2 != 0) {  // the last row, in no window
+    const std::int64_t r = (s.h - 1) * s.w;
+    for (std::int64_t j = 0; j < s.w; ++j) dx[r + j] = gc(0.f, x[r + j]);
+  }
+}
+
 }  // namespace
 
 void use_scalar_loops(bool on) { scalar_only.store(on, std::memory_order_relaxed); }
 
-void channel_moments(const float* x, const Planes& s, std::int64_t c0, std::int64_t c1, double* mean,
-                     double* squares) {
+template <typename T>
+void channel_moments(const T* x, const Planes& s, std::int64_t c0, std::int64_t c1, double* mean, double* squares) {
   const std::int64_t plane = s.plane();
   const double count = static_cast<double>(s.n * plane);
+  auto& buf = scratch();
   for (std::int64_t c = c0; c < c1; ++c) {
     double sum = 0;
-    for (std::int64_t n = 0; n < s.n; ++n) sum += plane_sum(x + (n * s.c + c) * plane, plane);
+    for (std::int64_t n = 0; n < s.n; ++n) sum += plane_sum(as_float(x + (n * s.c + c) * plane, plane, buf.a), plane);
     mean[c] = sum / count;
     double sq = 0;
     const auto shift = static_cast<float>(mean[c]);
-    for (std::int64_t n = 0; n < s.n; ++n) sq += plane_squares(x + (n * s.c + c) * plane, plane, shift);
+    for (std::int64_t n = 0; n < s.n; ++n)
+      sq += plane_squares(as_float(x + (n * s.c + c) * plane, plane, buf.a), plane, shift);
     // The float shift is off the mean by at most half an ulp: correct the sum of squares.
     const double off = mean[c] - shift;
     squares[c] = sq - count * off * off;
   }
 }
 
-void norm_relu_pool(const float* x, const Planes& s, std::int64_t c0, std::int64_t c1, const float* alpha,
-                    const float* beta, float* out, std::uint8_t* where, float* at) {
-  const std::int64_t ho = s.h / 2, wo = s.w / 2;
+template <typename T>
+void norm_relu_pool(const T* x, const Planes& s, std::int64_t c0, std::int64_t c1, const float* alpha,
+                    const float* beta, T* out, std::uint8_t* where, float* at) {
+  auto& buf = scratch();
   for (std::int64_t n = 0; n < s.n; ++n)
     for (std::int64_t c = c0; c < c1; ++c) {
-      const float* p = x + (n * s.c + c) * s.plane();
-      const std::int64_t o = (n * s.c + c) * s.out_plane();
-      for (std::int64_t oh = 0; oh < ho; ++oh) {
-        const float* r0 = p + 2 * oh * s.w;
-        pool_row(r0, r0 + s.w, wo, alpha[c], beta[c], out + o + oh * wo, where + o + oh * wo, at + o + oh * wo);
-      }
+      const std::int64_t i = (n * s.c + c) * s.plane(), o = (n * s.c + c) * s.out_plane();
+      float* result = float_target(out + o, s.out_plane(), buf.b);
+      pool_plane(as_float(x + i, s.plane(), buf.a), s, alpha[c], beta[c], result, where + o, at + o,
+                 !std::is_same_v<T, float>);
+      store(result, s.out_plane(), out + o);
     }
 }
 
-void norm_relu_pool_sums(const float* grad_out, const float* out, const float* at, const Planes& s,
-                         std::int64_t c0, std::int64_t c1, const float* mean, double* sum_g, double* sum_gx) {
+template <typename T>
+void norm_relu_pool_sums(const T* grad_out, const T* out, const float* at, const Planes& s, std::int64_t c0,
+                         std::int64_t c1, const float* mean, double* sum_g, double* sum_gx) {
   const std::int64_t plane = s.out_plane();
+  auto& buf = scratch();
   for (std::int64_t c = c0; c < c1; ++c) {
     sum_g[c] = 0;
     sum_gx[c] = 0;
     for (std::int64_t n = 0; n < s.n; ++n) {
       const std::int64_t o = (n * s.c + c) * plane;
-      const auto r = plane_grad_sums(grad_out + o, out + o, at + o, plane, mean[c]);
+      const auto r = plane_grad_sums(as_float(grad_out + o, plane, buf.a), as_float(out + o, plane, buf.b), at + o,
+                                     plane, mean[c]);
       sum_g[c] += r.sum;
       sum_gx[c] += r.weighted;
     }
   }
 }
 
-void norm_relu_pool_input_grad(const float* x, const float* grad_out, const float* out, const std::uint8_t* where,
+template <typename T>
+void norm_relu_pool_input_grad(const T* x, const T* grad_out, const T* out, const std::uint8_t* where,
                                const Planes& s, std::int64_t c0, std::int64_t c1, const float* mean,
-                               const float* mean_g, const float* k, const float* scale, float* dx) {
-  const std::int64_t ho = s.h / 2, wo = s.w / 2;
+                               const float* mean_g, const float* k, const float* scale, T* dx) {
+  auto& buf = scratch();
   for (std::int64_t n = 0; n < s.n; ++n)
     for (std::int64_t c = c0; c < c1; ++c) {
       const GradConstants gc{mean[c], mean_g[c], k[c], scale[c]};
-      const std::int64_t i = (n * s.c + c) * s.plane();
-      const std::int64_t o = (n * s.c + c) * s.out_plane();
-      for (std::int64_t oh = 0; oh < ho; ++oh) {
-        const std::int64_t r = i + 2 * oh * s.w;
-        grad_row(x + r, x + r + s.w, grad_out + o + oh * wo, out + o + oh * wo, where + o + oh * wo, wo, gc, dx + r,
-                 dx + r + s.w);
-        if (s.w % 2 != 0) {  // the last column, in no window
-          dx[r + s.w - 1] = gc(0.f, x[r + s.w - 1]);
-          dx[r + 2 * s.w - 1] = gc(0.f, x[r + 2 * s.w - 1]);
-        }
-      }
-      if (s.h % 2 != 0) {  // the last row, in no window
-        const std::int64_t r = i + (s.h - 1) * s.w;
-        for (std::int64_t j = 0; j < s.w; ++j) dx[r + j] = gc(0.f, x[r + j]);
-      }
+      const std::int64_t i = (n * s.c + c) * s.plane(), o = (n * s.c + c) * s.out_plane();
+      float* result = float_target(dx + i, s.plane(), buf.d);
+      grad_plane(as_float(x + i, s.plane(), buf.a), as_float(grad_out + o, s.out_plane(), buf.b),
+                 as_float(out + o, s.out_plane(), buf.c), where + o, s, gc, result);
+      store(result, s.plane(), dx + i);
     }
 }
+
+#define HPCTRAIN_NORM_POOL_TYPES(T)                                                                               \
+  template void channel_moments<T>(const T*, const Planes&, std::int64_t, std::int64_t, double*, double*);       \
+  template void norm_relu_pool<T>(const T*, const Planes&, std::int64_t, std::int64_t, const float*,            \
+                                  const float*, T*, std::uint8_t*, float*);                                      \
+  template void norm_relu_pool_sums<T>(const T*, const T*, const float*, const Planes&, std::int64_t,            \
+                                       std::int64_t, const float*, double*, double*);                            \
+  template void norm_relu_pool_input_grad<T>(const T*, const T*, const T*, const std::uint8_t*, const Planes&,   \
+                                             std::int64_t, std::int64_t, const float*, const float*,             \
+                                             const float*, const float*, T*);
+HPCTRAIN_NORM_POOL_TYPES(float)
+HPCTRAIN_NORM_POOL_TYPES(Bf16)
+#undef HPCTRAIN_NORM_POOL_TYPES
 
 }  // namespace hpctrain::kernels

@@ -19,29 +19,37 @@ struct Planes {
   std::int64_t out_plane() const { return (h / 2) * (w / 2); }
 };
 
+// bfloat16 values as their 16 bits (the layout of LibTorch's at::BFloat16). Each function
+// below exists for float and Bf16 tensors; bfloat16 is widened to float per plane, computed
+// on as float and rounded back to nearest even.
+using Bf16 = std::uint16_t;
+
 // mean[c] and the sum of squared deviations from it, over every sample and position of
 // channel c, for c in [c0, c1). Two passes: no E[x²] - E[x]² cancellation.
-void channel_moments(const float* x, const Planes& s, std::int64_t c0, std::int64_t c1, double* mean,
-                     double* squares);
+template <typename T>
+void channel_moments(const T* x, const Planes& s, std::int64_t c0, std::int64_t c1, double* mean, double* squares);
 
 // out = max over each 2x2 window of relu(x * alpha[c] + beta[c]), the first maximum in
 // row-major order winning ties and NaN winning over numbers (LibTorch's CPU kernel's rule);
 // where[i] (0..3, row-major within the window) is its position, at[i] the input there.
-void norm_relu_pool(const float* x, const Planes& s, std::int64_t c0, std::int64_t c1, const float* alpha,
-                    const float* beta, float* out, std::uint8_t* where, float* at);
+template <typename T>
+void norm_relu_pool(const T* x, const Planes& s, std::int64_t c0, std::int64_t c1, const float* alpha,
+                    const float* beta, T* out, std::uint8_t* where, float* at);
 
 // Backward, first pass: with g = grad_out where out > 0 (ReLU's gradient; zero elsewhere),
 // sum_g[c] = Σ g and sum_gx[c] = Σ g * (at - mean[c]) over channel c's windows.
-void norm_relu_pool_sums(const float* grad_out, const float* out, const float* at, const Planes& s,
-                         std::int64_t c0, std::int64_t c1, const float* mean, double* sum_g, double* sum_gx);
+template <typename T>
+void norm_relu_pool_sums(const T* grad_out, const T* out, const float* at, const Planes& s, std::int64_t c0,
+                         std::int64_t c1, const float* mean, double* sum_g, double* sum_gx);
 
 // Backward, second pass: batch norm's input gradient
 //   dx = (g - mean_g[c] - (x - mean[c]) * k[c]) * scale[c]
 // with g the window's gradient at its maximum's position and zero at every other position
 // (also in a last row or column that no window covers).
-void norm_relu_pool_input_grad(const float* x, const float* grad_out, const float* out, const std::uint8_t* where,
+template <typename T>
+void norm_relu_pool_input_grad(const T* x, const T* grad_out, const T* out, const std::uint8_t* where,
                                const Planes& s, std::int64_t c0, std::int64_t c1, const float* mean,
-                               const float* mean_g, const float* k, const float* scale, float* dx);
+                               const float* mean_g, const float* k, const float* scale, T* dx);
 
 // Tests: the portable loops instead of the AVX-512 ones on a machine that has AVX-512 (both
 // give the same bits).

@@ -101,11 +101,43 @@ TEST(NormPool, GradientReachesOnlyTheWindowMaxima) {
   expect_close(x.grad(), plain_x.grad(), 1e-4, 1e-5, "input gradient");
 }
 
-TEST(NormPool, PortableLoopsGiveTheSameBits) {
+TEST(NormPool, EqualsTheLayersOnBfloat16) {
+  // What a convolution gives under CPU autocast: the layers normalize in float with float
+  // parameters and round to bfloat16; the fused operator too (its statistics summed in double).
+  torch::manual_seed(7);
+  for (const auto& shape : {std::vector<std::int64_t>{4, 8, 28, 28}, std::vector<std::int64_t>{2, 5, 15, 13}}) {
+    const auto input = torch::randn(shape).to(torch::kBFloat16);
+    auto fused = make_bn(shape[1], 0.1);
+    auto plain = make_bn(shape[1], 0.1);
+    {
+      torch::NoGradGuard no_grad;
+      plain->weight.copy_(fused->weight);
+      plain->bias.copy_(fused->bias);
+    }
+    auto a = input.clone().requires_grad_(), b = input.clone().requires_grad_();
+    ASSERT_TRUE(fused_norm_pool_applies(a, *fused));
+    const auto got = batch_norm_relu_pool(a, *fused);
+    const auto want = torch::max_pool2d(torch::relu(plain->forward(b)), {2, 2});
+    ASSERT_EQ(got.scalar_type(), torch::kBFloat16);
+    // One bfloat16 rounding step (2^-8 relative) apart at most.
+    expect_close(got.to(torch::kFloat), want.to(torch::kFloat), 1.0 / 128, 1e-2, "bfloat16 output");
+    const auto g = torch::randn(want.sizes()).to(torch::kBFloat16);
+    got.backward(g);
+    want.backward(g);
+    ASSERT_EQ(a.grad().scalar_type(), torch::kBFloat16);
+    expect_close(a.grad().to(torch::kFloat), b.grad().to(torch::kFloat), 1.0 / 64, 2e-2, "bfloat16 input gradient");
+    expect_close(fused->weight.grad(), plain->weight.grad(), 1e-2, 1e-2, "weight gradient");
+    expect_close(fused->bias.grad(), plain->bias.grad(), 1e-2, 1e-2, "bias gradient");
+    expect_close(fused->running_var, plain->running_var, 1e-3, 1e-4, "running variance");
+  }
+}
+
+void expect_portable_loops_same_bits(torch::ScalarType dtype) {
   // The AVX-512 window loops and sums (where the CPU has them) against the portable ones.
   torch::manual_seed(5);
-  const auto input = torch::cat({torch::randn({3, 6, 29, 35}), torch::zeros({1, 6, 29, 35})});  // ties at zero too
-  const auto g = torch::randn({4, 6, 14, 17});
+  const auto input =
+      torch::cat({torch::randn({3, 6, 29, 35}), torch::zeros({1, 6, 29, 35})}).to(dtype);  // ties at zero too
+  const auto g = torch::randn({4, 6, 14, 17}).to(dtype);
   std::vector<torch::Tensor> got[2];
   for (int scalar = 0; scalar < 2; ++scalar) {
     kernels::use_scalar_loops(scalar == 1);
@@ -120,11 +152,17 @@ TEST(NormPool, PortableLoopsGiveTheSameBits) {
   for (std::size_t i = 0; i < got[0].size(); ++i) EXPECT_TRUE(torch::equal(got[0][i], got[1][i])) << "tensor " << i;
 }
 
+TEST(NormPool, PortableLoopsGiveTheSameBits) {
+  expect_portable_loops_same_bits(torch::kFloat);
+  expect_portable_loops_same_bits(torch::kBFloat16);
+}
+
 TEST(NormPool, DoesNotApplyOutsideFloatTrainingOnCpu) {
   auto bn = make_bn(4, 0.1);
   const auto x = torch::randn({2, 4, 8, 8});
   EXPECT_TRUE(fused_norm_pool_applies(x, *bn));
   EXPECT_FALSE(fused_norm_pool_applies(x.to(torch::kDouble), *bn));
+  EXPECT_FALSE(fused_norm_pool_applies(x.to(torch::kHalf), *bn));
   EXPECT_FALSE(fused_norm_pool_applies(x.contiguous(torch::MemoryFormat::ChannelsLast), *bn));
   EXPECT_FALSE(fused_norm_pool_applies(torch::randn({2, 4, 1, 8}), *bn));
   bn->eval();
