@@ -7,8 +7,10 @@ medians of --repeats pairs (docs/benchmarks.md, "CPU step: fused batch norm, ReL
     .venv/bin/python bench/cpu_fused.py --repeats 5
     .venv/bin/python bench/cpu_fused.py --recipes cnn --ranks 1,2 --repeats 3 --samples 12800
 
-Recipes: cnn (configs/fashion_mnist_cnn.json at batch 64 per rank) and fast (the fast recipe,
-configs/fashion_mnist_fast.json, batch 256 per rank as it is); 1 intra-op thread per rank.
+Recipes: cnn (configs/fashion_mnist_cnn.json at batch 64 per rank), fast (the fast recipe,
+configs/fashion_mnist_fast.json, batch 256 per rank as it is) and cnn_bf16 (the default CNN
+with precision.mode=bf16 on both sides: bfloat16 convolutions on AMX/AVX512-BF16 CPUs); 1
+intra-op thread per rank.
 Writes bench/results/<date>-cpu-fused.json."""
 import argparse
 import json
@@ -21,20 +23,21 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import ROOT, provenance, wait_for_quiet  # noqa: E402
 
-RECIPES = {
-    "cnn": ("configs/fashion_mnist_cnn.json", 64),
-    "fast": ("configs/fashion_mnist_fast.json", 256),
+RECIPES = {  # name: (config, batch per rank, overrides on both sides)
+    "cnn": ("configs/fashion_mnist_cnn.json", 64, []),
+    "fast": ("configs/fashion_mnist_fast.json", 256, []),
+    "cnn_bf16": ("configs/fashion_mnist_cnn.json", 64, ["precision.mode=bf16"]),
 }
 PHASES = ("data", "forward", "backward", "comm_exposed", "optimizer", "total_mean")
 
 
 def train(binary, recipe, ranks, fused, samples):
-    config, batch = RECIPES[recipe]
+    config, batch, extra = RECIPES[recipe]
     run_dir = tempfile.mkdtemp(prefix="hpctrain_fusedbench_")
     cmd = [binary, "train", os.path.join(ROOT, config), "run.threads=1", "run.progress=none", "run.dir=" + run_dir,
            f"train.batch_size={batch * ranks}",
            "data.verify_hashes=false", f"data.limit_train={samples}", "data.val_fraction=0", "train.epochs=1",
-           "train.test_at_end=false", "train.test_every_epoch=false"]
+           "train.test_at_end=false", "train.test_every_epoch=false"] + extra
     if not fused:
         cmd += ["model.fused_kernels=false", "optimizer.fused=off"]
     if ranks > 1:
@@ -78,6 +81,7 @@ def main():
                       flush=True)
             ratios = [f["samples_per_s"] / u["samples_per_s"] for f, u in zip(runs[True], runs[False])]
             entry = {"recipe": recipe, "ranks": ranks, "threads_per_rank": 1, "batch_per_rank": RECIPES[recipe][1],
+                     "overrides": RECIPES[recipe][2],
                      "layers": {"samples_per_s": [r["samples_per_s"] for r in runs[False]],
                                 "median_phases_ms": median_phases(runs[False])},
                      "fused": {"samples_per_s": [r["samples_per_s"] for r in runs[True]],
