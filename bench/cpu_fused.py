@@ -9,8 +9,10 @@ medians of --repeats pairs (docs/benchmarks.md, "CPU step: fused batch norm, ReL
 
 Recipes: cnn (configs/fashion_mnist_cnn.json at batch 64 per rank), fast (the fast recipe,
 configs/fashion_mnist_fast.json, batch 256 per rank as it is) and cnn_bf16 (the default CNN
-with precision.mode=bf16 on both sides: bfloat16 convolutions on AMX/AVX512-BF16 CPUs); 1
-intra-op thread per rank.
+with precision.mode=bf16 on both sides: bfloat16 convolutions on AMX/AVX512-BF16 CPUs), mlp
+(configs/fashion_mnist_mlp.json) and transformer (the small one of bench/cpu_ops.py, dropout
+0.1), where the fused part is the dropout (models/CounterDropout.hpp); 1 intra-op thread per
+rank.
 Writes bench/results/<date>-cpu-fused.json."""
 import argparse
 import json
@@ -27,6 +29,10 @@ RECIPES = {  # name: (config, batch per rank, overrides on both sides)
     "cnn": ("configs/fashion_mnist_cnn.json", 64, []),
     "fast": ("configs/fashion_mnist_fast.json", 256, []),
     "cnn_bf16": ("configs/fashion_mnist_cnn.json", 64, ["precision.mode=bf16"]),
+    "mlp": ("configs/fashion_mnist_mlp.json", 256, []),
+    "transformer": ("configs/fashion_mnist_cnn.json", 64,
+                    ["model.name=transformer", "model.embed_dim=96", "model.heads=3", "model.layers=2",
+                     "model.patch_size=4", "model.dropout=0.1"]),
 }
 PHASES = ("data", "forward", "backward", "comm_exposed", "optimizer", "total_mean")
 

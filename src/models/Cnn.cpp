@@ -37,7 +37,7 @@ struct CnnImpl : StagedModel {
     }
     head->push_back(torch::nn::Linear(channels * h * w, c.fc_width));
     head->push_back(torch::nn::ReLU());
-    if (c.dropout > 0) head->push_back(torch::nn::Dropout(c.dropout));
+    if (c.dropout > 0) head->push_back(CounterDropout(c.dropout, c.fused_kernels));
     head->push_back(torch::nn::Linear(c.fc_width, in.outputs));
     register_module("features", features);
     register_module("head", head);

@@ -8,13 +8,13 @@ namespace {
 // layer, a gated linear unit, then the residual (projected when the widths differ) and
 // layer norm.
 struct GatedResidualImpl : torch::nn::Module {
-  GatedResidualImpl(std::int64_t in, std::int64_t hidden, std::int64_t out, double dropout) {
+  GatedResidualImpl(std::int64_t in, std::int64_t hidden, std::int64_t out, const ModelConfig& c) {
     fc1 = register_module("fc1", torch::nn::Linear(in, hidden));
     fc2 = register_module("fc2", torch::nn::Linear(hidden, hidden));
     gate = register_module("gate", torch::nn::Linear(hidden, 2 * out));
     if (in != out) skip = register_module("skip", torch::nn::Linear(in, out));
     norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({out})));
-    drop = register_module("drop", torch::nn::Dropout(dropout));
+    drop = register_module("drop", CounterDropout(c.dropout, c.fused_kernels));
   }
   torch::Tensor forward(const torch::Tensor& x) {
     const auto h = drop->forward(linear(fc2, torch::elu(linear(fc1, x))));
@@ -22,7 +22,7 @@ struct GatedResidualImpl : torch::nn::Module {
   }
   torch::nn::Linear fc1{nullptr}, fc2{nullptr}, gate{nullptr}, skip{nullptr};
   torch::nn::LayerNorm norm{nullptr};
-  torch::nn::Dropout drop{nullptr};
+  CounterDropout drop{nullptr};
 };
 TORCH_MODULE(GatedResidual);
 
@@ -43,8 +43,8 @@ struct ForecasterImpl : StagedModel {
     }
     embedding = register_parameter("embedding", torch::randn({v, d}) * 0.1);
     embedding_bias = register_parameter("embedding_bias", torch::zeros({v, d}));
-    variable = register_module("variable", GatedResidual(d, d, d, c.dropout));
-    selection = register_module("selection", GatedResidual(v * d, d, v, c.dropout));
+    variable = register_module("variable", GatedResidual(d, d, d, c));
+    selection = register_module("selection", GatedResidual(v * d, d, v, c));
     lstm = register_module("lstm", torch::nn::LSTM(torch::nn::LSTMOptions(d, d)
                                                        .num_layers(c.rnn_layers)
                                                        .batch_first(true)
@@ -55,8 +55,8 @@ struct ForecasterImpl : StagedModel {
     proj = register_module("proj", torch::nn::Linear(d, d));
     attention_gate = register_module("attention_gate", torch::nn::Linear(d, 2 * d));
     attention_norm = register_module("attention_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
-    output = register_module("output", GatedResidual(d, d, d, c.dropout));
-    drop = register_module("drop", torch::nn::Dropout(c.dropout));
+    output = register_module("output", GatedResidual(d, d, d, c));
+    drop = register_module("drop", CounterDropout(c.dropout, c.fused_kernels));
     head = register_module("head", torch::nn::Linear(d, in.outputs));
     add_stage([this](const torch::Tensor& x) { return select_variables(x); }, {variable.ptr(), selection.ptr()});
     add_stage([this](const torch::Tensor& z) { return encode(z); },
@@ -80,7 +80,7 @@ struct ForecasterImpl : StagedModel {
     const auto n = z.size(0), t = z.size(1), d = z.size(2);
     const auto q_k_v = linear(qkv, z).view({n, t, 3, heads_, d / heads_}).permute({2, 0, 3, 1, 4});
     const auto attended = torch::scaled_dot_product_attention(q_k_v[0], q_k_v[1], q_k_v[2], {},
-                                                              is_training() ? drop->options.p() : 0.0, true);
+                                                              is_training() ? drop->p() : 0.0, true);
     const auto a = linear(proj, attended.transpose(1, 2).reshape({n, t, d}));
     return attention_norm->forward(z + torch::glu(linear(attention_gate, drop->forward(a)), -1));
   }
@@ -94,7 +94,7 @@ struct ForecasterImpl : StagedModel {
   torch::nn::LSTM lstm{nullptr};
   torch::nn::Linear lstm_gate{nullptr}, qkv{nullptr}, proj{nullptr}, attention_gate{nullptr}, head{nullptr};
   torch::nn::LayerNorm lstm_norm{nullptr}, attention_norm{nullptr};
-  torch::nn::Dropout drop{nullptr};
+  CounterDropout drop{nullptr};
 };
 
 }  // namespace

@@ -17,7 +17,7 @@ struct MlpImpl : StagedModel {
       layers->push_back(torch::nn::Linear(width, c.hidden[i]));
       if (norm != "none") layers->push_back(norm_layer(norm, c.hidden[i], 0, group));
       layers->push_back(torch::nn::ReLU());
-      if (c.dropout > 0) layers->push_back(torch::nn::Dropout(c.dropout));
+      if (c.dropout > 0) layers->push_back(CounterDropout(c.dropout, c.fused_kernels));
       add_sequential_stage(layers, "layers", begin, layers->size());
       width = c.hidden[i];
     }

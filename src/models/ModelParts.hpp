@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "models/Checkpointing.hpp"
+#include "models/CounterDropout.hpp"
 #include "models/Model.hpp"
 #include "models/Normalization.hpp"
 

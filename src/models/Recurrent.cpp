@@ -10,7 +10,7 @@ struct LstmImpl : StagedModel {
   LstmImpl(const ModelConfig& c, const InputSpec& in, bool bidirectional) : bidirectional_(bidirectional) {
     require_series(in, bidirectional ? "bilstm" : "lstm");
     lstm = register_module("lstm", make_lstm(in.sample_shape[0], c, bidirectional));
-    drop = register_module("drop", torch::nn::Dropout(c.dropout));
+    drop = register_module("drop", CounterDropout(c.dropout, c.fused_kernels));
     head = register_module("head", torch::nn::Linear(c.hidden_size * (bidirectional ? 2 : 1), in.outputs));
     add_lstm_stage(*this, lstm);
     plan_stages(c);
@@ -20,7 +20,7 @@ struct LstmImpl : StagedModel {
   }
   bool bidirectional_;
   torch::nn::LSTM lstm{nullptr};
-  torch::nn::Dropout drop{nullptr};
+  CounterDropout drop{nullptr};
   torch::nn::Linear head{nullptr};
 };
 
@@ -42,7 +42,7 @@ struct CnnBiLstmImpl : StagedModel {
       channels = out;
     }
     lstm = register_module("lstm", make_lstm(channels, c, true));
-    drop = register_module("drop", torch::nn::Dropout(c.dropout));
+    drop = register_module("drop", CounterDropout(c.dropout, c.fused_kernels));
     head = register_module("head", torch::nn::Linear(2 * c.hidden_size, in.outputs));
     add_lstm_stage(*this, lstm);
     plan_stages(c);
@@ -53,7 +53,7 @@ struct CnnBiLstmImpl : StagedModel {
   }
   torch::nn::Sequential features{nullptr};
   torch::nn::LSTM lstm{nullptr};
-  torch::nn::Dropout drop{nullptr};
+  CounterDropout drop{nullptr};
   torch::nn::Linear head{nullptr};
 };
 

@@ -79,7 +79,7 @@ struct ResNetImpl : ModelImpl {
       }
     }
     plan = checkpoint_plan(static_cast<std::int64_t>(blocks.size()), c.checkpoint_every, c.checkpoint_blocks);
-    if (c.dropout > 0) dropout = register_module("dropout", torch::nn::Dropout(c.dropout));
+    if (c.dropout > 0) dropout = register_module("dropout", CounterDropout(c.dropout, c.fused_kernels));
     fc = register_module("fc", torch::nn::Linear(channels, in.outputs));
     assign_piece("dropout", pipeline_blocks() + 1);
     assign_piece("fc", pipeline_blocks() + 1);
@@ -100,7 +100,7 @@ struct ResNetImpl : ModelImpl {
   torch::nn::Sequential stem;
   std::vector<std::shared_ptr<ResidualBlock>> blocks;
   std::vector<bool> plan;
-  torch::nn::Dropout dropout{nullptr};
+  CounterDropout dropout{nullptr};
   torch::nn::Linear fc{nullptr};
 };
 

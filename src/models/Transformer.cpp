@@ -7,7 +7,8 @@ namespace {
 // A pre-norm Transformer encoder block: x + attention(LN(x)), then x + MLP(LN(x)), with
 // LibTorch's fused scaled-dot-product attention.
 struct EncoderBlock : BlockImpl {
-  EncoderBlock(std::int64_t dim, std::int64_t heads, double mlp_ratio, double dropout) : heads_(heads), p_(dropout) {
+  EncoderBlock(std::int64_t dim, std::int64_t heads, double mlp_ratio, const ModelConfig& c)
+      : heads_(heads), p_(c.dropout) {
     norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
     qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
     proj = register_module("proj", torch::nn::Linear(dim, dim));
@@ -15,7 +16,7 @@ struct EncoderBlock : BlockImpl {
     const auto hidden = static_cast<std::int64_t>(static_cast<double>(dim) * mlp_ratio);
     fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
     fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
-    drop = register_module("drop", torch::nn::Dropout(dropout));
+    drop = register_module("drop", CounterDropout(c.dropout, c.fused_kernels));
   }
   torch::Tensor forward(torch::Tensor x) override {
     const auto n = x.size(0), t = x.size(1), d = x.size(2);
@@ -29,7 +30,7 @@ struct EncoderBlock : BlockImpl {
   double p_;
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
   torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr}, fc2{nullptr};
-  torch::nn::Dropout drop{nullptr};
+  CounterDropout drop{nullptr};
 };
 
 // Transformer encoder over tokens: image patches ([C, H, W]: a strided convolution embeds
@@ -65,7 +66,7 @@ struct TransformerImpl : ModelImpl {
     position = register_parameter("position", torch::randn({1, tokens, d}) * 0.02);
     for (const char* path : {"patch", "step", "feature_embedding", "feature_bias", "position"}) assign_piece(path, 0);
     for (std::int64_t i = 0; i < c.layers; ++i) {
-      auto block = std::make_shared<EncoderBlock>(d, c.heads, c.mlp_ratio, c.dropout);
+      auto block = std::make_shared<EncoderBlock>(d, c.heads, c.mlp_ratio, c);
       register_module("block" + std::to_string(i), block);
       blocks.push_back(block);
       assign_piece("block" + std::to_string(i), i + 1);

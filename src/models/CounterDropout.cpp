@@ -1,0 +1,69 @@
+#include "models/CounterDropout.hpp"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <mutex>
+
+#include "models/DropoutKernels.hpp"
+
+namespace hpctrain {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+std::uint32_t threshold_of(double p) {
+  return static_cast<std::uint32_t>(std::min(std::ldexp(p, 32), 4294967295.0));
+}
+
+// in (contiguous float) masked and scaled into a new tensor, over LibTorch's intra-op threads.
+torch::Tensor masked(const torch::Tensor& in, std::uint64_t seed, double p) {
+  auto out = torch::empty_like(in, torch::MemoryFormat::Contiguous);
+  const float* src = in.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const auto threshold = threshold_of(p);
+  const auto scale = static_cast<float>(1.0 / (1.0 - p));
+  at::parallel_for(0, in.numel(), 1 << 15, [&](std::int64_t begin, std::int64_t end) {
+    kernels::apply_dropout_mask(src, begin, end, seed, threshold, scale, dst);
+  });
+  return out;
+}
+
+struct Apply : torch::autograd::Function<Apply> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, double p, std::int64_t seed) {
+    RECORD_FUNCTION("hpctrain::counter_dropout", std::vector<c10::IValue>({x}));
+    ctx->saved_data["p"] = p;
+    ctx->saved_data["seed"] = seed;
+    return masked(x.contiguous(), static_cast<std::uint64_t>(seed), p);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    RECORD_FUNCTION("hpctrain::counter_dropout_backward", std::vector<c10::IValue>({grads[0]}));
+    const auto seed = static_cast<std::uint64_t>(ctx->saved_data["seed"].toInt());
+    return {masked(grads[0].to(torch::kFloat).contiguous(), seed, ctx->saved_data["p"].toDouble()), torch::Tensor(),
+            torch::Tensor()};
+  }
+};
+
+std::uint64_t next_seed() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get<at::CPUGeneratorImpl>()->random64();
+}
+
+}  // namespace
+
+torch::Tensor counter_dropout(const torch::Tensor& x, double p, std::uint64_t seed) {
+  return Apply::apply(x, p, static_cast<std::int64_t>(seed));
+}
+
+torch::Tensor CounterDropoutImpl::forward(const torch::Tensor& x) {
+  if (!is_training() || p_ <= 0) return x;
+  if (fused_ && p_ < 1 && x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.is_contiguous()) {
+    return counter_dropout(x, p_, next_seed());
+  }
+  return torch::dropout(x, p_, true);
+}
+
+}  // namespace hpctrain

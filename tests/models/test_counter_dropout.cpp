@@ -1,0 +1,88 @@
+// models/CounterDropout: dropout whose mask is a hash of (seed, element): each element kept
+// with probability 1 - p and scaled by 1 / (1 - p), neighbours independent, the backward
+// through the forward's mask, the same mask for the same seed on any number of threads, the
+// seed drawn from LibTorch's generator (train.seed fixes a run), identity in evaluation.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "models/CounterDropout.hpp"
+#include "models/DropoutKernels.hpp"
+
+namespace hpctrain {
+namespace {
+
+std::uint32_t threshold(double p) { return static_cast<std::uint32_t>(std::ldexp(p, 32)); }
+
+TEST(CounterDropout, KeepsOneMinusPIndependently) {
+  const std::int64_t n = 1 << 20;
+  const double p = 0.3;
+  const auto x = torch::ones({n});
+  const auto y = counter_dropout(x, p, 12345);
+  const double kept = y.ne(0).sum().item<double>() / static_cast<double>(n);
+  const double sd = std::sqrt(p * (1 - p) / static_cast<double>(n));
+  EXPECT_NEAR(kept, 1 - p, 5 * sd);
+  // Neighbours (i, i + 1) and (i, i + 16) both kept as often as independent draws are.
+  const auto k = y.ne(0).to(torch::kDouble);
+  for (const std::int64_t lag : {1, 16, 1024}) {
+    const double both = (k.slice(0, 0, n - lag) * k.slice(0, lag)).mean().item<double>();
+    EXPECT_NEAR(both, (1 - p) * (1 - p), 5 * std::sqrt((1 - p) * (1 - p) / static_cast<double>(n))) << "lag " << lag;
+  }
+}
+
+TEST(CounterDropout, ForwardAndBackwardFollowTheSeedsMask) {
+  torch::manual_seed(1);
+  const double p = 0.25;
+  const std::uint64_t seed = 0x9e3779b97f4a7c15ULL;
+  auto x = torch::randn({7, 33}).requires_grad_();
+  const auto y = counter_dropout(x, p, seed);
+  const auto g = torch::randn({7, 33});
+  y.backward(g);
+  const auto scale = static_cast<float>(1.0 / (1.0 - p));
+  const auto xf = x.detach().flatten(), yf = y.detach().flatten(), gf = g.flatten(), dx = x.grad().flatten();
+  for (std::int64_t i = 0; i < xf.numel(); ++i) {
+    const bool keep = kernels::dropout_keeps(seed, i, threshold(p));
+    ASSERT_EQ(yf[i].item<float>(), keep ? xf[i].item<float>() * scale : 0.f) << i;
+    ASSERT_EQ(dx[i].item<float>(), keep ? gf[i].item<float>() * scale : 0.f) << i;
+  }
+}
+
+TEST(CounterDropout, SameMaskOnAnyNumberOfThreadsOtherMaskForAnotherSeed) {
+  const auto x = torch::randn({300000});
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  const auto one = counter_dropout(x, 0.5, 7);
+  at::set_num_threads(2);
+  const auto two = counter_dropout(x, 0.5, 7);
+  at::set_num_threads(threads);
+  EXPECT_TRUE(torch::equal(one, two));
+  EXPECT_FALSE(torch::equal(one, counter_dropout(x, 0.5, 8)));
+}
+
+TEST(CounterDropout, ModuleDrawsItsSeedFromLibTorchsGenerator) {
+  CounterDropout drop(0.4, /*fused=*/true);
+  const auto x = torch::randn({64, 50});
+  torch::manual_seed(3);
+  const auto a = drop->forward(x);
+  const auto b = drop->forward(x);  // the generator moved on: another mask
+  torch::manual_seed(3);
+  EXPECT_TRUE(torch::equal(drop->forward(x), a));
+  EXPECT_FALSE(torch::equal(a, b));
+  drop->eval();
+  EXPECT_TRUE(torch::equal(drop->forward(x), x));
+  // Switched off (model.fused_kernels=false), GPUs and other dtypes: LibTorch's dropout.
+  CounterDropout plain(0.4, /*fused=*/false);
+  torch::manual_seed(3);
+  const auto want = torch::dropout(x, 0.4, true);
+  torch::manual_seed(3);
+  EXPECT_TRUE(torch::equal(plain->forward(x), want));
+  torch::manual_seed(3);
+  const auto dbl = x.to(torch::kDouble);
+  const auto want_dbl = torch::dropout(dbl, 0.4, true);
+  torch::manual_seed(3);
+  EXPECT_TRUE(torch::equal(CounterDropout(0.4, true)->forward(dbl), want_dbl));
+}
+
+}  // namespace
+}  // namespace hpctrain
