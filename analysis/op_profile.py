@@ -19,7 +19,7 @@ Phases. Events are nested per thread by time (a child lies inside its parent on 
              optimizer's per-parameter operators, gradient unscaling and clipping, metrics.
 A trace without fwdbwd flow events gets "backward" and "other" only. Operators on other
 threads take the phase of the main thread (the one with most events) at their start. hpctrain
-adds no record_function markers (no ProfilerStep#, no "Optimizer"); these rules stand in for them.
+adds no step or phase markers (no ProfilerStep#, no "Optimizer"); these rules stand in for them.
 Steps are counted as forward-then-backward sequences on the main thread (--steps overrides).
 
 Times. Self time: an event's duration less its direct children's on the same thread.

@@ -48,6 +48,10 @@ Bytes (every tensor argument read once, the output written once, unless listed):
   hpctrain::batch_norm_relu_pool_backward (recorded with grad_output g, a quarter of the input):
     g, the output and the input-at-maximum read for the sums (3g), then the input (4g), g, the
     output and the positions (g/4) read and the input gradient written (4g): 13.25x g.
+    (Both rules are for float32; with bfloat16 tensors the input-at-maximum stays float32 and
+    the estimate is off by that share.)
+  hpctrain::counter_dropout and its backward (models/CounterDropout.hpp): the input read and
+    the output written: 2x the input (the mask is computed, not read).
 Anything else (views, allocations, RNG such as bernoulli_, indexing) has no work estimate."""
 import ast
 import math
@@ -64,7 +68,8 @@ ELEMENTWISE = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "addc
                "leaky_relu", "leaky_relu_backward", "eq", "ne", "isfinite", "isneginf", "masked_fill_"}
 REDUCTIONS = {"sum", "mean", "norm", "linalg_vector_norm", "argmax", "amax", "max", "min", "all", "any",
               "mse_loss", "mse_loss_backward", "nll_loss_forward", "nll_loss_backward", "_foreach_norm"}
-HPCTRAIN_BYTES = {"hpctrain::batch_norm_relu_pool": 3.5625, "hpctrain::batch_norm_relu_pool_backward": 13.25}
+HPCTRAIN_BYTES = {"hpctrain::batch_norm_relu_pool": 3.5625, "hpctrain::batch_norm_relu_pool_backward": 13.25,
+                  "hpctrain::counter_dropout": 2.0, "hpctrain::counter_dropout_backward": 2.0}
 CONV_FORWARD = {  # name -> (stride, padding, dilation, transposed, groups) argument indices (None: absent)
     "conv1d": (3, 4, 5, None, 6), "conv2d": (3, 4, 5, None, 6), "conv3d": (3, 4, 5, None, 6),
     "convolution": (3, 4, 5, 6, 8), "_convolution": (3, 4, 5, 6, 8),

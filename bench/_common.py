@@ -1,8 +1,10 @@
 """What every benchmark script records with its figures (docs/benchmarks.md): the date, the
 commit, the machine and the command, and a wait for a quiet machine before each run."""
 import datetime
+import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -53,3 +55,28 @@ def fashion_tensors(path, n, seed):
     x = torch.from_numpy((images - images.mean()) / images.std())
     y = torch.from_numpy(labels)
     return x, y, torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+
+
+def median_seconds(f, repeats):
+    """The median wall time of f() over `repeats` calls, after one warm-up call."""
+    f()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def write_results(name, result):
+    """Writes bench/results/<date>-<name>.json (or -2, -3, ... beside an earlier run of the day:
+    every run kept) and returns its path."""
+    day = datetime.date.today().isoformat()
+    path = os.path.join(ROOT, "bench", "results", f"{day}-{name}.json")
+    n = 2
+    while os.path.exists(path):
+        path = os.path.join(ROOT, "bench", "results", f"{day}-{name}-{n}.json")
+        n += 1
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    return path

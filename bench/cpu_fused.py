@@ -1,8 +1,9 @@
 """hpctrain's fused CPU operators against LibTorch's layers, in one binary: the same training
 run with the defaults (model.fused_kernels=true, optimizer.fused=auto: the fused batch norm,
-ReLU and pooling and ATen's fused AdamW) and with both off (LibTorch's layers one by one and its
-per-parameter AdamW loop, what hpctrain ran before), alternating, for each recipe and rank count; samples/s over the training loop and the per-step phases from report.json,
-medians of --repeats pairs (docs/benchmarks.md, "CPU step: fused batch norm, ReLU and pooling").
+ReLU and pooling, the counter-based dropout and ATen's fused AdamW) and with both off
+(LibTorch's layers and dropout and its per-parameter AdamW loop, what hpctrain ran before),
+alternating, for each recipe and rank count; samples/s over the training loop and the
+per-step phases from report.json, medians of --repeats pairs (docs/benchmarks.md, "CPU step").
 
     .venv/bin/python bench/cpu_fused.py --repeats 5
     .venv/bin/python bench/cpu_fused.py --recipes cnn --ranks 1,2 --repeats 3 --samples 12800
@@ -23,7 +24,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, provenance, wait_for_quiet  # noqa: E402
+from _common import ROOT, provenance, wait_for_quiet, write_results  # noqa: E402
 
 RECIPES = {  # name: (config, batch per rank, overrides on both sides)
     "cnn": ("configs/fashion_mnist_cnn.json", 64, []),
@@ -56,8 +57,7 @@ def train(binary, recipe, ranks, fused, samples):
         report = json.load(f)
     steps = report["time_per_step_ms"]
     phases = {k: (steps[k]["mean"] if isinstance(steps[k], dict) else steps[k]) for k in PHASES if k in steps}
-    return {"samples_per_s": report["training"]["samples_per_s"], "phases_ms": phases,
-            "final_loss": report.get("final", {}).get("train_loss")}, " ".join(cmd)
+    return {"samples_per_s": report["training"]["samples_per_s"], "phases_ms": phases}, " ".join(cmd)
 
 
 def median_phases(runs):
@@ -101,14 +101,7 @@ def main():
                   f"fused {entry['fused']['median_phases_ms']}", flush=True)
     out = dict(provenance(), benchmark="cpu_fused", load_average_at_start=load, load_average_at_end=os.getloadavg(),
                repeats=a.repeats, samples=a.samples, train_commands=commands, results=results)
-    path = os.path.join(ROOT, "bench", "results", f"{out['date'][:10]}-cpu-fused.json")
-    n = 2
-    while os.path.exists(path):  # every run kept
-        path = os.path.join(ROOT, "bench", "results", f"{out['date'][:10]}-cpu-fused-{n}.json")
-        n += 1
-    with open(path, "w") as f:
-        json.dump(out, f, indent=1)
-    print("wrote", path)
+    print("wrote", write_results("cpu-fused", out))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "analysis"))
-from _common import ROOT, provenance, wait_for_quiet  # noqa: E402
+from _common import ROOT, median_seconds, provenance, wait_for_quiet  # noqa: E402
 import op_profile  # noqa: E402
 
 FAMILIES = {  # name -> (config, overrides); batch sizes are the configs' unless given
@@ -84,14 +83,6 @@ def wait_until_idle(max_busy, max_wait):
             return share
 
 
-def median_s(f, repeats):
-    f()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def peaks(threads, gemm_n, repeats):
@@ -100,11 +91,11 @@ def peaks(threads, gemm_n, repeats):
     torch.set_num_threads(threads)
     a, b = torch.randn(gemm_n, gemm_n), torch.randn(gemm_n, gemm_n)
     c = torch.empty(gemm_n, gemm_n)
-    sgemm = 2 * gemm_n ** 3 / median_s(lambda: torch.mm(a, b, out=c), repeats) / 1e9
+    sgemm = 2 * gemm_n ** 3 / median_seconds(lambda: torch.mm(a, b, out=c), repeats) / 1e9
     n = 64 * 2 ** 20  # 256 MiB of float32
     x, y, z = torch.rand(n), torch.empty(n), torch.rand(n)
-    copy = 2 * 4 * n / median_s(lambda: y.copy_(x), repeats) / 1e9
-    triad = 3 * 4 * n / median_s(lambda: torch.add(x, z, alpha=3.0, out=y), repeats) / 1e9
+    copy = 2 * 4 * n / median_seconds(lambda: y.copy_(x), repeats) / 1e9
+    triad = 3 * 4 * n / median_seconds(lambda: torch.add(x, z, alpha=3.0, out=y), repeats) / 1e9
     return {"threads": threads, "sgemm_gflops": sgemm, "copy_gbs": copy, "triad_gbs": triad,
             "gemm_n": gemm_n, "array_mib": 4 * n / 2 ** 20, "repeats": repeats, "torch": torch.__version__}
 

@@ -19,23 +19,19 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import tempfile
-import time
 
 import torch
 import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import median_seconds, write_results  # noqa: E402
 
 
 def median_ms(f, repeats):
-    f()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    return median_seconds(f, repeats) * 1e3
 
 
 def operators(repeats):
@@ -172,14 +168,7 @@ def main():
     }
     print(f"median over {a.repeats}: baseline {statistics.median(base):.0f}, candidate {statistics.median(cand):.0f} "
           f"samples/s, ratio {statistics.median(ratios):.3f}")
-    path = os.path.join(ROOT, "bench", "results", f"{result['date']}-cpu-pool.json")
-    n = 2
-    while os.path.exists(path):  # every run kept
-        path = os.path.join(ROOT, "bench", "results", f"{result['date']}-cpu-pool-{n}.json")
-        n += 1
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-    print("wrote", path)
+    print("wrote", write_results("cpu-pool", result))
 
 
 if __name__ == "__main__":

@@ -65,10 +65,9 @@ std::vector<SchemaEntry> data_and_model_entries() {
            "within noise of the default (docs/benchmarks.md)."),
        bind(&Config::model, &ModelConfig::channels_last)},
       {key("model.fused_kernels", K::Boolean, "true", none, none, {},
-           "Run hpctrain's fused CPU operators where the model has them: a CNN stage's batch norm, ReLU and 2x2 max "
-           "pool as one operator in training (models/NormPool.hpp; 1.5x the default CNN's step on one core, "
-           "docs/benchmarks.md). Results agree with LibTorch's layers within float rounding of the batch "
-           "statistics; false runs the layers one by one (LibTorch's exact rounding, and the benchmarks' baseline)."),
+           "CPU training: a CNN stage's batch norm, ReLU and 2x2 max pool as one operator (float32, bfloat16; within "
+           "float rounding of the layers) and counter-based dropout (same keep rate, other masks than LibTorch's); "
+           "docs/models.md, docs/benchmarks.md \"CPU step\". false: LibTorch's layers and dropout."),
        bind(&Config::model, &ModelConfig::fused_kernels)},
       {key("model.blocks", K::IntegerList, "[2, 2, 2, 2]", 1.0, 1000.0, {},
            "ResNet: residual blocks in each stage; each stage after the first halves the resolution and doubles the "
@@ -154,7 +153,7 @@ std::vector<SchemaEntry> training_entries() {
       {key("optimizer.fused", K::String, "\"auto\"", none, none, {"auto", "on", "off"},
            "Adam/AdamW through ATen's fused multi-tensor kernel (one launch for all parameters) instead of "
            "LibTorch's per-parameter loop (about ten operations each); auto: fused (on CPUs and GPUs alike: on CPUs "
-           "ATen's fused kernel made the default CNN's AdamW step 2.5x faster). Same state, so checkpoints move "
+           "ATen's fused kernel made the default CNN's AdamW step 2.7x faster). Same state, so checkpoints move "
            "between the two."),
        bind(&Config::optimizer, &OptimizerConfig::fused)},
       // schedule

@@ -55,6 +55,7 @@ std::uint64_t next_seed() {
 }  // namespace
 
 torch::Tensor counter_dropout(const torch::Tensor& x, double p, std::uint64_t seed) {
+  TORCH_CHECK(p >= 0 && p < 1, "counter_dropout: p must be in [0, 1), got ", p);
   return Apply::apply(x, p, static_cast<std::int64_t>(seed));
 }
 

@@ -1,10 +1,6 @@
 #include "models/DropoutKernels.hpp"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define HPCTRAIN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define HPCTRAIN_CLONES
-#endif
+#include "models/KernelTargets.hpp"
 
 namespace hpctrain::kernels {
 namespace {
@@ -33,6 +29,8 @@ HPCTRAIN_CLONES void apply_dropout_mask(const float* __restrict in, std::int64_t
   for (std::int64_t i = begin; i < end; ++i) out[i] = draw(seed, i) >= threshold ? in[i] * scale : 0.f;
 }
 
-bool dropout_keeps(std::uint64_t seed, std::int64_t i, std::uint32_t threshold) { return draw(seed, i) >= threshold; }
+bool dropout_keeps(std::uint64_t seed, std::int64_t i, std::uint32_t threshold) {
+  return draw(seed, i) >= threshold;
+}
 
 }  // namespace hpctrain::kernels

@@ -14,7 +14,9 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-kernels::Planes planes(const torch::Tensor& x) { return {x.size(0), x.size(1), x.size(2), x.size(3)}; }
+kernels::Planes planes(const torch::Tensor& x) {
+  return {x.size(0), x.size(1), x.size(2), x.size(3)};
+}
 
 // Runs f(c0, c1) over channel ranges on LibTorch's intra-op threads.
 template <typename F>
@@ -22,7 +24,9 @@ void over_channels(std::int64_t channels, F&& f) {
   at::parallel_for(0, channels, 1, [&](std::int64_t c0, std::int64_t c1) { f(c0, c1); });
 }
 
-torch::Tensor f64(std::int64_t n) { return torch::empty({n}, torch::kDouble); }
+torch::Tensor f64(std::int64_t n) {
+  return torch::empty({n}, torch::kDouble);
+}
 
 // The kernels' element pointer: float, or bfloat16 as its 16 bits.
 template <typename T>
@@ -107,7 +111,7 @@ struct NormReluPool : torch::autograd::Function<NormReluPool> {
     const auto dot = sum_gx.to(torch::kFloat), total = sum_g.to(torch::kFloat);
     torch::Tensor dx;
     if (ctx->needs_input_grad(0)) {
-      // LibTorch's batch-norm backward: dx = (dy - (x - mean) * k - mean(dy)) * invstd * w.
+      // LibTorch's batch-norm backward: dx = ((dy - (x - mean) * k) - mean(dy)) * invstd * w.
       const auto k = (dot * invstd * invstd / count).contiguous();
       const auto mean_g = (total / count).contiguous();
       const auto scale = (invstd * weight).contiguous();
@@ -134,7 +138,7 @@ bool fused_norm_pool_applies(const torch::Tensor& x, const torch::nn::BatchNorm2
   // the layers then normalize in float with float parameters and return bfloat16, as here.
   const auto dtype = x.scalar_type();
   return bn.is_training() && bn.options.affine() && x.device().is_cpu() &&
-         (dtype == torch::kFloat || dtype == torch::kBFloat16) && x.dim() == 4 && x.is_contiguous() &&
+         (dtype == torch::kFloat || dtype == torch::kBFloat16) && x.dim() == 4 && x.is_contiguous() && x.size(0) > 0 &&
          x.size(2) >= 2 && x.size(3) >= 2 && bn.weight.scalar_type() == torch::kFloat;
 }
 

@@ -2,11 +2,11 @@
 // A CNN stage's batch norm, ReLU and 2x2 max pool as one CPU operator in training.
 //
 // On CPUs these three layers cost more than the convolution before them (the default CNN,
-// one thread: about 16 ms of a 36 ms step against 15 ms of convolutions running near the
-// sgemm peak): each reads and writes full-size tensors several times, batch norm's backward
-// alone four times. Fused, the forward reads its input three times and writes a quarter-size
-// output; the backward reads quarter-size arrays once and the input once more while writing
-// its gradient (models/NormPoolKernels.hpp).
+// one thread: about 21 ms of a 41 ms traced step, against 14 ms of convolutions at 58-64% of
+// the sgemm peak; bench/results/2026-12-05-cpu-ops-layers.json): each reads and writes
+// full-size tensors several times, batch norm's backward alone five times. Fused, the forward reads its input three
+// times and writes a quarter-size output; the backward reads quarter-size arrays once and the input once more while
+// writing its gradient (models/NormPoolKernels.hpp).
 //
 // What it computes is what the layers compute: the same statistics (within float rounding;
 // summed in another order), the same normalized values and window maxima (ties to the first

@@ -7,17 +7,11 @@
 #include <type_traits>
 #include <vector>
 
+#include "models/KernelTargets.hpp"
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define HPCTRAIN_AVX512 1
-#endif
-
-// One clone per instruction set, chosen when the library loads (GCC's function
-// multi-versioning); the loops are written so that each vectorizes over a row's windows.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define HPCTRAIN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define HPCTRAIN_CLONES
 #endif
 
 namespace hpctrain::kernels {
@@ -60,7 +54,10 @@ HPCTRAIN_CLONES double plane_squares(const float* p, std::int64_t n, float shift
   return total;
 }
 
-inline float relu(float v) { return v < 0.f ? 0.f : v; }  // NaN passes, as in LibTorch's relu
+// NaN passes, as in LibTorch's relu.
+inline float relu(float v) {
+  return v < 0.f ? 0.f : v;
+}
 
 // `v` rounded to the nearest bfloat16 (ties to even; NaN stays NaN), kept as a float.
 inline float round_bf16(float v) {
@@ -79,13 +76,12 @@ inline float normalized(float x, float a, float b, bool bf16) {
   return bf16 ? round_bf16(v) : v;
 }
 
-// The pooled row `oh` of one plane.
-// Written so that it vectorizes: `!(v <= m)` is LibTorch's `v > m || isnan(v)` wherever m
-// is a number, and m is NaN only where the whole channel is (its statistics include every
-// value), so that all four are NaN and both rules pick the last.
-void pool_row_scalar(const float* __restrict r0, const float* __restrict r1, std::int64_t wo, float a,
-                              float b, float* __restrict out, std::uint8_t* __restrict where, float* __restrict at,
-                     bool bf16) {
+// The pooled row `oh` of one plane (the portable form of pool_row_avx512). `!(v <= m)` is
+// LibTorch's `v > m || isnan(v)` wherever m is a number, and m is NaN only where the whole
+// channel is (its statistics include every value), so that all four are NaN and both rules
+// pick the last.
+void pool_row_scalar(const float* __restrict r0, const float* __restrict r1, std::int64_t wo, float a, float b,
+                     float* __restrict out, std::uint8_t* __restrict where, float* __restrict at, bool bf16) {
   for (std::int64_t ow = 0; ow < wo; ++ow) {
     const float x0 = r0[2 * ow], x1 = r0[2 * ow + 1], x2 = r1[2 * ow], x3 = r1[2 * ow + 1];
     const float v0 = relu(normalized(x0, a, b, bf16)), v1 = relu(normalized(x1, a, b, bf16)),
@@ -136,9 +132,8 @@ struct GradConstants {
 
 // Input gradient of one pooled row's two input rows.
 void grad_row_scalar(const float* __restrict r0, const float* __restrict r1, const float* __restrict g,
-                              const float* __restrict out, const std::uint8_t* __restrict where, std::int64_t wo,
-                              const GradConstants& c, float* __restrict d0,
-                       float* __restrict d1) {
+                     const float* __restrict out, const std::uint8_t* __restrict where, std::int64_t wo,
+                     const GradConstants& c, float* __restrict d0, float* __restrict d1) {
   for (std::int64_t ow = 0; ow < wo; ++ow) {
     const float gi = out[ow] > 0.f ? g[ow] : 0.f;
     const int k = where[ow];
@@ -235,9 +230,10 @@ HPCTRAIN_AVX512_TARGET void grad_row_avx512(const float* r0, const float* r1, co
   for (std::int64_t ow = 0; ow < wo; ow += 16) {
     const WindowMasks m(std::min<std::int64_t>(16, wo - ow));
     const __m512 active = _mm512_maskz_loadu_ps(m.out, out + ow);
-    const __m512 gi = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(active, zero, _CMP_GT_OQ),
-                                          _mm512_maskz_loadu_ps(m.out, g + ow));
-    const __m512i pos = _mm512_mask_cvtepu8_epi32(_mm512_setzero_si512(), m.out, _mm_maskz_loadu_epi8(m.out, where + ow));
+    const __m512 gi =
+        _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(active, zero, _CMP_GT_OQ), _mm512_maskz_loadu_ps(m.out, g + ow));
+    const __m512i pos =
+        _mm512_mask_cvtepu8_epi32(_mm512_setzero_si512(), m.out, _mm_maskz_loadu_epi8(m.out, where + ow));
     __m512 x[4];
     load_pairs(r0 + 2 * ow, m, d, x[0], x[1]);
     load_pairs(r1 + 2 * ow, m, d, x[2], x[3]);
@@ -380,7 +376,9 @@ void grad_plane(const float* x, const float* g, const float* out, const std::uin
 
 }  // namespace
 
-void use_scalar_loops(bool on) { scalar_only.store(on, std::memory_order_relaxed); }
+void use_scalar_loops(bool on) {
+  scalar_only.store(on, std::memory_order_relaxed);
+}
 
 template <typename T>
 void channel_moments(const T* x, const Planes& s, std::int64_t c0, std::int64_t c1, double* mean, double* squares) {
@@ -434,9 +432,9 @@ void norm_relu_pool_sums(const T* grad_out, const T* out, const float* at, const
 }
 
 template <typename T>
-void norm_relu_pool_input_grad(const T* x, const T* grad_out, const T* out, const std::uint8_t* where,
-                               const Planes& s, std::int64_t c0, std::int64_t c1, const float* mean,
-                               const float* mean_g, const float* k, const float* scale, T* dx) {
+void norm_relu_pool_input_grad(const T* x, const T* grad_out, const T* out, const std::uint8_t* where, const Planes& s,
+                               std::int64_t c0, std::int64_t c1, const float* mean, const float* mean_g, const float* k,
+                               const float* scale, T* dx) {
   auto& buf = scratch();
   for (std::int64_t n = 0; n < s.n; ++n)
     for (std::int64_t c = c0; c < c1; ++c) {
@@ -449,15 +447,15 @@ void norm_relu_pool_input_grad(const T* x, const T* grad_out, const T* out, cons
     }
 }
 
-#define HPCTRAIN_NORM_POOL_TYPES(T)                                                                               \
-  template void channel_moments<T>(const T*, const Planes&, std::int64_t, std::int64_t, double*, double*);       \
-  template void norm_relu_pool<T>(const T*, const Planes&, std::int64_t, std::int64_t, const float*,            \
-                                  const float*, T*, std::uint8_t*, float*);                                      \
-  template void norm_relu_pool_sums<T>(const T*, const T*, const float*, const Planes&, std::int64_t,            \
-                                       std::int64_t, const float*, double*, double*);                            \
-  template void norm_relu_pool_input_grad<T>(const T*, const T*, const T*, const std::uint8_t*, const Planes&,   \
-                                             std::int64_t, std::int64_t, const float*, const float*,             \
-                                             const float*, const float*, T*);
+#define HPCTRAIN_NORM_POOL_TYPES(T)                                                                                    \
+  template void channel_moments<T>(const T*, const Planes&, std::int64_t, std::int64_t, double*, double*);             \
+  template void norm_relu_pool<T>(const T*, const Planes&, std::int64_t, std::int64_t, const float*, const float*, T*, \
+                                  std::uint8_t*, float*);                                                              \
+  template void norm_relu_pool_sums<T>(const T*, const T*, const float*, const Planes&, std::int64_t, std::int64_t,    \
+                                       const float*, double*, double*);                                                \
+  template void norm_relu_pool_input_grad<T>(const T*, const T*, const T*, const std::uint8_t*, const Planes&,         \
+                                             std::int64_t, std::int64_t, const float*, const float*, const float*,     \
+                                             const float*, T*);
 HPCTRAIN_NORM_POOL_TYPES(float)
 HPCTRAIN_NORM_POOL_TYPES(Bf16)
 #undef HPCTRAIN_NORM_POOL_TYPES

@@ -1,8 +1,10 @@
 #pragma once
 // The loops behind models/NormPool.hpp: batch norm with the batch's statistics, ReLU and a
-// 2x2 stride-2 max pool over NCHW float planes, forward and backward, each over a range of
-// channels (the caller spreads channels over threads). No LibTorch here: the file is compiled
-// at -O3 with a clone per instruction set (AVX-512, AVX2, baseline) chosen at load time.
+// 2x2 stride-2 max pool over NCHW planes (float32 or bfloat16), forward and backward, each over
+// a range of channels (the caller spreads channels over threads). No LibTorch here: the file is
+// compiled at -O3; the window loops and gradient sums take an AVX-512 form where the CPU has
+// it (chosen at run time, a portable form elsewhere with the same bits), the plane sums a clone
+// per instruction set (models/KernelTargets.hpp).
 //
 // Forward reads the input three times (mean, squared deviations, then normalize, ReLU and
 // pool in one pass) and writes only the pooled output, the position of each window's maximum
@@ -42,14 +44,14 @@ template <typename T>
 void norm_relu_pool_sums(const T* grad_out, const T* out, const float* at, const Planes& s, std::int64_t c0,
                          std::int64_t c1, const float* mean, double* sum_g, double* sum_gx);
 
-// Backward, second pass: batch norm's input gradient
-//   dx = (g - mean_g[c] - (x - mean[c]) * k[c]) * scale[c]
+// Backward, second pass: batch norm's input gradient, in this order of operations
+//   dx = ((g - (x - mean[c]) * k[c]) - mean_g[c]) * scale[c]
 // with g the window's gradient at its maximum's position and zero at every other position
 // (also in a last row or column that no window covers).
 template <typename T>
-void norm_relu_pool_input_grad(const T* x, const T* grad_out, const T* out, const std::uint8_t* where,
-                               const Planes& s, std::int64_t c0, std::int64_t c1, const float* mean,
-                               const float* mean_g, const float* k, const float* scale, T* dx);
+void norm_relu_pool_input_grad(const T* x, const T* grad_out, const T* out, const std::uint8_t* where, const Planes& s,
+                               std::int64_t c0, std::int64_t c1, const float* mean, const float* mean_g, const float* k,
+                               const float* scale, T* dx);
 
 // Tests: the portable loops instead of the AVX-512 ones on a machine that has AVX-512 (both
 // give the same bits).

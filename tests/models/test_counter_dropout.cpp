@@ -13,7 +13,9 @@
 namespace hpctrain {
 namespace {
 
-std::uint32_t threshold(double p) { return static_cast<std::uint32_t>(std::ldexp(p, 32)); }
+std::uint32_t threshold(double p) {
+  return static_cast<std::uint32_t>(std::ldexp(p, 32));
+}
 
 TEST(CounterDropout, KeepsOneMinusPIndependently) {
   const std::int64_t n = 1 << 20;
