@@ -18,12 +18,6 @@ kernels::Planes planes(const torch::Tensor& x) {
   return {x.size(0), x.size(1), x.size(2), x.size(3)};
 }
 
-// Runs f(c0, c1) over channel ranges on LibTorch's intra-op threads.
-template <typename F>
-void over_channels(std::int64_t channels, F&& f) {
-  at::parallel_for(0, channels, 1, [&](std::int64_t c0, std::int64_t c1) { f(c0, c1); });
-}
-
 torch::Tensor f64(std::int64_t n) {
   return torch::empty({n}, torch::kDouble);
 }
@@ -38,13 +32,17 @@ T* ptr(const torch::Tensor& t) {
   }
 }
 
-// f.template operator()<T>() with T the kernels' element type for `t`'s dtype.
+// Runs f(T{}, c0, c1) over ranges of `t`'s channels on LibTorch's intra-op threads, T the
+// kernels' element type for t's dtype (float, or bfloat16 as its 16 bits).
 template <typename F>
-void with_element(const torch::Tensor& t, F&& f) {
+void over_channels(const torch::Tensor& t, F&& f) {
+  const auto run = [&](auto element) {
+    at::parallel_for(0, t.size(1), 1, [&](std::int64_t c0, std::int64_t c1) { f(element, c0, c1); });
+  };
   if (t.scalar_type() == torch::kBFloat16) {
-    f(kernels::Bf16{});
+    run(kernels::Bf16{});
   } else {
-    f(float{});
+    run(float{});
   }
 }
 
@@ -58,11 +56,9 @@ struct NormReluPool : torch::autograd::Function<NormReluPool> {
     const auto s = planes(x);
     const auto count = static_cast<double>(s.n * s.plane());
     auto mean = f64(s.c), squares = f64(s.c);
-    with_element(x, [&](auto element) {
+    over_channels(x, [&](auto element, std::int64_t c0, std::int64_t c1) {
       using T = decltype(element);
-      over_channels(s.c, [&](std::int64_t c0, std::int64_t c1) {
-        kernels::channel_moments(ptr<T>(x), s, c0, c1, mean.data_ptr<double>(), squares.data_ptr<double>());
-      });
+      kernels::channel_moments(ptr<T>(x), s, c0, c1, mean.data_ptr<double>(), squares.data_ptr<double>());
     });
     const auto var = squares / count;
     const auto invstd = (var + eps).rsqrt().to(torch::kFloat);
@@ -72,12 +68,10 @@ struct NormReluPool : torch::autograd::Function<NormReluPool> {
     auto out = torch::empty({s.n, s.c, s.h / 2, s.w / 2}, x.options());
     auto where = torch::empty(out.sizes(), x.options().dtype(torch::kUInt8));
     auto at = torch::empty(out.sizes(), x.options().dtype(torch::kFloat));
-    with_element(x, [&](auto element) {
+    over_channels(x, [&](auto element, std::int64_t c0, std::int64_t c1) {
       using T = decltype(element);
-      over_channels(s.c, [&](std::int64_t c0, std::int64_t c1) {
-        kernels::norm_relu_pool(ptr<T>(x), s, c0, c1, alpha.data_ptr<float>(), beta.data_ptr<float>(), ptr<T>(out),
-                                where.data_ptr<std::uint8_t>(), at.data_ptr<float>());
-      });
+      kernels::norm_relu_pool(ptr<T>(x), s, c0, c1, alpha.data_ptr<float>(), beta.data_ptr<float>(), ptr<T>(out),
+                              where.data_ptr<std::uint8_t>(), at.data_ptr<float>());
     });
     if (running_mean.defined()) {
       running_mean.mul_(1 - momentum).add_(mean32, momentum);
@@ -101,12 +95,10 @@ struct NormReluPool : torch::autograd::Function<NormReluPool> {
     const auto s = planes(x);
     const auto count = static_cast<double>(s.n * s.plane());
     auto sum_g = f64(s.c), sum_gx = f64(s.c);
-    with_element(x, [&](auto element) {
+    over_channels(x, [&](auto element, std::int64_t c0, std::int64_t c1) {
       using T = decltype(element);
-      over_channels(s.c, [&](std::int64_t c0, std::int64_t c1) {
-        kernels::norm_relu_pool_sums(ptr<T>(g), ptr<T>(out), at.data_ptr<float>(), s, c0, c1, mean.data_ptr<float>(),
-                                     sum_g.data_ptr<double>(), sum_gx.data_ptr<double>());
-      });
+      kernels::norm_relu_pool_sums(ptr<T>(g), ptr<T>(out), at.data_ptr<float>(), s, c0, c1, mean.data_ptr<float>(),
+                                   sum_g.data_ptr<double>(), sum_gx.data_ptr<double>());
     });
     const auto dot = sum_gx.to(torch::kFloat), total = sum_g.to(torch::kFloat);
     torch::Tensor dx;
@@ -116,13 +108,11 @@ struct NormReluPool : torch::autograd::Function<NormReluPool> {
       const auto mean_g = (total / count).contiguous();
       const auto scale = (invstd * weight).contiguous();
       dx = torch::empty_like(x);
-      with_element(x, [&](auto element) {
+      over_channels(x, [&](auto element, std::int64_t c0, std::int64_t c1) {
         using T = decltype(element);
-        over_channels(s.c, [&](std::int64_t c0, std::int64_t c1) {
-          kernels::norm_relu_pool_input_grad(ptr<T>(x), ptr<T>(g), ptr<T>(out), where.data_ptr<std::uint8_t>(), s, c0,
-                                             c1, mean.data_ptr<float>(), mean_g.data_ptr<float>(), k.data_ptr<float>(),
-                                             scale.data_ptr<float>(), ptr<T>(dx));
-        });
+        kernels::norm_relu_pool_input_grad(ptr<T>(x), ptr<T>(g), ptr<T>(out), where.data_ptr<std::uint8_t>(), s, c0, c1,
+                                           mean.data_ptr<float>(), mean_g.data_ptr<float>(), k.data_ptr<float>(),
+                                           scale.data_ptr<float>(), ptr<T>(dx));
       });
     }
     const auto dweight = ctx->needs_input_grad(1) ? dot * invstd : torch::Tensor();
