@@ -1,6 +1,17 @@
 #include "util/Sha256.hpp"
 
+#include <algorithm>
+#include <atomic>
 #include <cstring>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define HPCTRAIN_SHA_NI 1
+#include <cpuid.h>
+#include <immintrin.h>
+// Only these functions use the SHA extensions (and SSSE3/SSE4.1 for the shuffles around them);
+// the rest of the library keeps the baseline target, and the code runs only after a CPU check.
+#define HPCTRAIN_SHA_TARGET __attribute__((target("sha,sse4.1")))
+#endif
 
 namespace hpctrain {
 namespace {
@@ -19,16 +30,7 @@ inline std::uint32_t rotr(std::uint32_t x, int n) {
   return (x >> n) | (x << (32 - n));
 }
 
-}  // namespace
-
-Sha256::Sha256() {
-  state_.h = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  state_.pending.fill(0);
-  state_.total_bytes = 0;
-  state_.pending_bytes = 0;
-}
-
-void Sha256::compress(const std::uint8_t* block) {
+void compress_portable(std::uint32_t* h, const std::uint8_t* block) {
   std::uint32_t w[64];
   for (int i = 0; i < 16; ++i) {
     w[i] = (std::uint32_t(block[4 * i]) << 24) | (std::uint32_t(block[4 * i + 1]) << 16) |
@@ -39,7 +41,6 @@ void Sha256::compress(const std::uint8_t* block) {
     const std::uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
     w[i] = w[i - 16] + s0 + w[i - 7] + s1;
   }
-  auto& h = state_.h;
   std::uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
   for (int i = 0; i < 64; ++i) {
     const std::uint32_t s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25);
@@ -67,6 +68,114 @@ void Sha256::compress(const std::uint8_t* block) {
   h[7] += k;
 }
 
+#ifdef HPCTRAIN_SHA_NI
+// SHA-NI keeps the eight working variables in two registers, in the order sha256rnds2 wants
+// them: lanes 3..0 of `abef` hold A, B, E, F and those of `cdgh` hold C, D, G, H. Registers
+// below are named like that, from the highest lane down.
+
+// Four rounds, with wk = W[t..t+3] + K[t..t+3]: sha256rnds2 does two rounds from the low two
+// lanes and returns the new ABEF, while the old ABEF is the new CDGH.
+HPCTRAIN_SHA_TARGET inline void quad_round(__m128i& abef, __m128i& cdgh, __m128i w, int t) {
+  __m128i wk = _mm_add_epi32(w, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kRound + t)));
+  cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk);
+  wk = _mm_shuffle_epi32(wk, 0x0E);  // lanes 3, 2 down to 1, 0
+  abef = _mm_sha256rnds2_epu32(abef, cdgh, wk);
+}
+
+// W[t..t+3] from w0 = W[t-16..t-13], ..., w3 = W[t-4..t-1]: sha256msg1 adds sigma0 of the next
+// word to W[t-16..t-13], the shift brings in W[t-7..t-4], and sha256msg2 adds sigma1 of the
+// words two back (computing W[t], W[t+1] first, since W[t+2], W[t+3] need them).
+HPCTRAIN_SHA_TARGET inline __m128i schedule(__m128i w0, __m128i w1, __m128i w2, __m128i w3) {
+  const __m128i partial = _mm_add_epi32(_mm_sha256msg1_epu32(w0, w1), _mm_alignr_epi8(w3, w2, 4));
+  return _mm_sha256msg2_epu32(partial, w3);
+}
+
+HPCTRAIN_SHA_TARGET void compress_sha_ni(std::uint32_t* h, const std::uint8_t* blocks, std::size_t count) {
+  // Message words are big-endian; this shuffle swaps the bytes within each 32-bit lane.
+  const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  // h[0..3] = A..D and h[4..7] = E..H load as DCBA and HGFE; regroup them as ABEF and CDGH.
+  const __m128i cdab = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)), 0xB1);
+  const __m128i efgh = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 4)), 0x1B);
+  __m128i abef = _mm_alignr_epi8(cdab, efgh, 8);
+  __m128i cdgh = _mm_blend_epi16(efgh, cdab, 0xF0);
+
+  for (; count > 0; --count, blocks += 64) {
+    // The 32 dependent sha256rnds2 of a block fill the out-of-order window, so without this the
+    // next blocks' loads start late and wait on memory: 1.1 GB/s instead of 1.7 GB/s on 256 MiB
+    // here. 16 blocks ahead, and only within the buffer.
+    constexpr std::size_t kPrefetchBlocks = 16;
+    if (count > kPrefetchBlocks)
+      _mm_prefetch(reinterpret_cast<const char*>(blocks + 64 * kPrefetchBlocks), _MM_HINT_T0);
+    const __m128i abef_in = abef, cdgh_in = cdgh;
+    const auto* in = reinterpret_cast<const __m128i*>(blocks);
+    __m128i w0 = _mm_shuffle_epi8(_mm_loadu_si128(in), bswap);
+    __m128i w1 = _mm_shuffle_epi8(_mm_loadu_si128(in + 1), bswap);
+    __m128i w2 = _mm_shuffle_epi8(_mm_loadu_si128(in + 2), bswap);
+    __m128i w3 = _mm_shuffle_epi8(_mm_loadu_si128(in + 3), bswap);
+    quad_round(abef, cdgh, w0, 0);
+    quad_round(abef, cdgh, w1, 4);
+    quad_round(abef, cdgh, w2, 8);
+    quad_round(abef, cdgh, w3, 12);
+    // Rounds 16..63, the four message registers used as a ring buffer of W[t-16..t-1].
+    for (int t = 16; t < 64; t += 16) {
+      w0 = schedule(w0, w1, w2, w3);
+      quad_round(abef, cdgh, w0, t);
+      w1 = schedule(w1, w2, w3, w0);
+      quad_round(abef, cdgh, w1, t + 4);
+      w2 = schedule(w2, w3, w0, w1);
+      quad_round(abef, cdgh, w2, t + 8);
+      w3 = schedule(w3, w0, w1, w2);
+      quad_round(abef, cdgh, w3, t + 12);
+    }
+    abef = _mm_add_epi32(abef, abef_in);
+    cdgh = _mm_add_epi32(cdgh, cdgh_in);
+  }
+
+  // Back to h[0..7] = A..H, the layout State shares with the portable code.
+  const __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
+  const __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(h), _mm_blend_epi16(feba, dchg, 0xF0));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(h + 4), _mm_alignr_epi8(dchg, feba, 8));
+}
+
+bool cpu_has_sha_ni() {
+#if defined(__clang__)
+  // Clang before 16 does not know the feature name "sha"; ask CPUID (leaf 7, EBX bit 29) directly.
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_SSE4_1)) return false;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_SHA);
+#else
+  return __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1");
+#endif
+}
+#endif  // HPCTRAIN_SHA_NI
+
+std::atomic<bool> force_portable{false};
+
+}  // namespace
+
+void sha256_use_portable(bool portable) {
+  force_portable.store(portable, std::memory_order_relaxed);
+}
+
+Sha256::Sha256() {
+  state_.h = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  state_.pending.fill(0);
+  state_.total_bytes = 0;
+  state_.pending_bytes = 0;
+}
+
+void Sha256::compress(const std::uint8_t* blocks, std::size_t count) {
+#ifdef HPCTRAIN_SHA_NI
+  static const bool has_sha_ni = cpu_has_sha_ni();  // CPUID once per process
+  if (has_sha_ni && !force_portable.load(std::memory_order_relaxed)) {
+    compress_sha_ni(state_.h.data(), blocks, count);
+    return;
+  }
+#endif
+  for (std::size_t i = 0; i < count; ++i) compress_portable(state_.h.data(), blocks + 64 * i);
+}
+
 void Sha256::update(const void* data, std::size_t size) {
   const auto* bytes = static_cast<const std::uint8_t*>(data);
   state_.total_bytes += size;
@@ -77,13 +186,15 @@ void Sha256::update(const void* data, std::size_t size) {
     bytes += take;
     size -= take;
     if (state_.pending_bytes < 64) return;
-    compress(state_.pending.data());
+    compress(state_.pending.data(), 1);
     state_.pending_bytes = 0;
   }
-  while (size >= 64) {
-    compress(bytes);
-    bytes += 64;
-    size -= 64;
+  // All whole blocks in one call, so that the SHA-NI loop keeps the state in registers.
+  const std::size_t blocks = size / 64;
+  if (blocks > 0) {
+    compress(bytes, blocks);
+    bytes += 64 * blocks;
+    size -= 64 * blocks;
   }
   if (size > 0) {
     std::memcpy(state_.pending.data(), bytes, size);

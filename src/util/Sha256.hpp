@@ -30,8 +30,14 @@ class Sha256 {
   static std::string hex(const void* data, std::size_t size);
 
  private:
-  void compress(const std::uint8_t* block);
+  // Compresses `count` consecutive 64-byte blocks into state_.h.
+  void compress(const std::uint8_t* blocks, std::size_t count);
   State state_;
 };
+
+// For tests (and for timing the fallback): true makes every Sha256 use the portable scalar
+// code even where the CPU has the SHA extensions; false (the default) restores the choice by
+// CPU. Both give identical digests and states, so this may be flipped between updates.
+void sha256_use_portable(bool portable);
 
 }  // namespace hpctrain
