@@ -5,10 +5,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <map>
 #include <set>
 
+#include "checkpoint/CheckpointFile.hpp"
 #include "checkpoint/CheckpointParts.hpp"
 #include "io/Hdf5.hpp"
 #include "util/Error.hpp"
@@ -17,155 +17,14 @@
 #include "util/Sha256.hpp"
 
 namespace hpctrain {
-namespace json = boost::json;
+using namespace checkpoint_file;
 namespace {
-
-// File types of the tensors a checkpoint holds.
-hid_t file_type(torch::ScalarType t) {
-  switch (t) {
-    case torch::kFloat:
-      return H5T_IEEE_F32LE;
-    case torch::kDouble:
-      return H5T_IEEE_F64LE;
-    case torch::kLong:
-      return H5T_STD_I64LE;
-    case torch::kByte:
-      return H5T_STD_U8LE;
-    default:
-      throw RuntimeFailure(std::string("checkpoint: cannot store tensors of type ") + c10::toString(t));
-  }
-}
-
-hid_t memory_type(torch::ScalarType t) {
-  switch (t) {
-    case torch::kFloat:
-      return H5T_NATIVE_FLOAT;
-    case torch::kDouble:
-      return H5T_NATIVE_DOUBLE;
-    case torch::kLong:
-      return H5T_NATIVE_INT64;
-    default:
-      return H5T_NATIVE_UINT8;
-  }
-}
-
-torch::ScalarType scalar_type(const std::string& dtype, const std::string& ctx) {
-  if (dtype == "float32") return torch::kFloat;
-  if (dtype == "float64") return torch::kDouble;
-  if (dtype == "int64") return torch::kLong;
-  if (dtype == "uint8") return torch::kByte;
-  throw DataError(ctx + ": unexpected type " + dtype);
-}
-
-// Datasets go into the file and the hash in one order, listed in /manifest.
-class Writer {
- public:
-  explicit Writer(H5File& file) : file_(file) {}
-  void tensor(const std::string& name, const torch::Tensor& value, const std::string& label = "") {
-    const torch::Tensor t = value.detach().contiguous().cpu();
-    const std::string ctx = file_.path() + ": writing " + name;
-    std::vector<hsize_t> dims;
-    for (auto d : t.sizes()) dims.push_back(static_cast<hsize_t>(d));
-    H5Id space(h5_check(
-        t.dim() == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
-        ctx));
-    H5Id lcpl(h5_check(H5Pcreate(H5P_LINK_CREATE), ctx));
-    h5_check(H5Pset_create_intermediate_group(lcpl, 1), ctx);
-    H5Id ds(h5_check(
-        H5Dcreate2(file_.id(), name.c_str(), file_type(t.scalar_type()), space, lcpl, H5P_DEFAULT, H5P_DEFAULT), ctx));
-    if (t.numel() > 0)
-      h5_check(H5Dwrite(ds, memory_type(t.scalar_type()), H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr()), ctx);
-    if (!label.empty()) file_.write_string_attr(name, "name", label);
-    hash_.update(name.data(), name.size());
-    hash_.update(t.data_ptr(), static_cast<std::size_t>(t.numel() * t.element_size()));
-    manifest_.push_back(name);
-  }
-  void text(const std::string& name, const std::string& value) {
-    tensor(name,
-           torch::from_blob(const_cast<char*>(value.data()), {static_cast<std::int64_t>(value.size())}, torch::kByte)
-               .clone());
-  }
-  void finish() {
-    file_.write_string_list("/manifest", manifest_);
-    file_.write_string_attr("/", "sha256", hash_.hex_digest());
-  }
-
- private:
-  H5File& file_;
-  Sha256 hash_;
-  std::vector<std::string> manifest_;
-};
-
-torch::Tensor read_tensor(const H5File& file, const std::string& name) {
-  const DatasetInfo info = dataset_info(file, name);
-  const auto type = scalar_type(info.dtype, file.path() + ": " + name);
-  auto t = torch::empty(info.shape, type);
-  const std::string ctx = file.path() + ": reading " + name;
-  H5Id ds(h5_check(H5Dopen2(file.id(), name.c_str(), H5P_DEFAULT), ctx));
-  if (t.numel() > 0) h5_check(H5Dread(ds, memory_type(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr()), ctx);
-  return t;
-}
-
-std::string read_text(const H5File& file, const std::string& name) {
-  const auto t = read_tensor(file, name);
-  return std::string(static_cast<const char*>(t.data_ptr()), static_cast<std::size_t>(t.numel()));
-}
-
-std::string rank_group(int rank) {
-  return "/ranks/" + std::to_string(rank);
-}
-
-std::string index_name(std::size_t i) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%05zu", i);
-  return buf;
-}
-
-json::object position_to_json(const LoopPosition& p) {
-  return json::object{{"epoch", p.epoch},
-                      {"step_in_epoch", p.step_in_epoch},
-                      {"step", p.step},
-                      {"best", std::isfinite(p.best) ? json::value(p.best) : nullptr},
-                      {"epochs_without_improvement", p.epochs_without_improvement},
-                      {"train_seconds", p.train_seconds},
-                      {"samples", p.samples},
-                      {"loss_scale", p.loss_scale},
-                      {"loss_scale_growth_tracker", p.loss_scale_growth_tracker},
-                      {"skipped_steps", p.skipped_steps},
-                      {"epochs", json::parse(p.epochs_json)}};
-}
-
-LoopPosition position_from_json(const json::object& o) {
-  LoopPosition p;
-  p.epoch = o.at("epoch").as_int64();
-  p.step_in_epoch = o.at("step_in_epoch").as_int64();
-  p.step = o.at("step").as_int64();
-  p.best = o.at("best").is_null() ? std::numeric_limits<double>::infinity() : o.at("best").to_number<double>();
-  p.epochs_without_improvement = o.at("epochs_without_improvement").as_int64();
-  p.train_seconds = o.at("train_seconds").to_number<double>();
-  p.samples = o.at("samples").as_int64();
-  // Checkpoints written before mixed precision have no loss-scaler state.
-  if (o.contains("loss_scale")) p.loss_scale = o.at("loss_scale").to_number<double>();
-  if (o.contains("loss_scale_growth_tracker"))
-    p.loss_scale_growth_tracker = o.at("loss_scale_growth_tracker").as_int64();
-  if (o.contains("skipped_steps")) p.skipped_steps = o.at("skipped_steps").as_int64();
-  p.epochs_json = compact_json(o.at("epochs"));
-  return p;
-}
-
-// Where a rank's own state lives: /ranks/<replica> for the first stage (the layout of a
-// data-parallel run), /ranks/<replica>/stages/<s> for the others.
-std::string state_group(std::int64_t replica, std::int64_t stage) {
-  const std::string base = rank_group(static_cast<int>(replica));
-  return stage == 0 ? base : base + "/stages/" + std::to_string(stage);
-}
 
 // This rank's contribution: its stages' parameters and optimizer state when it is its
 // stage's first replica, its buffers, sums and generator always.
 CheckpointParts collect_parts(torch::nn::Module& model, torch::optim::Optimizer* optimizer, const RankState& mine,
                               const CheckpointLayout& layout) {
-  CheckpointParts parts;
-  parts["place"] = torch::tensor({std::int64_t{layout.stage}, std::int64_t{layout.replica}}, torch::kLong);
+  CheckpointParts parts = rank_parts(model, mine, layout);
   if (layout.replica == 0) {
     if (optimizer == nullptr) throw std::logic_error("save_checkpoint: a first replica without optimizer state");
     const auto params = model.parameters();
@@ -175,74 +34,24 @@ CheckpointParts collect_parts(torch::nn::Module& model, torch::optim::Optimizer*
       for (const auto& [key, t] : optimizer_tensors(*optimizer, params[i])) parts["o/" + index_name(i) + "/" + key] = t;
     }
   }
-  const auto buffers = model.buffers();
-  for (std::size_t i = 0; i < buffers.size(); ++i) {
-    if (layout.holds_buffer(i)) parts["b/" + index_name(i)] = buffers[i].detach();
-  }
-  parts["sums"] = torch::tensor({mine.epoch_loss, static_cast<double>(mine.epoch_correct)}, torch::kDouble);
-  parts["rng"] = mine.rng;
   return parts;
 }
-
-// Every rank's parts on the group's rank 0, indexed by the rank's place in the grid.
-class GatheredParts {
- public:
-  GatheredParts(CheckpointParts own, const std::vector<std::string>& bytes) {
-    ranks_.resize(bytes.size());
-    ranks_[0] = std::move(own);
-    for (std::size_t r = 1; r < bytes.size(); ++r) {
-      ranks_[r] = unpack_parts(bytes[r], "checkpoint: the part of rank " + std::to_string(r));
-    }
-  }
-  // The part `name` from the first rank (in rank order) of `replica` that has it.
-  const torch::Tensor* find(const std::string& name, std::int64_t replica) const {
-    for (const auto& parts : ranks_) {
-      auto it = parts.find(name);
-      if (it != parts.end() && parts.at("place")[1].item<std::int64_t>() == replica) return &it->second;
-    }
-    return nullptr;
-  }
-  // The part `name` of the rank at (stage, replica).
-  const torch::Tensor& at(const std::string& name, std::int64_t stage, std::int64_t replica) const {
-    for (const auto& parts : ranks_) {
-      const auto& place = parts.at("place");
-      if (place[0].item<std::int64_t>() == stage && place[1].item<std::int64_t>() == replica) return parts.at(name);
-    }
-    throw RuntimeFailure("checkpoint: no rank sent stage " + std::to_string(stage) + " of replica " +
-                         std::to_string(replica));
-  }
-
- private:
-  std::vector<CheckpointParts> ranks_;
-};
 
 void write_parts(Writer& w, const GatheredParts& all, torch::nn::Module& model, const CheckpointLayout& layout) {
   const auto params = model.named_parameters();
   for (std::size_t i = 0; i < params.size(); ++i) {
     const torch::Tensor* t = all.find("p/" + index_name(i), 0);
     if (t == nullptr) throw RuntimeFailure("checkpoint: no stage sent parameter " + params[i].key());
-    w.tensor("/model/parameters/" + index_name(i), *t, params[i].key());
+    w.tensor(parameter_dataset(i), *t, params[i].key());
   }
   for (std::size_t i = 0; i < params.size(); ++i) {
     for (const auto& key : optimizer_state_keys()) {
       if (const torch::Tensor* t = all.find("o/" + index_name(i) + "/" + key, 0)) {
-        w.tensor("/optimizer/" + index_name(i) + "/" + key, *t);
+        w.tensor(state_dataset(i, key), *t);
       }
     }
   }
-  // Per replica: buffers in module order, then each stage's epoch sums and generator state.
-  const auto buffers = model.named_buffers();
-  for (int d = 0; d < layout.replicas; ++d) {
-    for (std::size_t i = 0; i < buffers.size(); ++i) {
-      const torch::Tensor* t = all.find("b/" + index_name(i), d);
-      if (t == nullptr) throw RuntimeFailure("checkpoint: no stage sent buffer " + buffers[i].key());
-      w.tensor(rank_group(d) + "/buffers/" + index_name(i), *t, buffers[i].key());
-    }
-    for (int s = 0; s < layout.stages; ++s) {
-      w.tensor(state_group(d, s) + "/epoch_sums", all.at("sums", s, d));
-      w.tensor(state_group(d, s) + "/rng", all.at("rng", s, d));
-    }
-  }
+  write_replica_parts(w, all, model, layout);
 }
 
 }  // namespace
@@ -279,20 +88,11 @@ void save_checkpoint(const std::string& path, const std::string& config_json, co
   if (group.rank() != 0) return;
   const GatheredParts all(std::move(own), bytes);
   write_hdf5_atomically(path, [&](H5File& file) {
-    char created[32] = {0};
-    const std::time_t now = std::time(nullptr);
-    std::strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-    file.write_string_attr("/", "format", kCheckpointFormat);
-    file.write_int_attr("/", "format_version", kCheckpointVersion);
-    file.write_int_attr("/", "step", position.step);
-    file.write_int_attr("/", "world_size", group.size());
-    file.write_int_attr("/", "pipeline_stages", layout.stages);
-    file.write_int_attr("/", "replicas", layout.replicas);
-    file.write_string_attr("/", "created", created);
-    Writer w(file);
+    write_attributes(file, kCheckpointVersion, position.step, group.size(), layout);
+    Writer w(file, /*parts=*/false);
     w.text("/config_json", config_json);
     w.text("/model_json", model_json);
-    w.text("/position_json", compact_json(position_to_json(position)));
+    w.text("/position_json", position_text(position));
     if (!layout.stage_split.empty()) {
       w.tensor("/pipeline/stage_split", torch::tensor(layout.stage_split, torch::kLong));
     }
@@ -301,28 +101,35 @@ void save_checkpoint(const std::string& path, const std::string& config_json, co
   });
 }
 
-CheckpointInfo verify_checkpoint(const std::string& path) {
+CheckpointInfo verify_checkpoint(const std::string& path, bool data) {
   H5File file = H5File::open_read_serial(path);
   if (!file.has_attr("/", "format") || file.read_string_attr("/", "format") != kCheckpointFormat) {
     throw DataError(path + ": not an hpctrain checkpoint");
   }
-  if (file.read_int_attr("/", "format_version") != kCheckpointVersion) {
-    throw DataError(path + ": checkpoint format version " + std::to_string(file.read_int_attr("/", "format_version")) +
-                    ", this hpctrain reads version " + std::to_string(kCheckpointVersion));
+  const std::int64_t version = file.read_int_attr("/", "format_version");
+  if (version != kCheckpointVersion && version != kCheckpointVersionParts) {
+    throw DataError(path + ": checkpoint format version " + std::to_string(version) +
+                    ", this hpctrain reads versions " + std::to_string(kCheckpointVersion) + " and " +
+                    std::to_string(kCheckpointVersionParts));
   }
   if (!file.has_attr("/", "sha256") || !file.has("/manifest")) {
     throw DataError(path + ": incomplete checkpoint (no checksum)");
   }
-  Sha256 hash;
-  for (const auto& name : file.read_string_list("/manifest")) {
-    const auto t = read_tensor(file, name);
-    hash.update(name.data(), name.size());
-    hash.update(t.data_ptr(), static_cast<std::size_t>(t.numel() * t.element_size()));
-  }
-  const std::string stored = file.read_string_attr("/", "sha256");
-  if (hash.hex_digest() != stored) {
-    throw DataError(path + ": checksum mismatch (stored " + stored + ", computed " + hash.hex_digest() +
-                    "): the checkpoint is corrupt");
+  const auto manifest = file.read_string_list("/manifest");
+  if (version == kCheckpointVersionParts) {
+    verify_parts(file, manifest, data);
+  } else if (data) {
+    Sha256 hash;
+    for (const auto& name : manifest) {
+      const auto t = read_tensor(file, name);
+      hash.update(name.data(), name.size());
+      hash.update(t.data_ptr(), static_cast<std::size_t>(t.numel() * t.element_size()));
+    }
+    const std::string stored = file.read_string_attr("/", "sha256");
+    if (hash.hex_digest() != stored) {
+      throw DataError(path + ": checksum mismatch (stored " + stored + ", computed " + hash.hex_digest() +
+                      "): the checkpoint is corrupt");
+    }
   }
   CheckpointInfo info;
   info.path = path;
@@ -337,24 +144,24 @@ CheckpointInfo verify_checkpoint(const std::string& path) {
   }
   info.config_json = read_text(file, "/config_json");
   info.model_json = read_text(file, "/model_json");
-  info.position = position_from_json(json::parse(read_text(file, "/position_json")).as_object());
+  info.position = parse_position(read_text(file, "/position_json"));
   return info;
 }
 
-void restore_checkpoint(const CheckpointInfo& info, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+void restore_checkpoint(const CheckpointInfo& info, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
                         RankState& mine, const CheckpointLayout& layout) {
   H5File file = H5File::open_read_serial(info.path);
   torch::NoGradGuard no_grad;
   const auto params = model.named_parameters();
   const std::string changed = " (was the model changed?)";
-  const bool fewer = !params.is_empty() && !file.has("/model/parameters/" + index_name(params.size() - 1));
-  if (fewer || file.has("/model/parameters/" + index_name(params.size()))) {
+  const bool fewer = !params.is_empty() && !file.has(parameter_dataset(params.size() - 1));
+  if (fewer || file.has(parameter_dataset(params.size()))) {
     throw ConfigError(info.path + ": the checkpoint holds another number of parameters than the model's " +
                       std::to_string(params.size()) + changed);
   }
   for (std::size_t i = 0; i < params.size(); ++i) {
     if (!layout.holds_parameter(i)) continue;
-    const std::string name = "/model/parameters/" + index_name(i);
+    const std::string name = parameter_dataset(i);
     const std::string stored = file.read_string_attr(name, "name");
     if (stored != params[i].key()) {
       throw ConfigError(info.path + ": parameter " + std::to_string(i) + " is " + stored + " in the checkpoint, " +
@@ -367,20 +174,21 @@ void restore_checkpoint(const CheckpointInfo& info, torch::nn::Module& model, to
                         changed);
     }
     params[i].value().copy_(t);
+    if (optimizer == nullptr) continue;
     std::map<std::string, torch::Tensor> values;
     for (const auto& key : optimizer_state_keys()) {
-      const std::string state = "/optimizer/" + index_name(i) + "/" + key;
+      const std::string state = state_dataset(i, key);
       // Optimizer state lives on the parameter's device.
       if (file.has(state)) values[key] = read_tensor(file, state).to(params[i].value().device());
     }
-    set_optimizer_tensors(optimizer, params[i].value(), values, info.path);
+    set_optimizer_tensors(*optimizer, params[i].value(), values, info.path);
   }
   // As many replicas: each its own statistics. Otherwise the first replica's.
   const std::int64_t source = info.replicas == layout.replicas ? layout.replica : 0;
   const auto buffers = model.named_buffers();
   for (std::size_t i = 0; i < buffers.size(); ++i) {
     if (!layout.holds_buffer(i)) continue;
-    buffers[i].value().copy_(read_tensor(file, rank_group(static_cast<int>(source)) + "/buffers/" + index_name(i)));
+    buffers[i].value().copy_(read_tensor(file, rank_group(source) + "/buffers/" + index_name(i)));
   }
   if (info.same_layout(layout)) {
     const std::string own = state_group(layout.replica, layout.stage);
@@ -391,11 +199,46 @@ void restore_checkpoint(const CheckpointInfo& info, torch::nn::Module& model, to
   }
 }
 
+struct CheckpointReader::File {
+  H5File h5;
+};
+
+CheckpointReader::CheckpointReader(const CheckpointInfo& info)
+    : file_(std::make_unique<File>(File{H5File::open_read_serial(info.path)})) {}
+
+CheckpointReader::~CheckpointReader() = default;
+
+bool CheckpointReader::read(std::size_t parameter, const std::string& key, std::int64_t begin,
+                            torch::Tensor out) const {
+  const H5File& file = file_->h5;
+  const std::string name = key.empty() ? parameter_dataset(parameter) : state_dataset(parameter, key);
+  if (!file.has(name)) return false;
+  const std::string ctx = file.path() + ": reading " + name;
+  const DatasetInfo info = dataset_info(file, name);
+  if (info.dtype != "float32") throw DataError(ctx + ": " + info.dtype + ", not float32");
+  std::int64_t elements = 1;
+  for (auto d : info.shape) elements *= d;
+  if (begin < 0 || begin + out.numel() > elements) throw DataError(ctx + ": fewer elements than the model's");
+  if (out.numel() == 0) return true;
+  H5Id ds(h5_check(H5Dopen2(file.id(), name.c_str(), H5P_DEFAULT), ctx));
+  H5Id space(h5_check(H5Dget_space(ds), ctx));
+  select_c_order_range(space, info.shape, begin, begin + out.numel(), ctx);
+  const hsize_t count = static_cast<hsize_t>(out.numel());
+  H5Id memory(h5_check(H5Screate_simple(1, &count, nullptr), ctx));
+  h5_check(H5Dread(ds, H5T_NATIVE_FLOAT, memory, space, H5P_DEFAULT, out.data_ptr()), ctx);
+  return true;
+}
+
+std::int64_t CheckpointReader::step(std::size_t parameter) const {
+  const std::string name = state_dataset(parameter, "step");
+  return file_->h5.has(name) ? read_tensor(file_->h5, name).item<std::int64_t>() : -1;
+}
+
 std::vector<std::pair<std::string, torch::Tensor>> checkpoint_state_dict(const CheckpointInfo& info) {
   H5File file = H5File::open_read_serial(info.path);
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (std::size_t i = 0;; ++i) {
-    const std::string name = "/model/parameters/" + index_name(i);
+    const std::string name = parameter_dataset(i);
     if (!file.has(name)) break;
     out.emplace_back(file.read_string_attr(name, "name"), read_tensor(file, name));
   }
@@ -406,7 +249,7 @@ std::vector<std::pair<std::string, torch::Tensor>> checkpoint_state_dict(const C
     if (value.scalar_type() == torch::kFloat) {
       auto sum = value.to(torch::kDouble);
       for (std::int64_t r = 1; r < info.replicas; ++r) {
-        sum += read_tensor(file, rank_group(static_cast<int>(r)) + "/buffers/" + index_name(i)).to(torch::kDouble);
+        sum += read_tensor(file, rank_group(r) + "/buffers/" + index_name(i)).to(torch::kDouble);
       }
       value = (sum / static_cast<double>(info.replicas)).to(torch::kFloat);
     }
@@ -432,9 +275,9 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
   return names;
 }
 
-void prune_checkpoints(const std::string& dir, std::int64_t keep, const std::string& newest) {
+void prune_checkpoints(const std::string& dir, std::int64_t keep, const std::string& newest, bool verified) {
   try {
-    verify_checkpoint(newest);
+    verify_checkpoint(newest, !verified);
   } catch (const Error& e) {
     throw RuntimeFailure(std::string(e.what()) + ": it was just written and does not read back; older checkpoints in " +
                          dir + " are kept");

@@ -13,6 +13,8 @@
 
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,6 +24,8 @@ namespace hpctrain {
 
 inline constexpr const char* kCheckpointFormat = "hpctrain-checkpoint";
 inline constexpr std::int64_t kCheckpointVersion = 1;
+// Written in parallel (save_checkpoint_parallel): the same datasets, the checksum over parts.
+inline constexpr std::int64_t kCheckpointVersionParts = 2;
 
 // Where the training loop stands.
 struct LoopPosition {
@@ -92,17 +96,72 @@ void save_checkpoint(const std::string& path, const std::string& config_json, co
                      const LoopPosition& position, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
                      const RankState& mine, const Communicator& group, const CheckpointLayout& layout);
 
+// A rank's piece of a parameter or of its optimizer state, for checkpoints written in
+// parallel: elements [begin, begin + values.numel()) of the tensor in C order.
+struct CheckpointSlice {
+  std::size_t parameter = 0;  // module order
+  std::string key;            // "": the parameter; else its optimizer state key ("exp_avg", ...)
+  std::int64_t begin = 0;
+  torch::Tensor values;  // float32, 1-D, contiguous, on the CPU
+};
+
+// What a rank of a sharded run (parallel.shard) contributes to a checkpoint written in
+// parallel. Over the replicas of a stage, the slices hold every element of the stage's
+// parameters and of their optimizer state exactly once.
+struct ShardedCheckpointState {
+  std::vector<CheckpointSlice> slices;
+  // Per parameter this rank's stage holds: the optimizer state keys besides "step" (in
+  // optimizer_state_keys order; none before the first step), and the step count if any.
+  std::map<std::size_t, std::vector<std::string>> state_keys;
+  std::map<std::size_t, std::int64_t> steps;
+};
+
+// Collective over `group`, as save_checkpoint, and the same file but for the checksum
+// (format version 2: SHA-256 per part, docs/checkpoints.md): the group's rank 0 builds the
+// file's structure and small datasets (position, buffers, generators) in memory and writes
+// them; every rank writes its slices into the same temporary file at their places, fsyncs it
+// and reads its slices back to verify them; then rank 0 renames the file into place.
+// No rank gathers the parameters or the optimizer state.
+void save_checkpoint_parallel(const std::string& path, const std::string& config_json, const std::string& model_json,
+                              const LoopPosition& position, torch::nn::Module& model,
+                              const ShardedCheckpointState& state, const RankState& mine, const Communicator& group,
+                              const CheckpointLayout& layout);
+
 // Reads and verifies `path` (every dataset against the stored SHA-256); throws DataError
-// naming the file and what is wrong (missing, truncated, checksum mismatch).
-CheckpointInfo verify_checkpoint(const std::string& path);
+// naming the file and what is wrong (missing, truncated, checksum mismatch). `data` false:
+// only the structure (format, manifest, and for version 2 the parts table against the stored
+// checksum), when the data was verified already (by rank 0 before a resume, by the writers).
+CheckpointInfo verify_checkpoint(const std::string& path, bool data = true);
 
 // Restores the parameters and optimizer state `layout` holds, and this rank's buffers and
 // RankState, from a verified checkpoint. Throws ConfigError when the model differs. On the
 // writer's grid (same stages and replicas) every rank takes its own part: an exact resume.
 // With as many replicas, each takes its replica's buffers; otherwise the first replica's.
 // On another grid `mine` is left as it is.
-void restore_checkpoint(const CheckpointInfo& info, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+// `optimizer` null: the parameters only (a sharded run reads its chunks of the state with
+// CheckpointReader).
+void restore_checkpoint(const CheckpointInfo& info, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
                         RankState& mine, const CheckpointLayout& layout);
+
+// Parts of a verified checkpoint's parameters and optimizer state, for a sharded run that
+// reads only its chunks of the state.
+class CheckpointReader {
+ public:
+  explicit CheckpointReader(const CheckpointInfo& info);
+  ~CheckpointReader();
+  CheckpointReader(const CheckpointReader&) = delete;
+  CheckpointReader& operator=(const CheckpointReader&) = delete;
+  // Elements [begin, begin + out.numel()) in C order of parameter `parameter` (`key` "") or
+  // of its optimizer state `key`, into `out` (float32, contiguous, on the CPU). False when
+  // the checkpoint has no such state (a parameter before its first step).
+  bool read(std::size_t parameter, const std::string& key, std::int64_t begin, torch::Tensor out) const;
+  // The optimizer's step count of `parameter` (Adam, AdamW); -1: none.
+  std::int64_t step(std::size_t parameter) const;
+
+ private:
+  struct File;
+  std::unique_ptr<File> file_;
+};
 
 // The model's parameters and buffers by name (module order, parameters first), for
 // export: float buffers are the mean over the replicas that wrote the checkpoint (as
@@ -117,7 +176,9 @@ std::vector<std::string> list_checkpoints(const std::string& dir);
 // throws before deleting anything, so older good checkpoints stay. Files that sort after
 // `newest` (newer steps that a resume skipped as corrupt) are left alone: they never count
 // against `keep`, so a good checkpoint is never deleted in their favour.
-void prune_checkpoints(const std::string& dir, std::int64_t keep, const std::string& newest);
+// `verified`: the writers read `newest` back and verified its data already (parallel
+// writes); only its structure is checked here.
+void prune_checkpoints(const std::string& dir, std::int64_t keep, const std::string& newest, bool verified = false);
 std::string checkpoint_file_name(std::int64_t step);
 
 }  // namespace hpctrain

@@ -368,11 +368,13 @@ void Communicator::alltoallv(const void* send, const std::vector<std::int64_t>& 
 void collective_check(const Communicator& comm, const std::function<void()>& step) {
   std::string message;
   int code = 0;
+  int origin = -1;  // a check nested in `step` failed: the rank it named
   try {
     step();
   } catch (const CollectiveError& e) {
     message = e.what();
     code = e.exit_code();
+    origin = e.origin_rank();
   } catch (const ConfigError& e) {
     message = e.what();
     code = 2;
@@ -392,7 +394,8 @@ void collective_check(const Communicator& comm, const std::function<void()>& ste
   if (lowest == INT_MAX) return;
   comm.broadcast(message, lowest);
   comm.broadcast(&code, sizeof(code), lowest);
-  throw CollectiveError(message, lowest, code);
+  comm.broadcast(&origin, sizeof(origin), lowest);
+  throw CollectiveError(message, origin >= 0 ? origin : lowest, code);
 }
 
 }  // namespace hpctrain

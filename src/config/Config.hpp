@@ -163,6 +163,7 @@ struct CheckpointConfig {
   std::string keep_best = "none";  // none | val_METRIC: RUN_DIR/checkpoints/best.h5 at each best epoch
   std::string resume = "none";     // none | auto | a checkpoint file
   std::string dir;                 // "": RUN_DIR/checkpoints
+  bool parallel_write = true;      // parallel.shard: every rank writes its slices (format version 2)
 };
 
 struct RunConfig {

@@ -286,6 +286,11 @@ std::vector<SchemaEntry> output_entries() {
       {free(key("checkpoint.dir", K::String, "\"\"", none, none, {},
                 "Folder of the checkpoints (empty: RUN_DIR/checkpoints).")),
        bind(&Config::checkpoint, &CheckpointConfig::dir)},
+      {free(key("checkpoint.parallel_write", K::Boolean, "true", none, none, {},
+                "With parallel.shard and several replicas, every rank writes its slices of the parameters and "
+                "optimizer state into the checkpoint at once (format version 2). false: the first rank gathers and "
+                "writes the whole state.")),
+       bind(&Config::checkpoint, &CheckpointConfig::parallel_write)},
       // run
       {free(key(
            "run.dir", K::String, "\"\"", none, none, {},

@@ -142,12 +142,12 @@ H5File H5File::open_read_serial(const std::string& path) {
   return open_read(path, MPI_COMM_NULL);
 }
 
-H5File H5File::create(const std::string& path) {
+H5File H5File::create(const std::string& path, const std::string& name) {
   H5File f;
-  f.path_ = path;
+  f.path_ = name.empty() ? path : name;
   errno = 0;
   const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (id < 0) throw_write_failure(path + ": cannot create HDF5 file", errno);
+  if (id < 0) throw_write_failure(f.path_ + ": cannot create HDF5 file", errno);
   f.file_ = H5Id(id);
   return f;
 }

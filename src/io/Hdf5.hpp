@@ -50,7 +50,8 @@ class H5File {
   H5File() = default;
   static H5File open_read(const std::string& path, MPI_Comm comm);
   static H5File open_read_serial(const std::string& path);
-  static H5File create(const std::string& path);  // serial, truncates (tests; files use write_hdf5_atomically)
+  // Serial, truncates (tests; files use write_hdf5_atomically). `name`: what messages say ("": path).
+  static H5File create(const std::string& path, const std::string& name = "");
   // A file held in memory (HDF5's core driver, nothing on disk); `name` is what messages
   // and path() say. image() gives its bytes.
   static H5File create_in_memory(const std::string& name);
@@ -95,6 +96,41 @@ class H5File {
 // The cost is host memory of about twice the file while it is written.
 void write_hdf5_atomically(const std::string& path, const std::function<void(H5File&)>& fill);
 
+// An HDF5 file whose large datasets others fill in place (checkpoints written in parallel).
+// HDF5 builds it in a private scratch file in RAM-backed /dev/shm (else TMPDIR), never at
+// its destination: a failed write there would leave HDF5 unable to close the file (above),
+// so the scratch folder's free space is checked first. reserve() gives a dataset space in
+// the file without writing it (a hole in the scratch file); finish() closes the file,
+// checked, and returns its length and every byte outside the reserved ranges (the structure
+// and the small datasets), which the caller writes to the destination with checked
+// positioned writes, as the owners of the reserved ranges write theirs. The scratch file is
+// removed with the object.
+class H5Skeleton {
+ public:
+  // `name`: what messages say; `structure_bytes`: about how large the structure and small
+  // datasets will be (16 MiB more must be free).
+  H5Skeleton(const std::string& name, std::int64_t structure_bytes);
+  ~H5Skeleton();
+  H5Skeleton(const H5Skeleton&) = delete;
+  H5Skeleton& operator=(const H5Skeleton&) = delete;
+  H5File& file() { return file_; }
+  // Creates dataset `name` (contiguous, space allocated now, never filled; intermediate
+  // groups created) and returns the byte offset of its data in the file.
+  std::int64_t reserve(const std::string& name, hid_t file_type, const std::vector<std::int64_t>& shape);
+  struct Image {
+    std::int64_t size = 0;
+    std::vector<std::pair<std::int64_t, std::string>> pieces;  // offset, bytes
+  };
+  Image finish();
+
+ private:
+  int fd_ = -1;
+  std::string name_;
+  std::string path_;
+  H5File file_;
+  std::vector<std::pair<std::int64_t, std::int64_t>> reserved_;  // offset, bytes
+};
+
 struct DatasetInfo {
   std::vector<std::int64_t> shape;
   std::string dtype;  // "uint8", "int32", "float32", ...
@@ -102,6 +138,12 @@ struct DatasetInfo {
 };
 
 DatasetInfo dataset_info(const H5File& file, const std::string& name);
+
+// Selects elements [begin, end) in C order of `space` (a dataset of `shape`): a union of at
+// most 2 x rank - 1 hyperslabs, which HDF5 visits in C order, so a 1-D memory space of
+// end - begin elements reads or writes them in order. Throws DataError naming `context`.
+void select_c_order_range(hid_t space, const std::vector<std::int64_t>& shape, std::int64_t begin, std::int64_t end,
+                          const std::string& context);
 
 // Reads rows [row_begin, row_begin + rows) of dataset `name` (first dimension) into `out`,
 // which must hold rows * row_elements elements of `mem_type`. Collective when the file

@@ -308,6 +308,7 @@ json::object training_section(const Config& config, const RunContext& ctx, const
       {"checkpoints", r.checkpoints},
       {"checkpoint_seconds", r.checkpoint_seconds},
       {"resumed_from", ctx.resumed_from.empty() ? json::value(nullptr) : json::value(ctx.resumed_from)},
+      {"restore_seconds", r.restore_seconds},
       {"train_seconds", train_wall},
       {"samples_per_s", static_cast<double>(r.samples) / std::max(train_wall, 1e-9)},
       {"samples_per_s_per_rank", spread(g[Figure::SamplesPerS])},

@@ -64,8 +64,10 @@ CheckpointDecision Checkpointer::after_step(std::int64_t step) {
 }
 
 std::string Checkpointer::write(const LoopPosition& position, double epoch_loss, std::int64_t epoch_correct,
-                                torch::nn::Module& model, torch::optim::Optimizer* optimizer, bool best) {
-  if (optimizer != nullptr) synchronize_optimizer_state(*optimizer);  // step counts advanced on the device
+                                torch::nn::Module& model, torch::optim::Optimizer* optimizer, bool best,
+                                const ShardedCheckpointState* sharded) {
+  if (optimizer != nullptr && sharded == nullptr)
+    synchronize_optimizer_state(*optimizer);  // steps counted on the device
   RankState mine;
   mine.rng = at::detail::getDefaultCPUGenerator().get_state();
   mine.epoch_loss = epoch_loss;
@@ -73,10 +75,16 @@ std::string Checkpointer::write(const LoopPosition& position, double epoch_loss,
   const std::string path = dir_ + "/" + (best ? std::string(kBestCheckpointName) : checkpoint_file_name(position.step));
   const double t0 = wall_seconds();
   collective_check(comm_, [&] {
-    save_checkpoint(path, config_json_, model_json_, position, model, optimizer, mine, comm_, layout_);
-    // Read back and verified like the rolling ones (prune_checkpoints verifies before it deletes).
-    if (comm_.rank() == 0 && best) verify_checkpoint(path);
-    if (comm_.rank() == 0 && !best) prune_checkpoints(dir_, keep_, path);
+    if (sharded != nullptr) {
+      save_checkpoint_parallel(path, config_json_, model_json_, position, model, *sharded, mine, comm_, layout_);
+    } else {
+      save_checkpoint(path, config_json_, model_json_, position, model, optimizer, mine, comm_, layout_);
+    }
+    // Read back and verified like the rolling ones (prune_checkpoints verifies before it deletes);
+    // written in parallel, every rank has read its slices back: the structure is left to check.
+    const bool verified = sharded != nullptr;
+    if (comm_.rank() == 0 && best) verify_checkpoint(path, !verified);
+    if (comm_.rank() == 0 && !best) prune_checkpoints(dir_, keep_, path, verified);
   });
   last_ = wall_seconds();
   written_ += 1;

@@ -79,8 +79,11 @@ class Checkpointer {
   // Collective: writes the checkpoint of the loop at `position` with this rank's epoch sums,
   // then prunes to checkpoint.keep. Returns its path. `optimizer` as save_checkpoint takes it.
   // `best`: writes kBestCheckpointName (checkpoint.keep_best) the same way instead, and prunes nothing.
+  // `sharded` (not null): every rank writes its slices in parallel (save_checkpoint_parallel)
+  // and `optimizer` is unused.
   std::string write(const LoopPosition& position, double epoch_loss, std::int64_t epoch_correct,
-                    torch::nn::Module& model, torch::optim::Optimizer* optimizer, bool best = false);
+                    torch::nn::Module& model, torch::optim::Optimizer* optimizer, bool best = false,
+                    const ShardedCheckpointState* sharded = nullptr);
   std::int64_t written() const { return written_; }
   double seconds() const { return seconds_; }  // gather and write, rank 0's clock on rank 0
 

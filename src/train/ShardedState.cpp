@@ -107,25 +107,102 @@ std::unique_ptr<torch::optim::Optimizer> gather_sharded_state(const GradientRedu
   return whole;
 }
 
-void scatter_sharded_state(const GradientReducer& reducer, torch::optim::Optimizer& whole,
-                           torch::optim::Optimizer& shards) {
+ShardedCheckpointState sharded_checkpoint_state(const GradientReducer& reducer, torch::optim::Optimizer& shards,
+                                                const std::vector<torch::Tensor>& model, const std::vector<bool>& held,
+                                                const Communicator& data) {
   torch::NoGradGuard no_grad;
+  const bool root = data.rank() == 0;
+  auto on_host = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU, torch::kFloat).contiguous(); };
+  std::map<const void*, std::size_t> index;  // module order
+  for (std::size_t i = 0; i < model.size(); ++i) index[model[i].unsafeGetTensorImpl()] = i;
+  ShardedCheckpointState out;
+  std::vector<bool> covered(model.size(), false);
   for (const auto& shard : reducer.shard_buckets()) {
-    const std::int64_t start = shard.offset;
-    std::map<std::string, torch::Tensor> full;
-    std::map<std::string, torch::Tensor> values;
+    std::map<std::string, torch::Tensor> chunk;  // this rank's chunk of each state
+    std::int64_t step = -1;
+    for (const auto& [key, t] : optimizer_tensors(shards, shard.parameters)) {
+      if (key == "step") step = t.item<std::int64_t>();
+      if (key != "step") chunk[key] = on_host(t);
+    }
+    std::vector<std::string> keys;
+    for (const auto& key : optimizer_state_keys()) {
+      if (chunk.count(key)) keys.push_back(key);
+    }
+    // A member stored in another order than C order: whole on the first rank, its state gathered there.
+    const bool reordered =
+        std::any_of(shard.members.begin(), shard.members.end(), [](const auto& m) { return !m.first.is_contiguous(); });
+    std::map<std::string, torch::Tensor> whole;
+    for (const auto& [key, mine] : reordered ? chunk : std::map<std::string, torch::Tensor>{}) {
+      torch::Tensor all = root ? torch::empty({shard.chunk * data.size()}, torch::kFloat) : torch::Tensor();
+      data.gather(mine.data_ptr<float>(), root ? all.data_ptr<float>() : nullptr, static_cast<std::size_t>(shard.chunk),
+                  0);
+      if (root) whole[key] = all;
+    }
+    const std::int64_t lo = shard.offset, hi = shard.offset + shard.chunk;
     for (const auto& [p, offset] : shard.members) {
-      for (const auto& [key, t] : optimizer_tensors(whole, p)) {
-        if (key == "step") {
-          values["step"] = t.clone();
-          continue;
+      const std::size_t i = index.at(p.unsafeGetTensorImpl());
+      covered[i] = true;
+      out.state_keys[i] = keys;
+      if (step >= 0) out.steps[i] = step;
+      if (!p.is_contiguous()) {
+        if (!root) continue;
+        out.slices.push_back({i, "", 0, on_host(p).reshape(-1)});
+        for (const auto& [key, all] : whole) {
+          out.slices.push_back({i, key, 0, member_view(all, p, offset).contiguous().reshape(-1)});
         }
-        auto& flat = full[key];
-        if (!flat.defined()) flat = torch::zeros({shard.flat.numel()}, shard.flat.options());
-        member_view(flat, p, offset).copy_(t);
+        continue;
+      }
+      // Elements [a, b) of the bucket are this rank's: the same of the parameter and of its state.
+      const std::int64_t a = std::max(lo, offset), b = std::min(hi, offset + p.numel());
+      if (a >= b) continue;
+      out.slices.push_back({i, "", a - offset, on_host(p.reshape(-1).narrow(0, a - offset, b - a))});
+      for (const auto& [key, mine] : chunk) out.slices.push_back({i, key, a - offset, mine.narrow(0, a - lo, b - a)});
+    }
+  }
+  // Parameters outside the buckets (not trained): whole, from the first rank, without state.
+  for (std::size_t i = 0; i < model.size(); ++i) {
+    if (covered[i] || !(held.empty() || held[i])) continue;
+    out.state_keys[i] = {};
+    if (root) out.slices.push_back({i, "", 0, on_host(model[i]).reshape(-1)});
+  }
+  return out;
+}
+
+void read_sharded_state(const GradientReducer& reducer, torch::optim::Optimizer& shards, const CheckpointReader& file,
+                        const std::vector<torch::Tensor>& model) {
+  torch::NoGradGuard no_grad;
+  std::map<const void*, std::size_t> index;  // module order
+  for (std::size_t i = 0; i < model.size(); ++i) index[model[i].unsafeGetTensorImpl()] = i;
+  const auto host = torch::TensorOptions().dtype(torch::kFloat);
+  for (const auto& shard : reducer.shard_buckets()) {
+    std::map<std::string, torch::Tensor> values;  // this rank's chunk of each state
+    std::int64_t step = -1;
+    const std::int64_t lo = shard.offset, hi = shard.offset + shard.chunk;
+    for (const auto& [p, offset] : shard.members) {
+      const std::size_t i = index.at(p.unsafeGetTensorImpl());
+      const std::int64_t a = std::max(lo, offset), b = std::min(hi, offset + p.numel());
+      if (a >= b) continue;
+      step = std::max(step, file.step(i));
+      for (const auto& key : optimizer_state_keys()) {
+        if (key == "step") continue;
+        torch::Tensor part = torch::empty({b - a}, host);
+        if (p.is_contiguous()) {
+          if (!file.read(i, key, a - offset, part)) continue;
+        } else {
+          // Stored in C order, held in the parameter's memory order: the whole state, reordered.
+          torch::Tensor whole = torch::empty({p.numel()}, host);
+          if (!file.read(i, key, 0, whole)) continue;
+          auto held = torch::empty_strided(p.sizes(), p.strides(), host);
+          held.copy_(whole.view(p.sizes()));
+          part.copy_(held.as_strided({p.numel()}, {1}).narrow(0, a - offset, b - a));
+        }
+        auto& chunk = values[key];
+        if (!chunk.defined()) chunk = torch::zeros({shard.chunk}, host);
+        chunk.narrow(0, a - lo, b - a).copy_(part);
       }
     }
-    for (const auto& [key, flat] : full) values[key] = flat.narrow(0, start, shard.chunk).clone();
+    for (auto& [key, chunk] : values) chunk = chunk.to(shard.parameters.device());
+    if (step >= 0 && !values.empty()) values["step"] = torch::tensor({step}, torch::kLong);
     set_optimizer_tensors(shards, shard.parameters, values, "sharded optimizer state");
   }
 }

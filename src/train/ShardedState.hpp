@@ -7,6 +7,7 @@
 
 #include <memory>
 
+#include "checkpoint/Checkpoint.hpp"
 #include "comm/Communicator.hpp"
 #include "comm/GradientReducer.hpp"
 #include "config/Config.hpp"
@@ -21,11 +22,22 @@ std::unique_ptr<torch::optim::Optimizer> gather_sharded_state(const GradientRedu
                                                               torch::optim::Optimizer& shards,
                                                               const OptimizerConfig& config, const Communicator& data);
 
-// Local: sets `shards`' state of this rank's chunks from `whole`, an optimizer over the
-// reducer's parameters (restored from a checkpoint). Parameters without state leave their
-// chunk's state empty.
-void scatter_sharded_state(const GradientReducer& reducer, torch::optim::Optimizer& whole,
-                           torch::optim::Optimizer& shards);
+// Collective over `data`: this rank's slices for a checkpoint written in parallel
+// (checkpoint.parallel_write), with every parameter whole (stage 3: in a WholeParameters
+// scope). `model` holds the model's parameters in module order, `held` which of them this
+// rank's stage holds (empty: all). Each rank takes the elements of its chunk of every
+// bucket, of the parameters and of their state in `shards`; a parameter stored in another
+// order than C order (channels-last) is taken whole by the first rank, its state gathered
+// there; parameters outside the buckets too.
+ShardedCheckpointState sharded_checkpoint_state(const GradientReducer& reducer, torch::optim::Optimizer& shards,
+                                                const std::vector<torch::Tensor>& model, const std::vector<bool>& held,
+                                                const Communicator& data);
+
+// Local: sets `shards`' state of this rank's chunks from a checkpoint, reading only their
+// elements (a parameter stored in another order than C order: its whole state). `model`: the
+// model's parameters in module order. Parameters without state leave their chunk's empty.
+void read_sharded_state(const GradientReducer& reducer, torch::optim::Optimizer& shards, const CheckpointReader& file,
+                        const std::vector<torch::Tensor>& model);
 
 // The reducer's parameters (every parameter in its buckets), for the optimizer `whole`.
 std::vector<torch::Tensor> sharded_parameters(const GradientReducer& reducer);

@@ -22,6 +22,7 @@
 #include "train/Pipeline.hpp"
 #include "train/Profiler.hpp"
 #include "train/Schedule.hpp"
+#include "train/ShardedState.hpp"
 #include "train/StepGraph.hpp"
 #include "train/StepLog.hpp"
 #include "util/Error.hpp"
@@ -152,6 +153,7 @@ TrainResult Trainer::run() {
   }
   result.checkpoints = loop.checkpointer.written();
   result.checkpoint_seconds = loop.checkpointer.seconds();
+  result.restore_seconds = restore_seconds_;
   result.comm = reducer_->times();
   result.skipped_steps = scaler_.state().skipped_steps;
   result.loss_scale = scaler_.scale();
@@ -361,6 +363,14 @@ std::string Trainer::write_checkpoint(Loop& loop, std::int64_t epoch, std::int64
   } else {
     // Steps train.nonfinite skipped: they count towards the limit after a resume.
     p.skipped_steps = loop.nonfinite ? loop.nonfinite->skipped_steps() : loop.at.skipped_steps;
+  }
+  if (reducer_->sharded() && config_.checkpoint.parallel_write) {  // every rank writes its slices
+    synchronize_optimizer_state(*optimizer_);
+    const auto slices =
+        sharded_checkpoint_state(*reducer_, *optimizer_, model_->parameters(), checkpoint_layout().parameters, comm_);
+    const std::string path = loop.checkpointer.write(p, epoch_loss, epoch_correct, *model_, nullptr, best, &slices);
+    loop.log.checkpoint(path);
+    return path;
   }
   std::unique_ptr<torch::optim::Optimizer> gathered;  // sharded: the whole state, on the first replica
   const std::string path =

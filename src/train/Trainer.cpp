@@ -205,7 +205,9 @@ LoopPosition Trainer::start_run(RankState& mine) {
     // Every rank restores its own state (a broadcast would replace its batch-norm statistics),
     // checked together: with a pipeline, a changed model may show on some stages only.
     mine.rng = at::detail::getDefaultCPUGenerator().get_state();
+    const double t0 = wall_seconds();
     collective_check(grid_.group(), [&] { restore_from(*resume_, mine); });
+    restore_seconds_ = wall_seconds() - t0;
     at = resume_->position;
     if (scaler_.enabled() && at.loss_scale > 0) {
       scaler_.restore(LossScalerState{at.loss_scale, at.loss_scale_growth_tracker, at.skipped_steps});

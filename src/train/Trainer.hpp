@@ -51,6 +51,7 @@ struct TrainResult {
   std::string hierarchical;       // the node-aware reduction's topology ("": flat)
   std::int64_t checkpoints = 0;   // written by this run
   double checkpoint_seconds = 0;  // their total time, gather and write (rank 0)
+  double restore_seconds = 0;     // resumed: reading the checkpoint's state (rank 0)
   // Mixed precision: fp16 steps skipped for inf/NaN gradients (in total, across resumes)
   // and the loss scale at the end (1 without loss scaling).
   std::int64_t skipped_steps = 0;
@@ -156,9 +157,8 @@ class Trainer {
   // the summed loss and the outputs (the last stage's; undefined elsewhere); inv_batch: 1 / batch.
   std::pair<torch::Tensor, torch::Tensor> forward_backward_microbatches(const torch::Tensor& input,
                                                                         const torch::Tensor& targets, double inv_batch);
-  // parallel.shard (checked against other keys); the optimizer over `trained`, or their chunks;
-  // the optimizer a checkpoint saves (sharded: the whole state gathered into `gathered` on the
-  // first replica, collective, nullptr elsewhere); a resume of the model and that state.
+  // parallel.shard (checked against other keys); the optimizer over `trained`, or their chunks; the one
+  // a serial checkpoint saves (sharded: gathered on the first replica, collective); a resume.
   ShardStage shard_stage() const;
   std::unique_ptr<GradientReducer> make_reducer(const std::vector<torch::Tensor>& trained, NcclCommunicator* nccl,
                                                 bool overlap);  // with stage 3's piece hooks
@@ -206,6 +206,7 @@ class Trainer {
   bool graphs_ = false;
   std::string resolved_json_;
   std::optional<CheckpointInfo> resume_;
+  double restore_seconds_ = 0;
 };
 
 }  // namespace hpctrain

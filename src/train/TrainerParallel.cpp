@@ -121,13 +121,13 @@ torch::optim::Optimizer* Trainer::optimizer_to_save(std::unique_ptr<torch::optim
 
 void Trainer::restore_from(const CheckpointInfo& info, RankState& mine) {
   if (!reducer_->sharded()) {
-    restore_checkpoint(info, *model_, *optimizer_, mine, checkpoint_layout());
+    restore_checkpoint(info, *model_, optimizer_.get(), mine, checkpoint_layout());
     return;
   }
-  // The file holds whole per-parameter state: read it as an unsharded run would, keep the chunks.
-  auto whole = make_optimizer(config_.optimizer, sharded_parameters(*reducer_));
-  restore_checkpoint(info, *model_, *whole, mine, checkpoint_layout());
-  scatter_sharded_state(*reducer_, *whole, *optimizer_);
+  // The file holds whole per-parameter state: the parameters read as an unsharded run reads
+  // them, of the state only this rank's chunks.
+  restore_checkpoint(info, *model_, nullptr, mine, checkpoint_layout());
+  read_sharded_state(*reducer_, *optimizer_, CheckpointReader(info), model_->parameters());
 }
 
 CheckpointLayout Trainer::checkpoint_layout() const {

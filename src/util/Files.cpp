@@ -125,6 +125,52 @@ void write_file_atomic(const std::string& path, const std::vector<std::string_vi
   publish_file(tmp, path);
 }
 
+void write_pieces(const std::string& path, const std::vector<FilePiece>& pieces, std::int64_t size) {
+  const int flags = O_WRONLY | O_CLOEXEC | (size >= 0 ? O_CREAT | O_TRUNC : 0);
+  const int fd = ::open(path.c_str(), flags, 0644);
+  if (fd < 0) fail(path, size >= 0 ? "cannot create" : "cannot open to write", errno);
+  try {
+    if (size >= 0 && ::ftruncate(fd, static_cast<off_t>(size)) != 0) fail(path, "cannot set the length", errno);
+    for (const auto& piece : pieces) {
+      const char* data = piece.bytes.data();
+      std::size_t left = piece.bytes.size();
+      auto at = static_cast<off_t>(piece.offset);
+      while (left > 0) {
+        const ssize_t n = ::pwrite(fd, data, left, at);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) fail(path, "cannot write", n < 0 ? errno : EIO);
+        data += n;
+        left -= static_cast<std::size_t>(n);
+        at += n;
+      }
+    }
+    fsync_fd(fd, path);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  if (::close(fd) != 0) fail(path, "cannot close", errno);
+}
+
+std::string read_piece(const std::string& path, std::int64_t offset, std::int64_t bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(path, "cannot open", errno);
+  std::string out(static_cast<std::size_t>(bytes), '\0');
+  std::size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n = ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset) + done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int error = n < 0 ? errno : EIO;
+      ::close(fd);
+      fail(path, n == 0 ? "shorter than expected" : "cannot read", error);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  return out;
+}
+
 void make_directories(const std::string& path) {
   std::string partial;
   std::size_t pos = 0;

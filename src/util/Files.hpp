@@ -25,6 +25,18 @@ std::string temporary_path(const std::string& path);
 // The second half of a durable write whose data a library wrote and closed (HDF5):
 // fsyncs `tmp`, renames it over `path` and fsyncs the folder. On failure removes `tmp`.
 void publish_file(const std::string& tmp, const std::string& path);
+// One positioned piece of a file.
+struct FilePiece {
+  std::int64_t offset = 0;
+  std::string_view bytes;
+};
+// Writes `pieces` at their offsets into `path` (each positioned write checked), fsyncs and
+// closes it, checked. `size` >= 0: creates or truncates the file and sets its length first
+// (what nobody writes stays a hole); < 0: the file must exist (other ranks write the rest).
+// Throws RuntimeFailure naming the path and the OS error.
+void write_pieces(const std::string& path, const std::vector<FilePiece>& pieces, std::int64_t size = -1);
+// `bytes` bytes at `offset` of `path`; throws RuntimeFailure naming it (a short file too).
+std::string read_piece(const std::string& path, std::int64_t offset, std::int64_t bytes);
 // fsync of a file's data; throws RuntimeFailure naming the path (a missing file included).
 void sync_file(const std::string& path);
 // fsync of a folder, which makes a rename or a new name in it durable.

@@ -10,6 +10,7 @@
  *   HPCTRAIN_FAULT_OP=slow    write/pwrite/writev succeed, each after HPCTRAIN_FAULT_AFTER
  *                             milliseconds (a slow disk: a test can kill a rank mid-write)
  *
+ * With HPCTRAIN_FAULT_RANK=R only the MPI rank R (OMPI_COMM_WORLD_RANK) is faulty.
  * Without HPCTRAIN_FAULT_PATH it passes every call through. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -30,6 +31,9 @@ static unsigned char matching[MAX_FDS];
 static long long written;
 
 static const char* pattern(void) {
+  const char* only = getenv("HPCTRAIN_FAULT_RANK");
+  const char* rank = getenv("OMPI_COMM_WORLD_RANK");
+  if (only && *only && (!rank || strcmp(only, rank) != 0)) return NULL;
   const char* p = getenv("HPCTRAIN_FAULT_PATH");
   return p && *p ? p : NULL;
 }

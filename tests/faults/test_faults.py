@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -71,12 +72,21 @@ def temporaries(folder):
 
 
 def checkpoint_verifies(path):
-    """The documented Python check of a checkpoint's SHA-256 (docs/checkpoints.md)."""
+    """The documented Python check of a checkpoint's SHA-256 (docs/checkpoints.md), versions 1 and 2."""
     with h5py.File(path, "r") as f:
+        manifest = f["manifest"][()].astype(str)
         h = hashlib.sha256()
-        for name in f["manifest"][()].astype(str):
-            h.update(name.encode())
-            h.update(f[name][()].tobytes())
+        if f.attrs["format_version"] == 1:
+            for name in manifest:
+                h.update(name.encode())
+                h.update(f[name][()].tobytes())
+            return h.hexdigest() == f.attrs["sha256"].decode()
+        for (index, first, size), digest in zip(f["checksum/parts"][()], f["checksum/sha256"][()]):
+            name = manifest[index]
+            data = f[name][()].tobytes()[first:first + size]
+            if hashlib.sha256(data).digest() != digest.tobytes():
+                return False
+            h.update(name.encode() + b"\0" + struct.pack("<QQ", first, size) + digest.tobytes())
         return h.hexdigest() == f.attrs["sha256"].decode()
 
 
@@ -163,52 +173,65 @@ def disk_full_cases():
         subprocess.run(["umount", mnt])
 
 
-def checkpoint_shim_cases():
+def checkpoint_shim_cases(label="shim", extra=()):
     """Failed write (ENOSPC), fsync (EIO) and rename (EIO) of a checkpoint, on 2 ranks."""
-    run_dir = os.path.join(work, "shim_run")
+    run_dir = os.path.join(work, label + "_run")
     ckpt = os.path.join(run_dir, "checkpoints")
-    rc, out, err, _ = train(run_dir, ["train.epochs=1"])
-    c.check("[shim] first run", rc == 0, err[-2000:])
+    extra = list(extra)
+    rc, out, err, _ = train(run_dir, extra + ["train.epochs=1"])
+    c.check(f"[{label}] first run", rc == 0, err[-2000:])
     before = snapshot(ckpt)
     newest = sorted(before)[-1]
-    resume = ["train.epochs=2", "checkpoint.resume=auto"]
-    expect_failure("[shim] checkpoint write fails (ENOSPC)", train(run_dir, resume, fault_env("checkpoints/step_", "write", 2048)),
+    resume = extra + ["train.epochs=2", "checkpoint.resume=auto"]
+    expect_failure(f"[{label}] checkpoint write fails (ENOSPC)",
+                   train(run_dir, resume, fault_env("checkpoints/step_", "write", 2048)),
                    ["No space left on device", ckpt + "/step_", ".h5.tmp"], before, ckpt)
-    expect_failure("[shim] checkpoint fsync fails (EIO)", train(run_dir, resume, fault_env("checkpoints/step_", "fsync")),
+    expect_failure(f"[{label}] checkpoint fsync fails (EIO)", train(run_dir, resume, fault_env("checkpoints/step_", "fsync")),
                    [".h5.tmp: cannot fsync: Input/output error"], before, ckpt)
-    expect_failure("[shim] checkpoint rename fails (EIO)", train(run_dir, resume, fault_env("checkpoints/step_", "rename")),
+    expect_failure(f"[{label}] checkpoint rename fails (EIO)",
+                   train(run_dir, resume, fault_env("checkpoints/step_", "rename")),
                    [".h5: cannot rename", "Input/output error"], before, ckpt)
+    if extra:  # written in parallel: a rank other than the first fails to write its slices
+        expect_failure(f"[{label}] rank 1's slices cannot be written (ENOSPC)",
+                       train(run_dir, resume, dict(fault_env("checkpoints/step_", "write"), HPCTRAIN_FAULT_RANK="1")),
+                       ["hpctrain: error (rank 1)", "No space left on device", ckpt + "/step_", ".h5.tmp"], before,
+                       ckpt)
     rc, out, err, _ = train(run_dir, resume)
-    c.check(f"[shim] fault gone: resume=auto continues from {newest}",
+    c.check(f"[{label}] fault gone: resume=auto continues from {newest}",
             rc == 0 and "resuming from " + os.path.join(ckpt, newest) in out, (out + err)[-2000:])
     return run_dir
 
 
-def corrupt_cases(run_dir):
+# Sharded runs write checkpoints in parallel (format version 2): every rank its slices.
+SHARDED = ["parallel.shard=optimizer"]
+
+
+def corrupt_cases(run_dir, label="corrupt", extra=()):
     """Truncated and bit-flipped checkpoints: fallback, or a clear refusal."""
     ckpt = os.path.join(run_dir, "checkpoints")
+    extra = list(extra)
     files = sorted(glob.glob(ckpt + "/step_*.h5"))
     newest, previous = files[-1], files[-2]
     with open(newest, "r+b") as f:
         f.truncate(os.path.getsize(newest) // 2)
-    rc, out, err, _ = train(run_dir, ["train.epochs=3", "checkpoint.resume=auto"])
-    c.check("[corrupt] truncated newest checkpoint reported, the one before it used",
+    rc, out, err, _ = train(run_dir, extra + ["train.epochs=3", "checkpoint.resume=auto"])
+    c.check(f"[{label}] truncated newest checkpoint reported, the one before it used",
             rc == 0 and "skipping checkpoint" in err and os.path.basename(newest) in err
             and "resuming from " + previous in out, (out + err)[-2000:])
-    bad = os.path.join(work, "flipped.h5")
+    bad = os.path.join(work, label + "_flipped.h5")
     shutil.copy(sorted(glob.glob(ckpt + "/step_*.h5"))[-1], bad)
     with h5py.File(bad, "r+") as f:  # one bit of one weight, as a failing disk or memory flips it
         w = f["model/parameters/00000"][()]
         w.view(np.uint32).flat[0] ^= 1 << 12
         f["model/parameters/00000"][...] = w
-    rc, out, err, codes = train(run_dir, ["train.epochs=3", "checkpoint.resume=" + bad])
-    c.check("[corrupt] checkpoint.resume=PATH with a flipped bit: refused with exit 3 on every rank, naming the file",
+    rc, out, err, codes = train(run_dir, extra + ["train.epochs=3", "checkpoint.resume=" + bad])
+    c.check(f"[{label}] checkpoint.resume=PATH with a flipped bit: refused with exit 3 on every rank, naming the file",
             rc == 3 and bad + ": checksum mismatch" in err and codes == [3, 3], err[-2000:])
-    only_bad = os.path.join(work, "all_corrupt")
+    only_bad = os.path.join(work, label + "_all_corrupt")
     os.makedirs(os.path.join(only_bad, "checkpoints"))
     shutil.copy(bad, os.path.join(only_bad, "checkpoints", os.path.basename(previous)))
-    rc, out, err, codes = train(only_bad, ["train.epochs=3", "checkpoint.resume=auto"])
-    c.check("[corrupt] resume=auto with no valid checkpoint stops with a clear error (not a fresh start)",
+    rc, out, err, codes = train(only_bad, extra + ["train.epochs=3", "checkpoint.resume=auto"])
+    c.check(f"[{label}] resume=auto with no valid checkpoint stops with a clear error (not a fresh start)",
             rc == 3 and "none of the 1 checkpoints" in err and "starting fresh" not in out, (out + err)[-2000:])
 
 
@@ -291,6 +314,13 @@ if not SHIM or not os.path.exists(SHIM):
 disk_full_cases()
 shim_run = checkpoint_shim_cases()
 corrupt_cases(shim_run)
+sharded_run = checkpoint_shim_cases("sharded shim", SHARDED)
+with h5py.File(sorted(glob.glob(os.path.join(sharded_run, "checkpoints", "step_*.h5")))[-1], "r") as f:
+    c.check("[sharded shim] the sharded run's checkpoints are written in parallel (format version 2) and verify",
+            f.attrs["format_version"] == 2 and len(f["checksum/parts"]) > len(f["manifest"]), "")
+c.check("[sharded shim] every kept checkpoint verifies by the documented Python check",
+        all(checkpoint_verifies(p) for p in glob.glob(os.path.join(sharded_run, "checkpoints", "step_*.h5"))), "")
+corrupt_cases(sharded_run, "sharded corrupt", SHARDED)
 data_corrupt_cases()
 other_write_cases()
 c.finish()

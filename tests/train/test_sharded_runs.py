@@ -7,7 +7,10 @@ the unsharded total (+-5%), measured from its tensors, and with stage 3 so are i
 an unsharded run writes it: a stage-2 run on 4 ranks killed with SIGKILL resumes bitwise,
 and its checkpoint continues on 2 ranks sharded, on 1 rank and unsharded on 4. Bad
 settings fail on every rank with the key named. Stage 3 writes the same checkpoints as stage 2,
-bit for bit, and resumes its own bitwise."""
+bit for bit, and resumes its own bitwise. Checkpoints written in parallel (every rank its slices,
+format version 2; checkpoint.parallel_write, the default) hold the same datasets bit for bit as
+when the first rank gathers and writes alone, also on a 2 x 2 pipeline grid; a resume reads only
+its chunks of the optimizer state."""
 import json
 import os
 import re
@@ -136,6 +139,36 @@ c.check(f"its checkpoint holds the whole per-parameter state an unsharded run wr
         f"float rounding (worst {worst:.1e})",
         r.rc == 0 and plain.keys() == first.keys() and all(plain[k].shape == first[k].shape for k in plain)
         and worst < 1e-4, str(sorted(set(plain) ^ set(first))[:10]))
+
+# checkpoint.parallel_write (the default): every rank writes its slices of the state (format
+# version 2, a checksum per part); the same datasets, bit for bit, as when the first rank
+# gathers the state and writes alone (version 1). Also on a 2 x 2 pipeline grid.
+def same_files(parallel_file, serial_file):
+    import h5py
+    a, b = checkpoint_tensors(parallel_file), checkpoint_tensors(serial_file)
+    with h5py.File(parallel_file, "r") as f, h5py.File(serial_file, "r") as g:
+        versions = (int(f.attrs["format_version"]), int(g.attrs["format_version"]))
+        parts = len(f["checksum/parts"]) if "checksum" in f else 0
+    diff = [k for k in b if k not in a or not np.array_equal(a[k], b[k])]
+    return versions, parts, diff, a.keys() == b.keys() and len(a) > 0
+
+
+short = [*FAMILIES["cnn"], *ck, "parallel.shard=gradients", "train.max_steps=20"]
+r, parallel_dir = train("ck_parallel", 4, *short)
+r2, serial_dir = train("ck_serial", 4, *short, "checkpoint.parallel_write=false")
+versions, parts, diff, same_keys = (same_files(newest_checkpoint(parallel_dir), newest_checkpoint(serial_dir))
+                                    if r.rc == 0 and r2.rc == 0 else ((0, 0), 0, ["no file"], False))
+c.check(f"stage 2 on 4 ranks: the checkpoint written in parallel (version {versions[0]}, {parts} checksum parts) "
+        f"holds the serial one's (version {versions[1]}) datasets bit for bit (differ: {diff[:5]})",
+        versions == (2, 1) and same_keys and not diff, r.text[-1500:] + r2.text[-1500:])
+grid_ck = [*grid, "parallel.shard=gradients", "checkpoint.every_steps=20", "train.max_steps=20"]
+r, gp = train("grid_ck_parallel", 4, *FAMILIES["cnn"], *grid_ck)
+r2, gs = train("grid_ck_serial", 4, *FAMILIES["cnn"], *grid_ck, "checkpoint.parallel_write=false")
+versions, parts, diff, same_keys = (same_files(newest_checkpoint(gp), newest_checkpoint(gs))
+                                    if r.rc == 0 and r2.rc == 0 else ((0, 0), 0, ["no file"], False))
+c.check(f"2 stages x 2 sharded replicas: the parallel checkpoint holds the serial one's datasets bit for bit "
+        f"(versions {versions}, differ: {diff[:5]})", versions == (2, 1) and same_keys and not diff,
+        r.text[-1500:] + r2.text[-1500:])
 
 kill_dir = os.path.join(work, "ck_killed")
 cmd = [MPIEXEC, "-n", "4", "--oversubscribe", BIN, "train", CONFIG, *common, *FAMILIES["cnn"], *ck,
