@@ -153,6 +153,9 @@ def disk_full_cases():
 
         expect_failure("[disk full] checkpoint", train(run_dir, on_tmpfs + ["train.epochs=2", "checkpoint.resume=auto"]),
                        ["No space left on device", ckpt + "/step_"], before_ckpt, ckpt)
+        expect_failure("[disk full] checkpoint written in parallel (parallel.shard)",
+                       train(run_dir, on_tmpfs + ["train.epochs=2", "checkpoint.resume=auto"] + SHARDED),
+                       ["No space left on device", ckpt + "/step_"], before_ckpt, ckpt)
         other = make_idx_dir(n_train=300, n_test=40)
         r = run([BIN, "import", "mnist", "--source", other, "--output", data])
         expect_failure("[disk full] import", (r.rc, r.out, r.err, []), ["No space left on device", data],
