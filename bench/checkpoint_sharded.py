@@ -10,7 +10,8 @@ training.checkpoint_seconds over training.checkpoints: the whole collective writ
 fsync, rename and the read-back verification before pruning. Read: a resume of the newest such
 checkpoint with nothing left to train, training.restore_seconds, either sharded (each rank reads
 the parameters and only its chunks of the optimizer state) or unsharded (each rank reads the
-whole state). Peak RSS per rank from report.json. Modes alternate within each repeat; medians.
+whole state), in alternating order. Peak RSS per rank from report.json. Modes alternate within
+each repeat; medians.
 
     bench/checkpoint_sharded.py [--repeats 3] [--json FILE]
 """
@@ -58,7 +59,7 @@ def one_repeat(a, config, parallel, work):
            "peak_rss_bytes": rep["memory"]["peak_rss_bytes"]["per_rank"],
            "file_bytes": sum(os.path.getsize(os.path.join(run_dir, "checkpoints", f))
                              for f in os.listdir(os.path.join(run_dir, "checkpoints")))}
-    for shard in ("optimizer", "none"):
+    for shard in ("optimizer", "none") if parallel else ("none", "optimizer"):  # both orders
         wait_for_quiet(a.max_load, a.max_wait)
         rep, cmd = hpctrain(a, run_dir, config[0], config[1], f"train.max_steps={a.steps}",
                             "checkpoint.resume=auto", "parallel.shard=" + shard)

@@ -167,13 +167,18 @@ void restore_checkpoint(const CheckpointInfo& info, torch::nn::Module& model, to
       throw ConfigError(info.path + ": parameter " + std::to_string(i) + " is " + stored + " in the checkpoint, " +
                         params[i].key() + " in the model" + changed);
     }
-    const auto t = read_tensor(file, name);
-    if (t.sizes() != params[i].value().sizes()) {
-      throw ConfigError(info.path + ": parameter " + params[i].key() + " has shape " + std::to_string(t.numel()) +
-                        " elements in the checkpoint, the model " + std::to_string(params[i].value().numel()) +
-                        changed);
+    const DatasetInfo stored_shape = dataset_info(file, name);
+    if (stored_shape.shape != params[i].value().sizes().vec()) {
+      throw ConfigError(info.path + ": parameter " + params[i].key() + " has another shape in the checkpoint than " +
+                        "in the model" + changed);
     }
-    params[i].value().copy_(t);
+    const torch::Tensor& value = params[i].value();
+    if (value.is_cpu() && value.is_contiguous() && value.scalar_type() == torch::kFloat &&
+        stored_shape.dtype == "float32") {
+      read_into(file, name, value);  // no copy
+    } else {
+      value.copy_(read_tensor(file, name));
+    }
     if (optimizer == nullptr) continue;
     std::map<std::string, torch::Tensor> values;
     for (const auto& key : optimizer_state_keys()) {
@@ -220,6 +225,10 @@ bool CheckpointReader::read(std::size_t parameter, const std::string& key, std::
   for (auto d : info.shape) elements *= d;
   if (begin < 0 || begin + out.numel() > elements) throw DataError(ctx + ": fewer elements than the model's");
   if (out.numel() == 0) return true;
+  if (begin == 0 && out.numel() == elements) {  // the whole dataset
+    read_into(file, name, out);
+    return true;
+  }
   H5Id ds(h5_check(H5Dopen2(file.id(), name.c_str(), H5P_DEFAULT), ctx));
   H5Id space(h5_check(H5Dget_space(ds), ctx));
   select_c_order_range(space, info.shape, begin, begin + out.numel(), ctx);

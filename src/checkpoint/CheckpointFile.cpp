@@ -91,6 +91,12 @@ torch::Tensor read_tensor(const H5File& file, const std::string& name) {
   return t;
 }
 
+void read_into(const H5File& file, const std::string& name, const torch::Tensor& out) {
+  const std::string ctx = file.path() + ": reading " + name;
+  H5Id ds(h5_check(H5Dopen2(file.id(), name.c_str(), H5P_DEFAULT), ctx));
+  if (out.numel() > 0) h5_check(H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data_ptr()), ctx);
+}
+
 std::string read_text(const H5File& file, const std::string& name) {
   const auto t = read_tensor(file, name);
   return std::string(static_cast<const char*>(t.data_ptr()), static_cast<std::size_t>(t.numel()));

@@ -18,6 +18,8 @@ namespace hpctrain::checkpoint_file {
 
 hid_t file_type(torch::ScalarType t);
 torch::Tensor read_tensor(const H5File& file, const std::string& name);
+// Dataset `name` (float32) whole into `out`: float32, contiguous, on the CPU, as many elements.
+void read_into(const H5File& file, const std::string& name, const torch::Tensor& out);
 std::string read_text(const H5File& file, const std::string& name);
 
 std::string index_name(std::size_t i);                              // 00042

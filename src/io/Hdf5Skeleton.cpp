@@ -94,15 +94,17 @@ H5Skeleton::Image H5Skeleton::finish() {
 namespace {
 
 // Adds elements [lo, hi) of the sub-array at start[0 .. dim) (dims shape[dim ..]) to `space`.
+// The first block replaces the selection (H5S_SELECT_SET), so a single block stays a regular
+// hyperslab.
 void add_range(hid_t space, const std::vector<std::int64_t>& shape, std::size_t dim, std::vector<hsize_t>& start,
-               std::int64_t lo, std::int64_t hi, const std::string& ctx) {
+               std::int64_t lo, std::int64_t hi, bool& first_block, const std::string& ctx) {
   if (lo >= hi) return;
   std::int64_t stride = 1;  // elements per index of `dim`
   for (std::size_t k = dim + 1; k < shape.size(); ++k) stride *= shape[k];
   const std::int64_t a = lo / stride, b = hi / stride;
   if (dim + 1 < shape.size() && (a == b || lo % stride != 0)) {  // a part of index a
     start[dim] = static_cast<hsize_t>(a);
-    add_range(space, shape, dim + 1, start, lo - a * stride, std::min(hi - a * stride, stride), ctx);
+    add_range(space, shape, dim + 1, start, lo - a * stride, std::min(hi - a * stride, stride), first_block, ctx);
     if (a == b) return;
     lo = (a + 1) * stride;
   }
@@ -115,11 +117,13 @@ void add_range(hid_t space, const std::vector<std::int64_t>& shape, std::size_t 
       first[k] = 0;
       count[k] = static_cast<hsize_t>(shape[k]);
     }
-    h5_check(H5Sselect_hyperslab(space, H5S_SELECT_OR, first.data(), nullptr, count.data(), nullptr), ctx);
+    const H5S_seloper_t op = first_block ? H5S_SELECT_SET : H5S_SELECT_OR;
+    first_block = false;
+    h5_check(H5Sselect_hyperslab(space, op, first.data(), nullptr, count.data(), nullptr), ctx);
   }
   if (dim + 1 < shape.size() && hi % stride != 0) {  // a part of index b
     start[dim] = static_cast<hsize_t>(b);
-    add_range(space, shape, dim + 1, start, 0, hi - b * stride, ctx);
+    add_range(space, shape, dim + 1, start, 0, hi - b * stride, first_block, ctx);
   }
 }
 
@@ -131,9 +135,10 @@ void select_c_order_range(hid_t space, const std::vector<std::int64_t>& shape, s
     h5_check(H5Sselect_all(space), context);
     return;
   }
-  h5_check(H5Sselect_none(space), context);
   std::vector<hsize_t> start(shape.size(), 0);
-  add_range(space, shape, 0, start, begin, end, context);
+  bool first_block = true;
+  add_range(space, shape, 0, start, begin, end, first_block, context);
+  if (first_block) h5_check(H5Sselect_none(space), context);  // an empty range
 }
 
 }  // namespace hpctrain

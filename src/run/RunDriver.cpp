@@ -70,7 +70,7 @@ std::optional<CheckpointInfo> choose_resume(const Config& config, const std::str
   }
   CheckpointInfo info;
   collective_check(world, [&] {
-    info = verify_checkpoint(path);
+    info = verify_checkpoint(path, /*data=*/false);  // rank 0 verified its data above
     const auto changes = resume_config_changes(info.config_json, resolved);
     if (!changes.empty()) {
       std::string list;

@@ -175,7 +175,8 @@ void read_sharded_state(const GradientReducer& reducer, torch::optim::Optimizer&
   for (std::size_t i = 0; i < model.size(); ++i) index[model[i].unsafeGetTensorImpl()] = i;
   const auto host = torch::TensorOptions().dtype(torch::kFloat);
   for (const auto& shard : reducer.shard_buckets()) {
-    std::map<std::string, torch::Tensor> values;  // this rank's chunk of each state
+    std::map<std::string, torch::Tensor> values;                // this rank's chunk of each state
+    std::vector<std::pair<std::int64_t, std::int64_t>> filled;  // ranges of the chunk read
     std::int64_t step = -1;
     const std::int64_t lo = shard.offset, hi = shard.offset + shard.chunk;
     for (const auto& [p, offset] : shard.members) {
@@ -183,23 +184,35 @@ void read_sharded_state(const GradientReducer& reducer, torch::optim::Optimizer&
       const std::int64_t a = std::max(lo, offset), b = std::min(hi, offset + p.numel());
       if (a >= b) continue;
       step = std::max(step, file.step(i));
+      filled.emplace_back(a - lo, b - lo);
       for (const auto& key : optimizer_state_keys()) {
         if (key == "step") continue;
-        torch::Tensor part = torch::empty({b - a}, host);
+        auto& chunk = values[key];
+        if (!chunk.defined()) chunk = torch::empty({shard.chunk}, host);
+        torch::Tensor part = chunk.narrow(0, a - lo, b - a);  // read in place
+        bool present = false;
         if (p.is_contiguous()) {
-          if (!file.read(i, key, a - offset, part)) continue;
+          present = file.read(i, key, a - offset, part);
         } else {
           // Stored in C order, held in the parameter's memory order: the whole state, reordered.
           torch::Tensor whole = torch::empty({p.numel()}, host);
-          if (!file.read(i, key, 0, whole)) continue;
+          present = file.read(i, key, 0, whole);
           auto held = torch::empty_strided(p.sizes(), p.strides(), host);
-          held.copy_(whole.view(p.sizes()));
-          part.copy_(held.as_strided({p.numel()}, {1}).narrow(0, a - offset, b - a));
+          if (present) held.copy_(whole.view(p.sizes()));
+          if (present) part.copy_(held.as_strided({p.numel()}, {1}).narrow(0, a - offset, b - a));
         }
-        auto& chunk = values[key];
-        if (!chunk.defined()) chunk = torch::zeros({shard.chunk}, host);
-        chunk.narrow(0, a - lo, b - a).copy_(part);
+        if (!present) values.erase(key);  // no state yet (before the first step)
       }
+    }
+    // What no member covers (the padding past the parameters) is zero, as the optimizer keeps it.
+    std::sort(filled.begin(), filled.end());
+    std::int64_t at = 0;
+    filled.emplace_back(shard.chunk, shard.chunk);
+    for (const auto& [begin, end] : filled) {
+      for (auto& [key, chunk] : values) {
+        if (begin > at) chunk.narrow(0, at, begin - at).zero_();
+      }
+      at = std::max(at, end);
     }
     for (auto& [key, chunk] : values) chunk = chunk.to(shard.parameters.device());
     if (step >= 0 && !values.empty()) values["step"] = torch::tensor({step}, torch::kLong);
