@@ -1,7 +1,8 @@
 """GPU training (label `gpu`; skipped, exit 77, where no GPU is visible): device.type=auto
 takes the GPU and report.json names it with its memory figures; fp32, bf16 and fp16 train to
 the CPU run's accuracy; two ranks sharing the GPU reduce through pinned host memory with MPI
-and agree with one rank; a checkpoint written on the GPU resumes there; NCCL on one rank;
+and agree with one rank, also sharded, whose checkpoint (written in parallel) resumes; a
+checkpoint written on the GPU resumes there; NCCL on one rank;
 device.cuda_graphs captures the step and trains to the same accuracy in each precision, fp16's
 loss scaling skipping overflowing steps inside the graph, and resumes from a checkpoint."""
 import glob
@@ -80,6 +81,12 @@ for stage in ("gradients", "parameters"):
             r.rc == 0 and "final" in two and sh["parallel"]["shard"]["active"]
             and abs(sh["final"]["test_loss"] - two["final"]["test_loss"]) <= 1e-4 * two["final"]["test_loss"],
             r.text[-2000:])
+# The sharded run's final checkpoint was written in parallel from GPU memory (format version
+# 2); a sharded resume reads its chunks of the optimizer state back onto the GPU.
+r, res = train("gpu_mpi2_gradients", "comm.backend=mpi", "parallel.shard=gradients", "train.epochs=2",
+               "checkpoint.resume=auto", np=2)
+c.check("two ranks on the GPU, parallel.shard=gradients: its checkpoint, written in parallel, resumes and finishes",
+        r.rc == 0 and "resuming from" in r.out and res.get("training", {}).get("restore_seconds", 0) > 0, r.text[-2000:])
 r, one = train("gpu_nccl1", "comm.backend=nccl")
 c.check("comm.backend=nccl on one rank", r.rc == 0 and one["communication"]["backend"] == "nccl", r.text[-2000:])
 ck = ["checkpoint.at_end=true", "train.test_every_epoch=false", "schedule.name=constant"]
