@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 
 #include "util/Error.hpp"
 #include "util/Json.hpp"
+#include "util/SystemStats.hpp"
 
 namespace hpctrain::checkpoint_file {
 namespace json = boost::json;
@@ -391,16 +391,13 @@ const torch::Tensor& GatheredParts::at(const std::string& name, std::int64_t sta
 
 void write_attributes(H5File& file, std::int64_t version, std::int64_t step, std::int64_t world_size,
                       const CheckpointLayout& layout) {
-  char created[32] = {0};
-  const std::time_t now = std::time(nullptr);
-  std::strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
   file.write_string_attr("/", "format", kCheckpointFormat);
   file.write_int_attr("/", "format_version", version);
   file.write_int_attr("/", "step", step);
   file.write_int_attr("/", "world_size", world_size);
   file.write_int_attr("/", "pipeline_stages", layout.stages);
   file.write_int_attr("/", "replicas", layout.replicas);
-  file.write_string_attr("/", "created", created);
+  file.write_string_attr("/", "created", utc_timestamp());
 }
 
 void write_replica_parts(Writer& w, const GatheredParts& all, torch::nn::Module& model,

@@ -3,10 +3,10 @@
 #include <cstdio>
 
 #include <algorithm>
-#include <ctime>
 
 #include "util/Error.hpp"
 #include "util/Sha256.hpp"
+#include "util/SystemStats.hpp"
 
 namespace hpctrain {
 
@@ -154,9 +154,6 @@ namespace {
 // The root attributes every data set carries, whatever its inputs.
 void write_root_attrs(H5File& file, const std::string& name, const std::string& source, Task task,
                       const std::vector<std::string>& class_names) {
-  char created[32] = {0};
-  const std::time_t now = std::time(nullptr);
-  std::strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
   file.write_string_attr("/", "format", kFormatName);
   file.write_int_attr("/", "format_version", kFormatVersion);
   file.write_string_attr("/", "name", name);
@@ -169,7 +166,7 @@ void write_root_attrs(H5File& file, const std::string& name, const std::string& 
     file.write_int_attr("/", "num_classes", static_cast<std::int64_t>(class_names.size()));
   }
   file.write_string_attr("/", "source", source);
-  file.write_string_attr("/", "created", created);
+  file.write_string_attr("/", "created", utc_timestamp());
   if (task == Task::Classification) file.write_string_list("/class_names", class_names);
 }
 

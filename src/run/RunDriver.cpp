@@ -21,6 +21,7 @@
 #include "train/PipelineSchedule.hpp"
 #include "util/Error.hpp"
 #include "util/Files.hpp"
+#include "util/SystemStats.hpp"
 
 namespace hpctrain {
 namespace {

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <ctime>
 #include <numeric>
 
 #include "comm/NcclCommunicator.hpp"
@@ -393,13 +392,6 @@ json::array to_json_array(const std::vector<std::int64_t>& v) {
 }
 
 }  // namespace
-
-std::string utc_timestamp() {
-  char text[32] = {0};
-  const std::time_t now = std::time(nullptr);
-  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  return text;
-}
 
 std::string software_versions_text() {
   std::string s;

@@ -31,7 +31,6 @@ struct RunContext {
 std::string write_run_report(const std::string& path, const Config& config, const RunContext& context,
                              const ShardedDataset& data, const TrainResult& result, const Communicator& comm);
 
-std::string utc_timestamp();
 std::string software_versions_text();  // for --version
 
 }  // namespace hpctrain

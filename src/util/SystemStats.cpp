@@ -1,5 +1,7 @@
 #include "util/SystemStats.hpp"
 
+#include <ctime>
+
 #include <malloc.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -50,6 +52,13 @@ double load_average_1min() {
 double wall_seconds() {
   using clock = std::chrono::steady_clock;
   return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+std::string utc_timestamp() {
+  char text[32] = {0};
+  const std::time_t now = std::time(nullptr);
+  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return text;
 }
 
 }  // namespace hpctrain

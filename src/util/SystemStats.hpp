@@ -1,6 +1,7 @@
 #pragma once
 // Process and host figures read from the operating system.
 #include <cstdint>
+#include <string>
 
 namespace hpctrain {
 
@@ -13,6 +14,8 @@ std::int64_t anonymous_rss_bytes();
 // LibTorch's CPU tensors hold. mallinfo2 walks the arenas' free lists: microseconds, not free.
 std::int64_t heap_in_use();
 double load_average_1min();
+// The current time in UTC, ISO 8601 to the second ("2026-12-05T21:30:00Z").
+std::string utc_timestamp();
 double wall_seconds();  // monotonic clock
 
 }  // namespace hpctrain
