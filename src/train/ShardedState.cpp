@@ -34,6 +34,13 @@ struct WindowHooks : PieceHooks {
   std::int64_t pieces;
 };
 
+// Each parameter's index in module order, by its tensor.
+std::map<const void*, std::size_t> module_index(const std::vector<torch::Tensor>& model) {
+  std::map<const void*, std::size_t> index;
+  for (std::size_t i = 0; i < model.size(); ++i) index[model[i].unsafeGetTensorImpl()] = i;
+  return index;
+}
+
 }  // namespace
 
 std::vector<std::int64_t> piece_groups(const ModelImpl& model, const std::vector<torch::Tensor>& trained) {
@@ -113,8 +120,7 @@ ShardedCheckpointState sharded_checkpoint_state(const GradientReducer& reducer, 
   torch::NoGradGuard no_grad;
   const bool root = data.rank() == 0;
   auto on_host = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU, torch::kFloat).contiguous(); };
-  std::map<const void*, std::size_t> index;  // module order
-  for (std::size_t i = 0; i < model.size(); ++i) index[model[i].unsafeGetTensorImpl()] = i;
+  const auto index = module_index(model);
   ShardedCheckpointState out;
   std::vector<bool> covered(model.size(), false);
   for (const auto& shard : reducer.shard_buckets()) {
@@ -171,8 +177,7 @@ ShardedCheckpointState sharded_checkpoint_state(const GradientReducer& reducer, 
 void read_sharded_state(const GradientReducer& reducer, torch::optim::Optimizer& shards, const CheckpointReader& file,
                         const std::vector<torch::Tensor>& model) {
   torch::NoGradGuard no_grad;
-  std::map<const void*, std::size_t> index;  // module order
-  for (std::size_t i = 0; i < model.size(); ++i) index[model[i].unsafeGetTensorImpl()] = i;
+  const auto index = module_index(model);
   const auto host = torch::TensorOptions().dtype(torch::kFloat);
   for (const auto& shard : reducer.shard_buckets()) {
     std::map<std::string, torch::Tensor> values;                // this rank's chunk of each state

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <tuple>
 
 #include "comm/GradientReducer.hpp"
@@ -364,17 +365,18 @@ std::string Trainer::write_checkpoint(Loop& loop, std::int64_t epoch, std::int64
     // Steps train.nonfinite skipped: they count towards the limit after a resume.
     p.skipped_steps = loop.nonfinite ? loop.nonfinite->skipped_steps() : loop.at.skipped_steps;
   }
-  if (reducer_->sharded() && config_.checkpoint.parallel_write) {  // every rank writes its slices
+  std::unique_ptr<torch::optim::Optimizer> gathered;  // sharded, serial: the whole state, on the first replica
+  std::optional<ShardedCheckpointState> slices;       // sharded, parallel: what this rank writes
+  torch::optim::Optimizer* serial = nullptr;
+  if (reducer_->sharded() && config_.checkpoint.parallel_write) {
     synchronize_optimizer_state(*optimizer_);
-    const auto slices =
+    slices =
         sharded_checkpoint_state(*reducer_, *optimizer_, model_->parameters(), checkpoint_layout().parameters, comm_);
-    const std::string path = loop.checkpointer.write(p, epoch_loss, epoch_correct, *model_, nullptr, best, &slices);
-    loop.log.checkpoint(path);
-    return path;
+  } else {
+    serial = optimizer_to_save(gathered);
   }
-  std::unique_ptr<torch::optim::Optimizer> gathered;  // sharded: the whole state, on the first replica
   const std::string path =
-      loop.checkpointer.write(p, epoch_loss, epoch_correct, *model_, optimizer_to_save(gathered), best);
+      loop.checkpointer.write(p, epoch_loss, epoch_correct, *model_, serial, best, slices ? &*slices : nullptr);
   loop.log.checkpoint(path);
   return path;
 }
