@@ -4,7 +4,10 @@
 # (or builds one against the node's LibTorch), imports Fashion-MNIST, then runs the `gpu`
 # test and the GPU benchmarks into OUTDIR.
 #
-#   bench/gpu_node.sh [CARRY_DIR] [OUTDIR] [all | a comma list of test,bench,profile]
+#   bench/gpu_node.sh [CARRY_DIR] [OUTDIR] [all | a comma list of test,bench,profile,pipeline]
+#
+# `pipeline` uses the node's CPU cores, not its GPU: the pipeline bubble at p = 4 and 8
+# stages (bench/pipeline_bubble.py, one rank per core), which a 2-core machine cannot run.
 #
 # HPCTRAIN_NODE_BUDGET (seconds, default 540) bounds the whole call: each step's timeout is
 # cut to what is left, so a device call under a 10-minute limit still returns its results.
@@ -109,6 +112,15 @@ if wants profile; then
     python3 analysis/profile_summary.py /tmp/hpctrain-profile/hpctrain.json /tmp/hpctrain-profile/pytorch.json \
       --steps 5 --top 30 | tee "$out/profile_summary.txt"
   record "profile: both sides" "$?"
+fi
+if wants pipeline; then
+  step "pipeline bubble on the CPU cores: p = 4 and 8 stages"
+  within 200 python3 bench/pipeline_bubble.py --stages 4 --microbatches 4,8,16 --repeats 1 --bind none \
+    --max-load 99 --max-wait 0 --json "$out/pipeline_bubble_p4.json"
+  record "bench: pipeline_bubble p=4" "$?"
+  within 200 python3 bench/pipeline_bubble.py --stages 8 --microbatches 8,16 --repeats 1 --bind none \
+    --max-load 99 --max-wait 0 --json "$out/pipeline_bubble_p8.json"
+  record "bench: pipeline_bubble p=8" "$?"
 fi
 step "done: $out"
 printf '%s\n' "--- results ---" "${results[@]}" | tee "$out/results.txt"

@@ -67,29 +67,33 @@ enum class Figure : std::size_t {
   GpuReserved,
   GpuPeak,
   GpuIndex,
-  Stage,          // pipeline stage of the rank
-  PipeForward,    // pipeline seconds: forward pieces,
-  PipeBackward,   // backward pieces,
-  PipeWait,       // waiting for activations, gradients and sends,
-  PipeSteps,      // whole forward-backward passes of the steps
-  PipeHeldPeak,   // pipeline activations: most bytes held for backward,
-  PipeHeldMicro,  // one (microbatch, chunk)'s bytes (the last step's largest),
-  PipeInFlight,   // most (microbatch, chunk) pairs held
-  ParamBytes,     // training memory (parallel.shard): parameters,
-  GradBytes,      // gradient buffers held between steps,
-  OptBytes,       // optimizer state,
-  BucketPeak,     // full gradient buckets alive at once (shard=gradients)
-  WindowPeak,     // gathered parameters alive at once (shard=parameters)
-  CpusOnline,     // the node's online CPUs, as this rank sees them
-  MemoryTotal,    // the node's physical memory
-  MonSamples,     // system monitor (run.monitor_seconds): samples taken,
-  MonCpu,         // mean CPU utilization,
-  MonRss,         // largest resident memory sampled,
-  MonGpuUtil,     // mean GPU utilization (-1: none),
-  MonGpuMemory,   // largest GPU memory in use (-1: none),
-  MonGpuPower,    // mean GPU power (-1: none),
-  MonMain,        // the main thread's seconds for the monitor,
-  MonSampler,     // the sampling thread's seconds
+  Stage,            // pipeline stage of the rank
+  PipeForward,      // pipeline seconds: forward pieces,
+  PipeBackward,     // backward pieces,
+  PipeWait,         // waiting for activations, gradients and sends,
+  PipeSteps,        // whole forward-backward passes of the steps
+  PipeWindow,       // the pipeline's common windows over the settled steps,
+  PipeWindowBusy,   // this rank's forward + backward over the same steps,
+  PipeSkew,         // the ranks' entry skew over them,
+  PipeWindowSteps,  // and how many steps were settled
+  PipeHeldPeak,     // pipeline activations: most bytes held for backward,
+  PipeHeldMicro,    // one (microbatch, chunk)'s bytes (the last step's largest),
+  PipeInFlight,     // most (microbatch, chunk) pairs held
+  ParamBytes,       // training memory (parallel.shard): parameters,
+  GradBytes,        // gradient buffers held between steps,
+  OptBytes,         // optimizer state,
+  BucketPeak,       // full gradient buckets alive at once (shard=gradients)
+  WindowPeak,       // gathered parameters alive at once (shard=parameters)
+  CpusOnline,       // the node's online CPUs, as this rank sees them
+  MemoryTotal,      // the node's physical memory
+  MonSamples,       // system monitor (run.monitor_seconds): samples taken,
+  MonCpu,           // mean CPU utilization,
+  MonRss,           // largest resident memory sampled,
+  MonGpuUtil,       // mean GPU utilization (-1: none),
+  MonGpuMemory,     // largest GPU memory in use (-1: none),
+  MonGpuPower,      // mean GPU power (-1: none),
+  MonMain,          // the main thread's seconds for the monitor,
+  MonSampler,       // the sampling thread's seconds
   Count
 };
 constexpr std::size_t kPhases = static_cast<std::size_t>(Phase::Count);
@@ -126,6 +130,10 @@ std::vector<double> rank_row(const Config& config, const RunContext& ctx, const 
   set(Figure::PipeBackward, r.pipeline_backward);
   set(Figure::PipeWait, r.pipeline_wait);
   set(Figure::PipeSteps, r.pipeline_steps);
+  set(Figure::PipeWindow, r.pipeline_window);
+  set(Figure::PipeWindowBusy, r.pipeline_window_busy);
+  set(Figure::PipeSkew, r.pipeline_skew);
+  set(Figure::PipeWindowSteps, static_cast<double>(r.pipeline_window_steps));
   set(Figure::PipeHeldPeak, static_cast<double>(r.activation_peak_bytes));
   set(Figure::PipeHeldMicro, static_cast<double>(r.microbatch_activation_bytes));
   set(Figure::PipeInFlight, static_cast<double>(r.in_flight_peak));
@@ -351,6 +359,24 @@ json::object parallel_section(const Config& config, const TrainResult& r, const 
   out["idle_share"] = to_array(idle);
   out["bubble_measured"] = idle.empty() ? 0.0 : idle_sum / static_cast<double>(idle.size());
   out["bubble_theory"] = r.theoretical_bubble;
+  // Over the common windows: each rank's idle share of the window its replica's pipeline
+  // spans per step (the theory's measure), and the share of it that is entry skew.
+  const auto window = g[Figure::PipeWindow], window_busy = g[Figure::PipeWindowBusy], skew = g[Figure::PipeSkew];
+  std::vector<double> window_idle, skew_share;
+  for (std::size_t i = 0; i < window.size(); ++i) {
+    window_idle.push_back(window[i] > 0 ? 1.0 - window_busy[i] / window[i] : 0.0);
+    skew_share.push_back(window[i] > 0 ? skew[i] / window[i] : 0.0);
+  }
+  auto mean = [](const std::vector<double>& v) {
+    double sum = 0;
+    for (double x : v) sum += x;
+    return v.empty() ? 0.0 : sum / static_cast<double>(v.size());
+  };
+  out["window_steps"] = to_int_array(g[Figure::PipeWindowSteps]);
+  out["window_seconds"] = to_array(window);
+  out["window_idle_share"] = to_array(window_idle);
+  out["bubble_common_window"] = mean(window_idle);
+  out["entry_skew_share"] = mean(skew_share);
   // Memory per rank: what the pipeline held for backward (train/Pipeline.hpp
   // PipelineMemory), and the process's high-water marks (host RSS; GPU: 0 on the CPU).
   out["activation_peak_bytes"] = to_int_array(g[Figure::PipeHeldPeak]);

@@ -19,6 +19,7 @@ constexpr int kTagLimit = 32767;  // MPI guarantees tags up to here
 constexpr int kShapeTag = kTagLimit;
 constexpr std::size_t kShapeWords = 10;    // [dtype, dims, d0 ... d7]
 constexpr std::size_t kReceivesAhead = 2;  // posted receives per direction
+constexpr std::size_t kSettleSteps = 16;   // passes per agreement of their common windows
 
 torch::Tensor to_host_for_mpi(const torch::Tensor& t) {
   return t.is_cuda() ? t.to(torch::kCPU) : t.contiguous();
@@ -129,9 +130,39 @@ PipelineEngine::PipelineEngine(ModelImpl& model, const ProcessGrid& grid, StageP
     }
   }
   agree_shapes();
+  grid_.pipeline().barrier();
+  clock_zero_ = wall_seconds();
 }
 
 PipelineEngine::~PipelineEngine() = default;
+
+void PipelineEngine::record_window(double start, double end, double busy) {
+  pass_bounds_.push_back(start - clock_zero_);
+  pass_bounds_.push_back(end - clock_zero_);
+  unsettled_busy_ += busy;
+  const std::size_t n = pass_bounds_.size() / 2;
+  if (n < kSettleSteps) return;
+  // One maximum over [end..., start..., -start...] gives the latest end, the latest start
+  // and the earliest start of each pass.
+  std::vector<double> v(3 * n);
+  for (std::size_t i = 0; i < n; ++i) {
+    v[i] = pass_bounds_[2 * i + 1];
+    v[n + i] = pass_bounds_[2 * i];
+    v[2 * n + i] = -pass_bounds_[2 * i];
+  }
+  const Communicator& pipe = grid_.pipeline();
+  pipe.allreduce_max(v.data(), v.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    times_.window += v[i] + v[2 * n + i];
+    times_.skew += v[n + i] + v[2 * n + i];
+  }
+  times_.window_busy += unsettled_busy_;
+  times_.window_steps += static_cast<std::int64_t>(n);
+  pass_bounds_.clear();
+  unsettled_busy_ = 0;
+  pipe.barrier();  // a fresh common clock: nodes' clocks drift apart
+  clock_zero_ = wall_seconds();
+}
 
 bool PipelineEngine::runs_piece(std::int64_t piece) const {
   for (int c = 0; c < plan_.shape.chunks; ++c) {
@@ -277,7 +308,7 @@ void PipelineEngine::run_forward(const PipeAction& a, Micro& mc, const torch::Te
 PipelineEngine::StepOutput PipelineEngine::train_step(const torch::Tensor& input, const torch::Tensor& targets,
                                                       const LossFn& loss_fn, const ToBackward& to_backward,
                                                       GradientReducer* reducer) {
-  const double t0 = wall_seconds();
+  const double t0 = wall_seconds(), busy0 = times_.forward + times_.backward;
   const Communicator& pipe = grid_.pipeline();
   const int p = plan_.shape.stages, m = plan_.shape.microbatches, v = plan_.shape.chunks;
   const int last = plan_.virtual_stages() - 1;
@@ -375,9 +406,11 @@ PipelineEngine::StepOutput PipelineEngine::train_step(const torch::Tensor& input
   }
   const double w0 = wall_seconds();
   for (auto& s : transit.sends) s.first.wait();
-  times_.wait += wall_seconds() - w0;
-  times_.steps += wall_seconds() - t0;
+  const double t1 = wall_seconds();
+  times_.wait += t1 - w0;
+  times_.steps += t1 - t0;
   ++times_.count;
+  record_window(t0, t1, times_.forward + times_.backward - busy0);
   StepOutput out;
   if (grid_.last_stage()) {
     out.outputs = torch::cat(outputs);

@@ -59,6 +59,14 @@ struct PipelineTimes {
   double wait = 0;      // waiting for activations, gradients, and own sends at the step's end
   double steps = 0;     // whole steps: what is neither compute nor wait is the interpreter
   std::int64_t count = 0;
+  // The same steps seen from the replica's whole pipeline: each step's common window runs
+  // from the first stage's pass start to the last stage's pass end (clocks referred to a
+  // barrier), settled every kSettleSteps steps. The theory's bubble is the idle share of the
+  // stages over that window; `skew` is the part that is ranks entering the step apart.
+  double window = 0;       // sum over settled steps: latest pass end - earliest pass start
+  double skew = 0;         // sum over settled steps: latest pass start - earliest pass start
+  double window_busy = 0;  // this rank's forward + backward over the settled steps
+  std::int64_t window_steps = 0;
 };
 
 // What this rank's forwards left allocated for their backwards (bytes): the allocator's bytes
@@ -132,6 +140,9 @@ class PipelineEngine {
   int virtual_of(int chunk) const { return chunk * plan_.shape.stages + grid_.stage(); }
   int tag(int direction, int receiver_virtual, int microbatch) const;
   torch::Tensor receive_buffer(int receiver_virtual, std::int64_t rows) const;
+  // Records a pass [start, end) with `busy` compute seconds; every kSettleSteps passes agrees
+  // the common windows over the pipeline (collective) and refers the clock to a new barrier.
+  void record_window(double start, double end, double busy);
 
   ModelImpl& model_;
   const ProcessGrid& grid_;
@@ -148,6 +159,9 @@ class PipelineEngine {
   PipelineMemory memory_;
   std::int64_t held_ = 0;  // bytes held now (during a step)
   int held_pairs_ = 0;
+  double clock_zero_ = 0;            // wall_seconds() at the last barrier of the pipeline
+  std::vector<double> pass_bounds_;  // unsettled passes: start, end (from clock_zero_)
+  double unsettled_busy_ = 0;
 };
 
 // Forward + backward seconds of each of the model's blocks on `rows` samples of zeros of

@@ -67,6 +67,9 @@ struct TrainResult {
   std::int64_t microbatches = 1;
   std::int64_t stage_parameters = 0;  // parameters this rank holds
   double pipeline_forward = 0, pipeline_backward = 0, pipeline_wait = 0, pipeline_steps = 0;
+  // The pipeline's common windows (train/Pipeline.hpp PipelineTimes): sums over settled steps.
+  double pipeline_window = 0, pipeline_window_busy = 0, pipeline_skew = 0;
+  std::int64_t pipeline_window_steps = 0;
   double theoretical_bubble = 0;
   // Activations this rank's pipeline held for backward (train/Pipeline.hpp PipelineMemory).
   std::int64_t activation_peak_bytes = 0, microbatch_activation_bytes = 0;

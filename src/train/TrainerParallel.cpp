@@ -260,6 +260,10 @@ void Trainer::record_parallel_figures(TrainResult& result) const {
   result.pipeline_backward = t.backward;
   result.pipeline_wait = t.wait;
   result.pipeline_steps = t.steps;
+  result.pipeline_window = t.window;
+  result.pipeline_window_busy = t.window_busy;
+  result.pipeline_skew = t.skew;
+  result.pipeline_window_steps = t.window_steps;
   result.theoretical_bubble = theoretical_bubble(plan.kind, plan.shape);
   const PipelineMemory& memory = pipeline_->memory();
   result.activation_peak_bytes = memory.activation_peak;

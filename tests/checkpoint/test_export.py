@@ -2,7 +2,8 @@
 exported as safetensors + model.json; the documented Python loader (analysis/
 hpctrain_model.py, safetensors package) rebuilds each and gets the same test-set
 predictions as `hpctrain predict` on 2 ranks, whose HDF5 and CSV outputs agree and cover
-the split."""
+the split. The same predictions come out of a pipeline of 2 stages (`predict --stages 2`), and
+layouts that cannot run are refused naming the option."""
 import csv
 import json
 import os
@@ -64,10 +65,31 @@ for name, model_args in (("cnn", ["model.channels=[8,16]", "model.fc_width=32"])
     agree = float(np.mean(py.argmax(1) == pred))
     c.check(f"[{name}] the Python loader gets the same predictions (max |diff| {diff:.1e}, {agree:.4f} argmax agree)",
             diff < 1e-5 and agree == 1.0, "")
+    # Through 2 pipeline stages (each rank loads its stage's tensors): the pieces in order are
+    # forward() bit for bit; only the rows per matrix product differ (10000 in microbatches of
+    # 256 against 5000 per rank), so float32 rounding again.
+    r = mpirun(2, ["predict", model_dir, FASHION, "--stages", "2", "--output", os.path.join(model_dir, "piped")],
+               timeout=300)
+    c.check(f"[{name}] predict through 2 pipeline stages exits 0 and names the split",
+            r.rc == 0 and "2 stages x 1 replica: stem+blocks 0-" in r.out, r.text[-2000:])
+    if r.rc == 0:
+        with h5py.File(os.path.join(model_dir, "piped.h5"), "r") as f:
+            piped, piped_label = f["scores"][()], f["label"][()]
+        pdiff = float(np.abs(piped - scores).max()) if piped.shape == scores.shape else float("inf")
+        c.check(f"[{name}] the pipeline's predictions equal the whole model's (max |diff| {pdiff:.1e})",
+                pdiff < 1e-6 and np.array_equal(piped_label, test_labels) and
+                np.array_equal(piped.argmax(1), pred), "")
     acc = float(np.mean(pred == test_labels))
     report = json.load(open(os.path.join(run_dir, "report.json")))
     c.check(f"[{name}] predicted accuracy {acc:.4f} equals the run's test accuracy",
             abs(acc - report["final"]["test_accuracy"]) < 1e-9, str(report["final"]["test_accuracy"]))
+model_dir = os.path.join(work, "mlp", "export")  # 2 blocks
+for args, expect in ((["--stages", "3"], "--stages 3 does not divide the 2 ranks"),
+                     (["--stages", "2", "--stage-split", "5"], "--stage-split"),
+                     (["--stage-split", "1"], "--stage-split needs --stages of 2 or more")):
+    r = mpirun(2, ["predict", model_dir, FASHION] + args, timeout=120)
+    c.check(f"predict {' '.join(args)}: refused naming the option",
+            r.rc != 0 and expect in r.err and r.err.count("error") <= 2, r.text[-1500:])
 r = run([BIN, "export", os.path.join(work, "nothing")])
 c.check("export without checkpoints: a clear error", r.rc == 3 and "no checkpoint to export" in r.err, r.text)
 c.finish()

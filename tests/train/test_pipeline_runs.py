@@ -44,6 +44,19 @@ for name, np, extra in layouts:
     worst = max((abs(a - b) / abs(b) for a, b in zip(steps, one)), default=1.0)
     c.check(f"{name}: the loss of every logged step equals one rank's within 1e-4 relative "
             f"(worst {worst:.2e})", r.rc == 0 and len(steps) == len(one) and worst < 1e-4, r.text[-1500:])
+    par = rep.get("parallel", {})
+    if par.get("pipeline_stages", 1) > 1:
+        # Common windows: settled every 16 steps (48 of 50), one window per replica shared by
+        # its stages, each rank's idle share of it within [0, 1).
+        replicas = par["data_parallel_replicas"]
+        win = par.get("window_seconds", [])
+        same = all(win[r] == win[r % replicas] for r in range(len(win)))
+        idle = par.get("window_idle_share", [])
+        c.check(f"{name}: the common windows cover 48 settled steps, equal on a replica's stages, idle shares "
+                f"{[round(x, 3) for x in idle]}",
+                par.get("window_steps") == [48] * np and same and all(0 <= x < 1 for x in idle) and
+                abs(par["bubble_common_window"] - sum(idle) / len(idle)) < 1e-12 and
+                0 <= par["entry_skew_share"] < 1, json.dumps(par)[:1500])
     a = rep.get("final", {}).get("test_accuracy", -1)
     b = rep1.get("final", {}).get("test_accuracy", -2)
     c.check(f"{name}: test accuracy is the same quantity ({a} vs {b})", abs(a - b) < 1e-3, json.dumps(rep.get("final")))
