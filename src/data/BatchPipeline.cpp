@@ -7,11 +7,15 @@
 namespace hpctrain {
 
 BatchPipeline::BatchPipeline(const ShardedDataset& data, const DataConfig& config, std::uint64_t seed,
-                             std::int64_t batch_rows, bool pinned)
-    : data_(data), config_(config), seed_(seed), batch_rows_(batch_rows) {
+                             std::int64_t batch_rows, bool pinned, bool inputs)
+    : data_(data), config_(config), seed_(seed), batch_rows_(batch_rows), inputs_(inputs) {
   std::vector<std::int64_t> shape{batch_rows};
   const auto& s = data.meta().sample_shape;
-  shape.insert(shape.end(), s.begin(), s.end());
+  if (inputs) {
+    shape.insert(shape.end(), s.begin(), s.end());
+  } else {
+    shape.push_back(0);
+  }
   // Page-locked buffers let a GPU copy them asynchronously (DMA without a staging copy).
   for (auto& b : buffers_) b = torch::empty(shape, torch::TensorOptions(torch::kFloat).pinned_memory(pinned));
   for (std::size_t c = 0; c < data.mean().size(); ++c) {
@@ -86,6 +90,7 @@ void BatchPipeline::worker_loop() {
 }
 
 void BatchPipeline::prepare(std::int64_t step, int buffer) {
+  if (!inputs_) return;
   if (data_.meta().float_inputs()) {
     // Tables [F] and series windows [V, T]: normalization per feature or variable (the
     // first sample dimension) only; augmentation is for images.

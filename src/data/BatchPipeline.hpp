@@ -22,9 +22,11 @@ struct Batch {
 
 class BatchPipeline {
  public:
-  // `pinned`: page-locked input buffers, for asynchronous copies to a GPU.
+  // `pinned`: page-locked input buffers, for asynchronous copies to a GPU. `inputs` false:
+  // the caller never reads the inputs (a pipeline stage after the first), so none are
+  // prepared and a batch's input is an empty [n, 0] tensor that gives only the row count.
   BatchPipeline(const ShardedDataset& data, const DataConfig& config, std::uint64_t seed, std::int64_t batch_rows,
-                bool pinned = false);
+                bool pinned = false, bool inputs = true);
   ~BatchPipeline();
   BatchPipeline(const BatchPipeline&) = delete;
   BatchPipeline& operator=(const BatchPipeline&) = delete;
@@ -45,6 +47,7 @@ class BatchPipeline {
   DataConfig config_;
   std::uint64_t seed_;
   std::int64_t batch_rows_;
+  bool inputs_;
   std::vector<float> scale_, shift_;  // per channel: x * scale + shift
   torch::Tensor buffers_[2];
 

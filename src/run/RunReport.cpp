@@ -342,11 +342,18 @@ json::object parallel_section(const Config& config, const TrainResult& r, const 
   if (r.schedule.empty()) return out;
   const auto forward = g[Figure::PipeForward], backward = g[Figure::PipeBackward], wait = g[Figure::PipeWait],
              steps = g[Figure::PipeSteps];
-  std::vector<double> idle;
-  double idle_sum = 0;
+  // Each rank's idle share of its own passes, and of the common windows (the theory's
+  // measure): the window its replica's pipeline spans per step, part of it entry skew.
+  const auto window = g[Figure::PipeWindow], busy = g[Figure::PipeWindowBusy], skew = g[Figure::PipeSkew];
+  const auto ranks = static_cast<double>(steps.size());
+  std::vector<double> idle(steps.size(), 0.0), window_idle(steps.size(), 0.0);
+  double idle_mean = 0, window_mean = 0, skew_mean = 0;
   for (std::size_t i = 0; i < steps.size(); ++i) {
-    idle.push_back(steps[i] > 0 ? 1.0 - (forward[i] + backward[i]) / steps[i] : 0.0);
-    idle_sum += idle.back();
+    if (steps[i] > 0) idle[i] = 1.0 - (forward[i] + backward[i]) / steps[i];
+    if (window[i] > 0) window_idle[i] = 1.0 - busy[i] / window[i];
+    idle_mean += idle[i] / ranks;
+    window_mean += window_idle[i] / ranks;
+    skew_mean += window[i] > 0 ? skew[i] / window[i] / ranks : 0.0;
   }
   out["schedule"] = r.schedule;
   out["chunks"] = config.parallel.schedule == "interleaved" ? config.parallel.chunks : 1;
@@ -357,26 +364,13 @@ json::object parallel_section(const Config& config, const TrainResult& r, const 
   out["wait_seconds"] = to_array(wait);
   out["pass_seconds"] = to_array(steps);
   out["idle_share"] = to_array(idle);
-  out["bubble_measured"] = idle.empty() ? 0.0 : idle_sum / static_cast<double>(idle.size());
+  out["bubble_measured"] = idle_mean;
   out["bubble_theory"] = r.theoretical_bubble;
-  // Over the common windows: each rank's idle share of the window its replica's pipeline
-  // spans per step (the theory's measure), and the share of it that is entry skew.
-  const auto window = g[Figure::PipeWindow], window_busy = g[Figure::PipeWindowBusy], skew = g[Figure::PipeSkew];
-  std::vector<double> window_idle, skew_share;
-  for (std::size_t i = 0; i < window.size(); ++i) {
-    window_idle.push_back(window[i] > 0 ? 1.0 - window_busy[i] / window[i] : 0.0);
-    skew_share.push_back(window[i] > 0 ? skew[i] / window[i] : 0.0);
-  }
-  auto mean = [](const std::vector<double>& v) {
-    double sum = 0;
-    for (double x : v) sum += x;
-    return v.empty() ? 0.0 : sum / static_cast<double>(v.size());
-  };
   out["window_steps"] = to_int_array(g[Figure::PipeWindowSteps]);
   out["window_seconds"] = to_array(window);
   out["window_idle_share"] = to_array(window_idle);
-  out["bubble_common_window"] = mean(window_idle);
-  out["entry_skew_share"] = mean(skew_share);
+  out["bubble_common_window"] = window_mean;
+  out["entry_skew_share"] = skew_mean;
   // Memory per rank: what the pipeline held for backward (train/Pipeline.hpp
   // PipelineMemory), and the process's high-water marks (host RSS; GPU: 0 on the CPU).
   out["activation_peak_bytes"] = to_int_array(g[Figure::PipeHeldPeak]);

@@ -97,8 +97,9 @@ Trainer::Loop::Loop(Trainer& t, const LoopPosition& from, const RankState& resum
       mine(resumed),
       slice(batch_slice(t.config_.train.batch_size, t.comm_.size(), t.comm_.rank())),
       inv_batch(1.0 / static_cast<double>(t.config_.train.batch_size)),
+      // Pipeline stages after the first never read the inputs: none are prepared there.
       pipeline(t.data_, t.config_.data, static_cast<std::uint64_t>(t.config_.train.seed), slice.size(),
-               t.device_.is_cuda()),
+               t.device_.is_cuda(), !t.pipeline_ || t.grid_.first_stage()),
       log(t.log_, t.config_.run, t.grid_.group().rank() == 0, t.total_steps_, t.log_prefix_),
       start(wall_seconds()),
       clock(result.timer, t.device_),
