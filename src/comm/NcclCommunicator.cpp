@@ -118,7 +118,7 @@ ncclDataType_t nccl_type(const torch::Tensor& t, const char* what) {
 // Queues `call` on the communication stream after the captured compute work, and waits
 // with the deadline until NCCL has it on the stream. `tensors` are the buffers it uses.
 template <class Call>
-void NcclCommunicator::enqueue(const char* what, std::initializer_list<const torch::Tensor*> tensors, Call&& call) {
+void NcclCommunicator::enqueue(const char* what, const std::vector<const torch::Tensor*>& tensors, Call&& call) {
   Impl& m = *impl_;
   if (m.aborted) throw RuntimeFailure("NCCL: the communicator was aborted after an earlier error");
   c10::cuda::CUDAGuard guard(m.device.index());
@@ -169,6 +169,25 @@ void NcclCommunicator::allgather_async(const torch::Tensor& flat, std::int64_t c
     // In place: this rank's chunk sits at its offset of the output.
     const auto* mine = static_cast<const char*>(flat.data_ptr()) + flat.element_size() * chunk * rank;
     return ncclAllGather(mine, flat.data_ptr(), static_cast<std::size_t>(chunk), type, comm, stream);
+  });
+}
+
+void NcclCommunicator::exchange_async(const std::vector<PeerTransfer>& transfers) {
+  std::vector<const torch::Tensor*> used;
+  for (const auto& t : transfers) {
+    if (!t.tensor.is_contiguous()) throw std::logic_error("NcclCommunicator::exchange_async: a non-contiguous tensor");
+    used.push_back(&t.tensor);
+  }
+  enqueue("send/receive", used, [&](ncclComm_t comm, cudaStream_t stream) {
+    ncclResult_t r = ncclGroupStart();
+    for (const auto& t : transfers) {
+      if (r != ncclSuccess && r != ncclInProgress) break;
+      const auto bytes = static_cast<std::size_t>(t.tensor.nbytes());
+      r = t.send ? ncclSend(t.tensor.data_ptr(), bytes, ncclUint8, t.peer, comm, stream)
+                 : ncclRecv(t.tensor.data_ptr(), bytes, ncclUint8, t.peer, comm, stream);
+    }
+    const ncclResult_t end = ncclGroupEnd();
+    return r != ncclSuccess && r != ncclInProgress ? r : end;
   });
 }
 
@@ -225,6 +244,7 @@ void NcclCommunicator::capture_compute_stream() {}
 void NcclCommunicator::allreduce_sum_async(const torch::Tensor&) {}
 void NcclCommunicator::reduce_scatter_sum_async(const torch::Tensor&, const torch::Tensor&) {}
 void NcclCommunicator::allgather_async(const torch::Tensor&, std::int64_t, int) {}
+void NcclCommunicator::exchange_async(const std::vector<PeerTransfer>&) {}
 void NcclCommunicator::order_compute_after() {}
 void NcclCommunicator::wait() {}
 std::string NcclCommunicator::version() {

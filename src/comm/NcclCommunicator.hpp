@@ -9,9 +9,9 @@
 #include <torch/torch.h>
 
 #include <cstdint>
-#include <initializer_list>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "comm/Communicator.hpp"
 
@@ -36,6 +36,16 @@ class NcclCommunicator {
   // this rank's (`rank`) read in place. Same stream and ordering as allreduce_sum_async.
   void reduce_scatter_sum_async(const torch::Tensor& full, const torch::Tensor& shard);
   void allgather_async(const torch::Tensor& flat, std::int64_t chunk, int rank);
+  // Pipeline messages: one NCCL group of sends and receives of the tensors' bytes (any dtype,
+  // contiguous, on the device), queued after the captured compute work; returns at once.
+  // Operations between two ranks meet in the order both issue them (no tags): the caller's
+  // order must pair them (train/PipelineGroups.hpp checks the pipeline's).
+  struct PeerTransfer {
+    torch::Tensor tensor;
+    int peer = 0;
+    bool send = false;
+  };
+  void exchange_async(const std::vector<PeerTransfer>& transfers);
   // Makes the compute stream's later work wait for every reduction queued so far, on the
   // device (the host goes on; wait() still checks them against the deadline).
   void order_compute_after();
@@ -50,7 +60,7 @@ class NcclCommunicator {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   template <class Call>
-  void enqueue(const char* what, std::initializer_list<const torch::Tensor*> tensors, Call&& call);
+  void enqueue(const char* what, const std::vector<const torch::Tensor*>& tensors, Call&& call);
 };
 
 }  // namespace hpctrain

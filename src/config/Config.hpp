@@ -124,6 +124,7 @@ struct ParallelConfig {
   std::int64_t chunks = 2;                    // model chunks per rank (interleaved)
   std::vector<std::int64_t> stage_split;      // first block of each stage after the first; empty: balanced
   std::string grid_order = "replicas_inner";  // replicas_inner | stages_inner
+  std::string p2p = "auto";                   // auto | nccl | mpi: how pipeline activations travel
   std::string shard = "none";                 // none | optimizer | gradients (ZeRO stages 0-2)
 };
 

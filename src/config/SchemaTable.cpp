@@ -266,8 +266,8 @@ std::vector<SchemaEntry> stopping_entries() {
 const std::vector<SchemaEntry>& schema_entries() {
   static const std::vector<SchemaEntry> table = [] {
     std::vector<SchemaEntry> all;
-    for (auto part : {data_and_model_entries, training_entries, stopping_entries, runtime_entries, experiment_entries,
-                      output_entries}) {
+    for (auto part : {data_and_model_entries, training_entries, stopping_entries, runtime_entries, parallel_entries,
+                      experiment_entries, output_entries}) {
       auto entries = part();
       all.insert(all.end(), std::make_move_iterator(entries.begin()), std::make_move_iterator(entries.end()));
     }

@@ -29,7 +29,7 @@ std::string lower_is_better_metrics() {
 
 }  // namespace
 
-// comm, device, precision, parallel
+// comm, device, precision
 std::vector<SchemaEntry> runtime_entries() {
   using K = KeyType;
   const std::optional<double> none;
@@ -101,7 +101,14 @@ std::vector<SchemaEntry> runtime_entries() {
       {free(key("precision.growth_interval", K::Integer, "2000", 1.0, 1e9, {},
                 "fp16: steps without inf/NaN gradients before the loss scale grows.")),
        bind(&Config::precision, &PrecisionConfig::growth_interval)},
-      // parallel
+  };
+}
+
+// parallel
+std::vector<SchemaEntry> parallel_entries() {
+  using K = KeyType;
+  const std::optional<double> none;
+  return {
       {free(key("parallel.pipeline_stages", K::Integer, "1", 1.0, 1024.0, {},
                 "Pipeline stages p: each stage holds consecutive blocks of the model (the stem on the first, the "
                 "head and loss on the last) and the ranks form a grid of p stages x (ranks / p) data-parallel "
@@ -133,6 +140,11 @@ std::vector<SchemaEntry> runtime_entries() {
                 "share a node and its fast gradient reductions; stages span nodes, which only pass activations). "
                 "stages_inner: a replica's stages are consecutive ranks.")),
        bind(&Config::parallel, &ParallelConfig::grid_order)},
+      {free(key("parallel.p2p", K::String, "\"auto\"", none, none, {"auto", "nccl", "mpi"},
+                "How activations and their gradients travel between pipeline stages. nccl: NCCL send/recv "
+                "between the GPUs, grouped per schedule step. mpi: MPI, GPU tensors staged through host "
+                "memory. auto: nccl on GPUs with NCCL compiled in (not with two ranks on one GPU), else mpi.")),
+       bind(&Config::parallel, &ParallelConfig::p2p)},
       {free(key("parallel.shard", K::String, "\"none\"", none, none, {"none", "optimizer", "gradients", "parameters"},
                 "Sharded data parallelism (ZeRO) over the data-parallel replicas (of each pipeline stage). "
                 "none: every replica holds all optimizer state and gradients. optimizer (stage 1): each replica "

@@ -356,6 +356,7 @@ json::object parallel_section(const Config& config, const TrainResult& r, const 
     skew_mean += window[i] > 0 ? skew[i] / window[i] / ranks : 0.0;
   }
   out["schedule"] = r.schedule;
+  out["p2p"] = r.pipeline_p2p;
   out["chunks"] = config.parallel.schedule == "interleaved" ? config.parallel.chunks : 1;
   out["stage_split"] = r.stage_split;
   out["stage_of_rank"] = to_int_array(g[Figure::Stage]);

@@ -5,9 +5,11 @@
 #include <stdexcept>
 
 #include "comm/GradientReducer.hpp"
+#include "comm/NcclCommunicator.hpp"
 #include "models/Model.hpp"
 #include "train/Device.hpp"
 #include "train/MixedPrecision.hpp"
+#include "train/PipelineGroups.hpp"
 #include "util/Error.hpp"
 #include "util/SystemStats.hpp"
 
@@ -26,65 +28,6 @@ torch::Tensor to_host_for_mpi(const torch::Tensor& t) {
 }
 
 }  // namespace
-
-std::string StagePlan::describe() const {
-  std::string out;
-  for (int k = 0; k < virtual_stages(); ++k) {
-    const auto first = first_block[static_cast<std::size_t>(k)];
-    const auto last = piece_end(k) - 2;  // pieces are blocks + 1; the head is piece blocks + 1
-    out += (k ? " | " : "") + std::string(k == 0 ? "stem+" : "") + "blocks " + std::to_string(first) + "-" +
-           std::to_string(std::min(last, blocks - 1)) + (k + 1 == virtual_stages() ? "+head" : "");
-  }
-  return out;
-}
-
-std::vector<double> measure_block_costs(ModelImpl& model, const std::vector<std::int64_t>& sample, std::int64_t rows,
-                                        const torch::Device& device, const std::string& precision) {
-  const std::int64_t blocks = model.pipeline_blocks();
-  std::vector<double> piece(static_cast<std::size_t>(blocks + 2), 1e300);
-  const bool training = model.is_training();
-  model.eval();
-  std::vector<std::int64_t> shape{rows};
-  shape.insert(shape.end(), sample.begin(), sample.end());
-  for (int round = 0; round < 3; ++round) {
-    torch::Tensor x = torch::zeros(shape, torch::TensorOptions(device));
-    for (std::int64_t i = 0; i < blocks + 2; ++i) {
-      auto in = x.detach();
-      if (i > 0 && in.is_floating_point()) in.requires_grad_(true);
-      synchronize(device);
-      const double t0 = wall_seconds();
-      torch::Tensor y;
-      {
-        AutocastScope autocast(precision, device.type());
-        y = model.run_piece(i, in);
-      }
-      if (y.requires_grad()) y.to(torch::kFloat).sum().backward();  // a stem without parameters has none
-      synchronize(device);
-      auto& best = piece[static_cast<std::size_t>(i)];
-      best = std::min(best, wall_seconds() - t0);
-      x = y.detach();
-    }
-  }
-  for (auto& p : model.parameters()) p.mutable_grad().reset();
-  model.train(training);
-  std::vector<double> costs(piece.begin() + 1, piece.end() - 1);
-  costs.front() += piece.front();
-  costs.back() += piece.back();
-  return costs;
-}
-
-StagePlan make_stage_plan(ScheduleKind kind, const PipelineShape& shape, std::int64_t blocks,
-                          const std::vector<std::int64_t>& explicit_list, const std::vector<double>& block_costs) {
-  check_pipeline_shape(kind, shape);
-  StagePlan plan;
-  plan.kind = kind;
-  plan.shape = shape;
-  plan.blocks = blocks;
-  const int parts = shape.stages * shape.chunks;
-  plan.first_block =
-      explicit_list.empty() ? balanced_split(block_costs, parts) : explicit_split(explicit_list, blocks, parts);
-  return plan;
-}
 
 // One (microbatch, chunk) during a step: its input (a leaf with gradients when received),
 // output, loss, the gradient that arrived for its output, and posted receives.
@@ -106,7 +49,8 @@ struct PipelineEngine::Transit {
 };
 
 PipelineEngine::PipelineEngine(ModelImpl& model, const ProcessGrid& grid, StagePlan plan, torch::Device device,
-                               std::vector<std::int64_t> sample_shape, std::string precision, bool channels_last)
+                               std::vector<std::int64_t> sample_shape, std::string precision, bool channels_last,
+                               PipelineLink link)
     : model_(model),
       grid_(grid),
       plan_(std::move(plan)),
@@ -130,6 +74,10 @@ PipelineEngine::PipelineEngine(ModelImpl& model, const ProcessGrid& grid, StageP
     }
   }
   agree_shapes();
+  if (link.nccl) {
+    nccl_ = std::make_unique<NcclCommunicator>(grid_.pipeline(), device_, link.timeout_seconds);
+    nccl_actions_ = nccl_order(plan_.kind, plan_.shape, grid_.stage(), actions_);
+  }
   grid_.pipeline().barrier();
   clock_zero_ = wall_seconds();
 }
@@ -209,7 +157,7 @@ torch::Tensor PipelineEngine::receive_buffer(int receiver_virtual, std::int64_t 
   const Boundary& b = inbound_[static_cast<std::size_t>(receiver_virtual)];
   std::vector<std::int64_t> shape{rows};
   shape.insert(shape.end(), b.shape.begin(), b.shape.end());
-  return torch::empty(shape, torch::TensorOptions(b.dtype));  // host: MPI reads and writes it
+  return torch::empty(shape, torch::TensorOptions(b.dtype).device(nccl_ ? device_ : torch::Device(torch::kCPU)));
 }
 
 // Virtual stage by virtual stage: run the chunk on two zero samples (evaluation mode, no
@@ -294,9 +242,10 @@ void PipelineEngine::run_forward(const PipeAction& a, Micro& mc, const torch::Te
     outputs[static_cast<std::size_t>(a.microbatch)] = out.detach();
     loss_total = loss_total.defined() ? loss_total + mc.loss.detach() : mc.loss.detach();
   }
-  // A received input on the CPU is the receive buffer itself, allocated before `before`.
+  // A received input on the CPU, or received by NCCL, is the receive buffer itself,
+  // allocated before `before`.
   mc.held = std::max<std::int64_t>(0, bytes_in_use() - before) +
-            (k > 0 && !x.is_cuda() ? static_cast<std::int64_t>(x.nbytes()) : 0);
+            (k > 0 && (!x.is_cuda() || nccl_) ? static_cast<std::int64_t>(x.nbytes()) : 0);
   held_ += mc.held;
   ++held_pairs_;
   memory_.activation_peak = std::max(memory_.activation_peak, held_);
@@ -305,13 +254,60 @@ void PipelineEngine::run_forward(const PipeAction& a, Micro& mc, const torch::Te
   times_.forward += wall_seconds() - f0;
 }
 
+// Backward of one (microbatch, chunk): from the loss on the last virtual stage, else from the
+// gradient received for its output. `reducer` is given with the chunk's last backward: its
+// parameters' data-parallel reduction may start inside it.
+void PipelineEngine::run_backward(const PipeAction& a, Micro& mc, const ToBackward& to_backward,
+                                  GradientReducer* reducer) {
+  const double b0 = wall_seconds();
+  if (reducer != nullptr) reducer->release(chunk_params_[static_cast<std::size_t>(a.chunk)]);
+  if (virtual_of(a.chunk) == plan_.virtual_stages() - 1) {
+    to_backward(mc.loss).backward();
+  } else {
+    torch::autograd::backward({mc.output}, {mc.grad_buffer.to(device_)});
+  }
+  mc.output = mc.loss = mc.grad_buffer = torch::Tensor();
+  held_ -= mc.held;
+  --held_pairs_;
+  times_.backward += wall_seconds() - b0;
+}
+
+// One NCCL group: the messages nccl_actions_[begin, end) of a training step, receives into
+// device buffers made here, sends of the tensors computed for them; the compute stream's
+// later work waits for the group on the device.
+void PipelineEngine::exchange_nccl(std::size_t begin, std::size_t end, std::vector<Micro>& micro, std::int64_t rows) {
+  std::vector<NcclCommunicator::PeerTransfer> transfers;
+  for (std::size_t j = begin; j < end; ++j) {
+    const PipeAction& a = nccl_actions_[j];
+    Micro& mc = micro[static_cast<std::size_t>(a.microbatch * plan_.shape.chunks + a.chunk)];
+    const int k = virtual_of(a.chunk), peer = message_peer(plan_.shape, grid_.stage(), a);
+    switch (a.op) {
+      case PipeOp::RecvActivation:
+        transfers.push_back({mc.act_buffer = receive_buffer(k, rows), peer, false});
+        break;
+      case PipeOp::RecvGradient:  // the gradient of this stage's output: the next stage's input shape
+        transfers.push_back({mc.grad_buffer = receive_buffer(k + 1, rows), peer, false});
+        break;
+      case PipeOp::SendActivation:
+        transfers.push_back({mc.output.detach().contiguous(), peer, true});
+        break;
+      default:  // SendGradient
+        transfers.push_back({mc.input.grad().contiguous(), peer, true});
+        mc.input = torch::Tensor();
+    }
+  }
+  const double w0 = wall_seconds();
+  nccl_->exchange_async(transfers);
+  nccl_->order_compute_after();
+  times_.wait += wall_seconds() - w0;
+}
+
 PipelineEngine::StepOutput PipelineEngine::train_step(const torch::Tensor& input, const torch::Tensor& targets,
                                                       const LossFn& loss_fn, const ToBackward& to_backward,
                                                       GradientReducer* reducer) {
   const double t0 = wall_seconds(), busy0 = times_.forward + times_.backward;
   const Communicator& pipe = grid_.pipeline();
   const int p = plan_.shape.stages, m = plan_.shape.microbatches, v = plan_.shape.chunks;
-  const int last = plan_.virtual_stages() - 1;
   const std::int64_t n = input.size(0);
   if (n % m != 0) {
     throw ConfigError("parallel.microbatches: " + std::to_string(m) + " does not divide this replica's batch of " +
@@ -364,9 +360,18 @@ PipelineEngine::StepOutput PipelineEngine::train_step(const torch::Tensor& input
     transit.reap();
   };
 
-  for (std::size_t i = 0; i < actions_.size(); ++i) {
-    post_ahead(i);
-    const PipeAction& a = actions_[i];
+  if (nccl_) nccl_->capture_compute_stream();
+  const std::vector<PipeAction>& order = nccl_ ? nccl_actions_ : actions_;
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    const PipeAction& a = order[i];
+    if (nccl_ && is_message(a.op)) {  // the run of messages from here: one group
+      std::size_t end = i + 1;
+      while (end < order.size() && is_message(order[end].op)) ++end;
+      exchange_nccl(i, end, micro, rows);
+      i = end - 1;
+      continue;
+    }
+    if (!nccl_) post_ahead(i);
     Micro& mc = at(a);
     const int k = virtual_of(a.chunk);
     switch (a.op) {
@@ -382,22 +387,9 @@ PipelineEngine::StepOutput PipelineEngine::train_step(const torch::Tensor& input
       case PipeOp::SendActivation:
         send(mc.output.detach(), (grid_.stage() + 1) % p, tag(kActivation, k + 1, a.microbatch));
         break;
-      case PipeOp::Backward: {
-        const double b0 = wall_seconds();
-        auto& done = backwards_done[static_cast<std::size_t>(a.chunk)];
-        if (reducer != nullptr && done + 1 == m) reducer->release(chunk_params_[static_cast<std::size_t>(a.chunk)]);
-        if (k == last) {
-          to_backward(mc.loss).backward();
-        } else {
-          torch::autograd::backward({mc.output}, {mc.grad_buffer.to(device_)});
-        }
-        ++done;
-        mc.output = mc.loss = mc.grad_buffer = torch::Tensor();
-        held_ -= mc.held;
-        --held_pairs_;
-        times_.backward += wall_seconds() - b0;
+      case PipeOp::Backward:
+        run_backward(a, mc, to_backward, ++backwards_done[static_cast<std::size_t>(a.chunk)] == m ? reducer : nullptr);
         break;
-      }
       case PipeOp::SendGradient:
         send(mc.input.grad(), (grid_.stage() + p - 1) % p, tag(kGradient, k - 1, a.microbatch));
         mc.input = torch::Tensor();
@@ -406,6 +398,7 @@ PipelineEngine::StepOutput PipelineEngine::train_step(const torch::Tensor& input
   }
   const double w0 = wall_seconds();
   for (auto& s : transit.sends) s.first.wait();
+  if (nccl_) nccl_->wait();
   const double t1 = wall_seconds();
   times_.wait += t1 - w0;
   times_.steps += t1 - t0;
@@ -419,52 +412,62 @@ PipelineEngine::StepOutput PipelineEngine::train_step(const torch::Tensor& input
   return out;
 }
 
-// Microbatch by microbatch, chunk by chunk: every dependency (the previous virtual stage of
-// the same microbatch) comes earlier in that order on its own rank, so nothing waits in a cycle.
+// Microbatch by microbatch, chunk by chunk (train/PipelineGroups forward_actions): every
+// dependency (the previous virtual stage of the same microbatch) comes earlier in that order
+// on its own rank, so nothing waits in a cycle, over MPI or as NCCL groups.
 torch::Tensor PipelineEngine::forward(const torch::Tensor& input) {
   const Communicator& pipe = grid_.pipeline();
-  const int p = plan_.shape.stages, v = plan_.shape.chunks, last = plan_.virtual_stages() - 1;
+  const int v = plan_.shape.chunks, last = plan_.virtual_stages() - 1;
   const std::int64_t n = input.size(0);
   const std::int64_t rows = std::max<std::int64_t>(1, (n + plan_.shape.microbatches - 1) / plan_.shape.microbatches);
+  const int count = static_cast<int>((n + rows - 1) / rows);
+  auto rows_of = [&](int mb) { return std::min(rows, n - mb * rows); };
+  const auto actions = forward_actions(PipelineShape{plan_.shape.stages, count, v}, grid_.stage());
   torch::NoGradGuard no_grad;
   Transit transit;
-  std::vector<torch::Tensor> outputs;
-  int index = 0;
-  for (std::int64_t begin = 0; begin < n; begin += rows, ++index) {
-    const std::int64_t count = std::min(rows, n - begin);
-    for (int c = 0; c < v; ++c) {
-      const int k = virtual_of(c);
-      torch::Tensor x;
-      if (k == 0) {
-        x = input.narrow(0, begin, count).to(device_, /*non_blocking=*/true);
-        if (channels_last_ && x.dim() == 4) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
-      } else {
-        torch::Tensor buffer = receive_buffer(k, count);
-        const double w0 = wall_seconds();
-        pipe.irecv(buffer.data_ptr(), buffer.nbytes(), (grid_.stage() + p - 1) % p, tag(kActivation, k, index % 16384))
-            .wait();
-        times_.wait += wall_seconds() - w0;
-        x = buffer.to(device_);
-      }
-      torch::Tensor y;
-      {
-        AutocastScope autocast(precision_, device_.type());
-        y = run_chunk(c, x);
-      }
-      if (k == last) {
-        outputs.push_back(y.to(torch::kFloat));
-      } else {
-        torch::Tensor host = to_host_for_mpi(y);
-        transit.sends.emplace_back(
-            pipe.isend(host.data_ptr(), host.nbytes(), (grid_.stage() + 1) % p, tag(kActivation, k + 1, index % 16384)),
-            host);
+  std::vector<NcclCommunicator::PeerTransfer> group;                              // NCCL: the run of messages so far
+  std::vector<torch::Tensor> outputs, held(static_cast<std::size_t>(count * v));  // received or to send
+  if (nccl_) nccl_->capture_compute_stream();
+  for (std::size_t i = 0; i < actions.size(); ++i) {
+    const PipeAction& a = actions[i];
+    const int k = virtual_of(a.chunk), peer = message_peer(plan_.shape, grid_.stage(), a);
+    torch::Tensor& slot = held[static_cast<std::size_t>(a.microbatch * v + a.chunk)];
+    const int message_tag = tag(kActivation, a.op == PipeOp::RecvActivation ? k : k + 1, a.microbatch % 16384);
+    const double w0 = wall_seconds();
+    if (a.op == PipeOp::RecvActivation) {
+      slot = receive_buffer(k, rows_of(a.microbatch));
+      if (nccl_) group.push_back({slot, peer, false});
+      if (!nccl_) pipe.irecv(slot.data_ptr(), slot.nbytes(), peer, message_tag).wait();
+    } else if (a.op == PipeOp::SendActivation) {
+      if (nccl_) group.push_back({slot.contiguous(), peer, true});
+      if (!nccl_) {
+        torch::Tensor host = to_host_for_mpi(slot);
+        transit.sends.emplace_back(pipe.isend(host.data_ptr(), host.nbytes(), peer, message_tag), host);
         transit.reap();
       }
+      slot = torch::Tensor();
+    } else {  // Forward
+      torch::Tensor x =
+          k == 0 ? input.narrow(0, a.microbatch * rows, rows_of(a.microbatch)).to(device_, true) : slot.to(device_);
+      if (k == 0 && channels_last_ && x.dim() == 4) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+      AutocastScope autocast(precision_, device_.type());
+      slot = run_chunk(a.chunk, x);
+      if (k == last) {
+        outputs.push_back(slot.to(torch::kFloat));
+        slot = torch::Tensor();
+      }
     }
+    const bool run_ends = i + 1 == actions.size() || !is_message(actions[i + 1].op);
+    if (nccl_ && !group.empty() && run_ends) {
+      nccl_->exchange_async(group);
+      nccl_->order_compute_after();
+      group.clear();
+    }
+    if (is_message(a.op)) times_.wait += wall_seconds() - w0;
   }
   for (auto& s : transit.sends) s.first.wait();
-  if (!grid_.last_stage()) return torch::Tensor();
-  if (outputs.empty()) return torch::Tensor();
+  if (nccl_) nccl_->wait();
+  if (!grid_.last_stage() || outputs.empty()) return torch::Tensor();
   return torch::cat(outputs);
 }
 

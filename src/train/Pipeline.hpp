@@ -7,12 +7,16 @@
 // stages s, s + p, ... (its chunks). Every rank builds the whole model from the seed, so the
 // initial parameters equal a single rank's, then drops the pieces it does not run.
 //
-// Activations and their gradients travel point to point on the grid's pipeline axis with
-// non-blocking MPI: receives are posted ahead of the action that needs them (two per
-// direction), sends complete in the background and are waited for at the end of the step.
-// Shapes and dtypes at every stage boundary are agreed once, at construction, by running
-// each chunk on two samples of zeros; a message is then just its bytes. On GPUs the bytes
-// are staged through host memory (NCCL send/recv is the next step, docs/parallelism.md).
+// Activations and their gradients travel point to point on the grid's pipeline axis, by
+// one of two links (parallel.p2p). MPI: non-blocking, receives posted ahead of the action
+// that needs them (two per direction), sends completing in the background and waited for at
+// the end of the step; GPU tensors are staged through host memory. NCCL (GPUs): each run of
+// consecutive messages in the rank's list is one ncclSend/ncclRecv group between the GPUs,
+// queued after the compute that produced its tensors, the compute that consumes them
+// ordered after it on the device; the list is issued in train/PipelineGroups' nccl_order,
+// whose groups are checked to pair without tags and never deadlock. Shapes and dtypes at
+// every stage boundary are agreed once, at construction, by running each chunk on two
+// samples of zeros; a message is then just its bytes.
 //
 // Gradient accumulation: the caller's GradientReducer is held for the step and each chunk's
 // parameters are released just before that chunk's last backward, so the data-parallel
@@ -33,7 +37,14 @@ namespace hpctrain {
 
 struct ModelImpl;
 class GradientReducer;
+class NcclCommunicator;
 class Request;
+
+// How activations travel between stages (parallel.p2p resolved): MPI unless `nccl`.
+struct PipelineLink {
+  bool nccl = false;
+  double timeout_seconds = 600;  // comm.nccl_timeout
+};
 
 // Where the virtual stages start: pieces [begin(k), end(k)) of the model run on virtual
 // stage k (the stem with the first, the head with the last).
@@ -94,7 +105,8 @@ class PipelineEngine {
   // Collective over grid.pipeline(): agrees on the activation shapes. `sample_shape` is one
   // input sample's; `precision` the autocast mode.
   PipelineEngine(ModelImpl& model, const ProcessGrid& grid, StagePlan plan, torch::Device device,
-                 std::vector<std::int64_t> sample_shape, std::string precision, bool channels_last);
+                 std::vector<std::int64_t> sample_shape, std::string precision, bool channels_last,
+                 PipelineLink link = {});
   ~PipelineEngine();
   PipelineEngine(const PipelineEngine&) = delete;
   PipelineEngine& operator=(const PipelineEngine&) = delete;
@@ -123,6 +135,7 @@ class PipelineEngine {
   const PipelineTimes& times() const { return times_; }
   const PipelineMemory& memory() const { return memory_; }
   const std::vector<PipeAction>& actions() const { return actions_; }
+  bool nccl() const { return nccl_ != nullptr; }
 
  private:
   struct Boundary {  // what virtual stage k receives: one sample's shape and the dtype
@@ -137,8 +150,11 @@ class PipelineEngine {
   void run_forward(const PipeAction& a, Micro& mc, const torch::Tensor& input, const torch::Tensor& targets,
                    std::int64_t rows, const LossFn& loss_fn, std::vector<torch::Tensor>& outputs,
                    torch::Tensor& loss_total);
+  void run_backward(const PipeAction& a, Micro& mc, const ToBackward& to_backward, GradientReducer* reducer);
+  void exchange_nccl(std::size_t begin, std::size_t end, std::vector<Micro>& micro, std::int64_t rows);
   int virtual_of(int chunk) const { return chunk * plan_.shape.stages + grid_.stage(); }
   int tag(int direction, int receiver_virtual, int microbatch) const;
+  // On the host for MPI, on the device for NCCL.
   torch::Tensor receive_buffer(int receiver_virtual, std::int64_t rows) const;
   // Records a pass [start, end) with `busy` compute seconds; every kSettleSteps passes agrees
   // the common windows over the pipeline (collective) and refers the clock to a new barrier.
@@ -152,7 +168,9 @@ class PipelineEngine {
   std::string precision_;
   bool channels_last_;
   std::vector<PipeAction> actions_;
-  std::vector<Boundary> inbound_;  // per virtual stage
+  std::unique_ptr<NcclCommunicator> nccl_;  // the NCCL link, or null (MPI)
+  std::vector<PipeAction> nccl_actions_;    // actions_ in the order NCCL issues them
+  std::vector<Boundary> inbound_;           // per virtual stage
   std::vector<torch::Tensor> owned_;
   std::vector<std::vector<torch::Tensor>> chunk_params_;
   PipelineTimes times_;

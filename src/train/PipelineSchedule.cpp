@@ -68,7 +68,7 @@ void write_gpipe(ActionWriter& w) {
 // the first gradient comes back; from then on each forward is paired with the oldest backward.
 void write_1f1b(ActionWriter& w) {
   const int m = w.shape.microbatches;
-  const int warmup = std::min(w.shape.stages - w.stage - 1, m);
+  const int warmup = warmup_forwards(ScheduleKind::OneFOneB, w.shape, w.stage);
   for (int i = 0; i < warmup; ++i) w.forward(i, 0);
   for (int i = 0; i < m - warmup; ++i) {
     w.forward(warmup + i, 0);
@@ -88,7 +88,7 @@ void write_1f1b(ActionWriter& w) {
 void write_interleaved(ActionWriter& w) {
   const int p = w.shape.stages, v = w.shape.chunks;
   const int total = w.shape.microbatches * v;
-  const int warmup = std::min((p - w.stage - 1) * 2 + (v - 1) * p, total);
+  const int warmup = warmup_forwards(ScheduleKind::Interleaved, w.shape, w.stage);
   auto microbatch = [&](int k) { return (k / (p * v)) * p + k % p; };
   auto chunk = [&](int k, bool forward) {
     const int c = (k % (p * v)) / p;
@@ -136,6 +136,19 @@ std::string schedule_kind_name(ScheduleKind kind) {
       return "interleaved";
   }
   return "?";
+}
+
+int warmup_forwards(ScheduleKind kind, const PipelineShape& shape, int stage) {
+  const int p = shape.stages, v = shape.chunks, total = shape.microbatches * v;
+  switch (kind) {
+    case ScheduleKind::GPipe:
+      return total;
+    case ScheduleKind::OneFOneB:
+      return std::min(p - stage - 1, total);
+    case ScheduleKind::Interleaved:
+      return std::min((p - stage - 1) * 2 + (v - 1) * p, total);
+  }
+  return total;
 }
 
 int virtual_stage(const PipelineShape& shape, int stage, int chunk) {

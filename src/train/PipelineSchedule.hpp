@@ -50,6 +50,9 @@ struct PipelineShape {
 ScheduleKind parse_schedule_kind(const std::string& name);
 std::string schedule_kind_name(ScheduleKind kind);
 
+// Forwards rank `stage` runs before its first backward (all m*v under gpipe).
+int warmup_forwards(ScheduleKind kind, const PipelineShape& shape, int stage);
+
 // Virtual stage of rank `stage`'s chunk `chunk`: chunk*p + stage.
 int virtual_stage(const PipelineShape& shape, int stage, int chunk);
 

@@ -64,6 +64,7 @@ struct TrainResult {
   int stage = 0;
   std::string stage_split;  // StagePlan::describe()
   std::string schedule;     // parallel.schedule, or "" without a pipeline
+  std::string pipeline_p2p;  // parallel.p2p resolved: "nccl" or "mpi"
   std::int64_t microbatches = 1;
   std::int64_t stage_parameters = 0;  // parameters this rank holds
   double pipeline_forward = 0, pipeline_backward = 0, pipeline_wait = 0, pipeline_steps = 0;

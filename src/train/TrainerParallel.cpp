@@ -18,6 +18,28 @@
 #include "util/SystemStats.hpp"
 
 namespace hpctrain {
+namespace {
+
+// parallel.p2p: NCCL between GPUs when asked, or by default where NCCL is compiled in and
+// no two ranks share a GPU (NCCL refuses that); MPI otherwise.
+bool pipeline_over_nccl(const std::string& p2p, const torch::Device& device) {
+  if (p2p == "nccl" && !device.is_cuda()) {
+    throw ConfigError(
+        "parallel.p2p=nccl sends GPU tensors, and this run computes on the CPU (device.type); use "
+        "parallel.p2p=mpi or auto");
+  }
+  if (p2p == "nccl" && !HPCTRAIN_WITH_NCCL) {
+    throw ConfigError("parallel.p2p=nccl: this build has no NCCL (`hpctrain --version` tells); use parallel.p2p=mpi");
+  }
+  if (p2p == "nccl" && compute_device().shared) {
+    throw ConfigError("parallel.p2p=nccl: NCCL does not connect two ranks on one GPU, and this node's ranks share "
+                      "GPUs; use one GPU per rank, or parallel.p2p=mpi or auto");
+  }
+  return p2p == "nccl" || (p2p == "auto" && device.is_cuda() && HPCTRAIN_WITH_NCCL && !compute_device().shared);
+}
+
+}  // namespace
+
 void Trainer::build_pipeline() {
   const ParallelConfig& pc = config_.parallel;
   const std::int64_t batch = config_.train.batch_size, replicas = comm_.size(), m = pc.microbatches;
@@ -65,8 +87,9 @@ void Trainer::build_pipeline() {
     grid_.group().broadcast(costs.data(), costs.size() * sizeof(double), 0);
   }
   StagePlan plan = make_stage_plan(kind, shape, blocks, pc.stage_split, costs);
-  pipeline_ = std::make_unique<PipelineEngine>(*model_, grid_, std::move(plan), device_, data_.meta().sample_shape,
-                                               config_.precision.mode, config_.model.channels_last);
+  pipeline_ = std::make_unique<PipelineEngine>(
+      *model_, grid_, std::move(plan), device_, data_.meta().sample_shape, config_.precision.mode,
+      config_.model.channels_last, PipelineLink{pipeline_over_nccl(pc.p2p, device_), config_.comm.nccl_timeout});
   pipeline_->drop_other_pieces();
 }
 
@@ -253,6 +276,7 @@ void Trainer::record_parallel_figures(TrainResult& result) const {
   if (!pipeline_) return;
   const StagePlan& plan = pipeline_->plan();
   result.schedule = schedule_kind_name(plan.kind);
+  result.pipeline_p2p = pipeline_->nccl() ? "nccl" : "mpi";
   result.stage_split = plan.describe();
   for (const auto& p : pipeline_->parameters()) result.stage_parameters += p.numel();
   const PipelineTimes& t = pipeline_->times();

@@ -104,6 +104,8 @@ refused("interleaved with microbatches not a multiple of the stages", 2, "parall
         "parallel.pipeline_stages=2", "parallel.microbatches=3", "parallel.schedule=interleaved")
 refused("a stage split out of range", 2, "parallel.stage_split", "parallel.pipeline_stages=2",
         "parallel.stage_split=[9]")
+refused("NCCL between the stages of a CPU run", 2, "parallel.p2p", "parallel.pipeline_stages=2",
+        "parallel.p2p=nccl")
 refused("cv groups that pipeline stages do not divide", 4, "cv.ranks_per_group", "cv.folds=2",
         "cv.ranks_per_group=1", "parallel.pipeline_stages=2")
 c.finish()
