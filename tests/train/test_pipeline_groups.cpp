@@ -4,9 +4,11 @@
 #include <string>
 #include <vector>
 
+#include "pipeline_shapes.hpp"
 #include "train/PipelineGroups.hpp"
 
 using namespace hpctrain;
+using hpctrain::testing::for_each_shape;
 
 namespace {
 
@@ -28,32 +30,21 @@ bool same_actions(std::vector<PipeAction> a, std::vector<PipeAction> b) {
 
 }  // namespace
 
-// Every shape the schedules support (p in {2, 4, 8}, m in 1..4p, interleaved with v in {2, 3}
-// and m a multiple of p): issued as NCCL groups, the messages pair without tags and no rank
-// waits forever; the reordered lists still respect every dependency (the MPI simulation
-// finishes) and hold the same actions. Forward-only lists (evaluation) as well.
+// Every shape the schedules support (tests/train/pipeline_shapes.hpp): issued as NCCL groups, the messages pair without
+// tags and no rank waits forever; the reordered lists still respect every dependency (the MPI simulation finishes) and
+// hold the same actions. Forward-only lists (evaluation) as well.
 TEST(PipelineGroups, EveryScheduleGroupsPairAndFinishOverNccl) {
-  for (ScheduleKind kind : {ScheduleKind::GPipe, ScheduleKind::OneFOneB, ScheduleKind::Interleaved}) {
-    for (int p : {2, 4, 8}) {
-      for (int m = 1; m <= 4 * p; ++m) {
-        const bool interleaved = kind == ScheduleKind::Interleaved;
-        if (interleaved && m % p != 0) continue;
-        for (int v : interleaved ? std::vector<int>{2, 3} : std::vector<int>{1}) {
-          const PipelineShape shape{p, m, v};
-          SCOPED_TRACE(schedule_kind_name(kind) + " p=" + std::to_string(p) + " m=" + std::to_string(m) +
-                       " v=" + std::to_string(v));
-          const Table table = nccl_table(kind, shape);
-          EXPECT_EQ(check_groups(table, shape), "");
-          const Simulation sim = simulate(table, shape);
-          EXPECT_TRUE(sim.finished) << sim.problem;
-          for (int s = 0; s < p; ++s) EXPECT_TRUE(same_actions(table[s], pipeline_actions(kind, shape, s)));
-          Table forward;
-          for (int s = 0; s < p; ++s) forward.push_back(forward_actions(shape, s));
-          EXPECT_EQ(check_groups(forward, shape), "");
-        }
-      }
-    }
-  }
+  for_each_shape([](ScheduleKind kind, const PipelineShape& shape) {
+    const int p = shape.stages;
+    const Table table = nccl_table(kind, shape);
+    EXPECT_EQ(check_groups(table, shape), "");
+    const Simulation sim = simulate(table, shape);
+    EXPECT_TRUE(sim.finished) << sim.problem;
+    for (int s = 0; s < p; ++s) EXPECT_TRUE(same_actions(table[s], pipeline_actions(kind, shape, s)));
+    Table forward;
+    for (int s = 0; s < p; ++s) forward.push_back(forward_actions(shape, s));
+    EXPECT_EQ(check_groups(forward, shape), "");
+  });
 }
 
 TEST(PipelineGroups, OnlyInterleavedIsReorderedAndOnlyInItsSteadyState) {

@@ -6,35 +6,18 @@
 #include <string>
 #include <vector>
 
+#include "pipeline_shapes.hpp"
 #include "train/PipelineSchedule.hpp"
 #include "util/Error.hpp"
 
 using namespace hpctrain;
+using hpctrain::testing::for_each_shape;
 
 namespace {
 
 using Table = std::vector<std::vector<PipeAction>>;
 
 const ScheduleKind kKinds[] = {ScheduleKind::GPipe, ScheduleKind::OneFOneB, ScheduleKind::Interleaved};
-
-// Every shape the issue names: p in {2, 4, 8}, m in 1..4p; interleaved with v in {2, 3} and
-// m a multiple of p (the others must be rejected, see below).
-void for_each_shape(const std::function<void(ScheduleKind, const PipelineShape&)>& body) {
-  for (ScheduleKind kind : kKinds) {
-    for (int p : {2, 4, 8}) {
-      for (int m = 1; m <= 4 * p; ++m) {
-        const bool interleaved = kind == ScheduleKind::Interleaved;
-        if (interleaved && m % p != 0) continue;
-        for (int v : interleaved ? std::vector<int>{2, 3} : std::vector<int>{1}) {
-          const PipelineShape shape{p, m, v};
-          SCOPED_TRACE(schedule_kind_name(kind) + " p=" + std::to_string(p) + " m=" + std::to_string(m) +
-                       " v=" + std::to_string(v));
-          body(kind, shape);
-        }
-      }
-    }
-  }
-}
 
 // A message of `what` (thrown by `f`) is a ConfigError and names `key`.
 void expect_config_error(const std::function<void()>& f, const std::string& key) {
