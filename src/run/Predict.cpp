@@ -76,17 +76,15 @@ std::map<std::string, torch::Tensor> read_safetensors(const std::string& path,
   return out;
 }
 
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError(path + ": cannot open");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 json::object read_description(const std::string& model_dir) {
-  json::object d =
-      parse_json_or_throw(read_text_file(model_dir + "/model.json"), model_dir + "/model.json").as_object();
+  const std::string path = model_dir + "/model.json";
+  std::string text;
+  try {
+    text = read_file(path);
+  } catch (const RuntimeFailure& e) {
+    throw DataError(e.what());  // a missing or unreadable export is bad input
+  }
+  json::object d = parse_json_or_throw(text, path).as_object();
   if (!d.contains("format") || d.at("format").as_string() != kModelFormat) {
     throw DataError(model_dir + "/model.json: not an hpctrain model description");
   }

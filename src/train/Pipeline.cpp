@@ -307,7 +307,7 @@ PipelineEngine::StepOutput PipelineEngine::train_step(const torch::Tensor& input
                                                       GradientReducer* reducer) {
   const double t0 = wall_seconds(), busy0 = times_.forward + times_.backward;
   const Communicator& pipe = grid_.pipeline();
-  const int p = plan_.shape.stages, m = plan_.shape.microbatches, v = plan_.shape.chunks;
+  const int m = plan_.shape.microbatches, v = plan_.shape.chunks;
   const std::int64_t n = input.size(0);
   if (n % m != 0) {
     throw ConfigError("parallel.microbatches: " + std::to_string(m) + " does not divide this replica's batch of " +
@@ -341,7 +341,7 @@ PipelineEngine::StepOutput PipelineEngine::train_step(const torch::Tensor& input
         torch::Tensor& buffer = dir == kActivation ? mc.act_buffer : mc.grad_buffer;
         // A gradient has the shape of this stage's output: the next virtual stage's input.
         buffer = receive_buffer(dir == kActivation ? k : k + 1, rows);
-        const int peer = dir == kActivation ? (grid_.stage() + p - 1) % p : (grid_.stage() + 1) % p;
+        const int peer = message_peer(plan_.shape, grid_.stage(), a);
         transit.receives.push_back(pipe.irecv(buffer.data_ptr(), buffer.nbytes(), peer, tag(dir, k, a.microbatch)));
         (dir == kActivation ? mc.act_request : mc.grad_request) = &transit.receives.back();
         ++outstanding[dir];
@@ -385,13 +385,13 @@ PipelineEngine::StepOutput PipelineEngine::train_step(const torch::Tensor& input
         run_forward(a, mc, input, targets, rows, loss_fn, outputs, loss_total);
         break;
       case PipeOp::SendActivation:
-        send(mc.output.detach(), (grid_.stage() + 1) % p, tag(kActivation, k + 1, a.microbatch));
+        send(mc.output.detach(), message_peer(plan_.shape, grid_.stage(), a), tag(kActivation, k + 1, a.microbatch));
         break;
       case PipeOp::Backward:
         run_backward(a, mc, to_backward, ++backwards_done[static_cast<std::size_t>(a.chunk)] == m ? reducer : nullptr);
         break;
       case PipeOp::SendGradient:
-        send(mc.input.grad(), (grid_.stage() + p - 1) % p, tag(kGradient, k - 1, a.microbatch));
+        send(mc.input.grad(), message_peer(plan_.shape, grid_.stage(), a), tag(kGradient, k - 1, a.microbatch));
         mc.input = torch::Tensor();
         break;
     }
