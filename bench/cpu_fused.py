@@ -12,8 +12,9 @@ Recipes: cnn (configs/fashion_mnist_cnn.json at batch 64 per rank), fast (the fa
 configs/fashion_mnist_fast.json, batch 256 per rank as it is) and cnn_bf16 (the default CNN
 with precision.mode=bf16 on both sides: bfloat16 convolutions on AMX/AVX512-BF16 CPUs), mlp
 (configs/fashion_mnist_mlp.json) and transformer (the small one of bench/cpu_ops.py, dropout
-0.1), where the fused part is the dropout (models/CounterDropout.hpp); 1 intra-op thread per
-rank.
+0.1), where the fused part is the dropout (models/CounterDropout.hpp), resnet and resnet_bf16
+(bench/cpu_ops.py's small ResNet, float32 and bf16), where it is batch norm + add + ReLU
+(models/NormAct.hpp); 1 intra-op thread per rank.
 Writes bench/results/<date>-cpu-fused.json."""
 import argparse
 import json
@@ -26,6 +27,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import ROOT, provenance, wait_for_quiet, write_results  # noqa: E402
 
+RESNET = ["model.name=resnet", "model.blocks=[1,1,1]", "model.width=16"]  # bench/cpu_ops.py's small ResNet
 RECIPES = {  # name: (config, batch per rank, overrides on both sides)
     "cnn": ("configs/fashion_mnist_cnn.json", 64, []),
     "fast": ("configs/fashion_mnist_fast.json", 256, []),
@@ -34,6 +36,8 @@ RECIPES = {  # name: (config, batch per rank, overrides on both sides)
     "transformer": ("configs/fashion_mnist_cnn.json", 64,
                     ["model.name=transformer", "model.embed_dim=96", "model.heads=3", "model.layers=2",
                      "model.patch_size=4", "model.dropout=0.1"]),
+    "resnet": ("configs/fashion_mnist_cnn.json", 64, RESNET),
+    "resnet_bf16": ("configs/fashion_mnist_cnn.json", 64, RESNET + ["precision.mode=bf16"]),
 }
 PHASES = ("data", "forward", "backward", "comm_exposed", "optimizer", "total_mean")
 

@@ -1,87 +1,44 @@
 #include "models/NormPool.hpp"
 
-#include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
-#include <cmath>
-#include <type_traits>
-
+#include "models/FusedNorm.hpp"
 #include "models/NormPoolKernels.hpp"
 
 namespace hpctrain {
 namespace {
 
+using fused::maybe;
+using fused::Maybe;
+using fused::over_channels;
+using fused::ptr;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-kernels::Planes planes(const torch::Tensor& x) {
-  return {x.size(0), x.size(1), x.size(2), x.size(3)};
-}
-
-torch::Tensor f64(std::int64_t n) {
-  return torch::empty({n}, torch::kDouble);
-}
-
-// The kernels' element pointer: float, or bfloat16 as its 16 bits.
-template <typename T>
-T* ptr(const torch::Tensor& t) {
-  if constexpr (std::is_same_v<T, float>) {
-    return t.data_ptr<float>();
-  } else {
-    return reinterpret_cast<T*>(t.data_ptr<at::BFloat16>());
-  }
-}
-
-// Runs f(T{}, c0, c1) over ranges of `t`'s channels on LibTorch's intra-op threads, T the
-// kernels' element type for t's dtype (float, or bfloat16 as its 16 bits).
-template <typename F>
-void over_channels(const torch::Tensor& t, F&& f) {
-  const auto run = [&](auto element) {
-    at::parallel_for(0, t.size(1), 1, [&](std::int64_t c0, std::int64_t c1) { f(element, c0, c1); });
-  };
-  if (t.scalar_type() == torch::kBFloat16) {
-    run(kernels::Bf16{});
-  } else {
-    run(float{});
-  }
-}
 
 struct NormReluPool : torch::autograd::Function<NormReluPool> {
   // x [N, C, H, W] -> [N, C, H/2, W/2]; running statistics updated in place when defined.
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const torch::Tensor& bias, torch::Tensor running_mean, torch::Tensor running_var,
+                               const torch::Tensor& bias, const Maybe& running_mean, const Maybe& running_var,
                                double momentum, double eps) {
     // Named in profiles (run.profile_steps, analysis/op_profile.py): its loops are no ATen operator.
     RECORD_FUNCTION("hpctrain::batch_norm_relu_pool", std::vector<c10::IValue>({x}));
-    const auto s = planes(x);
-    const auto count = static_cast<double>(s.n * s.plane());
-    auto mean = f64(s.c), squares = f64(s.c);
-    over_channels(x, [&](auto element, std::int64_t c0, std::int64_t c1) {
-      using T = decltype(element);
-      kernels::channel_moments(ptr<T>(x), s, c0, c1, mean.data_ptr<double>(), squares.data_ptr<double>());
-    });
-    const auto var = squares / count;
-    const auto invstd = (var + eps).rsqrt().to(torch::kFloat);
-    const auto mean32 = mean.to(torch::kFloat);
-    const auto alpha = (invstd * weight).contiguous();  // LibTorch's order: x * alpha + beta
-    const auto beta = (bias - mean32 * alpha).contiguous();
+    const auto s = fused::planes(x);
+    const auto stats = fused::batch_stats(
+        x, weight, bias, {running_mean.value_or(torch::Tensor()), running_var.value_or(torch::Tensor()), momentum},
+        eps);
     auto out = torch::empty({s.n, s.c, s.h / 2, s.w / 2}, x.options());
     auto where = torch::empty(out.sizes(), x.options().dtype(torch::kUInt8));
     auto at = torch::empty(out.sizes(), x.options().dtype(torch::kFloat));
     over_channels(x, [&](auto element, std::int64_t c0, std::int64_t c1) {
       using T = decltype(element);
-      kernels::norm_relu_pool(ptr<T>(x), s, c0, c1, alpha.data_ptr<float>(), beta.data_ptr<float>(), ptr<T>(out),
-                              where.data_ptr<std::uint8_t>(), at.data_ptr<float>());
+      kernels::norm_relu_pool(ptr<T>(x), s, c0, c1, stats.alpha.data_ptr<float>(), stats.beta.data_ptr<float>(),
+                              ptr<T>(out), where.data_ptr<std::uint8_t>(), at.data_ptr<float>());
     });
-    if (running_mean.defined()) {
-      running_mean.mul_(1 - momentum).add_(mean32, momentum);
-      running_var.mul_(1 - momentum).add_((squares / std::max(count - 1, 1.0)).to(torch::kFloat), momentum);
-    }
     ctx->save_for_backward({x, weight, out});
     ctx->saved_data["where"] = where;
     ctx->saved_data["at"] = at;
-    ctx->saved_data["mean"] = mean32;
-    ctx->saved_data["invstd"] = invstd;
+    ctx->saved_data["mean"] = stats.mean;
+    ctx->saved_data["invstd"] = stats.invstd;
     return out;
   }
 
@@ -92,31 +49,26 @@ struct NormReluPool : torch::autograd::Function<NormReluPool> {
     const auto g = grads[0].to(x.scalar_type()).contiguous();
     const auto where = ctx->saved_data["where"].toTensor(), at = ctx->saved_data["at"].toTensor();
     const auto mean = ctx->saved_data["mean"].toTensor(), invstd = ctx->saved_data["invstd"].toTensor();
-    const auto s = planes(x);
-    const auto count = static_cast<double>(s.n * s.plane());
-    auto sum_g = f64(s.c), sum_gx = f64(s.c);
+    const auto s = fused::planes(x);
+    auto sum_g = torch::empty({s.c}, torch::kDouble), sum_gx = torch::empty({s.c}, torch::kDouble);
     over_channels(x, [&](auto element, std::int64_t c0, std::int64_t c1) {
       using T = decltype(element);
       kernels::norm_relu_pool_sums(ptr<T>(g), ptr<T>(out), at.data_ptr<float>(), s, c0, c1, mean.data_ptr<float>(),
                                    sum_g.data_ptr<double>(), sum_gx.data_ptr<double>());
     });
-    const auto dot = sum_gx.to(torch::kFloat), total = sum_g.to(torch::kFloat);
+    const auto norm = fused::norm_grads(sum_g, sum_gx, invstd, weight, static_cast<double>(s.n * s.plane()));
     torch::Tensor dx;
     if (ctx->needs_input_grad(0)) {
-      // LibTorch's batch-norm backward: dx = ((dy - (x - mean) * k) - mean(dy)) * invstd * w.
-      const auto k = (dot * invstd * invstd / count).contiguous();
-      const auto mean_g = (total / count).contiguous();
-      const auto scale = (invstd * weight).contiguous();
       dx = torch::empty_like(x);
       over_channels(x, [&](auto element, std::int64_t c0, std::int64_t c1) {
         using T = decltype(element);
         kernels::norm_relu_pool_input_grad(ptr<T>(x), ptr<T>(g), ptr<T>(out), where.data_ptr<std::uint8_t>(), s, c0, c1,
-                                           mean.data_ptr<float>(), mean_g.data_ptr<float>(), k.data_ptr<float>(),
-                                           scale.data_ptr<float>(), ptr<T>(dx));
+                                           mean.data_ptr<float>(), norm.mean_g.data_ptr<float>(),
+                                           norm.k.data_ptr<float>(), norm.scale.data_ptr<float>(), ptr<T>(dx));
       });
     }
-    const auto dweight = ctx->needs_input_grad(1) ? dot * invstd : torch::Tensor();
-    const auto dbias = ctx->needs_input_grad(2) ? total : torch::Tensor();
+    const auto dweight = ctx->needs_input_grad(1) ? norm.dweight : torch::Tensor();
+    const auto dbias = ctx->needs_input_grad(2) ? norm.dbias : torch::Tensor();
     return {dx, dweight, dbias, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
@@ -133,17 +85,9 @@ bool fused_norm_pool_applies(const torch::Tensor& x, const torch::nn::BatchNorm2
 }
 
 torch::Tensor batch_norm_relu_pool(const torch::Tensor& x, torch::nn::BatchNorm2dImpl& bn) {
-  double momentum = 0;
-  torch::Tensor running_mean, running_var;
-  if (bn.options.track_running_stats()) {
-    torch::NoGradGuard no_grad;
-    bn.num_batches_tracked += 1;
-    const auto& m = bn.options.momentum();
-    momentum = m ? *m : 1.0 / static_cast<double>(bn.num_batches_tracked.item<std::int64_t>());
-    running_mean = bn.running_mean;
-    running_var = bn.running_var;
-  }
-  return NormReluPool::apply(x, bn.weight, bn.bias, running_mean, running_var, momentum, bn.options.eps());
+  const auto running = fused::next_running_stats(bn);
+  return NormReluPool::apply(x, bn.weight, bn.bias, maybe(running.mean), maybe(running.var), running.momentum,
+                             bn.options.eps());
 }
 
 }  // namespace hpctrain

@@ -26,47 +26,9 @@ struct PlaneSums {
   double sum = 0, weighted = 0;
 };
 
-HPCTRAIN_CLONES double plane_sum(const float* p, std::int64_t n) {
-  float lanes[kLanes] = {};
-  std::int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) lanes[j] += p[i + j];
-  double total = 0;
-  for (; i < n; ++i) total += p[i];
-  for (float v : lanes) total += v;
-  return total;
-}
-
-HPCTRAIN_CLONES double plane_squares(const float* p, std::int64_t n, float shift) {
-  float lanes[kLanes] = {};
-  std::int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) {
-      const float d = p[i + j] - shift;
-      lanes[j] += d * d;
-    }
-  double total = 0;
-  for (; i < n; ++i) {
-    const double d = static_cast<double>(p[i]) - shift;
-    total += d * d;
-  }
-  for (float v : lanes) total += v;
-  return total;
-}
-
 // NaN passes, as in LibTorch's relu.
 inline float relu(float v) {
   return v < 0.f ? 0.f : v;
-}
-
-// `v` rounded to the nearest bfloat16 (ties to even; NaN stays NaN), kept as a float.
-inline float round_bf16(float v) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  bits = (bits + ((bits >> 16) & 1u) + 0x7FFFu) & 0xFFFF0000u;
-  float r;
-  std::memcpy(&r, &bits, sizeof r);
-  return v != v ? v : r;
 }
 
 // Batch norm's output, x * alpha + beta; for bfloat16 tensors rounded as the layer's output is,
@@ -294,60 +256,6 @@ void grad_row(const float* r0, const float* r1, const float* g, const float* out
   grad_row_scalar(r0, r1, g, out, where, wo, c, d0, d1);
 }
 
-// bfloat16 planes are widened to float in per-thread scratch planes, computed on as float, and
-// rounded back (to nearest even, as LibTorch's at::BFloat16): the loops above stay one.
-HPCTRAIN_CLONES void widen(const Bf16* in, std::int64_t n, float* out) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    const std::uint32_t bits = static_cast<std::uint32_t>(in[i]) << 16;
-    std::memcpy(out + i, &bits, sizeof bits);
-  }
-}
-
-HPCTRAIN_CLONES void narrow(const float* in, std::int64_t n, Bf16* out) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    std::uint32_t bits;
-    std::memcpy(&bits, in + i, sizeof bits);
-    const std::uint32_t rounded = (bits + ((bits >> 16) & 1u) + 0x7FFFu) >> 16;
-    out[i] = in[i] != in[i] ? Bf16{0x7FC0} : static_cast<Bf16>(rounded);
-  }
-}
-
-struct Scratch {
-  std::vector<float> a, b, c, d;
-};
-Scratch& scratch() {
-  thread_local Scratch s;
-  return s;
-}
-
-// `p` as float: itself, or widened into `buffer`.
-template <typename T>
-const float* as_float(const T* p, std::int64_t n, std::vector<float>& buffer) {
-  if constexpr (std::is_same_v<T, float>) {
-    return p;
-  } else {
-    buffer.resize(static_cast<std::size_t>(n));
-    widen(p, n, buffer.data());
-    return buffer.data();
-  }
-}
-
-// Where a plane of float results goes: `p` itself, or `buffer` until store() rounds it into p.
-template <typename T>
-float* float_target(T* p, std::int64_t n, std::vector<float>& buffer) {
-  if constexpr (std::is_same_v<T, float>) {
-    return p;
-  } else {
-    buffer.resize(static_cast<std::size_t>(n));
-    return buffer.data();
-  }
-}
-
-template <typename T>
-void store(const float* result, std::int64_t n, T* p) {
-  if constexpr (!std::is_same_v<T, float>) narrow(result, n, p);
-}
-
 void pool_plane(const float* p, const Planes& s, float a, float b, float* out, std::uint8_t* where, float* at,
                 bool bf16) {
   const std::int64_t wo = s.w / 2;
@@ -378,25 +286,6 @@ void grad_plane(const float* x, const float* g, const float* out, const std::uin
 
 void use_scalar_loops(bool on) {
   scalar_only.store(on, std::memory_order_relaxed);
-}
-
-template <typename T>
-void channel_moments(const T* x, const Planes& s, std::int64_t c0, std::int64_t c1, double* mean, double* squares) {
-  const std::int64_t plane = s.plane();
-  const double count = static_cast<double>(s.n * plane);
-  auto& buf = scratch();
-  for (std::int64_t c = c0; c < c1; ++c) {
-    double sum = 0;
-    for (std::int64_t n = 0; n < s.n; ++n) sum += plane_sum(as_float(x + (n * s.c + c) * plane, plane, buf.a), plane);
-    mean[c] = sum / count;
-    double sq = 0;
-    const auto shift = static_cast<float>(mean[c]);
-    for (std::int64_t n = 0; n < s.n; ++n)
-      sq += plane_squares(as_float(x + (n * s.c + c) * plane, plane, buf.a), plane, shift);
-    // The float shift is off the mean by at most half an ulp: correct the sum of squares.
-    const double off = mean[c] - shift;
-    squares[c] = sq - count * off * off;
-  }
 }
 
 template <typename T>
@@ -448,7 +337,6 @@ void norm_relu_pool_input_grad(const T* x, const T* grad_out, const T* out, cons
 }
 
 #define HPCTRAIN_NORM_POOL_TYPES(T)                                                                                    \
-  template void channel_moments<T>(const T*, const Planes&, std::int64_t, std::int64_t, double*, double*);             \
   template void norm_relu_pool<T>(const T*, const Planes&, std::int64_t, std::int64_t, const float*, const float*, T*, \
                                   std::uint8_t*, float*);                                                              \
   template void norm_relu_pool_sums<T>(const T*, const T*, const float*, const Planes&, std::int64_t, std::int64_t,    \

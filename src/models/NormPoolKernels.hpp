@@ -13,23 +13,9 @@
 // the full-size tensors about twenty times between them (docs/benchmarks.md, "CPU step").
 #include <cstdint>
 
+#include "models/KernelPlanes.hpp"
+
 namespace hpctrain::kernels {
-
-struct Planes {
-  std::int64_t n, c, h, w;  // input [n, c, h, w]; output [n, c, h / 2, w / 2]
-  std::int64_t plane() const { return h * w; }
-  std::int64_t out_plane() const { return (h / 2) * (w / 2); }
-};
-
-// bfloat16 values as their 16 bits (the layout of LibTorch's at::BFloat16). Each function
-// below exists for float and Bf16 tensors; bfloat16 is widened to float per plane, computed
-// on as float and rounded back to nearest even.
-using Bf16 = std::uint16_t;
-
-// mean[c] and the sum of squared deviations from it, over every sample and position of
-// channel c, for c in [c0, c1). Two passes: no E[x²] - E[x]² cancellation.
-template <typename T>
-void channel_moments(const T* x, const Planes& s, std::int64_t c0, std::int64_t c1, double* mean, double* squares);
 
 // out = max over each 2x2 window of relu(x * alpha[c] + beta[c]), the first maximum in
 // row-major order winning ties and NaN winning over numbers (LibTorch's CPU kernel's rule);

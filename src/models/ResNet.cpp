@@ -1,4 +1,5 @@
 #include "models/ModelParts.hpp"
+#include "models/NormAct.hpp"
 #include "models/Pooling.hpp"
 #include "util/Error.hpp"
 
@@ -9,7 +10,8 @@ namespace {
 // 1x1 projection on the shortcut when the shape changes.
 struct ResidualBlock : BlockImpl {
   ResidualBlock(std::int64_t in, std::int64_t planes, std::int64_t stride, bool bottleneck, const std::string& norm,
-                const GroupSum& group) {
+                const GroupSum& group, bool fused)
+      : fused(fused) {
     const bool bias = norm == "none";
     const std::int64_t out = bottleneck ? planes * 4 : planes;
     if (bottleneck) {
@@ -37,8 +39,11 @@ struct ResidualBlock : BlockImpl {
   }
   torch::Tensor forward(torch::Tensor x) override {
     auto skip = shortcut->size() > 0 ? shortcut->forward(x) : x;
+    // On CPUs batch norm, the add and ReLU run as one operator where they apply (models/NormAct.hpp).
+    if (fused) return run_fusing_norm_act(body, x, skip);
     return torch::relu(body->forward(x) + skip);
   }
+  bool fused;
   torch::nn::Sequential body;
   torch::nn::Sequential shortcut;
 };
@@ -54,6 +59,7 @@ struct ResNetImpl : ModelImpl {
                         std::to_string(in.sample_shape.size()) + "-dimensional samples");
     }
     const bool bias = c.norm == "none";
+    fused = c.fused_kernels;
     if (c.stem == "imagenet") {
       stem->push_back(conv(in.sample_shape[0], c.width, 7, 2, bias));
       stem->push_back(conv_norm(c.norm, group, c.width));
@@ -71,7 +77,8 @@ struct ResNetImpl : ModelImpl {
       const std::int64_t planes = c.width << stage;
       for (std::int64_t b = 0; b < c.blocks[stage]; ++b) {
         const std::int64_t stride = stage > 0 && b == 0 ? 2 : 1;
-        auto block = std::make_shared<ResidualBlock>(channels, planes, stride, c.block == "bottleneck", c.norm, group);
+        auto block = std::make_shared<ResidualBlock>(channels, planes, stride, c.block == "bottleneck", c.norm, group,
+                                                     c.fused_kernels);
         register_module("block" + std::to_string(blocks.size()), block);
         blocks.push_back(block);
         assign_piece("block" + std::to_string(blocks.size() - 1), pipeline_blocks());
@@ -88,7 +95,7 @@ struct ResNetImpl : ModelImpl {
   std::int64_t pipeline_blocks() const override { return static_cast<std::int64_t>(blocks.size()); }
   torch::Tensor run_piece(std::int64_t piece, torch::Tensor x) override {
     check_piece(piece);
-    if (piece == 0) return stem->forward(x);
+    if (piece == 0) return fused ? run_fusing_norm_act(stem, x) : stem->forward(x);
     if (piece <= pipeline_blocks()) {
       const auto i = static_cast<std::size_t>(piece - 1);
       return checkpointed_forward(*blocks[i], x, plan[i]);
@@ -97,6 +104,7 @@ struct ResNetImpl : ModelImpl {
     if (dropout) x = dropout->forward(x);
     return fc->forward(x);
   }
+  bool fused = false;
   torch::nn::Sequential stem;
   std::vector<std::shared_ptr<ResidualBlock>> blocks;
   std::vector<bool> plan;
