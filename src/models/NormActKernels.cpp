@@ -1,15 +1,21 @@
 #include "models/NormActKernels.hpp"
 
 #include "models/KernelTargets.hpp"
+#include "models/NormPoolKernels.hpp"
 
 namespace hpctrain::kernels {
 namespace {
 
-constexpr int kLanes = 16;
 
 // NaN passes, as in LibTorch's relu.
 inline float relu(float v) {
   return v < 0.f ? 0.f : v;
+}
+
+// ReLU's gradient: g where the output is positive, else 0 (LibTorch's threshold_backward). Both
+// values are loaded unconditionally, so that the loops around it vectorize.
+inline float relu_grad(float g, float out) {
+  return out > 0.f ? g : 0.f;
 }
 
 template <bool kBf16, bool kResidual>
@@ -36,40 +42,17 @@ HPCTRAIN_CLONES void act_plane(const float* x, const float* r, std::int64_t n, f
   }
 }
 
-struct PlaneSums {
-  double sum = 0, weighted = 0;
-};
-
-// The ReLU-masked gradient of one plane summed, plain and times (x - mean), in kLanes float
-// partial sums added in double; the masked gradient written to `masked` when that is given.
-HPCTRAIN_CLONES PlaneSums grad_sums_plane(const float* __restrict g, const float* __restrict out,
-                                          const float* __restrict x, std::int64_t n, float mean,
-                                          float* __restrict masked) {
-  float s[kLanes] = {}, sx[kLanes] = {};
-  std::int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) {
-      const float gi = out[i + j] > 0.f ? g[i + j] : 0.f;
-      s[j] += gi;
-      sx[j] += gi * (x[i + j] - mean);
-    }
-  for (int j = 0; i < n; ++i, ++j) {
-    const float gi = out[i] > 0.f ? g[i] : 0.f;
-    s[j] += gi;
-    sx[j] += gi * (x[i] - mean);
-  }
-  if (masked)
-    for (std::int64_t m = 0; m < n; ++m) masked[m] = out[m] > 0.f ? g[m] : 0.f;
-  PlaneSums r;
-  for (int j = 0; j < kLanes; ++j) r.sum += s[j], r.weighted += sx[j];
-  return r;
+// The residual's gradient: ReLU's.
+HPCTRAIN_CLONES void masked_grad_plane(const float* __restrict g, const float* __restrict out, std::int64_t n,
+                                       float* __restrict masked) {
+  for (std::int64_t i = 0; i < n; ++i) masked[i] = relu_grad(g[i], out[i]);
 }
 
 HPCTRAIN_CLONES void input_grad_plane(const float* __restrict x, const float* __restrict g, const float* __restrict out,
                                       std::int64_t n, float mean, float mean_g, float k, float scale,
                                       float* __restrict dx) {
   for (std::int64_t i = 0; i < n; ++i) {
-    const float gi = out[i] > 0.f ? g[i] : 0.f;
+    const float gi = relu_grad(g[i], out[i]);
     dx[i] = ((gi - (x[i] - mean) * k) - mean_g) * scale;
   }
 }
@@ -102,9 +85,13 @@ void norm_act_sums(const T* grad_out, const T* out, const T* x, const Planes& s,
     for (std::int64_t n = 0; n < s.n; ++n) {
       const std::int64_t i = (n * s.c + c) * plane;
       float* masked = grad_residual ? float_target(grad_residual + i, plane, buf.d) : nullptr;
-      const auto r = grad_sums_plane(as_float(grad_out + i, plane, buf.a), as_float(out + i, plane, buf.b),
-                                     as_float(x + i, plane, buf.c), plane, mean[c], masked);
-      if (masked) store(masked, plane, grad_residual + i);
+      const float* g = as_float(grad_out + i, plane, buf.a);
+      const float* o = as_float(out + i, plane, buf.b);
+      const auto r = relu_grad_sums(g, o, as_float(x + i, plane, buf.c), plane, mean[c]);
+      if (masked) {
+        masked_grad_plane(g, o, plane, masked);
+        store(masked, plane, grad_residual + i);
+      }
       sum_g[c] += r.sum;
       sum_gx[c] += r.weighted;
     }

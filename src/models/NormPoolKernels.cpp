@@ -20,12 +20,6 @@ namespace {
 constexpr int kLanes = 16;
 std::atomic<bool> scalar_only{false};
 
-// Sums over one plane run in kLanes float partial sums (a plane is short: a few dozen values
-// per lane) and return in double, where the planes of a channel are added up.
-struct PlaneSums {
-  double sum = 0, weighted = 0;
-};
-
 // NaN passes, as in LibTorch's relu.
 inline float relu(float v) {
   return v < 0.f ? 0.f : v;
@@ -283,6 +277,10 @@ void grad_plane(const float* x, const float* g, const float* out, const std::uin
 }
 
 }  // namespace
+
+PlaneSums relu_grad_sums(const float* g, const float* out, const float* at, std::int64_t n, float mean) {
+  return plane_grad_sums(g, out, at, n, mean);
+}
 
 void use_scalar_loops(bool on) {
   scalar_only.store(on, std::memory_order_relaxed);

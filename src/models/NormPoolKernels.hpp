@@ -39,6 +39,13 @@ void norm_relu_pool_input_grad(const T* x, const T* grad_out, const T* out, cons
                                std::int64_t c0, std::int64_t c1, const float* mean, const float* mean_g, const float* k,
                                const float* scale, T* dx);
 
+// Σ g and Σ g * (at - mean) over n values, g = grad where out > 0 (ReLU's gradient; zero
+// elsewhere), in 16 float partial sums added in double (also models/NormActKernels.cpp's).
+struct PlaneSums {
+  double sum = 0, weighted = 0;
+};
+PlaneSums relu_grad_sums(const float* grad, const float* out, const float* at, std::int64_t n, float mean);
+
 // Tests: the portable loops instead of the AVX-512 ones on a machine that has AVX-512 (both
 // give the same bits).
 void use_scalar_loops(bool on);
