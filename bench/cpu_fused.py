@@ -4,6 +4,8 @@ ReLU and pooling, the counter-based dropout and ATen's fused AdamW) and with bot
 (LibTorch's layers and dropout and its per-parameter AdamW loop, what hpctrain ran before),
 alternating, for each recipe and rank count; samples/s over the training loop and the
 per-step phases from report.json, medians of --repeats pairs (docs/benchmarks.md, "CPU step").
+With --baseline-binary the baseline is another build run with the defaults ("layers" in the
+output is then that build).
 
     .venv/bin/python bench/cpu_fused.py --repeats 5
     .venv/bin/python bench/cpu_fused.py --recipes cnn --ranks 1,2 --repeats 3 --samples 12800
@@ -71,6 +73,8 @@ def median_phases(runs):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "hpctrain"))
+    ap.add_argument("--baseline-binary", help="instead of the layers, this other build with the defaults as the "
+                                              "baseline (a change measured against the build before it)")
     ap.add_argument("--recipes", default="cnn,fast")
     ap.add_argument("--ranks", default="1,2")
     ap.add_argument("--repeats", type=int, default=5)
@@ -84,7 +88,11 @@ def main():
             runs = {True: [], False: []}
             for i in range(a.repeats):
                 for fused in (False, True):  # alternating, baseline first
-                    r, commands[f"{recipe}/{ranks}/{fused}"] = train(a.binary, recipe, ranks, fused, a.samples)
+                    if a.baseline_binary and not fused:
+                        r, commands[f"{recipe}/{ranks}/baseline"] = train(a.baseline_binary, recipe, ranks, True,
+                                                                          a.samples)
+                    else:
+                        r, commands[f"{recipe}/{ranks}/{fused}"] = train(a.binary, recipe, ranks, fused, a.samples)
                     runs[fused].append(r)
                 f, u = runs[True][-1]["samples_per_s"], runs[False][-1]["samples_per_s"]
                 print(f"{recipe} {ranks} rank(s) pair {i}: layers {u:.0f}, fused {f:.0f} samples/s ({f / u:.3f}x)",
@@ -103,7 +111,8 @@ def main():
             print(f"{recipe} {ranks} rank(s): median {entry['median_ratio']:.3f}x samples/s, step "
                   f"{entry['median_step_ratio']:.3f}x; phases layers {entry['layers']['median_phases_ms']}, "
                   f"fused {entry['fused']['median_phases_ms']}", flush=True)
-    out = dict(provenance(), benchmark="cpu_fused", load_average_at_start=load, load_average_at_end=os.getloadavg(),
+    out = dict(provenance(), benchmark="cpu_fused", baseline=a.baseline_binary or "the layers (model.fused_kernels=false "
+                                                                              "optimizer.fused=off)", load_average_at_start=load, load_average_at_end=os.getloadavg(),
                repeats=a.repeats, samples=a.samples, train_commands=commands, results=results)
     print("wrote", write_results("cpu-fused", out))
 

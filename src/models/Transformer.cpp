@@ -1,3 +1,5 @@
+#include <cmath>
+
 #include "models/ModelParts.hpp"
 #include "util/Error.hpp"
 
@@ -8,7 +10,7 @@ namespace {
 // LibTorch's fused scaled-dot-product attention.
 struct EncoderBlock : BlockImpl {
   EncoderBlock(std::int64_t dim, std::int64_t heads, double mlp_ratio, const ModelConfig& c)
-      : heads_(heads), p_(c.dropout) {
+      : heads_(heads), p_(c.dropout), fused_(c.fused_kernels) {
     norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
     qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
     proj = register_module("proj", torch::nn::Linear(dim, dim));
@@ -22,12 +24,25 @@ struct EncoderBlock : BlockImpl {
     const auto n = x.size(0), t = x.size(1), d = x.size(2);
     // [n, t, 3, heads, d/heads] -> 3 x [n, heads, t, d/heads]
     auto q_k_v = linear(qkv, norm1->forward(x)).view({n, t, 3, heads_, d / heads_}).permute({2, 0, 3, 1, 4});
-    auto attended = torch::scaled_dot_product_attention(q_k_v[0], q_k_v[1], q_k_v[2], {}, is_training() ? p_ : 0.0);
+    const auto attended = attention(q_k_v[0], q_k_v[1], q_k_v[2]);
     x = x + drop->forward(linear(proj, attended.transpose(1, 2).reshape({n, t, d})));
     return x + drop->forward(linear(fc2, torch::gelu(linear(fc1, norm2->forward(x)))));
   }
+  // softmax(q k^T / sqrt(d_head)) v over [n, heads, t, d_head], dropout on the probabilities in
+  // training. On CPUs LibTorch runs attention with dropout as its math path (the fused kernel
+  // takes none) and draws the mask one Bernoulli variate at a time; with model.fused_kernels the
+  // same math path runs here with the counter-based dropout (models/CounterDropout.hpp).
+  torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+    const bool dropout = is_training() && p_ > 0;
+    if (!dropout || !fused_ || !q.device().is_cpu() || q.scalar_type() != torch::kFloat) {
+      return torch::scaled_dot_product_attention(q, k, v, {}, dropout ? p_ : 0.0);
+    }
+    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+    return torch::matmul(drop->forward(torch::softmax(torch::matmul(q * scale, k.transpose(-2, -1)), -1)), v);
+  }
   std::int64_t heads_;
   double p_;
+  bool fused_;
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
   torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr}, fc2{nullptr};
   CounterDropout drop{nullptr};

@@ -7,8 +7,10 @@
 
 #include <cmath>
 
+#include "models/Checkpointing.hpp"
 #include "models/CounterDropout.hpp"
 #include "models/DropoutKernels.hpp"
+#include "models/Model.hpp"
 
 namespace hpctrain {
 namespace {
@@ -84,6 +86,52 @@ TEST(CounterDropout, ModuleDrawsItsSeedFromLibTorchsGenerator) {
   const auto want_dbl = torch::dropout(dbl, 0.4, true);
   torch::manual_seed(3);
   EXPECT_TRUE(torch::equal(CounterDropout(0.4, true)->forward(dbl), want_dbl));
+}
+
+// The Transformer's attention in training on CPUs: the math path with this dropout on the
+// probabilities (LibTorch's fused attention takes no dropout, its math path draws Bernoulli
+// variates). Rebuilt by hand from the block's own modules, the draws in the block's order.
+TEST(CounterDropout, TransformerAttentionDropsItsProbabilities) {
+  ModelConfig c;
+  c.name = "transformer";
+  c.embed_dim = 8;
+  c.heads = 2;
+  c.layers = 1;
+  c.patch_size = 2;
+  c.mlp_ratio = 2;
+  c.dropout = 0.3;
+  torch::manual_seed(1);
+  auto model = build_model(c, InputSpec{{1, 8, 8}, 3});
+  model->train();
+  auto block = std::dynamic_pointer_cast<BlockImpl>(model->named_children()["block0"]);
+  ASSERT_TRUE(block);
+  auto parts = block->named_children();
+  auto& norm1 = *parts["norm1"]->as<torch::nn::LayerNormImpl>();
+  auto& norm2 = *parts["norm2"]->as<torch::nn::LayerNormImpl>();
+  const auto layer = [&](const char* name) { return parts[name]->as<torch::nn::LinearImpl>(); };
+  auto& drop = *parts["drop"]->as<CounterDropoutImpl>();
+  const std::int64_t n = 3, t = 16, d = 8, heads = 2;
+  const auto x = torch::randn({n, t, d});
+  torch::manual_seed(9);
+  const auto got = block->forward(x);
+  torch::manual_seed(9);
+  const auto qkv = layer("qkv")->forward(norm1.forward(x)).view({n, t, 3, heads, d / heads}).permute({2, 0, 3, 1, 4});
+  const auto probs = torch::softmax(torch::matmul(qkv[0] / std::sqrt(4.0), qkv[1].transpose(-2, -1)), -1);
+  const auto dropped = drop.forward(probs);  // the block's first draw
+  EXPECT_GT(dropped.eq(0).sum().item<std::int64_t>(), 0);
+  auto want =
+      x + drop.forward(layer("proj")->forward(torch::matmul(dropped, qkv[2]).transpose(1, 2).reshape({n, t, d})));
+  want = want + drop.forward(layer("fc2")->forward(torch::gelu(layer("fc1")->forward(norm2.forward(want)))));
+  EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-6)) << (got - want).abs().max().item<double>();
+  // Evaluation: LibTorch's fused attention, no dropout.
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const auto plain = torch::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
+  const auto eval_want = x + layer("proj")->forward(plain.transpose(1, 2).reshape({n, t, d}));
+  const auto eval_got = block->forward(x);
+  EXPECT_TRUE(torch::allclose(
+      eval_got, eval_want + layer("fc2")->forward(torch::gelu(layer("fc1")->forward(norm2.forward(eval_want)))), 1e-5,
+      1e-6));
 }
 
 }  // namespace
