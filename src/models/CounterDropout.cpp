@@ -61,7 +61,7 @@ torch::Tensor counter_dropout(const torch::Tensor& x, double p, std::uint64_t se
 
 torch::Tensor CounterDropoutImpl::forward(const torch::Tensor& x) {
   if (!is_training() || p_ <= 0) return x;
-  if (fused_ && p_ < 1 && x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.is_contiguous()) {
+  if (fused_ && p_ < 1 && x.device().is_cpu() && x.scalar_type() == torch::kFloat) {  // any strides: made contiguous
     return counter_dropout(x, p_, next_seed());
   }
   return torch::dropout(x, p_, true);

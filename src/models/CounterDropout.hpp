@@ -11,8 +11,9 @@
 // backward instead of stored. Each element is kept with probability 1 - p and scaled by
 // 1 / (1 - p), as LibTorch's dropout; the masks are other draws than LibTorch's, so a run's
 // numbers differ from one with model.fused_kernels=false as one seed's differ from another's.
-// Elsewhere (GPUs, dtypes other than float32, non-contiguous inputs, fused_kernels=false) it is
-// torch::dropout; in evaluation the identity.
+// A non-contiguous input is masked in its contiguous copy's element order (the output is that
+// copy's shape, contiguous). Elsewhere (GPUs, dtypes other than float32, fused_kernels=false) it
+// is torch::dropout; in evaluation the identity.
 #include <torch/torch.h>
 
 namespace hpctrain {

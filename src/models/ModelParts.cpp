@@ -47,9 +47,40 @@ torch::nn::LSTM make_lstm(std::int64_t inputs, const ModelConfig& c, bool bidire
                              .dropout(c.rnn_layers > 1 ? c.dropout : 0.0));
 }
 
-void add_lstm_stage(StagedModel& model, torch::nn::LSTM lstm) {
-  model.add_stage([lstm](const torch::Tensor& x) mutable { return std::get<0>(lstm->forward(x)); }, {lstm.ptr()},
-                  /*has_lstm=*/true);
+namespace {
+
+// lstm's layers one at a time with the counter-based dropout between them (what the module's
+// forward computes with its dropout, other draws): LibTorch's multi-layer LSTM draws its
+// inter-layer masks one Bernoulli variate at a time (models/CounterDropout.hpp).
+torch::Tensor lstm_layer_by_layer(torch::nn::LSTMImpl& lstm, CounterDropoutImpl& drop, torch::Tensor x) {
+  const auto& o = lstm.options;
+  const std::int64_t directions = o.bidirectional() ? 2 : 1;
+  const auto per_layer = static_cast<std::size_t>(directions * (o.bias() ? 4 : 2));
+  const auto weights = lstm.all_weights();
+  const auto zeros = torch::zeros({directions, x.size(0), o.hidden_size()}, x.options());
+  for (std::int64_t layer = 0; layer < o.num_layers(); ++layer) {
+    if (layer > 0) x = drop.forward(x);
+    const std::vector<torch::Tensor> params(weights.begin() + static_cast<std::ptrdiff_t>(layer * per_layer),
+                                            weights.begin() + static_cast<std::ptrdiff_t>((layer + 1) * per_layer));
+    x = std::get<0>(torch::lstm(x, {zeros, zeros}, params, o.bias(), 1, 0.0, true, o.bidirectional(), o.batch_first()));
+  }
+  return x;
+}
+
+}  // namespace
+
+void add_lstm_stage(StagedModel& model, torch::nn::LSTM lstm, bool fused) {
+  CounterDropout drop(lstm->options.dropout(), true);
+  const bool layers =
+      fused && lstm->options.num_layers() > 1 && lstm->options.dropout() > 0 && !lstm->options.proj_size();
+  model.add_stage(
+      [lstm, drop, layers](const torch::Tensor& x) mutable {
+        if (layers && lstm->is_training() && x.device().is_cpu() && x.scalar_type() == torch::kFloat) {
+          return lstm_layer_by_layer(*lstm, *drop, x);
+        }
+        return std::get<0>(lstm->forward(x));
+      },
+      {lstm.ptr()}, /*has_lstm=*/true);
 }
 
 torch::Tensor final_state(const torch::Tensor& outputs, bool bidirectional) {

@@ -59,8 +59,10 @@ torch::nn::Conv2d conv(std::int64_t in, std::int64_t out, std::int64_t kernel, s
 void require_series(const InputSpec& in, const std::string& model);
 torch::nn::LSTM make_lstm(std::int64_t inputs, const ModelConfig& c, bool bidirectional);
 // The LSTM stack as one checkpointing block: [n, T, inputs] -> the last layer's outputs
-// at every step [n, T, directions * hidden].
-void add_lstm_stage(StagedModel& model, torch::nn::LSTM lstm);
+// at every step [n, T, directions * hidden]. With `fused` (model.fused_kernels) a stack with
+// dropout between its layers runs layer by layer in CPU float32 training, the counter-based
+// dropout between them (models/CounterDropout.hpp).
+void add_lstm_stage(StagedModel& model, torch::nn::LSTM lstm, bool fused);
 // The last layer's final hidden state from its outputs, both directions side by side for a
 // BiLSTM: the forward direction's at the last step (it has read the whole window), the
 // backward direction's at the first (it has read the window from the end).

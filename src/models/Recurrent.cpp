@@ -12,7 +12,7 @@ struct LstmImpl : StagedModel {
     lstm = register_module("lstm", make_lstm(in.sample_shape[0], c, bidirectional));
     drop = register_module("drop", CounterDropout(c.dropout, c.fused_kernels));
     head = register_module("head", torch::nn::Linear(c.hidden_size * (bidirectional ? 2 : 1), in.outputs));
-    add_lstm_stage(*this, lstm);
+    add_lstm_stage(*this, lstm, c.fused_kernels);
     plan_stages(c);
   }
   torch::Tensor forward(torch::Tensor x) override {
@@ -44,7 +44,7 @@ struct CnnBiLstmImpl : StagedModel {
     lstm = register_module("lstm", make_lstm(channels, c, true));
     drop = register_module("drop", CounterDropout(c.dropout, c.fused_kernels));
     head = register_module("head", torch::nn::Linear(2 * c.hidden_size, in.outputs));
-    add_lstm_stage(*this, lstm);
+    add_lstm_stage(*this, lstm, c.fused_kernels);
     plan_stages(c);
   }
   torch::Tensor forward(torch::Tensor x) override {

@@ -73,6 +73,11 @@ TEST(CounterDropout, ModuleDrawsItsSeedFromLibTorchsGenerator) {
   torch::manual_seed(3);
   EXPECT_TRUE(torch::equal(drop->forward(x), a));
   EXPECT_FALSE(torch::equal(a, b));
+  // A transposed view is masked in its contiguous copy's order.
+  torch::manual_seed(4);
+  const auto view = drop->forward(x.t());
+  torch::manual_seed(4);
+  EXPECT_TRUE(torch::equal(view, drop->forward(x.t().contiguous())));
   drop->eval();
   EXPECT_TRUE(torch::equal(drop->forward(x), x));
   // Switched off (model.fused_kernels=false), GPUs and other dtypes: LibTorch's dropout.
@@ -132,6 +137,54 @@ TEST(CounterDropout, TransformerAttentionDropsItsProbabilities) {
   EXPECT_TRUE(torch::allclose(
       eval_got, eval_want + layer("fc2")->forward(torch::gelu(layer("fc1")->forward(norm2.forward(eval_want)))), 1e-5,
       1e-6));
+}
+
+// A stacked LSTM with dropout in training on CPUs: its layers one at a time with this dropout
+// between them (LibTorch's LSTM draws the inter-layer masks as Bernoulli variates), rebuilt by
+// hand from the module's weights; every weight gets its gradient; evaluation is the module's.
+TEST(CounterDropout, LstmDropsBetweenItsLayers) {
+  for (const bool bidirectional : {false, true}) {
+    ModelConfig c;
+    c.name = bidirectional ? "bilstm" : "lstm";
+    c.hidden_size = 6;
+    c.rnn_layers = 3;
+    c.dropout = 0.3;
+    torch::manual_seed(1);
+    auto model = build_model(c, InputSpec{{4, 10}, 2});
+    model->train();
+    auto parts = model->named_children();
+    auto& lstm = *parts["lstm"]->as<torch::nn::LSTMImpl>();
+    auto& drop = *parts["drop"]->as<CounterDropoutImpl>();
+    auto& head = *parts["head"]->as<torch::nn::LinearImpl>();
+    const auto x = torch::randn({5, 4, 10});
+    torch::manual_seed(9);
+    const auto got = model->forward(x);
+    torch::manual_seed(9);
+    const std::int64_t directions = bidirectional ? 2 : 1, per_layer = 4 * directions;
+    const auto weights = lstm.all_weights();
+    const auto zeros = torch::zeros({directions, 5, 6});
+    auto h = x.transpose(1, 2);
+    for (std::int64_t layer = 0; layer < 3; ++layer) {
+      // The same rate as the head's (model.dropout); the layer's output is a transposed view.
+      if (layer > 0) h = drop.forward(h);
+      const std::vector<torch::Tensor> params(weights.begin() + layer * per_layer,
+                                              weights.begin() + (layer + 1) * per_layer);
+      h = std::get<0>(torch::lstm(h, {zeros, zeros}, params, true, 1, 0.0, true, bidirectional, true));
+    }
+    auto last = h.select(1, 9);
+    if (bidirectional) last = torch::cat({h.select(1, 9).narrow(1, 0, 6), h.select(1, 0).narrow(1, 6, 6)}, 1);
+    const auto want = head.forward(drop.forward(last));
+    EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-6)) << c.name << ": " << (got - want).abs().max().item<double>();
+    got.sum().backward();
+    for (const auto& w : lstm.parameters()) EXPECT_TRUE(w.grad().defined() && w.grad().abs().sum().item<double>() > 0);
+    model->eval();
+    torch::NoGradGuard no_grad;
+    const auto eval_out = std::get<0>(lstm.forward(x.transpose(1, 2)));
+    auto eval_last = eval_out.select(1, 9);
+    if (bidirectional)
+      eval_last = torch::cat({eval_out.select(1, 9).narrow(1, 0, 6), eval_out.select(1, 0).narrow(1, 6, 6)}, 1);
+    EXPECT_TRUE(torch::equal(model->forward(x), head.forward(eval_last)));
+  }
 }
 
 }  // namespace
