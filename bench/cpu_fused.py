@@ -16,7 +16,9 @@ with precision.mode=bf16 on both sides: bfloat16 convolutions on AMX/AVX512-BF16
 (configs/fashion_mnist_mlp.json) and transformer (the small one of bench/cpu_ops.py, dropout
 0.1), where the fused part is the dropout (models/CounterDropout.hpp), resnet and resnet_bf16
 (bench/cpu_ops.py's small ResNet, float32 and bf16), where it is batch norm + add + ReLU
-(models/NormAct.hpp); 1 intra-op thread per rank.
+(models/NormAct.hpp), lstm (configs/forecast_lstm.json on a synthetic series, as
+bench/cpu_ops.py runs it), where it is the dropout between and after the layers; 1 intra-op
+thread per rank.
 Writes bench/results/<date>-cpu-fused.json."""
 import argparse
 import json
@@ -40,7 +42,9 @@ RECIPES = {  # name: (config, batch per rank, overrides on both sides)
                      "model.patch_size=4", "model.dropout=0.1"]),
     "resnet": ("configs/fashion_mnist_cnn.json", 64, RESNET),
     "resnet_bf16": ("configs/fashion_mnist_cnn.json", 64, RESNET + ["precision.mode=bf16"]),
+    "lstm": ("configs/forecast_lstm.json", 128, []),  # on a synthetic series made for the run
 }
+SERIES = []  # data.path=... of the lstm recipe's series, once made
 PHASES = ("data", "forward", "backward", "comm_exposed", "optimizer", "total_mean")
 
 
@@ -50,7 +54,7 @@ def train(binary, recipe, ranks, fused, samples):
     cmd = [binary, "train", os.path.join(ROOT, config), "run.threads=1", "run.progress=none", "run.dir=" + run_dir,
            f"train.batch_size={batch * ranks}",
            "data.verify_hashes=false", f"data.limit_train={samples}", "data.val_fraction=0", "train.epochs=1",
-           "train.test_at_end=false", "train.test_every_epoch=false"] + extra
+           "train.test_at_end=false", "train.test_every_epoch=false"] + extra + (SERIES if recipe == "lstm" else [])
     if not fused:
         cmd += ["model.fused_kernels=false", "optimizer.fused=off"]
     if ranks > 1:
@@ -81,6 +85,11 @@ def main():
     ap.add_argument("--samples", type=int, default=12800, help="training samples per run (data.limit_train)")
     ap.add_argument("--max-load", type=float, default=0.5)
     a = ap.parse_args()
+    if "lstm" in a.recipes.split(","):  # as bench/cpu_ops.py makes it: windows of 24 steps
+        path = os.path.join(tempfile.mkdtemp(prefix="hpctrain_fusedbench_"), "synthetic-cpu.h5")
+        subprocess.run([a.binary, "import", "synthetic", "cpu", "--length", str(int(a.samples / 0.75) + 100),
+                        "--window", "24", "--seed", "2", "--output", path], check=True, capture_output=True, cwd=ROOT)
+        SERIES.append("data.path=" + path)
     load = wait_for_quiet(a.max_load, 300)
     results, commands = [], {}
     for recipe in a.recipes.split(","):
