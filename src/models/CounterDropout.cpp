@@ -18,16 +18,23 @@ std::uint32_t threshold_of(double p) {
   return static_cast<std::uint32_t>(std::min(std::ldexp(p, 32), 4294967295.0));
 }
 
-// in (contiguous float) masked and scaled into a new tensor, over LibTorch's intra-op threads.
+// in (contiguous float or bfloat16) masked and scaled into a new tensor, over LibTorch's intra-op
+// threads.
 torch::Tensor masked(const torch::Tensor& in, std::uint64_t seed, double p) {
   auto out = torch::empty_like(in, torch::MemoryFormat::Contiguous);
-  const float* src = in.data_ptr<float>();
-  float* dst = out.data_ptr<float>();
   const auto threshold = threshold_of(p);
   const auto scale = static_cast<float>(1.0 / (1.0 - p));
-  at::parallel_for(0, in.numel(), 1 << 15, [&](std::int64_t begin, std::int64_t end) {
-    kernels::apply_dropout_mask(src, begin, end, seed, threshold, scale, dst);
-  });
+  const auto run = [&](const auto* src, auto* dst) {
+    at::parallel_for(0, in.numel(), 1 << 15, [&](std::int64_t begin, std::int64_t end) {
+      kernels::apply_dropout_mask(src, begin, end, seed, threshold, scale, dst);
+    });
+  };
+  if (in.scalar_type() == torch::kBFloat16) {
+    run(reinterpret_cast<const std::uint16_t*>(in.data_ptr<at::BFloat16>()),
+        reinterpret_cast<std::uint16_t*>(out.data_ptr<at::BFloat16>()));
+  } else {
+    run(in.data_ptr<float>(), out.data_ptr<float>());
+  }
   return out;
 }
 
@@ -36,13 +43,15 @@ struct Apply : torch::autograd::Function<Apply> {
     RECORD_FUNCTION("hpctrain::counter_dropout", std::vector<c10::IValue>({x}));
     ctx->saved_data["p"] = p;
     ctx->saved_data["seed"] = seed;
+    ctx->saved_data["dtype"] = x.scalar_type();
     return masked(x.contiguous(), static_cast<std::uint64_t>(seed), p);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     RECORD_FUNCTION("hpctrain::counter_dropout_backward", std::vector<c10::IValue>({grads[0]}));
     const auto seed = static_cast<std::uint64_t>(ctx->saved_data["seed"].toInt());
-    return {masked(grads[0].to(torch::kFloat).contiguous(), seed, ctx->saved_data["p"].toDouble()), torch::Tensor(),
-            torch::Tensor()};
+    return {masked(grads[0].to(ctx->saved_data["dtype"].toScalarType()).contiguous(), seed,
+                   ctx->saved_data["p"].toDouble()),
+            torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -61,7 +70,8 @@ torch::Tensor counter_dropout(const torch::Tensor& x, double p, std::uint64_t se
 
 torch::Tensor CounterDropoutImpl::forward(const torch::Tensor& x) {
   if (!is_training() || p_ <= 0) return x;
-  if (fused_ && p_ < 1 && x.device().is_cpu() && x.scalar_type() == torch::kFloat) {  // any strides: made contiguous
+  if (fused_ && p_ < 1 && x.device().is_cpu() &&
+      (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kBFloat16)) {  // any strides: made contiguous
     return counter_dropout(x, p_, next_seed());
   }
   return torch::dropout(x, p_, true);

@@ -12,7 +12,8 @@
 // 1 / (1 - p), as LibTorch's dropout; the masks are other draws than LibTorch's, so a run's
 // numbers differ from one with model.fused_kernels=false as one seed's differ from another's.
 // A non-contiguous input is masked in its contiguous copy's element order (the output is that
-// copy's shape, contiguous). Elsewhere (GPUs, dtypes other than float32, fused_kernels=false) it
+// copy's shape, contiguous). float32 and bfloat16 (the kept value scaled in float, then rounded).
+// Elsewhere (GPUs, other dtypes, fused_kernels=false) it
 // is torch::dropout; in evaluation the identity.
 #include <torch/torch.h>
 
@@ -29,8 +30,8 @@ struct CounterDropoutImpl : torch::nn::Module {
 };
 TORCH_MODULE(CounterDropout);
 
-// x with each element kept with probability 1 - p and scaled by 1 / (1 - p): a CPU float
-// tensor, recorded for autograd; `seed` fixes the mask.
+// x with each element kept with probability 1 - p and scaled by 1 / (1 - p): a CPU float32 or
+// bfloat16 tensor, recorded for autograd; `seed` fixes the mask.
 torch::Tensor counter_dropout(const torch::Tensor& x, double p, std::uint64_t seed);
 
 }  // namespace hpctrain

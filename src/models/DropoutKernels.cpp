@@ -1,5 +1,6 @@
 #include "models/DropoutKernels.hpp"
 
+#include "models/KernelPlanes.hpp"
 #include "models/KernelTargets.hpp"
 
 namespace hpctrain::kernels {
@@ -27,6 +28,13 @@ HPCTRAIN_CLONES void apply_dropout_mask(const float* __restrict in, std::int64_t
                                         std::uint64_t seed, std::uint32_t threshold, float scale,
                                         float* __restrict out) {
   for (std::int64_t i = begin; i < end; ++i) out[i] = draw(seed, i) >= threshold ? in[i] * scale : 0.f;
+}
+
+HPCTRAIN_CLONES void apply_dropout_mask(const std::uint16_t* __restrict in, std::int64_t begin, std::int64_t end,
+                                        std::uint64_t seed, std::uint32_t threshold, float scale,
+                                        std::uint16_t* __restrict out) {
+  for (std::int64_t i = begin; i < end; ++i)
+    out[i] = draw(seed, i) >= threshold ? bf16_bits(bf16_value(in[i]) * scale) : Bf16{0};
 }
 
 bool dropout_keeps(std::uint64_t seed, std::int64_t i, std::uint32_t threshold) {

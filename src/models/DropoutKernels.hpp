@@ -14,6 +14,11 @@ namespace hpctrain::kernels {
 void apply_dropout_mask(const float* in, std::int64_t begin, std::int64_t end, std::uint64_t seed,
                         std::uint32_t threshold, float scale, float* out);
 
+// The same for bfloat16 tensors (as their 16 bits): the kept value times `scale` in float,
+// rounded to the nearest bfloat16.
+void apply_dropout_mask(const std::uint16_t* in, std::int64_t begin, std::int64_t end, std::uint64_t seed,
+                        std::uint32_t threshold, float scale, std::uint16_t* out);
+
 // Whether element i is kept (for tests).
 bool dropout_keeps(std::uint64_t seed, std::int64_t i, std::uint32_t threshold);
 

@@ -40,19 +40,11 @@ HPCTRAIN_CLONES double plane_squares(const float* p, std::int64_t n, float shift
 }  // namespace
 
 HPCTRAIN_CLONES void widen(const Bf16* in, std::int64_t n, float* out) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    const std::uint32_t bits = static_cast<std::uint32_t>(in[i]) << 16;
-    std::memcpy(out + i, &bits, sizeof bits);
-  }
+  for (std::int64_t i = 0; i < n; ++i) out[i] = bf16_value(in[i]);
 }
 
 HPCTRAIN_CLONES void narrow(const float* in, std::int64_t n, Bf16* out) {
-  for (std::int64_t i = 0; i < n; ++i) {
-    std::uint32_t bits;
-    std::memcpy(&bits, in + i, sizeof bits);
-    const std::uint32_t rounded = (bits + ((bits >> 16) & 1u) + 0x7FFFu) >> 16;
-    out[i] = in[i] != in[i] ? Bf16{0x7FC0} : static_cast<Bf16>(rounded);
-  }
+  for (std::int64_t i = 0; i < n; ++i) out[i] = bf16_bits(in[i]);
 }
 
 Scratch& scratch() {

@@ -27,6 +27,20 @@ using Bf16 = std::uint16_t;
 template <typename T>
 void channel_moments(const T* x, const Planes& s, std::int64_t c0, std::int64_t c1, double* mean, double* squares);
 
+// One bfloat16 value as float, and a float's nearest bfloat16 (ties to even; NaN stays NaN).
+inline float bf16_value(Bf16 v) {
+  const std::uint32_t bits = static_cast<std::uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline Bf16 bf16_bits(float v) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  const std::uint32_t rounded = (bits + ((bits >> 16) & 1u) + 0x7FFFu) >> 16;
+  return v != v ? Bf16{0x7FC0} : static_cast<Bf16>(rounded);
+}
+
 // n bfloat16 values to float, and back (to nearest even; NaN stays NaN).
 void widen(const Bf16* in, std::int64_t n, float* out);
 void narrow(const float* in, std::int64_t n, Bf16* out);

@@ -6,7 +6,6 @@
 namespace hpctrain::kernels {
 namespace {
 
-
 // NaN passes, as in LibTorch's relu.
 inline float relu(float v) {
   return v < 0.f ? 0.f : v;

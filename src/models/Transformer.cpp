@@ -34,7 +34,8 @@ struct EncoderBlock : BlockImpl {
   // same math path runs here with the counter-based dropout (models/CounterDropout.hpp).
   torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
     const bool dropout = is_training() && p_ > 0;
-    if (!dropout || !fused_ || !q.device().is_cpu() || q.scalar_type() != torch::kFloat) {
+    const auto dtype = q.scalar_type();
+    if (!dropout || !fused_ || !q.device().is_cpu() || (dtype != torch::kFloat && dtype != torch::kBFloat16)) {
       return torch::scaled_dot_product_attention(q, k, v, {}, dropout ? p_ : 0.0);
     }
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));

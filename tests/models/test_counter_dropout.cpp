@@ -52,6 +52,26 @@ TEST(CounterDropout, ForwardAndBackwardFollowTheSeedsMask) {
   }
 }
 
+TEST(CounterDropout, Bfloat16KeepsTheFloatMaskRounded) {
+  // What CPU autocast (precision.mode=bf16) gives the dropout: the same mask as float32, the
+  // kept values scaled in float and rounded to nearest; the gradient likewise.
+  torch::manual_seed(2);
+  const double p = 0.3;
+  const auto x = torch::randn({9, 41}).to(torch::kBFloat16).requires_grad_();
+  const auto y = counter_dropout(x, p, 77);
+  ASSERT_EQ(y.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(y, counter_dropout(x.detach().to(torch::kFloat), p, 77).to(torch::kBFloat16)));
+  const auto g = torch::randn({9, 41}).to(torch::kBFloat16);
+  y.backward(g);
+  ASSERT_EQ(x.grad().scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(x.grad(), counter_dropout(g.to(torch::kFloat), p, 77).to(torch::kBFloat16)));
+  CounterDropout drop(p, /*fused=*/true);
+  torch::manual_seed(5);
+  const auto module = drop->forward(x.detach());
+  torch::manual_seed(5);
+  EXPECT_FALSE(torch::equal(module, torch::dropout(x.detach(), p, true))) << "bfloat16 took LibTorch's dropout";
+}
+
 TEST(CounterDropout, SameMaskOnAnyNumberOfThreadsOtherMaskForAnotherSeed) {
   const auto x = torch::randn({300000});
   const int threads = at::get_num_threads();
