@@ -18,7 +18,7 @@ with precision.mode=bf16 on both sides: bfloat16 convolutions on AMX/AVX512-BF16
 (bench/cpu_ops.py's small ResNet, float32 and bf16), where it is batch norm + add + ReLU
 (models/NormAct.hpp), lstm (configs/forecast_lstm.json on a synthetic series, as
 bench/cpu_ops.py runs it), where it is the dropout between and after the layers; 1 intra-op
-thread per rank.
+thread per rank. mlp_bf16 and transformer_bf16: those under precision.mode=bf16.
 Writes bench/results/<date>-cpu-fused.json."""
 import argparse
 import json
@@ -31,18 +31,20 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import ROOT, provenance, wait_for_quiet, write_results  # noqa: E402
 
+TRANSFORMER = ["model.name=transformer", "model.embed_dim=96", "model.heads=3", "model.layers=2", "model.patch_size=4",
+               "model.dropout=0.1"]  # bench/cpu_ops.py's small Transformer
 RESNET = ["model.name=resnet", "model.blocks=[1,1,1]", "model.width=16"]  # bench/cpu_ops.py's small ResNet
 RECIPES = {  # name: (config, batch per rank, overrides on both sides)
     "cnn": ("configs/fashion_mnist_cnn.json", 64, []),
     "fast": ("configs/fashion_mnist_fast.json", 256, []),
     "cnn_bf16": ("configs/fashion_mnist_cnn.json", 64, ["precision.mode=bf16"]),
     "mlp": ("configs/fashion_mnist_mlp.json", 256, []),
-    "transformer": ("configs/fashion_mnist_cnn.json", 64,
-                    ["model.name=transformer", "model.embed_dim=96", "model.heads=3", "model.layers=2",
-                     "model.patch_size=4", "model.dropout=0.1"]),
+    "transformer": ("configs/fashion_mnist_cnn.json", 64, TRANSFORMER),
+    "transformer_bf16": ("configs/fashion_mnist_cnn.json", 64, TRANSFORMER + ["precision.mode=bf16"]),
     "resnet": ("configs/fashion_mnist_cnn.json", 64, RESNET),
     "resnet_bf16": ("configs/fashion_mnist_cnn.json", 64, RESNET + ["precision.mode=bf16"]),
-    "lstm": ("configs/forecast_lstm.json", 128, []),  # on a synthetic series made for the run
+    "lstm": ("configs/forecast_lstm.json", 128, []),
+    "mlp_bf16": ("configs/fashion_mnist_mlp.json", 256, ["precision.mode=bf16"]),  # on a synthetic series made for the run
 }
 SERIES = []  # data.path=... of the lstm recipe's series, once made
 PHASES = ("data", "forward", "backward", "comm_exposed", "optimizer", "total_mean")
