@@ -50,6 +50,12 @@ Bytes (every tensor argument read once, the output written once, unless listed):
     output and the positions (g/4) read and the input gradient written (4g): 13.25x g.
     (Both rules are for float32; with bfloat16 tensors the input-at-maximum stays float32 and
     the estimate is off by that share.)
+  hpctrain::batch_norm_act (models/NormAct.hpp; recorded with its input x and, in a residual
+    block, the residual): x read three times (mean, squared deviations, normalize) and the
+    output written, 4x the input, plus the residual read once.
+  hpctrain::batch_norm_act_backward (recorded with grad_output g and, in a residual block, the
+    residual's gradient): g, the output and the input read for the sums, then again while the
+    input gradient is written, 7x g, plus the residual's gradient written once.
   hpctrain::counter_dropout and its backward (models/CounterDropout.hpp): the input read and
     the output written: 2x the input (the mask is computed, not read).
 Anything else (views, allocations, RNG such as bernoulli_, indexing) has no work estimate."""
@@ -68,8 +74,10 @@ ELEMENTWISE = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "addc
                "leaky_relu", "leaky_relu_backward", "eq", "ne", "isfinite", "isneginf", "masked_fill_"}
 REDUCTIONS = {"sum", "mean", "norm", "linalg_vector_norm", "argmax", "amax", "max", "min", "all", "any",
               "mse_loss", "mse_loss_backward", "nll_loss_forward", "nll_loss_backward", "_foreach_norm"}
-HPCTRAIN_BYTES = {"hpctrain::batch_norm_relu_pool": 3.5625, "hpctrain::batch_norm_relu_pool_backward": 13.25,
-                  "hpctrain::counter_dropout": 2.0, "hpctrain::counter_dropout_backward": 2.0}
+HPCTRAIN_BYTES = {  # name -> bytes per byte of each recorded tensor, in order
+    "hpctrain::batch_norm_relu_pool": (3.5625,), "hpctrain::batch_norm_relu_pool_backward": (13.25,),
+    "hpctrain::batch_norm_act": (4.0, 1.0), "hpctrain::batch_norm_act_backward": (7.0, 1.0),
+    "hpctrain::counter_dropout": (2.0,), "hpctrain::counter_dropout_backward": (2.0,)}
 CONV_FORWARD = {  # name -> (stride, padding, dilation, transposed, groups) argument indices (None: absent)
     "conv1d": (3, 4, 5, None, 6), "conv2d": (3, 4, 5, None, 6), "conv3d": (3, 4, 5, None, 6),
     "convolution": (3, 4, 5, 6, 8), "_convolution": (3, 4, 5, 6, 8),
@@ -298,7 +306,8 @@ def work(name, args):
     short = name[6:] if name.startswith("aten::") else name
     if name in HPCTRAIN_BYTES:
         tensors = _tensors(args)
-        return ("byte", int(HPCTRAIN_BYTES[name] * _nbytes(*tensors[0]))) if tensors else None
+        total = sum(f * _nbytes(*t) for f, t in zip(HPCTRAIN_BYTES[name], tensors))
+        return ("byte", int(total)) if tensors else None
     if not name.startswith("aten::"):
         return None
     try:

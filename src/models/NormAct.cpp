@@ -22,7 +22,8 @@ struct NormAct : torch::autograd::Function<NormAct> {
                                const Maybe& running_var, double momentum, double eps) {
     const auto residual = maybe_residual.value_or(torch::Tensor());
     // Named in profiles (run.profile_steps, analysis/op_profile.py): its loops are no ATen operator.
-    RECORD_FUNCTION("hpctrain::batch_norm_act", std::vector<c10::IValue>({x}));
+    RECORD_FUNCTION("hpctrain::batch_norm_act",
+                    residual.defined() ? std::vector<c10::IValue>({x, residual}) : std::vector<c10::IValue>({x}));
     const auto s = fused::planes(x);
     const auto stats = fused::batch_stats(
         x, weight, bias, {running_mean.value_or(torch::Tensor()), running_var.value_or(torch::Tensor()), momentum},
@@ -41,15 +42,16 @@ struct NormAct : torch::autograd::Function<NormAct> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    RECORD_FUNCTION("hpctrain::batch_norm_act_backward", std::vector<c10::IValue>({grads[0]}));
     const auto saved = ctx->get_saved_variables();
     const auto &x = saved[0], &weight = saved[1], &out = saved[2];
+    const bool residual = ctx->saved_data["residual"].toBool();
+    const auto dres = residual && ctx->needs_input_grad(3) ? torch::empty_like(x) : torch::Tensor();
+    RECORD_FUNCTION("hpctrain::batch_norm_act_backward",
+                    dres.defined() ? std::vector<c10::IValue>({grads[0], dres}) : std::vector<c10::IValue>({grads[0]}));
     const auto g = grads[0].to(x.scalar_type()).contiguous();
     const auto mean = ctx->saved_data["mean"].toTensor(), invstd = ctx->saved_data["invstd"].toTensor();
-    const bool residual = ctx->saved_data["residual"].toBool();
     const auto s = fused::planes(x);
     auto sum_g = torch::empty({s.c}, torch::kDouble), sum_gx = torch::empty({s.c}, torch::kDouble);
-    const auto dres = residual && ctx->needs_input_grad(3) ? torch::empty_like(x) : torch::Tensor();
     over_channels(x, [&](auto element, std::int64_t c0, std::int64_t c1) {
       using T = decltype(element);
       kernels::norm_act_sums(ptr<T>(g), ptr<T>(out), ptr<T>(x), s, c0, c1, mean.data_ptr<float>(),

@@ -153,6 +153,14 @@ expected = {
     "its backward: 13.25x the quarter-size gradient": (
         W("hpctrain::batch_norm_relu_pool_backward", {"Input Dims": [[2, 4, 4, 4]], "Input type": ["float"]}),
         ("byte", 13 * 512 + 128)),
+    "hpctrain's fused batch norm + ReLU: the input read 3x, the output written": (
+        W("hpctrain::batch_norm_act", {"Input Dims": [[2, 4, 8, 8]], "Input type": ["float"]}), ("byte", 4 * 2048)),
+    "with a residual: the residual read once more": (
+        W("hpctrain::batch_norm_act", {"Input Dims": [[2, 4, 8, 8], [2, 4, 8, 8]], "Input type": ["float", "float"]}),
+        ("byte", 5 * 2048)),
+    "its backward: 7x the gradient, 8x with the residual's gradient written": (
+        W("hpctrain::batch_norm_act_backward", {"Input Dims": [[2, 4, 8, 8], [2, 4, 8, 8]],
+                                                "Input type": ["c10::BFloat16", "c10::BFloat16"]}), ("byte", 8 * 1024)),
     "_fused_adamw_: parameters and both moments read and written, gradients read": (
         W("aten::_fused_adamw_", {"Input Dims": [[[10, 4], [3]], [[10, 4], [3]], [[10, 4], [3]], [[10, 4], [3]], [],
                                                  [[], []]] + [[]] * 6,
