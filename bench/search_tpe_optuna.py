@@ -22,7 +22,8 @@ the same search.trials random draws, eta and rungs; wall time of the search (sea
 wall_seconds) and the best score, alternating the two methods, --repeats times; medians.
 
 Usage: .venv/bin/python bench/search_tpe_optuna.py [--seeds 0 1 2 3 4] [--trials 12] [--startup 4]
-       [--repeats 2] [--bin build/hpctrain] [--hpctrain-tpe KEY=VALUE ...] [--skip-tpe] [--skip-asha] [--out FILE.json] [overrides ...]"""
+       [--repeats 2] [--bin build/hpctrain] [--hpctrain-tpe KEY=VALUE ...] [--skip-tpe] [--skip-asha]
+       [--asha-space JSON] [--asha-trials 8] [--asha-epochs 4] [--out FILE.json] [overrides ...]"""
 import argparse
 import json
 import os
@@ -97,6 +98,11 @@ def main():
     ap.add_argument("--hpctrain-tpe", nargs="*", default=[],
                     help="extra overrides for hpctrain's TPE side (default: none, the schema's defaults)")
     ap.add_argument("--skip-asha", action="store_true")
+    ap.add_argument("--asha-space", default=json.dumps({"optimizer.lr": {"log_uniform": [1e-4, 0.3]},
+                                                         "model.hidden": [[32], [512]]}),
+                    help="search.space of the ASHA part (JSON); trials of uneven cost show what ASHA is for")
+    ap.add_argument("--asha-trials", type=int, default=8)
+    ap.add_argument("--asha-epochs", type=int, default=4, help="train.epochs (the last rung's epochs)")
     ap.add_argument("--skip-tpe", action="store_true")
     ap.add_argument("overrides", nargs="*",
                     default=["data.limit_train=8000", "data.verify_hashes=false", "train.epochs=2",
@@ -122,10 +128,9 @@ def main():
                               "optuna_scores": values, "hpctrain_command": cmd})
         print(f"seed {seed}: best validation accuracy hpctrain TPE {ours:.4f}, Optuna TPE {theirs:.4f}", flush=True)
 
-    asha_args = [*a.overrides, "train.epochs=4", "search.trials=8", "search.halving_eta=2",
-                 "search.halving_min_epochs=1", "search.seed=0",
-                 "search.space=" + json.dumps({"optimizer.lr": {"log_uniform": [1e-4, 0.3]},
-                                               "model.hidden": [[32], [512]]})]
+    asha_args = [*a.overrides, "train.epochs=%d" % a.asha_epochs, "search.trials=%d" % a.asha_trials,
+                 "search.halving_eta=2", "search.halving_min_epochs=1", "search.seed=0",
+                 "search.space=" + json.dumps(json.loads(a.asha_space))]
     result["asha_space_and_budget"] = asha_args
     for i in range(0 if a.skip_asha else a.repeats):
         for method in ("asha", "halving"):
