@@ -23,7 +23,7 @@ wall_seconds) and the best score, alternating the two methods, --repeats times; 
 
 Usage: .venv/bin/python bench/search_tpe_optuna.py [--seeds 0 1 2 3 4] [--trials 12] [--startup 4]
        [--repeats 2] [--bin build/hpctrain] [--hpctrain-tpe KEY=VALUE ...] [--skip-tpe] [--skip-asha]
-       [--asha-space JSON] [--asha-trials 8] [--asha-epochs 4] [--out FILE.json] [overrides ...]"""
+       [--asha-space JSON] [--asha-trials 8] [--asha-epochs 4] [--asha-eta 2] [--out FILE.json] [overrides ...]"""
 import argparse
 import json
 import os
@@ -103,6 +103,7 @@ def main():
                     help="search.space of the ASHA part (JSON); trials of uneven cost show what ASHA is for")
     ap.add_argument("--asha-trials", type=int, default=8)
     ap.add_argument("--asha-epochs", type=int, default=4, help="train.epochs (the last rung's epochs)")
+    ap.add_argument("--asha-eta", type=int, default=2, help="search.halving_eta")
     ap.add_argument("--skip-tpe", action="store_true")
     ap.add_argument("overrides", nargs="*",
                     default=["data.limit_train=8000", "data.verify_hashes=false", "train.epochs=2",
@@ -129,7 +130,7 @@ def main():
         print(f"seed {seed}: best validation accuracy hpctrain TPE {ours:.4f}, Optuna TPE {theirs:.4f}", flush=True)
 
     asha_args = [*a.overrides, "train.epochs=%d" % a.asha_epochs, "search.trials=%d" % a.asha_trials,
-                 "search.halving_eta=2", "search.halving_min_epochs=1", "search.seed=0",
+                 "search.halving_eta=%d" % a.asha_eta, "search.halving_min_epochs=1", "search.seed=0",
                  "search.space=" + json.dumps(json.loads(a.asha_space))]
     result["asha_space_and_budget"] = asha_args
     for i in range(0 if a.skip_asha else a.repeats):
