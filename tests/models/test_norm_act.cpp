@@ -6,29 +6,15 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "fused_norm_checks.hpp"
 #include "models/Model.hpp"
 #include "models/NormAct.hpp"
 
 namespace hpctrain {
 namespace {
 
-// |a - b| <= atol + rtol * |b|, with the worst element in the failure message.
-void expect_close(const torch::Tensor& a, const torch::Tensor& b, double rtol, double atol, const std::string& what) {
-  ASSERT_TRUE(a.defined() && b.defined()) << what;
-  ASSERT_EQ(a.sizes(), b.sizes()) << what;
-  const auto a64 = a.to(torch::kDouble), b64 = b.to(torch::kDouble);
-  const auto excess = (a64 - b64).abs() - (atol + rtol * b64.abs());
-  EXPECT_LE(excess.max().item<double>(), 0.0) << what << ": max |a - b| = " << (a64 - b64).abs().max().item<double>()
-                                              << " (atol " << atol << ", rtol " << rtol << ")";
-}
-
-torch::nn::BatchNorm2d make_bn(std::int64_t channels, c10::optional<double> momentum) {
-  torch::nn::BatchNorm2d bn(torch::nn::BatchNorm2dOptions(channels).momentum(momentum));
-  torch::NoGradGuard no_grad;
-  bn->weight.uniform_(0.5, 1.5);
-  bn->bias.uniform_(-0.5, 0.5);
-  return bn;
-}
+using testing::expect_close;
+using testing::make_bn;
 
 struct Tolerance {
   double out_rtol, out_atol, grad_rtol, grad_atol, param_rtol, param_atol;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "fused_norm_checks.hpp"
 #include "models/Model.hpp"
 #include "models/NormPool.hpp"
 #include "models/NormPoolKernels.hpp"
@@ -12,21 +13,8 @@
 namespace hpctrain {
 namespace {
 
-// |a - b| <= atol + rtol * |b|, with the worst element in the failure message.
-void expect_close(const torch::Tensor& a, const torch::Tensor& b, double rtol, double atol, const char* what) {
-  ASSERT_EQ(a.sizes(), b.sizes()) << what;
-  const auto excess = (a - b).abs() - (atol + rtol * b.abs());
-  EXPECT_LE(excess.max().item<double>(), 0.0) << what << ": max |a - b| = " << (a - b).abs().max().item<double>()
-                                              << " (atol " << atol << ", rtol " << rtol << ")";
-}
-
-torch::nn::BatchNorm2d make_bn(std::int64_t channels, c10::optional<double> momentum) {
-  torch::nn::BatchNorm2d bn(torch::nn::BatchNorm2dOptions(channels).momentum(momentum));
-  torch::NoGradGuard no_grad;
-  bn->weight.uniform_(0.5, 1.5);
-  bn->bias.uniform_(-0.5, 0.5);
-  return bn;
-}
+using testing::expect_close;
+using testing::make_bn;
 
 // Two steps (the running statistics move twice) of the fused operator against the layers.
 void expect_same_as_layers(const torch::Tensor& input, c10::optional<double> momentum = 0.1) {
