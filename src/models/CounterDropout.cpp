@@ -70,8 +70,12 @@ torch::Tensor counter_dropout(const torch::Tensor& x, double p, std::uint64_t se
 
 torch::Tensor CounterDropoutImpl::forward(const torch::Tensor& x) {
   if (!is_training() || p_ <= 0) return x;
-  if (fused_ && p_ < 1 && x.device().is_cpu() &&
-      (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kBFloat16)) {  // any strides: made contiguous
+  const auto dtype = x.scalar_type();
+  // Strided inputs are masked in their contiguous copy (the output is contiguous); channels-last
+  // ones keep their layout through LibTorch's dropout rather than be converted back.
+  const bool channels_last = !x.is_contiguous() && x.is_contiguous(torch::MemoryFormat::ChannelsLast);
+  if (fused_ && p_ < 1 && x.device().is_cpu() && (dtype == torch::kFloat || dtype == torch::kBFloat16) &&
+      !channels_last) {
     return counter_dropout(x, p_, next_seed());
   }
   return torch::dropout(x, p_, true);

@@ -13,7 +13,7 @@
 // numbers differ from one with model.fused_kernels=false as one seed's differ from another's.
 // A non-contiguous input is masked in its contiguous copy's element order (the output is that
 // copy's shape, contiguous). float32 and bfloat16 (the kept value scaled in float, then rounded).
-// Elsewhere (GPUs, other dtypes, fused_kernels=false) it
+// Elsewhere (GPUs, other dtypes, channels-last inputs, fused_kernels=false) it
 // is torch::dropout; in evaluation the identity.
 #include <torch/torch.h>
 

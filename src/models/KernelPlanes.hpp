@@ -58,7 +58,7 @@ inline float round_bf16(float v) {
 
 // Scratch planes of the calling thread.
 struct Scratch {
-  std::vector<float> a, b, c, d, e;
+  std::vector<float> a, b, c, d;
 };
 Scratch& scratch();
 

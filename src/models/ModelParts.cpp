@@ -57,7 +57,7 @@ torch::Tensor lstm_layer_by_layer(torch::nn::LSTMImpl& lstm, CounterDropoutImpl&
   const std::int64_t directions = o.bidirectional() ? 2 : 1;
   const auto per_layer = static_cast<std::size_t>(directions * (o.bias() ? 4 : 2));
   const auto weights = lstm.all_weights();
-  const auto zeros = torch::zeros({directions, x.size(0), o.hidden_size()}, x.options());
+  const auto zeros = torch::zeros({directions, x.size(0), o.hidden_size()}, x.options());  // batch first
   for (std::int64_t layer = 0; layer < o.num_layers(); ++layer) {
     if (layer > 0) x = drop.forward(x);
     const std::vector<torch::Tensor> params(weights.begin() + static_cast<std::ptrdiff_t>(layer * per_layer),
@@ -71,8 +71,8 @@ torch::Tensor lstm_layer_by_layer(torch::nn::LSTMImpl& lstm, CounterDropoutImpl&
 
 void add_lstm_stage(StagedModel& model, torch::nn::LSTM lstm, bool fused) {
   CounterDropout drop(lstm->options.dropout(), true);
-  const bool layers =
-      fused && lstm->options.num_layers() > 1 && lstm->options.dropout() > 0 && !lstm->options.proj_size();
+  const auto& o = lstm->options;
+  const bool layers = fused && o.num_layers() > 1 && o.dropout() > 0 && !o.proj_size() && o.batch_first();
   model.add_stage(
       [lstm, drop, layers](const torch::Tensor& x) mutable {
         if (layers && lstm->is_training() && x.device().is_cpu() && x.scalar_type() == torch::kFloat) {

@@ -82,7 +82,7 @@ bool fused_norm_act_applies(const torch::Tensor& x, const torch::nn::BatchNorm2d
   // the layers then normalize in float with float parameters and return bfloat16, as here.
   const auto dtype = x.scalar_type();
   const bool inputs = x.device().is_cpu() && (dtype == torch::kFloat || dtype == torch::kBFloat16) && x.dim() == 4 &&
-                      x.is_contiguous() && x.size(0) > 0 && x.numel() > 0;
+                      x.is_contiguous() && x.numel() > 0 && x.numel() / x.size(1) > 1;  // > 1 value per channel
   const bool layer = bn.is_training() && bn.options.affine() && bn.weight.scalar_type() == torch::kFloat &&
                      bn.weight.size(0) == (x.dim() > 1 ? x.size(1) : -1);
   const bool skip = !residual.defined() || (residual.sizes() == x.sizes() && residual.scalar_type() == dtype &&

@@ -12,11 +12,11 @@
 //
 // What it computes is what the layers compute: the same statistics (within float rounding;
 // summed in another order), outputs, and gradients (ReLU's through positions whose output is
-// positive, as LibTorch's threshold_backward); running statistics updated as BatchNorm2d's
-// forward updates them (tests/models/test_norm_act.cpp). float32 and bfloat16 inputs (the latter
-// from convolutions under CPU autocast: normalized in float, rounded to bfloat16 before and after
-// the residual is added, as the layers' outputs are). Elsewhere (evaluation, GPUs, other dtypes,
-// channels-last inputs) the layers run as they are.
+// positive, as LibTorch's threshold_backward, which also passes it where the output is NaN); running statistics updated
+// as BatchNorm2d's forward updates them (tests/models/test_norm_act.cpp). float32 and bfloat16 inputs (the latter from
+// convolutions under CPU autocast: normalized in float, rounded to bfloat16 before and after the residual is added, as
+// the layers' outputs are). Elsewhere (evaluation, GPUs, other dtypes, channels-last inputs) the layers run as they
+// are.
 #include <torch/torch.h>
 
 namespace hpctrain {

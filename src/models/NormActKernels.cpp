@@ -11,8 +11,9 @@ inline float relu(float v) {
   return v < 0.f ? 0.f : v;
 }
 
-// ReLU's gradient: g where the output is positive, else 0 (LibTorch's threshold_backward). Both
-// values are loaded unconditionally, so that the loops around it vectorize.
+// ReLU's gradient: g where the output is positive, else 0 (LibTorch's threshold_backward, but
+// for a NaN output, which passes no gradient here). Both values are loaded unconditionally, so
+// that the loops around it vectorize.
 inline float relu_grad(float g, float out) {
   return out > 0.f ? g : 0.f;
 }

@@ -7,7 +7,7 @@ namespace hpctrain {
 namespace {
 
 // A pre-norm Transformer encoder block: x + attention(LN(x)), then x + MLP(LN(x)), with
-// LibTorch's fused scaled-dot-product attention.
+// LibTorch's fused scaled-dot-product attention (CPU training with dropout: attention() below).
 struct EncoderBlock : BlockImpl {
   EncoderBlock(std::int64_t dim, std::int64_t heads, double mlp_ratio, const ModelConfig& c)
       : heads_(heads), p_(c.dropout), fused_(c.fused_kernels) {
@@ -31,15 +31,20 @@ struct EncoderBlock : BlockImpl {
   // softmax(q k^T / sqrt(d_head)) v over [n, heads, t, d_head], dropout on the probabilities in
   // training. On CPUs LibTorch runs attention with dropout as its math path (the fused kernel
   // takes none) and draws the mask one Bernoulli variate at a time; with model.fused_kernels the
-  // same math path runs here with the counter-based dropout (models/CounterDropout.hpp).
+  // same math path runs here with the counter-based dropout (models/CounterDropout.hpp). As in
+  // LibTorch's math path, bfloat16 inputs (CPU autocast) are computed on in float32, autocast
+  // off, and the result rounded back.
   torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
     const bool dropout = is_training() && p_ > 0;
     const auto dtype = q.scalar_type();
     if (!dropout || !fused_ || !q.device().is_cpu() || (dtype != torch::kFloat && dtype != torch::kBFloat16)) {
       return torch::scaled_dot_product_attention(q, k, v, {}, dropout ? p_ : 0.0);
     }
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKeySet(c10::DispatchKey::AutocastCPU));
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-    return torch::matmul(drop->forward(torch::softmax(torch::matmul(q * scale, k.transpose(-2, -1)), -1)), v);
+    const auto qf = q.to(torch::kFloat), kf = k.to(torch::kFloat), vf = v.to(torch::kFloat);
+    const auto probs = torch::softmax(torch::matmul(qf * scale, kf.transpose(-2, -1)), -1);
+    return torch::matmul(drop->forward(probs), vf).to(dtype);
   }
   std::int64_t heads_;
   double p_;

@@ -133,30 +133,48 @@ TEST(CounterDropout, TransformerAttentionDropsItsProbabilities) {
   auto parts = block->named_children();
   auto& norm1 = *parts["norm1"]->as<torch::nn::LayerNormImpl>();
   auto& norm2 = *parts["norm2"]->as<torch::nn::LayerNormImpl>();
-  const auto layer = [&](const char* name) { return parts[name]->as<torch::nn::LinearImpl>(); };
+  // ATen's linear, as the block runs it (LibTorch's LinearImpl::forward rounds the bias add
+  // separately for 3-D bfloat16 inputs).
+  const auto linear = [&](const char* name, const torch::Tensor& in) {
+    const auto* l = parts[name]->as<torch::nn::LinearImpl>();
+    return torch::linear(in, l->weight, l->bias);
+  };
   auto& drop = *parts["drop"]->as<CounterDropoutImpl>();
   const std::int64_t n = 3, t = 16, d = 8, heads = 2;
   const auto x = torch::randn({n, t, d});
   torch::manual_seed(9);
   const auto got = block->forward(x);
   torch::manual_seed(9);
-  const auto qkv = layer("qkv")->forward(norm1.forward(x)).view({n, t, 3, heads, d / heads}).permute({2, 0, 3, 1, 4});
+  const auto qkv = linear("qkv", norm1.forward(x)).view({n, t, 3, heads, d / heads}).permute({2, 0, 3, 1, 4});
   const auto probs = torch::softmax(torch::matmul(qkv[0] / std::sqrt(4.0), qkv[1].transpose(-2, -1)), -1);
   const auto dropped = drop.forward(probs);  // the block's first draw
   EXPECT_GT(dropped.eq(0).sum().item<std::int64_t>(), 0);
-  auto want =
-      x + drop.forward(layer("proj")->forward(torch::matmul(dropped, qkv[2]).transpose(1, 2).reshape({n, t, d})));
-  want = want + drop.forward(layer("fc2")->forward(torch::gelu(layer("fc1")->forward(norm2.forward(want)))));
+  auto want = x + drop.forward(linear("proj", torch::matmul(dropped, qkv[2]).transpose(1, 2).reshape({n, t, d})));
+  want = want + drop.forward(linear("fc2", torch::gelu(linear("fc1", norm2.forward(want)))));
   EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-6)) << (got - want).abs().max().item<double>();
   // Evaluation: LibTorch's fused attention, no dropout.
   model->eval();
   torch::NoGradGuard no_grad;
   const auto plain = torch::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
-  const auto eval_want = x + layer("proj")->forward(plain.transpose(1, 2).reshape({n, t, d}));
+  const auto eval_want = x + linear("proj", plain.transpose(1, 2).reshape({n, t, d}));
   const auto eval_got = block->forward(x);
-  EXPECT_TRUE(torch::allclose(
-      eval_got, eval_want + layer("fc2")->forward(torch::gelu(layer("fc1")->forward(norm2.forward(eval_want)))), 1e-5,
-      1e-6));
+  EXPECT_TRUE(torch::allclose(eval_got, eval_want + linear("fc2", torch::gelu(linear("fc1", norm2.forward(eval_want)))),
+                              1e-5, 1e-6));
+  // bfloat16 (parameters and input as CPU autocast hands them to the attention): scores, softmax
+  // and dropout in float32, as LibTorch's math path computes them, then rounded back; exactly.
+  model->train();
+  block->to(torch::kBFloat16);
+  const auto xb = x.to(torch::kBFloat16);
+  torch::manual_seed(9);
+  const auto got_b = block->forward(xb);
+  torch::manual_seed(9);
+  const auto qkv_b = linear("qkv", norm1.forward(xb)).view({n, t, 3, heads, d / heads}).permute({2, 0, 3, 1, 4});
+  const auto probs_b =
+      torch::softmax(torch::matmul(qkv_b[0].to(torch::kFloat) / 2.0, qkv_b[1].to(torch::kFloat).transpose(-2, -1)), -1);
+  const auto attended_b = torch::matmul(drop.forward(probs_b), qkv_b[2].to(torch::kFloat)).to(torch::kBFloat16);
+  auto want_b = xb + drop.forward(linear("proj", attended_b.transpose(1, 2).reshape({n, t, d})));
+  want_b = want_b + drop.forward(linear("fc2", torch::gelu(linear("fc1", norm2.forward(want_b)))));
+  EXPECT_TRUE(torch::equal(got_b, want_b)) << (got_b - want_b).abs().max().item<double>();
 }
 
 // A stacked LSTM with dropout in training on CPUs: its layers one at a time with this dropout
@@ -204,6 +222,14 @@ TEST(CounterDropout, LstmDropsBetweenItsLayers) {
     if (bidirectional)
       eval_last = torch::cat({eval_out.select(1, 9).narrow(1, 0, 6), eval_out.select(1, 0).narrow(1, 6, 6)}, 1);
     EXPECT_TRUE(torch::equal(model->forward(x), head.forward(eval_last)));
+    // The reference's own slicing of the weights: without dropout, layer by layer is the module.
+    auto plain = x.transpose(1, 2);
+    for (std::int64_t layer = 0; layer < 3; ++layer) {
+      const std::vector<torch::Tensor> params(weights.begin() + layer * per_layer,
+                                              weights.begin() + (layer + 1) * per_layer);
+      plain = std::get<0>(torch::lstm(plain, {zeros, zeros}, params, true, 1, 0.0, false, bidirectional, true));
+    }
+    EXPECT_TRUE(torch::allclose(plain, eval_out, 1e-6, 1e-7));
   }
 }
 

@@ -87,6 +87,23 @@ TEST(NormAct, EqualsTheLayersOnBfloat16) {
   }
 }
 
+TEST(NormAct, WithoutRunningStatisticsOrGradientsOfTheInputs) {
+  // A layer tracking no running statistics (no such autograd inputs), and inputs that need no
+  // gradient: the parameters' gradients alone, as the layers give them.
+  torch::manual_seed(8);
+  torch::nn::BatchNorm2d fused(torch::nn::BatchNorm2dOptions(3).track_running_stats(false));
+  torch::nn::BatchNorm2d plain(torch::nn::BatchNorm2dOptions(3).track_running_stats(false));
+  const auto x = torch::randn({2, 3, 5, 5}), skip = torch::randn({2, 3, 5, 5});
+  ASSERT_TRUE(fused_norm_act_applies(x, *fused, skip));
+  const auto got = batch_norm_act(x, *fused, skip);
+  const auto want = torch::relu(plain->forward(x) + skip);
+  expect_close(got, want, 1e-5, 1e-5, "output");
+  got.sum().backward();
+  want.sum().backward();
+  expect_close(fused->weight.grad(), plain->weight.grad(), 1e-4, 1e-4, "weight gradient");
+  expect_close(fused->bias.grad(), plain->bias.grad(), 1e-5, 1e-5, "bias gradient");
+}
+
 TEST(NormAct, DoesNotApplyOutsideFloatTrainingOnCpu) {
   auto bn = make_bn(4, 0.1);
   const auto x = torch::randn({2, 4, 8, 8});
@@ -98,6 +115,7 @@ TEST(NormAct, DoesNotApplyOutsideFloatTrainingOnCpu) {
   EXPECT_FALSE(fused_norm_act_applies(x, *bn, torch::randn({2, 4, 8, 4})));
   EXPECT_FALSE(fused_norm_act_applies(x, *bn, torch::randn({2, 4, 8, 8}).transpose(2, 3)));
   EXPECT_FALSE(fused_norm_act_applies(torch::randn({2, 3, 8, 8}), *bn));  // channels other than the layer's
+  EXPECT_FALSE(fused_norm_act_applies(torch::randn({1, 4, 1, 1}), *bn));  // one value per channel: the layer refuses
   bn->eval();
   EXPECT_FALSE(fused_norm_act_applies(x, *bn));
 }
