@@ -29,4 +29,16 @@ inline torch::nn::BatchNorm2d make_bn(std::int64_t channels, c10::optional<doubl
   return bn;
 }
 
+// Two such layers with the same parameters: one for the fused operator, one for the layers.
+struct TwinNorms {
+  torch::nn::BatchNorm2d fused, plain;
+};
+inline TwinNorms twin_norms(std::int64_t channels, c10::optional<double> momentum) {
+  TwinNorms t{make_bn(channels, momentum), make_bn(channels, momentum)};
+  torch::NoGradGuard no_grad;
+  t.plain->weight.copy_(t.fused->weight);
+  t.plain->bias.copy_(t.fused->bias);
+  return t;
+}
+
 }  // namespace hpctrain::testing

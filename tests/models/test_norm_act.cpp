@@ -15,6 +15,7 @@ namespace {
 
 using testing::expect_close;
 using testing::make_bn;
+using testing::twin_norms;
 
 struct Tolerance {
   double out_rtol, out_atol, grad_rtol, grad_atol, param_rtol, param_atol;
@@ -27,13 +28,7 @@ constexpr Tolerance kBf16{1.0 / 128, 1e-2, 1.0 / 64, 2e-2, 1e-2, 1e-2};
 void expect_same_as_layers(const torch::Tensor& input, bool with_residual, const Tolerance& tol = kFloat,
                            c10::optional<double> momentum = 0.1) {
   const auto channels = input.size(1);
-  auto fused = make_bn(channels, momentum);
-  auto plain = make_bn(channels, momentum);
-  {
-    torch::NoGradGuard no_grad;
-    plain->weight.copy_(fused->weight);
-    plain->bias.copy_(fused->bias);
-  }
+  auto [fused, plain] = twin_norms(channels, momentum);
   const auto skip = torch::randn(input.sizes()).to(input.scalar_type());
   for (int step = 0; step < 2; ++step) {
     auto a = (input + step).detach().requires_grad_(), b = (input + step).detach().requires_grad_();

@@ -15,17 +15,12 @@ namespace {
 
 using testing::expect_close;
 using testing::make_bn;
+using testing::twin_norms;
 
 // Two steps (the running statistics move twice) of the fused operator against the layers.
 void expect_same_as_layers(const torch::Tensor& input, c10::optional<double> momentum = 0.1) {
   const auto channels = input.size(1);
-  auto fused = make_bn(channels, momentum);
-  auto plain = make_bn(channels, momentum);
-  {
-    torch::NoGradGuard no_grad;
-    plain->weight.copy_(fused->weight);
-    plain->bias.copy_(fused->bias);
-  }
+  auto [fused, plain] = twin_norms(channels, momentum);
   for (int step = 0; step < 2; ++step) {
     auto a = (input + step).detach().requires_grad_();
     auto b = (input + step).detach().requires_grad_();
@@ -94,13 +89,7 @@ TEST(NormPool, EqualsTheLayersOnBfloat16) {
   torch::manual_seed(7);
   for (const auto& shape : {std::vector<std::int64_t>{4, 8, 28, 28}, std::vector<std::int64_t>{2, 5, 15, 13}}) {
     const auto input = torch::randn(shape).to(torch::kBFloat16);
-    auto fused = make_bn(shape[1], 0.1);
-    auto plain = make_bn(shape[1], 0.1);
-    {
-      torch::NoGradGuard no_grad;
-      plain->weight.copy_(fused->weight);
-      plain->bias.copy_(fused->bias);
-    }
+    auto [fused, plain] = twin_norms(shape[1], 0.1);
     auto a = input.clone().requires_grad_(), b = input.clone().requires_grad_();
     ASSERT_TRUE(fused_norm_pool_applies(a, *fused));
     const auto got = batch_norm_relu_pool(a, *fused);
