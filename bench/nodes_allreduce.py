@@ -52,14 +52,10 @@ def main():
         for rate in a.rates.split(","):
             subprocess.run(["bash", CLUSTER, "rate", env_file, rate], check=True)
             out_json = tempfile.mktemp(suffix=".json")
-            subnet = env["HPCTRAIN_NODES_SUBNET"]
-            cmd = ["mpirun", "--allow-run-as-root", "--hostfile", env["HPCTRAIN_NODES_HOSTFILE"], "-np", "4",
-                   "--mca", "plm_rsh_agent", env["HPCTRAIN_NODES_AGENT"], "--mca", "btl", "self,vader,tcp",
-                   "--mca", "btl_tcp_if_include", subnet, "--mca", "oob_tcp_if_include", subnet,
-                   os.path.join(ROOT, "build", "hpctrain"), "bench", "allreduce", "--min-bytes", a.min_bytes,
-                   "--max-bytes", a.max_bytes, "--repeats", str(a.repeats), "--json", out_json]
-            p = subprocess.run(["ip", "netns", "exec", env["HPCTRAIN_NODES_NS0"], "unshare", "--uts", "sh", "-c",
-                                'hostname node0; exec "$@"', "sh"] + cmd, capture_output=True, text=True, cwd=ROOT)
+            cmd = [env["HPCTRAIN_NODES_MPIRUN"], "-np", "4", os.path.join(ROOT, "build", "hpctrain"), "bench",
+                   "allreduce", "--min-bytes", a.min_bytes, "--max-bytes", a.max_bytes, "--repeats", str(a.repeats),
+                   "--json", out_json]
+            p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             print(f"link {rate}:\n{p.stdout}{p.stderr[-2000:]}", flush=True)
             p.check_returncode()
             runs.append({"link_rate": rate, "result": json.load(open(out_json))})

@@ -81,12 +81,7 @@ def bench(a, launch, raw, name, bucket_bytes):
 
 
 def cluster_launch(env):
-    subnet = env["HPCTRAIN_NODES_SUBNET"]
-    return ["ip", "netns", "exec", env["HPCTRAIN_NODES_NS0"], "unshare", "--uts", "sh", "-c",
-            'hostname node0; exec "$@"', "sh", "mpirun", "--allow-run-as-root", "--hostfile",
-            env["HPCTRAIN_NODES_HOSTFILE"], "-np", "2", "--map-by", "node", "--mca", "plm_rsh_agent",
-            env["HPCTRAIN_NODES_AGENT"], "--mca", "btl", "self,vader,tcp", "--mca", "btl_tcp_if_include", subnet,
-            "--mca", "oob_tcp_if_include", subnet]
+    return [env["HPCTRAIN_NODES_MPIRUN"], "-np", "2", "--map-by", "node"]
 
 
 def measure(a, raw):

@@ -1,6 +1,6 @@
-// `hpctrain bench allreduce`: hpctrain's bucketed gradient reduction next to one plain
-// MPI_Allreduce of the same bytes and the hierarchical (node-aware) sum, per message size,
-// with algorithm and bus bandwidth.
+// `hpctrain bench allreduce`: hpctrain's bucketed gradient reduction, flat and hierarchical
+// (node-aware), driven as a training step drives it, next to one plain MPI_Allreduce of the
+// same bytes, per message size, with algorithm and bus bandwidth.
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -49,9 +49,28 @@ void print_header(const AllreduceArguments& o, int ranks, const HierarchicalSum&
               "hpc us", "busbw", "ratio", "hier us", "busbw", "ratio", "check");
 }
 
-// One message size: both paths timed, then both checked. Returns the row for the JSON record.
-json::object measure_size(const AllreduceArguments& o, const Communicator& world, const HierarchicalSum& hier,
-                          std::int64_t bytes, bool& ok) {
+// The reducer as a training step drives it: backward's hooks mark the gradients ready in
+// reverse order (each full bucket starts on the communication thread, non-blocking, while
+// the main thread goes on), then the main thread waits in finish().
+void reduce_as_training(GradientReducer& reducer, std::int64_t parameters) {
+  reducer.begin_step();
+  for (std::int64_t k = parameters - 1; k >= 0; --k) reducer.on_gradient_ready(static_cast<std::size_t>(k));
+  reducer.finish();
+}
+
+// The reducer's buckets filled with the check pattern, reduced as in training, and checked.
+bool reducer_sums_right(GradientReducer& reducer, std::int64_t parameters, const Communicator& world) {
+  reducer.zero();  // the parameters' gradients are views of the buckets, as in training
+  for (const auto& b : reducer.buckets()) fill_pattern(b.data_ptr<float>(), b.numel(), world.rank());
+  reduce_as_training(reducer, parameters);
+  bool correct = true;
+  for (const auto& b : reducer.buckets())
+    correct = correct && check_pattern(b.data_ptr<float>(), b.numel(), world.size());
+  return correct;
+}
+
+// One message size: the three paths timed, then each checked.
+json::object measure_size(const AllreduceArguments& o, const Communicator& world, std::int64_t bytes, bool& ok) {
   const int p = world.size();
   const double bus_factor = p > 1 ? 2.0 * (p - 1) / p : 1.0;
   const std::int64_t n = bytes / 4;
@@ -60,35 +79,29 @@ json::object measure_size(const AllreduceArguments& o, const Communicator& world
   const int iters =
       static_cast<int>(std::clamp<std::int64_t>((20ll << 20) / std::max<std::int64_t>(bytes, 1), 1, 2000));
   auto buffer = torch::zeros({n}, torch::kFloat);
-  // The same bytes as a model's gradients: 16 tensors, the reducer's buckets over them.
+  // The same bytes as a model's gradients: 16 tensors, the reducers' buckets over them; one
+  // reducer flat, one with comm.hierarchical=on.
   std::vector<torch::Tensor> params;
   const std::int64_t pieces = std::min<std::int64_t>(16, n);
   for (std::int64_t k = 0; k < pieces; ++k) {
     const std::int64_t len = n / pieces + (k < n % pieces ? 1 : 0);
     params.push_back(torch::zeros({len}, torch::requires_grad()));
   }
-  GradientReducer reducer(params, o.bucket_mb, world, true);
-  const auto times = time_per_op(world, o.repeats, iters,
-                                 {[&] { world.allreduce_sum(buffer.data_ptr<float>(), n); },
-                                  [&] {
-                                    reducer.begin_step();
-                                    reducer.finish();
-                                  },
-                                  [&] { hier.sum(buffer.data_ptr<float>(), static_cast<std::size_t>(n)); }});
+  GradientReducer flat(params, o.bucket_mb, world, true);
+  GradientReducer hier(params, o.bucket_mb, world, true);
+  hier.use_hierarchical(make_hierarchical_sum(world, "on"));
+  flat.zero();  // gradients as views of the buckets: the hooks copy nothing, as in training
+  hier.zero();
+  const auto times =
+      time_per_op(world, o.repeats, iters,
+                  {[&] { world.allreduce_sum(buffer.data_ptr<float>(), n); }, [&] { reduce_as_training(flat, pieces); },
+                   [&] { reduce_as_training(hier, pieces); }});
   const double t_mpi = times[0], t_hpc = times[1], t_hier = times[2];
   fill_pattern(buffer.data_ptr<float>(), n, world.rank());
   world.allreduce_sum(buffer.data_ptr<float>(), n);
   bool correct = check_pattern(buffer.data_ptr<float>(), n, p);
-  fill_pattern(buffer.data_ptr<float>(), n, world.rank());
-  hier.sum(buffer.data_ptr<float>(), static_cast<std::size_t>(n));
-  correct = correct && check_pattern(buffer.data_ptr<float>(), n, p);
-  // Correctness through the same path.
-  for (std::size_t b = 0; b < reducer.buckets().size(); ++b) {
-    fill_pattern(reducer.buckets()[b].data_ptr<float>(), reducer.buckets()[b].numel(), world.rank());
-  }
-  reducer.begin_step();
-  reducer.finish();
-  for (const auto& b : reducer.buckets()) correct = correct && check_pattern(b.data_ptr<float>(), b.numel(), p);
+  correct = reducer_sums_right(flat, pieces, world) && correct;
+  correct = reducer_sums_right(hier, pieces, world) && correct;
   std::int64_t fails = correct ? 0 : 1;
   world.allreduce_sum(&fails, 1);
   ok = fails == 0;
@@ -98,13 +111,13 @@ json::object measure_size(const AllreduceArguments& o, const Communicator& world
   const double ratio = alg_hpc / alg_mpi;
   if (world.rank() == 0) {
     std::printf("%12lld %8zu | %10.1f %9.3f | %10.1f %9.3f %6.3f | %10.1f %9.3f %6.3f | %5s\n",
-                static_cast<long long>(bytes), reducer.bucket_count(), t_mpi * 1e6, alg_mpi * bus_factor, t_hpc * 1e6,
+                static_cast<long long>(bytes), flat.bucket_count(), t_mpi * 1e6, alg_mpi * bus_factor, t_hpc * 1e6,
                 alg_hpc * bus_factor, ratio, t_hier * 1e6, alg_hier * bus_factor, alg_hier / alg_mpi,
                 ok ? "ok" : "FAIL");
     std::fflush(stdout);
   }
   return json::object{{"bytes", bytes},
-                      {"buckets", static_cast<std::int64_t>(reducer.bucket_count())},
+                      {"buckets", static_cast<std::int64_t>(flat.bucket_count())},
                       {"mpi_us", t_mpi * 1e6},
                       {"mpi_busbw_gbs", alg_mpi * bus_factor},
                       {"hpctrain_us", t_hpc * 1e6},
@@ -126,7 +139,7 @@ int bench_allreduce(const AllreduceArguments& o) {
   bool all_ok = true;
   for (std::int64_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= 4) {
     bool ok = true;
-    rows.push_back(measure_size(o, world, hier, bytes, ok));
+    rows.push_back(measure_size(o, world, bytes, ok));
     all_ok = all_ok && ok;
   }
   if (world.rank() == 0) {
@@ -148,11 +161,11 @@ void add_bench_allreduce(CLI::App& bench, Commands& commands) {
   CLI::App* app = bench.add_subcommand("allreduce", "bucketed gradient reduction vs plain MPI_Allreduce");
   app->group("Benchmarks");
   app->footer(
-      "For each message size (x4 steps), hpctrain's bucketed gradient path (the overlapping\n"
-      "reducer: buckets of --bucket-mb, reduced on its communication thread) next to one plain\n"
-      "MPI_Allreduce of the same bytes and the hierarchical sum of comm.hierarchical (reduce in\n"
-      "each node, allreduce among node leaders, broadcast in the node), in the same run. Per size: median time per "
-      "operation over\n"
+      "For each message size (x4 steps), hpctrain's bucketed gradient path as training drives it\n"
+      "(the overlapping reducer: buckets of --bucket-mb, each started on its communication thread\n"
+      "when backward's hooks mark it full, then waited for), flat and with comm.hierarchical=on\n"
+      "(reduce in each node, sum among node leaders, broadcast in the node), next to one plain\n"
+      "MPI_Allreduce of the same bytes, in the same run. Per size: median time per operation over\n"
       "R repeats (slowest rank), algorithm bandwidth = bytes / time, bus bandwidth =\n"
       "algbw * 2 (P - 1) / P (as nccl-tests), and their ratio. Every size is checked: each rank\n"
       "contributes (rank + 1) * (i mod 7) and the sums are compared.");

@@ -1,5 +1,7 @@
 #include "comm/HierarchicalSum.hpp"
 
+#include "comm/RingSum.hpp"
+
 #include "util/Error.hpp"
 
 namespace hpctrain {
@@ -30,12 +32,21 @@ void HierarchicalSum::sum(float* data, std::size_t count) const {
 HierarchicalSum::Operation::Operation(const HierarchicalSum& owner, float* data, std::size_t count)
     : owner_(owner), data_(data), count_(count), request_(owner.node_.ireduce_sum(data, count, 0)) {}
 
+HierarchicalSum::Operation::Operation(Operation&&) noexcept = default;
+HierarchicalSum::Operation::~Operation() = default;
+
 bool HierarchicalSum::Operation::test() {
   while (phase_ < 3) {
-    if (!request_.test()) return false;
+    if (!request_.test() || (ring_ && !ring_->test())) return false;
+    ring_.reset();
     ++phase_;
     if (phase_ == 1 && owner_.node_.rank() == 0) {
-      request_ = owner_.leaders_.iallreduce_sum(data_, count_);
+      const Communicator& leaders = owner_.leaders_;
+      if (ring_pays_for(static_cast<std::int64_t>(count_ * sizeof(float)), leaders.size())) {
+        ring_ = std::make_unique<RingSum>(leaders, data_, count_);
+      } else {
+        request_ = leaders.iallreduce_sum(data_, count_);
+      }
     } else if (phase_ == 2) {
       request_ = owner_.node_.ibroadcast(data_, count_ * sizeof(float), 0);
     }

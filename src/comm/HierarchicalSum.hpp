@@ -1,8 +1,8 @@
 #pragma once
 // Topology-aware sums (comm.hierarchical): reduce onto each node's first rank over shared
-// memory, allreduce among those node leaders over the network, broadcast back within each
-// node. Between nodes every value crosses once per leader instead of once per rank, which
-// pays when several ranks share a node and the network is the slower link.
+// memory, allreduce among those node leaders over the network (in flight: a RingSum for
+// large buckets), broadcast back within each node. Between nodes every value crosses once per leader instead of once
+// per rank, which pays when several ranks share a node and the network is the slower link.
 //
 // Summation order differs from a flat MPI_Allreduce (sums of floats then differ in the last
 // bits, as with another bucket size); integer-valued sums are exact either way.
@@ -13,6 +13,8 @@
 #include "comm/Communicator.hpp"
 
 namespace hpctrain {
+
+class RingSum;
 
 class HierarchicalSum {
  public:
@@ -32,14 +34,17 @@ class HierarchicalSum {
   class Operation {
    public:
     Operation(const HierarchicalSum& owner, float* data, std::size_t count);
+    Operation(Operation&&) noexcept;
+    ~Operation();
     bool test();  // drives progress; true once every step is done
 
    private:
     const HierarchicalSum& owner_;
     float* data_;
     std::size_t count_;
-    int phase_ = 0;  // 0 reduce in the node, 1 allreduce among leaders, 2 broadcast, 3 done
-    Request request_;
+    int phase_ = 0;                  // 0 reduce in the node, 1 allreduce among leaders, 2 broadcast, 3 done
+    Request request_;                // the node's reduce or broadcast, or the leaders' small sum
+    std::unique_ptr<RingSum> ring_;  // the leaders' large sum
   };
   Operation start(float* data, std::size_t count) const { return Operation(*this, data, count); }
 

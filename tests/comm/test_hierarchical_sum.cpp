@@ -1,13 +1,16 @@
 // comm/HierarchicalSum on real ranks, with nodes pretended by a color (consecutive pairs of
 // ranks) and with the real topology (one node here): integer-valued sums equal a flat
 // MPI_Allreduce exactly, blocking and non-blocking; float sums agree within rounding; the
-// node count and comm.hierarchical's auto rule.
+// node count and comm.hierarchical's auto rule. comm/RingSum (the overlapped path's sum):
+// exact integer sums for counts below, at and above the rank count, every rank's float sums
+// bitwise equal, and the rule that picks it.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
 
 #include "comm/HierarchicalSum.hpp"
+#include "comm/RingSum.hpp"
 #include "util/Error.hpp"
 
 using namespace hpctrain;
@@ -45,6 +48,41 @@ TEST(HierarchicalSum, IntegerSumsEqualTheFlatAllreduceExactly) {
   }
 }
 
+TEST(RingSum, IntegerSumsEqualTheFlatAllreduceForEveryCount) {
+  const Communicator world = Communicator::world();
+  for (std::size_t n : {std::size_t(0), std::size_t(1), std::size_t(3), std::size_t(4), std::size_t(1001),
+                        (std::size_t(1) << 18) + 7}) {
+    auto flat = pattern(world.rank(), n);
+    world.allreduce_sum(flat.data(), n);
+    auto ring = pattern(world.rank(), n);
+    RingSum(world, ring.data(), n).wait();
+    EXPECT_EQ(ring, flat) << n << " values";
+  }
+}
+
+TEST(RingSum, EveryRankHoldsTheSameBits) {
+  const Communicator world = Communicator::world();
+  std::vector<float> mine(999);
+  for (std::size_t i = 0; i < mine.size(); ++i)
+    mine[i] = std::sin(0.37f * static_cast<float>(i + 1) * static_cast<float>(world.rank() + 1));
+  std::vector<float> flat = mine;
+  world.allreduce_sum(flat.data(), flat.size());
+  RingSum sum(world, mine.data(), mine.size());
+  while (!sum.test()) {
+  }
+  std::vector<float> first = mine;
+  world.broadcast(first.data(), first.size() * sizeof(float), 0);
+  EXPECT_EQ(mine, first);
+  for (std::size_t i = 0; i < flat.size(); ++i) EXPECT_NEAR(mine[i], flat[i], 1e-5f * (1.0f + std::fabs(flat[i])));
+}
+
+TEST(RingSum, PaysFromThirtyTwoKibibytesPerMessage) {
+  EXPECT_FALSE(ring_pays_for(std::int64_t{1} << 30, 1));
+  EXPECT_TRUE(ring_pays_for(64 * 1024, 2));
+  EXPECT_FALSE(ring_pays_for(64 * 1024 - 4, 2));
+  EXPECT_TRUE(ring_pays_for(std::int64_t{32} * 1024 * 64, 64));
+}
+
 TEST(HierarchicalSum, FloatSumsAgreeWithinRounding) {
   const Communicator world = Communicator::world();
   const HierarchicalSum hier(world, world.rank() / 2);
@@ -63,6 +101,13 @@ TEST(HierarchicalSum, AutoTurnsOnOnlyAcrossNodesWithSeveralRanksOnOne) {
   EXPECT_EQ(pairs.worthwhile(), world.size() >= 3);
   const HierarchicalSum singles(world, world.rank());
   EXPECT_FALSE(singles.worthwhile());
+  // One rank per node: every rank leads, and the leaders' sum is the whole sum (a ring).
+  auto flat = pattern(world.rank(), 1 << 16), mine = flat;
+  world.allreduce_sum(flat.data(), flat.size());
+  auto op = singles.start(mine.data(), mine.size());
+  while (!op.test()) {
+  }
+  EXPECT_EQ(mine, flat);
   // The real topology here is one node: auto leaves the flat allreduce.
   EXPECT_EQ(make_hierarchical_sum(world, "auto"), nullptr);
   EXPECT_EQ(make_hierarchical_sum(world, "off"), nullptr);

@@ -2,7 +2,21 @@
 # A two-node cluster on one machine for the `nodes` tests: two network namespaces joined by a
 # veth pair on a private subnet, each node's processes in their own UTS namespace with their
 # own hostname (node0, node1). Open MPI launches across them with its rsh launcher pointed
-# at a generated agent script that enters the node instead of ssh.
+# at a generated agent script that enters the node instead of ssh; the generated
+# $HPCTRAIN_NODES_MPIRUN is mpirun started on node0 with the options the two nodes need.
+# Each node runs on its own half of the machine's CPUs.
+#
+# The emulation's two departures from real nodes, and what they are set to:
+# - Both nodes share this machine's cores, and with the network's kernel work. Ranks that
+#   busy-poll starve the token bucket's timer, and every limited transfer then waits for a
+#   scheduler tick (8 or 24 ms per message whatever its size): ranks yield when idle
+#   (mpi_yield_when_idle), as Open MPI does by itself on a node it knows is oversubscribed.
+# - One TCP connection (BBR) through the token bucket moved multi-MiB messages at 60-65% of
+#   the rate (2 MiB allreduced between the nodes in 26.7 ms at 1 Gbit/s; 17.6 ms, the rate,
+#   with 4 connections): Open MPI stripes each pair's messages over 4 (btl_tcp_links), as
+#   HPC sites tune TCP networks.
+# - tc's token bucket refills once per timer tick (HZ = 250: 4 ms); a bucket smaller than
+#   rate x 4 ms throttles a link that is never over its rate. `rate` sizes it to that.
 #
 #   cluster.sh up ENV_FILE         create it; ENV_FILE gets what the tests need
 #   cluster.sh rate ENV_FILE RATE  limit the link with a tc token bucket (e.g. 100mbit; "off")
@@ -38,6 +52,7 @@ HPCTRAIN_NODES_IP1=${node_ip[1]}
 HPCTRAIN_NODES_SUBNET=$subnet.0/24
 HPCTRAIN_NODES_AGENT=$dir/agent.sh
 HPCTRAIN_NODES_HOSTFILE=$dir/hosts
+HPCTRAIN_NODES_MPIRUN=$dir/mpirun.sh
 END
   if ! ip netns add "${ns[0]}" 2>"$dir/err"; then
     echo "HPCTRAIN_NODES_SKIP='cannot create network namespaces: $(tr -d "'" <"$dir/err")'" >>"$env_file"
@@ -64,6 +79,41 @@ exec ip netns exec "\$ns" unshare --uts sh -c "hostname \$name; \$*"
 END
   chmod +x "$dir/agent.sh"
   printf '%s slots=2\n%s slots=2\n' "${node_ip[0]}" "${node_ip[1]}" >"$dir/hosts"
+  # Each node gets its own half of this machine's CPUs (one core each on 2 cores): pin.sh,
+  # run by mpirun in front of every rank, narrows the rank to its node's CPUs after Open
+  # MPI's own binding (which would put rank 0 of both nodes on core 0).
+  local n cpus0 cpus1
+  n=$(nproc)
+  if [ "$n" -ge 2 ]; then cpus0="0-$((n / 2 - 1))" cpus1="$((n / 2))-$((n - 1))"; else cpus0=0 cpus1=0; fi
+  cat >"$dir/pin.sh" <<'END'
+#!/bin/sh
+case "$(hostname)" in
+  node0) exec taskset -c @CPUS0@ "$@" ;;
+  node1) exec taskset -c @CPUS1@ "$@" ;;
+  *) echo "hpctrain nodes pin: not on a test node ($(hostname))" >&2; exit 1 ;;
+esac
+END
+  # mpirun on node0 over both nodes: mpirun.sh [MPIRUN OPTIONS] PROGRAM [ARGS] (ranks fill
+  # node0 first); pin.sh goes in front of PROGRAM.
+  cat >"$dir/mpirun.sh" <<'END'
+#!/bin/bash
+opts=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --mca) opts+=("$1" "$2" "$3"); shift 3 ;;
+    -np|-n|--map-by|--bind-to|--rank-by|-x) opts+=("$1" "$2"); shift 2 ;;
+    -*) opts+=("$1"); shift ;;
+    *) break ;;
+  esac
+done
+exec ip netns exec @NS0@ unshare --uts sh -c 'hostname node0; exec "$@"' sh \
+  mpirun --allow-run-as-root --hostfile @DIR@/hosts --mca plm_rsh_agent @DIR@/agent.sh \
+  --mca btl self,vader,tcp --mca btl_tcp_if_include @SUBNET@ --mca oob_tcp_if_include @SUBNET@ \
+  --mca mpi_yield_when_idle 1 --mca btl_tcp_links 4 "${opts[@]}" @DIR@/pin.sh "$@"
+END
+  sed -i -e "s|@CPUS0@|$cpus0|; s|@CPUS1@|$cpus1|; s|@NS0@|${ns[0]}|; s|@DIR@|$dir|g; s|@SUBNET@|$subnet.0/24|g" \
+    "$dir/pin.sh" "$dir/mpirun.sh"
+  chmod +x "$dir/pin.sh" "$dir/mpirun.sh"
   echo "two nodes up: ${ns[0]} (node0, ${node_ip[0]}) and ${ns[1]} (node1, ${node_ip[1]}), files in $dir"
 }
 
@@ -74,15 +124,29 @@ load() {
   [ -n "${HPCTRAIN_NODES_NS0:-}" ]
 }
 
+# tc's rate (e.g. 200mbit, 5gbit) in bytes per 4 ms timer tick, at least 256 KiB.
+burst_bytes() {
+  local n=${1%%[a-z]*} unit=${1##*[0-9]} bits
+  case "$unit" in
+    kbit) bits=$((n * 1000)) ;;
+    mbit) bits=$((n * 1000000)) ;;
+    gbit) bits=$((n * 1000000000)) ;;
+    *) echo "cluster.sh: rate $1: give kbit, mbit or gbit" >&2; exit 2 ;;
+  esac
+  local b=$((bits / 2000))
+  echo $((b > 262144 ? b : 262144))
+}
+
 rate() {
   load || { echo "no cluster in $env_file" >&2; exit 1; }
-  local r=${1:?RATE}
+  local r=${1:?RATE} burst=0
+  [ "$r" = off ] || burst=$(burst_bytes "$r")
   local ns=("$HPCTRAIN_NODES_NS0" "${HPCTRAIN_NODES_NS1:?}") dev=("$HPCTRAIN_NODES_VETH0" "$HPCTRAIN_NODES_VETH1")
   for i in 0 1; do
     tc -n "${ns[$i]}" qdisc del dev "${dev[$i]}" root 2>/dev/null || true
-    [ "$r" = off ] || tc -n "${ns[$i]}" qdisc add dev "${dev[$i]}" root tbf rate "$r" burst 256kb latency 100ms
+    [ "$r" = off ] || tc -n "${ns[$i]}" qdisc add dev "${dev[$i]}" root tbf rate "$r" burst "$burst" latency 20ms
   done
-  echo "link rate: $r"
+  echo "link rate: $r (burst $burst bytes)"
 }
 
 down() {

@@ -32,12 +32,7 @@ CLUSTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cluster.sh")
 
 def nodes_mpirun(args, timeout=300):
     """mpirun from node0 over both nodes, 2 ranks each (ranks 0-1 on node0, 2-3 on node1)."""
-    subnet = env["HPCTRAIN_NODES_SUBNET"]
-    mpirun_cmd = ["mpirun", "--allow-run-as-root", "--hostfile", env["HPCTRAIN_NODES_HOSTFILE"], "-np", "4",
-                  "--mca", "plm_rsh_agent", env["HPCTRAIN_NODES_AGENT"], "--mca", "btl", "self,vader,tcp",
-                  "--mca", "btl_tcp_if_include", subnet, "--mca", "oob_tcp_if_include", subnet] + args
-    cmd = ["ip", "netns", "exec", env["HPCTRAIN_NODES_NS0"], "unshare", "--uts", "sh", "-c",
-           'hostname node0; exec "$@"', "sh"] + mpirun_cmd
+    cmd = [env["HPCTRAIN_NODES_MPIRUN"], "-np", "4"] + args
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=SOURCE)
     return Result(p.returncode, p.stdout, p.stderr, 0)
 

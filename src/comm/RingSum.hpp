@@ -1,0 +1,51 @@
+#pragma once
+// A non-blocking sum in place over every rank of a communicator as a ring of point-to-point
+// messages: reduce-scatter, then all-gather (P - 1 steps each; chunk k = values
+// [k n/P, (k+1) n/P)). Each rank sends and receives 2 (P - 1)/P of the data, at the same
+// time, the least any allreduce moves per rank.
+//
+// Why not MPI_Iallreduce: Open MPI's non-blocking allreduce (libnbc) reduces to one rank and
+// broadcasts back whenever the buffer is in place or there are fewer than 4 ranks, which
+// moves the data twice, one direction at a time: between two nodes at 1 Gbit/s a 3.7 MB
+// gradient took 56 ms that way, twice the link's time (docs/benchmarks.md).
+//
+// Every rank ends with the same bits: each chunk is summed on one rank, in ring order, and
+// copied to the others. One sum at a time per communicator.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "comm/Communicator.hpp"
+
+namespace hpctrain {
+
+// Whether a non-blocking sum of `bytes` over `ranks` should be a RingSum: each ring message
+// carries at least 32 KiB (below, MPI_Iallreduce's fewer, latency-bound steps win).
+inline bool ring_pays_for(std::int64_t bytes, int ranks) {
+  return ranks > 1 && bytes >= std::int64_t{32 * 1024} * ranks;
+}
+
+class RingSum {
+ public:
+  // Starts the first step; `data` must outlive the sum.
+  RingSum(const Communicator& comm, float* data, std::size_t count);
+  bool test();  // drives the current step; true once all 2 (P - 1) steps are done
+  void wait();  // test() until done
+
+ private:
+  std::size_t begin(int chunk) const;
+  std::size_t length(int chunk) const { return begin(chunk + 1) - begin(chunk); }
+  int wrap(int chunk) const { return ((chunk % size_) + size_) % size_; }
+  void post();  // start step_'s send and receive
+
+  const Communicator& comm_;
+  float* data_;
+  std::size_t count_;
+  int size_, rank_;
+  int step_ = 0;
+  int reducing_ = -1;  // the chunk the outstanding receive adds into (reduce-scatter steps)
+  std::unique_ptr<float[]> scratch_;
+  Request send_, recv_;
+};
+
+}  // namespace hpctrain
