@@ -72,12 +72,14 @@ def train(a, launch, raw, name):
     return report
 
 
-def bench(a, launch, raw, name, bucket_bytes):
-    """bench allreduce at S/16, S/4, S, 4S (S = the run's bucket, rounded to whole floats)."""
+def bench(a, launch, raw, name, bucket_bytes, gap_ms):
+    """bench allreduce at S/16, S/4, S, 4S (S = the run's bucket, rounded to whole floats), each
+    operation after GAP_MS of busy wait (the profile's compute per step: the link is timed as training
+    uses it, credit refilled between reductions)."""
     wait_for_quiet(a.max_load, a.max_wait)
     s = int(bucket_bytes) // 64 * 4
     sh(launch + [a.bin, "bench", "allreduce", "--min-bytes", str(s), "--max-bytes", str(s * 64), "--repeats",
-                 str(a.bench_repeats), "--json", os.path.join(raw, name + ".json")])
+                 str(a.bench_repeats), "--gap-ms", f"{gap_ms:.3f}", "--json", os.path.join(raw, name + ".json")])
 
 
 def cluster_launch(env):
@@ -100,7 +102,9 @@ def measure(a, raw):
         json.dump(reports[len(reports) // 2], open(os.path.join(raw, name + ".json"), "w"))
     profile = json.load(open(os.path.join(raw, "profile-2r.json")))  # one rank alone reduces nothing: 0 buckets
     bucket = profile["model"]["parameters"] * 4.0 / max(1, profile["model"]["gradient_buckets"])
-    bench(a, MPI2, raw, "intra", bucket)
+    gap = 0.0 if a.no_gap else sum(profile["time_per_step_ms"][k]["mean"]
+                                   for k in ("data", "forward", "backward", "optimizer"))
+    bench(a, MPI2, raw, "intra", bucket, gap)
     env_file = tempfile.mktemp(prefix="hpctrain_nodes_model_", suffix=".env")
     subprocess.run(["bash", CLUSTER, "up", env_file], check=True)
     try:
@@ -110,7 +114,7 @@ def measure(a, raw):
             sys.exit("cannot build the two nodes: " + env["HPCTRAIN_NODES_SKIP"])
         for rate in a.rates.split(","):
             subprocess.run(["bash", CLUSTER, "rate", env_file, rate], check=True)
-            bench(a, cluster_launch(env), raw, f"inter-{rate}", bucket)
+            bench(a, cluster_launch(env), raw, f"inter-{rate}", bucket, gap)
             for i in range(a.repeats):
                 train(a, cluster_launch(env), raw, f"run-2x1-{rate}-{i}")
     finally:
@@ -203,6 +207,7 @@ def main():
     p.add_argument("--raw", help="keep the measurements here (default: a temporary folder)")
     p.add_argument("--from", dest="source", help="predict from the measurements of an earlier --raw DIR")
     p.add_argument("--measure-only", action="store_true", help="stop after the measurements (predict later: --from)")
+    p.add_argument("--no-gap", action="store_true", help="bench allreduce back to back (no --gap-ms)")
     p.add_argument("--json")
     a = p.parse_args()
     info = provenance()

@@ -24,6 +24,7 @@ struct AllreduceArguments {
   std::int64_t max_bytes = 64ll << 20;
   double bucket_mb = 25.0;
   int repeats = 11;
+  double gap_ms = 0;
   std::string json_path;
 };
 
@@ -40,8 +41,10 @@ bool check_pattern(const float* p, std::int64_t n, int size) {
 }
 
 void print_header(const AllreduceArguments& o, int ranks, const HierarchicalSum& hier) {
-  std::printf("# hpctrain bench allreduce: %d ranks (%s), buckets of %.3g MiB, median of %d repeats\n", ranks,
+  std::printf("# hpctrain bench allreduce: %d ranks (%s), buckets of %.3g MiB, median of %d repeats", ranks,
               hier.describe().c_str(), o.bucket_mb, o.repeats);
+  if (o.gap_ms > 0) std::printf(", %.3g ms busy before each operation", o.gap_ms);
+  std::printf("\n");
   std::printf(
       "# algbw = bytes / time; busbw = algbw * 2(P-1)/P; ratio = busbw / MPI_Allreduce busbw; hier = reduce in the "
       "node, allreduce among node leaders, broadcast in the node (comm.hierarchical)\n");
@@ -75,9 +78,9 @@ json::object measure_size(const AllreduceArguments& o, const Communicator& world
   const double bus_factor = p > 1 ? 2.0 * (p - 1) / p : 1.0;
   const std::int64_t n = bytes / 4;
   // Enough operations per repeat to take about 20 ms, so the clock's resolution and the
-  // barrier do not dominate small sizes.
-  const int iters =
-      static_cast<int>(std::clamp<std::int64_t>((20ll << 20) / std::max<std::int64_t>(bytes, 1), 1, 2000));
+  // barrier do not dominate small sizes; with a gap, at most 8 (each is timed alone).
+  const int iters = static_cast<int>(
+      std::clamp<std::int64_t>((20ll << 20) / std::max<std::int64_t>(bytes, 1), 1, o.gap_ms > 0 ? 8 : 2000));
   auto buffer = torch::zeros({n}, torch::kFloat);
   // The same bytes as a model's gradients: 16 tensors, the reducers' buckets over them; one
   // reducer flat, one with comm.hierarchical=on.
@@ -92,10 +95,10 @@ json::object measure_size(const AllreduceArguments& o, const Communicator& world
   hier.use_hierarchical(make_hierarchical_sum(world, "on"));
   flat.zero();  // gradients as views of the buckets: the hooks copy nothing, as in training
   hier.zero();
-  const auto times =
-      time_per_op(world, o.repeats, iters,
-                  {[&] { world.allreduce_sum(buffer.data_ptr<float>(), n); }, [&] { reduce_as_training(flat, pieces); },
-                   [&] { reduce_as_training(hier, pieces); }});
+  const auto times = time_per_op(world, o.repeats, iters,
+                                 {[&] { world.allreduce_sum(buffer.data_ptr<float>(), n); },
+                                  [&] { reduce_as_training(flat, pieces); }, [&] { reduce_as_training(hier, pieces); }},
+                                 o.gap_ms * 1e-3);
   const double t_mpi = times[0], t_hpc = times[1], t_hier = times[2];
   fill_pattern(buffer.data_ptr<float>(), n, world.rank());
   world.allreduce_sum(buffer.data_ptr<float>(), n);
@@ -148,6 +151,7 @@ int bench_allreduce(const AllreduceArguments& o) {
                                               {"nodes", hier.nodes()},
                                               {"bucket_mb", o.bucket_mb},
                                               {"repeats", o.repeats},
+                                              {"gap_ms", o.gap_ms},
                                               {"rows", rows}});
   }
   if (!all_ok) throw RuntimeFailure("bench allreduce: a reduction gave a wrong sum");
@@ -184,6 +188,12 @@ void add_bench_allreduce(CLI::App& bench, Commands& commands) {
   app->add_option("--repeats", o->repeats, "repeats per size (the median is reported)")
       ->check(integer_at_least(1))
       ->type_name("R")
+      ->capture_default_str();
+  app->add_option("--gap-ms", o->gap_ms,
+                  "ms of busy wait before each timed operation (a training step's compute: a link "
+                  "that refills credit while idle is timed as training sees it)")
+      ->check(CLI::NonNegativeNumber)
+      ->type_name("MS")
       ->capture_default_str();
   app->add_option("--json", o->json_path, "also write the figures as JSON")->type_name("FILE");
   commands.push_back({app, [o] { return bench_allreduce(*o); }});

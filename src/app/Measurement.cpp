@@ -18,15 +18,30 @@ double median(std::vector<double> values) {
 }
 
 std::vector<double> time_per_op(const Communicator& comm, int repeats, int iters,
-                                const std::vector<std::function<void()>>& ops) {
+                                const std::vector<std::function<void()>>& ops, double gap_seconds) {
   std::vector<std::vector<double>> t(ops.size());
   for (const auto& op : ops) op();  // warm-up
   for (int r = 0; r < repeats; ++r) {
     for (std::size_t k = 0; k < ops.size(); ++k) {
       comm.barrier();
-      const double t0 = wall_seconds();
-      for (int i = 0; i < iters; ++i) ops[k]();
-      double dt = (wall_seconds() - t0) / iters;
+      double dt = 0;
+      if (gap_seconds > 0) {
+        for (int i = 0; i < iters; ++i) {
+          // Busy, as compute keeps the core: after a sleep the idle core (and, in a virtual
+          // machine, its vCPU) wakes slowly, which timed a shared-memory sum 3x slower.
+          for (const double end = wall_seconds() + gap_seconds; wall_seconds() < end;) {
+          }
+          comm.barrier();  // the ranks start together, as after a step's compute
+          const double t0 = wall_seconds();
+          ops[k]();
+          dt += wall_seconds() - t0;
+        }
+      } else {
+        const double t0 = wall_seconds();
+        for (int i = 0; i < iters; ++i) ops[k]();
+        dt = wall_seconds() - t0;
+      }
+      dt /= iters;
       comm.allreduce_max(&dt, 1);
       t[k].push_back(dt);
     }

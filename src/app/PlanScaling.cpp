@@ -13,14 +13,33 @@ namespace hpctrain {
 namespace json = boost::json;
 namespace {
 
+// One measured point of a bench allreduce file: the time of one bucket of s bytes.
+struct Sample {
+  double bytes = 0, seconds = 0;
+};
+
 // One link class: a message of s bytes between two ranks takes alpha + s / beta. `fit` says
 // where alpha and beta came from (the command line, or a bench allreduce file and its sizes).
+// From a file, `messages` holds its measured curve as time per ring message (a bench of Pb
+// ranks: bucket bytes / Pb, time / (2 (Pb - 1))), which sizes inside it use instead of the line.
 struct Link {
   double alpha = 0;  // s
   double beta = 1;   // bytes / s
   std::string fit = "given";
-  json::array sizes;          // the message sizes the fit used
-  double worst_residual = 0;  // largest |fitted / measured - 1| over them
+  json::array sizes;             // the message sizes the fit used
+  double worst_residual = 0;     // largest |fitted / measured - 1| over them
+  std::vector<Sample> messages;  // by bytes, ascending
+
+  // The time of one ring message of x bytes: interpolated log-log on the measured curve
+  // inside it, alpha + x / beta outside.
+  double message(double x) const {
+    if (messages.size() < 2 || x < messages.front().bytes || x > messages.back().bytes) return alpha + x / beta;
+    std::size_t i = 1;
+    while (i + 1 < messages.size() && messages[i].bytes < x) ++i;
+    const Sample &a = messages[i - 1], &b = messages[i];
+    const double f = std::log(x / a.bytes) / std::log(b.bytes / a.bytes);
+    return std::exp(std::log(a.seconds) + f * (std::log(b.seconds) - std::log(a.seconds)));
+  }
 };
 
 // The measured step of one profile run, per step and per rank.
@@ -87,11 +106,6 @@ const Profile& profile_for(const std::vector<Profile>& ps, int per_node) {
                            [](const Profile& a, const Profile& b) { return a.ranks_per_node() < b.ranks_per_node(); });
 }
 
-// One measured point of a bench allreduce file: the time of one bucket of s bytes.
-struct Sample {
-  double bytes = 0, seconds = 0;
-};
-
 // Per-bucket samples of `bench allreduce --json`: the trainer's own path (the `hpctrain_us`
 // column: the bucketed reducer on its communication thread, as training runs it) where the
 // file has it, else plain MPI_Allreduce; a row of k buckets counts as k buckets of bytes / k.
@@ -116,7 +130,8 @@ std::vector<Sample> read_samples(const json::value& v, const std::string& file, 
 // the slope; then inverts the ring: t = 2(P-1) alpha + 2(P-1)/P s / beta. Measured times are
 // not one line over sizes: over shared memory here 3.7 MB took 0.5 ms and 15 MB 29 ms, and
 // through a tc token bucket small messages pass in its burst while large ones are shaped; a
-// straight line over 64 KiB..16 MiB mispredicted a 10 Gbit/s link by 18%.
+// straight line over 64 KiB..16 MiB mispredicted a 10 Gbit/s link by 18%. The line serves
+// message sizes outside the measured ones; inside, Link::message interpolates the measurements.
 Link fit_allreduce(const std::string& file, double bucket_bytes) {
   const json::value v = read_json(file);
   const double p = number_at(v, {"ranks"}, file);
@@ -152,6 +167,10 @@ Link fit_allreduce(const std::string& file, double bucket_bytes) {
   l.alpha = c0 / (2 * (p - 1));
   l.beta = c1 > 0 ? 2 * (p - 1) / p / c1 : 1e18;
   l.fit = file + " (" + column + ")";
+  for (const auto& s : all) {
+    if (s.seconds > 0) l.messages.push_back({s.bytes / p, s.seconds / (2 * (p - 1))});
+  }
+  std::sort(l.messages.begin(), l.messages.end(), [](const Sample& a, const Sample& b) { return a.bytes < b.bytes; });
   std::sort(use.begin(), use.end(), [](const Sample& a, const Sample& b) { return a.bytes < b.bytes; });
   for (const auto& s : use) {
     l.sizes.push_back(s.bytes);
@@ -160,10 +179,11 @@ Link fit_allreduce(const std::string& file, double bucket_bytes) {
   return l;
 }
 
-// A ring allreduce of s bytes over p ranks whose slowest hop is `link`.
+// A ring allreduce of s bytes over p ranks whose slowest hop is `link`: 2 (p - 1) messages
+// of s / p bytes (alpha-beta: 2 (p - 1) alpha + 2 (p - 1)/p s / beta).
 double ring_allreduce(double s, int p, const Link& link) {
   if (p <= 1) return 0;
-  return 2 * (p - 1) * link.alpha + 2.0 * (p - 1) / p * s / link.beta;
+  return 2 * (p - 1) * link.message(s / p);
 }
 
 // comm.hierarchical: reduce within the node (ring reduce-scatter + gather to the leader),
