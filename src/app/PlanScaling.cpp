@@ -186,11 +186,11 @@ double ring_allreduce(double s, int p, const Link& link) {
   return 2 * (p - 1) * link.message(s / p);
 }
 
-// comm.hierarchical: reduce within the node (ring reduce-scatter + gather to the leader),
-// allreduce among the node leaders, broadcast within the node (pipelined).
+// comm.hierarchical on equal nodes (the 2-D ring, comm/HierarchicalSum.hpp): a ring
+// reduce-scatter and all-gather within the node (one ring allreduce's messages) around the
+// peers' rings among the nodes, whose R rings of s/R share the node's link like one of s.
 double hierarchical_allreduce(double s, int nodes, int per_node, const Link& inter, const Link& intra) {
-  const double in_node = per_node > 1 ? (per_node - 1) * intra.alpha + s / intra.beta : 0.0;
-  return 2 * in_node + ring_allreduce(s, nodes, inter);
+  return ring_allreduce(s, per_node, intra) + ring_allreduce(s, nodes, inter);
 }
 
 struct Prediction {

@@ -255,7 +255,7 @@ void GradientReducer::reduce(std::size_t bucket, bool blocking) {
     // Backward still runs and shares this core (ranks are bound to cores): instead of
     // MPI's busy wait, drive progress with MPI_Test and sleep briefly between tests; poll
     // without sleeping once the main thread waits.
-    RingSum ring(comm_, b.data_ptr<float>(), static_cast<std::size_t>(b.numel()));
+    RingSum ring(comm_, b.data_ptr<float>(), static_cast<std::size_t>(b.numel()), ring_scratch_);
     drive([&] { return ring.test(); });
   } else {
     Request r = comm_.iallreduce_sum(b.data_ptr<float>(), static_cast<std::size_t>(b.numel()));

@@ -152,10 +152,10 @@ class GradientReducer {
   const Communicator& comm_;
   NcclCommunicator* nccl_ = nullptr;
   std::unique_ptr<HierarchicalSum> hierarchical_;
+  std::vector<float> ring_scratch_;  // RingSum's receive buffer (communication thread only)
   bool overlap_;
   std::vector<torch::Tensor> buckets_;
-  // Alone (`alone_without_buckets`): no buckets; autograd's own gradients, dropped before each step.
-  bool direct_ = false;
+  bool direct_ = false;  // alone_without_buckets: autograd's own gradients, dropped before each step
   std::vector<torch::Tensor> direct_params_;
   mutable std::vector<torch::Tensor> direct_grads_;
   std::vector<torch::Tensor> host_;  // GPU buckets: page-locked staging for MPI

@@ -9,13 +9,14 @@ namespace hpctrain {
 HierarchicalSum::HierarchicalSum(const Communicator& comm, int node_color)
     : comm_(comm),
       node_(node_color >= 0 ? comm.split(node_color, comm.rank()) : comm.split_by_node()),
-      leaders_(comm.split(node_.rank() == 0 ? 0 : 1, comm.rank())) {
+      peers_(comm.split(node_.rank(), comm.rank())) {
   double leaders = node_.rank() == 0 ? 1.0 : 0.0;
-  double largest = static_cast<double>(node_.size());
+  double sizes[2] = {static_cast<double>(node_.size()), -static_cast<double>(node_.size())};
   comm_.allreduce_sum(&leaders, 1);
-  comm_.allreduce_max(&largest, 1);
+  comm_.allreduce_max(sizes, 2);
   nodes_ = static_cast<int>(leaders);
-  largest_node_ = static_cast<int>(largest);
+  largest_node_ = static_cast<int>(sizes[0]);
+  equal_nodes_ = sizes[0] == -sizes[1];
 }
 
 std::string HierarchicalSum::describe() const {
@@ -25,31 +26,50 @@ std::string HierarchicalSum::describe() const {
 
 void HierarchicalSum::sum(float* data, std::size_t count) const {
   node_.reduce_sum(data, count, 0);
-  if (node_.rank() == 0) leaders_.allreduce_sum(data, count);
+  if (node_.rank() == 0) peers_.allreduce_sum(data, count);
   node_.broadcast(data, count * sizeof(float), 0);
 }
 
 HierarchicalSum::Operation::Operation(const HierarchicalSum& owner, float* data, std::size_t count)
-    : owner_(owner), data_(data), count_(count), request_(owner.node_.ireduce_sum(data, count, 0)) {}
+    : owner_(owner),
+      data_(data),
+      count_(count),
+      rings_(owner.equal_nodes_ && owner.node_.size() > 1 &&
+             ring_pays_for(static_cast<std::int64_t>(count * sizeof(float)), owner.comm_.size())) {
+  start_phase();
+}
 
 HierarchicalSum::Operation::Operation(Operation&&) noexcept = default;
 HierarchicalSum::Operation::~Operation() = default;
+
+void HierarchicalSum::Operation::start_phase() {
+  const Communicator &node = owner_.node_, &peers = owner_.peers_;
+  auto& scratch = owner_.scratch_;
+  if (rings_) {
+    if (phase_ == 0) ring_ = std::make_unique<RingSum>(node, data_, count_, scratch, RingPart::ReduceScatter);
+    if (phase_ == 1) {
+      const RingSum::Span mine = RingSum::owned_chunk(count_, node.rank(), node.size());
+      ring_ = std::make_unique<RingSum>(peers, data_ + mine.first, mine.count, scratch);
+    }
+    if (phase_ == 2) ring_ = std::make_unique<RingSum>(node, data_, count_, scratch, RingPart::AllGather);
+    return;
+  }
+  if (phase_ == 0) request_ = node.ireduce_sum(data_, count_, 0);
+  if (phase_ == 1 && node.rank() == 0) {
+    if (ring_pays_for(static_cast<std::int64_t>(count_ * sizeof(float)), peers.size())) {
+      ring_ = std::make_unique<RingSum>(peers, data_, count_, scratch);
+    } else {
+      request_ = peers.iallreduce_sum(data_, count_);
+    }
+  }
+  if (phase_ == 2) request_ = node.ibroadcast(data_, count_ * sizeof(float), 0);
+}
 
 bool HierarchicalSum::Operation::test() {
   while (phase_ < 3) {
     if (!request_.test() || (ring_ && !ring_->test())) return false;
     ring_.reset();
-    ++phase_;
-    if (phase_ == 1 && owner_.node_.rank() == 0) {
-      const Communicator& leaders = owner_.leaders_;
-      if (ring_pays_for(static_cast<std::int64_t>(count_ * sizeof(float)), leaders.size())) {
-        ring_ = std::make_unique<RingSum>(leaders, data_, count_);
-      } else {
-        request_ = leaders.iallreduce_sum(data_, count_);
-      }
-    } else if (phase_ == 2) {
-      request_ = owner_.node_.ibroadcast(data_, count_ * sizeof(float), 0);
-    }
+    if (++phase_ < 3) start_phase();
   }
   return true;
 }

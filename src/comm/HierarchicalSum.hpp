@@ -1,14 +1,20 @@
 #pragma once
-// Topology-aware sums (comm.hierarchical): reduce onto each node's first rank over shared
-// memory, allreduce among those node leaders over the network (in flight: a RingSum for
-// large buckets), broadcast back within each node. Between nodes every value crosses once per leader instead of once
-// per rank, which pays when several ranks share a node and the network is the slower link.
+// Topology-aware sums (comm.hierarchical). Blocking, and in flight for small buckets or nodes
+// of unequal rank counts: reduce onto each node's first rank over shared memory, allreduce
+// among those node leaders over the network, broadcast back within each node. In flight for
+// large buckets on equal nodes (the 2-D ring, as NCCL and Horovod build it): a ring
+// reduce-scatter within the node, a ring allreduce of each rank's chunk among its peers (the
+// ranks of the same local rank on the other nodes), a ring all-gather within the node; the
+// node's data crosses the network once each way, split over its R ranks, and the node's own
+// traffic is 2 (R-1)/R of the data instead of a reduce's and a broadcast's 2. Between nodes every value crosses once
+// per leader instead of once per rank, which pays when several ranks share a node and the network is the slower link.
 //
 // Summation order differs from a flat MPI_Allreduce (sums of floats then differ in the last
 // bits, as with another bucket size); integer-valued sums are exact either way.
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "comm/Communicator.hpp"
 
@@ -31,6 +37,7 @@ class HierarchicalSum {
   void sum(float* data, std::size_t count) const;
 
   // A sum in flight: three non-blocking steps, each started when the one before completes.
+  // Every rank of `comm` must start the same sums in the same order.
   class Operation {
    public:
     Operation(const HierarchicalSum& owner, float* data, std::size_t count);
@@ -42,18 +49,22 @@ class HierarchicalSum {
     const HierarchicalSum& owner_;
     float* data_;
     std::size_t count_;
-    int phase_ = 0;                  // 0 reduce in the node, 1 allreduce among leaders, 2 broadcast, 3 done
-    Request request_;                // the node's reduce or broadcast, or the leaders' small sum
-    std::unique_ptr<RingSum> ring_;  // the leaders' large sum
+    void start_phase();
+    bool rings_;                     // the 2-D ring (a large bucket, equal nodes) or the leaders' path
+    int phase_ = 0;                  // 0 within the node, 1 among nodes, 2 back within the node, 3 done
+    Request request_;                // the leaders' path: the node's reduce or broadcast, the leaders' small sum
+    std::unique_ptr<RingSum> ring_;  // the leaders' large sum, or a phase of the 2-D ring
   };
   Operation start(float* data, std::size_t count) const { return Operation(*this, data, count); }
 
  private:
   const Communicator& comm_;
-  Communicator node_;     // this node's ranks; rank 0 leads
-  Communicator leaders_;  // the node leaders (for the others: the other non-leaders, unused)
+  Communicator node_;                   // this node's ranks; rank 0 leads
+  Communicator peers_;                  // the ranks of this local rank, one per node (for rank 0: the leaders)
+  mutable std::vector<float> scratch_;  // the RingSums' buffer (one sum in flight)
   int nodes_ = 1;
   int largest_node_ = 1;
+  bool equal_nodes_ = true;  // every node holds the same number of ranks
 };
 
 // comm.hierarchical resolved for `comm`: "on", "off", or "auto" (on when it is worthwhile).

@@ -2,17 +2,32 @@
 
 namespace hpctrain {
 namespace {
-// One tag: MPI matches the messages between two ranks in the order they were sent and the
-// receives were posted, and every rank posts its steps in order.
-constexpr int kTag = 0;
+// One tag, used by no other point-to-point traffic of hpctrain (the monitor's 7301, the
+// pipeline's on their own communicator): MPI matches the messages between two ranks in the
+// order they were sent and the receives were posted, and every rank posts its steps in order.
+constexpr int kTag = 7411;
 }  // namespace
 
-RingSum::RingSum(const Communicator& comm, float* data, std::size_t count)
-    : comm_(comm), data_(data), count_(count), size_(comm.size()), rank_(comm.rank()) {
-  if (size_ > 1) {
-    scratch_.reset(new float[count / static_cast<std::size_t>(size_) + 1]);
+RingSum::RingSum(const Communicator& comm, float* data, std::size_t count, std::vector<float>& scratch, RingPart part)
+    : comm_(comm),
+      data_(data),
+      count_(count),
+      size_(comm.size()),
+      rank_(comm.rank()),
+      step_(part == RingPart::AllGather ? size_ - 1 : 0),
+      end_(part == RingPart::ReduceScatter ? size_ - 1 : 2 * (size_ - 1)) {
+  if (step_ < end_) {
+    const std::size_t chunk = count / static_cast<std::size_t>(size_) + 1;
+    if (scratch.size() < chunk) scratch.resize(chunk);
+    scratch_ = scratch.data();
     post();
   }
+}
+
+RingSum::Span RingSum::owned_chunk(std::size_t count, int rank, int size) {
+  const auto at = [&](int chunk) { return count * static_cast<std::size_t>(chunk) / static_cast<std::size_t>(size); };
+  const int chunk = (rank + 1) % size;  // where the reduce-scatter's last step adds
+  return {at(chunk), at(chunk + 1) - at(chunk)};
 }
 
 std::size_t RingSum::begin(int chunk) const {
@@ -27,7 +42,7 @@ void RingSum::post() {
     out = wrap(rank_ - step_);
     in = wrap(rank_ - step_ - 1);
     reducing_ = in;
-    recv_ = comm_.irecv(scratch_.get(), length(in) * sizeof(float), left, kTag);
+    recv_ = comm_.irecv(scratch_, length(in) * sizeof(float), left, kTag);
   } else {
     const int t = step_ - last;
     out = wrap(rank_ + 1 - t);
@@ -39,16 +54,15 @@ void RingSum::post() {
 }
 
 bool RingSum::test() {
-  const int steps = 2 * (size_ - 1);
-  while (step_ < steps) {
+  while (step_ < end_) {
     if (!recv_.test() || !send_.test()) return false;
     if (reducing_ >= 0) {
       float* into = data_ + begin(reducing_);
-      const float* from = scratch_.get();
+      const float* from = scratch_;
       const std::size_t n = length(reducing_);
       for (std::size_t i = 0; i < n; ++i) into[i] += from[i];
     }
-    if (++step_ < steps) post();
+    if (++step_ < end_) post();
   }
   return true;
 }

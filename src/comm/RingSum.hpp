@@ -13,7 +13,7 @@
 // copied to the others. One sum at a time per communicator.
 #include <cstddef>
 #include <cstdint>
-#include <memory>
+#include <vector>
 
 #include "comm/Communicator.hpp"
 
@@ -25,10 +25,22 @@ inline bool ring_pays_for(std::int64_t bytes, int ranks) {
   return ranks > 1 && bytes >= std::int64_t{32 * 1024} * ranks;
 }
 
+// The whole sum, or one of its halves: after ReduceScatter rank r holds the sum of chunk
+// owned_chunk(r) only (the others are partial); AllGather starts from there.
+enum class RingPart { All, ReduceScatter, AllGather };
+
 class RingSum {
  public:
-  // Starts the first step; `data` must outlive the sum.
-  RingSum(const Communicator& comm, float* data, std::size_t count);
+  // Starts the first step; `data` and `scratch` (grown to a chunk, kept by the caller so
+  // that every sum does not fault in fresh pages) must outlive the sum.
+  RingSum(const Communicator& comm, float* data, std::size_t count, std::vector<float>& scratch,
+          RingPart part = RingPart::All);
+  // Values [first, first + count) of `count` values over `size` ranks: rank r's summed chunk
+  // after the reduce-scatter half.
+  struct Span {
+    std::size_t first = 0, count = 0;
+  };
+  static Span owned_chunk(std::size_t count, int rank, int size);
   bool test();  // drives the current step; true once all 2 (P - 1) steps are done
   void wait();  // test() until done
 
@@ -42,9 +54,9 @@ class RingSum {
   float* data_;
   std::size_t count_;
   int size_, rank_;
-  int step_ = 0;
-  int reducing_ = -1;  // the chunk the outstanding receive adds into (reduce-scatter steps)
-  std::unique_ptr<float[]> scratch_;
+  int step_ = 0, end_ = 0;  // steps [step_, end_) of [0, 2 (P - 1)) are left
+  int reducing_ = -1;       // the chunk the outstanding receive adds into (reduce-scatter steps)
+  float* scratch_ = nullptr;
   Request send_, recv_;
 };
 

@@ -50,13 +50,28 @@ TEST(HierarchicalSum, IntegerSumsEqualTheFlatAllreduceExactly) {
 
 TEST(RingSum, IntegerSumsEqualTheFlatAllreduceForEveryCount) {
   const Communicator world = Communicator::world();
+  std::vector<float> scratch;  // grown by the first sum that needs more, reused after
   for (std::size_t n : {std::size_t(0), std::size_t(1), std::size_t(3), std::size_t(4), std::size_t(1001),
                         (std::size_t(1) << 18) + 7}) {
     auto flat = pattern(world.rank(), n);
     world.allreduce_sum(flat.data(), n);
     auto ring = pattern(world.rank(), n);
-    RingSum(world, ring.data(), n).wait();
+    RingSum(world, ring.data(), n, scratch).wait();
     EXPECT_EQ(ring, flat) << n << " values";
+  }
+}
+
+TEST(RingSum, ItsHalvesMakeTheWhole) {
+  const Communicator world = Communicator::world();
+  std::vector<float> scratch;
+  for (std::size_t n : {std::size_t(3), std::size_t(4099)}) {
+    auto whole = pattern(world.rank(), n), halves = whole;
+    RingSum(world, whole.data(), n, scratch).wait();
+    RingSum(world, halves.data(), n, scratch, RingPart::ReduceScatter).wait();
+    const RingSum::Span mine = RingSum::owned_chunk(n, world.rank(), world.size());
+    for (std::size_t i = mine.first; i < mine.first + mine.count; ++i) EXPECT_EQ(halves[i], whole[i]) << i;
+    RingSum(world, halves.data(), n, scratch, RingPart::AllGather).wait();
+    EXPECT_EQ(halves, whole) << n << " values";
   }
 }
 
@@ -67,7 +82,8 @@ TEST(RingSum, EveryRankHoldsTheSameBits) {
     mine[i] = std::sin(0.37f * static_cast<float>(i + 1) * static_cast<float>(world.rank() + 1));
   std::vector<float> flat = mine;
   world.allreduce_sum(flat.data(), flat.size());
-  RingSum sum(world, mine.data(), mine.size());
+  std::vector<float> scratch;
+  RingSum sum(world, mine.data(), mine.size(), scratch);
   while (!sum.test()) {
   }
   std::vector<float> first = mine;
@@ -83,15 +99,27 @@ TEST(RingSum, PaysFromThirtyTwoKibibytesPerMessage) {
   EXPECT_TRUE(ring_pays_for(std::int64_t{32} * 1024 * 64, 64));
 }
 
-TEST(HierarchicalSum, FloatSumsAgreeWithinRounding) {
+TEST(HierarchicalSum, FloatSumsAgreeWithinRoundingAndEveryRankHoldsTheSameBits) {
   const Communicator world = Communicator::world();
   const HierarchicalSum hier(world, world.rank() / 2);
-  std::vector<float> flat(4096), mine(4096);
-  for (std::size_t i = 0; i < flat.size(); ++i)
-    flat[i] = mine[i] = std::sin(0.37f * static_cast<float>(i + 1) * (world.rank() + 1));
-  world.allreduce_sum(flat.data(), flat.size());
-  hier.sum(mine.data(), mine.size());
-  for (std::size_t i = 0; i < flat.size(); ++i) EXPECT_NEAR(mine[i], flat[i], 1e-5f * (1.0f + std::fabs(flat[i])));
+  // 4096 values: the leaders' path in flight; 1 << 17: the 2-D ring on equal nodes.
+  for (std::size_t n : {std::size_t(4096), std::size_t(1) << 17}) {
+    std::vector<float> flat(n), blocking(n), overlapped(n);
+    for (std::size_t i = 0; i < n; ++i)
+      flat[i] = blocking[i] = overlapped[i] = std::sin(0.37f * static_cast<float>(i + 1) * (world.rank() + 1));
+    world.allreduce_sum(flat.data(), n);
+    hier.sum(blocking.data(), n);
+    auto op = hier.start(overlapped.data(), n);
+    while (!op.test()) {
+    }
+    std::vector<float> first = overlapped;
+    world.broadcast(first.data(), n * sizeof(float), 0);
+    EXPECT_EQ(overlapped, first) << n << " values";
+    for (std::size_t i = 0; i < n; ++i) {
+      EXPECT_NEAR(blocking[i], flat[i], 1e-5f * (1.0f + std::fabs(flat[i])));
+      EXPECT_NEAR(overlapped[i], flat[i], 1e-5f * (1.0f + std::fabs(flat[i])));
+    }
+  }
 }
 
 TEST(HierarchicalSum, AutoTurnsOnOnlyAcrossNodesWithSeveralRanksOnOne) {
