@@ -97,7 +97,7 @@ struct CommConfig {
   bool overlap = true;
   std::string backend = "auto";      // auto | mpi | nccl
   double nccl_timeout = 600.0;       // seconds before a stuck NCCL operation aborts the job
-  std::string hierarchical = "off";  // auto | on | off: node-aware MPI reduction
+  std::string hierarchical = "auto";  // auto | on | off: node-aware MPI reduction
   double timeout = 0.0;              // seconds a rank may wait for the others in a step (0: off)
 };
 

@@ -53,11 +53,11 @@ std::vector<SchemaEntry> runtime_entries() {
                 "Seconds an NCCL init or reduction may take before the communicator is aborted and the job ends with a "
                 "message (a dead or stuck peer) instead of hanging.")),
        bind(&Config::comm, &CommConfig::nccl_timeout)},
-      {free(key("comm.hierarchical", K::String, "\"off\"", none, none, {"auto", "on", "off"},
-                "MPI gradient reduction by topology: reduce within each node over shared memory, allreduce among one "
-                "leader per node, broadcast back within the node. auto: on when the ranks span several nodes and "
-                "some node holds more than one of them; off: one flat MPI_Allreduce. Off by default: on the two-node "
-                "test cluster it has not yet been faster (docs/benchmarks.md). Not used with NCCL.")),
+      {free(key("comm.hierarchical", K::String, "\"auto\"", none, none, {"auto", "on", "off"},
+                "MPI gradient reduction by topology: within each node over shared memory, then among the nodes, then "
+                "back within the node (docs/cluster.md). auto: on when the ranks span several nodes and some node "
+                "holds more than one of them (on the two-node test cluster 1.4-2.0x the flat ring at 1 Gbit/s, "
+                "docs/benchmarks.md); off: one flat sum over all ranks. Not used with NCCL.")),
        bind(&Config::comm, &CommConfig::hierarchical)},
       {free(key("comm.timeout", K::Number, "0.0", 0.0, 86400.0, {},
                 "Seconds a rank may make no progress during training (no step point reached, no evaluation batch) "

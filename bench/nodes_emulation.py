@@ -1,0 +1,77 @@
+"""What the two-node test cluster's emulation settings do (tests/nodes/cluster.sh,
+docs/cluster.md "Tested across two nodes"), each measured against the cluster as it is, in
+the same run: `hpctrain bench allreduce` between the 2 nodes, 1 rank each (--rate), with the
+link's settings one at a time undone on the mpirun command line: ranks polling instead of
+yielding when idle (mpi_yield_when_idle 0), one TCP connection per pair (btl_tcp_links 1),
+both ranks left on the cores Open MPI binds them to (no pin.sh). Also records each rank's
+CPU affinity under both launches.
+
+    .venv/bin/python bench/nodes_emulation.py [--rate 5gbit] [--repeats 3] [--json FILE]
+"""
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+
+from _common import ROOT, provenance
+
+CLUSTER = os.path.join(ROOT, "tests", "nodes", "cluster.sh")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build", "hpctrain"))
+    ap.add_argument("--rate", default="5gbit")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--min-bytes", default="65536")
+    ap.add_argument("--max-bytes", default="4194304")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    env_file = tempfile.mktemp(prefix="hpctrain_nodes_emul_", suffix=".env")
+    subprocess.run(["bash", CLUSTER, "up", env_file], check=True)
+    out = dict(provenance(), rate=a.rate, variants=[])
+    try:
+        env = dict(line.strip().split("=", 1) for line in open(env_file) if "=" in line)
+        env = {k: v.strip("'") for k, v in env.items()}
+        if "HPCTRAIN_NODES_SKIP" in env:
+            raise SystemExit("cannot build the two nodes: " + env["HPCTRAIN_NODES_SKIP"])
+        subprocess.run(["bash", CLUSTER, "rate", env_file, a.rate], check=True)
+        mpirun = env["HPCTRAIN_NODES_MPIRUN"]
+        # The same mpirun without pin.sh in front of the program: Open MPI's own binding.
+        unpinned = os.path.join(env["HPCTRAIN_NODES_DIR"], "mpirun-unpinned.sh")
+        with open(mpirun) as f, open(unpinned, "w") as g:
+            g.write(f.read().replace(os.path.join(env["HPCTRAIN_NODES_DIR"], "pin.sh") + " ", ""))
+        os.chmod(unpinned, 0o755)
+        affinity = "echo $(hostname) $(grep Cpus_allowed_list /proc/self/status)"
+        for name, launch in (("pinned", mpirun), ("unpinned", unpinned)):
+            p = subprocess.run([launch, "-np", "2", "--map-by", "node", "sh", "-c", affinity], capture_output=True,
+                               text=True, check=True)
+            out[f"affinity_{name}"] = sorted(p.stdout.split("\n"))[1:]
+        variants = [("as the cluster is", mpirun, []),
+                    ("ranks poll (mpi_yield_when_idle 0)", mpirun, ["--mca", "mpi_yield_when_idle", "0"]),
+                    ("one TCP connection (btl_tcp_links 1)", mpirun, ["--mca", "btl_tcp_links", "1"]),
+                    ("Open MPI's binding (no pin.sh)", unpinned, [])]
+        for name, launch, extra in variants:
+            js = tempfile.mktemp(suffix=".json")
+            p = subprocess.run([launch, "-np", "2", "--map-by", "node"] + extra +
+                               [a.bin, "bench", "allreduce", "--min-bytes", a.min_bytes, "--max-bytes", a.max_bytes,
+                                "--repeats", str(a.repeats), "--json", js], capture_output=True, text=True)
+            if p.returncode != 0:
+                raise SystemExit(f"{name}: exit {p.returncode}\n{p.stdout[-1500:]}{p.stderr[-1500:]}")
+            rows = json.load(open(js))["rows"]
+            os.unlink(js)
+            out["variants"].append({"variant": name, "mca": extra, "rows": rows})
+            print(name + ": " + ", ".join(f"{r['bytes']} B {r['mpi_us']:.0f}/{r['hpctrain_us']:.0f} us" for r in rows),
+                  flush=True)
+    finally:
+        subprocess.run(["bash", CLUSTER, "down", env_file])
+    print("affinity:", out.get("affinity_pinned"), "without pin.sh:", out.get("affinity_unpinned"))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+        print("wrote", a.json)
+
+
+if __name__ == "__main__":
+    main()
