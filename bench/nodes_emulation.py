@@ -3,8 +3,8 @@ docs/cluster.md "Tested across two nodes"), each measured against the cluster as
 the same run: `hpctrain bench allreduce` between the 2 nodes, 1 rank each (--rate), with the
 link's settings one at a time undone on the mpirun command line: ranks polling instead of
 yielding when idle (mpi_yield_when_idle 0), one TCP connection per pair (btl_tcp_links 1),
-both ranks left on the cores Open MPI binds them to (no pin.sh). Also records each rank's
-CPU affinity under both launches.
+both ranks left on the cores Open MPI binds them to (no pin.sh), and the last two together.
+Also records each rank's CPU affinity with and without pin.sh.
 
     .venv/bin/python bench/nodes_emulation.py [--rate 5gbit] [--repeats 3] [--json FILE]
 """
@@ -38,20 +38,36 @@ def main():
             raise SystemExit("cannot build the two nodes: " + env["HPCTRAIN_NODES_SKIP"])
         subprocess.run(["bash", CLUSTER, "rate", env_file, a.rate], check=True)
         mpirun = env["HPCTRAIN_NODES_MPIRUN"]
-        # The same mpirun without pin.sh in front of the program: Open MPI's own binding.
-        unpinned = os.path.join(env["HPCTRAIN_NODES_DIR"], "mpirun-unpinned.sh")
-        with open(mpirun) as f, open(unpinned, "w") as g:
-            g.write(f.read().replace(os.path.join(env["HPCTRAIN_NODES_DIR"], "pin.sh") + " ", ""))
-        os.chmod(unpinned, 0o755)
+        pin = os.path.join(env["HPCTRAIN_NODES_DIR"], "pin.sh") + " "
+
+        def variant(name, *changes):
+            """The cluster's mpirun with some of its settings changed, (old, new) text pairs
+            (MCA parameters may be given only once, so the script itself is rewritten)."""
+            path = os.path.join(env["HPCTRAIN_NODES_DIR"], f"mpirun-{name}.sh")
+            with open(mpirun) as f:
+                text = f.read()
+            for old, new in changes:
+                if old not in text:
+                    raise SystemExit(f"{mpirun} has no '{old}'")
+                text = text.replace(old, new)
+            with open(path, "w") as g:
+                g.write(text)
+            os.chmod(path, 0o755)
+            return path
+
+        poll = ("--mca mpi_yield_when_idle 1", "--mca mpi_yield_when_idle 0")
+        unpinned = variant("unpinned", (pin, ""))
         affinity = "echo $(hostname) $(grep Cpus_allowed_list /proc/self/status)"
         for name, launch in (("pinned", mpirun), ("unpinned", unpinned)):
             p = subprocess.run([launch, "-np", "2", "--map-by", "node", "sh", "-c", affinity], capture_output=True,
                                text=True, check=True)
-            out[f"affinity_{name}"] = sorted(p.stdout.split("\n"))[1:]
+            out[f"affinity_{name}"] = sorted(x for x in p.stdout.split("\n") if x)
         variants = [("as the cluster is", mpirun, []),
-                    ("ranks poll (mpi_yield_when_idle 0)", mpirun, ["--mca", "mpi_yield_when_idle", "0"]),
-                    ("one TCP connection (btl_tcp_links 1)", mpirun, ["--mca", "btl_tcp_links", "1"]),
-                    ("Open MPI's binding (no pin.sh)", unpinned, [])]
+                    ("ranks poll (mpi_yield_when_idle 0)", variant("poll", poll), []),
+                    ("one TCP connection (btl_tcp_links 1)",
+                     variant("links1", ("--mca btl_tcp_links 4", "--mca btl_tcp_links 1")), []),
+                    ("Open MPI's binding (no pin.sh)", unpinned, []),
+                    ("Open MPI's binding and ranks poll", variant("before", (pin, ""), poll), [])]
         for name, launch, extra in variants:
             js = tempfile.mktemp(suffix=".json")
             p = subprocess.run([launch, "-np", "2", "--map-by", "node"] + extra +
