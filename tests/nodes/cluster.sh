@@ -11,10 +11,10 @@
 #   busy-poll starve the token bucket's timer, and every limited transfer then waits for a
 #   scheduler tick (8 or 24 ms per message whatever its size): ranks yield when idle
 #   (mpi_yield_when_idle), as Open MPI does by itself on a node it knows is oversubscribed.
-# - One TCP connection (BBR) through the token bucket moved multi-MiB messages at 60-65% of
-#   the rate (2 MiB allreduced between the nodes in 26.7 ms at 1 Gbit/s; 17.6 ms, the rate,
-#   with 4 connections): Open MPI stripes each pair's messages over 4 (btl_tcp_links), as
-#   HPC sites tune TCP networks.
+# - One TCP connection (BBR) through the token bucket moved multi-MiB messages at 60-70% of
+#   the rate (4 MiB allreduced between the nodes in 59.7 ms at 1 Gbit/s; 35.1 ms, the rate,
+#   with 4 connections; bench/nodes_emulation.py): Open MPI stripes each pair's messages
+#   over 4 (btl_tcp_links), as HPC sites tune TCP networks.
 # - tc's token bucket refills once per timer tick (HZ = 250: 4 ms); a bucket smaller than
 #   rate x 4 ms throttles a link that is never over its rate. `rate` sizes it to that.
 #
