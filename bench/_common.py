@@ -1,5 +1,6 @@
 """What every benchmark script records with its figures (docs/benchmarks.md): the date, the
 commit, the machine and the command, and a wait for a quiet machine before each run."""
+import contextlib
 import datetime
 import json
 import os
@@ -80,3 +81,36 @@ def write_results(name, result):
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
     return path
+
+
+def save_json(path, result):
+    """Writes `result` to PATH (when one was given) and says so."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1)
+        print("wrote", path)
+
+
+@contextlib.contextmanager
+def two_nodes(prefix):
+    """tests/nodes/cluster.sh's two-node cluster for a benchmark (as root): brought up, its
+    environment file read into a dict (HPCTRAIN_NODES_MPIRUN, ...), and taken down however
+    the benchmark ends."""
+    cluster = os.path.join(ROOT, "tests", "nodes", "cluster.sh")
+    env_file = os.path.join("/tmp", f"{prefix}{os.getpid()}.env")
+    subprocess.run(["bash", cluster, "up", env_file], check=True)
+    try:
+        env = dict(line.strip().split("=", 1) for line in open(env_file) if "=" in line)
+        env = {k: v.strip("'") for k, v in env.items()}
+        if "HPCTRAIN_NODES_SKIP" in env:
+            raise SystemExit("cannot build the two nodes: " + env["HPCTRAIN_NODES_SKIP"])
+        env["HPCTRAIN_NODES_ENV_FILE"] = env_file
+        yield env
+    finally:
+        subprocess.run(["bash", cluster, "down", env_file])
+
+
+def link_rate(env, rate):
+    """Limits the two nodes' link to RATE (tc's form, e.g. 1gbit; "off")."""
+    subprocess.run(["bash", os.path.join(ROOT, "tests", "nodes", "cluster.sh"), "rate",
+                    env["HPCTRAIN_NODES_ENV_FILE"], rate], check=True)

@@ -14,9 +14,7 @@ import os
 import subprocess
 import tempfile
 
-from _common import ROOT, provenance
-
-CLUSTER = os.path.join(ROOT, "tests", "nodes", "cluster.sh")
+from _common import ROOT, link_rate, provenance, save_json, two_nodes
 
 
 def main():
@@ -28,15 +26,9 @@ def main():
     ap.add_argument("--max-bytes", default="4194304")
     ap.add_argument("--json")
     a = ap.parse_args()
-    env_file = tempfile.mktemp(prefix="hpctrain_nodes_emul_", suffix=".env")
-    subprocess.run(["bash", CLUSTER, "up", env_file], check=True)
     out = dict(provenance(), rate=a.rate, variants=[])
-    try:
-        env = dict(line.strip().split("=", 1) for line in open(env_file) if "=" in line)
-        env = {k: v.strip("'") for k, v in env.items()}
-        if "HPCTRAIN_NODES_SKIP" in env:
-            raise SystemExit("cannot build the two nodes: " + env["HPCTRAIN_NODES_SKIP"])
-        subprocess.run(["bash", CLUSTER, "rate", env_file, a.rate], check=True)
+    with two_nodes("hpctrain_nodes_emul_") as env:
+        link_rate(env, a.rate)
         mpirun = env["HPCTRAIN_NODES_MPIRUN"]
         pin = os.path.join(env["HPCTRAIN_NODES_DIR"], "pin.sh") + " "
 
@@ -80,13 +72,8 @@ def main():
             out["variants"].append({"variant": name, "mca": extra, "rows": rows})
             print(name + ": " + ", ".join(f"{r['bytes']} B {r['mpi_us']:.0f}/{r['hpctrain_us']:.0f} us" for r in rows),
                   flush=True)
-    finally:
-        subprocess.run(["bash", CLUSTER, "down", env_file])
     print("affinity:", out.get("affinity_pinned"), "without pin.sh:", out.get("affinity_unpinned"))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
-        print("wrote", a.json)
+    save_json(a.json, out)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,8 @@ import os
 import subprocess
 import tempfile
 
-from _common import ROOT, provenance, wait_for_quiet
+from _common import ROOT, link_rate, provenance, save_json, two_nodes, wait_for_quiet
 
-CLUSTER = os.path.join(ROOT, "tests", "nodes", "cluster.sh")
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 
 
@@ -53,21 +52,15 @@ def main():
     a = ap.parse_args()
     binaries = {"baseline": os.path.abspath(a.baseline), "after": os.path.abspath(a.bin)}
     layouts = [("1 node x 2 ranks", None, ["mpiexec", "-n", "2", "--bind-to", "core"])]
-    env_file = tempfile.mktemp(prefix="hpctrain_nodes_ring_", suffix=".env")
-    subprocess.run(["bash", CLUSTER, "up", env_file], check=True)
     results = []
-    try:
-        env = dict(line.strip().split("=", 1) for line in open(env_file) if "=" in line)
-        env = {k: v.strip("'") for k, v in env.items()}
-        if "HPCTRAIN_NODES_SKIP" in env:
-            raise SystemExit("cannot build the two nodes: " + env["HPCTRAIN_NODES_SKIP"])
+    with two_nodes("hpctrain_nodes_ring_") as env:
         for rate in a.rates.split(","):
             layouts.append((f"2 nodes x 1 rank, {rate}", rate, [env["HPCTRAIN_NODES_MPIRUN"], "-np", "2",
                                                                  "--map-by", "node"]))
             layouts.append((f"2 nodes x 2 ranks, {rate}", rate, [env["HPCTRAIN_NODES_MPIRUN"], "-np", "4"]))
         for name, rate, launch in layouts:
             if rate is not None:
-                subprocess.run(["bash", CLUSTER, "rate", env_file, rate], check=True)
+                link_rate(env, rate)
             runs = {k: [] for k in binaries}
             for r in range(a.rounds):
                 order = list(binaries) if r % 2 == 0 else list(reversed(binaries))
@@ -93,15 +86,10 @@ def main():
                       f"hier/flat {med['after_hierarchical_over_flat']:.2f}, hier/MPI_Allreduce "
                       f"{med['after_hierarchical_over_mpi']:.2f}", flush=True)
             results.append({"layout": name, "rows": rows, "raw": runs})
-    finally:
-        subprocess.run(["bash", CLUSTER, "down", env_file])
     out = dict(provenance(), binaries=binaries, rounds=a.rounds, repeats=a.repeats, layouts=results,
                note="medians over rounds of each binary's per-size medians; baseline = MPI_Iallreduce in the "
                     "overlapped path, after = RingSum")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
-        print("wrote", a.json)
+    save_json(a.json, out)
 
 
 if __name__ == "__main__":
