@@ -98,8 +98,8 @@ def two_nodes(prefix):
     the benchmark ends."""
     cluster = os.path.join(ROOT, "tests", "nodes", "cluster.sh")
     env_file = os.path.join("/tmp", f"{prefix}{os.getpid()}.env")
-    subprocess.run(["bash", cluster, "up", env_file], check=True)
     try:
+        subprocess.run(["bash", cluster, "up", env_file], check=True)
         env = dict(line.strip().split("=", 1) for line in open(env_file) if "=" in line)
         env = {k: v.strip("'") for k, v in env.items()}
         if "HPCTRAIN_NODES_SKIP" in env:

@@ -3,7 +3,8 @@ docs/cluster.md "Tested across two nodes"), each measured against the cluster as
 the same run: `hpctrain bench allreduce` between the 2 nodes, 1 rank each (--rate), with the
 link's settings one at a time undone on the mpirun command line: ranks polling instead of
 yielding when idle (mpi_yield_when_idle 0), one TCP connection per pair (btl_tcp_links 1),
-both ranks left on the cores Open MPI binds them to (no pin.sh), and the last two together.
+both ranks left on the cores Open MPI binds them to (no pin.sh), and no pin.sh with polling
+together.
 Also records each rank's CPU affinity with and without pin.sh.
 
     .venv/bin/python bench/nodes_emulation.py [--rate 5gbit] [--repeats 3] [--json FILE]

@@ -40,7 +40,9 @@ def bench(launch, binary, a):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--baseline", required=True, help="hpctrain before the change")
+    ap.add_argument("--baseline", required=True,
+                    help="hpctrain before the change, built with this tree's bench (bench allreduce of an "
+                         "older tree times other paths)")
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "hpctrain"))
     ap.add_argument("--rates", default="1gbit")
     ap.add_argument("--rounds", type=int, default=2)

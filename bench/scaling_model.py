@@ -9,7 +9,9 @@ Measurement (written to --raw DIR, so that the model can be re-run on the same f
      machine; the report.json of median step time of each is the model's compute input (one
      per ranks-per-node count).
   2. `bench allreduce --json` on 2 ranks of one node, at the run's gradient bucket size S and
-     S/16, S/4, 4S (the model fits alpha and beta on the sizes within 4x of S).
+     S/16, S/4, 4S (the model fits alpha and beta on the sizes within 4x of S), each operation
+     after the 2-rank profile's compute per step (--gap-ms), --bench-runs times (the per-size
+     median is the model's input: one run's shared-memory figure moved 2x between runs).
   3. validation runs, --repeats each (separate runs from the profiles, interleaved with them):
      1 rank; 2 ranks on one
      node; 2 nodes of 1 rank each (tests/nodes/cluster.sh: network namespaces and a veth link,
@@ -74,12 +76,23 @@ def train(a, launch, raw, name):
 
 def bench(a, launch, raw, name, bucket_bytes, gap_ms):
     """bench allreduce at S/16, S/4, S, 4S (S = the run's bucket, rounded to whole floats), each
-    operation after GAP_MS of busy wait (the profile's compute per step: the link is timed as training
-    uses it, credit refilled between reductions)."""
-    wait_for_quiet(a.max_load, a.max_wait)
+    operation after GAP_MS of busy wait (the profile's compute per step: the link is timed as
+    training uses it, credit refilled between reductions); --bench-runs separate runs, minutes
+    apart on a shared machine, kept as NAME-K.json, and NAME.json their per-size median."""
     s = int(bucket_bytes) // 64 * 4
-    sh(launch + [a.bin, "bench", "allreduce", "--min-bytes", str(s), "--max-bytes", str(s * 64), "--repeats",
-                 str(a.bench_repeats), "--gap-ms", f"{gap_ms:.3f}", "--json", os.path.join(raw, name + ".json")])
+    runs = []
+    for k in range(a.bench_runs):
+        wait_for_quiet(a.max_load, a.max_wait)
+        path = os.path.join(raw, f"{name}-{k}.json")
+        sh(launch + [a.bin, "bench", "allreduce", "--min-bytes", str(s), "--max-bytes", str(s * 64), "--repeats",
+                     str(a.bench_repeats), "--gap-ms", f"{gap_ms:.3f}", "--json", path])
+        runs.append(json.load(open(path)))
+    merged = dict(runs[0], runs=a.bench_runs)
+    for i, row in enumerate(merged["rows"]):
+        for col in ("mpi_us", "hpctrain_us", "hierarchical_us"):
+            if col in row:
+                row[col] = statistics.median(run["rows"][i][col] for run in runs)
+    json.dump(merged, open(os.path.join(raw, name + ".json"), "w"))
 
 
 def cluster_launch(env):
@@ -202,6 +215,8 @@ def main():
     p.add_argument("--rates", default="1gbit,5gbit,10gbit")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--bench-repeats", type=int, default=5)
+    p.add_argument("--bench-runs", type=lambda v: max(1, int(v)), default=3,
+                   help="bench allreduce runs per link (median per size)")
     p.add_argument("--max-load", type=float, default=1.0)
     p.add_argument("--max-wait", type=float, default=60)
     p.add_argument("--raw", help="keep the measurements here (default: a temporary folder)")

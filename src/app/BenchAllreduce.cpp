@@ -46,8 +46,9 @@ void print_header(const AllreduceArguments& o, int ranks, const HierarchicalSum&
   if (o.gap_ms > 0) std::printf(", %.3g ms busy before each operation", o.gap_ms);
   std::printf("\n");
   std::printf(
-      "# algbw = bytes / time; busbw = algbw * 2(P-1)/P; ratio = busbw / MPI_Allreduce busbw; hier = reduce in the "
-      "node, allreduce among node leaders, broadcast in the node (comm.hierarchical)\n");
+      "# algbw = bytes / time; busbw = algbw * 2(P-1)/P; ratio = busbw / MPI_Allreduce busbw; hier = "
+      "comm.hierarchical=on "
+      "(in flight, on equal nodes: ring reduce-scatter in the node, peers' rings, ring all-gather)\n");
   std::printf("%12s %8s | %10s %9s | %10s %9s %6s | %10s %9s %6s | %5s\n", "bytes", "buckets", "mpi us", "busbw",
               "hpc us", "busbw", "ratio", "hier us", "busbw", "ratio", "check");
 }
@@ -57,7 +58,8 @@ void print_header(const AllreduceArguments& o, int ranks, const HierarchicalSum&
 // the main thread goes on), then the main thread waits in finish().
 void reduce_as_training(GradientReducer& reducer, std::int64_t parameters) {
   reducer.begin_step();
-  for (std::int64_t k = parameters - 1; k >= 0; --k) reducer.on_gradient_ready(static_cast<std::size_t>(k));
+  // Slots are in backward's order (the last parameters first), as the hooks fire.
+  for (std::int64_t k = 0; k < parameters; ++k) reducer.on_gradient_ready(static_cast<std::size_t>(k));
   reducer.finish();
 }
 
@@ -82,16 +84,20 @@ json::object measure_size(const AllreduceArguments& o, const Communicator& world
   const int iters = static_cast<int>(
       std::clamp<std::int64_t>((20ll << 20) / std::max<std::int64_t>(bytes, 1), 1, o.gap_ms > 0 ? 8 : 2000));
   auto buffer = torch::zeros({n}, torch::kFloat);
-  // The same bytes as a model's gradients: 16 tensors, the reducers' buckets over them; one
-  // reducer flat, one with comm.hierarchical=on.
-  std::vector<torch::Tensor> params;
+  // The same bytes as a model's gradients: 16 tensors, a reducer's buckets over them; one
+  // reducer flat, one with comm.hierarchical=on, each over its own tensors (a gradient is a
+  // view of one reducer's bucket: shared tensors would copy it into the other's each time).
   const std::int64_t pieces = std::min<std::int64_t>(16, n);
-  for (std::int64_t k = 0; k < pieces; ++k) {
-    const std::int64_t len = n / pieces + (k < n % pieces ? 1 : 0);
-    params.push_back(torch::zeros({len}, torch::requires_grad()));
-  }
-  GradientReducer flat(params, o.bucket_mb, world, true);
-  GradientReducer hier(params, o.bucket_mb, world, true);
+  auto gradients = [&] {
+    std::vector<torch::Tensor> params;
+    for (std::int64_t k = 0; k < pieces; ++k) {
+      const std::int64_t len = n / pieces + (k < n % pieces ? 1 : 0);
+      params.push_back(torch::zeros({len}, torch::requires_grad()));
+    }
+    return params;
+  };
+  GradientReducer flat(gradients(), o.bucket_mb, world, true);
+  GradientReducer hier(gradients(), o.bucket_mb, world, true);
   hier.use_hierarchical(make_hierarchical_sum(world, "on"));
   flat.zero();  // gradients as views of the buckets: the hooks copy nothing, as in training
   hier.zero();
@@ -168,7 +174,8 @@ void add_bench_allreduce(CLI::App& bench, Commands& commands) {
       "For each message size (x4 steps), hpctrain's bucketed gradient path as training drives it\n"
       "(the overlapping reducer: buckets of --bucket-mb, each started on its communication thread\n"
       "when backward's hooks mark it full, then waited for), flat and with comm.hierarchical=on\n"
-      "(reduce in each node, sum among node leaders, broadcast in the node), next to one plain\n"
+      "(in flight on equal nodes the 2-D ring: reduce-scatter in each node, each rank's chunk summed\n"
+      "with its peers on the other nodes, all-gather in the node), next to one plain\n"
       "MPI_Allreduce of the same bytes, in the same run. Per size: median time per operation over\n"
       "R repeats (slowest rank), algorithm bandwidth = bytes / time, bus bandwidth =\n"
       "algbw * 2 (P - 1) / P (as nccl-tests), and their ratio. Every size is checked: each rank\n"

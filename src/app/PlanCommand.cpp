@@ -175,7 +175,7 @@ void plan_on_this_rank(const PlanArguments& a, std::int64_t ranks) {
     ScalingArguments s = a.scaling;
     if (s.profiles.empty()) throw UsageError("plan --nodes: needs --profile REPORT (report.json of a measured run)");
     s.bucket_mb = rc.config.comm.bucket_mb;
-    s.hierarchical = rc.config.comm.hierarchical == "on" ? "on" : "off";
+    s.hierarchical = rc.config.comm.hierarchical;  // auto: on across nodes of several ranks, as training
     print_scaling_plan(s);
     return;
   }

@@ -171,6 +171,16 @@ Link fit_allreduce(const std::string& file, double bucket_bytes) {
     if (s.seconds > 0) l.messages.push_back({s.bytes / p, s.seconds / (2 * (p - 1))});
   }
   std::sort(l.messages.begin(), l.messages.end(), [](const Sample& a, const Sample& b) { return a.bytes < b.bytes; });
+  // Rows of several buckets can give one message size twice: keep their mean, one point per size.
+  std::vector<Sample> merged;
+  for (const auto& m : l.messages) {
+    if (!merged.empty() && merged.back().bytes == m.bytes) {
+      merged.back().seconds = (merged.back().seconds + m.seconds) / 2;
+    } else {
+      merged.push_back(m);
+    }
+  }
+  l.messages = std::move(merged);
   std::sort(use.begin(), use.end(), [](const Sample& a, const Sample& b) { return a.bytes < b.bytes; });
   for (const auto& s : use) {
     l.sizes.push_back(s.bytes);
@@ -191,6 +201,12 @@ double ring_allreduce(double s, int p, const Link& link) {
 // peers' rings among the nodes, whose R rings of s/R share the node's link like one of s.
 double hierarchical_allreduce(double s, int nodes, int per_node, const Link& inter, const Link& intra) {
   return ring_allreduce(s, per_node, intra) + ring_allreduce(s, nodes, inter);
+}
+
+// comm.hierarchical as training resolves it (make_hierarchical_sum): on, or auto with several
+// ranks per node (across nodes; one node sums flat either way).
+bool hierarchical(const ScalingArguments& a) {
+  return a.hierarchical == "on" || (a.hierarchical == "auto" && a.ranks_per_node > 1);
 }
 
 struct Prediction {
@@ -234,9 +250,8 @@ Prediction predict(const ScalingArguments& a, const std::vector<Profile>& ps, in
   const double scale = q.per_rank_batch / p.rows();
   const double backward = p.backward * scale;
   q.compute = (p.data + p.forward) * scale + backward + p.optimizer;
-  const double t_bucket = a.hierarchical == "on" && n > 1
-                              ? hierarchical_allreduce(b.bytes, n, a.ranks_per_node, inter, intra)
-                              : ring_allreduce(b.bytes, q.ranks, n > 1 ? inter : intra);
+  const double t_bucket = hierarchical(a) && n > 1 ? hierarchical_allreduce(b.bytes, n, a.ranks_per_node, inter, intra)
+                                                   : ring_allreduce(b.bytes, q.ranks, n > 1 ? inter : intra);
   q.comm = t_bucket * b.count;
   q.exposed = q.ranks > 1 ? exposed_after_backward(backward, b.count, t_bucket) : 0.0;
   q.step = q.compute + q.exposed;
@@ -288,7 +303,7 @@ void print_scaling_plan(const ScalingArguments& a) {
   const double solo_rows = a.weak ? solo.rows() : first.global_batch;
   const double one_rank_rate =
       solo_rows / ((solo.data + solo.forward + solo.backward) * solo_rows / solo.rows() + solo.optimizer);
-  const std::string reduction = a.hierarchical == "on" ? "hierarchical" : "flat ring";
+  const std::string reduction = hierarchical(a) ? "hierarchical" : "flat ring";
   std::printf("plan --nodes: %s scaling of CONFIG (global batch %.0f, %.0f parameters, %d bucket(s) of %.0f bytes)\n",
               a.weak ? "weak" : "strong", first.global_batch, first.parameters, b.count, b.bytes);
   json::array profiles;
@@ -325,7 +340,7 @@ void print_scaling_plan(const ScalingArguments& a) {
                                             {"ranks_per_node", a.ranks_per_node},
                                             {"global_batch", first.global_batch},
                                             {"parameters", first.parameters},
-                                            {"reduction", a.hierarchical == "on" ? "hierarchical" : "flat"},
+                                            {"reduction", hierarchical(a) ? "hierarchical" : "flat"},
                                             {"inter", link_json(inter)},
                                             {"intra", link_json(intra)},
                                             {"buckets", b.count},

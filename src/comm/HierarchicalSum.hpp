@@ -6,8 +6,10 @@
 // reduce-scatter within the node, a ring allreduce of each rank's chunk among its peers (the
 // ranks of the same local rank on the other nodes), a ring all-gather within the node; the
 // node's data crosses the network once each way, split over its R ranks, and the node's own
-// traffic is 2 (R-1)/R of the data instead of a reduce's and a broadcast's 2. Between nodes every value crosses once
-// per leader instead of once per rank, which pays when several ranks share a node and the network is the slower link.
+// traffic is 2 (R-1)/R of the data instead of a reduce's and a broadcast's 2. Either way
+// each value crosses between nodes once each way, where a flat ring over ranks placed by node
+// crosses each link with 2 (P-1)/P of the data: it pays when several ranks share a node and
+// the network is the slower link.
 //
 // Summation order differs from a flat MPI_Allreduce (sums of floats then differ in the last
 // bits, as with another bucket size); integer-valued sums are exact either way.

@@ -11,6 +11,7 @@
 //
 // Every rank ends with the same bits: each chunk is summed on one rank, in ring order, and
 // copied to the others. One sum at a time per communicator.
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -20,9 +21,10 @@
 namespace hpctrain {
 
 // Whether a non-blocking sum of `bytes` over `ranks` should be a RingSum: each ring message
-// carries at least 32 KiB (below, MPI_Iallreduce's fewer, latency-bound steps win).
+// carries at least 32 KiB (below, MPI_Iallreduce's fewer, latency-bound steps win) and at most
+// what one MPI message of bytes can (INT_MAX; above, MPI_Iallreduce counts floats).
 inline bool ring_pays_for(std::int64_t bytes, int ranks) {
-  return ranks > 1 && bytes >= std::int64_t{32 * 1024} * ranks;
+  return ranks > 1 && bytes >= std::int64_t{32 * 1024} * ranks && bytes / ranks + 8 <= INT_MAX;
 }
 
 // The whole sum, or one of its halves: after ReduceScatter rank r holds the sum of chunk

@@ -98,11 +98,14 @@ END
   cat >"$dir/mpirun.sh" <<'END'
 #!/bin/bash
 opts=()
+need() { [ "$1" -ge "$2" ] || { echo "mpirun.sh: $3 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --mca) opts+=("$1" "$2" "$3"); shift 3 ;;
-    -np|-n|--map-by|--bind-to|--rank-by|-x) opts+=("$1" "$2"); shift 2 ;;
-    -*) opts+=("$1"); shift ;;
+    --) shift; break ;;
+    --mca) need $# 3 "$1"; opts+=("$1" "$2" "$3"); shift 3 ;;
+    -np|-n|--map-by|--bind-to|--rank-by|-x) need $# 2 "$1"; opts+=("$1" "$2"); shift 2 ;;
+    --oversubscribe|--report-bindings|--tag-output|--timestamp-output) opts+=("$1"); shift ;;
+    -*) echo "mpirun.sh: option $1 is not one it knows (add it, or put -- before the program)" >&2; exit 2 ;;
     *) break ;;
   esac
 done
