@@ -4,10 +4,12 @@
 # (or builds one against the node's LibTorch), imports Fashion-MNIST, then runs the `gpu`
 # test and the GPU benchmarks into OUTDIR.
 #
-#   bench/gpu_node.sh [CARRY_DIR] [OUTDIR] [all | a comma list of test,bench,profile,pipeline]
+#   bench/gpu_node.sh [CARRY_DIR] [OUTDIR] [all | a comma list of test,bench,profile,pipeline,scaling]
 #
-# `pipeline` uses the node's CPU cores, not its GPU: the pipeline bubble at p = 4 and 8
-# stages (bench/pipeline_bubble.py, one rank per core), which a 2-core machine cannot run.
+# `pipeline` and `scaling` use the node's CPU cores, not its GPU: the pipeline bubble at p = 4
+# and 8 stages (bench/pipeline_bubble.py, one rank per core), and strong scaling from 1 to 16
+# ranks with the performance model's predictions (bench/strong_scaling.py), which a 2-core
+# machine cannot run.
 #
 # HPCTRAIN_NODE_BUDGET (seconds, default 540) bounds the whole call: each step's timeout is
 # cut to what is left, so a device call under a 10-minute limit still returns its results.
@@ -121,6 +123,11 @@ if wants pipeline; then
   within 200 python3 bench/pipeline_bubble.py --stages 8 --microbatches 8,16 --repeats 1 --bind none \
     --max-load 99 --max-wait 0 --json "$out/pipeline_bubble_p8.json"
   record "bench: pipeline_bubble p=8" "$?"
+fi
+if wants scaling; then
+  step "strong scaling on the CPU cores: 1 to 16 ranks, and the model"
+  within 240 python3 bench/strong_scaling.py --ranks 1,2,4,8,16 --repeats 1 --json "$out/strong_scaling.json"
+  record "bench: strong_scaling 1-16 ranks" "$?"
 fi
 step "done: $out"
 printf '%s\n' "--- results ---" "${results[@]}" | tee "$out/results.txt"

@@ -14,7 +14,7 @@ approach 1.5x the flat one's bandwidth, and on an unlimited veth (memory speed) 
 lose to the flat one, which keeps every rank busy.
 
 Usage (root): .venv/bin/python bench/nodes_allreduce.py [--rates off,1gbit,200mbit] [--repeats 5]
-Writes bench/results/<date>-nodes-allreduce.json."""
+Writes bench/results/<date>-nodes-allreduce.json (-2, -3, ... beside the day's earlier runs)."""
 import argparse
 import datetime
 import json
@@ -23,16 +23,7 @@ import platform
 import subprocess
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLUSTER = os.path.join(ROOT, "tests", "nodes", "cluster.sh")
-
-
-def read_env(path):
-    env = {}
-    for line in open(path):
-        k, _, v = line.strip().partition("=")
-        env[k] = v.strip("'")
-    return env
+from _common import ROOT, link_rate, two_nodes, write_results
 
 
 def main():
@@ -42,15 +33,10 @@ def main():
     ap.add_argument("--min-bytes", default="65536")
     ap.add_argument("--max-bytes", default="16777216")
     a = ap.parse_args()
-    env_file = tempfile.mktemp(prefix="hpctrain_nodes_bench_", suffix=".env")
-    subprocess.run(["bash", CLUSTER, "up", env_file], check=True)
     runs = []
-    try:
-        env = read_env(env_file)
-        if "HPCTRAIN_NODES_SKIP" in env:
-            raise SystemExit("cannot build the two nodes: " + env["HPCTRAIN_NODES_SKIP"])
+    with two_nodes("hpctrain_nodes_bench_") as env:
         for rate in a.rates.split(","):
-            subprocess.run(["bash", CLUSTER, "rate", env_file, rate], check=True)
+            link_rate(env, rate)
             out_json = tempfile.mktemp(suffix=".json")
             cmd = [env["HPCTRAIN_NODES_MPIRUN"], "-np", "4", os.path.join(ROOT, "build", "hpctrain"), "bench",
                    "allreduce", "--min-bytes", a.min_bytes, "--max-bytes", a.max_bytes, "--repeats", str(a.repeats),
@@ -59,8 +45,6 @@ def main():
             print(f"link {rate}:\n{p.stdout}{p.stderr[-2000:]}", flush=True)
             p.check_returncode()
             runs.append({"link_rate": rate, "result": json.load(open(out_json))})
-    finally:
-        subprocess.run(["bash", CLUSTER, "down", env_file])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     result = {"benchmark": "nodes_allreduce", "date": datetime.date.today().isoformat(), "commit": commit,
@@ -69,11 +53,7 @@ def main():
                          % (a.rates, a.repeats, a.min_bytes, a.max_bytes),
               "topology": "2 nodes (network namespaces) x 2 ranks, veth link, Open MPI vader inside a node, tcp "
                           "between", "runs": runs}
-    path = os.path.join(ROOT, "bench", "results", f"{result['date']}-nodes-allreduce.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-    print("wrote", path)
-
+    print("wrote", write_results("nodes-allreduce", result))  # beside the day's earlier runs
 
 if __name__ == "__main__":
     main()
