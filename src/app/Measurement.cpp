@@ -27,8 +27,7 @@ std::vector<double> time_per_op(const Communicator& comm, int repeats, int iters
       double dt = 0;
       if (gap_seconds > 0) {
         for (int i = 0; i < iters; ++i) {
-          // Busy, as compute keeps the core: after a sleep the idle core (and, in a virtual
-          // machine, its vCPU) wakes slowly, which timed a shared-memory sum 3x slower.
+          // Busy, as compute keeps the core (after a sleep an idle core wakes slowly).
           for (const double end = wall_seconds() + gap_seconds; wall_seconds() < end;) {
           }
           comm.barrier();  // the ranks start together, as after a step's compute

@@ -24,14 +24,6 @@ struct ReadyHook : torch::autograd::PostAccumulateGradHook {
   std::size_t slot_;
 };
 
-// The overlapped flat reduction of a bucket of `values` floats over `ranks`: RingSum
-// (comm/RingSum.hpp) once every ring message carries at least 32 KiB; below, MPI_Iallreduce.
-// Measured on 2 ranks of one node (docs/benchmarks.md): the ring took 63 us for 64 KiB
-// against 91 us, 4.7 ms for 16 MiB against 9.2 ms; for 16 KiB 67 us against 60 us.
-bool ring_pays(std::int64_t values, int ranks) {
-  return ring_pays_for(values * static_cast<std::int64_t>(sizeof(float)), ranks);
-}
-
 }  // namespace
 
 GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters, double bucket_mb, const Communicator& comm,
@@ -251,15 +243,13 @@ void GradientReducer::reduce(std::size_t bucket, bool blocking) {
   } else if (hierarchical_) {
     auto op = hierarchical_->start(b.data_ptr<float>(), static_cast<std::size_t>(b.numel()));
     drive([&] { return op.test(); });
-  } else if (ring_pays(b.numel(), comm_.size())) {
+  } else {
     // Backward still runs and shares this core (ranks are bound to cores): instead of
     // MPI's busy wait, drive progress with MPI_Test and sleep briefly between tests; poll
-    // without sleeping once the main thread waits.
-    RingSum ring(comm_, b.data_ptr<float>(), static_cast<std::size_t>(b.numel()), ring_scratch_);
-    drive([&] { return ring.test(); });
-  } else {
-    Request r = comm_.iallreduce_sum(b.data_ptr<float>(), static_cast<std::size_t>(b.numel()));
-    drive([&] { return r.test(); });
+    // without sleeping once the main thread waits. Large buckets go round a ring
+    // (comm/RingSum.hpp, docs/benchmarks.md "The overlapped reduction's sum").
+    SumInFlight sum(comm_, b.data_ptr<float>(), static_cast<std::size_t>(b.numel()), ring_scratch_);
+    drive([&] { return sum.test(); });
   }
   if (gradients.is_cuda()) gradients.copy_(b);
   const double dt = wall_seconds() - t0;

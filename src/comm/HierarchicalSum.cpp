@@ -55,20 +55,15 @@ void HierarchicalSum::Operation::start_phase() {
     return;
   }
   if (phase_ == 0) request_ = node.ireduce_sum(data_, count_, 0);
-  if (phase_ == 1 && node.rank() == 0) {
-    if (ring_pays_for(static_cast<std::int64_t>(count_ * sizeof(float)), peers.size())) {
-      ring_ = std::make_unique<RingSum>(peers, data_, count_, scratch);
-    } else {
-      request_ = peers.iallreduce_sum(data_, count_);
-    }
-  }
+  if (phase_ == 1 && node.rank() == 0) leaders_ = std::make_unique<SumInFlight>(peers, data_, count_, scratch);
   if (phase_ == 2) request_ = node.ibroadcast(data_, count_ * sizeof(float), 0);
 }
 
 bool HierarchicalSum::Operation::test() {
   while (phase_ < 3) {
-    if (!request_.test() || (ring_ && !ring_->test())) return false;
+    if (!request_.test() || (ring_ && !ring_->test()) || (leaders_ && !leaders_->test())) return false;
     ring_.reset();
+    leaders_.reset();
     if (++phase_ < 3) start_phase();
   }
   return true;

@@ -23,6 +23,7 @@
 namespace hpctrain {
 
 class RingSum;
+class SumInFlight;
 
 class HierarchicalSum {
  public:
@@ -52,10 +53,11 @@ class HierarchicalSum {
     float* data_;
     std::size_t count_;
     void start_phase();
-    bool rings_;                     // the 2-D ring (a large bucket, equal nodes) or the leaders' path
-    int phase_ = 0;                  // 0 within the node, 1 among nodes, 2 back within the node, 3 done
-    Request request_;                // the leaders' path: the node's reduce or broadcast, the leaders' small sum
-    std::unique_ptr<RingSum> ring_;  // the leaders' large sum, or a phase of the 2-D ring
+    bool rings_;                            // the 2-D ring (a large bucket, equal nodes) or the leaders' path
+    int phase_ = 0;                         // 0 within the node, 1 among nodes, 2 back within the node, 3 done
+    Request request_;                       // the leaders' path: the node's reduce or broadcast
+    std::unique_ptr<SumInFlight> leaders_;  // the leaders' path: the sum among the leaders
+    std::unique_ptr<RingSum> ring_;         // a phase of the 2-D ring
   };
   Operation start(float* data, std::size_t count) const { return Operation(*this, data, count); }
 

@@ -67,6 +67,14 @@ bool RingSum::test() {
   return true;
 }
 
+SumInFlight::SumInFlight(const Communicator& comm, float* data, std::size_t count, std::vector<float>& scratch) {
+  if (ring_pays_for(static_cast<std::int64_t>(count * sizeof(float)), comm.size())) {
+    ring_ = std::make_unique<RingSum>(comm, data, count, scratch);
+  } else {
+    request_ = comm.iallreduce_sum(data, count);
+  }
+}
+
 void RingSum::wait() {
   while (!test()) {
   }

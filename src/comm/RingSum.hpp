@@ -14,6 +14,7 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "comm/Communicator.hpp"
@@ -60,6 +61,18 @@ class RingSum {
   int reducing_ = -1;       // the chunk the outstanding receive adds into (reduce-scatter steps)
   float* scratch_ = nullptr;
   Request send_, recv_;
+};
+
+// A non-blocking sum in place over `comm` as the overlapped paths run it: a RingSum where
+// ring_pays_for says so, else MPI_Iallreduce. The same choice on every rank (size and count).
+class SumInFlight {
+ public:
+  SumInFlight(const Communicator& comm, float* data, std::size_t count, std::vector<float>& scratch);
+  bool test() { return ring_ ? ring_->test() : request_.test(); }
+
+ private:
+  std::unique_ptr<RingSum> ring_;
+  Request request_;
 };
 
 }  // namespace hpctrain
