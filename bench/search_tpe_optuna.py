@@ -15,14 +15,18 @@ Budget: --trials trials, the first --startup random. For each seed in --seeds:
             code path, a one-trial grid search (search.method=grid, one value per key), so
             only the sampler differs. Its other settings are the defaults; the JSON records the
             ones it resolved (multivariate, gamma, candidates, prior weight).
-The figure is each side's best score per seed and their medians over the seeds.
+The figure is each side's best score per seed and their medians over the seeds. Optuna's side is
+deterministic given the seed (two runs gave the same 16 scores for every seed), so --optuna-from
+FILE ... takes its scores from earlier results of this script with the same space, budget and
+overrides instead of training them again; seeds not found there are run.
 
 ASHA part. mpirun -np 2 hpctrain train CONFIG search.method=asha|halving (2 groups of 1 rank),
 the same search.trials random draws, eta and rungs; wall time of the search (search_report.json
 wall_seconds) and the best score, alternating the two methods, --repeats times; medians.
 
 Usage: .venv/bin/python bench/search_tpe_optuna.py [--seeds 0 1 2 3 4] [--trials 12] [--startup 4]
-       [--repeats 2] [--bin build/hpctrain] [--hpctrain-tpe KEY=VALUE ...] [--skip-tpe] [--skip-asha]
+       [--repeats 2] [--bin build/hpctrain] [--hpctrain-tpe KEY=VALUE ...] [--optuna-from FILE ...]
+       [--skip-tpe] [--skip-asha]
        [--asha-space JSON] [--asha-trials 8] [--asha-epochs 4] [--asha-eta 2] [--out FILE.json] [overrides ...]"""
 import argparse
 import json
@@ -86,6 +90,21 @@ def optuna_side(seed, a):
     return study.best_value, [t.value for t in study.trials], settings
 
 
+def earlier_optuna(files, a):
+    """seed -> (best, scores, settings, file) from earlier results with this run's space, budget and overrides."""
+    found = {}
+    for path in files:
+        old = json.load(open(path))
+        same = (old.get("space") == SPACE and old.get("trials") == a.trials and old.get("startup") == a.startup
+                and old.get("overrides") == a.overrides)
+        if not same:
+            sys.exit(f"{path}: another space, budget or overrides than this run; its Optuna scores do not apply")
+        for r in old.get("tpe", []):
+            found.setdefault(r["seed"], (r["optuna_best"], r["optuna_scores"], old.get("optuna_settings"),
+                                         os.path.relpath(path, ROOT)))
+    return found
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -97,6 +116,8 @@ def main():
     ap.add_argument("--bin", default="", help="the hpctrain binary (default build/hpctrain)")
     ap.add_argument("--hpctrain-tpe", nargs="*", default=[],
                     help="extra overrides for hpctrain's TPE side (default: none, the schema's defaults)")
+    ap.add_argument("--optuna-from", nargs="*", default=[],
+                    help="earlier results JSON files whose Optuna scores to reuse for the same seeds")
     ap.add_argument("--skip-asha", action="store_true")
     ap.add_argument("--asha-space", default=json.dumps({"optimizer.lr": {"log_uniform": [1e-4, 0.3]},
                                                          "model.hidden": [[32], [512]]}),
@@ -114,16 +135,18 @@ def main():
     result = {**provenance(), "space": SPACE, "trials": a.trials, "startup": a.startup, "overrides": a.overrides,
               "tpe": [], "asha": []}
 
+    reuse = earlier_optuna(a.optuna_from, a)
     for seed in [] if a.skip_tpe else a.seeds:
         load = os.getloadavg()[0]  # scores, not times: no wait
         report, wall, cmd = hpctrain([*a.overrides, "search.method=tpe", "search.trials=%d" % a.trials,
                                       "search.tpe_startup=%d" % a.startup, "search.seed=%d" % seed,
                                       "search.space=" + json.dumps(SPACE), *a.hpctrain_tpe])
         ours = best_of(report)
-        theirs, values, optuna_settings = optuna_side(seed, a)
-        result["optuna_settings"] = optuna_settings
+        theirs, values, optuna_settings, source = (*reuse[seed],) if seed in reuse else (*optuna_side(seed, a), None)
+        result["optuna_settings"] = optuna_settings or result.get("optuna_settings")
         result["hpctrain_tpe_overrides"] = a.hpctrain_tpe
         result["tpe"].append({"seed": seed, "hpctrain_best": ours, "optuna_best": theirs, "load_before": load,
+                              "optuna_scores_from": source,
                               "hpctrain_scores": [b["mean"] for b in sorted(report["leaderboard"],
                                                                             key=lambda b: b["trial"])],
                               "optuna_scores": values, "hpctrain_command": cmd})

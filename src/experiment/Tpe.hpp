@@ -3,29 +3,26 @@
 // clock, every draw from a seeded stream, so a proposal is a function of (search.seed, the
 // trial's index, the trials finished before it in the order they finished).
 //
-// The method (Bergstra et al. 2011, as Optuna's default TPESampler runs it, univariate):
-// the finished trials are split by score into the best n_good = min(ceil(gamma * n), 25)
-// ("good") and the rest ("bad"); for each dimension of the space, a Parzen estimator l(x)
-// is fitted to the good trials' values and g(x) to the bad ones', each a mixture with one
-// prior component over the whole range; `candidates` points are drawn from l, and the one
-// with the highest sum over dimensions of log l(x) - log g(x) is the proposal. Until
+// The method (Bergstra et al. 2011, with the estimator of Optuna 5's TPESampler): the
+// finished trials are split by score into the best n_good = min(ceil(gamma * n), 25) ("good")
+// and the rest ("bad"); l(x) is a Parzen estimator of the good trials, g(x) of the bad ones,
+// each a mixture with one kernel per trial (weight 1, the oldest ramped down beyond 25: see
+// tpe_weights) and one prior kernel (weight 1) over the whole range; `candidates` points are
+// drawn from l, and the one with the highest log l(x) - log g(x) is the proposal. Until
 // `startup` trials have finished, a proposal is the random search's draw of that trial.
 //
-// Dimensions: uniform (a truncated Gaussian mixture on [low, high]), log_uniform (the same
-// on [ln low, ln high]), int_uniform (the mixture on [low - 0.5, high + 0.5], rounded, each
-// integer weighted by the mixture's mass over its unit interval) and lists or ranges
-// (categorical: each value's count in the set plus a prior of 1/K per value).
+// Kernels: numeric dimensions a Gaussian truncated to [low, high] centred on the trial's
+// value, its bandwidth the larger gap to the neighbouring values (see fit_parzen);
+// log_uniform in logarithms; int_uniform on [low - 0.5, high + 0.5], each integer weighted by
+// the mass of its unit interval; lists and ranges (categorical) the trial's value with weight
+// 1 and every value with weight 1 / kernels, normalised. The prior kernel sits at the middle
+// with the range's width as bandwidth (uniform over a list).
 //
-// Multivariate (search.tpe_multivariate=true; Optuna 5's TPESampler default but not ours: on
-// the search of docs/benchmarks.md it found no better best score than the univariate one):
-// l(x) and g(x) are each one joint Parzen estimator over all dimensions, a kernel per good (bad)
-// trial that is the product over dimensions of a truncated Gaussian centred on the trial's
-// value (bandwidth 0.2 * width * n^(-1/(D+4)), Scott's rule for D dimensions) or, for a
-// categorical dimension, the trial's value with probability 0.8 and a uniform draw over the
-// values otherwise; plus one prior kernel (the middle of each range with its width as
-// bandwidth, uniform over each categorical). A candidate is drawn from one kernel as a whole,
-// so values that went well together are proposed together; the candidate with the highest
-// log l(x) - log g(x) is the proposal.
+// Univariate (the default): one such estimator per dimension, each dimension's proposal its
+// own best of `candidates` draws. Multivariate (search.tpe_multivariate=true, Optuna 5's
+// default): one estimator over all dimensions whose kernels are the products of a trial's
+// per-dimension kernels, so a candidate is drawn from one trial's kernel as a whole and
+// values that went well together are proposed together.
 #include <boost/json.hpp>
 
 #include <cstdint>
@@ -54,20 +51,28 @@ struct TpeObservation {
 // dimension's own scale: logarithms for log_uniform).
 struct ParzenEstimator {
   double low = 0, high = 1;
-  std::vector<double> mu, sigma, weight;  // weights sum to 1
+  std::vector<double> mu, sigma, weight;  // one per value in its order, then the prior; weights sum to 1
 };
 
-// Fits the estimator to `values` (inside [low, high]) plus one prior component at the
-// middle with the range's width as its bandwidth. Each value's bandwidth is the larger gap
-// to its neighbours (the bounds at the ends), clipped to [(high - low) / min(100, n + 1),
-// high - low].
+// The kernel weights of n observations in arrival order before normalising (Optuna's
+// default_weights): 1 each up to 25; beyond, the newest 25 weigh 1 and the older n - 25 ramp
+// linearly from 1/n up towards 1.
+std::vector<double> tpe_weights(std::size_t n);
+
+// Fits the estimator to `values` (inside [low, high], in arrival order) plus one prior
+// component at the middle with the range's width as its bandwidth. Each value's bandwidth is
+// the larger of its gaps to the neighbouring values among the sorted values and the bounds,
+// except that with two values or more the lowest and the highest take the gap to their inner
+// neighbour; clipped to [(high - low) / min(100, n + 2), high - low] (n values plus the
+// prior plus one, Optuna's "magic clip").
 ParzenEstimator fit_parzen(const std::vector<double>& values, double low, double high);
 double parzen_sample(const ParzenEstimator& e, SplitMix64& g);
 // log density at x, or log of the mass over [a, b] (integer dimensions).
 double parzen_log_pdf(const ParzenEstimator& e, double x);
 double parzen_log_mass(const ParzenEstimator& e, double a, double b);
 
-// Categorical: the probability of each of k values from the indices observed.
+// Categorical: the mixture's probability of each of k values given the indices observed
+// (kernels as above, equal weights).
 std::vector<double> fit_categorical(const std::vector<std::size_t>& indices, std::size_t k);
 
 // The split into good and bad: the indices of `finished` sorted by loss (ties: earlier

@@ -1,9 +1,8 @@
-// The tree-structured Parzen estimator as pure functions: its estimators are densities on
-// their range, the good/bad split, and proposals that are deterministic for a seed and an
-// arrival order, find the optimum of a 1-D quadratic better than random draws with the same
-// budget, stay inside every kind of dimension and learn a categorical choice (univariate and
-// multivariate), and the multivariate estimator follows a 2-D valley along which the two
-// parameters interact better than random draws.
+// The tree-structured Parzen estimator as pure functions: its estimators are Optuna's
+// (bandwidths, weights, densities) and densities on their range, the good/bad split, and proposals that are
+// deterministic for a seed and an arrival order, find the optimum of a 1-D quadratic better than random draws with the
+// same budget, stay inside every kind of dimension and learn a categorical choice (univariate and multivariate), and
+// the multivariate estimator follows a 2-D valley along which the two parameters interact better than random draws.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -48,31 +47,47 @@ double median(std::vector<double> v) {
 
 }  // namespace
 
-TEST(Tpe, ParzenEstimatorIsADensityOnItsRange) {
+// The expected bandwidths, densities and probabilities are Optuna 5.0.0's for the same
+// observations (its _ParzenEstimator with TPESampler's defaults), computed once and written
+// here: the estimator is meant to be that one.
+TEST(Tpe, ParzenEstimatorIsOptunasDensityOnItsRange) {
   const ParzenEstimator e = fit_parzen({-1.0, 0.5, 0.6, 2.0}, -3.0, 3.0);
-  ASSERT_EQ(e.mu.size(), 5u);  // four values and the prior
-  double weights = 0;
-  for (double w : e.weight) weights += w;
-  EXPECT_NEAR(weights, 1.0, 1e-12);
-  EXPECT_NEAR(*std::max_element(e.sigma.begin(), e.sigma.end()), 6.0, 1e-12);  // the prior's: the width
+  ASSERT_EQ(e.mu.size(), 5u);  // four values in their order, then the prior
+  const std::vector<double> mu{-1.0, 0.5, 0.6, 2.0, 0.0}, sigma{1.5, 1.5, 1.4, 1.4, 6.0};
+  for (std::size_t i = 0; i < 5; ++i) {
+    EXPECT_NEAR(e.mu[i], mu[i], 1e-12) << i;
+    EXPECT_NEAR(e.sigma[i], sigma[i], 1e-12) << i;  // the ends' the gap inward, not to the bound
+    EXPECT_NEAR(e.weight[i], 0.2, 1e-12) << i;
+  }
+  EXPECT_NEAR(parzen_log_pdf(e, 0.55), -1.47389755, 1e-8);
+  EXPECT_NEAR(parzen_log_pdf(e, 2.9), -2.07998138, 1e-8);
   double integral = 0;
   const int n = 20000;
   for (int i = 0; i < n; ++i) integral += std::exp(parzen_log_pdf(e, -3.0 + 6.0 * (i + 0.5) / n)) * 6.0 / n;
   EXPECT_NEAR(integral, 1.0, 1e-3);
   EXPECT_NEAR(parzen_log_mass(e, -3.0, 3.0), 0.0, 1e-9);
-  EXPECT_GT(parzen_log_pdf(e, 0.55), parzen_log_pdf(e, 2.9));
   SplitMix64 g(7);
   for (int i = 0; i < 1000; ++i) {
     const double x = parzen_sample(e, g);
     EXPECT_TRUE(x >= -3.0 && x <= 3.0) << x;
   }
+  // One value: the larger gap to a bound; the magic clip's floor is (high - low) / 3.
+  EXPECT_NEAR(fit_parzen({1.0}, -3.0, 3.0).sigma[0], 4.0, 1e-12);
+  EXPECT_NEAR(fit_parzen({0.0, 0.01, 0.02}, -3.0, 3.0).sigma[1], 6.0 / 5.0, 1e-12);
+}
+
+TEST(Tpe, OldObservationsWeighLessBeyondTwentyFive) {
+  EXPECT_EQ(tpe_weights(24), std::vector<double>(24, 1.0));
+  const std::vector<double> w = tpe_weights(30);  // Optuna's default_weights(30)
+  const std::vector<double> ramp{1.0 / 30, 0.275, 0.51666666667, 0.75833333333, 1.0};
+  for (std::size_t i = 0; i < 30; ++i) EXPECT_NEAR(w[i], i < 5 ? ramp[i] : 1.0, 1e-9) << i;
 }
 
 TEST(Tpe, CategoricalHasAPriorOverEveryValue) {
   const std::vector<double> p = fit_categorical({1, 1, 2}, 3);
-  EXPECT_NEAR(p[0], (1.0 / 3) / 4, 1e-12);
-  EXPECT_NEAR(p[1], (1.0 / 3 + 2) / 4, 1e-12);
-  EXPECT_NEAR(p[0] + p[1] + p[2], 1.0, 1e-12);
+  EXPECT_NEAR(p[0], 0.19047619, 1e-8);
+  EXPECT_NEAR(p[1], 0.47619048, 1e-8);
+  EXPECT_NEAR(p[2], 0.33333333, 1e-8);
 }
 
 TEST(Tpe, GoodCountIsACappedQuantile) {
