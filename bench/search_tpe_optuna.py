@@ -126,13 +126,14 @@ def main():
     ap.add_argument("--asha-epochs", type=int, default=4, help="train.epochs (the last rung's epochs)")
     ap.add_argument("--asha-eta", type=int, default=2, help="search.halving_eta")
     ap.add_argument("--skip-tpe", action="store_true")
+    ap.add_argument("--note", default="", help="recorded in the JSON: which build --bin is, when not HEAD's")
     ap.add_argument("overrides", nargs="*",
                     default=["data.limit_train=8000", "data.verify_hashes=false", "train.epochs=2",
                              "model.name=mlp", "model.hidden=[64]", "train.batch_size=64", "run.threads=1"])
     a = ap.parse_args()
     global BIN
     BIN = os.path.abspath(a.bin) if a.bin else BIN
-    result = {**provenance(), "space": SPACE, "trials": a.trials, "startup": a.startup, "overrides": a.overrides,
+    result = {**provenance(), "note": a.note, "space": SPACE, "trials": a.trials, "startup": a.startup, "overrides": a.overrides,
               "tpe": [], "asha": []}
 
     reuse = earlier_optuna(a.optuna_from, a)

@@ -90,9 +90,12 @@ void AsyncSearch::arrive(const SearchTask& task, const TaskOutcome& outcome) {
   scored_.emplace_back(task.rung, score);
   if (ladder_) {
     ladder_->report(task.rung, score);
-  } else if (std::isfinite(score.score)) {
+  } else if (!std::isnan(score.score)) {  // a failed trial has none; an infinite one ranks as Optuna ranks it
     const double loss = setup_.lower_is_better ? score.score : -score.score;
-    finished_.push_back(TpeObservation{trials_.at(static_cast<std::size_t>(task.trial)).assignments, loss});
+    const auto at = std::upper_bound(finished_.begin(), finished_.end(), task.trial,
+                                     [](std::int64_t t, const TpeObservation& o) { return t < o.trial; });
+    finished_.insert(at,
+                     TpeObservation{trials_.at(static_cast<std::size_t>(task.trial)).assignments, loss, task.trial});
   }
 }
 

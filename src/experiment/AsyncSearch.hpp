@@ -86,7 +86,7 @@ class AsyncSearch {
   AsyncSearchSetup setup_;
   std::optional<AshaLadder> ladder_;
   std::vector<Trial> trials_;
-  std::vector<TpeObservation> finished_;                             // tpe: scored trials in arrival order
+  std::vector<TpeObservation> finished_;                             // tpe: scored trials by index
   std::vector<std::size_t> seen_;                                    // tpe: by trial, finished_.size() at its proposal
   std::vector<SearchTask> queue_;                                    // tasks to hand out, first first
   std::vector<SearchTask> running_;                                  // handed out, no outcome yet

@@ -111,7 +111,7 @@ std::vector<double> categorical_kernel(std::size_t index, std::size_t values, st
 
 // A mixture of product kernels over some dimensions of the space: kernel j is the product
 // over those dimensions of a truncated Gaussian (numeric) or a distribution over the values
-// (categorical). One kernel per observation in arrival order, then the prior kernel.
+// (categorical). One kernel per observation in trial order, then the prior kernel.
 // Univariate TPE fits one per dimension, multivariate one over all of them.
 struct Mixture {
   std::vector<std::size_t> dims;                    // indices into the space
@@ -329,7 +329,7 @@ json::object tpe_propose(const SearchSpace& space, const std::vector<TpeObservat
   std::vector<bool> is_good(finished.size(), false);
   const std::size_t n_good = tpe_good_count(finished.size(), settings.gamma);
   for (std::size_t r = 0; r < n_good; ++r) is_good[order[r]] = true;
-  std::vector<const json::object*> good, bad;  // each in arrival order, which the weights follow
+  std::vector<const json::object*> good, bad;  // each in trial order, which the weights follow
   for (std::size_t i = 0; i < finished.size(); ++i) (is_good[i] ? good : bad).push_back(&finished[i].assignments);
 
   SplitMix64 g(stream_seed(seed, Stream::Search, kTpeStream + static_cast<std::uint64_t>(trial)));

@@ -1,7 +1,7 @@
 #pragma once
 // The tree-structured Parzen estimator of search.method=tpe, as pure functions: no MPI, no
 // clock, every draw from a seeded stream, so a proposal is a function of (search.seed, the
-// trial's index, the trials finished before it in the order they finished).
+// trial's index, the trials finished before it).
 //
 // The method (Bergstra et al. 2011, with the estimator of Optuna 5's TPESampler): the
 // finished trials are split by score into the best n_good = min(ceil(gamma * n), 25) ("good")
@@ -45,6 +45,7 @@ struct TpeSettings {
 struct TpeObservation {
   boost::json::object assignments;
   double loss = 0;
+  std::int64_t trial = 0;  // its index: the finished trials are passed in this order
 };
 
 // A one-dimensional Gaussian mixture truncated to [low, high] (numeric dimensions, in the
@@ -54,12 +55,12 @@ struct ParzenEstimator {
   std::vector<double> mu, sigma, weight;  // one per value in its order, then the prior; weights sum to 1
 };
 
-// The kernel weights of n observations in arrival order before normalising (Optuna's
+// The kernel weights of n observations in trial order before normalising (Optuna's
 // default_weights): 1 each up to 25; beyond, the newest 25 weigh 1 and the older n - 25 ramp
 // linearly from 1/n up towards 1.
 std::vector<double> tpe_weights(std::size_t n);
 
-// Fits the estimator to `values` (inside [low, high], in arrival order) plus one prior
+// Fits the estimator to `values` (inside [low, high], in trial order) plus one prior
 // component at the middle with the range's width as its bandwidth. Each value's bandwidth is
 // the larger of its gaps to the neighbouring values among the sorted values and the bounds,
 // except that with two values or more the lowest and the highest take the gap to their inner
@@ -79,8 +80,9 @@ std::vector<double> fit_categorical(const std::vector<std::size_t>& indices, std
 // first), the first n_good of them good.
 std::size_t tpe_good_count(std::size_t finished, double gamma);
 
-// The assignments of trial `trial` (its index) given the trials finished so far, in the
-// order they finished.
+// The assignments of trial `trial` (its index) given the trials finished so far, ordered by
+// their index as Optuna orders them (which trials have finished depends on the order results
+// arrived in; the kernel weights and the split's ties follow the index).
 boost::json::object tpe_propose(const SearchSpace& space, const std::vector<TpeObservation>& finished,
                                 const TpeSettings& settings, std::uint64_t seed, int trial);
 

@@ -29,7 +29,7 @@ std::vector<TpeObservation> search(const SearchSpace& space, const std::function
   for (int t = 0; t < budget; ++t) {
     json::object a = tpe ? tpe_propose(space, done, settings, seed, t) : random_assignments(space, seed, t);
     const double l = loss(a);
-    done.push_back(TpeObservation{std::move(a), l});
+    done.push_back(TpeObservation{std::move(a), l, t});
   }
   return done;
 }
@@ -119,7 +119,7 @@ TEST_P(TpeBoth, StartupIsTheRandomSearchAndProposalsAreDeterministic) {
   std::vector<TpeObservation> done;
   for (int t = 0; t < 3; ++t) {
     EXPECT_EQ(tpe_propose(space, done, s, 5, t), random_assignments(space, 5, t));
-    done.push_back(TpeObservation{random_assignments(space, 5, t), static_cast<double>(t)});
+    done.push_back(TpeObservation{random_assignments(space, 5, t), static_cast<double>(t), t});
   }
   const json::object a = tpe_propose(space, done, s, 5, 3);
   EXPECT_EQ(a, tpe_propose(space, done, s, 5, 3));  // the same seed, trial and arrivals
