@@ -18,7 +18,10 @@ Budget: --trials trials, the first --startup random. For each seed in --seeds:
 The figure is each side's best score per seed and their medians over the seeds. Optuna's side is
 deterministic given the seed (two runs gave the same 16 scores for every seed), so --optuna-from
 FILE ... takes its scores from earlier results of this script with the same space, budget and
-overrides instead of training them again; seeds not found there are run.
+overrides instead of training them again; seeds not found there are run. Since a change to
+hpctrain's training (kernels, data order) changes the objective itself, every run first scores one
+fixed trial (objective_probe: lr 1e-3, dropout 0.1, adam) with --bin, and scores are reused only
+from files whose probe is the same number.
 
 ASHA part. mpirun -np 2 hpctrain train CONFIG search.method=asha|halving (2 groups of 1 rank),
 the same search.trials random draws, eta and rungs; wall time of the search (search_report.json
@@ -26,7 +29,7 @@ wall_seconds) and the best score, alternating the two methods, --repeats times; 
 
 Usage: .venv/bin/python bench/search_tpe_optuna.py [--seeds 0 1 2 3 4] [--trials 12] [--startup 4]
        [--repeats 2] [--bin build/hpctrain] [--hpctrain-tpe KEY=VALUE ...] [--optuna-from FILE ...]
-       [--skip-tpe] [--skip-asha]
+       [--skip-tpe] [--skip-asha] [--summarize FILE ...]
        [--asha-space JSON] [--asha-trials 8] [--asha-epochs 4] [--asha-eta 2] [--out FILE.json] [overrides ...]"""
 import argparse
 import json
@@ -65,6 +68,17 @@ def best_of(report):
     return max(means) if means else float("nan")
 
 
+def score_one(values, a):
+    """One trial's score through hpctrain, a one-trial grid search: Optuna's objective."""
+    report, _, _ = hpctrain([*a.overrides, "search.method=grid",
+                             "search.space=" + json.dumps({k: [v] for k, v in values.items()})])
+    score = report["leaderboard"][0]["mean"]
+    return score if score is not None else 0.0
+
+
+PROBE = {"optimizer.lr": 1e-3, "model.dropout": 0.1, "optimizer.name": "adam"}
+
+
 def optuna_side(seed, a):
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -72,12 +86,9 @@ def optuna_side(seed, a):
                                 sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=a.startup))
 
     def objective(trial):
-        values = {"optimizer.lr": [trial.suggest_float("optimizer.lr", 1e-4, 0.3, log=True)],
-                  "model.dropout": [trial.suggest_float("model.dropout", 0.0, 0.5)],
-                  "optimizer.name": [trial.suggest_categorical("optimizer.name", ["sgd", "adam", "adamw"])]}
-        report, _, _ = hpctrain([*a.overrides, "search.method=grid", "search.space=" + json.dumps(values)])
-        score = report["leaderboard"][0]["mean"]
-        return score if score is not None else 0.0
+        return score_one({"optimizer.lr": trial.suggest_float("optimizer.lr", 1e-4, 0.3, log=True),
+                          "model.dropout": trial.suggest_float("model.dropout", 0.0, 0.5),
+                          "optimizer.name": trial.suggest_categorical("optimizer.name", ["sgd", "adam", "adamw"])}, a)
 
     study.optimize(objective, n_trials=a.trials)
     sampler = study.sampler
@@ -90,8 +101,9 @@ def optuna_side(seed, a):
     return study.best_value, [t.value for t in study.trials], settings
 
 
-def earlier_optuna(files, a):
-    """seed -> (best, scores, settings, file) from earlier results with this run's space, budget and overrides."""
+def earlier_optuna(files, a, probe):
+    """seed -> (best, scores, settings, file) from earlier results with this run's space, budget, overrides
+    and objective (the probe's score)."""
     found = {}
     for path in files:
         old = json.load(open(path))
@@ -99,10 +111,37 @@ def earlier_optuna(files, a):
                 and old.get("overrides") == a.overrides)
         if not same:
             sys.exit(f"{path}: another space, budget or overrides than this run; its Optuna scores do not apply")
+        if old.get("objective_probe") != probe:
+            sys.exit(f"{path}: its objective_probe {old.get('objective_probe')} is not this binary's {probe}: "
+                     "training changed since, so its Optuna scores do not apply")
         for r in old.get("tpe", []):
             found.setdefault(r["seed"], (r["optuna_best"], r["optuna_scores"], old.get("optuna_settings"),
                                          os.path.relpath(path, ROOT)))
     return found
+
+
+def summarize(files):
+    """Per results file: both sides' median best over its seeds, the seeds where hpctrain's best is
+    above, equal to and below Optuna's, the Wilcoxon signed-rank test's two-sided p on the paired
+    bests, and a bootstrap 95% interval (seeds resampled, 10000 draws, fixed seed) of the
+    difference of the medians."""
+    import numpy as np
+    from scipy.stats import wilcoxon
+    for path in files:
+        r = json.load(open(path))
+        ours = np.array([t["hpctrain_best"] for t in r["tpe"]])
+        theirs = np.array([t["optuna_best"] for t in r["tpe"]])
+        rng = np.random.default_rng(0)
+        draws = rng.integers(0, len(ours), size=(10000, len(ours)))
+        diff = np.median(ours[draws], axis=1) - np.median(theirs[draws], axis=1)
+        p = wilcoxon(ours, theirs).pvalue if np.any(ours != theirs) else 1.0
+        print(f"{os.path.relpath(path, ROOT)} ({len(ours)} seeds; {' '.join(r.get('hpctrain_tpe_overrides') or [])}"
+              f"{'; ' + r['note'] if r.get('note') else ''})\n"
+              f"  median best: hpctrain {np.median(ours):.6f}, Optuna {np.median(theirs):.6f}; "
+              f"hpctrain above / equal / below: {int(np.sum(ours > theirs))} / {int(np.sum(ours == theirs))} / "
+              f"{int(np.sum(ours < theirs))}; mean {ours.mean():.6f} against {theirs.mean():.6f}\n"
+              f"  Wilcoxon signed-rank p = {p:.3f}; median difference {np.median(ours) - np.median(theirs):+.6f}, "
+              f"bootstrap 95% [{np.percentile(diff, 2.5):+.6f}, {np.percentile(diff, 97.5):+.6f}]")
 
 
 def main():
@@ -119,6 +158,8 @@ def main():
     ap.add_argument("--optuna-from", nargs="*", default=[],
                     help="earlier results JSON files whose Optuna scores to reuse for the same seeds")
     ap.add_argument("--skip-asha", action="store_true")
+    ap.add_argument("--summarize", nargs="*", default=None, metavar="FILE",
+                    help="print the paired statistics of earlier results files and exit")
     ap.add_argument("--asha-space", default=json.dumps({"optimizer.lr": {"log_uniform": [1e-4, 0.3]},
                                                          "model.hidden": [[32], [512]]}),
                     help="search.space of the ASHA part (JSON); trials of uneven cost show what ASHA is for")
@@ -131,12 +172,16 @@ def main():
                     default=["data.limit_train=8000", "data.verify_hashes=false", "train.epochs=2",
                              "model.name=mlp", "model.hidden=[64]", "train.batch_size=64", "run.threads=1"])
     a = ap.parse_args()
+    if a.summarize is not None:
+        return summarize(a.summarize)
     global BIN
     BIN = os.path.abspath(a.bin) if a.bin else BIN
     result = {**provenance(), "note": a.note, "space": SPACE, "trials": a.trials, "startup": a.startup, "overrides": a.overrides,
               "tpe": [], "asha": []}
 
-    reuse = earlier_optuna(a.optuna_from, a)
+    if not a.skip_tpe:
+        result["objective_probe"] = score_one(PROBE, a)
+    reuse = earlier_optuna(a.optuna_from, a, result.get("objective_probe"))
     for seed in [] if a.skip_tpe else a.seeds:
         load = os.getloadavg()[0]  # scores, not times: no wait
         report, wall, cmd = hpctrain([*a.overrides, "search.method=tpe", "search.trials=%d" % a.trials,

@@ -95,10 +95,10 @@ struct TrainConfig {
 struct CommConfig {
   double bucket_mb = 25.0;
   bool overlap = true;
-  std::string backend = "auto";      // auto | mpi | nccl
-  double nccl_timeout = 600.0;       // seconds before a stuck NCCL operation aborts the job
+  std::string backend = "auto";       // auto | mpi | nccl
+  double nccl_timeout = 600.0;        // seconds before a stuck NCCL operation aborts the job
   std::string hierarchical = "auto";  // auto | on | off: node-aware MPI reduction
-  double timeout = 0.0;              // seconds a rank may wait for the others in a step (0: off)
+  double timeout = 0.0;               // seconds a rank may wait for the others in a step (0: off)
 };
 
 struct DeviceConfig {
@@ -151,7 +151,7 @@ struct SearchConfig {
   std::int64_t tpe_startup = 10;     // tpe: random proposals until this many trials finished
   double tpe_gamma = 0.1;            // tpe: fraction of the finished trials that are "good" (at most 25)
   std::int64_t tpe_candidates = 24;  // tpe: draws from the good trials' estimator compared per proposal
-  bool tpe_multivariate = false;     // tpe: one joint estimator over all dimensions, not one per dimension
+  bool tpe_multivariate = true;      // tpe: one joint estimator over all dimensions, not one per dimension
   std::int64_t shards = 1;           // job-array split: this job runs trials with index % shards == shard
   std::int64_t shard = 0;
 };

@@ -246,10 +246,10 @@ std::vector<SchemaEntry> experiment_entries() {
            "Tpe: draws from the good trials' estimator per proposal; the one with the highest ratio of good to "
            "bad density is proposed (Optuna's n_ei_candidates)."),
        bind(&Config::search, &SearchConfig::tpe_candidates)},
-      {key("search.tpe_multivariate", K::Boolean, "false", none, none, {},
+      {key("search.tpe_multivariate", K::Boolean, "true", none, none, {},
            "Tpe: one joint Parzen estimator over all of search.space (each kernel a whole past trial, so values "
-           "that went well together are proposed together; Optuna 5's default), or one estimator per key (false: "
-           "the keys are drawn independently)."),
+           "that went well together are proposed together, such as a learning rate and the optimizer it suits; "
+           "Optuna 5's default), or one estimator per key (false: the keys are drawn independently)."),
        bind(&Config::search, &SearchConfig::tpe_multivariate)},
       {free(key("search.shards", K::Integer, "1", 1.0, 100000.0, {},
                 "Split the trials of a grid or random search over this many jobs (a Slurm job array): each runs the "

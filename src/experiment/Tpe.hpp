@@ -18,11 +18,11 @@
 // 1 and every value with weight 1 / kernels, normalised. The prior kernel sits at the middle
 // with the range's width as bandwidth (uniform over a list).
 //
-// Univariate (the default): one such estimator per dimension, each dimension's proposal its
-// own best of `candidates` draws. Multivariate (search.tpe_multivariate=true, Optuna 5's
-// default): one estimator over all dimensions whose kernels are the products of a trial's
-// per-dimension kernels, so a candidate is drawn from one trial's kernel as a whole and
-// values that went well together are proposed together.
+// Multivariate (search.tpe_multivariate=true, the default, as in Optuna 5): one estimator
+// over all dimensions whose kernels are the products of a trial's per-dimension kernels, so a
+// candidate is drawn from one trial's kernel as a whole and values that went well together
+// are proposed together. Univariate (false): one such estimator per dimension, each
+// dimension's proposal its own best of `candidates` draws.
 #include <boost/json.hpp>
 
 #include <cstdint>
@@ -37,7 +37,7 @@ struct TpeSettings {
   std::int64_t startup = 10;     // search.tpe_startup: random proposals until this many trials finished
   double gamma = 0.1;            // search.tpe_gamma: the good fraction (at most 25 trials)
   std::int64_t candidates = 24;  // search.tpe_candidates: draws from l(x) compared by l/g
-  bool multivariate = false;     // search.tpe_multivariate: one joint estimator, not one per dimension
+  bool multivariate = true;      // search.tpe_multivariate: one joint estimator, not one per dimension
 };
 
 // One finished trial: its assignments and its score, oriented so that lower is better

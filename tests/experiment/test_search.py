@@ -92,12 +92,12 @@ def events_of(report, kind):
     return [(e["trial"], e["rung"]) for e in report["events"] if e["event"] == kind]
 
 
-# The joint estimator (search.tpe_multivariate=true, not the default): the key reaches the
-# search, and its proposals replay on resume as the univariate ones do (both are unit-tested
-# for determinism in test_tpe.cpp; the replay does not depend on the estimator).
+# One estimator per key (search.tpe_multivariate=false, not the default): the key reaches the
+# search, and its proposals replay on resume as the joint ones do (both are unit-tested for
+# determinism in test_tpe.cpp; the replay does not depend on the estimator).
 run_dir = tempfile.mkdtemp(prefix="hpctrain_tpe_")
 tpe = ["train", base, *small, "train.epochs=1", "search.method=tpe", "search.trials=6", "search.tpe_startup=2",
-       "search.tpe_multivariate=true", "search.seed=3", "search.space=" + json.dumps(space), "run.dir=" + run_dir]
+       "search.tpe_multivariate=false", "search.seed=3", "search.space=" + json.dumps(space), "run.dir=" + run_dir]
 r = mpirun(2, tpe, timeout=600)
 c.check("tpe search exits 0", r.rc == 0, r.text[-3000:])
 report = json.load(open(os.path.join(run_dir, "search_report.json")))
