@@ -127,17 +127,15 @@ load() {
   [ -n "${HPCTRAIN_NODES_NS0:-}" ]
 }
 
-# tc's rate (e.g. 200mbit, 5gbit) in bytes per 4 ms timer tick, at least 256 KiB.
+# tc's rate (e.g. 200mbit, 2.5gbit) in bytes per 4 ms timer tick, at least 256 KiB.
 burst_bytes() {
-  local n=${1%%[a-z]*} unit=${1##*[0-9]} bits
-  case "$unit" in
-    kbit) bits=$((n * 1000)) ;;
-    mbit) bits=$((n * 1000000)) ;;
-    gbit) bits=$((n * 1000000000)) ;;
-    *) echo "cluster.sh: rate $1: give kbit, mbit or gbit" >&2; exit 2 ;;
-  esac
-  local b=$((bits / 2000))
-  echo $((b > 262144 ? b : 262144))
+  awk -v r="$1" 'BEGIN {
+    if (r !~ /^[0-9]+(\.[0-9]+)?(kbit|mbit|gbit)$/) exit 2
+    unit = substr(r, length(r) - 3)
+    bits = (r + 0) * (unit == "kbit" ? 1e3 : unit == "mbit" ? 1e6 : 1e9)
+    b = int(bits / 2000)
+    printf "%d\n", (b > 262144 ? b : 262144)
+  }' || { echo "cluster.sh: rate $1: give a number and kbit, mbit or gbit (e.g. 2.5gbit)" >&2; exit 2; }
 }
 
 rate() {
