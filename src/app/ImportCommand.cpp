@@ -34,9 +34,13 @@ struct SeriesArguments {
   WindowOptions window;
 };
 
-// data/STEM.h5 unless `output` names a file; creates data/ for it.
+// data/STEM.h5 unless `output` names a file; creates the file's folder (data/ for the default).
 std::string output_or_default(const std::string& output, const std::string& stem) {
-  if (!output.empty()) return output;
+  if (!output.empty()) {
+    const auto slash = output.find_last_of('/');
+    if (slash != std::string::npos && slash > 0) make_directories(output.substr(0, slash));
+    return output;
+  }
   make_directories("data");
   return "data/" + stem + ".h5";
 }

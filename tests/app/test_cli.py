@@ -82,7 +82,8 @@ plain = tempfile.mkdtemp(prefix="hpctrain_plain_")
 for name in os.listdir(src):
     with gzip.open(os.path.join(src, name)) as fin, open(os.path.join(plain, name[:-3]), "wb") as fout:
         shutil.copyfileobj(fin, fout)
-out_gz, out_plain = os.path.join(src, "a.h5"), os.path.join(plain, "b.h5")
+# b.h5 goes into folders that do not exist yet: import creates them.
+out_gz, out_plain = os.path.join(src, "a.h5"), os.path.join(plain, "new", "sub", "b.h5")
 r1 = run([BIN, "import", "mnist", "--source", src, "--output", out_gz])
 r2 = run([BIN, "import", "mnist", "--source", plain, "--output", out_plain])
 c.check("import of idx.gz and idx succeeds", r1.rc == 0 and r2.rc == 0, r1.text + r2.text)
