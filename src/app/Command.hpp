@@ -40,6 +40,7 @@ void add_bench_allreduce(CLI::App& bench, Commands& commands);
 void add_bench_io(CLI::App& bench, Commands& commands);
 void add_bench_checkpoint(CLI::App& bench, Commands& commands);
 void add_bench_activations(CLI::App& bench, Commands& commands);
+void add_bench_kernels(CLI::App& bench, Commands& commands);
 
 // Checks of option values before CLI11 converts them. CLI11 reports a failed check as
 // "NAME: MESSAGE" and the command line prints "NAME MESSAGE", so each message continues the

@@ -92,13 +92,14 @@ void define_commands(CLI::App& root, Commands& commands) {
   add_predict_command(root, commands);
   add_search_merge_command(root, commands);
   add_plan_command(root, commands);
-  CLI::App* bench = root.add_subcommand("bench", "micro-benchmarks: allreduce, io, checkpoint, activations");
+  CLI::App* bench = root.add_subcommand("bench", "micro-benchmarks: allreduce, io, checkpoint, activations, kernels");
   bench->require_subcommand(0, 1);
   commands.push_back({bench, {}, true, "benchmark"});
   add_bench_allreduce(*bench, commands);
   add_bench_io(*bench, commands);
   add_bench_checkpoint(*bench, commands);
   add_bench_activations(*bench, commands);
+  add_bench_kernels(*bench, commands);
   bench->footer(kBenchFooter);
   add_help_command(root, commands);
   CLI::App* version = root.add_subcommand("version", "the same as --version");

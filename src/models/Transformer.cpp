@@ -1,5 +1,8 @@
 #include <cmath>
 
+#include <tuple>
+
+#include "models/AddNorm.hpp"
 #include "models/ModelParts.hpp"
 #include "util/Error.hpp"
 
@@ -8,6 +11,8 @@ namespace {
 
 // A pre-norm Transformer encoder block: x + attention(LN(x)), then x + MLP(LN(x)), with
 // LibTorch's fused scaled-dot-product attention (CPU training with dropout: attention() below).
+// With model.fused_kernels on a GPU the first residual add and the second LayerNorm are one
+// kernel (models/AddNorm.hpp).
 struct EncoderBlock : BlockImpl {
   EncoderBlock(std::int64_t dim, std::int64_t heads, double mlp_ratio, const ModelConfig& c)
       : heads_(heads), p_(c.dropout), fused_(c.fused_kernels) {
@@ -25,8 +30,15 @@ struct EncoderBlock : BlockImpl {
     // [n, t, 3, heads, d/heads] -> 3 x [n, heads, t, d/heads]
     auto q_k_v = linear(qkv, norm1->forward(x)).view({n, t, 3, heads_, d / heads_}).permute({2, 0, 3, 1, 4});
     const auto attended = attention(q_k_v[0], q_k_v[1], q_k_v[2]);
-    x = x + drop->forward(linear(proj, attended.transpose(1, 2).reshape({n, t, d})));
-    return x + drop->forward(linear(fc2, torch::gelu(linear(fc1, norm2->forward(x)))));
+    const auto branch = drop->forward(linear(proj, attended.transpose(1, 2).reshape({n, t, d})));
+    torch::Tensor normed;
+    if (fused_ && add_layer_norm_fused_on(x, branch, norm2->weight)) {  // one CUDA kernel: models/AddNorm.hpp
+      std::tie(x, normed) = add_layer_norm(x, branch, norm2->weight, norm2->bias, norm2->options.eps());
+    } else {
+      x = x + branch;
+      normed = norm2->forward(x);
+    }
+    return x + drop->forward(linear(fc2, torch::gelu(linear(fc1, normed))));
   }
   // softmax(q k^T / sqrt(d_head)) v over [n, heads, t, d_head], dropout on the probabilities in
   // training. On CPUs LibTorch runs attention with dropout as its math path (the fused kernel

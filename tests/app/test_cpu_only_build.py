@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A CPU-only LibTorch still builds hpctrain: every source file with a CUDA or NCCL branch
-(`#if HPCTRAIN_WITH_CUDA`, `#if HPCTRAIN_WITH_NCCL`) is compiled again, syntax only, with both
+(`#if HPCTRAIN_WITH_CUDA`, `HPCTRAIN_WITH_NCCL`, `HPCTRAIN_WITH_CUDA_KERNELS`) is compiled again, syntax only, with all
 switched off, using the build's own compile commands. It fails on a compile error or on any
 warning in project code (-Wall -Wextra), which the CUDA build here never sees: the #else
 branches are what a machine with a CPU-only LibTorch compiles.
@@ -23,7 +23,7 @@ project = (src, os.path.join(build, "layers"))
 with open(os.path.join(build, "compile_commands.json")) as f:
     commands = json.load(f)
 
-switch = re.compile(r"\bHPCTRAIN_WITH_(CUDA|NCCL)\b")
+switch = re.compile(r"\bHPCTRAIN_WITH_(CUDA_KERNELS|CUDA|NCCL)\b")
 branched = set()
 for root, _, files in os.walk(src):
     for name in files:
@@ -46,7 +46,7 @@ def cpu_only(entry):
             continue
         if os.path.basename(a) == "ccache":
             continue
-        a = re.sub(r"^-DHPCTRAIN_WITH_(CUDA|NCCL)=\S*$", r"-DHPCTRAIN_WITH_\1=0", a)
+        a = re.sub(r"^-DHPCTRAIN_WITH_(CUDA_KERNELS|CUDA|NCCL)=\S*$", r"-DHPCTRAIN_WITH_\1=0", a)
         out.append(a)
     # The precompiled header was made with the switches on: gcc parses the header instead.
     return out + ["-fsyntax-only", "-Wno-invalid-pch"]

@@ -4,7 +4,8 @@ the CPU run's accuracy; two ranks sharing the GPU reduce through pinned host mem
 and agree with one rank, also sharded, whose checkpoint (written in parallel) resumes; a
 checkpoint written on the GPU resumes there; NCCL on one rank;
 device.cuda_graphs captures the step and trains to the same accuracy in each precision, fp16's
-loss scaling skipping overflowing steps inside the graph, and resumes from a checkpoint."""
+loss scaling skipping overflowing steps inside the graph, and resumes from a checkpoint;
+hpctrain's CUDA kernels agree with ATen (bench kernels) and train a Transformer as ATen's ops do."""
 import glob
 import json
 import os
@@ -156,4 +157,19 @@ else:
     r, _ = train("pipe_nccl_shared", *pipe, "parallel.p2p=nccl", np=2)
     c.check("parallel.p2p=nccl with two ranks on one GPU: one error naming the key, exit 2",
             r.rc == 2 and r.err.count("parallel.p2p") >= 1, r.err[-1500:])
+# hpctrain's CUDA kernels against ATen on this GPU (errors against a float64 reference, each
+# within twice ATen's own plus the type's rounding), then in training: a Transformer with them
+# (model.fused_kernels, the default) and without reaches the same test loss.
+r = subprocess.run([os.environ.get("HPCTRAIN_BIN", "build/hpctrain"), "bench", "kernels", "--device", "cuda",
+                    "--rows", "4096", "--dim", "768", "--repeats", "5"], capture_output=True, text=True, timeout=300)
+c.check("bench kernels: the add + LayerNorm CUDA kernel within tolerance of ATen in float32, bfloat16, float16",
+        r.returncode == 0 and "hpctrain's CUDA kernel" in r.stdout, (r.stdout + r.stderr)[-3000:])
+vit = ["model.name=transformer", "model.embed_dim=64", "model.heads=4", "model.layers=2", "model.patch_size=7",
+       "model.dropout=0", "precision.mode=bf16"]
+r1, fused = train("vit_fused", *vit)
+r2, aten = train("vit_aten", *vit, "model.fused_kernels=false")
+l1, l2 = (rep.get("final", {}).get("test_loss", 0) for rep in (fused, aten))
+c.check(f"Transformer on the GPU with hpctrain's add + LayerNorm kernel: test loss within 5% of ATen's "
+        f"({l1:.4f} vs {l2:.4f})", r1.rc == 0 and r2.rc == 0 and abs(l1 - l2) <= 0.05 * l2,
+        r1.text[-1500:] + r2.text[-1500:])
 c.finish()

@@ -1,0 +1,40 @@
+#pragma once
+// The residual add and the LayerNorm after it as one operator: what a pre-norm Transformer
+// block runs between its attention and its MLP (h = x + attention(...); y = LN(h)). On a GPU,
+// ATen runs an add (read x and r, write h) and a layer norm (read h, write y) forward, and in
+// the backward a layer norm backward and the add of the residual's gradient, each a pass over
+// full-size tensors; hpctrain's kernel (models/CudaKernels.cu) does the forward in one pass over
+// each row (h written and read back from cache) and the backward in one pass plus the weights'
+// column sums.
+//
+// What it computes is what x + r and torch::layer_norm compute: h rounded to its type before
+// the statistics are taken, y of h's type (float under autocast, as autocast runs layer_norm in
+// float), the same gradients within float rounding (sums in another order). Checked against
+// ATen by `hpctrain bench kernels` on the device at hand and, through the CPU reference, by
+// tests/models/test_add_norm.cpp.
+#include <torch/torch.h>
+
+#include <utility>
+
+namespace hpctrain {
+
+// Whether hpctrain's CUDA kernels were compiled into this build (nvcc was found).
+bool cuda_kernels_compiled();
+
+// Whether add_layer_norm runs hpctrain's CUDA kernel for these tensors (else ATen's ops).
+bool add_layer_norm_fused_on(const torch::Tensor& x, const torch::Tensor& r, const torch::Tensor& weight);
+
+// {h, y} with h = x + r and y = layer_norm(h, {d}, weight, bias, eps) over the last dimension d.
+// weight and bias: float [d] (or undefined). On CUDA: hpctrain's kernel where
+// add_layer_norm_fused_on, else ATen's ops; on the CPU: the reference loops
+// (models/AddNormKernels.hpp) in float.
+std::pair<torch::Tensor, torch::Tensor> add_layer_norm(const torch::Tensor& x, const torch::Tensor& r,
+                                                       const torch::Tensor& weight, const torch::Tensor& bias,
+                                                       double eps);
+
+// The same with ATen's operators: x + r, then torch::layer_norm.
+std::pair<torch::Tensor, torch::Tensor> add_layer_norm_unfused(const torch::Tensor& x, const torch::Tensor& r,
+                                                               const torch::Tensor& weight, const torch::Tensor& bias,
+                                                               double eps);
+
+}  // namespace hpctrain

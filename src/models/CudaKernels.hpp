@@ -1,0 +1,53 @@
+#pragma once
+// hpctrain's own CUDA kernels (models/CudaKernels.cu), compiled by nvcc into the build when a
+// CUDA compiler is found (HPCTRAIN_WITH_CUDA_KERNELS). Plain pointers and a cudaStream_t passed
+// as void*: no LibTorch and no CUDA header here, so callers compile without nvcc. Each launcher
+// returns nullptr once its kernels are queued, else CUDA's message.
+#include <cstdint>
+
+namespace hpctrain::cuda_kernels {
+
+enum class Dtype { Float, BFloat16, Half };
+
+// Residual add + LayerNorm over rows of d values (the formulas of models/AddNormKernels.hpp).
+// x and h have one type, r another (the same, or bfloat16/half with a float h), y h's type or
+// float. gamma, beta: float, or null. mean, rstd: float per row, kept for the backward.
+struct AddNormForward {
+  const void* x;
+  const void* r;
+  const float* gamma;
+  const float* beta;
+  void* h;
+  void* y;
+  float* mean;
+  float* rstd;
+  std::int64_t rows, d;
+  float eps;
+  Dtype h_type, r_type, y_type;
+};
+
+// dy of y's type; dh_in (h's type) may be null; dh of h's type; dr of r's type, or null when r
+// has h's type (dh is r's gradient too). dgamma/dbeta (float, d each) may be null; `partial`
+// holds add_norm_partial_floats(rows, d) floats of scratch when they are not.
+struct AddNormBackward {
+  const void* dy;
+  const void* dh_in;
+  const void* h;
+  const float* gamma;
+  const float* mean;
+  const float* rstd;
+  void* dh;
+  void* dr;
+  float* dgamma;
+  float* dbeta;
+  float* partial;
+  std::int64_t rows, d;
+  Dtype h_type, r_type, y_type;
+};
+
+bool add_norm_supported(Dtype h, Dtype r, Dtype y);
+std::int64_t add_norm_partial_floats(std::int64_t rows, std::int64_t d);
+const char* add_norm_forward(const AddNormForward& a, void* stream);
+const char* add_norm_backward(const AddNormBackward& a, void* stream);
+
+}  // namespace hpctrain::cuda_kernels
