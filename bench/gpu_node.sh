@@ -92,8 +92,8 @@ if wants test; then
   record "test: tests/train/test_gpu.py" "$?"
 fi
 if wants bench; then
-  step "hpctrain's CUDA kernels against ATen: residual add + LayerNorm (errors, times)"
-  within 90 build/hpctrain bench kernels --device cuda --rows 16384 --dim 1024 --json "$out/kernels.json"
+  step "hpctrain's CUDA kernels against ATen: residual add + LayerNorm, softmax cross-entropy (errors, times)"
+  within 90 build/hpctrain bench kernels --device cuda --rows 16384 --dim 1024 --classes 32768 --json "$out/kernels.json"
   record "bench: kernels" "$?"
   step "hpctrain (eager and device.cuda_graphs) against PyTorch: CNN"
   within 300 python3 bench/gpu_peer.py --epochs 2 --repeats 3 --graphs --out "$out/gpu_peer.json"
@@ -106,9 +106,9 @@ if wants bench; then
       device.cuda_graphs=true
     record "bench: transformer_mfu batch $batch graphs" "$?"
   done
-  within 120 python3 bench/transformer_mfu.py --batch 64 --out "$out/mfu_b64_no_addnorm_kernel.json" \
+  within 120 python3 bench/transformer_mfu.py --batch 64 --out "$out/mfu_b64_no_fused_kernels.json" \
     model.fused_kernels=false
-  record "bench: transformer_mfu batch 64, ATen's add + LayerNorm (the kernel's baseline)" "$?"
+  record "bench: transformer_mfu batch 64, ATen's add + LayerNorm and cross-entropy (the kernels' baseline)" "$?"
   step "GPT-sized Transformer: 2048 wide, 8 blocks, 1024 tokens"
   within 180 python3 bench/transformer_mfu.py --embed 2048 --heads 16 --layers 8 --tokens 1024 --batch 8 \
     --steps 40 --out "$out/mfu_2048.json" device.cuda_graphs=true

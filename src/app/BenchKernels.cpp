@@ -1,5 +1,5 @@
 // `hpctrain bench kernels`: hpctrain's fused operators against ATen's on this machine's device:
-// the error of each against a float64 reference of the same rounded inputs (the check), and the
+// the error of each against a float64 reference of the same inputs (the check), and the
 // forward+backward time of each (the benchmark).
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -7,11 +7,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 
 #include "app/Command.hpp"
 #include "app/Measurement.hpp"
 #include "models/AddNorm.hpp"
+#include "models/SoftmaxCrossEntropy.hpp"
 #include "util/Error.hpp"
 
 namespace hpctrain {
@@ -22,66 +24,108 @@ namespace json = boost::json;
 
 struct KernelsArguments {
   std::string device = "auto", json_path;
-  std::int64_t rows = 8192, dim = 1024, repeats = 20;
+  std::int64_t rows = 8192, dim = 1024, classes = 8192, repeats = 20;
 };
 
-// One case: the residual stream's type and the branch's.
+enum class Side { Fused, Aten, Reference };
+using Outputs = std::vector<torch::Tensor>;
+
+// One operator on one set of inputs: its forward and backward on each side.
 struct Case {
-  const char* name;
-  c10::ScalarType h, r;
+  std::string name;
+  std::vector<std::string> outputs;
   double floor;  // the error allowed besides twice ATen's own: about the type's rounding
+  std::function<Outputs(Side)> run;
 };
 
-struct Outputs {
-  std::vector<torch::Tensor> values;  // h, y, dx, dr, dweight, dbias
-};
-
-using AddNormFn = std::pair<torch::Tensor, torch::Tensor> (*)(const torch::Tensor&, const torch::Tensor&,
-                                                              const torch::Tensor&, const torch::Tensor&, double);
-
-struct Inputs {
-  torch::Tensor x, r, w, b, dy, dh;
-};
-
-Outputs run(AddNormFn fn, const Inputs& in, bool as_double) {
-  auto cast = [&](const torch::Tensor& t) { return as_double ? t.to(torch::kDouble) : t; };
-  auto x = cast(in.x).detach().requires_grad_(), r = cast(in.r).detach().requires_grad_();
-  auto w = cast(in.w).detach().requires_grad_(), b = cast(in.b).detach().requires_grad_();
-  auto [h, y] = fn(x, r, w, b, 1e-5);
-  torch::autograd::backward({h, y}, {cast(in.dh).to(h.scalar_type()), cast(in.dy).to(y.scalar_type())});
-  return {{h.detach(), y.detach(), x.grad(), r.grad(), w.grad(), b.grad()}};
+Case add_norm_case(const char* name, c10::ScalarType h, c10::ScalarType r, double floor, const KernelsArguments& a,
+                   const torch::Device& device) {
+  torch::manual_seed(7);
+  const auto o = torch::TensorOptions().device(device);
+  const auto x = torch::randn({a.rows, a.dim}, o).to(h), rr = torch::randn({a.rows, a.dim}, o).to(r);
+  const auto w = 1 + 0.1 * torch::randn({a.dim}, o), b = 0.1 * torch::randn({a.dim}, o);
+  const auto dy = torch::randn({a.rows, a.dim}, o), dh = torch::randn({a.rows, a.dim}, o);
+  auto run = [=](Side side) {
+    // The reference: the same (rounded) inputs, everything in float64.
+    auto cast = [&](const torch::Tensor& t) { return side == Side::Reference ? t.to(torch::kDouble) : t; };
+    auto xs = cast(x).detach().requires_grad_(), rs = cast(rr).detach().requires_grad_();
+    auto ws = cast(w).detach().requires_grad_(), bs = cast(b).detach().requires_grad_();
+    auto [hs, ys] =
+        side == Side::Fused ? add_layer_norm(xs, rs, ws, bs, 1e-5) : add_layer_norm_unfused(xs, rs, ws, bs, 1e-5);
+    torch::autograd::backward({hs, ys}, {dh.to(hs.scalar_type()), dy.to(ys.scalar_type())});
+    return Outputs{hs.detach(), ys.detach(), xs.grad(), rs.grad(), ws.grad(), bs.grad()};
+  };
+  return {std::string("add_layer_norm ") + name, {"h", "y", "dx", "dr", "dweight", "dbias"}, floor, run};
 }
 
-// max |a - ref| / max |ref| over each output.
+Case cross_entropy_case(const char* name, c10::ScalarType type, double floor, const KernelsArguments& a,
+                        const torch::Device& device) {
+  torch::manual_seed(9);
+  const auto o = torch::TensorOptions().device(device);
+  const auto z = (3 * torch::randn({a.rows, a.classes}, o)).to(type);
+  const auto t = torch::randint(0, a.classes, {a.rows}, o.dtype(torch::kLong));
+  const double scale = 1.0 / static_cast<double>(a.rows);  // the step's 1/batch
+  auto run = [=](Side side) {
+    namespace F = torch::nn::functional;
+    auto zs = (side == Side::Reference ? z.to(torch::kDouble) : z).detach().requires_grad_();
+    torch::Tensor loss;
+    if (side == Side::Fused) loss = softmax_cross_entropy_sum(zs, t);
+    if (side == Side::Aten) loss = softmax_cross_entropy_sum_unfused(zs, t);
+    if (side == Side::Reference) loss = F::cross_entropy(zs, t, F::CrossEntropyFuncOptions().reduction(torch::kSum));
+    (loss * scale).backward();
+    return Outputs{loss.detach(), zs.grad()};
+  };
+  return {std::string("cross_entropy ") + name, {"loss", "dlogits"}, floor, run};
+}
+
+// max |a - ref| / max |ref| of each output.
 std::vector<double> errors(const Outputs& got, const Outputs& ref) {
   std::vector<double> out;
-  for (std::size_t i = 0; i < got.values.size(); ++i) {
-    const auto r = ref.values[i].to(torch::kDouble).cpu(), g = got.values[i].to(torch::kDouble).cpu();
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const auto r = ref[i].to(torch::kDouble).cpu(), g = got[i].to(torch::kDouble).cpu();
     const double scale = std::max(r.abs().max().item<double>(), 1e-30);
     out.push_back((g - r).abs().max().item<double>() / scale);
   }
   return out;
 }
 
-void sync(const torch::Device& device) {
-  if (device.is_cuda()) torch::cuda::synchronize();
-}
-
-// Forward+backward milliseconds of each function, alternating, medians.
-std::vector<double> time_both(const std::vector<AddNormFn>& fns, const Inputs& in, std::int64_t repeats) {
-  std::vector<std::vector<double>> ms(fns.size());
-  const auto device = in.x.device();
+// Forward+backward milliseconds of the fused and ATen's side, alternating, medians.
+std::pair<double, double> time_both(const Case& c, const torch::Device& device, std::int64_t repeats) {
+  std::vector<double> ms[2];
   for (std::int64_t i = 0; i < repeats + 2; ++i) {
-    for (std::size_t f = 0; f < fns.size(); ++f) {
-      sync(device);
+    for (int side = 0; side < 2; ++side) {
+      if (device.is_cuda()) torch::cuda::synchronize();
       const auto start = std::chrono::steady_clock::now();
-      run(fns[f], in, false);
-      sync(device);
+      c.run(side == 0 ? Side::Fused : Side::Aten);
+      if (device.is_cuda()) torch::cuda::synchronize();
       const std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - start;
-      if (i >= 2) ms[f].push_back(took.count());  // two warm-up rounds
+      if (i >= 2) ms[side].push_back(took.count());  // two warm-up rounds
     }
   }
   return {median(ms[0]), median(ms[1])};
+}
+
+json::object measure(const Case& c, const torch::Device& device, std::int64_t repeats,
+                     std::vector<std::string>& failures) {
+  const auto ref = c.run(Side::Reference);
+  const auto fused = errors(c.run(Side::Fused), ref), aten = errors(c.run(Side::Aten), ref);
+  const auto [fused_ms, aten_ms] = time_both(c, device, repeats);
+  std::printf("%-34s", c.name.c_str());
+  json::object errs, aten_errs;
+  for (std::size_t i = 0; i < fused.size(); ++i) {
+    std::printf(" %s %.2e (ATen %.2e)", c.outputs[i].c_str(), fused[i], aten[i]);
+    errs[c.outputs[i]] = fused[i];
+    aten_errs[c.outputs[i]] = aten[i];
+    if (!(fused[i] <= 2 * aten[i] + c.floor)) {
+      char line[240];
+      std::snprintf(line, sizeof line, "%s %s: error %.3g, ATen's %.3g (allowed 2 x ATen's + %.0e)", c.name.c_str(),
+                    c.outputs[i].c_str(), fused[i], aten[i], c.floor);
+      failures.emplace_back(line);
+    }
+  }
+  std::printf("\n%-34s fused %.3f ms, ATen %.3f ms: %.2fx\n", "", fused_ms, aten_ms, aten_ms / fused_ms);
+  return {{"case", c.name},       {"error", errs},      {"aten_error", aten_errs},
+          {"fused_ms", fused_ms}, {"aten_ms", aten_ms}, {"speedup", aten_ms / fused_ms}};
 }
 
 int bench_kernels(const KernelsArguments& a) {
@@ -89,55 +133,24 @@ int bench_kernels(const KernelsArguments& a) {
   if (a.device == "cuda" && !cuda_visible) throw RuntimeFailure("bench kernels: --device cuda, but no GPU is visible");
   const torch::Device device(a.device == "cpu" || !cuda_visible ? torch::kCPU : torch::kCUDA);
   const bool fused_kernels = device.is_cpu() || cuda_kernels_compiled();
-  std::printf("add_layer_norm on %s (%s), %lld x %lld, forward+backward, medians of %lld\n",
-              device.is_cuda() ? "cuda" : "cpu",
-              device.is_cpu() ? "hpctrain's CPU reference"
-                              : (fused_kernels ? "hpctrain's CUDA kernel" : "no CUDA kernels compiled: ATen's ops"),
-              static_cast<long long>(a.rows), static_cast<long long>(a.dim), static_cast<long long>(a.repeats));
-  std::printf("%-18s %9s %9s %9s %9s %9s %9s %10s %10s %7s\n", "case", "h", "y", "dx", "dr", "dweight", "dbias",
-              "fused ms", "ATen ms", "ratio");
-  const std::vector<Case> cases{{"float32", torch::kFloat, torch::kFloat, 1e-5},
-                                {"float32+bfloat16", torch::kFloat, torch::kBFloat16, 1e-5},
-                                {"bfloat16", torch::kBFloat16, torch::kBFloat16, 1e-2},
-                                {"float16", torch::kHalf, torch::kHalf, 2e-3}};
+  std::printf(
+      "hpctrain's fused operators on %s (%s): add_layer_norm %lld x %lld, cross_entropy %lld x %lld classes; "
+      "forward+backward, medians of %lld\n",
+      device.is_cuda() ? "cuda" : "cpu",
+      device.is_cpu() ? "the CPU reference loops"
+                      : (fused_kernels ? "hpctrain's CUDA kernels" : "no CUDA kernels compiled: ATen's ops"),
+      static_cast<long long>(a.rows), static_cast<long long>(a.dim), static_cast<long long>(a.rows),
+      static_cast<long long>(a.classes), static_cast<long long>(a.repeats));
+  const std::vector<Case> cases{add_norm_case("float32", torch::kFloat, torch::kFloat, 1e-5, a, device),
+                                add_norm_case("float32+bfloat16", torch::kFloat, torch::kBFloat16, 1e-5, a, device),
+                                add_norm_case("bfloat16", torch::kBFloat16, torch::kBFloat16, 1e-2, a, device),
+                                add_norm_case("float16", torch::kHalf, torch::kHalf, 2e-3, a, device),
+                                cross_entropy_case("float32", torch::kFloat, 1e-5, a, device),
+                                cross_entropy_case("bfloat16", torch::kBFloat16, 1e-5, a, device),
+                                cross_entropy_case("float16", torch::kHalf, 1e-5, a, device)};
   json::array results;
   std::vector<std::string> failures;
-  const char* names[] = {"h", "y", "dx", "dr", "dweight", "dbias"};
-  for (const auto& c : cases) {
-    torch::manual_seed(7);
-    const auto o = torch::TensorOptions().device(device);
-    Inputs in{torch::randn({a.rows, a.dim}, o).to(c.h), torch::randn({a.rows, a.dim}, o).to(c.r),
-              1 + 0.1 * torch::randn({a.dim}, o),       0.1 * torch::randn({a.dim}, o),
-              torch::randn({a.rows, a.dim}, o),         torch::randn({a.rows, a.dim}, o)};
-    // The reference: the same (rounded) inputs, everything in float64.
-    const auto ref =
-        run([](const torch::Tensor& x, const torch::Tensor& r, const torch::Tensor& w, const torch::Tensor& b,
-               double eps) { return std::make_pair(x + r, torch::layer_norm(x + r, {x.size(-1)}, w, b, eps)); },
-            {in.x.to(torch::kDouble), in.r.to(torch::kDouble), in.w, in.b, in.dy, in.dh}, true);
-    const auto fused = errors(run(add_layer_norm, in, false), ref);
-    const auto aten = errors(run(add_layer_norm_unfused, in, false), ref);
-    const auto ms = time_both({add_layer_norm, add_layer_norm_unfused}, in, a.repeats);
-    std::printf("%-18s", c.name);
-    json::object errs, aten_errs;
-    for (std::size_t i = 0; i < fused.size(); ++i) {
-      std::printf(" %9.2e", fused[i]);
-      errs[names[i]] = fused[i];
-      aten_errs[names[i]] = aten[i];
-      if (!(fused[i] <= 2 * aten[i] + c.floor)) {
-        char line[200];
-        std::snprintf(line, sizeof line, "%s %s: error %.3g, ATen's %.3g (allowed 2 x ATen's + %.0e)", c.name, names[i],
-                      fused[i], aten[i], c.floor);
-        failures.emplace_back(line);
-      }
-    }
-    std::printf(" %10.3f %10.3f %7.2f\n", ms[0], ms[1], ms[1] / ms[0]);
-    results.push_back(json::object{{"case", c.name},
-                                   {"error", errs},
-                                   {"aten_error", aten_errs},
-                                   {"fused_ms", ms[0]},
-                                   {"aten_ms", ms[1]},
-                                   {"speedup", ms[1] / ms[0]}});
-  }
+  for (const auto& c : cases) results.push_back(measure(c, device, a.repeats, failures));
   std::printf(
       "errors: max |value - float64 reference| / max |reference|; allowed: 2 x ATen's own + the type's floor\n");
   write_json_file(a.json_path, json::object{{"benchmark", "kernels"},
@@ -145,11 +158,13 @@ int bench_kernels(const KernelsArguments& a) {
                                             {"fused", fused_kernels},
                                             {"rows", a.rows},
                                             {"dim", a.dim},
+                                            {"classes", a.classes},
                                             {"repeats", a.repeats},
-                                            {"add_layer_norm", results}});
+                                            {"cases", results}});
   for (const auto& f : failures) std::fprintf(stderr, "hpctrain: bench kernels: outside tolerance: %s\n", f.c_str());
-  if (!failures.empty())
+  if (!failures.empty()) {
     throw RuntimeFailure("bench kernels: " + std::to_string(failures.size()) + " outputs outside tolerance");
+  }
   return 0;
 }
 
@@ -161,11 +176,12 @@ void add_bench_kernels(CLI::App& bench, Commands& commands) {
   app->group("Benchmarks");
   app->footer(
       "The residual add + LayerNorm of a Transformer block (models/AddNorm.hpp) on --rows rows of\n"
-      "--dim values, forward and backward, for float32, float32 with a bfloat16 branch (autocast),\n"
-      "bfloat16 and float16: each output's error against a float64 reference of the same inputs,\n"
-      "hpctrain's and ATen's, and the time of each (alternating, medians). On a GPU it runs\n"
-      "hpctrain's CUDA kernel, on the CPU its reference loops. Fails when an error exceeds twice\n"
-      "ATen's own plus the type's rounding floor.");
+      "--dim values, for float32, float32 with a bfloat16 branch (autocast), bfloat16 and float16,\n"
+      "and the softmax cross-entropy (models/SoftmaxCrossEntropy.hpp) on --rows rows of --classes\n"
+      "logits of float32, bfloat16 and float16, forward and backward: each output's error against\n"
+      "a float64 reference of the same inputs, hpctrain's and ATen's, and the time of each\n"
+      "(alternating, medians). On a GPU it runs hpctrain's CUDA kernels, on the CPU their reference\n"
+      "loops. Fails when an error exceeds twice ATen's own plus the type's rounding floor.");
   app->add_option("--device", a->device, "where to run")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
@@ -173,7 +189,14 @@ void add_bench_kernels(CLI::App& bench, Commands& commands) {
       ->check(integer_at_least(1))
       ->type_name("N")
       ->capture_default_str();
-  app->add_option("--dim", a->dim, "values per row")->check(integer_at_least(1))->type_name("D")->capture_default_str();
+  app->add_option("--dim", a->dim, "values per row of the LayerNorm")
+      ->check(integer_at_least(1))
+      ->type_name("D")
+      ->capture_default_str();
+  app->add_option("--classes", a->classes, "logits per row of the cross-entropy")
+      ->check(integer_at_least(1))
+      ->type_name("C")
+      ->capture_default_str();
   app->add_option("--repeats", a->repeats, "timed rounds")
       ->check(integer_at_least(1))
       ->type_name("N")

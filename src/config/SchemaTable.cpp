@@ -65,10 +65,10 @@ std::vector<SchemaEntry> data_and_model_entries() {
            "within noise of the default (docs/benchmarks.md)."),
        bind(&Config::model, &ModelConfig::channels_last)},
       {key("model.fused_kernels", K::Boolean, "true", none, none, {},
-           "CPU: fused operators (float32, bfloat16; within float rounding of the layers) for a CNN stage's batch "
-           "norm, ReLU and 2x2 max pool, a ResNet's batch norm (+ residual add) and ReLU; counter-based dropout, "
-           "also in attention and between LSTM layers (other masks than LibTorch's); docs/models.md. GPU: a "
-           "Transformer block's residual add + LayerNorm as one CUDA kernel (docs/gpu.md). false: LibTorch's."),
+           "CPU: fused operators (float32, bfloat16; within float rounding) for a CNN stage's batch norm, ReLU and "
+           "2x2 max pool, a ResNet's batch norm (+ residual add) and ReLU; counter-based dropout, also in attention "
+           "and between LSTM layers (other masks than LibTorch's); docs/models.md. GPU: CUDA kernels for a "
+           "Transformer block's residual add + LayerNorm and the cross-entropy (docs/gpu.md). false: LibTorch's."),
        bind(&Config::model, &ModelConfig::fused_kernels)},
       {key("model.blocks", K::IntegerList, "[2, 2, 2, 2]", 1.0, 1000.0, {},
            "ResNet: residual blocks in each stage; each stage after the first halves the resolution and doubles the "

@@ -6,13 +6,7 @@
 #include <c10/util/Half.h>
 
 #include "models/AddNormKernels.hpp"
-#include "util/Error.hpp"
-
-#if HPCTRAIN_WITH_CUDA_KERNELS
-#include <c10/cuda/CUDAStream.h>
-
-#include "models/CudaKernels.hpp"
-#endif
+#include "models/KernelTensors.hpp"
 
 namespace hpctrain {
 namespace {
@@ -20,34 +14,13 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+using kernel_tensors::float_contiguous;
 #if HPCTRAIN_WITH_CUDA_KERNELS
 namespace ck = cuda_kernels;
-
-bool kernel_type(c10::ScalarType t, ck::Dtype& out) {
-  if (t == torch::kFloat)
-    out = ck::Dtype::Float;
-  else if (t == torch::kBFloat16)
-    out = ck::Dtype::BFloat16;
-  else if (t == torch::kHalf)
-    out = ck::Dtype::Half;
-  else
-    return false;
-  return true;
-}
-
-ck::Dtype kernel_type(c10::ScalarType t) {
-  ck::Dtype out{};
-  kernel_type(t, out);
-  return out;
-}
-
-float* float_or_null(const torch::Tensor& t) {
-  return t.defined() ? t.data_ptr<float>() : nullptr;
-}
-
-void check_launch(const char* error, const char* what) {
-  if (error) throw RuntimeFailure(std::string(what) + ": " + error);
-}
+using kernel_tensors::check_launch;
+using kernel_tensors::current_stream;
+using kernel_tensors::float_or_null;
+using kernel_tensors::kernel_type;
 #endif
 
 float round_to_bf16(float v) {
@@ -60,10 +33,6 @@ float round_to_half(float v) {
 // y's type: autocast runs layer_norm in float; otherwise h's type.
 c10::ScalarType output_type(const torch::Tensor& h) {
   return at::autocast::is_autocast_enabled(h.device().type()) ? torch::kFloat : h.scalar_type();
-}
-
-torch::Tensor float_contiguous(const torch::Tensor& t) {
-  return t.defined() ? t.to(torch::kFloat).contiguous() : t;
 }
 
 struct AddLayerNorm : torch::autograd::Function<AddLayerNorm> {
@@ -94,7 +63,7 @@ struct AddLayerNorm : torch::autograd::Function<AddLayerNorm> {
                                  kernel_type(x.scalar_type()),
                                  kernel_type(r.scalar_type()),
                                  kernel_type(y_type)};
-      check_launch(ck::add_norm_forward(a, c10::cuda::getCurrentCUDAStream().stream()), "add_layer_norm");
+      check_launch(ck::add_norm_forward(a, current_stream()), "add_layer_norm");
 #endif
     } else {
       const auto xf = float_contiguous(x), rf = float_contiguous(r);
@@ -156,7 +125,7 @@ struct AddLayerNorm : torch::autograd::Function<AddLayerNorm> {
                                   kernel_type(h.scalar_type()),
                                   kernel_type(r_type),
                                   kernel_type(dy.scalar_type())};
-      check_launch(ck::add_norm_backward(a, c10::cuda::getCurrentCUDAStream().stream()), "add_layer_norm backward");
+      check_launch(ck::add_norm_backward(a, current_stream()), "add_layer_norm backward");
 #endif
     } else {
       const auto dyf = float_contiguous(dy), dhf_in = float_contiguous(dh_in), hf = float_contiguous(h);

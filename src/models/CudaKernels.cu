@@ -4,7 +4,10 @@
 // per input and written once per output, against ATen's add (read x, r; write h) and
 // layer_norm (read h twice; write y). The backward reads dy, h (and dh_in) once per row for
 // both sums and again for the gradient; the weights' gradients are column sums over rows in
-// fixed chunks, then over chunks, in a fixed order (bitwise reproducible, no atomics).
+// fixed chunks, then over chunks, in a fixed order (bitwise reproducible, no atomics). The
+// softmax cross-entropy keeps one log-sum-exp per row; its backward forms each probability in
+// a register from the logit and that value and writes the gradient, so no [rows, classes]
+// tensor of probabilities or log-probabilities exists at any time.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -229,7 +232,99 @@ struct Backward {
   static const char* run(const AddNormBackward& a, cudaStream_t s) { return backward_as<TH, TR, TY>(a, s); }
 };
 
+// The maximum of v over the block, in every thread.
+__device__ float block_max(float v) {
+  __shared__ float warp_max[kWarps];
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) warp_max[warp] = v;
+  __syncthreads();
+  float m = warp_max[0];
+  for (int w = 1; w < kWarps; ++w) m = fmaxf(m, warp_max[w]);
+  __syncthreads();
+  return m;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    cross_entropy_rows(const T* __restrict__ logits, const std::int64_t* __restrict__ targets, float* __restrict__ lse,
+                       float* __restrict__ row_loss, std::int64_t c) {
+  const std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * c;
+  float m = -INFINITY;
+  for (std::int64_t j = threadIdx.x; j < c; j += kThreads) m = fmaxf(m, to_float(logits[base + j]));
+  m = block_max(m);
+  float sum = 0.f;
+  for (std::int64_t j = threadIdx.x; j < c; j += kThreads) sum += expf(to_float(logits[base + j]) - m);
+  const float l = m + logf(block_sums(sum, 0.f).x);
+  if (threadIdx.x == 0) {
+    const std::int64_t t = targets[blockIdx.x];
+    lse[blockIdx.x] = l;
+    // A target outside [0, c) (the data were checked on import) gives NaN, not a stray read.
+    row_loss[blockIdx.x] = t >= 0 && t < c ? l - to_float(logits[base + t]) : NAN;
+  }
+}
+
+// One block adds the rows' losses in a fixed order.
+__global__ void __launch_bounds__(kThreads)
+    sum_rows(const float* __restrict__ row_loss, std::int64_t rows, float* __restrict__ out) {
+  float sum = 0.f;
+  for (std::int64_t i = threadIdx.x; i < rows; i += kThreads) sum += row_loss[i];
+  sum = block_sums(sum, 0.f).x;
+  if (threadIdx.x == 0) *out = sum;
+}
+
+template <typename T>
+__global__ void cross_entropy_grad(const T* __restrict__ logits, const std::int64_t* __restrict__ targets,
+                                   const float* __restrict__ lse, const float* __restrict__ grad_sum,
+                                   T* __restrict__ grad, std::int64_t rows, std::int64_t c) {
+  const float g = *grad_sum;
+  const std::int64_t n = rows * c;
+  for (std::int64_t k = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
+       k += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t i = k / c, j = k - i * c;
+    const float p = expf(to_float(logits[k]) - lse[i]);
+    grad[k] = from_float<T>(g * (p - (j == targets[i] ? 1.f : 0.f)));
+  }
+}
+
+template <typename T>
+const char* cross_entropy_forward_as(const CrossEntropyForward& a, cudaStream_t stream) {
+  cross_entropy_rows<T><<<static_cast<unsigned>(a.rows), kThreads, 0, stream>>>(static_cast<const T*>(a.logits),
+                                                                                a.targets, a.lse, a.row_loss, a.c);
+  if (const char* error = launched()) return error;
+  sum_rows<<<1, kThreads, 0, stream>>>(a.row_loss, a.rows, a.loss_sum);
+  return launched();
+}
+
+template <typename T>
+const char* cross_entropy_backward_as(const CrossEntropyBackward& a, cudaStream_t stream) {
+  const std::int64_t n = a.rows * a.c, blocks = (n + kThreads - 1) / kThreads;
+  cross_entropy_grad<T><<<static_cast<unsigned>(blocks < 65536 ? blocks : 65536), kThreads, 0, stream>>>(
+      static_cast<const T*>(a.logits), a.targets, a.lse, a.grad_sum, static_cast<T*>(a.grad), a.rows, a.c);
+  return launched();
+}
+
 }  // namespace
+
+const char* cross_entropy_forward(const CrossEntropyForward& a, void* stream) {
+  const auto s = static_cast<cudaStream_t>(stream);
+  if (a.rows > 0x7fffffff) return "cross_entropy_forward: more than 2^31 - 1 rows";
+  if (a.rows == 0) {
+    const cudaError_t e = cudaMemsetAsync(a.loss_sum, 0, sizeof(float), s);
+    return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+  }
+  if (a.type == Dtype::Float) return cross_entropy_forward_as<float>(a, s);
+  if (a.type == Dtype::BFloat16) return cross_entropy_forward_as<__nv_bfloat16>(a, s);
+  return cross_entropy_forward_as<__half>(a, s);
+}
+
+const char* cross_entropy_backward(const CrossEntropyBackward& a, void* stream) {
+  const auto s = static_cast<cudaStream_t>(stream);
+  if (a.rows == 0) return nullptr;
+  if (a.type == Dtype::Float) return cross_entropy_backward_as<float>(a, s);
+  if (a.type == Dtype::BFloat16) return cross_entropy_backward_as<__nv_bfloat16>(a, s);
+  return cross_entropy_backward_as<__half>(a, s);
+}
 
 bool add_norm_supported(Dtype h, Dtype r, Dtype y) {
   if (y != h && y != Dtype::Float) return false;

@@ -45,6 +45,35 @@ struct AddNormBackward {
   Dtype h_type, r_type, y_type;
 };
 
+// Softmax cross-entropy over rows of c logits (float, bfloat16 or half) with int64 targets in
+// [0, c): lse[i] = log Σ_j exp(logits[i, j]) (float, kept for the backward) and
+// *loss_sum = Σ_i (lse[i] - logits[i, targets[i]]) (float, one value on the device, summed in
+// a fixed order).
+struct CrossEntropyForward {
+  const void* logits;
+  const std::int64_t* targets;
+  float* lse;
+  float* row_loss;  // rows floats of scratch
+  float* loss_sum;
+  std::int64_t rows, c;
+  Dtype type;
+};
+
+// grad[i, j] = *grad_sum * (exp(logits[i, j] - lse[i]) - [j == targets[i]]), of the logits' type:
+// the probabilities are formed in registers, never stored. grad_sum stays on the device.
+struct CrossEntropyBackward {
+  const void* logits;
+  const std::int64_t* targets;
+  const float* lse;
+  const float* grad_sum;
+  void* grad;
+  std::int64_t rows, c;
+  Dtype type;
+};
+
+const char* cross_entropy_forward(const CrossEntropyForward& a, void* stream);
+const char* cross_entropy_backward(const CrossEntropyBackward& a, void* stream);
+
 bool add_norm_supported(Dtype h, Dtype r, Dtype y);
 std::int64_t add_norm_partial_floats(std::int64_t rows, std::int64_t d);
 const char* add_norm_forward(const AddNormForward& a, void* stream);

@@ -15,6 +15,7 @@
 #include "data/BatchPipeline.hpp"
 #include "data/Sampling.hpp"
 #include "models/Model.hpp"
+#include "models/SoftmaxCrossEntropy.hpp"
 #include "train/Checkpointer.hpp"
 #include "train/Device.hpp"
 #include "train/Milestones.hpp"
@@ -34,6 +35,17 @@ namespace hpctrain {
 namespace json = boost::json;
 
 namespace {
+
+// The batch's summed loss, in float32 whatever the autocast: on a GPU with model.fused_kernels
+// a cross-entropy is hpctrain's kernel, which reads the logits in their own type
+// (models/SoftmaxCrossEntropy.hpp); otherwise eval's loss on float32 logits.
+torch::Tensor batch_loss_sum(const LossSpec& loss, const torch::Tensor& logits, const torch::Tensor& targets,
+                             bool fused_kernels) {
+  if (fused_kernels && loss.kind == LossKind::CrossEntropy && softmax_cross_entropy_fused_on(logits, targets)) {
+    return softmax_cross_entropy_sum(logits, targets);
+  }
+  return loss_sum(loss, logits.to(torch::kFloat), targets);
+}
 // Eager steps before the capture of device.cuda_graphs (torch's examples use 3 to 11).
 constexpr int kGraphWarmupSteps = 3;
 
@@ -281,9 +293,8 @@ void Trainer::train_step(Loop& loop) {
       AutocastScope autocast(config_.precision.mode, device_.type());
       loop.logits = model_->forward(
           config_.model.channels_last ? loop.input.contiguous(torch::MemoryFormat::ChannelsLast) : loop.input);
-      // Sum over local samples / global batch: the reduced sum is the global mean. The
-      // loss is computed in fp32 whatever the autocast.
-      loop.local_sum = loss_sum(loss_, loop.logits.to(torch::kFloat), loop.targets);
+      // Sum over local samples / global batch: the reduced sum is the global mean.
+      loop.local_sum = batch_loss_sum(loss_, loop.logits, loop.targets, config_.model.fused_kernels);
     }
     auto loss = loop.local_sum * loop.inv_batch;
     mark_eager(Phase::Forward);

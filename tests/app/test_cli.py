@@ -2,6 +2,7 @@
 reference, and the HDF5 layout read by h5py with its hashes checked by hashlib."""
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -120,4 +121,13 @@ r = mpirun(2, ["bench", "checkpoint", tempfile.mkdtemp(prefix="hpctrain_bench_")
                "--repeats", "1"])
 c.check("bench checkpoint runs and both files read back equal", r.rc == 0 and "read back equal: yes" in r.out,
         r.text[-1500:])
+# bench kernels on the CPU: the fused operators' reference loops against ATen and a float64
+# reference, every case within its tolerance, the figures as JSON.
+kjson = os.path.join(tempfile.mkdtemp(prefix="hpctrain_kernels_"), "k.json")
+r = run([BIN, "bench", "kernels", "--device", "cpu", "--rows", "64", "--dim", "48", "--classes", "50",
+         "--repeats", "1", "--json", kjson])
+cases = json.load(open(kjson))["cases"] if r.rc == 0 else []
+c.check("bench kernels --device cpu: add_layer_norm and cross_entropy in every type within tolerance, as JSON",
+        r.rc == 0 and len(cases) == 7 and all(k["error"] for k in cases) and "cross_entropy bfloat16" in r.out,
+        r.text[-2000:])
 c.finish()
