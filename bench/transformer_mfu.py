@@ -125,6 +125,7 @@ def main():
     peak = a.peak_tflops * 1e12
     result = {"gpu": torch.cuda.get_device_name(0), "parameters": params, "tokens": a.tokens, "batch": a.batch,
               "precision": a.precision, "overrides": overrides, "model_flops_per_sample": flops,
+              "hpctrain_attention_backend": report["training"].get("attention_backend"),
               "hpctrain_samples_per_s": ours, "pytorch_samples_per_s": theirs, "ratio": ours / theirs,
               "hpctrain_mfu": flops * ours / peak, "pytorch_mfu": flops * theirs / peak}
     print(json.dumps(result, indent=1))

@@ -143,6 +143,7 @@ int bench_kernels(const KernelsArguments& a) {
       static_cast<long long>(a.classes), static_cast<long long>(a.repeats));
   const std::vector<Case> cases{add_norm_case("float32", torch::kFloat, torch::kFloat, 1e-5, a, device),
                                 add_norm_case("float32+bfloat16", torch::kFloat, torch::kBFloat16, 1e-5, a, device),
+                                add_norm_case("float32+float16", torch::kFloat, torch::kHalf, 1e-5, a, device),
                                 add_norm_case("bfloat16", torch::kBFloat16, torch::kBFloat16, 1e-2, a, device),
                                 add_norm_case("float16", torch::kHalf, torch::kHalf, 2e-3, a, device),
                                 cross_entropy_case("float32", torch::kFloat, 1e-5, a, device),
@@ -176,7 +177,8 @@ void add_bench_kernels(CLI::App& bench, Commands& commands) {
   app->group("Benchmarks");
   app->footer(
       "The residual add + LayerNorm of a Transformer block (models/AddNorm.hpp) on --rows rows of\n"
-      "--dim values, for float32, float32 with a bfloat16 branch (autocast), bfloat16 and float16,\n"
+      "--dim values, for float32, float32 with a bfloat16 or float16 branch (what autocast gives),\n"
+      "bfloat16 and float16,\n"
       "and the softmax cross-entropy (models/SoftmaxCrossEntropy.hpp) on --rows rows of --classes\n"
       "logits of float32, bfloat16 and float16, forward and backward: each output's error against\n"
       "a float64 reference of the same inputs, hpctrain's and ATen's, and the time of each\n"

@@ -105,6 +105,7 @@ struct DeviceConfig {
   std::string type = "auto";  // auto | cpu | cuda
   bool cudnn_benchmark = false;
   bool cuda_graphs = false;  // each training step captured once and replayed as a CUDA graph
+  std::string attention = "auto";  // auto | flash | efficient | cudnn | math
 };
 
 struct PrecisionConfig {

@@ -80,6 +80,12 @@ std::vector<SchemaEntry> runtime_entries() {
                 "and replay it with one launch per step. GPU only (ignored with a notice on the CPU); needs one rank "
                 "per run, Adam or AdamW with optimizer.fused auto or on, and model.checkpoint_every 0.")),
        bind(&Config::device, &DeviceConfig::cuda_graphs)},
+      {free(key("device.attention", K::String, "\"auto\"", none, none, {"auto", "flash", "efficient", "cudnn", "math"},
+                "The attention kernel of the Transformer and the Forecaster (LibTorch's scaled_dot_product_attention): "
+                "auto, LibTorch's choice per call; or only flash (FlashAttention-2), efficient (memory-efficient), "
+                "cudnn (cuDNN's; efficient and cudnn on GPUs only) or math. A kernel that does not take the inputs "
+                "is an error naming this key. The one used is report.json's training.attention_backend.")),
+       bind(&Config::device, &DeviceConfig::attention)},
       // precision
       {free(
            key("precision.mode", K::String, "\"fp32\"", none, none, {"fp32", "bf16", "fp16"},

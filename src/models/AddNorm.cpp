@@ -49,6 +49,7 @@ struct AddLayerNorm : torch::autograd::Function<AddLayerNorm> {
     auto mean = torch::empty({rows}, stat_options), rstd = torch::empty({rows}, stat_options);
     if (x.is_cuda()) {
 #if HPCTRAIN_WITH_CUDA_KERNELS
+      const c10::cuda::CUDAGuard guard(x.device());
       const ck::AddNormForward a{x.data_ptr(),
                                  r.data_ptr(),
                                  float_or_null(weight),
@@ -63,7 +64,9 @@ struct AddLayerNorm : torch::autograd::Function<AddLayerNorm> {
                                  kernel_type(x.scalar_type()),
                                  kernel_type(r.scalar_type()),
                                  kernel_type(y_type)};
-      check_launch(ck::add_norm_forward(a, current_stream()), "add_layer_norm");
+      check_launch(ck::add_norm_forward(a, current_stream(x)), "add_layer_norm");
+#else
+      kernel_tensors::no_kernels("add_layer_norm");
 #endif
     } else {
       const auto xf = float_contiguous(x), rf = float_contiguous(r);
@@ -107,6 +110,7 @@ struct AddLayerNorm : torch::autograd::Function<AddLayerNorm> {
     }
     if (h.is_cuda()) {
 #if HPCTRAIN_WITH_CUDA_KERNELS
+      const c10::cuda::CUDAGuard guard(h.device());
       torch::Tensor partial;
       if (affine) partial = torch::empty({ck::add_norm_partial_floats(rows, d)}, h.options().dtype(torch::kFloat));
       const ck::AddNormBackward a{dy.data_ptr(),
@@ -125,7 +129,9 @@ struct AddLayerNorm : torch::autograd::Function<AddLayerNorm> {
                                   kernel_type(h.scalar_type()),
                                   kernel_type(r_type),
                                   kernel_type(dy.scalar_type())};
-      check_launch(ck::add_norm_backward(a, current_stream()), "add_layer_norm backward");
+      check_launch(ck::add_norm_backward(a, current_stream(h)), "add_layer_norm backward");
+#else
+      kernel_tensors::no_kernels("add_layer_norm backward");
 #endif
     } else {
       const auto dyf = float_contiguous(dy), dhf_in = float_contiguous(dh_in), hf = float_contiguous(h);
@@ -154,9 +160,15 @@ bool cuda_kernels_compiled() {
   return HPCTRAIN_WITH_CUDA_KERNELS;
 }
 
-bool add_layer_norm_fused_on(const torch::Tensor& x, const torch::Tensor& r, const torch::Tensor& weight) {
+bool add_layer_norm_fused_on(const torch::Tensor& x, const torch::Tensor& r, const torch::Tensor& weight,
+                             const torch::Tensor& bias) {
   if (!x.is_cuda() || r.device() != x.device() || r.sizes() != x.sizes() || x.numel() == 0) return false;
-  if (weight.defined() && (weight.scalar_type() != torch::kFloat || weight.numel() != x.size(-1))) return false;
+  // float [d] weights on x's device, contiguous; a bias only with a weight (as LayerNorm has them).
+  auto fits = [&](const torch::Tensor& t) {
+    return !t.defined() || (t.scalar_type() == torch::kFloat && t.dim() == 1 && t.numel() == x.size(-1) &&
+                            t.device() == x.device() && t.is_contiguous());
+  };
+  if (!fits(weight) || !fits(bias) || (bias.defined() && !weight.defined())) return false;
 #if HPCTRAIN_WITH_CUDA_KERNELS
   ck::Dtype h{}, rt{};
   const auto h_type = torch::promote_types(x.scalar_type(), r.scalar_type());
@@ -181,7 +193,7 @@ std::pair<torch::Tensor, torch::Tensor> add_layer_norm(const torch::Tensor& x, c
                                                        const torch::Tensor& weight, const torch::Tensor& bias,
                                                        double eps) {
   const bool cpu = x.device().is_cpu() && r.device().is_cpu() && r.sizes() == x.sizes();
-  if (!cpu && !add_layer_norm_fused_on(x, r, weight)) return add_layer_norm_unfused(x, r, weight, bias, eps);
+  if (!cpu && !add_layer_norm_fused_on(x, r, weight, bias)) return add_layer_norm_unfused(x, r, weight, bias, eps);
   const auto h_type = torch::promote_types(x.scalar_type(), r.scalar_type());
   const auto xh = x.to(h_type);
   // The CPU reference takes r of any type; the kernel r of h's type or a narrower float type.

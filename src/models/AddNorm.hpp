@@ -22,7 +22,8 @@ namespace hpctrain {
 bool cuda_kernels_compiled();
 
 // Whether add_layer_norm runs hpctrain's CUDA kernel for these tensors (else ATen's ops).
-bool add_layer_norm_fused_on(const torch::Tensor& x, const torch::Tensor& r, const torch::Tensor& weight);
+bool add_layer_norm_fused_on(const torch::Tensor& x, const torch::Tensor& r, const torch::Tensor& weight,
+                             const torch::Tensor& bias);
 
 // {h, y} with h = x + r and y = layer_norm(h, {d}, weight, bias, eps) over the last dimension d.
 // weight and bias: float [d] (or undefined). On CUDA: hpctrain's kernel where

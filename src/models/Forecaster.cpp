@@ -1,3 +1,4 @@
+#include "models/Attention.hpp"
 #include "models/ModelParts.hpp"
 #include "util/Error.hpp"
 
@@ -80,7 +81,7 @@ struct ForecasterImpl : StagedModel {
     const auto n = z.size(0), t = z.size(1), d = z.size(2);
     const auto q_k_v = linear(qkv, z).view({n, t, 3, heads_, d / heads_}).permute({2, 0, 3, 1, 4});
     const auto attended =
-        torch::scaled_dot_product_attention(q_k_v[0], q_k_v[1], q_k_v[2], {}, is_training() ? drop->p() : 0.0, true);
+        hpctrain::attention(q_k_v[0], q_k_v[1], q_k_v[2], is_training() ? drop->p() : 0.0, /*causal=*/true);
     const auto a = linear(proj, attended.transpose(1, 2).reshape({n, t, d}));
     return attention_norm->forward(z + torch::glu(linear(attention_gate, drop->forward(a)), -1));
   }

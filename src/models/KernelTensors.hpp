@@ -8,6 +8,7 @@
 #include "util/Error.hpp"
 
 #if HPCTRAIN_WITH_CUDA_KERNELS
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include "models/CudaKernels.hpp"
@@ -28,9 +29,10 @@ inline bool kernel_type(c10::ScalarType t, cuda_kernels::Dtype& out) {
   return true;
 }
 
+// The same for a type the caller checked; any other is an error, never read as another type.
 inline cuda_kernels::Dtype kernel_type(c10::ScalarType t) {
   cuda_kernels::Dtype out{};
-  kernel_type(t, out);
+  TORCH_CHECK(kernel_type(t, out), "hpctrain's CUDA kernels: unsupported tensor type ", t);
   return out;
 }
 
@@ -38,9 +40,10 @@ inline float* float_or_null(const torch::Tensor& t) {
   return t.defined() ? t.data_ptr<float>() : nullptr;
 }
 
-// The current stream of LibTorch's current device, as the kernels take it.
-inline void* current_stream() {
-  return c10::cuda::getCurrentCUDAStream().stream();
+// The current stream of `t`'s device, as the kernels take it (launch under a CUDAGuard for
+// that device: ATen's operators guard themselves, these launches do not).
+inline void* current_stream(const torch::Tensor& t) {
+  return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
 }
 
 // Throws with CUDA's message when a launch failed.
@@ -52,6 +55,12 @@ inline void check_launch(const char* error, const char* what) {
 #endif
 
 namespace hpctrain::kernel_tensors {
+
+// The error of a path that needs the kernels in a build without them (unreachable: the
+// operators check *_fused_on first).
+[[noreturn]] inline void no_kernels(const char* what) {
+  throw RuntimeFailure(std::string(what) + ": this build has no CUDA kernels of hpctrain's");
+}
 
 // A float32 contiguous copy (the tensor itself when it is one); undefined stays undefined.
 inline torch::Tensor float_contiguous(const torch::Tensor& t) {

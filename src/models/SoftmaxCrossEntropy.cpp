@@ -29,6 +29,7 @@ struct SoftmaxCrossEntropy : torch::autograd::Function<SoftmaxCrossEntropy> {
     torch::Tensor loss;
     if (logits.is_cuda()) {
 #if HPCTRAIN_WITH_CUDA_KERNELS
+      const c10::cuda::CUDAGuard guard(logits.device());
       loss = torch::empty({}, float_options);
       auto row_loss = torch::empty({rows}, float_options);
       const ck::CrossEntropyForward a{logits.data_ptr(),
@@ -39,7 +40,9 @@ struct SoftmaxCrossEntropy : torch::autograd::Function<SoftmaxCrossEntropy> {
                                       rows,
                                       c,
                                       kernel_type(logits.scalar_type())};
-      check_launch(ck::cross_entropy_forward(a, current_stream()), "softmax_cross_entropy");
+      check_launch(ck::cross_entropy_forward(a, current_stream(logits)), "softmax_cross_entropy");
+#else
+      kernel_tensors::no_kernels("softmax_cross_entropy");
 #endif
     } else {
       const auto z = float_contiguous(logits);
@@ -59,6 +62,7 @@ struct SoftmaxCrossEntropy : torch::autograd::Function<SoftmaxCrossEntropy> {
     auto grad = torch::empty_like(logits);
     if (logits.is_cuda()) {
 #if HPCTRAIN_WITH_CUDA_KERNELS
+      const c10::cuda::CUDAGuard guard(logits.device());
       const ck::CrossEntropyBackward a{logits.data_ptr(),
                                        targets.data_ptr<std::int64_t>(),
                                        lse.data_ptr<float>(),
@@ -67,7 +71,9 @@ struct SoftmaxCrossEntropy : torch::autograd::Function<SoftmaxCrossEntropy> {
                                        rows,
                                        c,
                                        kernel_type(logits.scalar_type())};
-      check_launch(ck::cross_entropy_backward(a, current_stream()), "softmax_cross_entropy backward");
+      check_launch(ck::cross_entropy_backward(a, current_stream(logits)), "softmax_cross_entropy backward");
+#else
+      kernel_tensors::no_kernels("softmax_cross_entropy backward");
 #endif
     } else {
       const auto z = float_contiguous(logits);

@@ -3,6 +3,7 @@
 #include <tuple>
 
 #include "models/AddNorm.hpp"
+#include "models/Attention.hpp"
 #include "models/ModelParts.hpp"
 #include "util/Error.hpp"
 
@@ -10,7 +11,8 @@ namespace hpctrain {
 namespace {
 
 // A pre-norm Transformer encoder block: x + attention(LN(x)), then x + MLP(LN(x)), with
-// LibTorch's fused scaled-dot-product attention (CPU training with dropout: attention() below).
+// LibTorch's fused scaled-dot-product attention (models/Attention.hpp; CPU training with dropout:
+// attention() below).
 // With model.fused_kernels on a GPU the first residual add and the second LayerNorm are one
 // kernel (models/AddNorm.hpp).
 struct EncoderBlock : BlockImpl {
@@ -32,7 +34,8 @@ struct EncoderBlock : BlockImpl {
     const auto attended = attention(q_k_v[0], q_k_v[1], q_k_v[2]);
     const auto branch = drop->forward(linear(proj, attended.transpose(1, 2).reshape({n, t, d})));
     torch::Tensor normed;
-    if (fused_ && add_layer_norm_fused_on(x, branch, norm2->weight)) {  // one CUDA kernel: models/AddNorm.hpp
+    if (fused_ &&
+        add_layer_norm_fused_on(x, branch, norm2->weight, norm2->bias)) {  // one CUDA kernel: models/AddNorm.hpp
       std::tie(x, normed) = add_layer_norm(x, branch, norm2->weight, norm2->bias, norm2->options.eps());
     } else {
       x = x + branch;
@@ -50,8 +53,9 @@ struct EncoderBlock : BlockImpl {
     const bool dropout = is_training() && p_ > 0;
     const auto dtype = q.scalar_type();
     if (!dropout || !fused_ || !q.device().is_cpu() || (dtype != torch::kFloat && dtype != torch::kBFloat16)) {
-      return torch::scaled_dot_product_attention(q, k, v, {}, dropout ? p_ : 0.0);
+      return hpctrain::attention(q, k, v, dropout ? p_ : 0.0);
     }
+    note_attention_backend("math");
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKeySet(c10::DispatchKey::AutocastCPU));
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
     const auto qf = q.to(torch::kFloat), kf = k.to(torch::kFloat), vf = v.to(torch::kFloat);

@@ -312,6 +312,7 @@ json::object training_section(const Config& config, const RunContext& ctx, const
       {"samples", r.samples},
       {"stop_reason", r.stop_reason},
       {"cuda_graphs", r.cuda_graphs},
+      {"attention_backend", r.attention_backend.empty() ? json::value(nullptr) : json::value(r.attention_backend)},
       {"checkpoints", r.checkpoints},
       {"checkpoint_seconds", r.checkpoint_seconds},
       {"resumed_from", ctx.resumed_from.empty() ? json::value(nullptr) : json::value(ctx.resumed_from)},
@@ -407,9 +408,7 @@ json::object monitor_section(const RunContext& ctx, const Gathered& g) {
 }
 
 json::array to_json_array(const std::vector<std::int64_t>& v) {
-  json::array a;
-  for (auto x : v) a.push_back(x);
-  return a;
+  return json::array(v.begin(), v.end());
 }
 
 }  // namespace
@@ -419,9 +418,10 @@ std::string software_versions_text() {
   s += "LibTorch " + std::string(TORCH_VERSION) + "\n";
   s += "MPI      " + MpiRuntime::library_version() + "\n";
   s += "HDF5     " + hdf5_library_version() + "\n";
-  s += std::string("CUDA     ") + (HPCTRAIN_WITH_CUDA ? "compiled in" : "not compiled in") + "\n";
-  s += std::string("NCCL     ") +
-       (HPCTRAIN_WITH_NCCL ? NcclCommunicator::version() + " compiled in" : "not compiled in") + "\n";
+  s += std::string("CUDA     ") + (HPCTRAIN_WITH_CUDA_KERNELS ? "compiled in, hpctrain's kernels too\n"
+                                   : HPCTRAIN_WITH_CUDA       ? "compiled in\n"
+                                                              : "not compiled in\n");
+  s += "NCCL     " + (HPCTRAIN_WITH_NCCL ? NcclCommunicator::version() + " compiled in\n" : "not compiled in\n");
   return s;
 }
 

@@ -14,6 +14,7 @@
 #include "config/MetricCatalog.hpp"
 #include "data/BatchPipeline.hpp"
 #include "data/Sampling.hpp"
+#include "models/Attention.hpp"
 #include "models/Model.hpp"
 #include "models/SoftmaxCrossEntropy.hpp"
 #include "train/Checkpointer.hpp"
@@ -172,6 +173,7 @@ TrainResult Trainer::run() {
   result.skipped_steps = scaler_.state().skipped_steps;
   result.loss_scale = scaler_.scale();
   result.cuda_graphs = loop.graph && loop.graph->captured();
+  result.attention_backend = attention_backend_used();
   record_parallel_figures(result);
   loop.log.finish();
   if (result.stop_reason == "early_stopping") {

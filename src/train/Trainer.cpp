@@ -7,6 +7,7 @@
 #include "comm/StallWatchdog.hpp"
 #include "data/Sampling.hpp"
 #include "launch/Mpi.hpp"
+#include "models/Attention.hpp"
 #include "models/Model.hpp"
 #include "train/Device.hpp"
 #include "train/Milestones.hpp"
@@ -43,6 +44,7 @@ Trainer::Trainer(const Config& config, const ProcessGrid& grid, const ShardedDat
   if (tc.max_steps > 0) total_steps_ = std::min(total_steps_, tc.max_steps);
 
   loss_ = resolve_loss(tc, data_.classification());
+  choose_attention_backend(config_.device.attention, device_.is_cuda());  // and a new record of the one used
   if (!data_.classification() && tc.early_stop_patience > 0 && tc.early_stop_metric == "val_accuracy") {
     throw ConfigError("train.early_stop_metric: val_accuracy needs classification data; use val_loss");
   }

@@ -59,6 +59,7 @@ struct TrainResult {
   // fp32 and bf16: steps skipped by train.nonfinite=skip (in total, across resumes).
   std::int64_t nonfinite_skipped = 0;
   bool cuda_graphs = false;  // the steps were replayed from a captured CUDA graph
+  std::string attention_backend;  // the attention kernel LibTorch took in training ("": none ran)
   // Pipeline parallelism (parallel.pipeline_stages > 1): this rank's stage, its blocks and times.
   GridLayout grid;
   int stage = 0;

@@ -69,6 +69,10 @@ expect_failure("not HDF5", ["train", CONFIG, "data.path=" + write("text.h5", "he
                "text.h5: not an HDF5 file", 3)
 expect_failure("global batch too large", ["train", CONFIG, "data.path=" + good, "train.batch_size=4096"] + small[:1],
                "train.batch_size: the global batch (4096) is larger than the training split", 2)
+expect_failure("attention kernel that needs a GPU, on the CPU",
+               ["train", CONFIG, "data.path=" + good, "device.type=cpu", "model.name=transformer", "model.embed_dim=16",
+                "model.heads=2", "model.layers=1", "model.patch_size=7", "device.attention=cudnn"] + small,
+               "device.attention=cudnn: LibTorch has this attention kernel on GPUs only", 2)
 expect_failure("inspect missing file", ["inspect", "/nonexistent/data.h5"], "no such file", 3)
 
 c.check("h5py available to build malformed files", h5py is not None, "pip install h5py numpy")

@@ -92,7 +92,8 @@ TEST(AddNorm, AutocastGivesFloatOutputAsLayerNorm) {
 
 TEST(AddNorm, NotFusedOnTheCpuInModels) {
   // The Transformer takes the kernel on GPUs only; on CPUs it keeps ATen's ops.
-  EXPECT_FALSE(add_layer_norm_fused_on(torch::randn({2, 4}), torch::randn({2, 4}), torch::ones({4})));
+  EXPECT_FALSE(
+      add_layer_norm_fused_on(torch::randn({2, 4}), torch::randn({2, 4}), torch::ones({4}), torch::zeros({4})));
 }
 
 }  // namespace

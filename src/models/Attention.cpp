@@ -1,0 +1,90 @@
+#include "models/Attention.hpp"
+
+#include <ATen/SDPBackend.h>
+
+#include <atomic>
+#include <mutex>
+
+#include "util/Error.hpp"
+
+namespace hpctrain {
+namespace {
+
+std::string chosen = "auto";
+std::mutex record_mutex;
+std::atomic<bool> recorded{false};
+std::string used;
+
+template <typename Name>
+void record(Name name) {
+  std::lock_guard<std::mutex> lock(record_mutex);
+  if (recorded) return;
+  used = name();
+  recorded = true;
+}
+
+const char* backend_name(std::int64_t backend) {
+  switch (static_cast<at::SDPBackend>(backend)) {
+    case at::SDPBackend::math:
+      return "math";
+    case at::SDPBackend::flash_attention:
+      return "flash";
+    case at::SDPBackend::efficient_attention:
+      return "efficient";
+    case at::SDPBackend::cudnn_attention:
+      return "cudnn";
+    case at::SDPBackend::overrideable:
+      return "overrideable";
+    default:
+      return "none";
+  }
+}
+
+}  // namespace
+
+void choose_attention_backend(const std::string& choice, bool gpu) {
+  if (!gpu && (choice == "efficient" || choice == "cudnn")) {
+    throw ConfigError("device.attention=" + choice +
+                      ": LibTorch has this attention kernel on GPUs only; this run "
+                      "trains on the CPU (use auto, flash or math)");
+  }
+  {
+    std::lock_guard<std::mutex> lock(record_mutex);
+    recorded = false;
+    used.clear();
+  }
+  chosen = choice;
+  if (choice == "auto") return;
+  auto& context = at::globalContext();
+  context.setSDPUseFlash(choice == "flash");
+  context.setSDPUseMemEfficient(choice == "efficient");
+  context.setSDPUseCuDNN(choice == "cudnn");
+  context.setSDPUseMath(choice == "math");
+}
+
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double dropout,
+                        bool causal) {
+  if (torch::GradMode::is_enabled() && !recorded) {
+    record([&] { return backend_name(at::_fused_sdp_choice(q, k, v, {}, dropout, causal)); });
+  }
+  try {
+    return torch::scaled_dot_product_attention(q, k, v, {}, dropout, causal);
+  } catch (const c10::Error& e) {
+    if (chosen == "auto") throw;
+    throw ConfigError("device.attention=" + chosen + ": LibTorch's " + chosen +
+                      " attention does not take these inputs (" + std::string(c10::toString(q.scalar_type())) + " on " +
+                      q.device().str() + ", head size " + std::to_string(q.size(-1)) +
+                      "); use device.attention=auto. LibTorch said: " + e.what_without_backtrace());
+  }
+}
+
+void note_attention_backend(const char* name) {
+  if (!recorded) record([&] { return name; });
+}
+
+std::string attention_backend_used() {
+  std::lock_guard<std::mutex> lock(record_mutex);
+  return used;
+}
+
+}  // namespace hpctrain
