@@ -45,8 +45,8 @@ const char* backend_name(std::int64_t backend) {
 void choose_attention_backend(const std::string& choice, bool gpu) {
   if (!gpu && (choice == "efficient" || choice == "cudnn")) {
     throw ConfigError("device.attention=" + choice +
-                      ": LibTorch has this attention kernel on GPUs only; this run "
-                      "trains on the CPU (use auto, flash or math)");
+                      ": LibTorch has this attention kernel on GPUs only; this run trains on the CPU (use auto, flash "
+                      "or math)");
   }
   {
     std::lock_guard<std::mutex> lock(record_mutex);
@@ -54,12 +54,16 @@ void choose_attention_backend(const std::string& choice, bool gpu) {
     used.clear();
   }
   chosen = choice;
-  if (choice == "auto") return;
+  // LibTorch's own flags as the process started: auto restores them (a search may run trials
+  // with different choices in one process).
   auto& context = at::globalContext();
-  context.setSDPUseFlash(choice == "flash");
-  context.setSDPUseMemEfficient(choice == "efficient");
-  context.setSDPUseCuDNN(choice == "cudnn");
-  context.setSDPUseMath(choice == "math");
+  static const bool flash = context.userEnabledFlashSDP(), efficient = context.userEnabledMemEfficientSDP(),
+                    cudnn = context.userEnabledCuDNNSDP(), math = context.userEnabledMathSDP();
+  const bool any = choice == "auto";
+  context.setSDPUseFlash(any ? flash : choice == "flash");
+  context.setSDPUseMemEfficient(any ? efficient : choice == "efficient");
+  context.setSDPUseCuDNN(any ? cudnn : choice == "cudnn");
+  context.setSDPUseMath(any ? math : choice == "math");
 }
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double dropout,

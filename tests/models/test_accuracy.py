@@ -1,8 +1,8 @@
 """Model zoo regression: every image family reaches its documented Fashion-MNIST test
 accuracy on 2 ranks (docs/models.md, "Accuracy"): the MLP config >= 89%, the CNN (fast
 recipe, 4 epochs) >= 91%, and a small ResNet and a small Transformer, trained briefly,
-their stated floors; the Transformer with device.attention=math reports that kernel. The
-sequence families' floor (beating seasonal naive) is in
+their stated floors; the Transformer with device.attention=flash (LibTorch's CPU flash
+kernel) reports it. The sequence families' floor (beating seasonal naive) is in
 test_forecasting.py."""
 import json
 import os
@@ -22,7 +22,7 @@ RUNS = [
     ("transformer", "fashion_mnist_fast.json", ["model.name=transformer", "model.embed_dim=64", "model.heads=4",
                                                 "model.layers=3", "model.patch_size=4", "model.dropout=0",
                                                 "data.augment_flip=false", "data.augment_crop_padding=0",
-                                                "optimizer.lr=0.002", "train.epochs=3", "device.attention=math"],
+                                                "optimizer.lr=0.002", "train.epochs=3", "device.attention=flash"],
      0.84),
 ]
 for name, config, extra, floor in RUNS:
@@ -37,6 +37,6 @@ for name, config, extra, floor in RUNS:
     c.check(f"{name} reaches {floor:.0%} test accuracy ({acc:.4f})",
             r.rc == 0 and acc >= floor, r.text[-2000:])
     backend = report.get("training", {}).get("attention_backend", "absent")
-    want = "math" if name == "transformer" else None  # device.attention=math; no attention elsewhere
+    want = "flash" if name == "transformer" else None  # device.attention=flash; no attention elsewhere
     c.check(f"{name}: report.json's training.attention_backend is {want} ({backend})", backend == want)
 c.finish()
