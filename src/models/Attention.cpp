@@ -68,13 +68,14 @@ void choose_attention_backend(const std::string& choice, bool gpu) {
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double dropout,
                         bool causal) {
-  if (torch::GradMode::is_enabled() && !recorded) {
-    record([&] { return backend_name(at::_fused_sdp_choice(q, k, v, {}, dropout, causal)); });
-  }
   try {
+    if (torch::GradMode::is_enabled() && !recorded) {
+      record([&] { return backend_name(at::_fused_sdp_choice(q, k, v, {}, dropout, causal)); });
+    }
     return torch::scaled_dot_product_attention(q, k, v, {}, dropout, causal);
   } catch (const c10::Error& e) {
-    if (chosen == "auto") throw;
+    // Only LibTorch's refusal of every allowed kernel; anything else (out of memory) as it is.
+    if (chosen == "auto" || std::string(e.what()).find("No available kernel") == std::string::npos) throw;
     throw ConfigError("device.attention=" + chosen + ": LibTorch's " + chosen +
                       " attention does not take these inputs (" + std::string(c10::toString(q.scalar_type())) + " on " +
                       q.device().str() + ", head size " + std::to_string(q.size(-1)) +

@@ -71,8 +71,16 @@ expect_failure("global batch too large", ["train", CONFIG, "data.path=" + good, 
                "train.batch_size: the global batch (4096) is larger than the training split", 2)
 expect_failure("attention kernel that needs a GPU, on the CPU",
                ["train", CONFIG, "data.path=" + good, "device.type=cpu", "model.name=transformer", "model.embed_dim=16",
-                "model.heads=2", "model.layers=1", "model.patch_size=7", "device.attention=cudnn"] + small,
+                "model.heads=2", "model.layers=1", "model.patch_size=4", "device.attention=cudnn"] + small,
                "device.attention=cudnn: LibTorch has this attention kernel on GPUs only", 2)
+# A chosen attention kernel that does not take the inputs (LibTorch's CPU flash kernel takes no
+# dropout): found at the first forward, on every rank, a message naming the key, no stack.
+r = mpirun(2, ["train", CONFIG, "data.path=" + good, "device.type=cpu", "model.name=transformer", "model.embed_dim=16",
+               "model.heads=2", "model.layers=1", "model.patch_size=4", "model.dropout=0.1",
+               "model.fused_kernels=false", "device.attention=flash"] + small, timeout=60)
+c.check(f"attention kernel that does not take the inputs: exit {r.rc} in {r.seconds:.1f}s naming device.attention",
+        r.rc != 0 and "device.attention=flash: LibTorch's flash attention does not take these inputs" in r.err
+        and "frame #" not in r.text and r.seconds < 60, r.text[-3000:])
 expect_failure("inspect missing file", ["inspect", "/nonexistent/data.h5"], "no such file", 3)
 
 c.check("h5py available to build malformed files", h5py is not None, "pip install h5py numpy")
