@@ -33,14 +33,11 @@ struct EncoderBlock : BlockImpl {
     auto q_k_v = linear(qkv, norm1->forward(x)).view({n, t, 3, heads_, d / heads_}).permute({2, 0, 3, 1, 4});
     const auto attended = attention(q_k_v[0], q_k_v[1], q_k_v[2]);
     const auto branch = drop->forward(linear(proj, attended.transpose(1, 2).reshape({n, t, d})));
+    // On a GPU one CUDA kernel (models/AddNorm.hpp, ATen's ops where it does not apply); on CPUs
+    // ATen's add and layer_norm (what norm2->forward runs).
     torch::Tensor normed;
-    if (fused_ &&
-        add_layer_norm_fused_on(x, branch, norm2->weight, norm2->bias)) {  // one CUDA kernel: models/AddNorm.hpp
-      std::tie(x, normed) = add_layer_norm(x, branch, norm2->weight, norm2->bias, norm2->options.eps());
-    } else {
-      x = x + branch;
-      normed = norm2->forward(x);
-    }
+    std::tie(x, normed) = (fused_ && x.is_cuda() ? add_layer_norm : add_layer_norm_unfused)(
+        x, branch, norm2->weight, norm2->bias, norm2->options.eps());
     return x + drop->forward(linear(fc2, torch::gelu(linear(fc1, normed))));
   }
   // softmax(q k^T / sqrt(d_head)) v over [n, heads, t, d_head], dropout on the probabilities in

@@ -42,8 +42,8 @@ namespace {
 // (models/SoftmaxCrossEntropy.hpp); otherwise eval's loss on float32 logits.
 torch::Tensor batch_loss_sum(const LossSpec& loss, const torch::Tensor& logits, const torch::Tensor& targets,
                              bool fused_kernels) {
-  if (fused_kernels && loss.kind == LossKind::CrossEntropy && softmax_cross_entropy_fused_on(logits, targets)) {
-    return softmax_cross_entropy_sum(logits, targets);
+  if (fused_kernels && loss.kind == LossKind::CrossEntropy && logits.is_cuda()) {
+    return softmax_cross_entropy_sum(logits, targets);  // ATen's cross_entropy where the kernel does not apply
   }
   return loss_sum(loss, logits.to(torch::kFloat), targets);
 }
