@@ -113,6 +113,13 @@ if wants bench; then
   within 180 python3 bench/transformer_mfu.py --embed 2048 --heads 16 --layers 8 --tokens 1024 --batch 8 \
     --steps 40 --out "$out/mfu_2048.json" device.cuda_graphs=true
   record "bench: transformer_mfu 2048 wide" "$?"
+  step "precision.params=low (bf16 weights, fp32 masters) against autocast's fp32 weights: the same two models"
+  within 180 python3 bench/transformer_mfu.py --embed 2048 --heads 16 --layers 8 --tokens 1024 --batch 8 \
+    --steps 40 --out "$out/mfu_2048_low.json" device.cuda_graphs=true precision.params=low
+  record "bench: transformer_mfu 2048 wide, precision.params=low" "$?"
+  within 120 python3 bench/transformer_mfu.py --batch 64 --out "$out/mfu_b64_graphs_low.json" \
+    device.cuda_graphs=true precision.params=low
+  record "bench: transformer_mfu batch 64 graphs, precision.params=low" "$?"
 fi
 if wants profile; then
   step "profiles of both sides"

@@ -104,12 +104,13 @@ struct CommConfig {
 struct DeviceConfig {
   std::string type = "auto";  // auto | cpu | cuda
   bool cudnn_benchmark = false;
-  bool cuda_graphs = false;  // each training step captured once and replayed as a CUDA graph
+  bool cuda_graphs = false;        // each training step captured once and replayed as a CUDA graph
   std::string attention = "auto";  // auto | flash | efficient | cudnn | math
 };
 
 struct PrecisionConfig {
-  std::string mode = "fp32";  // fp32 | bf16 | fp16 (autocast for the forward pass)
+  std::string mode = "fp32";    // fp32 | bf16 | fp16 (autocast for the forward pass)
+  std::string params = "fp32";  // fp32 | low: GEMM weights held in mode's type, fp32 masters stepped
   double init_scale = 65536.0;
   double growth_factor = 2.0;
   double backoff_factor = 0.5;

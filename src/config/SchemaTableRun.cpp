@@ -90,10 +90,20 @@ std::vector<SchemaEntry> runtime_entries() {
       {free(
            key("precision.mode", K::String, "\"fp32\"", none, none, {"fp32", "bf16", "fp16"},
                "Arithmetic of the forward pass: fp32, or autocast to bf16 or fp16 (matrix products and convolutions in "
-               "the low precision, reductions in fp32). Weights, gradients and the optimizer stay fp32. fp16 uses "
+               "the low precision, reductions in fp32). Weights, gradients and the optimizer stay fp32 (see "
+               "precision.params). fp16 uses "
                "dynamic loss scaling (precision.*_scale, growth_*, backoff_*); bf16 needs none. Both run on GPUs and "
                "CPUs (on CPUs bf16 is fast where the CPU has bf16 instructions; fp16 there is for testing).")),
        bind(&Config::precision, &PrecisionConfig::mode)},
+      {free(key("precision.params", K::String, "\"fp32\"", none, none, {"fp32", "low"},
+                "Where the weights of linear and convolution layers live. fp32: as fp32 parameters that autocast "
+                "casts to precision.mode's type in every forward. low: as parameters of precision.mode's type (bf16 "
+                "or fp16), with fp32 master copies that the gradient reduction, clipping and the optimizer use; "
+                "gradients are accumulated and reduced in fp32 and each step rounds the masters into the weights. "
+                "The arithmetic is that of fp32, without the casts per step. Checkpoints hold the masters. Biases, "
+                "normalization scales and embeddings stay fp32. Needs precision.mode bf16 or fp16; not with "
+                "parallel.shard=parameters.")),
+       bind(&Config::precision, &PrecisionConfig::params)},
       {free(key("precision.init_scale", K::Number, "65536.0", 1.0, 1e30, {}, "fp16: the first loss scale.")),
        bind(&Config::precision, &PrecisionConfig::init_scale)},
       {free(key("precision.growth_factor", K::Number, "2.0", 1.0, 1000.0, {},

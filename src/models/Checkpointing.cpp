@@ -80,7 +80,12 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
     torch::Tensor output;
     {
       torch::AutoGradMode enable(true);
+      // A nesting level of its own: the weights' casts cached by the recomputation are dropped
+      // with it. Left in the cache they would serve the next step's forward with the weights
+      // the optimizer has since changed.
+      at::autocast::increment_nesting();
       output = block->forward(input);
+      if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
     }
     at::autocast::set_autocast_enabled(device.type(), was_autocast);
     at::autocast::set_autocast_dtype(device.type(), was_dtype);

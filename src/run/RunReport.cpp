@@ -35,9 +35,7 @@ json::object spread(const std::vector<double>& v) {
 }
 
 json::array to_array(const std::vector<double>& v) {
-  json::array a;
-  for (double x : v) a.push_back(x);
-  return a;
+  return json::array(v.begin(), v.end());
 }
 
 json::array to_int_array(const std::vector<double>& v) {
@@ -476,6 +474,7 @@ std::string write_run_report(const std::string& path, const Config& config, cons
                               {"gpu_reserved_bytes", spread(g[Figure::GpuReserved])},
                               {"gpu_peak_allocated_bytes", spread(g[Figure::GpuPeak])}}},
       {"precision", json::object{{"mode", config.precision.mode},
+                                 {"params", config.precision.params},
                                  {"loss_scaling", config.precision.mode == "fp16"},
                                  {"skipped_steps", r.skipped_steps},
                                  {"final_loss_scale", r.loss_scale}}},

@@ -19,6 +19,7 @@
 #include "models/SoftmaxCrossEntropy.hpp"
 #include "train/Checkpointer.hpp"
 #include "train/Device.hpp"
+#include "train/MasterWeights.hpp"
 #include "train/Milestones.hpp"
 #include "train/NonFinite.hpp"
 #include "train/Optimizers.hpp"
@@ -178,6 +179,7 @@ TrainResult Trainer::run() {
   loop.log.finish();
   if (result.stop_reason == "early_stopping") {
     WholeParameters whole(reducer_->window(), /*write_back=*/true);
+    MasterWeights::Exposed exposed(masters_.get(), /*write_back=*/true);
     result.restored_epoch = milestones_->restore_best(*model_);
   }
 
@@ -358,7 +360,8 @@ void Trainer::checkpoint_if_due(Loop& loop, const Epoch& epoch, std::int64_t don
 // Writes a checkpoint of the loop standing at (epoch, steps of it done), or best.h5: collective.
 std::string Trainer::write_checkpoint(Loop& loop, std::int64_t epoch, std::int64_t done, double epoch_loss,
                                       std::int64_t epoch_correct, double train_seconds, bool best) {
-  WholeParameters whole(reducer_->window(), /*write_back=*/false);  // stage 3: saved whole
+  WholeParameters whole(reducer_->window(), /*write_back=*/false);                         // stage 3: saved whole
+  MasterWeights::Exposed exposed(masters_.get(), /*write_back=*/false, optimizer_.get());  // the masters
   LoopPosition p;
   p.epoch = epoch;
   p.step_in_epoch = done;
@@ -384,8 +387,8 @@ std::string Trainer::write_checkpoint(Loop& loop, std::int64_t epoch, std::int64
   torch::optim::Optimizer* serial = nullptr;
   if (reducer_->sharded() && config_.checkpoint.parallel_write) {
     synchronize_optimizer_state(*optimizer_);
-    slices =
-        sharded_checkpoint_state(*reducer_, *optimizer_, model_->parameters(), checkpoint_layout().parameters, comm_);
+    slices = sharded_checkpoint_state(*reducer_, *optimizer_, reduced(model_->parameters()),
+                                      checkpoint_layout().parameters, comm_);
   } else {
     serial = optimizer_to_save(gathered);
   }
@@ -473,6 +476,7 @@ void Trainer::evaluate_epoch(Loop& loop, EpochRecord& rec) {
 // After an epoch: early stopping, the best epoch's checkpoint, train.target (train/Milestones).
 bool Trainer::after_epoch(Loop& loop, const EpochRecord& record) {
   WholeParameters whole(milestones_->copies_weights() ? reducer_->window() : nullptr, false);  // stage 3
+  MasterWeights::Exposed exposed(milestones_->copies_weights() ? masters_.get() : nullptr, false);
   const EpochVerdict v = milestones_->after_epoch(record, loop.best, loop.epochs_without_improvement, *model_);
   if (v.new_best && !checkpoint_dir_.empty()) {
     write_checkpoint(loop, record.epoch + 1, 0, 0.0, 0, loop.result.train_seconds, /*best=*/true);

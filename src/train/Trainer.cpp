@@ -10,6 +10,7 @@
 #include "models/Attention.hpp"
 #include "models/Model.hpp"
 #include "train/Device.hpp"
+#include "train/MasterWeights.hpp"
 #include "train/Milestones.hpp"
 #include "train/Optimizers.hpp"
 #include "train/Pipeline.hpp"
@@ -21,6 +22,24 @@
 
 namespace hpctrain {
 namespace json = boost::json;
+namespace {
+
+// precision.params=low: what it combines with (train/MasterWeights.hpp).
+void check_low_precision_params(const Config& c) {
+  if (c.precision.mode == "fp32") {
+    throw ConfigError(
+        "precision.params=low holds the weights in precision.mode's type, and precision.mode is fp32; set "
+        "precision.mode to bf16 or fp16, or precision.params=fp32");
+  }
+  if (c.parallel.shard == "parameters") {
+    throw ConfigError(
+        "precision.params=low with parallel.shard=parameters: stage 3 frees the parameters it gathers, and "
+        "the low-precision weights are kept whole; use parallel.shard optimizer or gradients, or "
+        "precision.params=fp32");
+  }
+}
+
+}  // namespace
 
 Trainer::Trainer(const Config& config, const ProcessGrid& grid, const ShardedDataset& data, MetricsLog& log)
     : config_(config),
@@ -68,8 +87,15 @@ Trainer::Trainer(const Config& config, const ProcessGrid& grid, const ShardedDat
   model_->to(device_);
   if (config_.model.channels_last) to_channels_last(*model_);
   build_pipeline();
-  // What this rank optimizes and reduces: the whole model, or its pipeline stage's part.
-  const std::vector<torch::Tensor> trained = pipeline_ ? pipeline_->parameters() : model_->parameters();
+  // What this rank optimizes and reduces: the whole model, or its pipeline stage's part; with
+  // precision.params=low the fp32 masters of the low-precision weights in their place.
+  std::vector<torch::Tensor> trained = pipeline_ ? pipeline_->parameters() : model_->parameters();
+  if (config_.precision.params == "low") {
+    check_low_precision_params(config_);
+    masters_ = std::make_unique<MasterWeights>(*model_, trained,
+                                               config_.precision.mode == "bf16" ? torch::kBFloat16 : torch::kHalf);
+    trained = masters_->masters();
+  }
   // Overlap needs a second thread calling MPI (never at the same time as the main one).
   const bool overlap = config_.comm.overlap && MpiRuntime::thread_level() >= MPI_THREAD_SERIALIZED;
   // NCCL for GPU parameters when compiled in (auto), else MPI (GPU buckets staged through host memory).
@@ -194,7 +220,7 @@ LocalPredictions Trainer::predict_held_out() {
 LoopPosition Trainer::start_run(RankState& mine) {
   if (!reducer_) {
     nccl_ = std::make_unique<NcclCommunicator>(comm_, device_, config_.comm.nccl_timeout);
-    const auto trained = pipeline_ ? pipeline_->parameters() : model_->parameters();
+    const auto trained = reduced(pipeline_ ? pipeline_->parameters() : model_->parameters());
     reducer_ = make_reducer(trained, nccl_.get(), overlap_);
     if (reducer_->sharded()) make_stepping_optimizer(trained);  // over the chunks now
   }
@@ -203,6 +229,7 @@ LoopPosition Trainer::start_run(RankState& mine) {
                                  static_cast<std::uint64_t>(grid_.group().rank()) + 1));
   LoopPosition at;
   WholeParameters whole(reducer_->window(), /*write_back=*/true);  // stage 3: written whole, kept as chunks
+  MasterWeights::Exposed exposed(masters_.get(), /*write_back=*/true, optimizer_.get());  // restored or broadcast
   if (resume_) {
     // Every rank restores its own state (a broadcast would replace its batch-norm statistics),
     // checked together: with a pipeline, a changed model may show on some stages only.

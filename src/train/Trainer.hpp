@@ -58,13 +58,13 @@ struct TrainResult {
   double loss_scale = 1.0;
   // fp32 and bf16: steps skipped by train.nonfinite=skip (in total, across resumes).
   std::int64_t nonfinite_skipped = 0;
-  bool cuda_graphs = false;  // the steps were replayed from a captured CUDA graph
+  bool cuda_graphs = false;       // the steps were replayed from a captured CUDA graph
   std::string attention_backend;  // the attention kernel LibTorch took in training ("": none ran)
   // Pipeline parallelism (parallel.pipeline_stages > 1): this rank's stage, its blocks and times.
   GridLayout grid;
   int stage = 0;
-  std::string stage_split;  // StagePlan::describe()
-  std::string schedule;     // parallel.schedule, or "" without a pipeline
+  std::string stage_split;   // StagePlan::describe()
+  std::string schedule;      // parallel.schedule, or "" without a pipeline
   std::string pipeline_p2p;  // parallel.p2p resolved: "nccl" or "mpi"
   std::int64_t microbatches = 1;
   std::int64_t stage_parameters = 0;  // parameters this rank holds
@@ -88,6 +88,7 @@ class GradientReducer;
 class PipelineEngine;
 class StallWatchdog;
 class NonFiniteGuard;
+class MasterWeights;
 struct ModelImpl;
 class LrSchedule;
 class Milestones;
@@ -120,8 +121,7 @@ class Trainer {
   void resume_from(CheckpointInfo info) { resume_ = std::move(info); }
   // Prefix of the epoch lines rank 0 prints ("fold 3: "), so concurrent groups can be told apart.
   void set_log_prefix(std::string prefix) { log_prefix_ = std::move(prefix); }
-  // This rank's predictions on its part of the held-out rows (after run()).
-  LocalPredictions predict_held_out();
+  LocalPredictions predict_held_out();  // this rank's predictions on its held-out rows (after run())
   const LossSpec& loss() const { return loss_; }
   // Model outputs per sample: classes, or per regression target one value or one per quantile level.
   std::int64_t output_size() const { return loss_.model_outputs(data_.meta()); }
@@ -169,6 +169,7 @@ class Trainer {
                                                 bool overlap);  // with stage 3's piece hooks
   void make_stepping_optimizer(const std::vector<torch::Tensor>& trained);
   torch::optim::Optimizer* optimizer_to_save(std::unique_ptr<torch::optim::Optimizer>& gathered);
+  std::vector<torch::Tensor> reduced(const std::vector<torch::Tensor>& parameters) const;  // masters for weights
   void restore_from(const CheckpointInfo& info, RankState& mine);
   // Gradient clipping over the global norm of every stage's (reduced) gradients.
   void clip_gradients(double max_norm);
@@ -207,8 +208,8 @@ class Trainer {
   // Returns whether the host skipped it, and the device's skip flag (fused optimizer; else undefined).
   std::pair<bool, torch::Tensor> optimizer_step(std::int64_t step);
   // The fused optimizer steps without host waits; loss scaling and clipping stay on the device too.
-  bool device_side_ = false;
-  bool graphs_ = false;
+  bool device_side_ = false, graphs_ = false;
+  std::unique_ptr<MasterWeights> masters_;  // precision.params=low
   std::string resolved_json_;
   std::optional<CheckpointInfo> resume_;
   double restore_seconds_ = 0;

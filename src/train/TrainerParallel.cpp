@@ -8,6 +8,7 @@
 #include "comm/GradientReducer.hpp"
 #include "models/Model.hpp"
 #include "train/Device.hpp"
+#include "train/MasterWeights.hpp"
 #include "train/MixedPrecision.hpp"
 #include "train/NonFinite.hpp"
 #include "train/Optimizers.hpp"
@@ -32,8 +33,9 @@ bool pipeline_over_nccl(const std::string& p2p, const torch::Device& device) {
     throw ConfigError("parallel.p2p=nccl: this build has no NCCL (`hpctrain --version` tells); use parallel.p2p=mpi");
   }
   if (p2p == "nccl" && compute_device().shared) {
-    throw ConfigError("parallel.p2p=nccl: NCCL does not connect two ranks on one GPU, and this node's ranks share "
-                      "GPUs; use one GPU per rank, or parallel.p2p=mpi or auto");
+    throw ConfigError(
+        "parallel.p2p=nccl: NCCL does not connect two ranks on one GPU, and this node's ranks share "
+        "GPUs; use one GPU per rank, or parallel.p2p=mpi or auto");
   }
   return p2p == "nccl" || (p2p == "auto" && device.is_cuda() && HPCTRAIN_WITH_NCCL && !compute_device().shared);
 }
@@ -139,7 +141,13 @@ torch::optim::Optimizer* Trainer::optimizer_to_save(std::unique_ptr<torch::optim
   if (!reducer_->sharded()) return optimizer_.get();
   synchronize_optimizer_state(*optimizer_);
   gathered = gather_sharded_state(*reducer_, *optimizer_, config_.optimizer, comm_);
+  // Over the reducer's parameters: with precision.params=low the masters, filed under the weights.
+  if (gathered && masters_) masters_->file_state(*gathered, /*under_weights=*/true);
   return gathered.get();
+}
+
+std::vector<torch::Tensor> Trainer::reduced(const std::vector<torch::Tensor>& parameters) const {
+  return masters_ ? masters_->substitute(parameters) : parameters;
 }
 
 void Trainer::restore_from(const CheckpointInfo& info, RankState& mine) {
@@ -150,7 +158,7 @@ void Trainer::restore_from(const CheckpointInfo& info, RankState& mine) {
   // The file holds whole per-parameter state: the parameters read as an unsharded run reads
   // them, of the state only this rank's chunks.
   restore_checkpoint(info, *model_, nullptr, mine, checkpoint_layout());
-  read_sharded_state(*reducer_, *optimizer_, CheckpointReader(info), model_->parameters());
+  read_sharded_state(*reducer_, *optimizer_, CheckpointReader(info), reduced(model_->parameters()));
 }
 
 CheckpointLayout Trainer::checkpoint_layout() const {
@@ -195,7 +203,7 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::forward_backward_microbatches(c
       out = model_->forward(x).to(torch::kFloat);
       sum = sum_of(out, targets.narrow(0, k * rows, rows));
     }
-    if (k + 1 == m) reducer_->release(model_->parameters());
+    if (k + 1 == m) reducer_->release(reduced(model_->parameters()));
     to_backward(sum).backward();
     total = total.defined() ? total + sum.detach() : sum.detach();
     outputs.push_back(out.detach());
@@ -217,6 +225,7 @@ std::pair<bool, torch::Tensor> Trainer::optimizer_step(std::int64_t step) {
     if (clip > 0) reducer.clip_to_norm(clip);
     if (found_inf.defined()) skip_next_step_on(*optimizer_, found_inf);
     optimizer_->step();
+    if (masters_) masters_->update_model();  // a skipped step left the masters as they were
     if (scaler_.enabled() && found_inf.defined()) scaler_.update(found_inf);
     nonfinite.add(found_inf);
     return {false, nonfinite.active() ? found_inf : torch::Tensor()};
@@ -237,7 +246,8 @@ std::pair<bool, torch::Tensor> Trainer::optimizer_step(std::int64_t step) {
   if (!found_inf) {
     if (clip > 0) clip_gradients(clip);
     optimizer_->step();
-    reducer.gather_parameters();  // sharded: the updated chunks to every replica
+    reducer.gather_parameters();             // sharded: the updated chunks to every replica
+    if (masters_) masters_->update_model();  // then every master is whole
   }
   scaler_.update(found_inf);
   return {skip, torch::Tensor()};
@@ -265,7 +275,7 @@ void Trainer::record_parallel_figures(TrainResult& result) const {
   result.shard = config_.parallel.shard;
   result.shard_active = reducer_->sharded();
   const ReducerMemory held = reducer_->memory();
-  result.parameter_bytes = held.parameters;
+  result.parameter_bytes = held.parameters + (masters_ ? masters_->compute_bytes() : 0);
   result.gradient_bytes = held.gradients;
   result.gradient_bucket_peak_bytes = held.bucket_peak;
   result.parameter_window_peak_bytes = held.window_peak;

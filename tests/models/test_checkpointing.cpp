@@ -87,6 +87,36 @@ TEST(Checkpointing, TheSameUnderAutocast) {
   expect_identical(train_step({false, false, false}, true), train_step({true, true, true}, true));
 }
 
+// Two steps under autocast, nested as the trainer nests it, with an update in between: the
+// second forward must read the updated weights, not casts the first backward's recomputation
+// left in autocast's cache.
+torch::Tensor second_step_loss(const std::vector<bool>& plan) {
+  torch::manual_seed(7);
+  Stack model(plan);
+  auto x = torch::randn({32, 16});
+  auto y = torch::randint(0, 3, {32});
+  torch::Tensor loss;
+  for (int step = 0; step < 2; ++step) {
+    at::autocast::set_autocast_dtype(torch::kCPU, at::kBFloat16);
+    at::autocast::set_autocast_enabled(torch::kCPU, true);
+    at::autocast::increment_nesting();
+    loss = torch::nn::functional::cross_entropy(model.forward(x).to(torch::kFloat), y);
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(torch::kCPU, false);
+    if (step == 1) break;
+    loss.backward();
+    torch::NoGradGuard no_grad;
+    for (auto& p : model.parameters()) p.sub_(p.grad() * 0.5);
+  }
+  return loss;
+}
+
+TEST(Checkpointing, TheNextForwardUnderAutocastReadsTheUpdatedWeights) {
+  const auto plain = second_step_loss({false, false, false});
+  const auto checkpointed = second_step_loss({true, false, true});
+  EXPECT_TRUE(torch::equal(plain, checkpointed)) << plain.item<float>() << " vs " << checkpointed.item<float>();
+}
+
 TEST(Checkpointing, TheFirstBlockOnDataStillTrainsItsParameters) {
   const auto r = train_step({true});
   for (const auto& g : r.grads) EXPECT_GT(g.abs().sum().item<double>(), 0.0);

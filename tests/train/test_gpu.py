@@ -172,4 +172,13 @@ l1, l2 = (rep.get("final", {}).get("test_loss", 0) for rep in (fused, aten))
 c.check(f"Transformer on the GPU with hpctrain's add + LayerNorm kernel: test loss within 5% of ATen's "
         f"({l1:.4f} vs {l2:.4f})", r1.rc == 0 and r2.rc == 0 and abs(l1 - l2) <= 0.05 * l2,
         r1.text[-1500:] + r2.text[-1500:])
+# precision.params=low: the Transformer's GEMM weights in bf16 with fp32 masters, eager and in a
+# captured graph (the master's gradient made inside the capture, the weights rounded in it).
+for graphs in ("false", "true"):
+    r3, low = train("vit_low_graphs_" + graphs, *vit, "precision.params=low", "device.cuda_graphs=" + graphs)
+    l3 = low.get("final", {}).get("test_loss", 0)
+    c.check(f"Transformer with bf16 weights and fp32 masters (device.cuda_graphs={graphs}): test loss within 5% of "
+            f"autocast's ({l3:.4f} vs {l1:.4f})",
+            r3.rc == 0 and low["precision"]["params"] == "low" and abs(l3 - l1) <= 0.05 * l1
+            and low["training"]["cuda_graphs"] is (graphs == "true"), r3.text[-2000:])
 c.finish()

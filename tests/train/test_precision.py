@@ -2,7 +2,8 @@
 fp16 with dynamic loss scaling skips the steps whose gradients overflow, backs the scale
 off and grows it again, and trains; its scaler state survives a checkpoint (a run resumed
 halfway ends bitwise where an uninterrupted one does), also with the fused optimizer deciding
-on the device; device.cuda_graphs on a CPU is a notice; device.type=auto falls back to the
+on the device; precision.params=low (low-precision weights with fp32 masters) trains and
+resumes bitwise; device.cuda_graphs on a CPU is a notice; device.type=auto falls back to the
 CPU with a notice and device.type=cuda without a GPU is an error."""
 import json
 import os
@@ -87,6 +88,67 @@ c.check("fp16 with the fused optimizer resumed from a checkpoint ends bitwise wh
         json.dumps({"whole": fwhole.get("precision"), "resumed": fresumed.get("precision"),
                     "loss": [fwhole.get("final", {}).get("test_loss"), fresumed.get("final", {}).get("test_loss")]})
         + rfc.text[-1500:])
+
+# precision.params=low: the GEMM weights in the low type, fp32 masters reduced and stepped. The
+# weights round as autocast's casts of fp32 weights do, and the gradients arrive in fp32 as
+# autocast's cast back delivers them: the same arithmetic, so the same bits as
+# precision.params=fp32. bf16 with the host-side step (optimizer.fused=off); fp16 with the fused
+# optimizer skipping overflowing steps on the device, and its checkpoints (the masters) resuming
+# bitwise.
+rbo, bf16_off = train("bf16_host_step", *base, "precision.mode=bf16", "optimizer.fused=off")
+rlo, low = train("bf16_low", *base, "precision.mode=bf16", "precision.params=low", "optimizer.fused=off")
+losses = [[e.get("train_loss") for e in rep.get("epochs", [])] + [rep.get("final", {}).get("test_loss")]
+          for rep in (bf16_off, low)]
+c.check("bf16 weights with fp32 masters: bitwise the losses of autocast's fp32 weights, and more parameter bytes "
+        "held (masters and weights)",
+        rbo.rc == 0 and rlo.rc == 0 and low["precision"]["params"] == "low" and losses[0] == losses[1]
+        and None not in losses[0]
+        and low["parallel"]["shard"]["parameter_bytes"][0] > fp32["parallel"]["shard"]["parameter_bytes"][0],
+        json.dumps(losses) + rlo.text[-2000:])
+lows = [*ckpt, *fused, "precision.params=low"]
+rla, lwhole = train("fp16_low_whole", *lows, "train.epochs=2")
+rlb, _ = train("fp16_low_split", *lows, "train.epochs=1")
+rlc, lresumed = train("fp16_low_split", *lows, "train.epochs=2", "checkpoint.resume=auto")
+c.check("fp16 weights with fp32 masters and the fused optimizer: the steps, skips and loss of fp32 weights, and a "
+        "resume ends bitwise where the uninterrupted run does",
+        rla.rc == 0 and rlb.rc == 0 and rlc.rc == 0 and "resuming from" in rlc.out
+        and lwhole["precision"]["skipped_steps"] == fwhole["precision"]["skipped_steps"] > 0
+        and lresumed["precision"] == lwhole["precision"]
+        and lresumed["final"]["test_loss"] == lwhole["final"]["test_loss"] == fwhole["final"]["test_loss"],
+        json.dumps({"whole": lwhole.get("final"), "resumed": lresumed.get("final"),
+                    "fp32 weights": fwhole.get("final")}) + rlc.text[-1500:])
+# With the data-parallel sharding of stages 1 and 2 (the masters are what the buckets shard and
+# the chunks step) and with pipeline stages: still bitwise the runs with fp32 weights, and a
+# sharded checkpoint (written in parallel, and serially) resumes bitwise.
+layouts = {"shard_gradients": ["parallel.shard=gradients", "comm.bucket_mb=0.05"],
+           "pipeline": ["parallel.pipeline_stages=2", "parallel.microbatches=2"]}
+quick = ["data.limit_train=1280", "train.batch_size=64", "train.epochs=2", "precision.mode=bf16",
+         "checkpoint.at_end=true", "train.test_every_epoch=false", "schedule.name=constant"]
+lowruns = {}
+for name, extra in layouts.items():
+    ra, a = train(name + "_fp32", *quick, *extra)
+    rb, b = lowruns[name] = train(name + "_low", *quick, *extra, "precision.params=low")
+    losses = [[e.get("train_loss") for e in rep.get("epochs", [])] + [rep.get("final", {}).get("test_loss")]
+              for rep in (a, b)]
+    c.check(f"{name}: bf16 weights with fp32 masters give bitwise the losses of fp32 weights",
+            ra.rc == 0 and rb.rc == 0 and losses[0] == losses[1] and None not in losses[0],
+            json.dumps(losses) + ra.text[-1000:] + rb.text[-1500:])
+sharded_loss = lowruns["shard_gradients"][1].get("final", {}).get("test_loss")
+for write in ("true", "false"):
+    sharded = [*quick, *layouts["shard_gradients"], "precision.params=low", "checkpoint.parallel_write=" + write]
+    rb, _ = train("shard_low_split_" + write, *sharded, "train.epochs=1")
+    rc, resumed = train("shard_low_split_" + write, *sharded, "checkpoint.resume=auto")
+    c.check(f"sharded, bf16 weights with fp32 masters: a checkpoint (parallel_write={write}) resumes bitwise",
+            rb.rc == 0 and rc.rc == 0 and "resuming from" in rc.out
+            and resumed.get("final", {}).get("test_loss") == sharded_loss,
+            json.dumps([resumed.get("final", {}).get("test_loss")]) + rc.text[-1500:])
+r = mpirun(1, ["train", CONFIG, *small, "precision.params=low"], timeout=60)
+c.check("precision.params=low with precision.mode=fp32: a config error naming both keys",
+        r.rc == 2 and "precision.params=low" in r.err and "precision.mode" in r.err, r.err[-800:])
+r = mpirun(1, ["train", CONFIG, *small, "precision.mode=bf16", "precision.params=low", "parallel.shard=parameters"],
+           timeout=60)
+c.check("precision.params=low with parallel.shard=parameters: a config error naming both",
+        r.rc == 2 and "parallel.shard=parameters" in r.err and "precision.params" in r.err, r.err[-800:])
 
 rg, graphs = train("graphs_on_cpu", "data.limit_train=1280", "train.epochs=1", "device.cuda_graphs=true", np=1)
 c.check("device.cuda_graphs on the CPU: a notice, then an ordinary run",
