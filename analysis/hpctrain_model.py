@@ -131,9 +131,9 @@ class ResNet(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    def __init__(self, dim, heads, mlp_ratio, dropout):
+    def __init__(self, dim, heads, mlp_ratio, dropout, causal=False):
         super().__init__()
-        self.heads, self.p = heads, dropout
+        self.heads, self.p, self.causal = heads, dropout, causal
         self.norm1, self.qkv, self.proj = nn.LayerNorm(dim), nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
         hidden = int(dim * mlp_ratio)
         self.norm2, self.fc1, self.fc2 = nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.Linear(hidden, dim)
@@ -142,7 +142,8 @@ class EncoderBlock(nn.Module):
     def forward(self, x):
         n, t, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=self.p if self.training else 0.0)
+        a = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=self.p if self.training else 0.0,
+                                                       is_causal=self.causal)
         x = x + self.drop(self.proj(a.transpose(1, 2).reshape(n, t, d)))
         return x + self.drop(self.fc2(nn.functional.gelu(self.fc1(self.norm2(x)))))
 
@@ -162,9 +163,9 @@ class Transformer(nn.Module):
             self.feature_bias = nn.Parameter(torch.zeros(shape[0], d))
             tokens = shape[0]
         self.position = nn.Parameter(torch.zeros(1, tokens, d))
-        self.count = m["layers"]
+        self.count, self.causal = m["layers"], m.get("causal", False)
         for i in range(self.count):
-            self.add_module(f"block{i}", EncoderBlock(d, m["heads"], m["mlp_ratio"], m["dropout"]))
+            self.add_module(f"block{i}", EncoderBlock(d, m["heads"], m["mlp_ratio"], m["dropout"], self.causal))
         self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, outputs)
 
     def forward(self, x):
@@ -177,7 +178,8 @@ class Transformer(nn.Module):
         x = x + self.position
         for i in range(self.count):
             x = getattr(self, f"block{i}")(x)
-        return self.head(self.norm(x).mean(1))
+        # model.causal: causal attention (a GPT-style decoder), the last token's state to the head.
+        return self.head(self.norm(x[:, -1]) if self.causal else self.norm(x).mean(1))
 
 
 

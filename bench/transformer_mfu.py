@@ -10,8 +10,10 @@ Transformer's table embedding), imported with `hpctrain import csv`. Model FLOPs
 are those of training a Transformer: 6 x parameters x tokens for the matrix products plus
 12 x layers x tokens^2 x width for attention (the PaLM appendix's count, non-causal);
 MFU = model FLOPs x samples/s / peak (--peak-tflops: 989 for an H100 SXM in dense bf16).
-Both sides report samples/s over the steps after the first 10 (warm-up). The attention is
-not causal: this measures the encoder hpctrain has, at GPT-like sizes. Needs a GPU."""
+Both sides report samples/s over the steps after the first 10 (warm-up). --causal makes both
+sides a GPT-style decoder (model.causal: causal attention, the last token's state to the
+head); the FLOP count stays the non-causal one, as Megatron-LM's and PaLM's MFU count it.
+Needs a GPU."""
 import argparse
 import csv
 import json
@@ -57,6 +59,8 @@ def main():
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--precision", default="bf16")
+    p.add_argument("--causal", action="store_true", help="a GPT-style decoder: model.causal=true on both sides "
+                   "(causal attention, the last token's state to the head)")
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--out", default="bench-mfu.json")
     p.add_argument("--binary", default=os.path.join(ROOT, "build", "hpctrain"))
@@ -71,7 +75,8 @@ def main():
     rows = a.batch * (a.steps + 2)
     h5, x, y = make_data(work, rows, a.tokens)
     model_keys = [f"model.name=transformer", f"model.embed_dim={a.embed}", f"model.heads={a.heads}",
-                  f"model.layers={a.layers}", "model.dropout=0", "model.mlp_ratio=4"]
+                  f"model.layers={a.layers}", "model.dropout=0", "model.mlp_ratio=4",
+                  f"model.causal={str(a.causal).lower()}"]
     run_dir = os.path.join(work, "run")
     profile_keys = ["run.profile_steps=5", "run.profile_start=20"] if a.profile else []
     subprocess.run([BINARY, "train", os.path.join(ROOT, "configs",
@@ -91,7 +96,7 @@ def main():
     ours = (last["step"] - first["step"]) * a.batch / (last["elapsed_s"] - first["elapsed_s"])
 
     m = {"embed_dim": a.embed, "heads": a.heads, "layers": a.layers, "mlp_ratio": 4.0, "patch_size": 1,
-         "dropout": 0.0}
+         "dropout": 0.0, "causal": a.causal}
     model = Transformer(m, [a.tokens], 2).cuda()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     xs, ys = torch.from_numpy(x).pin_memory(), torch.from_numpy(y).pin_memory()
@@ -124,7 +129,7 @@ def main():
     flops = 6 * params * a.tokens + 12 * a.layers * a.tokens ** 2 * a.embed
     peak = a.peak_tflops * 1e12
     result = {"gpu": torch.cuda.get_device_name(0), "parameters": params, "tokens": a.tokens, "batch": a.batch,
-              "precision": a.precision, "overrides": overrides, "model_flops_per_sample": flops,
+              "precision": a.precision, "causal": a.causal, "overrides": overrides, "model_flops_per_sample": flops,
               "hpctrain_attention_backend": report["training"].get("attention_backend"),
               "hpctrain_samples_per_s": ours, "pytorch_samples_per_s": theirs, "ratio": ours / theirs,
               "hpctrain_mfu": flops * ours / peak, "pytorch_mfu": flops * theirs / peak}

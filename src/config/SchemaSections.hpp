@@ -7,12 +7,13 @@
 
 namespace hpctrain {
 
-std::vector<SchemaEntry> data_and_model_entries();  // data, model
-std::vector<SchemaEntry> training_entries();        // optimizer, schedule, train
-std::vector<SchemaEntry> stopping_entries();        // train: early stopping, target
-std::vector<SchemaEntry> runtime_entries();         // comm, device, precision
-std::vector<SchemaEntry> parallel_entries();        // parallel
-std::vector<SchemaEntry> experiment_entries();      // cv, search
-std::vector<SchemaEntry> output_entries();          // checkpoint, run
+std::vector<SchemaEntry> data_entries();        // data
+std::vector<SchemaEntry> model_entries();       // model
+std::vector<SchemaEntry> training_entries();    // optimizer, schedule, train
+std::vector<SchemaEntry> stopping_entries();    // train: early stopping, target
+std::vector<SchemaEntry> runtime_entries();     // comm, device, precision
+std::vector<SchemaEntry> parallel_entries();    // parallel
+std::vector<SchemaEntry> experiment_entries();  // cv, search
+std::vector<SchemaEntry> output_entries();      // checkpoint, run
 
 }  // namespace hpctrain

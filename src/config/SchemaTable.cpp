@@ -6,8 +6,8 @@
 namespace hpctrain {
 using namespace schema_keys;
 
-// data, model
-std::vector<SchemaEntry> data_and_model_entries() {
+// data
+std::vector<SchemaEntry> data_entries() {
   using K = KeyType;
   const std::optional<double> none;
   return {
@@ -38,7 +38,14 @@ std::vector<SchemaEntry> data_and_model_entries() {
            "Regression: train on targets standardized by the training rows' mean and standard deviation; "
            "predictions and metrics are reported in the original units."),
        bind(&Config::data, &DataConfig::normalize_targets)},
-      // model
+  };
+}
+
+// model
+std::vector<SchemaEntry> model_entries() {
+  using K = KeyType;
+  const std::optional<double> none;
+  return {
       {key("model.name", K::String, "\"cnn\"", none, none,
            {"mlp", "cnn", "resnet", "transformer", "lstm", "bilstm", "cnn_bilstm", "forecaster"},
            "Architecture from the model registry (docs/models.md)."),
@@ -101,6 +108,11 @@ std::vector<SchemaEntry> data_and_model_entries() {
       {key("model.mlp_ratio", K::Number, "4.0", 0.25, 64.0, {},
            "Transformer: width of each block's MLP as a multiple of model.embed_dim."),
        bind(&Config::model, &ModelConfig::mlp_ratio)},
+      {key("model.causal", K::Boolean, "false", none, none, {},
+           "Transformer: causal self-attention (each token attends to itself and the tokens before it, as in a "
+           "GPT-style decoder) and the last token's state, which has seen the whole sequence, feeds the head "
+           "instead of the mean over tokens."),
+       bind(&Config::model, &ModelConfig::causal)},
       {key("model.patch_size", K::Integer, "4", 1.0, 1024.0, {},
            "Transformer on images: side of the square patches that become tokens (must divide height and width)."),
        bind(&Config::model, &ModelConfig::patch_size)},
@@ -267,8 +279,8 @@ std::vector<SchemaEntry> stopping_entries() {
 const std::vector<SchemaEntry>& schema_entries() {
   static const std::vector<SchemaEntry> table = [] {
     std::vector<SchemaEntry> all;
-    for (auto part : {data_and_model_entries, training_entries, stopping_entries, runtime_entries, parallel_entries,
-                      experiment_entries, output_entries}) {
+    for (auto part : {data_entries, model_entries, training_entries, stopping_entries, runtime_entries,
+                      parallel_entries, experiment_entries, output_entries}) {
       auto entries = part();
       all.insert(all.end(), std::make_move_iterator(entries.begin()), std::make_move_iterator(entries.end()));
     }

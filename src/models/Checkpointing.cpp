@@ -33,6 +33,34 @@ void set_generator_state(const torch::Device& device, const torch::Tensor& state
   g.set_state(state);
 }
 
+// The recomputation's autocast: the first forward's state, restored however it ends, in a
+// nesting level of its own. The weights' casts cached by the recomputation are dropped with it:
+// left in the cache they would serve the next step's forward with the weights the optimizer
+// has since changed.
+class RecomputeAutocast {
+ public:
+  RecomputeAutocast(c10::DeviceType device, bool enabled, at::ScalarType dtype)
+      : device_(device),
+        was_enabled_(at::autocast::is_autocast_enabled(device)),
+        was_dtype_(at::autocast::get_autocast_dtype(device)) {
+    at::autocast::set_autocast_enabled(device_, enabled);
+    at::autocast::set_autocast_dtype(device_, dtype);
+    at::autocast::increment_nesting();
+  }
+  ~RecomputeAutocast() {
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(device_, was_enabled_);
+    at::autocast::set_autocast_dtype(device_, was_dtype_);
+  }
+  RecomputeAutocast(const RecomputeAutocast&) = delete;
+  RecomputeAutocast& operator=(const RecomputeAutocast&) = delete;
+
+ private:
+  c10::DeviceType device_;
+  bool was_enabled_;
+  at::ScalarType was_dtype_;
+};
+
 struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
   // `anchor` requires grad, so that the output does even when x does not (the first block
   // sees the data): without it backward would never reach the block's parameters.
@@ -70,25 +98,14 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
       buffers.push_back(b);
       kept.push_back(b.clone());
     }
-    const bool autocast = ctx->saved_data["autocast"].toBool();
-    const bool was_autocast = at::autocast::is_autocast_enabled(device.type());
-    const auto was_dtype = at::autocast::get_autocast_dtype(device.type());
-    at::autocast::set_autocast_enabled(device.type(), autocast);
-    at::autocast::set_autocast_dtype(device.type(),
-                                     static_cast<at::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()));
     torch::Tensor input = x.detach().requires_grad_(x.requires_grad());
     torch::Tensor output;
     {
       torch::AutoGradMode enable(true);
-      // A nesting level of its own: the weights' casts cached by the recomputation are dropped
-      // with it. Left in the cache they would serve the next step's forward with the weights
-      // the optimizer has since changed.
-      at::autocast::increment_nesting();
+      RecomputeAutocast autocast(device.type(), ctx->saved_data["autocast"].toBool(),
+                                 static_cast<at::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()));
       output = block->forward(input);
-      if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
     }
-    at::autocast::set_autocast_enabled(device.type(), was_autocast);
-    at::autocast::set_autocast_dtype(device.type(), was_dtype);
     set_generator_state(torch::kCPU, cpu_now);
     if (device.is_cuda()) set_generator_state(device, device_now);
     // Parameters accumulate their gradients here (as in a plain backward); the input's

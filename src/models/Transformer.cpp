@@ -1,5 +1,6 @@
 #include <cmath>
 
+#include <limits>
 #include <tuple>
 
 #include "models/AddNorm.hpp"
@@ -17,7 +18,7 @@ namespace {
 // kernel (models/AddNorm.hpp).
 struct EncoderBlock : BlockImpl {
   EncoderBlock(std::int64_t dim, std::int64_t heads, double mlp_ratio, const ModelConfig& c)
-      : heads_(heads), p_(c.dropout), fused_(c.fused_kernels) {
+      : heads_(heads), p_(c.dropout), fused_(c.fused_kernels), causal_(c.causal) {
     norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
     qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
     proj = register_module("proj", torch::nn::Linear(dim, dim));
@@ -50,18 +51,24 @@ struct EncoderBlock : BlockImpl {
     const bool dropout = is_training() && p_ > 0;
     const auto dtype = q.scalar_type();
     if (!dropout || !fused_ || !q.device().is_cpu() || (dtype != torch::kFloat && dtype != torch::kBFloat16)) {
-      return hpctrain::attention(q, k, v, dropout ? p_ : 0.0);
+      return hpctrain::attention(q, k, v, dropout ? p_ : 0.0, causal_);
     }
     note_attention_backend("math");
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKeySet(c10::DispatchKey::AutocastCPU));
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
     const auto qf = q.to(torch::kFloat), kf = k.to(torch::kFloat), vf = v.to(torch::kFloat);
-    const auto probs = torch::softmax(torch::matmul(qf * scale, kf.transpose(-2, -1)), -1);
+    auto scores = torch::matmul(qf * scale, kf.transpose(-2, -1));
+    if (causal_) {
+      const auto t = scores.size(-1);
+      scores = scores.masked_fill(torch::ones({t, t}, scores.options().dtype(torch::kBool)).triu(1),
+                                  -std::numeric_limits<float>::infinity());
+    }
+    const auto probs = torch::softmax(scores, -1);
     return torch::matmul(drop->forward(probs), vf).to(dtype);
   }
   std::int64_t heads_;
   double p_;
-  bool fused_;
+  bool fused_, causal_;
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
   torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr}, fc2{nullptr};
   CounterDropout drop{nullptr};
@@ -70,11 +77,12 @@ struct EncoderBlock : BlockImpl {
 // Transformer encoder over tokens: image patches ([C, H, W]: a strided convolution embeds
 // each patch), the steps of a series ([V, T]: a linear embedding of each step's V values) or the
 // features of a table ([F]: each feature value scales its own learned embedding). Learned
-// positional embeddings, pre-norm blocks, a final layer norm, mean pooling, the head.
+// positional embeddings, pre-norm blocks, a final layer norm, mean pooling (model.causal: causal
+// attention, as a GPT-style decoder, and the last token's state), the head.
 // Pipeline pieces: the stem (token embedding and positions), each block, the head (final
 // norm, pooling, head).
 struct TransformerImpl : ModelImpl {
-  TransformerImpl(const ModelConfig& c, const InputSpec& in) : shape_(in.sample_shape) {
+  TransformerImpl(const ModelConfig& c, const InputSpec& in) : shape_(in.sample_shape), causal_(c.causal) {
     const std::int64_t d = c.embed_dim;
     if (d % c.heads != 0) {
       throw ConfigError("model.embed_dim: " + std::to_string(d) + " is not a multiple of model.heads (" +
@@ -120,7 +128,8 @@ struct TransformerImpl : ModelImpl {
       const auto i = static_cast<std::size_t>(piece - 1);
       return checkpointed_forward(*blocks[i], x, plan[i]);
     }
-    return head->forward(norm->forward(x).mean(1));
+    // Causal: only the last token has seen the whole sequence.
+    return head->forward(causal_ ? norm->forward(x.select(1, -1)) : norm->forward(x).mean(1));
   }
   // Samples -> tokens with positions [n, tokens, d].
   torch::Tensor embed(torch::Tensor x) {
@@ -134,6 +143,7 @@ struct TransformerImpl : ModelImpl {
     return x + position;
   }
   std::vector<std::int64_t> shape_;
+  bool causal_;
   torch::nn::Conv2d patch{nullptr};
   torch::nn::Linear step{nullptr};
   torch::Tensor feature_embedding, feature_bias, position;

@@ -85,19 +85,23 @@ void MasterWeights::gradient_arrived(std::size_t index) {
   Pair& pair = pairs_[index];
   const torch::Tensor gradient = pair.weight.grad();
   if (!gradient.defined()) return;
+  auto& hook = torch::autograd::impl::post_acc_grad_hooks(pair.master);
   {
     torch::NoGradGuard no_grad;
     torch::Tensor& into = pair.master.mutable_grad();
-    // The reducer's bucket view, or (one rank without buckets) none yet this step: autograd's
-    // rule, a fresh tensor (inside a CUDA graph's capture, from its pool).
     if (into.defined()) {
-      into.add_(gradient);
+      into.add_(gradient);  // the reducer's bucket view (fp32)
+    } else if (hook) {
+      // Sharded stage 2: the reducer's hook adds the master's gradient into its bucket and drops
+      // it; it takes the low-precision one as it is (no fp32 copy to allocate and drop).
+      into = gradient;
     } else {
+      // One rank without buckets: autograd's rule, a fresh fp32 tensor each step (inside a
+      // CUDA graph's capture, from its pool), which the optimizer reads.
       into = gradient.to(torch::kFloat);
     }
     pair.weight.mutable_grad().reset();
   }
-  auto& hook = torch::autograd::impl::post_acc_grad_hooks(pair.master);
   if (hook) (*hook)(pair.master);
 }
 
@@ -127,25 +131,40 @@ void MasterWeights::file_state(torch::optim::Optimizer& optimizer, bool under_we
 }
 
 MasterWeights::Exposed::Exposed(MasterWeights* weights, bool write_back, torch::optim::Optimizer* optimizer)
-    : weights_(weights), write_back_(write_back), optimizer_(optimizer) {
+    : weights_(weights) {
   if (weights_ == nullptr) return;
-  for (auto& pair : weights_->pairs_) {
-    saved_.push_back(pair.weight.detach());
-    pair.weight.set_data(pair.master.detach());
+  MasterWeights& w = *weights_;
+  outermost_ = w.exposed_depth_++ == 0;
+  w.write_back_ = w.write_back_ || write_back;
+  if (outermost_) {
+    for (auto& pair : w.pairs_) {
+      w.saved_.push_back(pair.weight.detach());
+      pair.weight.set_data(pair.master.detach());
+    }
   }
-  if (optimizer_ != nullptr) {
+  if (optimizer != nullptr && w.filed_ == nullptr) {
     // The fused optimizer's step counts on the device into the state first: it finds its
     // state under the masters only.
-    synchronize_optimizer_state(*optimizer_);
-    weights_->file_state(*optimizer_, /*under_weights=*/true);
+    synchronize_optimizer_state(*optimizer);
+    w.file_state(*optimizer, /*under_weights=*/true);
+    w.filed_ = optimizer;
+    filed_ = true;
   }
 }
 
 MasterWeights::Exposed::~Exposed() {
   if (weights_ == nullptr) return;
-  if (optimizer_ != nullptr) weights_->file_state(*optimizer_, /*under_weights=*/false);
-  for (std::size_t i = 0; i < saved_.size(); ++i) weights_->pairs_[i].weight.set_data(saved_[i]);
-  if (write_back_) weights_->update_model();
+  MasterWeights& w = *weights_;
+  if (filed_) {
+    w.file_state(*w.filed_, /*under_weights=*/false);
+    w.filed_ = nullptr;
+  }
+  --w.exposed_depth_;
+  if (!outermost_) return;
+  for (std::size_t i = 0; i < w.saved_.size(); ++i) w.pairs_[i].weight.set_data(w.saved_[i]);
+  w.saved_.clear();
+  if (w.write_back_) w.update_model();
+  w.write_back_ = false;
 }
 
 }  // namespace hpctrain

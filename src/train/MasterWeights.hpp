@@ -9,7 +9,9 @@
 // over low-precision gradients: a hook adds each into its master's fp32 gradient (so
 // accumulation over microbatches, the reduction, clipping and the step stay fp32), drops it,
 // and fires the master's own post-accumulate hook (the gradient reducer's), as if autograd
-// had accumulated into the master. After each optimizer step update_model() rounds the
+// had accumulated into the master. A master without a gradient gets a fresh fp32 copy, or,
+// when it has a hook (the reducer of sharded stage 2, which adds it into an fp32 bucket and
+// drops it), the low-precision gradient itself. After each optimizer step update_model() rounds the
 // masters into the weights. Biases, normalization scales and embeddings stay fp32 parameters
 // (under autocast as before): they are small, and an fp32 embedding keeps the residual
 // stream fp32 exactly as the fp32-weight path has it.
@@ -49,7 +51,9 @@ class MasterWeights {
   // For its lifetime the converted parameters hold their masters (fp32, shared storage), and
   // `optimizer`'s state (kept per parameter, under the masters) is filed under the parameters,
   // where checkpoints look for it. `write_back`: at its end the weights are rounded from the
-  // masters, which a restore or a broadcast may have written. A null `weights` does nothing.
+  // masters, which a restore or a broadcast may have written. Scopes nest: the outermost swaps
+  // the storage back (and writes back if any asked), the first with an optimizer files its state.
+  // A null `weights` does nothing.
   class Exposed {
    public:
     Exposed(MasterWeights* weights, bool write_back, torch::optim::Optimizer* optimizer = nullptr);
@@ -59,9 +63,7 @@ class MasterWeights {
 
    private:
     MasterWeights* weights_;
-    bool write_back_;
-    torch::optim::Optimizer* optimizer_;
-    std::vector<torch::Tensor> saved_;  // the low-precision storage of each weight
+    bool outermost_ = false, filed_ = false;
   };
 
   void gradient_arrived(std::size_t pair);  // the hook of converted weight `pair`
@@ -77,6 +79,12 @@ class MasterWeights {
   std::vector<Pair> pairs_;
   std::vector<torch::Tensor> masters_;
   torch::ScalarType compute_;
+  // Exposed: the scopes open, the weights' own storage meanwhile, whether one asked to write
+  // back, and the optimizer whose state is filed under the weights.
+  int exposed_depth_ = 0;
+  std::vector<torch::Tensor> saved_;
+  bool write_back_ = false;
+  torch::optim::Optimizer* filed_ = nullptr;
 };
 
 }  // namespace hpctrain

@@ -113,6 +113,11 @@ class PipelineEngine {
 
   // The parameters of this rank's chunks, in the model's order (what it optimizes and reduces).
   const std::vector<torch::Tensor>& parameters() const { return owned_; }
+  // Replaces the parameters each chunk's backward releases to the reducer by what the reducer
+  // knows them as (precision.params=low: their fp32 masters).
+  void map_released(const std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>&)>& map) {
+    for (auto& chunk : chunk_params_) chunk = map(chunk);
+  }
   // Frees the parameters and buffers of the pieces this rank does not run.
   void drop_other_pieces();
   bool runs_piece(std::int64_t piece) const;

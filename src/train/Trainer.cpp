@@ -95,6 +95,7 @@ Trainer::Trainer(const Config& config, const ProcessGrid& grid, const ShardedDat
     masters_ = std::make_unique<MasterWeights>(*model_, trained,
                                                config_.precision.mode == "bf16" ? torch::kBFloat16 : torch::kHalf);
     trained = masters_->masters();
+    if (pipeline_) pipeline_->map_released([this](const auto& weights) { return reduced(weights); });
   }
   // Overlap needs a second thread calling MPI (never at the same time as the main one).
   const bool overlap = config_.comm.overlap && MpiRuntime::thread_level() >= MPI_THREAD_SERIALIZED;

@@ -68,6 +68,9 @@ std::vector<Case> splittable_cases() {
   cases.push_back({"transformer patches", t, InputSpec{{1, 16, 16}, 10}, torch::randn({4, 1, 16, 16}), {}});
   cases.push_back({"transformer series", t, InputSpec{{12, 3}, 1}, torch::randn({4, 12, 3}), {}});
   cases.push_back({"transformer table", t, InputSpec{{10}, 2}, torch::randn({4, 10}), {}});
+  ModelConfig causal = t;
+  causal.causal = true;
+  cases.push_back({"transformer causal", causal, InputSpec{{12, 3}, 1}, torch::randn({4, 12, 3}), {}});
   return cases;
 }
 
@@ -231,6 +234,39 @@ TEST(PipelinePieces, PiecesHoldTheFamiliesStemsBlocksAndHeads) {
   EXPECT_THROW(transformer->piece_of("nothing.weight"), std::logic_error);
   EXPECT_THROW(transformer->run_piece(13, torch::randn({2, 5})), std::out_of_range);
   EXPECT_THROW(transformer->run_piece(-1, torch::randn({2, 5})), std::out_of_range);
+}
+
+// model.causal: a block's token j never sees the tokens after it, in evaluation and in training
+// with dropout (on CPUs hpctrain's math path with counter-based dropout, or LibTorch's kernel);
+// without it every token sees every other.
+TEST(PipelinePieces, ACausalBlockKeepsEachTokenFromTheTokensAfterIt) {
+  for (const bool causal : {true, false}) {
+    for (const bool fused : {true, false}) {
+      ModelConfig t;
+      t.name = "transformer";
+      t.embed_dim = 16;
+      t.heads = 2;
+      t.layers = 1;
+      t.dropout = 0.2;
+      t.causal = causal;
+      t.fused_kernels = fused;
+      auto model = build_model(t, InputSpec{{6, 5}, 2}, {});  // series windows: 5 tokens
+      for (const bool train : {false, true}) {
+        model->train(train);
+        const auto x = torch::randn({3, 5, 16});
+        auto later = x.clone();
+        later.select(1, 4).add_(1.0);  // the last token only
+        torch::manual_seed(9);
+        const auto a = model->run_piece(1, x);
+        torch::manual_seed(9);
+        const auto b = model->run_piece(1, later);
+        const std::string where =
+            std::string(causal ? "causal" : "full") + (fused ? " fused" : "") + (train ? " training" : " evaluation");
+        EXPECT_EQ(torch::equal(a.narrow(1, 0, 4), b.narrow(1, 0, 4)), causal) << where;
+        EXPECT_FALSE(torch::equal(a.select(1, 4), b.select(1, 4))) << where;
+      }
+    }
+  }
 }
 
 TEST(PipelinePieces, TheRecurrentFamilyIsOnePiece) {

@@ -64,7 +64,7 @@ TEST(MasterWeights, ConvertsTheGemmWeightsAndKeepsTheirValuesAsMasters) {
   }
 }
 
-TEST(MasterWeights, GradientsArriveInTheMastersInFp32AndFireTheirHooks) {
+TEST(MasterWeights, GradientsArriveInTheMastersAndFireTheirHooks) {
   torch::manual_seed(2);
   Net net;
   Net reference;  // the same weights converted by hand: autograd's own low-precision gradients
@@ -75,18 +75,25 @@ TEST(MasterWeights, GradientsArriveInTheMastersInFp32AndFireTheirHooks) {
     reference.fc->weight.set_data(reference.fc->weight.detach().to(torch::kBFloat16));
   }
   MasterWeights weights(net, net.parameters(), torch::kBFloat16);
-  const auto& masters = weights.masters();
-  int fired = 0;
+  const auto& masters = weights.masters();  // conv weight, conv bias, fc weight, ...
+  // masters[0] as a bucketed reducer has it: an fp32 gradient view and a ready hook. masters[2]
+  // as sharded stage 2 has it: a hook and no gradient, which takes autograd's own.
+  int fired = 0, fired_sharded = 0;
+  masters[0].mutable_grad() = torch::zeros_like(masters[0]);
   torch::autograd::impl::set_post_acc_grad_hooks(masters[0], std::make_unique<CountingHook>(&fired));
+  torch::autograd::impl::set_post_acc_grad_hooks(masters[2], std::make_unique<CountingHook>(&fired_sharded));
   const auto x = torch::randn({4, 2, 4, 4});
   loss_of(net, x).backward();
   loss_of(reference, x).backward();
   EXPECT_EQ(fired, 1);
+  EXPECT_EQ(fired_sharded, 1);
   EXPECT_FALSE(net.conv->weight.grad().defined());  // dropped once moved into the master
+  EXPECT_EQ(masters[2].grad().scalar_type(), torch::kBFloat16);
   for (std::size_t i = 0; i < masters.size(); ++i) {
     ASSERT_TRUE(masters[i].grad().defined()) << i;
-    EXPECT_EQ(masters[i].grad().scalar_type(), torch::kFloat) << i;
-    EXPECT_TRUE(torch::equal(masters[i].grad(), reference.parameters()[i].grad().to(torch::kFloat))) << i;
+    EXPECT_EQ(masters[i].grad().scalar_type(), i == 2 ? torch::kBFloat16 : torch::kFloat) << i;
+    EXPECT_TRUE(torch::equal(masters[i].grad().to(torch::kFloat), reference.parameters()[i].grad().to(torch::kFloat)))
+        << i;
   }
   // A second backward (a microbatch) accumulates in fp32.
   const auto first = masters[0].grad().clone();
@@ -94,6 +101,7 @@ TEST(MasterWeights, GradientsArriveInTheMastersInFp32AndFireTheirHooks) {
   EXPECT_EQ(fired, 2);
   EXPECT_TRUE(torch::allclose(masters[0].grad(), 2 * first));
   torch::autograd::impl::set_post_acc_grad_hooks(masters[0], nullptr);
+  torch::autograd::impl::set_post_acc_grad_hooks(masters[2], nullptr);
 }
 
 TEST(MasterWeights, TheReducerAndTheOptimizerStepTheMastersAndTheWeightsFollow) {
@@ -179,6 +187,25 @@ TEST(MasterWeights, ExposedFilesTheOptimizerStateUnderTheParametersForCheckpoint
   EXPECT_EQ(state.count(const_cast<void*>(master)), 1U);
   EXPECT_EQ(state.count(const_cast<void*>(weight)), 0U);
   EXPECT_EQ(state.size(), weights.masters().size());
+  // Nested as the trainer nests them: the best checkpoint (with the optimizer, writing nothing
+  // back) inside the epoch's scope (without); and both with the optimizer.
+  {
+    MasterWeights::Exposed epoch(&weights, false);
+    {
+      MasterWeights::Exposed checkpoint(&weights, false, &optimizer);
+      EXPECT_EQ(state.count(const_cast<void*>(weight)), 1U);
+      MasterWeights::Exposed again(&weights, true, &optimizer);  // asks to write back
+      EXPECT_EQ(state.count(const_cast<void*>(weight)), 1U);
+      EXPECT_EQ(state.size(), weights.masters().size());
+      torch::NoGradGuard no_grad;
+      net.fc->weight.fill_(0.25F);  // a restore's write
+    }
+    EXPECT_EQ(state.count(const_cast<void*>(master)), 1U);
+    EXPECT_EQ(net.fc->weight.scalar_type(), torch::kFloat);  // still the masters
+  }
+  EXPECT_EQ(state.size(), weights.masters().size());
+  EXPECT_EQ(net.fc->weight.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(net.fc->weight, torch::full_like(net.fc->weight, 0.25)));  // written back at the end
 }
 
 }  // namespace
