@@ -100,30 +100,32 @@ if wants bench; then
   record "bench: gpu_peer (CNN)" "$?"
   step "hpctrain against PyTorch: Transformer, model FLOPs utilization"
   for batch in 64 128; do
-    within 120 python3 bench/transformer_mfu.py --batch "$batch" --out "$out/mfu_b$batch.json"
+    within 120 python3 bench/transformer_mfu.py --compile none --batch "$batch" --out "$out/mfu_b$batch.json"
     record "bench: transformer_mfu batch $batch" "$?"
-    within 120 python3 bench/transformer_mfu.py --batch "$batch" --out "$out/mfu_b${batch}_graphs.json" \
-      device.cuda_graphs=true
+    within 120 python3 bench/transformer_mfu.py --compile none --batch "$batch" \
+      --out "$out/mfu_b${batch}_graphs.json" device.cuda_graphs=true
     record "bench: transformer_mfu batch $batch graphs" "$?"
   done
-  within 120 python3 bench/transformer_mfu.py --batch 64 --out "$out/mfu_b64_no_fused_kernels.json" \
+  within 120 python3 bench/transformer_mfu.py --compile none --batch 64 --out "$out/mfu_b64_no_fused_kernels.json" \
     model.fused_kernels=false
   record "bench: transformer_mfu batch 64, ATen's add + LayerNorm and cross-entropy (the kernels' baseline)" "$?"
-  step "GPT-style decoder (model.causal): 2048 wide, 8 blocks (about 405M parameters), 1024 tokens"
-  within 180 python3 bench/transformer_mfu.py --embed 2048 --heads 16 --layers 8 --tokens 1024 --batch 8 \
+  step "GPT-style decoder (model.causal): 2048 wide, 8 blocks (about 405M parameters), 1024 tokens;" \
+    "PyTorch eager and torch.compile (default, max-autotune-no-cudagraphs)"
+  within 360 python3 bench/transformer_mfu.py --embed 2048 --heads 16 --layers 8 --tokens 1024 --batch 8 \
     --causal --steps 40 --out "$out/mfu_2048.json" device.cuda_graphs=true
   record "bench: transformer_mfu 2048 wide" "$?"
   step "precision.params=low (bf16 weights, fp32 masters) against autocast's fp32 weights: the same two models"
   within 180 python3 bench/transformer_mfu.py --embed 2048 --heads 16 --layers 8 --tokens 1024 --batch 8 \
-    --causal --steps 40 --out "$out/mfu_2048_low.json" device.cuda_graphs=true precision.params=low
+    --causal --compile none --steps 40 --out "$out/mfu_2048_low.json" device.cuda_graphs=true precision.params=low
   record "bench: transformer_mfu 2048 wide, precision.params=low" "$?"
-  within 120 python3 bench/transformer_mfu.py --batch 64 --out "$out/mfu_b64_graphs_low.json" \
+  within 120 python3 bench/transformer_mfu.py --compile none --batch 64 --out "$out/mfu_b64_graphs_low.json" \
     device.cuda_graphs=true precision.params=low
   record "bench: transformer_mfu batch 64 graphs, precision.params=low" "$?"
 fi
 if wants profile; then
   step "profiles of both sides"
-  within 120 python3 bench/transformer_mfu.py --profile /tmp/hpctrain-profile --out "$out/mfu_profiled.json" &&
+  within 120 python3 bench/transformer_mfu.py --compile none --profile /tmp/hpctrain-profile \
+    --out "$out/mfu_profiled.json" &&
     python3 analysis/profile_summary.py /tmp/hpctrain-profile/hpctrain.json /tmp/hpctrain-profile/pytorch.json \
       --steps 5 --top 30 | tee "$out/profile_summary.txt"
   record "profile: both sides" "$?"

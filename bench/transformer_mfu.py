@@ -3,6 +3,7 @@ same model, data, batch and precision.
 
     python bench/transformer_mfu.py [--embed 1024 --heads 16 --layers 12 --tokens 256]
                                     [--batch 64 --steps 60 --precision bf16] [--peak-tflops 989]
+                                    [--causal] [--compile default,max-autotune-no-cudagraphs]
                                     [--out bench-mfu.json] [--binary build/hpctrain] [key.path=value ...]
 
 The data are synthetic table rows of --tokens features (each feature is one token of the
@@ -10,7 +11,9 @@ Transformer's table embedding), imported with `hpctrain import csv`. Model FLOPs
 are those of training a Transformer: 6 x parameters x tokens for the matrix products plus
 12 x layers x tokens^2 x width for attention (the PaLM appendix's count, non-causal);
 MFU = model FLOPs x samples/s / peak (--peak-tflops: 989 for an H100 SXM in dense bf16).
-Both sides report samples/s over the steps after the first 10 (warm-up). --causal makes both
+Both sides report samples/s over the steps after the first 10 (warm-up); PyTorch runs eager,
+then compiled with torch.compile in each --compile mode (the stronger peer: ratio_vs_compile is
+hpctrain's rate over the best compiled one; compilation and autotuning fall in the warm-up). --causal makes both
 sides a GPT-style decoder (model.causal: causal attention, the last token's state to the
 head); the FLOP count stays the non-causal one, as Megatron-LM's and PaLM's MFU count it.
 Needs a GPU."""
@@ -33,6 +36,9 @@ BINARY = os.path.join(ROOT, "build", "hpctrain")
 sys.path.insert(0, os.path.join(ROOT, "analysis"))
 from hpctrain_model import Transformer  # noqa: E402
 
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from _common import provenance  # noqa: E402
+
 
 def make_data(work, rows, tokens):
     rng = np.random.default_rng(0)
@@ -50,6 +56,40 @@ def make_data(work, rows, tokens):
     return h5, x, y
 
 
+def peer_rate(model, xs, ys, a, trace=None):
+    """PyTorch's side: samples/s of `model` (eager or compiled) over the steps after the first 10,
+    AdamW, autocast to --precision (fp16 with a gradient scaler); `trace`: steps 20-24 profiled
+    into that file."""
+    dev = next(model.parameters()).device
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(a.precision)
+    scaler = torch.amp.GradScaler(dev.type, enabled=a.precision == "fp16")
+    times, profiler = [], None
+    for s in range(a.steps):
+        if trace and s == 20:
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                          torch.profiler.ProfilerActivity.CUDA])
+            profiler.__enter__()
+        xb = xs[s * a.batch:(s + 1) * a.batch].to(dev, non_blocking=True)
+        yb = ys[s * a.batch:(s + 1) * a.batch].to(dev, non_blocking=True)
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = F.cross_entropy(model(xb).float(), yb)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        if profiler is not None and s == 24:
+            sync()
+            profiler.__exit__(None, None, None)
+            profiler.export_chrome_trace(trace)
+            profiler = None
+        if s in (10, a.steps - 1):
+            sync()
+            times.append(time.perf_counter())
+    return (a.steps - 1 - 10) * a.batch / (times[1] - times[0])
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--embed", type=int, default=1024)
@@ -64,12 +104,15 @@ def main():
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--out", default="bench-mfu.json")
     p.add_argument("--binary", default=os.path.join(ROOT, "build", "hpctrain"))
+    p.add_argument("--compile", default="default,max-autotune-no-cudagraphs",
+                   help="torch.compile modes timed as further PyTorch peers (comma list; none: eager only)")
+    p.add_argument("--device", default="cuda", help="cuda; cpu only to try the script on a machine without a GPU")
     p.add_argument("--profile", metavar="DIR", help="also trace steps 20-24 of each side into DIR "
                    "(hpctrain.json, pytorch.json; compare with analysis/profile_summary.py); rates then include it")
     a, overrides = p.parse_known_args()
     global BINARY
     BINARY = a.binary
-    if not torch.cuda.is_available():
+    if a.device == "cuda" and not torch.cuda.is_available():
         sys.exit("transformer_mfu: no GPU visible")
     work = tempfile.mkdtemp(prefix="mfu_")
     rows = a.batch * (a.steps + 2)
@@ -83,7 +126,7 @@ def main():
                     "diabetes_mlp.json"), "data.path=" + h5, "data.val_fraction=0", "data.verify_hashes=false",
                     "train.loss=cross_entropy", f"train.batch_size={a.batch}", "train.epochs=1",
                     f"train.max_steps={a.steps}", "train.test_at_end=false", "train.test_every_epoch=false",
-                    "device.type=cuda", f"precision.mode={a.precision}", "run.progress=none", "run.log_every=10",
+                    f"device.type={a.device}", f"precision.mode={a.precision}", "run.progress=none", "run.log_every=10",
                     "run.dir=" + run_dir] + model_keys + overrides + profile_keys, check=True, stdout=subprocess.DEVNULL)
     steps = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl")) if '"type":"step"' in line]
     report = json.load(open(os.path.join(run_dir, "report.json")))
@@ -97,42 +140,38 @@ def main():
 
     m = {"embed_dim": a.embed, "heads": a.heads, "layers": a.layers, "mlp_ratio": 4.0, "patch_size": 1,
          "dropout": 0.0, "causal": a.causal}
-    model = Transformer(m, [a.tokens], 2).cuda()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    xs, ys = torch.from_numpy(x).pin_memory(), torch.from_numpy(y).pin_memory()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(a.precision)
-    scaler = torch.amp.GradScaler("cuda", enabled=a.precision == "fp16")
-    times = []
-    profiler = None
-    for s in range(a.steps):
-        if a.profile and s == 20:
-            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                                          torch.profiler.ProfilerActivity.CUDA])
-            profiler.__enter__()
-        xb = xs[s * a.batch:(s + 1) * a.batch].cuda(non_blocking=True)
-        yb = ys[s * a.batch:(s + 1) * a.batch].cuda(non_blocking=True)
-        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = F.cross_entropy(model(xb).float(), yb)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        if profiler is not None and s == 24:
-            torch.cuda.synchronize()
-            profiler.__exit__(None, None, None)
-            profiler.export_chrome_trace(os.path.join(a.profile, "pytorch.json"))
-            profiler = None
-        if s in (10, a.steps - 1):
-            torch.cuda.synchronize()
-            times.append(time.perf_counter())
-    theirs = (a.steps - 1 - 10) * a.batch / (times[1] - times[0])
+    dev = torch.device(a.device)
+    xs, ys = torch.from_numpy(x), torch.from_numpy(y)
+    if dev.type == "cuda":
+        xs, ys = xs.pin_memory(), ys.pin_memory()
+    torch.manual_seed(0)
+    theirs = peer_rate(Transformer(m, [a.tokens], 2).to(dev), xs, ys, a,
+                       os.path.join(a.profile, "pytorch.json") if a.profile else None)
+    # torch.compile, the stronger peer: the same model, data and optimizer, compiled in each mode;
+    # compilation (and autotuning) happens in the warm-up steps, which are not timed.
+    compiled = {}
+    for mode in [c for c in a.compile.split(",") if c and c != "none"]:
+        torch.manual_seed(0)
+        net = torch.compile(Transformer(m, [a.tokens], 2).to(dev), mode=None if mode == "default" else mode)
+        compiled[mode] = peer_rate(net, xs, ys, a, None)
+        torch._dynamo.reset()
     flops = 6 * params * a.tokens + 12 * a.layers * a.tokens ** 2 * a.embed
     peak = a.peak_tflops * 1e12
-    result = {"gpu": torch.cuda.get_device_name(0), "parameters": params, "tokens": a.tokens, "batch": a.batch,
+    best_compiled = max(compiled.values()) if compiled else None
+    result = {**provenance(), "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
+              "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
+              "parameters": params, "tokens": a.tokens, "batch": a.batch,
               "precision": a.precision, "causal": a.causal, "overrides": overrides, "model_flops_per_sample": flops,
+              "flop_formula": "6 x parameters x tokens + 12 x layers x tokens^2 x width (non-causal)",
               "hpctrain_attention_backend": report["training"].get("attention_backend"),
               "hpctrain_samples_per_s": ours, "pytorch_samples_per_s": theirs, "ratio": ours / theirs,
-              "hpctrain_mfu": flops * ours / peak, "pytorch_mfu": flops * theirs / peak}
+              "ratio_vs_eager": ours / theirs,
+              "pytorch_compile_samples_per_s": compiled,
+              "ratio_vs_compile": ours / best_compiled if best_compiled else None,
+              "ratio_vs_compile_per_mode": {k: ours / v for k, v in compiled.items()},
+              "mfu": flops * ours / peak,
+              "hpctrain_mfu": flops * ours / peak, "pytorch_mfu": flops * theirs / peak,
+              "pytorch_compile_mfu": {k: flops * v / peak for k, v in compiled.items()}}
     print(json.dumps(result, indent=1))
     with open(a.out, "w") as f:
         json.dump(result, f, indent=1)
