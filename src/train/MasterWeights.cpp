@@ -55,8 +55,9 @@ MasterWeights::MasterWeights(torch::nn::Module& model, const std::vector<torch::
     pairs_.push_back(Pair{p, master});
     masters_.push_back(master);
   }
-  // After the vector is complete: the hooks keep indices into it.
+  // After the vector is complete: the hooks and pair_of_ keep indices into it.
   for (std::size_t i = 0; i < pairs_.size(); ++i) {
+    pair_of_.emplace(pairs_[i].weight.unsafeGetTensorImpl(), i);
     torch::autograd::impl::set_post_acc_grad_hooks(pairs_[i].weight, std::make_unique<ToMaster>(this, i));
   }
 }
@@ -68,9 +69,8 @@ MasterWeights::~MasterWeights() {
 std::vector<torch::Tensor> MasterWeights::substitute(const std::vector<torch::Tensor>& parameters) const {
   std::vector<torch::Tensor> out = parameters;
   for (auto& p : out) {
-    for (const auto& pair : pairs_) {
-      if (pair.weight.unsafeGetTensorImpl() == p.unsafeGetTensorImpl()) p = pair.master;
-    }
+    const auto it = pair_of_.find(p.unsafeGetTensorImpl());
+    if (it != pair_of_.end()) p = pairs_[it->second].master;
   }
   return out;
 }

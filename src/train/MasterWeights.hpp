@@ -23,6 +23,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 namespace hpctrain {
@@ -77,6 +78,7 @@ class MasterWeights {
     torch::Tensor master;  // fp32
   };
   std::vector<Pair> pairs_;
+  std::unordered_map<const void*, std::size_t> pair_of_;  // weight's TensorImpl -> its pair (substitute runs per step)
   std::vector<torch::Tensor> masters_;
   torch::ScalarType compute_;
   // Exposed: the scopes open, the weights' own storage meanwhile, whether one asked to write
