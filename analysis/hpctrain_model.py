@@ -131,9 +131,11 @@ class ResNet(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    def __init__(self, dim, heads, mlp_ratio, dropout, causal=False):
+    def __init__(self, dim, heads, mlp_ratio, dropout, causal=False, gelu="erf"):
         super().__init__()
         self.heads, self.p, self.causal = heads, dropout, causal
+        # model.gelu: exact (erf) or GPT-2's tanh approximation.
+        self.approximate = "tanh" if gelu == "tanh" else "none"
         self.norm1, self.qkv, self.proj = nn.LayerNorm(dim), nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
         hidden = int(dim * mlp_ratio)
         self.norm2, self.fc1, self.fc2 = nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.Linear(hidden, dim)
@@ -145,7 +147,7 @@ class EncoderBlock(nn.Module):
         a = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=self.p if self.training else 0.0,
                                                        is_causal=self.causal)
         x = x + self.drop(self.proj(a.transpose(1, 2).reshape(n, t, d)))
-        return x + self.drop(self.fc2(nn.functional.gelu(self.fc1(self.norm2(x)))))
+        return x + self.drop(self.fc2(nn.functional.gelu(self.fc1(self.norm2(x)), approximate=self.approximate)))
 
 
 class Transformer(nn.Module):
@@ -165,7 +167,8 @@ class Transformer(nn.Module):
         self.position = nn.Parameter(torch.zeros(1, tokens, d))
         self.count, self.causal = m["layers"], m.get("causal", False)
         for i in range(self.count):
-            self.add_module(f"block{i}", EncoderBlock(d, m["heads"], m["mlp_ratio"], m["dropout"], self.causal))
+            self.add_module(f"block{i}", EncoderBlock(d, m["heads"], m["mlp_ratio"], m["dropout"], self.causal,
+                                                      m.get("gelu", "erf")))
         self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, outputs)
 
     def forward(self, x):

@@ -92,7 +92,7 @@ if wants test; then
   record "test: tests/train/test_gpu.py" "$?"
 fi
 if wants bench; then
-  step "hpctrain's CUDA kernels against ATen: residual add + LayerNorm, softmax cross-entropy (errors, times)"
+  step "hpctrain's CUDA kernels against ATen: residual add + LayerNorm, softmax cross-entropy, the MLP's cuBLASLt epilogues (errors, times)"
   within 90 build/hpctrain bench kernels --device cuda --rows 16384 --dim 1024 --classes 32768 --json "$out/kernels.json"
   record "bench: kernels" "$?"
   step "hpctrain (eager and device.cuda_graphs) against PyTorch: CNN"
@@ -112,11 +112,12 @@ if wants bench; then
   step "GPT-style decoder (model.causal): 2048 wide, 8 blocks (about 405M parameters), 1024 tokens;" \
     "PyTorch eager and torch.compile (default, max-autotune-no-cudagraphs)"
   within 360 python3 bench/transformer_mfu.py --embed 2048 --heads 16 --layers 8 --tokens 1024 --batch 8 \
-    --causal --steps 40 --out "$out/mfu_2048.json" device.cuda_graphs=true
+    --causal --gelu tanh --steps 40 --out "$out/mfu_2048.json" device.cuda_graphs=true
   record "bench: transformer_mfu 2048 wide" "$?"
   step "precision.params=low (bf16 weights, fp32 masters) against autocast's fp32 weights: the same two models"
   within 180 python3 bench/transformer_mfu.py --embed 2048 --heads 16 --layers 8 --tokens 1024 --batch 8 \
-    --causal --compile none --steps 40 --out "$out/mfu_2048_low.json" device.cuda_graphs=true precision.params=low
+    --causal --gelu tanh --compile none --steps 40 --out "$out/mfu_2048_low.json" device.cuda_graphs=true \
+    precision.params=low
   record "bench: transformer_mfu 2048 wide, precision.params=low" "$?"
   within 120 python3 bench/transformer_mfu.py --compile none --batch 64 --out "$out/mfu_b64_graphs_low.json" \
     device.cuda_graphs=true precision.params=low

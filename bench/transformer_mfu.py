@@ -3,7 +3,7 @@ same model, data, batch and precision.
 
     python bench/transformer_mfu.py [--embed 1024 --heads 16 --layers 12 --tokens 256]
                                     [--batch 64 --steps 60 --precision bf16] [--peak-tflops 989]
-                                    [--causal] [--compile default,max-autotune-no-cudagraphs]
+                                    [--causal] [--gelu erf|tanh] [--compile default,max-autotune-no-cudagraphs]
                                     [--out bench-mfu.json] [--binary build/hpctrain] [key.path=value ...]
 
 The data are synthetic table rows of --tokens features (each feature is one token of the
@@ -16,6 +16,8 @@ then compiled with torch.compile in each --compile mode (the stronger peer: rati
 hpctrain's rate over the best compiled one; compilation and autotuning fall in the warm-up). --causal makes both
 sides a GPT-style decoder (model.causal: causal attention, the last token's state to the
 head); the FLOP count stays the non-causal one, as Megatron-LM's and PaLM's MFU count it.
+--gelu tanh gives both sides GPT-2's tanh GELU (model.gelu), whose MLP hpctrain runs with cuBLASLt
+epilogues.
 Needs a GPU."""
 import argparse
 import csv
@@ -101,6 +103,8 @@ def main():
     p.add_argument("--precision", default="bf16")
     p.add_argument("--causal", action="store_true", help="a GPT-style decoder: model.causal=true on both sides "
                    "(causal attention, the last token's state to the head)")
+    p.add_argument("--gelu", choices=["erf", "tanh"], default="erf", help="model.gelu on both sides: tanh is "
+                   "GPT-2's approximation, whose MLP hpctrain runs with cuBLASLt epilogues (model.fused_kernels)")
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--out", default="bench-mfu.json")
     p.add_argument("--binary", default=os.path.join(ROOT, "build", "hpctrain"))
@@ -119,7 +123,7 @@ def main():
     h5, x, y = make_data(work, rows, a.tokens)
     model_keys = [f"model.name=transformer", f"model.embed_dim={a.embed}", f"model.heads={a.heads}",
                   f"model.layers={a.layers}", "model.dropout=0", "model.mlp_ratio=4",
-                  f"model.causal={str(a.causal).lower()}"]
+                  f"model.causal={str(a.causal).lower()}", f"model.gelu={a.gelu}"]
     run_dir = os.path.join(work, "run")
     profile_keys = ["run.profile_steps=5", "run.profile_start=20"] if a.profile else []
     subprocess.run([BINARY, "train", os.path.join(ROOT, "configs",
@@ -139,7 +143,7 @@ def main():
     ours = (last["step"] - first["step"]) * a.batch / (last["elapsed_s"] - first["elapsed_s"])
 
     m = {"embed_dim": a.embed, "heads": a.heads, "layers": a.layers, "mlp_ratio": 4.0, "patch_size": 1,
-         "dropout": 0.0, "causal": a.causal}
+         "dropout": 0.0, "causal": a.causal, "gelu": a.gelu}
     dev = torch.device(a.device)
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
     if dev.type == "cuda":
@@ -161,7 +165,8 @@ def main():
     result = {**provenance(), "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
               "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
               "parameters": params, "tokens": a.tokens, "batch": a.batch,
-              "precision": a.precision, "causal": a.causal, "overrides": overrides, "model_flops_per_sample": flops,
+              "precision": a.precision, "causal": a.causal, "gelu": a.gelu, "overrides": overrides,
+              "model_flops_per_sample": flops,
               "flop_formula": "6 x parameters x tokens + 12 x layers x tokens^2 x width (non-causal)",
               "hpctrain_attention_backend": report["training"].get("attention_backend"),
               "hpctrain_samples_per_s": ours, "pytorch_samples_per_s": theirs, "ratio": ours / theirs,

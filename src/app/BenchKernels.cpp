@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -13,6 +14,8 @@
 #include "app/Command.hpp"
 #include "app/Measurement.hpp"
 #include "models/AddNorm.hpp"
+#include "models/FusedMlp.hpp"
+#include "models/GemmEpilogue.hpp"
 #include "models/SoftmaxCrossEntropy.hpp"
 #include "util/Error.hpp"
 
@@ -78,6 +81,30 @@ Case cross_entropy_case(const char* name, c10::ScalarType type, double floor, co
   return {std::string("cross_entropy ") + name, {"loss", "dlogits"}, floor, run};
 }
 
+// The Transformer MLP fc2(gelu_tanh(fc1(x))) with hidden = 4 x dim, all inputs of one type:
+// hpctrain's operator (cuBLASLt epilogues on a GPU) against ATen's linear, gelu and autograd.
+Case mlp_case(const char* name, c10::ScalarType type, double floor, const KernelsArguments& a,
+              const torch::Device& device) {
+  torch::manual_seed(11);
+  const auto o = torch::TensorOptions().device(device);
+  const std::int64_t hidden = 4 * a.dim;
+  const double s1 = 1 / std::sqrt(static_cast<double>(a.dim)), s2 = 1 / std::sqrt(static_cast<double>(hidden));
+  const std::vector<torch::Tensor> in{
+      torch::randn({a.rows, a.dim}, o).to(type), (s1 * torch::randn({hidden, a.dim}, o)).to(type),
+      (0.1 * torch::randn({hidden}, o)).to(type), (s2 * torch::randn({a.dim, hidden}, o)).to(type),
+      (0.1 * torch::randn({a.dim}, o)).to(type)};
+  const auto dy = torch::randn({a.rows, a.dim}, o);
+  auto run = [=](Side side) {
+    std::vector<torch::Tensor> v;
+    for (const auto& t : in)
+      v.push_back((side == Side::Reference ? t.to(torch::kDouble) : t).detach().requires_grad_());
+    const auto y = (side == Side::Fused ? mlp_gelu_tanh : mlp_gelu_tanh_unfused)(v[0], v[1], v[2], v[3], v[4]);
+    y.backward(dy.to(y.scalar_type()));
+    return Outputs{y.detach(), v[0].grad(), v[1].grad(), v[2].grad(), v[3].grad(), v[4].grad()};
+  };
+  return {std::string("mlp_gelu_tanh ") + name, {"y", "dx", "dw1", "db1", "dw2", "db2"}, floor, run};
+}
+
 // max |a - ref| / max |ref| of each output.
 std::vector<double> errors(const Outputs& got, const Outputs& ref) {
   std::vector<double> out;
@@ -133,14 +160,17 @@ int bench_kernels(const KernelsArguments& a) {
   if (a.device == "cuda" && !cuda_visible) throw RuntimeFailure("bench kernels: --device cuda, but no GPU is visible");
   const torch::Device device(a.device == "cpu" || !cuda_visible ? torch::kCPU : torch::kCUDA);
   const bool fused_kernels = device.is_cpu() || cuda_kernels_compiled();
+  const bool epilogues = device.is_cuda() && gemm_epilogues_available();
   std::printf(
-      "hpctrain's fused operators on %s (%s): add_layer_norm %lld x %lld, cross_entropy %lld x %lld classes; "
-      "forward+backward, medians of %lld\n",
+      "hpctrain's fused operators on %s (%s; the MLP: %s): add_layer_norm %lld x %lld, cross_entropy %lld x %lld "
+      "classes, mlp_gelu_tanh %lld x %lld x %lld; forward+backward, medians of %lld\n",
       device.is_cuda() ? "cuda" : "cpu",
       device.is_cpu() ? "the CPU reference loops"
                       : (fused_kernels ? "hpctrain's CUDA kernels" : "no CUDA kernels compiled: ATen's ops"),
-      static_cast<long long>(a.rows), static_cast<long long>(a.dim), static_cast<long long>(a.rows),
-      static_cast<long long>(a.classes), static_cast<long long>(a.repeats));
+      epilogues ? "cuBLASLt epilogues" : "its own backward over ATen's ops", static_cast<long long>(a.rows),
+      static_cast<long long>(a.dim), static_cast<long long>(a.rows), static_cast<long long>(a.classes),
+      static_cast<long long>(a.rows), static_cast<long long>(a.dim), static_cast<long long>(4 * a.dim),
+      static_cast<long long>(a.repeats));
   const std::vector<Case> cases{add_norm_case("float32", torch::kFloat, torch::kFloat, 1e-5, a, device),
                                 add_norm_case("float32+bfloat16", torch::kFloat, torch::kBFloat16, 1e-5, a, device),
                                 add_norm_case("float32+float16", torch::kFloat, torch::kHalf, 1e-5, a, device),
@@ -148,7 +178,10 @@ int bench_kernels(const KernelsArguments& a) {
                                 add_norm_case("float16", torch::kHalf, torch::kHalf, 2e-3, a, device),
                                 cross_entropy_case("float32", torch::kFloat, 1e-5, a, device),
                                 cross_entropy_case("bfloat16", torch::kBFloat16, 1e-5, a, device),
-                                cross_entropy_case("float16", torch::kHalf, 1e-5, a, device)};
+                                cross_entropy_case("float16", torch::kHalf, 1e-5, a, device),
+                                mlp_case("float32", torch::kFloat, 1e-5, a, device),
+                                mlp_case("bfloat16", torch::kBFloat16, 1e-2, a, device),
+                                mlp_case("float16", torch::kHalf, 2e-3, a, device)};
   json::array results;
   std::vector<std::string> failures;
   for (const auto& c : cases) results.push_back(measure(c, device, a.repeats, failures));
@@ -157,6 +190,7 @@ int bench_kernels(const KernelsArguments& a) {
   write_json_file(a.json_path, json::object{{"benchmark", "kernels"},
                                             {"device", device.is_cuda() ? "cuda" : "cpu"},
                                             {"fused", fused_kernels},
+                                            {"gemm_epilogues", epilogues},
                                             {"rows", a.rows},
                                             {"dim", a.dim},
                                             {"classes", a.classes},
@@ -180,7 +214,9 @@ void add_bench_kernels(CLI::App& bench, Commands& commands) {
       "--dim values, for float32, float32 with a bfloat16 or float16 branch (what autocast gives),\n"
       "bfloat16 and float16,\n"
       "and the softmax cross-entropy (models/SoftmaxCrossEntropy.hpp) on --rows rows of --classes\n"
-      "logits of float32, bfloat16 and float16, forward and backward: each output's error against\n"
+      "logits of float32, bfloat16 and float16, and the Transformer MLP fc2(gelu_tanh(fc1(x))) with\n"
+      "--dim inputs and 4 x --dim hidden units (models/FusedMlp.hpp: cuBLASLt epilogues on a GPU),\n"
+      "forward and backward: each output's error against\n"
       "a float64 reference of the same inputs, hpctrain's and ATen's, and the time of each\n"
       "(alternating, medians). On a GPU it runs hpctrain's CUDA kernels, on the CPU their reference\n"
       "loops. Fails when an error exceeds twice ATen's own plus the type's rounding floor.");

@@ -75,7 +75,8 @@ std::vector<SchemaEntry> model_entries() {
            "CPU: fused operators (float32, bfloat16; within float rounding) for a CNN stage's batch norm, ReLU and "
            "2x2 max pool, a ResNet's batch norm (+ residual add) and ReLU; counter-based dropout, also in attention "
            "and between LSTM layers (other masks than LibTorch's); docs/models.md. GPU: CUDA kernels for a "
-           "Transformer block's residual add + LayerNorm and the cross-entropy (docs/gpu.md). false: LibTorch's."),
+           "Transformer block's residual add + LayerNorm and the cross-entropy, cuBLASLt epilogues for its MLP with "
+           "model.gelu=tanh (docs/gpu.md). false: LibTorch's."),
        bind(&Config::model, &ModelConfig::fused_kernels)},
       {key("model.blocks", K::IntegerList, "[2, 2, 2, 2]", 1.0, 1000.0, {},
            "ResNet: residual blocks in each stage; each stage after the first halves the resolution and doubles the "
@@ -113,6 +114,11 @@ std::vector<SchemaEntry> model_entries() {
            "GPT-style decoder) and the last token's state, which has seen the whole sequence, feeds the head "
            "instead of the mean over tokens."),
        bind(&Config::model, &ModelConfig::causal)},
+      {key("model.gelu", K::String, "\"erf\"", none, none, {"erf", "tanh"},
+           "Transformer: the GELU of each block's MLP, exact (erf) or the tanh approximation of GPT-2 (tanh). With "
+           "tanh and model.fused_kernels on a GPU the MLP's matrix products apply its bias, the GELU and their "
+           "gradients in cuBLASLt epilogues (docs/gpu.md)."),
+       bind(&Config::model, &ModelConfig::gelu)},
       {key("model.patch_size", K::Integer, "4", 1.0, 1024.0, {},
            "Transformer on images: side of the square patches that become tokens (must divide height and width)."),
        bind(&Config::model, &ModelConfig::patch_size)},

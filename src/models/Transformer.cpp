@@ -5,6 +5,7 @@
 
 #include "models/AddNorm.hpp"
 #include "models/Attention.hpp"
+#include "models/FusedMlp.hpp"
 #include "models/ModelParts.hpp"
 #include "util/Error.hpp"
 
@@ -15,10 +16,11 @@ namespace {
 // LibTorch's fused scaled-dot-product attention (models/Attention.hpp; CPU training with dropout:
 // attention() below).
 // With model.fused_kernels on a GPU the first residual add and the second LayerNorm are one
-// kernel (models/AddNorm.hpp).
+// kernel (models/AddNorm.hpp) and, with model.gelu=tanh, the MLP's bias, GELU and their
+// gradients run in its GEMMs' cuBLASLt epilogues (models/FusedMlp.hpp).
 struct EncoderBlock : BlockImpl {
   EncoderBlock(std::int64_t dim, std::int64_t heads, double mlp_ratio, const ModelConfig& c)
-      : heads_(heads), p_(c.dropout), fused_(c.fused_kernels), causal_(c.causal) {
+      : heads_(heads), p_(c.dropout), fused_(c.fused_kernels), causal_(c.causal), tanh_(c.gelu == "tanh") {
     norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
     qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
     proj = register_module("proj", torch::nn::Linear(dim, dim));
@@ -39,7 +41,10 @@ struct EncoderBlock : BlockImpl {
     torch::Tensor normed;
     std::tie(x, normed) = (fused_ && x.is_cuda() ? add_layer_norm : add_layer_norm_unfused)(
         x, branch, norm2->weight, norm2->bias, norm2->options.eps());
-    return x + drop->forward(linear(fc2, torch::gelu(linear(fc1, normed))));
+    if (tanh_ && fused_ && x.is_cuda()) {
+      return x + drop->forward(mlp_gelu_tanh(normed, fc1->weight, fc1->bias, fc2->weight, fc2->bias));
+    }
+    return x + drop->forward(linear(fc2, torch::gelu(linear(fc1, normed), tanh_ ? "tanh" : "none")));
   }
   // softmax(q k^T / sqrt(d_head)) v over [n, heads, t, d_head], dropout on the probabilities in
   // training. On CPUs LibTorch runs attention with dropout as its math path (the fused kernel
@@ -68,7 +73,7 @@ struct EncoderBlock : BlockImpl {
   }
   std::int64_t heads_;
   double p_;
-  bool fused_, causal_;
+  bool fused_, causal_, tanh_;
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
   torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr}, fc2{nullptr};
   CounterDropout drop{nullptr};

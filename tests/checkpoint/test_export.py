@@ -33,10 +33,11 @@ for name, model_args in (("cnn", ["model.channels=[8,16]", "model.fc_width=32"])
                          ("transformer", ["model.name=transformer", "model.embed_dim=32", "model.heads=4",
                                           "model.layers=2", "model.patch_size=7", "model.dropout=0.1",
                                           "optimizer.lr=0.002"]),
-                         # A GPT-style decoder: causal attention, the last token's state to the head.
+                         # A GPT-style decoder: causal attention, the last token's state to the head,
+                         # GPT-2's tanh GELU.
                          ("transformer_causal", ["model.name=transformer", "model.embed_dim=32", "model.heads=4",
                                                  "model.layers=2", "model.patch_size=7", "model.dropout=0.1",
-                                                 "optimizer.lr=0.002", "model.causal=true"])):
+                                                 "optimizer.lr=0.002", "model.causal=true", "model.gelu=tanh"])):
     run_dir = os.path.join(work, name)
     r = mpirun(2, ["train", CONFIG, "data.path=" + FASHION, "data.limit_train=4000", "data.verify_hashes=false",
                    "train.epochs=1", "train.batch_size=64", "run.progress=none", "run.dir=" + run_dir] + model_args,

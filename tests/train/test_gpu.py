@@ -162,8 +162,11 @@ else:
 # (model.fused_kernels, the default) and without reaches the same test loss.
 r = subprocess.run([os.environ.get("HPCTRAIN_BIN", "build/hpctrain"), "bench", "kernels", "--device", "cuda",
                     "--rows", "4096", "--dim", "768", "--repeats", "5"], capture_output=True, text=True, timeout=300)
-c.check("bench kernels: the add + LayerNorm CUDA kernel within tolerance of ATen in float32, bfloat16, float16",
-        r.returncode == 0 and "hpctrain's CUDA kernel" in r.stdout, (r.stdout + r.stderr)[-3000:])
+c.check("bench kernels: the add + LayerNorm and cross-entropy CUDA kernels and the MLP's cuBLASLt epilogues within "
+        "tolerance of ATen in float32, bfloat16, float16",
+        r.returncode == 0 and "hpctrain's CUDA kernel" in r.stdout and "cuBLASLt epilogues" in r.stdout
+        and "cuBLASLt offers no algorithm" not in r.stderr,
+        (r.stdout + r.stderr)[-3000:])
 vit = ["model.name=transformer", "model.embed_dim=64", "model.heads=4", "model.layers=2", "model.patch_size=7",
        "model.dropout=0", "precision.mode=bf16"]
 r1, fused = train("vit_fused", *vit)
@@ -181,4 +184,16 @@ for graphs in ("false", "true"):
             f"autocast's ({l3:.4f} vs {l1:.4f})",
             r3.rc == 0 and low["precision"]["params"] == "low" and abs(l3 - l1) <= 0.05 * l1
             and low["training"]["cuda_graphs"] is (graphs == "true"), r3.text[-2000:])
+# model.gelu=tanh: the MLP's bias, GELU and their gradients in cuBLASLt epilogues, eager and in a
+# captured graph, against ATen's linear and gelu (model.fused_kernels=false).
+tanh = [*vit, "model.gelu=tanh"]
+r4, tanh_aten = train("vit_tanh_aten", *tanh, "model.fused_kernels=false")
+l4 = tanh_aten.get("final", {}).get("test_loss", 0)
+for graphs in ("false", "true"):
+    r5, fused_tanh = train("vit_tanh_graphs_" + graphs, *tanh, "device.cuda_graphs=" + graphs)
+    l5 = fused_tanh.get("final", {}).get("test_loss", 0)
+    c.check(f"Transformer with model.gelu=tanh, cuBLASLt epilogues (device.cuda_graphs={graphs}): test loss within "
+            f"5% of ATen's ({l5:.4f} vs {l4:.4f})",
+            r4.rc == 0 and r5.rc == 0 and abs(l5 - l4) <= 0.05 * l4 and l4 > 0
+            and "cuBLASLt offers no algorithm" not in r5.err, r4.text[-1500:] + r5.text[-1500:])
 c.finish()
