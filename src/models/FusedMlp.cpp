@@ -12,9 +12,12 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // The products' type: autocast's where it is on (as ATen's linear under autocast), else x's.
+// (Autocast leaves float64 alone.)
 c10::ScalarType compute_type(const torch::Tensor& x) {
   const auto device = x.device().type();
-  return at::autocast::is_autocast_enabled(device) ? at::autocast::get_autocast_dtype(device) : x.scalar_type();
+  return at::autocast::is_autocast_enabled(device) && x.scalar_type() != torch::kDouble
+             ? at::autocast::get_autocast_dtype(device)
+             : x.scalar_type();
 }
 
 struct MlpGeluTanh : torch::autograd::Function<MlpGeluTanh> {
@@ -47,23 +50,28 @@ struct MlpGeluTanh : torch::autograd::Function<MlpGeluTanh> {
     const auto saved = ctx->get_saved_variables();
     const auto &x = saved[0], &w1 = saved[1], &w2 = saved[2], &pre = saved[3], &h = saved[4];
     const auto types = ctx->saved_data["types"].toIntVector();
-    auto as = [&](const torch::Tensor& t, std::size_t i) { return t.to(static_cast<c10::ScalarType>(types[i])); };
     const auto dy = grads[0].reshape({-1, grads[0].size(-1)}).to(x.scalar_type()).contiguous();
+    // Only what autograd asks for: frozen parameters (or an input without a gradient) skip
+    // their products.
+    const bool need_x = ctx->needs_input_grad(0), need_fc1 = ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
     torch::Tensor dw2, db2, dpre, db1;
-    if (!weight_grad_bgrad_lt(dy, h, dw2, db2)) {
+    if ((ctx->needs_input_grad(3) || ctx->needs_input_grad(4)) && !weight_grad_bgrad_lt(dy, h, dw2, db2)) {
       dw2 = dy.t().mm(h);
       db2 = dy.sum(0);
     }
-    if (!matmul_dgelu_bgrad_lt(dy, w2, pre, dpre, db1)) {
+    if ((need_x || need_fc1) && !matmul_dgelu_bgrad_lt(dy, w2, pre, dpre, db1)) {
       dpre = at::gelu_backward(dy.mm(w2), pre, "tanh");
       db1 = dpre.sum(0);
     }
     torch::Tensor dx;
-    if (ctx->needs_input_grad(0)) {
+    if (need_x) {
       dx = dpre.mm(w1).view(ctx->saved_data["x_shape"].toIntVector());
       dx = dx.to(static_cast<c10::ScalarType>(ctx->saved_data["x_type"].toInt()));
     }
-    return {dx, as(dpre.t().mm(x), 0), as(db1, 1), as(dw2, 2), as(db2, 3), {}};
+    auto as = [&](const torch::Tensor& t, std::size_t i) {
+      return t.defined() ? t.to(static_cast<c10::ScalarType>(types[i])) : t;
+    };
+    return {dx, need_fc1 ? as(dpre.t().mm(x), 0) : torch::Tensor(), as(db1, 1), as(dw2, 2), as(db2, 3), {}};
   }
 };
 
@@ -92,7 +100,17 @@ torch::Tensor mlp_gelu_tanh(const torch::Tensor& x, const torch::Tensor& w1, con
                             const torch::Tensor& w2, const torch::Tensor& b2) {
   const bool takes = x.is_cuda() ? mlp_gelu_fused_on(x, w1, b1, w2, b2) : mlp_shapes(x, w1, b1, w2, b2);
   if (!takes) return mlp_gelu_tanh_unfused(x, w1, b1, w2, b2);
-  return MlpGeluTanh::apply(x, w1, b1, w2, b2, compute_type(x));
+  const auto type = compute_type(x);
+  if (x.is_cuda() && !torch::GradMode::is_enabled()) {
+    // Evaluation keeps nothing for a backward: ATen's GEMM with the bias and GELU epilogue
+    // (the tanh GELU on GPUs), without the GELU's input.
+    const auto x2 = x.reshape({-1, x.size(-1)}).to(type);
+    const auto h = at::_addmm_activation(b1.to(type), x2, w1.to(type).t(), 1, 1, /*use_gelu=*/true);
+    auto shape = x.sizes().vec();
+    shape.back() = w2.size(0);
+    return torch::addmm(b2.to(type), h, w2.to(type).t()).view(shape);
+  }
+  return MlpGeluTanh::apply(x, w1, b1, w2, b2, type);
 }
 
 torch::Tensor mlp_gelu_tanh_unfused(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1,

@@ -7,7 +7,9 @@
 // gradient. ATen runs each of these as a separate pass over a [tokens, hidden] tensor (the GELU,
 // its backward, two bias-gradient reductions).
 //
-// The GELU is the tanh approximation (GPT-2's, model.gelu=tanh), the one cuBLASLt has. The
+// In evaluation (no gradients) on a GPU, fc1 is ATen's _addmm_activation: its GEMM with the bias
+// and GELU epilogue, keeping nothing. The GELU is the tanh approximation (GPT-2's,
+// model.gelu=tanh), the one cuBLASLt has. The
 // products run in the autocast type where autocast is on (as ATen's linear under autocast),
 // else in x's type; the gradients come back in each input's own type. Where cuBLASLt offers no
 // algorithm, and on CPUs, each step runs ATen's operators instead (the same formulas), so the

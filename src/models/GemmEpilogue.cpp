@@ -27,14 +27,14 @@ namespace {
 // another version (the CUDA toolkit's) ahead of the one LibTorch was built with.
 struct CublasLt {
 #define HPCTRAIN_LT(name) decltype(&::name) name = nullptr;
-#define HPCTRAIN_LT_ALL                                                                                     \
-  HPCTRAIN_LT(cublasLtGetStatusString)                                                                      \
-  HPCTRAIN_LT(cublasLtMatmulDescCreate)                                                                     \
-  HPCTRAIN_LT(cublasLtMatmulDescDestroy) HPCTRAIN_LT(cublasLtMatmulDescSetAttribute)                        \
-      HPCTRAIN_LT(cublasLtMatrixLayoutCreate) HPCTRAIN_LT(cublasLtMatrixLayoutDestroy)                      \
-          HPCTRAIN_LT(cublasLtMatmulPreferenceCreate) HPCTRAIN_LT(cublasLtMatmulPreferenceDestroy)          \
-              HPCTRAIN_LT(cublasLtMatmulPreferenceSetAttribute) HPCTRAIN_LT(cublasLtMatmulAlgoGetHeuristic) \
-                  HPCTRAIN_LT(cublasLtMatmul)
+#define HPCTRAIN_LT_ALL                                                                                  \
+  HPCTRAIN_LT(cublasLtGetStatusString)                                                                   \
+  HPCTRAIN_LT(cublasLtMatmulDescCreate)                                                                  \
+  HPCTRAIN_LT(cublasLtMatmulDescDestroy)                                                                 \
+  HPCTRAIN_LT(cublasLtMatmulDescSetAttribute) HPCTRAIN_LT(cublasLtMatrixLayoutCreate)                    \
+      HPCTRAIN_LT(cublasLtMatrixLayoutDestroy) HPCTRAIN_LT(cublasLtMatmulPreferenceCreate)               \
+          HPCTRAIN_LT(cublasLtMatmulPreferenceDestroy) HPCTRAIN_LT(cublasLtMatmulPreferenceSetAttribute) \
+              HPCTRAIN_LT(cublasLtMatmulAlgoGetHeuristic) HPCTRAIN_LT(cublasLtMatmul)
   HPCTRAIN_LT_ALL
 #undef HPCTRAIN_LT
   bool found = true;
@@ -129,40 +129,72 @@ struct Gemm {
   std::int64_t ldaux;
 };
 
-using Key = std::array<std::int64_t, 15>;
+// type, ta, tb, m, n, k, lda, ldb, ldd, epilogue, the alignments of A, B, D, bias and aux,
+// the workspace's size, TF32 and the device.
+using Key = std::array<std::int64_t, 17>;
 
-// The heuristic's first algorithm for each shape, or none where it has none.
+// The algorithm of each shape: the heuristic's first, or none where it has none (or cuBLASLt
+// refused the one it offered).
+struct AlgorithmCache {
+  std::mutex mutex;
+  std::map<Key, std::optional<cublasLtMatmulAlgo_t>> entries;
+};
+
+AlgorithmCache& algorithms() {
+  static AlgorithmCache cache;
+  return cache;
+}
+
+// Once per shape: the speed the user asked for is not there.
+void say_declined(const Key& key) {
+  const auto e = static_cast<cublasLtEpilogue_t>(key[9]);
+  std::fprintf(stderr,
+               "hpctrain: cuBLASLt offers no algorithm for its %s epilogue on a %lld x %lld x %lld product of %s; "
+               "ATen's operators run in its place\n",
+               e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS ? "GELU_AUX_BIAS"
+               : e == CUBLASLT_EPILOGUE_DGELU_BGRAD ? "DGELU_BGRAD"
+                                                    : "BGRADB",
+               static_cast<long long>(key[3]), static_cast<long long>(key[4]), static_cast<long long>(key[5]),
+               c10::toString(static_cast<c10::ScalarType>(key[0])));
+}
+
 std::optional<cublasLtMatmulAlgo_t> cached_algorithm(const Key& key,
-                                                     const std::function<int(cublasLtMatmulAlgo_t&)>& query) {
-  static std::mutex mutex;
-  static std::map<Key, std::optional<cublasLtMatmulAlgo_t>> cache;
-  const std::lock_guard<std::mutex> lock(mutex);
-  const auto found = cache.find(key);
-  if (found != cache.end()) return found->second;
+                                                     const std::function<bool(cublasLtMatmulAlgo_t&)>& query) {
+  auto& cache = algorithms();
+  const std::lock_guard<std::mutex> lock(cache.mutex);
+  const auto found = cache.entries.find(key);
+  if (found != cache.entries.end()) return found->second;
   cublasLtMatmulAlgo_t algo{};
   std::optional<cublasLtMatmulAlgo_t> result;
-  if (query(algo) > 0) {
+  if (query(algo)) {
     result = algo;
-  } else {  // once per shape: the speed the user asked for is not there
-    const auto e = static_cast<cublasLtEpilogue_t>(key[9]);
-    std::fprintf(stderr,
-                 "hpctrain: cuBLASLt offers no algorithm for its %s epilogue on a %lld x %lld x %lld product of %s; "
-                 "ATen's operators run in its place\n",
-                 e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS ? "GELU_AUX_BIAS"
-                 : e == CUBLASLT_EPILOGUE_DGELU_BGRAD ? "DGELU_BGRAD"
-                                                      : "BGRADB",
-                 static_cast<long long>(key[3]), static_cast<long long>(key[4]), static_cast<long long>(key[5]),
-                 c10::toString(static_cast<c10::ScalarType>(key[0])));
+  } else {
+    say_declined(key);
   }
-  cache.emplace(key, result);
+  cache.entries.emplace(key, result);
   return result;
+}
+
+void decline(const Key& key) {
+  auto& cache = algorithms();
+  const std::lock_guard<std::mutex> lock(cache.mutex);
+  auto& entry = cache.entries[key];
+  if (entry) say_declined(key);
+  entry.reset();
+}
+
+// TF32 for float32 products where LibTorch allows it for its own (and no NoTF32Guard is active).
+bool tf32_allowed() {
+  return at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) ==
+             at::Float32Precision::TF32 &&
+         !at::NoTF32Guard::should_disable_tf32();
 }
 
 bool run(const Gemm& g, c10::ScalarType type, const c10::Device& device) {
   if (!lt()) return false;
   const c10::cuda::CUDAGuard guard(device);
   const auto t = cuda_type(type);
-  const bool tf32 = type == torch::kFloat && at::globalContext().allowTF32CuBLAS();
+  const bool tf32 = type == torch::kFloat && tf32_allowed();
   MatmulDesc desc(tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F);
   desc.set(CUBLASLT_MATMUL_DESC_TRANSA, static_cast<std::int32_t>(g.ta));
   desc.set(CUBLASLT_MATMUL_DESC_TRANSB, static_cast<std::int32_t>(g.tb));
@@ -190,6 +222,8 @@ bool run(const Gemm& g, c10::ScalarType type, const c10::Device& device) {
                 align_a,
                 align_b,
                 align_d,
+                g.bias ? alignment(g.bias) : 0,
+                g.aux ? alignment(g.aux) : 0,
                 static_cast<std::int64_t>(workspace_bytes),
                 (tf32 ? 1 : 0) + 2 * static_cast<std::int64_t>(device.index())};
   const auto handle = at::cuda::getCurrentCUDABlasLtHandle();
@@ -204,16 +238,21 @@ bool run(const Gemm& g, c10::ScalarType type, const c10::Device& device) {
     int found = 0;
     const auto status = lt()->cublasLtMatmulAlgoGetHeuristic(handle, desc.desc, a.layout, b.layout, d.layout, d.layout,
                                                              pref.pref, 1, &result, &found);
-    if (status != CUBLAS_STATUS_SUCCESS || found < 1 || result.state != CUBLAS_STATUS_SUCCESS) return 0;
+    if (status != CUBLAS_STATUS_SUCCESS || found < 1 || result.state != CUBLAS_STATUS_SUCCESS) return false;
     out = result.algo;
-    return 1;
+    return true;
   });
   if (!algo) return false;
   const float alpha = 1.f, beta = 0.f;
-  check(lt()->cublasLtMatmul(handle, desc.desc, &alpha, g.a, a.layout, g.b, b.layout, &beta, g.d, d.layout, g.d,
-                             d.layout, &*algo, at::cuda::getCUDABlasLtWorkspace(), workspace_bytes,
-                             at::cuda::getCurrentCUDAStream(device.index()).stream()),
-        "matmul");
+  const auto status = lt()->cublasLtMatmul(handle, desc.desc, &alpha, g.a, a.layout, g.b, b.layout, &beta, g.d,
+                                           d.layout, g.d, d.layout, &*algo, at::cuda::getCUDABlasLtWorkspace(),
+                                           workspace_bytes, at::cuda::getCurrentCUDAStream(device.index()).stream());
+  // An algorithm the heuristic offered but the call refuses (nothing was queued): ATen's operators.
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_INVALID_VALUE) {
+    decline(key);
+    return false;
+  }
+  check(status, "matmul");
   return true;
 }
 

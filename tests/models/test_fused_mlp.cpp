@@ -20,9 +20,12 @@ struct Result {
 using Mlp = torch::Tensor (*)(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
                               const torch::Tensor&);
 
-Result run(Mlp mlp, const std::vector<torch::Tensor>& inputs, bool x_grad, bool autocast) {
+// `frozen`: inputs 1..4 (w1, b1, w2, b2) from this index on take no gradient.
+Result run(Mlp mlp, const std::vector<torch::Tensor>& inputs, bool x_grad, bool autocast, std::size_t frozen = 5) {
   std::vector<torch::Tensor> v;
-  for (const auto& t : inputs) v.push_back(t.detach().clone().requires_grad_(&t != &inputs[0] || x_grad));
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    v.push_back(inputs[i].detach().clone().requires_grad_(i == 0 ? x_grad : i < frozen));
+  }
   torch::Tensor y;
   {
     at::autocast::set_autocast_enabled(at::kCPU, autocast);
@@ -51,10 +54,10 @@ void expect_equal(const torch::Tensor& got, const torch::Tensor& want, const cha
                                        << (got.to(torch::kDouble) - want.to(torch::kDouble)).abs().max().item<double>();
 }
 
-void compare(bool x_grad, bool autocast, std::int64_t hidden = 40) {
+void compare(bool x_grad, bool autocast, std::int64_t hidden = 40, std::size_t frozen = 5) {
   const auto in = inputs(24, hidden, 24);
-  const auto fused = run(mlp_gelu_tanh, in, x_grad, autocast);
-  const auto aten = run(mlp_gelu_tanh_unfused, in, x_grad, autocast);
+  const auto fused = run(mlp_gelu_tanh, in, x_grad, autocast, frozen);
+  const auto aten = run(mlp_gelu_tanh_unfused, in, x_grad, autocast, frozen);
   expect_equal(fused.y, aten.y, "y");
   expect_equal(fused.dx, aten.dx, "dx");
   expect_equal(fused.dw1, aten.dw1, "dw1");
@@ -81,6 +84,13 @@ TEST(FusedMlp, UnderBfloat16AutocastGradientsComeBackInEachInputsType) {
 
 TEST(FusedMlp, AHiddenWidthThatIsNoMultipleOfEight) {
   compare(true, false, 13);
+}
+
+// Frozen layers (fine-tuning the first only, or neither) get no gradient, the rest autograd's.
+TEST(FusedMlp, FrozenParametersGetNoGradient) {
+  compare(true, false, 40, 3);
+  compare(true, false, 40, 1);
+  compare(false, false, 40, 3);
 }
 
 // The GELU is the tanh approximation: it differs from the exact one.
