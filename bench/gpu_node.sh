@@ -124,12 +124,18 @@ if wants bench; then
   record "bench: transformer_mfu batch 64 graphs, precision.params=low" "$?"
 fi
 if wants profile; then
-  step "profiles of both sides"
-  within 120 python3 bench/transformer_mfu.py --compile none --profile /tmp/hpctrain-profile \
+  step "profiles of both sides (GPU time by kind: matrix products, attention, elementwise, idle ...)"
+  within 120 python3 bench/transformer_mfu.py --compile none --gelu tanh --profile /tmp/hpctrain-profile \
     --out "$out/mfu_profiled.json" &&
     python3 analysis/profile_summary.py /tmp/hpctrain-profile/hpctrain.json /tmp/hpctrain-profile/pytorch.json \
-      --steps 5 --top 30 | tee "$out/profile_summary.txt"
+      --steps 5 --top 30 --json "$out/profile_kinds.json" | tee "$out/profile_summary.txt"
   record "profile: both sides" "$?"
+  step "profile before (ATen's operators: model.fused_kernels=false) and after (hpctrain's kernels and epilogues)"
+  within 120 python3 bench/transformer_mfu.py --compile none --gelu tanh --profile /tmp/hpctrain-profile-aten \
+    --out "$out/mfu_profiled_aten.json" model.fused_kernels=false &&
+    python3 analysis/profile_summary.py /tmp/hpctrain-profile-aten/hpctrain.json /tmp/hpctrain-profile/hpctrain.json \
+      --steps 5 --top 30 --json "$out/profile_kinds_before_after.json" | tee "$out/profile_before_after.txt"
+  record "profile: before and after the kernels" "$?"
 fi
 if wants pipeline; then
   step "pipeline bubble on the CPU cores: p = 4 and 8 stages"

@@ -40,6 +40,29 @@ s = subprocess.run([sys.executable, os.path.join(SOURCE, "analysis", "profile_su
                     os.path.join(run_dir, "profile_rank0.json"), "--steps", "2", "--top", "5"],
                    capture_output=True, text=True)
 c.check("profile_summary.py reads it", s.returncode == 0 and "CPU operator" in s.stdout, s.stdout + s.stderr)
+# The kinds of GPU work on a trace with known kernels (this machine may have no GPU): each kernel
+# to its kind by name, the gap between kernels as idle, figures per step and as JSON.
+gpu_trace, gpu_json, events, t = os.path.join(work, "gpu.json"), os.path.join(work, "kinds.json"), [], 0
+for name, dur in (("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_cublas", 100), ("gpu_memcpy", 4),
+                  ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<cutlass::bfloat16_t>>", 40),
+                  ("void at::native::vectorized_elementwise_kernel<4, at::native::GeluCUDAKernelImpl>", 20),
+                  (None, 30), ("void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor>", 10),
+                  ("ncclDevKernel_AllReduce_Sum_f32_RING_LL", 6), ("hpctrain::cuda_kernels::add_norm_rows", 10)):
+    if name:
+        events.append({"ph": "X", "cat": "gpu_memcpy" if name == "gpu_memcpy" else "kernel", "name": name, "ts": t,
+                       "dur": dur})
+    t += dur
+with open(gpu_trace, "w") as f:
+    json.dump({"traceEvents": events}, f)
+s = subprocess.run([sys.executable, os.path.join(SOURCE, "analysis", "profile_summary.py"), gpu_trace, "--steps", "2",
+                    "--json", gpu_json], capture_output=True, text=True)
+kinds = json.load(open(gpu_json))["traces"][0]["kinds_ms"] if s.returncode == 0 else {}
+want = {"matrix products": 0.05, "attention": 0.02, "elementwise and normalization": 0.015, "optimizer": 0.005,
+        "communication": 0.003, "copies": 0.002, "idle": 0.015}
+c.check("profile_summary.py: GPU time by kind (matrix products, attention, elementwise, optimizer, communication, "
+        "copies, idle) per step, as JSON", kinds.keys() == want.keys()
+        and all(abs(kinds[k] - v) < 1e-9 for k, v in want.items()) and "idle" in s.stdout,
+        s.stdout + s.stderr + json.dumps(kinds))
 plain = os.path.join(work, "plain")
 r = mpirun(1, base + ["run.dir=" + plain], timeout=300)
 c.check("no trace without run.profile_steps",
