@@ -1,6 +1,7 @@
 // `hpctrain bench kernels`: hpctrain's fused operators against ATen's on this machine's device:
 // the error of each against a float64 reference of the same inputs (the check), and the
 // forward+backward time of each (the benchmark).
+#include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
@@ -41,8 +42,10 @@ struct Case {
   std::function<Outputs(Side)> run;
 };
 
+// `matmul_input`: as the Transformer calls it under autocast (to bfloat16), y the input of a
+// matrix product, so of autocast's type (the float64 reference: no autocast).
 Case add_norm_case(const char* name, c10::ScalarType h, c10::ScalarType r, double floor, const KernelsArguments& a,
-                   const torch::Device& device) {
+                   const torch::Device& device, bool matmul_input = false) {
   torch::manual_seed(7);
   const auto o = torch::TensorOptions().device(device);
   const auto x = torch::randn({a.rows, a.dim}, o).to(h), rr = torch::randn({a.rows, a.dim}, o).to(r);
@@ -53,8 +56,12 @@ Case add_norm_case(const char* name, c10::ScalarType h, c10::ScalarType r, doubl
     auto cast = [&](const torch::Tensor& t) { return side == Side::Reference ? t.to(torch::kDouble) : t; };
     auto xs = cast(x).detach().requires_grad_(), rs = cast(rr).detach().requires_grad_();
     auto ws = cast(w).detach().requires_grad_(), bs = cast(b).detach().requires_grad_();
-    auto [hs, ys] =
-        side == Side::Fused ? add_layer_norm(xs, rs, ws, bs, 1e-5) : add_layer_norm_unfused(xs, rs, ws, bs, 1e-5);
+    const bool autocast = matmul_input && side != Side::Reference;
+    at::autocast::set_autocast_enabled(device.type(), autocast);
+    at::autocast::set_autocast_dtype(device.type(), at::kBFloat16);
+    auto [hs, ys] = side == Side::Fused ? add_layer_norm(xs, rs, ws, bs, 1e-5, matmul_input)
+                                        : add_layer_norm_unfused(xs, rs, ws, bs, 1e-5, matmul_input);
+    at::autocast::set_autocast_enabled(device.type(), false);
     torch::autograd::backward({hs, ys}, {dh.to(hs.scalar_type()), dy.to(ys.scalar_type())});
     return Outputs{hs.detach(), ys.detach(), xs.grad(), rs.grad(), ws.grad(), bs.grad()};
   };
@@ -171,17 +178,19 @@ int bench_kernels(const KernelsArguments& a) {
       static_cast<long long>(a.dim), static_cast<long long>(a.rows), static_cast<long long>(a.classes),
       static_cast<long long>(a.rows), static_cast<long long>(a.dim), static_cast<long long>(4 * a.dim),
       static_cast<long long>(a.repeats));
-  const std::vector<Case> cases{add_norm_case("float32", torch::kFloat, torch::kFloat, 1e-5, a, device),
-                                add_norm_case("float32+bfloat16", torch::kFloat, torch::kBFloat16, 1e-5, a, device),
-                                add_norm_case("float32+float16", torch::kFloat, torch::kHalf, 1e-5, a, device),
-                                add_norm_case("bfloat16", torch::kBFloat16, torch::kBFloat16, 1e-2, a, device),
-                                add_norm_case("float16", torch::kHalf, torch::kHalf, 2e-3, a, device),
-                                cross_entropy_case("float32", torch::kFloat, 1e-5, a, device),
-                                cross_entropy_case("bfloat16", torch::kBFloat16, 1e-5, a, device),
-                                cross_entropy_case("float16", torch::kHalf, 1e-5, a, device),
-                                mlp_case("float32", torch::kFloat, 1e-5, a, device),
-                                mlp_case("bfloat16", torch::kBFloat16, 1e-2, a, device),
-                                mlp_case("float16", torch::kHalf, 2e-3, a, device)};
+  const std::vector<Case> cases{
+      add_norm_case("float32", torch::kFloat, torch::kFloat, 1e-5, a, device),
+      add_norm_case("float32+bfloat16", torch::kFloat, torch::kBFloat16, 1e-5, a, device),
+      add_norm_case("float32+float16", torch::kFloat, torch::kHalf, 1e-5, a, device),
+      add_norm_case("float32+bfloat16, y of autocast", torch::kFloat, torch::kBFloat16, 1e-2, a, device, true),
+      add_norm_case("bfloat16", torch::kBFloat16, torch::kBFloat16, 1e-2, a, device),
+      add_norm_case("float16", torch::kHalf, torch::kHalf, 2e-3, a, device),
+      cross_entropy_case("float32", torch::kFloat, 1e-5, a, device),
+      cross_entropy_case("bfloat16", torch::kBFloat16, 1e-5, a, device),
+      cross_entropy_case("float16", torch::kHalf, 1e-5, a, device),
+      mlp_case("float32", torch::kFloat, 1e-5, a, device),
+      mlp_case("bfloat16", torch::kBFloat16, 1e-2, a, device),
+      mlp_case("float16", torch::kHalf, 2e-3, a, device)};
   json::array results;
   std::vector<std::string> failures;
   for (const auto& c : cases) results.push_back(measure(c, device, a.repeats, failures));

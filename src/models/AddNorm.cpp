@@ -30,9 +30,11 @@ float round_to_half(float v) {
   return static_cast<float>(c10::Half(v));
 }
 
-// y's type: autocast runs layer_norm in float; otherwise h's type.
-c10::ScalarType output_type(const torch::Tensor& h) {
-  return at::autocast::is_autocast_enabled(h.device().type()) ? torch::kFloat : h.scalar_type();
+// y's type: autocast runs layer_norm in float (and a matrix product taking y casts it to
+// autocast's type); otherwise h's type.
+c10::ScalarType output_type(c10::ScalarType h, c10::DeviceType device, bool y_for_matmul) {
+  if (!at::autocast::is_autocast_enabled(device)) return h;
+  return y_for_matmul ? at::autocast::get_autocast_dtype(device) : torch::kFloat;
 }
 
 struct AddLayerNorm : torch::autograd::Function<AddLayerNorm> {
@@ -161,7 +163,7 @@ bool cuda_kernels_compiled() {
 }
 
 bool add_layer_norm_fused_on(const torch::Tensor& x, const torch::Tensor& r, const torch::Tensor& weight,
-                             const torch::Tensor& bias) {
+                             const torch::Tensor& bias, bool y_for_matmul) {
   if (!x.is_cuda() || r.device() != x.device() || r.sizes() != x.sizes() || x.numel() == 0) return false;
   // float [d] weights on x's device, contiguous; a bias only with a weight (as LayerNorm has them).
   auto fits = [&](const torch::Tensor& t) {
@@ -170,12 +172,10 @@ bool add_layer_norm_fused_on(const torch::Tensor& x, const torch::Tensor& r, con
   };
   if (!fits(weight) || !fits(bias) || (bias.defined() && !weight.defined())) return false;
 #if HPCTRAIN_WITH_CUDA_KERNELS
-  ck::Dtype h{}, rt{};
+  ck::Dtype h{}, rt{}, yt{};
   const auto h_type = torch::promote_types(x.scalar_type(), r.scalar_type());
   return kernel_type(h_type, h) && kernel_type(r.scalar_type(), rt) &&
-         ck::add_norm_supported(
-             h, rt,
-             h_type == torch::kFloat || at::autocast::is_autocast_enabled(x.device().type()) ? ck::Dtype::Float : h);
+         kernel_type(output_type(h_type, x.device().type(), y_for_matmul), yt) && ck::add_norm_supported(h, rt, yt);
 #else
   return false;
 #endif
@@ -183,17 +183,20 @@ bool add_layer_norm_fused_on(const torch::Tensor& x, const torch::Tensor& r, con
 
 std::pair<torch::Tensor, torch::Tensor> add_layer_norm_unfused(const torch::Tensor& x, const torch::Tensor& r,
                                                                const torch::Tensor& weight, const torch::Tensor& bias,
-                                                               double eps) {
+                                                               double eps, bool y_for_matmul) {
   auto h = x + r;
   auto y = torch::layer_norm(h, {x.size(-1)}, weight, bias, eps);
+  if (y_for_matmul) y = y.to(output_type(y.scalar_type(), y.device().type(), true));
   return {h, y};
 }
 
 std::pair<torch::Tensor, torch::Tensor> add_layer_norm(const torch::Tensor& x, const torch::Tensor& r,
                                                        const torch::Tensor& weight, const torch::Tensor& bias,
-                                                       double eps) {
+                                                       double eps, bool y_for_matmul) {
   const bool cpu = x.device().is_cpu() && r.device().is_cpu() && r.sizes() == x.sizes();
-  if (!cpu && !add_layer_norm_fused_on(x, r, weight, bias)) return add_layer_norm_unfused(x, r, weight, bias, eps);
+  if (!cpu && !add_layer_norm_fused_on(x, r, weight, bias, y_for_matmul)) {
+    return add_layer_norm_unfused(x, r, weight, bias, eps, y_for_matmul);
+  }
   const auto h_type = torch::promote_types(x.scalar_type(), r.scalar_type());
   const auto xh = x.to(h_type);
   // The CPU reference takes r of any type; the kernel r of h's type or a narrower float type.
@@ -201,7 +204,7 @@ std::pair<torch::Tensor, torch::Tensor> add_layer_norm(const torch::Tensor& x, c
   torch::Tensor w = weight, b = bias;
   if (cpu && w.defined()) w = w.to(torch::kFloat);
   if (cpu && b.defined()) b = b.to(torch::kFloat);
-  const auto out = AddLayerNorm::apply(xh, rr, w, b, eps, output_type(xh));
+  const auto out = AddLayerNorm::apply(xh, rr, w, b, eps, output_type(h_type, x.device().type(), y_for_matmul));
   return {out[0], out[1]};
 }
 

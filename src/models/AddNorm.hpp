@@ -23,19 +23,22 @@ bool cuda_kernels_compiled();
 
 // Whether add_layer_norm runs hpctrain's CUDA kernel for these tensors (else ATen's ops).
 bool add_layer_norm_fused_on(const torch::Tensor& x, const torch::Tensor& r, const torch::Tensor& weight,
-                             const torch::Tensor& bias);
+                             const torch::Tensor& bias, bool y_for_matmul = false);
 
 // {h, y} with h = x + r and y = layer_norm(h, {d}, weight, bias, eps) over the last dimension d.
 // weight and bias: float [d] (or undefined). On CUDA: hpctrain's kernel where
 // add_layer_norm_fused_on, else ATen's ops; on the CPU: the reference loops
 // (models/AddNormKernels.hpp) in float.
+// `y_for_matmul`: y is the input of a matrix product, so under autocast it comes in autocast's
+// type, rounded as the product's own cast would round the float y (the same numbers, without
+// the float y and the pass that casts it; its gradient arrives in that type too).
 std::pair<torch::Tensor, torch::Tensor> add_layer_norm(const torch::Tensor& x, const torch::Tensor& r,
                                                        const torch::Tensor& weight, const torch::Tensor& bias,
-                                                       double eps);
+                                                       double eps, bool y_for_matmul = false);
 
-// The same with ATen's operators: x + r, then torch::layer_norm.
+// The same with ATen's operators: x + r, then torch::layer_norm (and the cast of y).
 std::pair<torch::Tensor, torch::Tensor> add_layer_norm_unfused(const torch::Tensor& x, const torch::Tensor& r,
                                                                const torch::Tensor& weight, const torch::Tensor& bias,
-                                                               double eps);
+                                                               double eps, bool y_for_matmul = false);
 
 }  // namespace hpctrain

@@ -217,6 +217,9 @@ const char* dispatch(const Args& a, Dtype h, Dtype r, Dtype y, cudaStream_t stre
     if (r == Dtype::BFloat16) return F<float, BF, float>::run(a, stream);
     return F<float, __half, float>::run(a, stream);
   }
+  if (h == Dtype::Float) {  // y of the branch's type: the input of a matrix product under autocast
+    return r == Dtype::BFloat16 ? F<float, BF, BF>::run(a, stream) : F<float, __half, __half>::run(a, stream);
+  }
   if (h == Dtype::BFloat16 && r == h) {
     return y == Dtype::Float ? F<BF, BF, float>::run(a, stream) : F<BF, BF, BF>::run(a, stream);
   }
@@ -327,9 +330,8 @@ const char* cross_entropy_backward(const CrossEntropyBackward& a, void* stream) 
 }
 
 bool add_norm_supported(Dtype h, Dtype r, Dtype y) {
-  if (y != h && y != Dtype::Float) return false;
-  if (h == Dtype::Float) return y == Dtype::Float;
-  return r == h;
+  if (h == Dtype::Float) return y == Dtype::Float || (r != Dtype::Float && y == r);
+  return r == h && (y == h || y == Dtype::Float);
 }
 
 std::int64_t add_norm_partial_floats(std::int64_t rows, std::int64_t d) {

@@ -40,7 +40,7 @@ struct EncoderBlock : BlockImpl {
     // ATen's add and layer_norm (what norm2->forward runs).
     torch::Tensor normed;
     std::tie(x, normed) = (fused_ && x.is_cuda() ? add_layer_norm : add_layer_norm_unfused)(
-        x, branch, norm2->weight, norm2->bias, norm2->options.eps());
+        x, branch, norm2->weight, norm2->bias, norm2->options.eps(), /*y_for_matmul=*/true);
     if (tanh_ && fused_ && x.is_cuda()) {
       return x + drop->forward(mlp_gelu_tanh(normed, fc1->weight, fc1->bias, fc2->weight, fc2->bias));
     }

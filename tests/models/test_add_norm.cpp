@@ -42,8 +42,8 @@ void compare(c10::ScalarType xt, c10::ScalarType rt, bool grad_h, double tol) {
   torch::manual_seed(5);
   const auto x = torch::randn({3, 5, 48}).to(xt), r = torch::randn({3, 5, 48}).to(rt);
   const auto w = 1 + 0.2 * torch::randn({48}), b = 0.2 * torch::randn({48});
-  const auto fused = run(add_layer_norm, x, r, w, b, grad_h);
-  const auto aten = run(add_layer_norm_unfused, x, r, w, b, grad_h);
+  const auto fused = run([](auto&&... a) { return add_layer_norm(a...); }, x, r, w, b, grad_h);
+  const auto aten = run([](auto&&... a) { return add_layer_norm_unfused(a...); }, x, r, w, b, grad_h);
   expect_close(fused.h, aten.h, tol, "h");
   expect_close(fused.y, aten.y, tol, "y");
   expect_close(fused.dx, aten.dx, tol, "dx");
@@ -88,6 +88,39 @@ TEST(AddNorm, AutocastGivesFloatOutputAsLayerNorm) {
   at::autocast::set_autocast_enabled(at::kCPU, false);
   EXPECT_EQ(fused.second.scalar_type(), aten.second.scalar_type());
   EXPECT_EQ(fused.first.scalar_type(), aten.first.scalar_type());
+}
+
+// y feeding a matrix product under autocast: y in autocast's type, the float y rounded as the
+// product's cast would round it, and every gradient as with a float y cast afterwards.
+TEST(AddNorm, UnderAutocastAMatmulsInputComesInAutocastsType) {
+  torch::manual_seed(5);
+  const auto x0 = torch::randn({3, 5, 48}), r0 = torch::randn({3, 5, 48}).to(torch::kBFloat16);
+  const auto w0 = 1 + 0.2 * torch::randn({48}), b0 = 0.2 * torch::randn({48});
+  const auto dy = torch::randn({3, 5, 48}).to(torch::kBFloat16);
+  auto run = [&](bool fused, bool y_for_matmul) {
+    auto x = x0.detach().requires_grad_(), r = r0.detach().requires_grad_();
+    auto w = w0.detach().requires_grad_(), b = b0.detach().requires_grad_();
+    at::autocast::set_autocast_enabled(at::kCPU, true);
+    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+    auto [h, y] = (fused ? add_layer_norm : add_layer_norm_unfused)(x, r, w, b, 1e-5, y_for_matmul);
+    if (!y_for_matmul) y = y.to(torch::kBFloat16);  // what the matrix product's autocast does
+    at::autocast::set_autocast_enabled(at::kCPU, false);
+    (y.to(torch::kFloat) * dy.to(torch::kFloat)).sum().backward();
+    return Result{h.detach(), y.detach(), x.grad(), r.grad(), w.grad(), b.grad()};
+  };
+  for (const bool fused : {false, true}) {
+    const auto direct = run(fused, true), cast = run(fused, false);
+    EXPECT_EQ(direct.y.scalar_type(), torch::kBFloat16);
+    const double tol = fused ? 1e-6 : 0.0;  // ATen's: the same operators, bitwise
+    expect_close(direct.y, cast.y, tol, "y");
+    expect_close(direct.dx, cast.dx, tol, "dx");
+    expect_close(direct.dr, cast.dr, tol, "dr");
+    expect_close(direct.dw, cast.dw, tol, "dweight");
+    expect_close(direct.db, cast.db, tol, "dbias");
+  }
+  const auto fused = run(true, true), aten = run(false, true);
+  expect_close(fused.y, aten.y, 1e-2, "y, fused against ATen's");
+  expect_close(fused.dx, aten.dx, 1e-5, "dx, fused against ATen's");
 }
 
 TEST(AddNorm, NotFusedOnTheCpuInModels) {
