@@ -38,7 +38,7 @@ struct ModelConfig {
   std::int64_t heads = 3;
   std::int64_t layers = 6;
   double mlp_ratio = 4.0;
-  bool causal = false;  // Transformer: causal attention, the last token to the head
+  bool causal = false;       // Transformer: causal attention, the last token to the head
   std::string gelu = "erf";  // Transformer MLP: erf | tanh
   std::int64_t patch_size = 4;
   std::int64_t hidden_size = 64;  // LSTM family: units per direction; forecaster: width

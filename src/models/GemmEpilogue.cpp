@@ -26,27 +26,38 @@ namespace {
 // libtorch_cuda, so in the process's global scope): linking it here could load a second copy of
 // another version (the CUDA toolkit's) ahead of the one LibTorch was built with.
 struct CublasLt {
-#define HPCTRAIN_LT(name) decltype(&::name) name = nullptr;
-#define HPCTRAIN_LT_ALL                                                                                  \
-  HPCTRAIN_LT(cublasLtGetStatusString)                                                                   \
-  HPCTRAIN_LT(cublasLtMatmulDescCreate)                                                                  \
-  HPCTRAIN_LT(cublasLtMatmulDescDestroy)                                                                 \
-  HPCTRAIN_LT(cublasLtMatmulDescSetAttribute) HPCTRAIN_LT(cublasLtMatrixLayoutCreate)                    \
-      HPCTRAIN_LT(cublasLtMatrixLayoutDestroy) HPCTRAIN_LT(cublasLtMatmulPreferenceCreate)               \
-          HPCTRAIN_LT(cublasLtMatmulPreferenceDestroy) HPCTRAIN_LT(cublasLtMatmulPreferenceSetAttribute) \
-              HPCTRAIN_LT(cublasLtMatmulAlgoGetHeuristic) HPCTRAIN_LT(cublasLtMatmul)
-  HPCTRAIN_LT_ALL
-#undef HPCTRAIN_LT
+  decltype(&::cublasLtGetStatusString) cublasLtGetStatusString = nullptr;
+  decltype(&::cublasLtMatmulDescCreate) cublasLtMatmulDescCreate = nullptr;
+  decltype(&::cublasLtMatmulDescDestroy) cublasLtMatmulDescDestroy = nullptr;
+  decltype(&::cublasLtMatmulDescSetAttribute) cublasLtMatmulDescSetAttribute = nullptr;
+  decltype(&::cublasLtMatrixLayoutCreate) cublasLtMatrixLayoutCreate = nullptr;
+  decltype(&::cublasLtMatrixLayoutDestroy) cublasLtMatrixLayoutDestroy = nullptr;
+  decltype(&::cublasLtMatmulPreferenceCreate) cublasLtMatmulPreferenceCreate = nullptr;
+  decltype(&::cublasLtMatmulPreferenceDestroy) cublasLtMatmulPreferenceDestroy = nullptr;
+  decltype(&::cublasLtMatmulPreferenceSetAttribute) cublasLtMatmulPreferenceSetAttribute = nullptr;
+  decltype(&::cublasLtMatmulAlgoGetHeuristic) cublasLtMatmulAlgoGetHeuristic = nullptr;
+  decltype(&::cublasLtMatmul) cublasLtMatmul = nullptr;
   bool found = true;
+
+  template <typename F>
+  void find(F& f, const char* name) {
+    f = reinterpret_cast<F>(dlsym(RTLD_DEFAULT, name));
+    found = found && f != nullptr;
+  }
   CublasLt() {
-#define HPCTRAIN_LT(name)                                                 \
-  name = reinterpret_cast<decltype(&::name)>(dlsym(RTLD_DEFAULT, #name)); \
-  found = found && name != nullptr;
-    HPCTRAIN_LT_ALL
-#undef HPCTRAIN_LT
+    find(cublasLtGetStatusString, "cublasLtGetStatusString");
+    find(cublasLtMatmulDescCreate, "cublasLtMatmulDescCreate");
+    find(cublasLtMatmulDescDestroy, "cublasLtMatmulDescDestroy");
+    find(cublasLtMatmulDescSetAttribute, "cublasLtMatmulDescSetAttribute");
+    find(cublasLtMatrixLayoutCreate, "cublasLtMatrixLayoutCreate");
+    find(cublasLtMatrixLayoutDestroy, "cublasLtMatrixLayoutDestroy");
+    find(cublasLtMatmulPreferenceCreate, "cublasLtMatmulPreferenceCreate");
+    find(cublasLtMatmulPreferenceDestroy, "cublasLtMatmulPreferenceDestroy");
+    find(cublasLtMatmulPreferenceSetAttribute, "cublasLtMatmulPreferenceSetAttribute");
+    find(cublasLtMatmulAlgoGetHeuristic, "cublasLtMatmulAlgoGetHeuristic");
+    find(cublasLtMatmul, "cublasLtMatmul");
   }
 };
-#undef HPCTRAIN_LT_ALL
 
 // Null where the process has no cuBLASLt (the epilogues then decline and ATen runs).
 const CublasLt* lt() {
