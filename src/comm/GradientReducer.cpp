@@ -31,7 +31,7 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> parameters, double b
                                  const std::vector<std::int64_t>& groups)
     : comm_(comm),
       nccl_(nccl),
-      overlap_(overlap && comm.size() > 1),
+      overlap_(overlap && (comm.size() > 1 || nccl != nullptr)),  // NCCL on one rank: the many-rank path
       direct_(alone_without_buckets && comm.size() == 1 && nccl == nullptr),
       shard_(comm.size() > 1 ? shard : ShardStage::None) {
   if (direct_) {
@@ -335,8 +335,20 @@ void GradientReducer::sum_in_order(torch::Tensor& values) {
   }
 }
 
+void GradientReducer::follow_current_stream() {
+  if (nccl_ != nullptr) nccl_->capture_compute_stream();
+}
+
+void GradientReducer::after_replay() {
+  if (nccl_ == nullptr) return;
+  nccl_->replayed();
+  nccl_->wait();
+}
+
 void GradientReducer::finish() {
-  if (comm_.size() == 1) return;
+  // One rank reduces nothing, unless NCCL was asked for (comm.backend=nccl): then its
+  // one-rank communicator runs the same path as many ranks do.
+  if (comm_.size() == 1 && nccl_ == nullptr) return;
   const double t0 = wall_seconds();
   if (!overlap_) {
     for (std::size_t b = 0; b < buckets_.size(); ++b) reduce(b, true);

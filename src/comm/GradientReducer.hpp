@@ -68,8 +68,8 @@ struct ReducerTimes {
 
 class GradientReducer {
  public:
-  // `overlap` false reduces every bucket after backward on the calling thread (the baseline); with
-  // one rank nothing is reduced. With `nccl` (GPU parameters, outliving the reducer) NCCL reduces on
+  // `overlap` false reduces every bucket after backward on the calling thread (the baseline); one
+  // rank reduces nothing but with `nccl` (GPU parameters, outliving the reducer), which reduces on
   // its own stream. `alone_without_buckets`: with one rank (no NCCL) no buckets at all (training; a
   // benchmark wants them). `shard`: above. `groups` (none, or one per parameter): no bucket spans two.
   GradientReducer(std::vector<torch::Tensor> parameters, double bucket_mb, const Communicator& comm, bool overlap,
@@ -79,9 +79,7 @@ class GradientReducer {
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
 
-  // Zeroes the buckets before a step (not zero_grad(), which drops the views). Gradients are scaled
-  // so that their sum over ranks is the wanted average.
-  void zero();
+  void zero();        // zeroes the buckets before a step (not zero_grad(), which drops the views)
   void begin_step();  // starts a step without zeroing (zero() does this too)
   // Accumulation over microbatches: after hold(), gradients accumulate without counting as ready;
   // release(parameters), before the last backward that touches them, lets their buckets reduce in it.
@@ -89,6 +87,9 @@ class GradientReducer {
   void release(const std::vector<torch::Tensor>& parameters);
   // After backward: starts any bucket not yet started and waits for all (the sums, or chunks).
   void finish();
+  // NCCL's reductions follow the stream current at begin_step() or here (a captured step's).
+  void follow_current_stream();
+  void after_replay();  // a replayed graph with NCCL's reductions: waited for as finish() does
 
   // Sums `values` (1-D, contiguous, float32/64) over the ranks in place, in order with the buckets
   // (synchronized batch norm; with overlap queued on the communication thread: MPI is never called
@@ -112,7 +113,6 @@ class GradientReducer {
   // comm.hierarchical (MPI only): within each node, among node leaders, back. Null: flat MPI_Allreduce.
   void use_hierarchical(std::unique_ptr<HierarchicalSum> sum) { hierarchical_ = std::move(sum); }
   const HierarchicalSum* hierarchical() const { return nccl_ == nullptr ? hierarchical_.get() : nullptr; }
-
   std::size_t bucket_count() const { return buckets_.size(); }
   std::int64_t element_count() const;
   // What to unscale, clip and step: the buckets; alone the parameters' own; sharded the chunks.

@@ -42,6 +42,7 @@ struct NcclCommunicator::Impl {
   double timeout_seconds;
   bool aborted = false;
   bool pending = false;
+  bool replay = false;  // `reduced` marks a replayed graph's end (replayed())
 
   Impl(const torch::Device& d, double timeout)
       : device(d),
@@ -199,11 +200,33 @@ void NcclCommunicator::order_compute_after() {
   m.summed.block(m.compute);
 }
 
+void NcclCommunicator::replayed() {
+  Impl& m = *impl_;
+  if (m.aborted) throw RuntimeFailure("NCCL: the communicator was aborted after an earlier error");
+  c10::cuda::CUDAGuard guard(m.device.index());
+  m.reduced.record(c10::cuda::getCurrentCUDAStream(m.device.index()));
+  m.pending = m.replay = true;
+}
+
 void NcclCommunicator::wait() {
   Impl& m = *impl_;
   if (!m.pending) return;
   c10::cuda::CUDAGuard guard(m.device.index());
-  m.reduced.record(m.stream);
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(m.compute.stream(), &capture) != cudaSuccess) {
+    throw RuntimeFailure("NCCL: cannot tell whether the compute stream is being captured");
+  }
+  if (capture != cudaStreamCaptureStatusNone) {
+    // Captured: the graph orders the compute work after the reductions (an event waited for
+    // in the capture joins the communication stream back into it); replayed() and the next
+    // wait() check each replay on the host.
+    m.reduced.record(m.stream);
+    m.reduced.block(m.compute);
+    m.pending = false;
+    return;
+  }
+  // A replay's end was recorded on the stream it ran on; otherwise the reductions' end.
+  if (!m.replay) m.reduced.record(m.stream);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(m.timeout_seconds);
   while (!m.reduced.query()) {
     ncclResult_t state = ncclSuccess;
@@ -214,13 +237,16 @@ void NcclCommunicator::wait() {
     }
     if (std::chrono::steady_clock::now() > deadline) {
       m.abort();
-      throw RuntimeFailure("NCCL allreduce did not complete within " + std::to_string(m.timeout_seconds) +
+      throw RuntimeFailure(std::string(m.replay ? "the replayed training step (device.cuda_graphs) with its NCCL "
+                                                  "reductions"
+                                                : "NCCL allreduce") +
+                           " did not complete within " + std::to_string(m.timeout_seconds) +
                            " s (comm.nccl_timeout): a peer stopped answering; the communicator was aborted");
     }
     std::this_thread::yield();
   }
-  m.reduced.block(m.compute);
-  m.pending = false;
+  if (!m.replay) m.reduced.block(m.compute);
+  m.pending = m.replay = false;
 }
 
 std::string NcclCommunicator::version() {
@@ -247,6 +273,7 @@ void NcclCommunicator::allgather_async(const torch::Tensor&, std::int64_t, int) 
 void NcclCommunicator::exchange_async(const std::vector<PeerTransfer>&) {}
 void NcclCommunicator::order_compute_after() {}
 void NcclCommunicator::wait() {}
+void NcclCommunicator::replayed() {}
 std::string NcclCommunicator::version() {
   return "";
 }

@@ -51,8 +51,13 @@ class NcclCommunicator {
   void order_compute_after();
   // Waits on the host for every queued reduction, checking NCCL's asynchronous error state;
   // aborts the communicator and throws RuntimeFailure on an error or after the deadline.
-  // Afterwards the compute stream is ordered after the reductions.
+  // Afterwards the compute stream is ordered after the reductions. While the compute stream
+  // is being captured into a CUDA graph (device.cuda_graphs) the host cannot wait for what
+  // it queued: the compute stream is ordered after the reductions on the device only.
   void wait();
+  // device.cuda_graphs: a graph holding this communicator's operations was replayed on the
+  // calling thread's current stream; the next wait() waits for that replay, as above.
+  void replayed();
 
   static std::string version();  // "2.28.9", or "" without NCCL
 

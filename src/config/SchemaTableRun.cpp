@@ -47,7 +47,8 @@ std::vector<SchemaEntry> runtime_entries() {
        bind(&Config::comm, &CommConfig::overlap)},
       {free(key("comm.backend", K::String, "\"auto\"", none, none, {"auto", "mpi", "nccl"},
                 "Gradient reduction: MPI (CPU tensors; GPU tensors staged through pinned host memory) or NCCL (GPU "
-                "tensors, on its own CUDA stream). auto: NCCL on GPUs when compiled in, else MPI.")),
+                "tensors, on its own CUDA stream). auto: NCCL on GPUs when compiled in, else MPI. One rank reduces "
+                "nothing, except with nccl named: its one-rank communicator then runs the many-rank path.")),
        bind(&Config::comm, &CommConfig::backend)},
       {free(key("comm.nccl_timeout", K::Number, "600.0", 1.0, 86400.0, {},
                 "Seconds an NCCL init or reduction may take before the communicator is aborted and the job ends with a "
@@ -77,8 +78,9 @@ std::vector<SchemaEntry> runtime_entries() {
        bind(&Config::device, &DeviceConfig::cudnn_benchmark)},
       {free(key("device.cuda_graphs", K::Boolean, "false", none, none, {},
                 "Capture the training step (forward, backward, loss scaling, clipping, optimizer) once as a CUDA graph "
-                "and replay it with one launch per step. GPU only (ignored with a notice on the CPU); needs one rank "
-                "per run, Adam or AdamW with optimizer.fused auto or on, and model.checkpoint_every 0.")),
+                "and replay it with one launch per step. GPU only (ignored with a notice on the CPU); needs Adam or "
+                "AdamW with optimizer.fused auto or on and model.checkpoint_every 0; with several ranks, NCCL's "
+                "reduction (captured in the step; one GPU per rank) and parallel.shard none.")),
        bind(&Config::device, &DeviceConfig::cuda_graphs)},
       {free(key("device.attention", K::String, "\"auto\"", none, none, {"auto", "flash", "efficient", "cudnn", "math"},
                 "The attention kernel of the Transformer and the Forecaster (LibTorch's scaled_dot_product_attention): "

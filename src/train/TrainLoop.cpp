@@ -240,13 +240,19 @@ void Trainer::step_once(Loop& loop, Epoch& epoch, std::int64_t s) {
   loop.copied.record(static_cast<std::size_t>(s % 2));
   epoch.lr = schedule_->at(loop.step);
   set_learning_rate(*optimizer_, epoch.lr);
-  // A captured step keeps its gradient buffers: they are where its replays write.
-  if (!loop.graph || !loop.graph->captured()) reducer_->zero();
+  // A captured step keeps its gradient buffers: autograd's (one rank, no NCCL) are replaced
+  // by each replay; NCCL's buckets, which replays accumulate into, are zeroed before it.
+  if (!loop.graph || !loop.graph->captured() || reducer_->bucket_count() > 0) reducer_->zero();
   loop.clock.mark(Phase::Data);
 
   const std::int64_t skipped_before = loop.nonfinite->skipped_steps();
   if (loop.graph) {
-    loop.graph->run([&] { train_step(loop); });
+    // NCCL's reductions follow the graph's stream; a replay is waited for with a deadline.
+    loop.graph->run([&] {
+      reducer_->follow_current_stream();
+      train_step(loop);
+    });
+    reducer_->after_replay();
     loop.clock.mark(Phase::Forward);
   } else {
     train_step(loop);

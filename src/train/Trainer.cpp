@@ -39,6 +39,34 @@ void check_low_precision_params(const Config& c) {
   }
 }
 
+// device.cuda_graphs: what a captured step combines with. Its replays run on the GPU
+// without the host: the gradient reduction must be NCCL's (captured with the step), the
+// optimizer the fused one (skips and rates decided on the device).
+void check_captured_step(const Config& c, int ranks, const std::string& backend, bool device_side) {
+  if (ranks > 1 && backend != "nccl") {
+    throw ConfigError("device.cuda_graphs: with " + std::to_string(ranks) +
+                      " ranks the captured step must hold the gradient reduction, which NCCL's can be captured "
+                      "in and MPI's (through host memory) cannot; this run reduces with MPI (comm.backend=mpi, or "
+                      "ranks sharing a GPU): give each rank a GPU of its own with comm.backend nccl or auto, or "
+                      "set device.cuda_graphs=false");
+  }
+  if (ranks > 1 && c.parallel.shard != "none") {
+    throw ConfigError("device.cuda_graphs with parallel.shard=" + c.parallel.shard +
+                      ": the sharded step gathers its parameters and decides its skipped steps on the host, which a "
+                      "graph cannot replay; set parallel.shard=none or device.cuda_graphs=false");
+  }
+  if (!device_side) {
+    throw ConfigError(
+        "device.cuda_graphs: the captured step needs the fused optimizer, which steps without waiting for the "
+        "GPU: use optimizer.name adam or adamw with optimizer.fused auto or on");
+  }
+  if (c.model.checkpoint_every > 0) {
+    throw ConfigError(
+        "device.cuda_graphs: gradient checkpointing (model.checkpoint_every) restores random-number state "
+        "on the host during backward, which a graph cannot replay; set one of them off");
+  }
+}
+
 }  // namespace
 
 Trainer::Trainer(const Config& config, const ProcessGrid& grid, const ShardedDataset& data, MetricsLog& log)
@@ -112,7 +140,9 @@ Trainer::Trainer(const Config& config, const ProcessGrid& grid, const ShardedDat
                  : "mpi";
   // The NCCL communicator is made at the start of run(), after every rank has built its
   // model: a rank failing here must not leave the others inside NCCL's setup broadcast.
-  if (backend_ == "mpi" || comm_.size() == 1) {
+  // One rank reduces nothing, and takes NCCL only when asked for by name (its one-rank
+  // communicator then runs the many-rank path: buckets, reductions, a captured step's).
+  if (backend_ == "mpi" || (comm_.size() == 1 && config_.comm.backend != "nccl")) {
     reducer_ = make_reducer(trained, /*nccl=*/nullptr, overlap);
     // The sharded path reduce-scatters: no hierarchical allreduce (shard_stage() refused "on").
     if (!reducer_->sharded()) reducer_->use_hierarchical(make_hierarchical_sum(comm_, config_.comm.hierarchical));
@@ -121,24 +151,12 @@ Trainer::Trainer(const Config& config, const ProcessGrid& grid, const ShardedDat
   make_stepping_optimizer(trained);
   graphs_ = config_.device.cuda_graphs && device_.is_cuda();
   if (graphs_) {
-    if (grid_.group().size() > 1) {
-      throw ConfigError("device.cuda_graphs: a captured step runs on one rank per training run (this run has " +
-                        std::to_string(grid_.group().size()) + "); the gradient reduction is not captured");
-    }
-    if (!device_side_) {
-      throw ConfigError(
-          "device.cuda_graphs: the captured step needs the fused optimizer, which steps without waiting for the "
-          "GPU: use optimizer.name adam or adamw with optimizer.fused auto or on");
-    }
-    if (config_.model.checkpoint_every > 0) {
-      throw ConfigError(
-          "device.cuda_graphs: gradient checkpointing (model.checkpoint_every) restores random-number state "
-          "on the host during backward, which a graph cannot replay; set one of them off");
-    }
-    // Replays never zero the gradients: that is right only when autograd hands over fresh
-    // buffers from the graph's pool each step (one rank: no buckets to accumulate into).
-    if (!reducer_ || reducer_->bucket_count() != 0) {
-      throw std::logic_error("device.cuda_graphs: a captured step needs the reducer without buckets");
+    check_captured_step(config_, grid_.group().size(), backend_, device_side_);
+    // One rank without NCCL: autograd's own gradients, fresh from the graph's pool each replay
+    // (no buckets). With NCCL the reducer comes in start_run(), with buckets zeroed before each
+    // replay (train_epoch's step).
+    if (reducer_ && reducer_->bucket_count() != 0) {
+      throw std::logic_error("device.cuda_graphs: one rank without NCCL captures its step without buckets");
     }
     read_learning_rate_from_device(*optimizer_);
   }

@@ -4,7 +4,8 @@ the CPU run's accuracy; two ranks sharing the GPU reduce through pinned host mem
 and agree with one rank, also sharded, whose checkpoint (written in parallel) resumes; a
 checkpoint written on the GPU resumes there; NCCL on one rank;
 device.cuda_graphs captures the step and trains to the same accuracy in each precision, fp16's
-loss scaling skipping overflowing steps inside the graph, and resumes from a checkpoint;
+loss scaling skipping overflowing steps inside the graph, and resumes from a checkpoint; with
+NCCL's reductions captured (one rank, two with two GPUs) it gives the eager run's losses;
 hpctrain's CUDA kernels agree with ATen (bench kernels) and train a Transformer as ATen's ops do."""
 import glob
 import json
@@ -47,6 +48,12 @@ def train(name, *extra, np=1):
     r = mpirun(np, ["train", CONFIG, *small, "run.dir=" + run_dir, *extra], timeout=600)
     report = json.load(open(os.path.join(run_dir, "report.json"))) if r.rc == 0 else {}
     return r, report
+
+
+def step_losses(name):
+    path = os.path.join(work, name, "metrics.jsonl")
+    lines = [json.loads(x) for x in open(path)] if os.path.exists(path) else []
+    return [x["loss"] for x in lines if x.get("type") == "step"]
 
 
 r, cpu = train("cpu", "device.type=cpu")
@@ -127,18 +134,28 @@ c.check("device.cuda_graphs: a checkpoint resumes and ends close to the uninterr
         and abs(gresumed["final"]["test_loss"] - gwhole["final"]["test_loss"]) < 0.06 * gwhole["final"]["test_loss"],
         gc.text[-2000:])
 r, _ = train("graphs_two_ranks", "device.cuda_graphs=true", "comm.backend=mpi", np=2)
-c.check("device.cuda_graphs with two ranks: one config error naming the key, exit 2 on every rank",
-        r.rc == 2 and r.err.count("device.cuda_graphs:") == 1, r.err[-1500:])
+c.check("device.cuda_graphs with two ranks reducing over MPI: one config error naming the key and NCCL, exit 2",
+        r.rc == 2 and r.err.count("device.cuda_graphs:") == 1 and "NCCL" in r.err, r.err[-1500:])
+# device.cuda_graphs with NCCL's reductions captured in the step: an MLP without dropout gives
+# the eager NCCL run's step losses. On one rank comm.backend=nccl (named) makes a one-rank
+# communicator on the many-rank path (buckets zeroed before each replay, the reductions in the
+# graph); with two GPUs, two ranks.
+mlp = ["model.name=mlp", "model.hidden=[64,64,32]", "model.dropout=0", "model.batch_norm=false",
+       "train.max_steps=30", "run.log_every=5", "comm.backend=nccl"]
+for ranks in (1, 2) if gpus >= 2 else (1,):
+    re_, _ = train(f"mlp_eager_nccl{ranks}", *mlp, np=ranks)
+    rg, graph = train(f"mlp_graphs_nccl{ranks}", *mlp, "device.cuda_graphs=true", np=ranks)
+    a, b = step_losses(f"mlp_eager_nccl{ranks}"), step_losses(f"mlp_graphs_nccl{ranks}")
+    worst = max((abs(x - y) / abs(y) for x, y in zip(a, b)), default=1.0)
+    c.check(f"device.cuda_graphs with NCCL on {ranks} rank(s): captured with its buckets and reductions, the eager "
+            f"run's step losses (worst {worst:.1e})",
+            re_.rc == 0 and rg.rc == 0 and graph["training"]["cuda_graphs"] is True
+            and graph["communication"]["backend"] == "nccl" and graph["model"]["gradient_buckets"] > 0
+            and len(a) == len(b) > 0 and worst < 1e-5, re_.text[-1500:] + rg.text[-1500:])
 # Pipeline stages on GPUs: with one GPU per rank the activations travel by NCCL send/recv
 # (parallel.p2p auto), else staged through host memory by MPI; both give the same losses.
 pipe = ["parallel.pipeline_stages=2", "parallel.microbatches=4", "model.name=mlp", "model.hidden=[64,64,32]",
         "model.dropout=0", "model.batch_norm=false", "comm.backend=mpi", "train.max_steps=30", "run.log_every=5"]
-
-
-def step_losses(name):
-    path = os.path.join(work, name, "metrics.jsonl")
-    lines = [json.loads(x) for x in open(path)] if os.path.exists(path) else []
-    return [x["loss"] for x in lines if x.get("type") == "step"]
 
 
 r, rep = train("pipe_mpi", *pipe, "parallel.p2p=mpi", np=2)
