@@ -343,6 +343,9 @@ void GradientReducer::after_replay() {
   if (nccl_ == nullptr) return;
   nccl_->replayed();
   nccl_->wait();
+  // The replay reduced every bucket (its time is inside the step's: not counted).
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& b : buckets_) times_.bytes += b.numel() * static_cast<std::int64_t>(sizeof(float));
 }
 
 void GradientReducer::finish() {

@@ -222,7 +222,7 @@ void NcclCommunicator::wait() {
     // wait() check each replay on the host.
     m.reduced.record(m.stream);
     m.reduced.block(m.compute);
-    m.pending = false;
+    m.pending = m.replay = false;
     return;
   }
   // A replay's end was recorded on the stream it ran on; otherwise the reductions' end.

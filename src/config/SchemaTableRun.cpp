@@ -48,7 +48,8 @@ std::vector<SchemaEntry> runtime_entries() {
       {free(key("comm.backend", K::String, "\"auto\"", none, none, {"auto", "mpi", "nccl"},
                 "Gradient reduction: MPI (CPU tensors; GPU tensors staged through pinned host memory) or NCCL (GPU "
                 "tensors, on its own CUDA stream). auto: NCCL on GPUs when compiled in, else MPI. One rank reduces "
-                "nothing, except with nccl named: its one-rank communicator then runs the many-rank path.")),
+                "nothing, except with nccl named and no pipeline stages: its one-rank communicator then runs the "
+                "many-rank path.")),
        bind(&Config::comm, &CommConfig::backend)},
       {free(key("comm.nccl_timeout", K::Number, "600.0", 1.0, 86400.0, {},
                 "Seconds an NCCL init or reduction may take before the communicator is aborted and the job ends with a "

@@ -252,7 +252,7 @@ void Trainer::step_once(Loop& loop, Epoch& epoch, std::int64_t s) {
       reducer_->follow_current_stream();
       train_step(loop);
     });
-    reducer_->after_replay();
+    if (loop.graph->captured()) reducer_->after_replay();
     loop.clock.mark(Phase::Forward);
   } else {
     train_step(loop);

@@ -1,7 +1,9 @@
 #include "train/Trainer.hpp"
 
+#include <cstdio>
 #include <mutex>
 #include <stdexcept>
+#include <tuple>
 
 #include "comm/GradientReducer.hpp"
 #include "comm/StallWatchdog.hpp"
@@ -49,6 +51,15 @@ void check_captured_step(const Config& c, int ranks, const std::string& backend,
                       "in and MPI's (through host memory) cannot; this run reduces with MPI (comm.backend=mpi, or "
                       "ranks sharing a GPU): give each rank a GPU of its own with comm.backend nccl or auto, or "
                       "set device.cuda_graphs=false");
+  }
+  // NCCL captures its collectives from 2.9.6 on (PyTorch refuses older ones: capture, then hung replays).
+  int major = 0, minor = 0, patch = 0;
+  const std::string nccl = NcclCommunicator::version();
+  const bool with_nccl = backend == "nccl" && (ranks > 1 || c.comm.backend == "nccl");
+  if (with_nccl && std::sscanf(nccl.c_str(), "%d.%d.%d", &major, &minor, &patch) == 3 &&
+      std::make_tuple(major, minor, patch) < std::make_tuple(2, 9, 6)) {
+    throw ConfigError("device.cuda_graphs: NCCL " + nccl +
+                      " cannot be captured in a CUDA graph (2.9.6 or later can); set device.cuda_graphs=false");
   }
   if (ranks > 1 && c.parallel.shard != "none") {
     throw ConfigError("device.cuda_graphs with parallel.shard=" + c.parallel.shard +
@@ -140,9 +151,9 @@ Trainer::Trainer(const Config& config, const ProcessGrid& grid, const ShardedDat
                  : "mpi";
   // The NCCL communicator is made at the start of run(), after every rank has built its
   // model: a rank failing here must not leave the others inside NCCL's setup broadcast.
-  // One rank reduces nothing, and takes NCCL only when asked for by name (its one-rank
-  // communicator then runs the many-rank path: buckets, reductions, a captured step's).
-  if (backend_ == "mpi" || (comm_.size() == 1 && config_.comm.backend != "nccl")) {
+  // One rank reduces nothing, and takes NCCL only when asked for by name without a pipeline
+  // (its one-rank communicator then runs the many-rank path: buckets, reductions, a captured step's).
+  if (backend_ == "mpi" || (comm_.size() == 1 && (config_.comm.backend != "nccl" || pipeline_))) {
     reducer_ = make_reducer(trained, /*nccl=*/nullptr, overlap);
     // The sharded path reduce-scatters: no hierarchical allreduce (shard_stage() refused "on").
     if (!reducer_->sharded()) reducer_->use_hierarchical(make_hierarchical_sum(comm_, config_.comm.hierarchical));

@@ -137,18 +137,21 @@ r, _ = train("graphs_two_ranks", "device.cuda_graphs=true", "comm.backend=mpi", 
 c.check("device.cuda_graphs with two ranks reducing over MPI: one config error naming the key and NCCL, exit 2",
         r.rc == 2 and r.err.count("device.cuda_graphs:") == 1 and "NCCL" in r.err, r.err[-1500:])
 # device.cuda_graphs with NCCL's reductions captured in the step: an MLP without dropout gives
-# the eager NCCL run's step losses. On one rank comm.backend=nccl (named) makes a one-rank
-# communicator on the many-rank path (buckets zeroed before each replay, the reductions in the
-# graph); with two GPUs, two ranks.
+# the eager NCCL run's step losses, in fp32 and in fp16 (its unscaling and skip flag read the
+# buckets). On one rank comm.backend=nccl (named) makes a one-rank communicator on the many-rank
+# path: the buckets zeroed before each replay, the communication thread's reductions joining the
+# capture, each replay waited for; NCCL's one-rank all-reduce changes nothing, so that the
+# reductions are in the graph shows only with two ranks, which need two GPUs.
 mlp = ["model.name=mlp", "model.hidden=[64,64,32]", "model.dropout=0", "model.batch_norm=false",
        "train.max_steps=30", "run.log_every=5", "comm.backend=nccl"]
-for ranks in (1, 2) if gpus >= 2 else (1,):
-    re_, _ = train(f"mlp_eager_nccl{ranks}", *mlp, np=ranks)
-    rg, graph = train(f"mlp_graphs_nccl{ranks}", *mlp, "device.cuda_graphs=true", np=ranks)
-    a, b = step_losses(f"mlp_eager_nccl{ranks}"), step_losses(f"mlp_graphs_nccl{ranks}")
+for ranks, mode in [(1, "fp32"), (1, "fp16")] + ([(2, "fp32")] if gpus >= 2 else []):
+    name = f"nccl{ranks}_{mode}"
+    re_, _ = train("mlp_eager_" + name, *mlp, "precision.mode=" + mode, np=ranks)
+    rg, graph = train("mlp_graphs_" + name, *mlp, "precision.mode=" + mode, "device.cuda_graphs=true", np=ranks)
+    a, b = step_losses("mlp_eager_" + name), step_losses("mlp_graphs_" + name)
     worst = max((abs(x - y) / abs(y) for x, y in zip(a, b)), default=1.0)
-    c.check(f"device.cuda_graphs with NCCL on {ranks} rank(s): captured with its buckets and reductions, the eager "
-            f"run's step losses (worst {worst:.1e})",
+    c.check(f"device.cuda_graphs with NCCL on {ranks} rank(s), {mode}: captured with its buckets and reductions, "
+            f"the eager run's step losses (worst {worst:.1e})",
             re_.rc == 0 and rg.rc == 0 and graph["training"]["cuda_graphs"] is True
             and graph["communication"]["backend"] == "nccl" and graph["model"]["gradient_buckets"] > 0
             and len(a) == len(b) > 0 and worst < 1e-5, re_.text[-1500:] + rg.text[-1500:])
