@@ -42,6 +42,27 @@ struct Case {
   std::function<Outputs(Side)> run;
 };
 
+// The LayerNorm before the QKV product under bfloat16 autocast (y of autocast's type).
+Case layer_norm_case(const KernelsArguments& a, const torch::Device& device) {
+  torch::manual_seed(8);
+  const auto o = torch::TensorOptions().device(device);
+  const auto x = torch::randn({a.rows, a.dim}, o), dy = torch::randn({a.rows, a.dim}, o);
+  const auto w = 1 + 0.1 * torch::randn({a.dim}, o), b = 0.1 * torch::randn({a.dim}, o);
+  auto run = [=](Side side) {
+    auto cast = [&](const torch::Tensor& t) { return side == Side::Reference ? t.to(torch::kDouble) : t; };
+    auto xs = cast(x).detach().requires_grad_(), ws = cast(w).detach().requires_grad_();
+    auto bs = cast(b).detach().requires_grad_();
+    at::autocast::set_autocast_enabled(device.type(), side != Side::Reference);
+    at::autocast::set_autocast_dtype(device.type(), at::kBFloat16);
+    auto ys =
+        side == Side::Fused ? layer_norm_for_matmul(xs, ws, bs, 1e-5) : layer_norm_for_matmul_unfused(xs, ws, bs, 1e-5);
+    at::autocast::set_autocast_enabled(device.type(), false);
+    ys.backward(dy.to(ys.scalar_type()));
+    return Outputs{ys.detach(), xs.grad(), ws.grad(), bs.grad()};
+  };
+  return {"layer_norm float32, y of autocast", {"y", "dx", "dweight", "dbias"}, 1e-2, run};
+}
+
 // `matmul_input`: as the Transformer calls it under autocast (to bfloat16), y the input of a
 // matrix product, so of autocast's type (the float64 reference: no autocast).
 Case add_norm_case(const char* name, c10::ScalarType h, c10::ScalarType r, double floor, const KernelsArguments& a,
@@ -183,6 +204,7 @@ int bench_kernels(const KernelsArguments& a) {
       add_norm_case("float32+bfloat16", torch::kFloat, torch::kBFloat16, 1e-5, a, device),
       add_norm_case("float32+float16", torch::kFloat, torch::kHalf, 1e-5, a, device),
       add_norm_case("float32+bfloat16, y of autocast", torch::kFloat, torch::kBFloat16, 1e-2, a, device, true),
+      layer_norm_case(a, device),
       add_norm_case("bfloat16", torch::kBFloat16, torch::kBFloat16, 1e-2, a, device),
       add_norm_case("float16", torch::kHalf, torch::kHalf, 2e-3, a, device),
       cross_entropy_case("float32", torch::kFloat, 1e-5, a, device),

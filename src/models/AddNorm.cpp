@@ -5,6 +5,8 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <array>
+
 #include "models/AddNormKernels.hpp"
 #include "models/KernelTensors.hpp"
 
@@ -37,54 +39,129 @@ c10::ScalarType output_type(c10::ScalarType h, c10::DeviceType device, bool y_fo
   return y_for_matmul ? at::autocast::get_autocast_dtype(device) : torch::kFloat;
 }
 
+// The backward of y = LN(h) (plus dh_in, h's gradient from its other uses): dh; dr, r's gradient
+// of type r_type (dh itself when r has h's type), when `with_r`; the weights' gradients when
+// `affine`. Without r (layer_norm_for_matmul) r_type is y's, which picks the kernel's types.
+struct NormGrads {
+  torch::Tensor dh, dr, dweight, dbias;
+};
+NormGrads norm_backward(const torch::Tensor& h, const torch::Tensor& weight, const torch::Tensor& mean,
+                        const torch::Tensor& rstd, bool affine, const torch::Tensor& dh_in, const torch::Tensor& dy,
+                        c10::ScalarType r_type, bool with_r) {
+  const std::int64_t d = h.size(-1), rows = d > 0 ? h.numel() / d : 0;
+  NormGrads g;
+  g.dh = torch::empty_like(h);
+  const bool own_dr = with_r && r_type != h.scalar_type();
+  if (with_r) g.dr = own_dr ? torch::empty(h.sizes(), h.options().dtype(r_type)) : g.dh;
+  if (affine) {
+    g.dweight = torch::empty({d}, weight.options());
+    g.dbias = torch::empty({d}, weight.options());
+  }
+  if (h.is_cuda()) {
+#if HPCTRAIN_WITH_CUDA_KERNELS
+    const c10::cuda::CUDAGuard guard(h.device());
+    torch::Tensor partial;
+    if (affine) partial = torch::empty({ck::add_norm_partial_floats(rows, d)}, h.options().dtype(torch::kFloat));
+    const ck::AddNormBackward a{dy.data_ptr(),
+                                dh_in.defined() ? dh_in.data_ptr() : nullptr,
+                                h.data_ptr(),
+                                float_or_null(weight),
+                                mean.data_ptr<float>(),
+                                rstd.data_ptr<float>(),
+                                g.dh.data_ptr(),
+                                own_dr ? g.dr.data_ptr() : nullptr,
+                                float_or_null(g.dweight),
+                                float_or_null(g.dbias),
+                                float_or_null(partial),
+                                rows,
+                                d,
+                                kernel_type(h.scalar_type()),
+                                kernel_type(r_type),
+                                kernel_type(dy.scalar_type())};
+    check_launch(ck::add_norm_backward(a, current_stream(h)), "add_layer_norm backward");
+#else
+    kernel_tensors::no_kernels("add_layer_norm backward");
+#endif
+    return g;
+  }
+  const auto dyf = float_contiguous(dy), dhf_in = float_contiguous(dh_in), hf = float_contiguous(h);
+  const auto wf = float_contiguous(weight);
+  auto dhf = torch::empty(h.sizes(), h.options().dtype(torch::kFloat));
+  auto sums = torch::zeros({2, d}, h.options().dtype(torch::kDouble));
+  kernels::add_layer_norm_backward(dyf.data_ptr<float>(), dhf_in.defined() ? dhf_in.data_ptr<float>() : nullptr,
+                                   hf.data_ptr<float>(), affine ? wf.data_ptr<float>() : nullptr,
+                                   mean.data_ptr<float>(), rstd.data_ptr<float>(), rows, d, dhf.data_ptr<float>(),
+                                   affine ? sums.data_ptr<double>() : nullptr,
+                                   affine ? sums.data_ptr<double>() + d : nullptr);
+  g.dh.copy_(dhf);
+  if (own_dr) g.dr.copy_(dhf);
+  if (affine) {
+    g.dweight.copy_(sums[0]);
+    g.dbias.copy_(sums[1]);
+  }
+  return g;
+}
+
+// The forward of h = x + r, y = LN(h) (x, r contiguous); without r (undefined), h is x and
+// nothing is added (r_type, y's then, picks the kernel's types). {h, y, mean, rstd}.
+std::array<torch::Tensor, 4> norm_forward(const torch::Tensor& x, const torch::Tensor& r, const torch::Tensor& weight,
+                                          const torch::Tensor& bias, double eps, c10::ScalarType y_type,
+                                          c10::ScalarType r_type) {
+  const std::int64_t d = x.size(-1), rows = d > 0 ? x.numel() / d : 0;
+  auto h = r.defined() ? torch::empty_like(x) : x;
+  auto y = torch::empty(x.sizes(), x.options().dtype(y_type));
+  const auto stat_options = x.options().dtype(torch::kFloat);
+  auto mean = torch::empty({rows}, stat_options), rstd = torch::empty({rows}, stat_options);
+  if (x.is_cuda()) {
+#if HPCTRAIN_WITH_CUDA_KERNELS
+    const c10::cuda::CUDAGuard guard(x.device());
+    // Without r the kernel reads h where x is and writes nothing there.
+    const ck::AddNormForward a{x.data_ptr(),
+                               r.defined() ? r.data_ptr() : nullptr,
+                               float_or_null(weight),
+                               float_or_null(bias),
+                               h.data_ptr(),
+                               y.data_ptr(),
+                               mean.data_ptr<float>(),
+                               rstd.data_ptr<float>(),
+                               rows,
+                               d,
+                               static_cast<float>(eps),
+                               kernel_type(x.scalar_type()),
+                               kernel_type(r_type),
+                               kernel_type(y_type)};
+    check_launch(ck::add_norm_forward(a, current_stream(x)), "add_layer_norm");
+#else
+    static_cast<void>(r_type);
+    kernel_tensors::no_kernels("add_layer_norm");
+#endif
+    return {h, y, mean, rstd};
+  }
+  // The CPU reference adds r, or zeros (h is then x exactly).
+  const auto xf = float_contiguous(x), rf = r.defined() ? float_contiguous(r) : torch::zeros_like(xf);
+  const auto wf = float_contiguous(weight), bf = float_contiguous(bias);
+  auto hf = torch::empty(x.sizes(), stat_options), yf = torch::empty(x.sizes(), stat_options);
+  const auto t = x.scalar_type();
+  kernels::add_layer_norm_forward(
+      xf.data_ptr<float>(), rf.data_ptr<float>(), wf.defined() ? wf.data_ptr<float>() : nullptr,
+      bf.defined() ? bf.data_ptr<float>() : nullptr, rows, d, eps,
+      t == torch::kBFloat16 ? round_to_bf16
+      : t == torch::kHalf   ? round_to_half
+                            : nullptr,
+      hf.data_ptr<float>(), yf.data_ptr<float>(), mean.data_ptr<float>(), rstd.data_ptr<float>());
+  if (r.defined()) h.copy_(hf);
+  y.copy_(yf);
+  return {h, y, mean, rstd};
+}
+
 struct AddLayerNorm : torch::autograd::Function<AddLayerNorm> {
   // x and r of h's type (r may be bfloat16/half with a float h) -> {h, y}.
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& x_in, const torch::Tensor& r_in,
                                const torch::Tensor& weight, const torch::Tensor& bias, double eps,
                                c10::ScalarType y_type) {
     RECORD_FUNCTION("hpctrain::add_layer_norm", std::vector<c10::IValue>({x_in, r_in}));
-    const auto x = x_in.contiguous(), r = r_in.contiguous();
-    const std::int64_t d = x.size(-1), rows = d > 0 ? x.numel() / d : 0;
-    auto h = torch::empty_like(x);
-    auto y = torch::empty(x.sizes(), x.options().dtype(y_type));
-    const auto stat_options = x.options().dtype(torch::kFloat);
-    auto mean = torch::empty({rows}, stat_options), rstd = torch::empty({rows}, stat_options);
-    if (x.is_cuda()) {
-#if HPCTRAIN_WITH_CUDA_KERNELS
-      const c10::cuda::CUDAGuard guard(x.device());
-      const ck::AddNormForward a{x.data_ptr(),
-                                 r.data_ptr(),
-                                 float_or_null(weight),
-                                 float_or_null(bias),
-                                 h.data_ptr(),
-                                 y.data_ptr(),
-                                 mean.data_ptr<float>(),
-                                 rstd.data_ptr<float>(),
-                                 rows,
-                                 d,
-                                 static_cast<float>(eps),
-                                 kernel_type(x.scalar_type()),
-                                 kernel_type(r.scalar_type()),
-                                 kernel_type(y_type)};
-      check_launch(ck::add_norm_forward(a, current_stream(x)), "add_layer_norm");
-#else
-      kernel_tensors::no_kernels("add_layer_norm");
-#endif
-    } else {
-      const auto xf = float_contiguous(x), rf = float_contiguous(r);
-      const auto wf = float_contiguous(weight), bf = float_contiguous(bias);
-      auto hf = torch::empty(x.sizes(), stat_options), yf = torch::empty(x.sizes(), stat_options);
-      const auto t = x.scalar_type();
-      kernels::add_layer_norm_forward(
-          xf.data_ptr<float>(), rf.data_ptr<float>(), wf.defined() ? wf.data_ptr<float>() : nullptr,
-          bf.defined() ? bf.data_ptr<float>() : nullptr, rows, d, eps,
-          t == torch::kBFloat16 ? round_to_bf16
-          : t == torch::kHalf   ? round_to_half
-                                : nullptr,
-          hf.data_ptr<float>(), yf.data_ptr<float>(), mean.data_ptr<float>(), rstd.data_ptr<float>());
-      h.copy_(hf);
-      y.copy_(yf);
-    }
+    const auto r = r_in.contiguous();
+    auto [h, y, mean, rstd] = norm_forward(x_in.contiguous(), r, weight, bias, eps, y_type, r.scalar_type());
     ctx->save_for_backward({h, weight, mean, rstd});
     ctx->saved_data["r_type"] = static_cast<std::int64_t>(r.scalar_type());
     ctx->saved_data["affine"] = weight.defined();
@@ -93,68 +170,51 @@ struct AddLayerNorm : torch::autograd::Function<AddLayerNorm> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const auto &h = saved[0], &weight = saved[1], &mean = saved[2], &rstd = saved[3];
+    const auto& h = saved[0];
     const auto r_type = static_cast<c10::ScalarType>(ctx->saved_data["r_type"].toInt());
-    const bool affine = ctx->saved_data["affine"].toBool();
     const auto dh_in = grads[0].defined() ? grads[0].to(h.scalar_type()).contiguous() : torch::Tensor();
     if (!grads[1].defined()) {  // y unused: only the add's gradient
       return {dh_in, dh_in.defined() ? dh_in.to(r_type) : dh_in, {}, {}, {}, {}};
     }
     RECORD_FUNCTION("hpctrain::add_layer_norm_backward", std::vector<c10::IValue>({grads[1]}));
-    const auto dy = grads[1].contiguous();
-    const std::int64_t d = h.size(-1), rows = d > 0 ? h.numel() / d : 0;
-    auto dh = torch::empty_like(h);
-    torch::Tensor dr = r_type == h.scalar_type() ? dh : torch::empty(h.sizes(), h.options().dtype(r_type));
-    torch::Tensor dweight, dbias;
-    if (affine) {
-      dweight = torch::empty({d}, weight.options());
-      dbias = torch::empty({d}, weight.options());
-    }
-    if (h.is_cuda()) {
-#if HPCTRAIN_WITH_CUDA_KERNELS
-      const c10::cuda::CUDAGuard guard(h.device());
-      torch::Tensor partial;
-      if (affine) partial = torch::empty({ck::add_norm_partial_floats(rows, d)}, h.options().dtype(torch::kFloat));
-      const ck::AddNormBackward a{dy.data_ptr(),
-                                  dh_in.defined() ? dh_in.data_ptr() : nullptr,
-                                  h.data_ptr(),
-                                  float_or_null(weight),
-                                  mean.data_ptr<float>(),
-                                  rstd.data_ptr<float>(),
-                                  dh.data_ptr(),
-                                  r_type == h.scalar_type() ? nullptr : dr.data_ptr(),
-                                  float_or_null(dweight),
-                                  float_or_null(dbias),
-                                  float_or_null(partial),
-                                  rows,
-                                  d,
-                                  kernel_type(h.scalar_type()),
-                                  kernel_type(r_type),
-                                  kernel_type(dy.scalar_type())};
-      check_launch(ck::add_norm_backward(a, current_stream(h)), "add_layer_norm backward");
-#else
-      kernel_tensors::no_kernels("add_layer_norm backward");
-#endif
-    } else {
-      const auto dyf = float_contiguous(dy), dhf_in = float_contiguous(dh_in), hf = float_contiguous(h);
-      const auto wf = float_contiguous(weight);
-      auto dhf = torch::empty(h.sizes(), h.options().dtype(torch::kFloat));
-      auto sums = torch::zeros({2, d}, h.options().dtype(torch::kDouble));
-      kernels::add_layer_norm_backward(dyf.data_ptr<float>(), dhf_in.defined() ? dhf_in.data_ptr<float>() : nullptr,
-                                       hf.data_ptr<float>(), affine ? wf.data_ptr<float>() : nullptr,
-                                       mean.data_ptr<float>(), rstd.data_ptr<float>(), rows, d, dhf.data_ptr<float>(),
-                                       affine ? sums.data_ptr<double>() : nullptr,
-                                       affine ? sums.data_ptr<double>() + d : nullptr);
-      dh.copy_(dhf);
-      if (dr.data_ptr() != dh.data_ptr()) dr.copy_(dhf);
-      if (affine) {
-        dweight.copy_(sums[0]);
-        dbias.copy_(sums[1]);
-      }
-    }
-    return {dh, dr, dweight, dbias, {}, {}};
+    auto g = norm_backward(h, saved[1], saved[2], saved[3], ctx->saved_data["affine"].toBool(), dh_in,
+                           grads[1].contiguous(), r_type, /*with_r=*/true);
+    return {g.dh, g.dr, g.dweight, g.dbias, {}, {}};
   }
 };
+
+// y = LN(x), y of another type than x (a matrix product's input under autocast).
+struct LayerNormForMatmul : torch::autograd::Function<LayerNormForMatmul> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x_in, const torch::Tensor& weight,
+                               const torch::Tensor& bias, double eps, c10::ScalarType y_type) {
+    RECORD_FUNCTION("hpctrain::layer_norm_for_matmul", std::vector<c10::IValue>({x_in}));
+    const auto x = x_in.contiguous();
+    auto [h, y, mean, rstd] = norm_forward(x, torch::Tensor(), weight, bias, eps, y_type, y_type);
+    ctx->save_for_backward({x, weight, mean, rstd});
+    ctx->saved_data["affine"] = weight.defined();
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    if (!grads[0].defined()) return {{}, {}, {}, {}, {}};
+    RECORD_FUNCTION("hpctrain::layer_norm_for_matmul_backward", std::vector<c10::IValue>({grads[0]}));
+    const auto dy = grads[0].contiguous();
+    auto g = norm_backward(saved[0], saved[1], saved[2], saved[3], ctx->saved_data["affine"].toBool(), torch::Tensor(),
+                           dy, dy.scalar_type(), /*with_r=*/false);
+    return {g.dh, g.dweight, g.dbias, {}, {}};
+  }
+};
+
+// float [d] weight and bias on x's device, contiguous. Without them ATen's ops run (an autograd
+// Function takes no undefined input).
+bool weights_fit(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  auto fits = [&](const torch::Tensor& t) {
+    return t.defined() && t.scalar_type() == torch::kFloat && t.dim() == 1 && t.numel() == x.size(-1) &&
+           t.device() == x.device() && t.is_contiguous();
+  };
+  return fits(weight) && fits(bias);
+}
 
 }  // namespace
 
@@ -165,12 +225,7 @@ bool cuda_kernels_compiled() {
 bool add_layer_norm_fused_on(const torch::Tensor& x, const torch::Tensor& r, const torch::Tensor& weight,
                              const torch::Tensor& bias, bool y_for_matmul) {
   if (!x.is_cuda() || r.device() != x.device() || r.sizes() != x.sizes() || x.numel() == 0) return false;
-  // float [d] weights on x's device, contiguous; a bias only with a weight (as LayerNorm has them).
-  auto fits = [&](const torch::Tensor& t) {
-    return !t.defined() || (t.scalar_type() == torch::kFloat && t.dim() == 1 && t.numel() == x.size(-1) &&
-                            t.device() == x.device() && t.is_contiguous());
-  };
-  if (!fits(weight) || !fits(bias) || (bias.defined() && !weight.defined())) return false;
+  if (!weights_fit(x, weight, bias)) return false;
 #if HPCTRAIN_WITH_CUDA_KERNELS
   ck::Dtype h{}, rt{}, yt{};
   const auto h_type = torch::promote_types(x.scalar_type(), r.scalar_type());
@@ -194,7 +249,8 @@ std::pair<torch::Tensor, torch::Tensor> add_layer_norm_unfused(const torch::Tens
 std::pair<torch::Tensor, torch::Tensor> add_layer_norm(const torch::Tensor& x, const torch::Tensor& r,
                                                        const torch::Tensor& weight, const torch::Tensor& bias,
                                                        double eps, bool y_for_matmul) {
-  const bool cpu = x.device().is_cpu() && r.device().is_cpu() && r.sizes() == x.sizes();
+  const bool cpu =
+      x.device().is_cpu() && r.device().is_cpu() && r.sizes() == x.sizes() && weight.defined() && bias.defined();
   if (!cpu && !add_layer_norm_fused_on(x, r, weight, bias, y_for_matmul)) {
     return add_layer_norm_unfused(x, r, weight, bias, eps, y_for_matmul);
   }
@@ -202,11 +258,42 @@ std::pair<torch::Tensor, torch::Tensor> add_layer_norm(const torch::Tensor& x, c
   const auto xh = x.to(h_type);
   // The CPU reference takes r of any type; the kernel r of h's type or a narrower float type.
   const auto rr = cpu ? r.to(h_type) : r;
-  torch::Tensor w = weight, b = bias;
-  if (cpu && w.defined()) w = w.to(torch::kFloat);
-  if (cpu && b.defined()) b = b.to(torch::kFloat);
+  const auto w = cpu ? weight.to(torch::kFloat) : weight, b = cpu ? bias.to(torch::kFloat) : bias;
   const auto out = AddLayerNorm::apply(xh, rr, w, b, eps, output_type(h_type, x.device().type(), y_for_matmul));
   return {out[0], out[1]};
+}
+
+bool layer_norm_for_matmul_fused_on(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  // Only where y's type differs from x's (float x under autocast): else ATen's layer_norm, which
+  // writes nothing more.
+  if (!x.is_cuda() || x.numel() == 0 || x.scalar_type() != torch::kFloat || !weights_fit(x, weight, bias)) {
+    return false;
+  }
+  const auto y_type = output_type(torch::kFloat, x.device().type(), /*y_for_matmul=*/true);
+  if (y_type == torch::kFloat) return false;
+#if HPCTRAIN_WITH_CUDA_KERNELS
+  ck::Dtype yt{};
+  return kernel_type(y_type, yt) && ck::add_norm_supported(ck::Dtype::Float, yt, yt);
+#else
+  return false;
+#endif
+}
+
+torch::Tensor layer_norm_for_matmul_unfused(const torch::Tensor& x, const torch::Tensor& weight,
+                                            const torch::Tensor& bias, double eps) {
+  const auto y = torch::layer_norm(x, {x.size(-1)}, weight, bias, eps);
+  return y.to(output_type(y.scalar_type(), y.device().type(), /*y_for_matmul=*/true));
+}
+
+torch::Tensor layer_norm_for_matmul(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                                    double eps) {
+  // On the CPU the reference loops (with the weights; without them ATen's ops).
+  const bool cpu = x.device().is_cpu() && weight.defined() && bias.defined();
+  if (!cpu && !layer_norm_for_matmul_fused_on(x, weight, bias)) {
+    return layer_norm_for_matmul_unfused(x, weight, bias, eps);
+  }
+  const auto w = cpu ? weight.to(torch::kFloat) : weight, b = cpu ? bias.to(torch::kFloat) : bias;
+  return LayerNormForMatmul::apply(x, w, b, eps, output_type(x.scalar_type(), x.device().type(), true));
 }
 
 }  // namespace hpctrain

@@ -26,7 +26,7 @@ bool add_layer_norm_fused_on(const torch::Tensor& x, const torch::Tensor& r, con
                              const torch::Tensor& bias, bool y_for_matmul = false);
 
 // {h, y} with h = x + r and y = layer_norm(h, {d}, weight, bias, eps) over the last dimension d.
-// weight and bias: float [d] (or undefined). On CUDA: hpctrain's kernel where
+// weight and bias: float [d] (or undefined: then ATen's ops). On CUDA: hpctrain's kernel where
 // add_layer_norm_fused_on, else ATen's ops; on the CPU: the reference loops
 // (models/AddNormKernels.hpp) in float.
 // `y_for_matmul`: y is the input of a matrix product, so under autocast it comes in autocast's
@@ -40,5 +40,16 @@ std::pair<torch::Tensor, torch::Tensor> add_layer_norm(const torch::Tensor& x, c
 std::pair<torch::Tensor, torch::Tensor> add_layer_norm_unfused(const torch::Tensor& x, const torch::Tensor& r,
                                                                const torch::Tensor& weight, const torch::Tensor& bias,
                                                                double eps, bool y_for_matmul = false);
+
+// The LayerNorm before the attention's QKV product: y = layer_norm(x, {d}, weight, bias, eps)
+// as a matrix product's input, so under autocast of autocast's type (as y_for_matmul above).
+// On CUDA with a float x under autocast, hpctrain's kernel without the add (no float y, no
+// cast pass, y's gradient read in its own type) where layer_norm_for_matmul_fused_on; else
+// ATen's ops (layer_norm_for_matmul_unfused); on the CPU the reference loops in float.
+bool layer_norm_for_matmul_fused_on(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
+torch::Tensor layer_norm_for_matmul(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                                    double eps);
+torch::Tensor layer_norm_for_matmul_unfused(const torch::Tensor& x, const torch::Tensor& weight,
+                                            const torch::Tensor& bias, double eps);
 
 }  // namespace hpctrain

@@ -79,8 +79,9 @@ __global__ void __launch_bounds__(kThreads)
   const std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * d;
   float sum = 0.f;
   for (std::int64_t j = threadIdx.x; j < d; j += kThreads) {
-    const TH v = from_float<TH>(to_float(x[base + j]) + to_float(r[base + j]));
-    h[base + j] = v;
+    // Without r (a LayerNorm alone), h is x: read, never written.
+    const TH v = r ? from_float<TH>(to_float(x[base + j]) + to_float(r[base + j])) : x[base + j];
+    if (r) h[base + j] = v;
     sum += to_float(v);
   }
   const float m = block_sums(sum, 0.f).x / static_cast<float>(d);

@@ -12,7 +12,8 @@ enum class Dtype { Float, BFloat16, Half };
 // Residual add + LayerNorm over rows of d values (the formulas of models/AddNormKernels.hpp).
 // x and h have one type, r another (the same, or bfloat16/half with a float h), y h's type or
 // float, or r's with a float h (a matrix product's input under autocast). gamma, beta: float, or null. mean, rstd:
-// float per row, kept for the backward.
+// float per row, kept for the backward. r may be null: a LayerNorm of x alone, h then x's own
+// memory (read, never written), r_type still choosing the types (y's, with a float h).
 struct AddNormForward {
   const void* x;
   const void* r;

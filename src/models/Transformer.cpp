@@ -16,8 +16,8 @@ namespace {
 // LibTorch's fused scaled-dot-product attention (models/Attention.hpp; CPU training with dropout:
 // attention() below).
 // With model.fused_kernels on a GPU the first residual add and the second LayerNorm are one
-// kernel (models/AddNorm.hpp) and, with model.gelu=tanh, the MLP's bias, GELU and their
-// gradients run in its GEMMs' cuBLASLt epilogues (models/FusedMlp.hpp).
+// kernel (models/AddNorm.hpp), the first LayerNorm writes its output in autocast's type, and, with model.gelu=tanh, the
+// MLP's bias, GELU and their gradients run in its GEMMs' cuBLASLt epilogues (models/FusedMlp.hpp).
 struct EncoderBlock : BlockImpl {
   EncoderBlock(std::int64_t dim, std::int64_t heads, double mlp_ratio, const ModelConfig& c)
       : heads_(heads), p_(c.dropout), fused_(c.fused_kernels), causal_(c.causal), tanh_(c.gelu == "tanh") {
@@ -33,7 +33,11 @@ struct EncoderBlock : BlockImpl {
   torch::Tensor forward(torch::Tensor x) override {
     const auto n = x.size(0), t = x.size(1), d = x.size(2);
     // [n, t, 3, heads, d/heads] -> 3 x [n, heads, t, d/heads]
-    auto q_k_v = linear(qkv, norm1->forward(x)).view({n, t, 3, heads_, d / heads_}).permute({2, 0, 3, 1, 4});
+    // On a GPU the LayerNorm writes the product's input in autocast's type (models/AddNorm.hpp).
+    const auto normed1 = fused_ && x.is_cuda()
+                             ? layer_norm_for_matmul(x, norm1->weight, norm1->bias, norm1->options.eps())
+                             : norm1->forward(x);
+    auto q_k_v = linear(qkv, normed1).view({n, t, 3, heads_, d / heads_}).permute({2, 0, 3, 1, 4});
     const auto attended = attention(q_k_v[0], q_k_v[1], q_k_v[2]);
     const auto branch = drop->forward(linear(proj, attended.transpose(1, 2).reshape({n, t, d})));
     // On a GPU one CUDA kernel (models/AddNorm.hpp, ATen's ops where it does not apply); on CPUs

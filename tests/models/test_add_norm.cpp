@@ -123,6 +123,46 @@ TEST(AddNorm, UnderAutocastAMatmulsInputComesInAutocastsType) {
   expect_close(fused.dx, aten.dx, 1e-5, "dx, fused against ATen's");
 }
 
+// The LayerNorm alone (before the attention's QKV product): the operator without the add, in
+// float32 and under bf16 autocast (y in bfloat16, as the product's cast would round it), against
+// ATen's layer_norm and the cast; without weights (ATen's ops then) too.
+TEST(LayerNormForMatmul, AgainstAtensLayerNormAndCast) {
+  torch::manual_seed(9);
+  const auto x0 = torch::randn({3, 5, 48});
+  const auto w0 = 1 + 0.2 * torch::randn({48}), b0 = 0.2 * torch::randn({48});
+  for (const bool autocast : {false, true}) {
+    for (const bool affine : {true, false}) {
+      auto run = [&](bool fused) {
+        auto x = x0.detach().requires_grad_();
+        auto w = affine ? w0.detach().requires_grad_() : torch::Tensor();
+        auto b = affine ? b0.detach().requires_grad_() : torch::Tensor();
+        at::autocast::set_autocast_enabled(at::kCPU, autocast);
+        at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+        auto y = (fused ? layer_norm_for_matmul : layer_norm_for_matmul_unfused)(x, w, b, 1e-5);
+        at::autocast::set_autocast_enabled(at::kCPU, false);
+        torch::manual_seed(13);
+        (y.to(torch::kFloat) * torch::randn(y.sizes()).to(y.scalar_type()).to(torch::kFloat)).sum().backward();
+        return Result{x.detach(),
+                      y.detach(),
+                      x.grad(),
+                      {},
+                      affine ? w.grad() : torch::Tensor(),
+                      affine ? b.grad() : torch::Tensor()};
+      };
+      const auto fused = run(true), aten = run(false);
+      EXPECT_EQ(fused.y.scalar_type(), autocast ? torch::kBFloat16 : torch::kFloat);
+      // bfloat16 y: one rounding step apart at most where the two float results straddle it.
+      expect_close(fused.y, aten.y, autocast ? 1e-2 : 1e-5, "y");
+      expect_close(fused.dx, aten.dx, 1e-5, "dx");
+      if (affine) {
+        expect_close(fused.dw, aten.dw, 1e-5, "dweight");
+        expect_close(fused.db, aten.db, 1e-5, "dbias");
+      }
+    }
+  }
+  EXPECT_FALSE(layer_norm_for_matmul_fused_on(x0, w0, b0));  // GPUs only
+}
+
 TEST(AddNorm, NotFusedOnTheCpuInModels) {
   // The Transformer takes the kernel on GPUs only; on CPUs it keeps ATen's ops.
   EXPECT_FALSE(
