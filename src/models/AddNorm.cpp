@@ -206,14 +206,17 @@ struct LayerNormForMatmul : torch::autograd::Function<LayerNormForMatmul> {
   }
 };
 
-// float [d] weight and bias on x's device, contiguous. Without them ATen's ops run (an autograd
-// Function takes no undefined input).
+// weight and bias of [d] values on x's device; for the kernels also float and contiguous (the
+// CPU reference converts them), and at most 2^31 - 1 rows (one block each). Without weights
+// ATen's ops run (an autograd Function takes no undefined input).
 bool weights_fit(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  const bool kernel = x.is_cuda();
   auto fits = [&](const torch::Tensor& t) {
-    return t.defined() && t.scalar_type() == torch::kFloat && t.dim() == 1 && t.numel() == x.size(-1) &&
-           t.device() == x.device() && t.is_contiguous();
+    return t.defined() && t.dim() == 1 && t.numel() == x.size(-1) && t.device() == x.device() &&
+           (!kernel || (t.scalar_type() == torch::kFloat && t.is_contiguous()));
   };
-  return fits(weight) && fits(bias);
+  const bool rows = !kernel || x.size(-1) == 0 || x.numel() / x.size(-1) <= 0x7fffffff;
+  return x.dim() > 0 && rows && fits(weight) && fits(bias);
 }
 
 }  // namespace
@@ -249,8 +252,7 @@ std::pair<torch::Tensor, torch::Tensor> add_layer_norm_unfused(const torch::Tens
 std::pair<torch::Tensor, torch::Tensor> add_layer_norm(const torch::Tensor& x, const torch::Tensor& r,
                                                        const torch::Tensor& weight, const torch::Tensor& bias,
                                                        double eps, bool y_for_matmul) {
-  const bool cpu =
-      x.device().is_cpu() && r.device().is_cpu() && r.sizes() == x.sizes() && weight.defined() && bias.defined();
+  const bool cpu = x.device().is_cpu() && r.device().is_cpu() && r.sizes() == x.sizes() && weights_fit(x, weight, bias);
   if (!cpu && !add_layer_norm_fused_on(x, r, weight, bias, y_for_matmul)) {
     return add_layer_norm_unfused(x, r, weight, bias, eps, y_for_matmul);
   }
@@ -288,7 +290,7 @@ torch::Tensor layer_norm_for_matmul_unfused(const torch::Tensor& x, const torch:
 torch::Tensor layer_norm_for_matmul(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                                     double eps) {
   // On the CPU the reference loops (with the weights; without them ATen's ops).
-  const bool cpu = x.device().is_cpu() && weight.defined() && bias.defined();
+  const bool cpu = x.device().is_cpu() && weights_fit(x, weight, bias);
   if (!cpu && !layer_norm_for_matmul_fused_on(x, weight, bias)) {
     return layer_norm_for_matmul_unfused(x, weight, bias, eps);
   }
