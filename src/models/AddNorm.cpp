@@ -21,7 +21,6 @@ using kernel_tensors::float_contiguous;
 namespace ck = cuda_kernels;
 using kernel_tensors::check_launch;
 using kernel_tensors::current_stream;
-using kernel_tensors::float_or_null;
 using kernel_tensors::kernel_type;
 #endif
 
@@ -40,39 +39,37 @@ c10::ScalarType output_type(c10::ScalarType h, c10::DeviceType device, bool y_fo
 }
 
 // The backward of y = LN(h) (plus dh_in, h's gradient from its other uses): dh; dr, r's gradient
-// of type r_type (dh itself when r has h's type), when `with_r`; the weights' gradients when
-// `affine`. Without r (layer_norm_for_matmul) r_type is y's, which picks the kernel's types.
+// of type r_type (dh itself when r has h's type), when `with_r`; the weights' gradients (the
+// operators always have weights: weights_fit). Without r (layer_norm_for_matmul) r_type is y's,
+// which picks the kernel's types.
 struct NormGrads {
   torch::Tensor dh, dr, dweight, dbias;
 };
 NormGrads norm_backward(const torch::Tensor& h, const torch::Tensor& weight, const torch::Tensor& mean,
-                        const torch::Tensor& rstd, bool affine, const torch::Tensor& dh_in, const torch::Tensor& dy,
+                        const torch::Tensor& rstd, const torch::Tensor& dh_in, const torch::Tensor& dy,
                         c10::ScalarType r_type, bool with_r) {
   const std::int64_t d = h.size(-1), rows = d > 0 ? h.numel() / d : 0;
   NormGrads g;
   g.dh = torch::empty_like(h);
   const bool own_dr = with_r && r_type != h.scalar_type();
   if (with_r) g.dr = own_dr ? torch::empty(h.sizes(), h.options().dtype(r_type)) : g.dh;
-  if (affine) {
-    g.dweight = torch::empty({d}, weight.options());
-    g.dbias = torch::empty({d}, weight.options());
-  }
+  g.dweight = torch::empty({d}, weight.options());
+  g.dbias = torch::empty({d}, weight.options());
   if (h.is_cuda()) {
 #if HPCTRAIN_WITH_CUDA_KERNELS
     const c10::cuda::CUDAGuard guard(h.device());
-    torch::Tensor partial;
-    if (affine) partial = torch::empty({ck::add_norm_partial_floats(rows, d)}, h.options().dtype(torch::kFloat));
+    const auto partial = torch::empty({ck::add_norm_partial_floats(rows, d)}, h.options().dtype(torch::kFloat));
     const ck::AddNormBackward a{dy.data_ptr(),
                                 dh_in.defined() ? dh_in.data_ptr() : nullptr,
                                 h.data_ptr(),
-                                float_or_null(weight),
+                                weight.data_ptr<float>(),
                                 mean.data_ptr<float>(),
                                 rstd.data_ptr<float>(),
                                 g.dh.data_ptr(),
                                 own_dr ? g.dr.data_ptr() : nullptr,
-                                float_or_null(g.dweight),
-                                float_or_null(g.dbias),
-                                float_or_null(partial),
+                                g.dweight.data_ptr<float>(),
+                                g.dbias.data_ptr<float>(),
+                                partial.data_ptr<float>(),
                                 rows,
                                 d,
                                 kernel_type(h.scalar_type()),
@@ -89,16 +86,13 @@ NormGrads norm_backward(const torch::Tensor& h, const torch::Tensor& weight, con
   auto dhf = torch::empty(h.sizes(), h.options().dtype(torch::kFloat));
   auto sums = torch::zeros({2, d}, h.options().dtype(torch::kDouble));
   kernels::add_layer_norm_backward(dyf.data_ptr<float>(), dhf_in.defined() ? dhf_in.data_ptr<float>() : nullptr,
-                                   hf.data_ptr<float>(), affine ? wf.data_ptr<float>() : nullptr,
-                                   mean.data_ptr<float>(), rstd.data_ptr<float>(), rows, d, dhf.data_ptr<float>(),
-                                   affine ? sums.data_ptr<double>() : nullptr,
-                                   affine ? sums.data_ptr<double>() + d : nullptr);
+                                   hf.data_ptr<float>(), wf.data_ptr<float>(), mean.data_ptr<float>(),
+                                   rstd.data_ptr<float>(), rows, d, dhf.data_ptr<float>(), sums.data_ptr<double>(),
+                                   sums.data_ptr<double>() + d);
   g.dh.copy_(dhf);
   if (own_dr) g.dr.copy_(dhf);
-  if (affine) {
-    g.dweight.copy_(sums[0]);
-    g.dbias.copy_(sums[1]);
-  }
+  g.dweight.copy_(sums[0]);
+  g.dbias.copy_(sums[1]);
   return g;
 }
 
@@ -118,8 +112,8 @@ std::array<torch::Tensor, 4> norm_forward(const torch::Tensor& x, const torch::T
     // Without r the kernel reads h where x is and writes nothing there.
     const ck::AddNormForward a{x.data_ptr(),
                                r.defined() ? r.data_ptr() : nullptr,
-                               float_or_null(weight),
-                               float_or_null(bias),
+                               weight.data_ptr<float>(),
+                               bias.data_ptr<float>(),
                                h.data_ptr(),
                                y.data_ptr(),
                                mean.data_ptr<float>(),
@@ -164,7 +158,6 @@ struct AddLayerNorm : torch::autograd::Function<AddLayerNorm> {
     auto [h, y, mean, rstd] = norm_forward(x_in.contiguous(), r, weight, bias, eps, y_type, r.scalar_type());
     ctx->save_for_backward({h, weight, mean, rstd});
     ctx->saved_data["r_type"] = static_cast<std::int64_t>(r.scalar_type());
-    ctx->saved_data["affine"] = weight.defined();
     return {h, y};
   }
 
@@ -177,8 +170,7 @@ struct AddLayerNorm : torch::autograd::Function<AddLayerNorm> {
       return {dh_in, dh_in.defined() ? dh_in.to(r_type) : dh_in, {}, {}, {}, {}};
     }
     RECORD_FUNCTION("hpctrain::add_layer_norm_backward", std::vector<c10::IValue>({grads[1]}));
-    auto g = norm_backward(h, saved[1], saved[2], saved[3], ctx->saved_data["affine"].toBool(), dh_in,
-                           grads[1].contiguous(), r_type, /*with_r=*/true);
+    auto g = norm_backward(h, saved[1], saved[2], saved[3], dh_in, grads[1].contiguous(), r_type, /*with_r=*/true);
     return {g.dh, g.dr, g.dweight, g.dbias, {}, {}};
   }
 };
@@ -191,7 +183,6 @@ struct LayerNormForMatmul : torch::autograd::Function<LayerNormForMatmul> {
     const auto x = x_in.contiguous();
     auto [h, y, mean, rstd] = norm_forward(x, torch::Tensor(), weight, bias, eps, y_type, y_type);
     ctx->save_for_backward({x, weight, mean, rstd});
-    ctx->saved_data["affine"] = weight.defined();
     return y;
   }
 
@@ -200,8 +191,8 @@ struct LayerNormForMatmul : torch::autograd::Function<LayerNormForMatmul> {
     if (!grads[0].defined()) return {{}, {}, {}, {}, {}};
     RECORD_FUNCTION("hpctrain::layer_norm_for_matmul_backward", std::vector<c10::IValue>({grads[0]}));
     const auto dy = grads[0].contiguous();
-    auto g = norm_backward(saved[0], saved[1], saved[2], saved[3], ctx->saved_data["affine"].toBool(), torch::Tensor(),
-                           dy, dy.scalar_type(), /*with_r=*/false);
+    auto g =
+        norm_backward(saved[0], saved[1], saved[2], saved[3], torch::Tensor(), dy, dy.scalar_type(), /*with_r=*/false);
     return {g.dh, g.dweight, g.dbias, {}, {}};
   }
 };

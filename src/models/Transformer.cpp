@@ -16,8 +16,9 @@ namespace {
 // LibTorch's fused scaled-dot-product attention (models/Attention.hpp; CPU training with dropout:
 // attention() below).
 // With model.fused_kernels on a GPU the first residual add and the second LayerNorm are one
-// kernel (models/AddNorm.hpp), the first LayerNorm writes its output in autocast's type, and, with model.gelu=tanh, the
-// MLP's bias, GELU and their gradients run in its GEMMs' cuBLASLt epilogues (models/FusedMlp.hpp).
+// kernel (models/AddNorm.hpp), the first LayerNorm writes its output in autocast's type, and,
+// with model.gelu=tanh, the MLP's bias, GELU and their gradients run in its GEMMs' cuBLASLt
+// epilogues (models/FusedMlp.hpp).
 struct EncoderBlock : BlockImpl {
   EncoderBlock(std::int64_t dim, std::int64_t heads, double mlp_ratio, const ModelConfig& c)
       : heads_(heads), p_(c.dropout), fused_(c.fused_kernels), causal_(c.causal), tanh_(c.gelu == "tanh") {
